@@ -1,0 +1,102 @@
+"""The ASGI driver: the pipeline root and the small I/O helpers every ASGI layer shell uses.
+
+Pure ASGI 3 middleware only. A request/response wrapper in the style of Starlette's
+``BaseHTTPMiddleware`` would run the app in another task, so context variables set by the app
+(the request's pooled connection, its tags) would not flow back, and streaming would buffer.
+Non-HTTP scopes go straight to the app: websockets are untouched, and lifespan reaches the
+app with the runtime's start-up and shutdown hooks run around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .context import CONTEXT_KEY, RequestContext, activate
+from .messages import Response
+
+__all__ = [
+    "ASGIApp",
+    "ASGIRoot",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+    "context_of",
+    "send_response",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ASGIRoot:
+    """Outermost ASGI callable returned by :func:`scalekit.wrap`: creates the request context."""
+
+    def __init__(self, app: ASGIApp, chain: ASGIApp, runtime: Any) -> None:
+        self.app = app  # the user's app, unwrapped
+        self.chain = chain
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            ctx = RequestContext(scope.get("method", "GET"), scope.get("path", ""))
+            scope[CONTEXT_KEY] = ctx
+            # Servers run each request in its own task, so this value is private to it.
+            activate(ctx)
+            await self.chain(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        runtime = self.runtime
+
+        async def receive_with_hooks() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await runtime.astartup()
+            return message
+
+        async def send_with_hooks(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await runtime.ashutdown()
+            await send(message)
+
+        await self.app(scope, receive_with_hooks, send_with_hooks)
+
+    def __repr__(self) -> str:
+        return f"<scalekit ASGI wrapper around {self.app!r}>"
+
+
+def context_of(scope: Scope) -> RequestContext:
+    """The request's context, creating one if a layer is used without the root (tests, adapters)."""
+    ctx: RequestContext | None = scope.get(CONTEXT_KEY)
+    if ctx is None:
+        ctx = RequestContext(scope.get("method", "GET"), scope.get("path", ""))
+        scope[CONTEXT_KEY] = ctx
+        activate(ctx)
+    return ctx
+
+
+async def send_response(send: Send, response: Response, *, head: bool = False) -> None:
+    """Send a layer's whole :class:`Response` through ASGI (no body for HEAD)."""
+    await send({
+        "type": "http.response.start",
+        "status": response.status,
+        "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers],
+    })
+    await send({"type": "http.response.body", "body": b"" if head else response.body})
+
+
+def header_value(scope: Scope, name: bytes) -> str | None:
+    """The first value of request header ``name`` (lower-case bytes), or None."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None

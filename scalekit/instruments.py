@@ -1,0 +1,138 @@
+"""Every Prometheus metric scalekit exports, declared once per process.
+
+They live on prometheus_client's default registry so the app's own metrics are exposed beside
+them on ``/metrics``. Gauges declare how they combine across gunicorn workers when
+``PROMETHEUS_MULTIPROC_DIR`` is set (``livesum``: summed over live workers). Label values always
+come from closed sets: route templates, method names, status classes, tier names, outcomes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "CACHE_BYTES",
+    "CACHE_CIRCUIT_OPEN",
+    "CACHE_ENTRIES",
+    "CACHE_EVICTIONS",
+    "CACHE_INVALIDATIONS",
+    "CACHE_INVALIDATION_PROPAGATION",
+    "CACHE_LOOKUPS",
+    "CACHE_REQUESTS",
+    "CACHE_STORES",
+    "CDN_BYTES_SAVED",
+    "CDN_NOT_MODIFIED",
+    "HOST_REJECTED",
+    "HTTP_DURATION",
+    "HTTP_IN_FLIGHT",
+    "HTTP_REQUESTS",
+    "POOL_CONNECTIONS",
+    "POOL_LEAKS",
+    "POOL_MAX",
+    "POOL_PENDING",
+    "POOL_SHED",
+    "POOL_TIMEOUTS",
+    "POOL_USE_TIME",
+    "POOL_WAIT_TIME",
+]
+
+DURATION_BUCKETS_SECONDS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+# --- HTTP (metrics layer)
+HTTP_REQUESTS = Counter(
+    "scalekit_http_requests", "HTTP requests answered, by method, route template and status class.",
+    ["method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "scalekit_http_request_duration_seconds",
+    "Time from request received to response fully sent, by method and route template.",
+    ["method", "route"], buckets=DURATION_BUCKETS_SECONDS,
+)
+HTTP_IN_FLIGHT = Gauge(
+    "scalekit_http_requests_in_flight", "Requests being handled right now.",
+    multiprocess_mode="livesum",
+)
+HOST_REJECTED = Counter(
+    "scalekit_host_rejected", "Requests whose Host is outside allowed_hosts (never cached), by layer.",
+    ["layer"],
+)
+
+# --- cache layer
+CACHE_REQUESTS = Counter(
+    "scalekit_cache_requests",
+    "Requests seen by the cache layer, by outcome (hit, miss, stale, revalidated, bypass, uncacheable).",
+    ["outcome"],
+)
+CACHE_LOOKUPS = Counter(
+    "scalekit_cache_lookups", "Tier lookups, by tier (memory, redis, disk) and outcome (hit, miss, error).",
+    ["tier", "outcome"],
+)
+CACHE_STORES = Counter(
+    "scalekit_cache_stores", "Entries written, by tier and outcome (ok, error, too_large).",
+    ["tier", "outcome"],
+)
+CACHE_BYTES = Gauge(
+    "scalekit_cache_bytes", "Bytes held by a tier of this process.", ["tier"], multiprocess_mode="livesum",
+)
+CACHE_ENTRIES = Gauge(
+    "scalekit_cache_entries", "Entries held by a tier of this process.", ["tier"], multiprocess_mode="livesum",
+)
+CACHE_EVICTIONS = Counter(
+    "scalekit_cache_evictions", "Entries evicted to respect a tier's byte bound.", ["tier"],
+)
+CACHE_INVALIDATIONS = Counter(
+    "scalekit_cache_invalidations",
+    "Tag invalidations applied, by source (api, http, cli, table, change_feed, unsafe_method, remote).",
+    ["source"],
+)
+CACHE_INVALIDATION_PROPAGATION = Histogram(
+    "scalekit_cache_invalidation_propagation_seconds",
+    "Delay from an invalidation published by one instance to its arrival here.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+CACHE_CIRCUIT_OPEN = Gauge(
+    "scalekit_cache_circuit_open", "1 while a tier's circuit breaker is open (tier skipped).", ["tier"],
+    multiprocess_mode="max",
+)
+
+# --- CDN layer
+CDN_NOT_MODIFIED = Counter(
+    "scalekit_cdn_not_modified", "304 Not Modified responses answered from ETag / Last-Modified.",
+)
+CDN_BYTES_SAVED = Counter(
+    "scalekit_cdn_bytes_saved", "Body bytes not sent thanks to 304 responses.",
+)
+
+# --- pool layer (modelled on OpenTelemetry's db.client.connection.* metrics)
+POOL_CONNECTIONS = Gauge(
+    "scalekit_pool_connections", "Pooled connections by database and state (used, idle).",
+    ["database", "state"], multiprocess_mode="livesum",
+)
+POOL_MAX = Gauge(
+    "scalekit_pool_max_connections", "pool_size + max_overflow, by database.", ["database"],
+    multiprocess_mode="livesum",
+)
+POOL_PENDING = Gauge(
+    "scalekit_pool_pending_requests", "Requests waiting for a connection, by database.", ["database"],
+    multiprocess_mode="livesum",
+)
+POOL_WAIT_TIME = Histogram(
+    "scalekit_pool_wait_seconds", "Time a request waited to check out a connection.", ["database"],
+    buckets=DURATION_BUCKETS_SECONDS,
+)
+POOL_USE_TIME = Histogram(
+    "scalekit_pool_use_seconds", "Time a request held its connection.", ["database"],
+    buckets=DURATION_BUCKETS_SECONDS,
+)
+POOL_TIMEOUTS = Counter(
+    "scalekit_pool_timeouts", "Checkouts that waited past pool_timeout (answered 503).", ["database"],
+)
+POOL_SHED = Counter(
+    "scalekit_pool_shed", "Requests shed at once because max_waiting requests were already queued.",
+    ["database"],
+)
+POOL_LEAKS = Counter(
+    "scalekit_pool_leak_warnings", "Connections held longer than leak_warning_seconds.", ["database"],
+)

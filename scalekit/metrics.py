@@ -1,0 +1,208 @@
+"""The metrics layer: counts and times every request, and serves a protected ``/metrics``.
+
+Outermost layer, so cache hits and shed requests are measured too. The route label is the
+template an adapter put in the request context (``/products/{id}``), or ``unmatched``: a raw
+path would create one series per URL. Decisions (who may scrape, which labels) are plain
+functions; :class:`WSGIMetrics` and :class:`ASGIMetrics` only move bytes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from . import asgi, wsgi
+from .config import MetricsConfig
+from .context import CONTEXT_KEY, UNMATCHED_ROUTE
+from .instruments import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
+from .messages import Response, simple_response
+
+__all__ = [
+    "ASGIMetrics",
+    "MetricsPolicy",
+    "WSGIMetrics",
+    "render_exposition",
+    "wrap_asgi",
+    "wrap_wsgi",
+]
+
+# RFC 9110 §9 methods plus PATCH; anything else is counted as "other" to bound the label.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+
+
+def status_class(status: int) -> str:
+    """``"2xx"`` for 200..299, and so on; ``"5xx"`` for anything outside 100..599."""
+    return f"{status // 100}xx" if 100 <= status <= 599 else "5xx"
+
+
+def render_exposition() -> bytes:
+    """The text exposition of every metric, merged over gunicorn workers in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+class MetricsPolicy:
+    """Pure decisions of the metrics layer, precomputed from :class:`MetricsConfig`."""
+
+    def __init__(self, config: MetricsConfig) -> None:
+        self.path = config.path
+        self.token = config.token.encode() if config.token else None
+        allow = config.allow_from
+        if allow is None:
+            allow = () if config.token else LOOPBACK
+        self.networks = tuple(ipaddress.ip_network(address, strict=False) for address in allow)
+        self.exclude_paths = config.exclude_paths
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def is_measured(self, path: str) -> bool:
+        """False for the scrape itself and configured exclusions (health checks, say)."""
+        if path == self.path:
+            return False
+        return not any(path.startswith(prefix) for prefix in self.exclude_paths)
+
+    def authorize(self, client_address: str | None, authorization: str | None) -> Response | None:
+        """None when the scrape may proceed; otherwise the 401/403 to answer."""
+        if self.token is not None and authorization:
+            scheme, _, credentials = authorization.partition(" ")
+            if scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), self.token):
+                return None
+        if client_address and self.networks and _in_networks(client_address, self.networks):
+            return None
+        if self.token is not None:
+            return simple_response(401, "metrics require a bearer token\n",
+                                   extra_headers=(("www-authenticate", 'Bearer realm="metrics"'),))
+        return simple_response(403, "metrics are only served to allowed addresses "
+                                    "(set metrics.allow_from or metrics.token)\n")
+
+    def exposition(self) -> Response:
+        body = render_exposition()
+        return Response(200, (("content-type", CONTENT_TYPE_LATEST), ("content-length", str(len(body))),
+                              ("cache-control", "no-store")), body)
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one finished request; label children are cached, the hot path is two calls."""
+        method = method if method in KNOWN_METHODS else "other"
+        key = (method, route, status_class(status))
+        children = self._children.get(key)
+        if children is None:
+            children = (HTTP_REQUESTS.labels(*key), HTTP_DURATION.labels(method, route))
+            if len(self._children) < 10_000:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+def _in_networks(address: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+def _route_of(ctx: Any) -> str:
+    return ctx.route if ctx is not None else UNMATCHED_ROUTE
+
+
+class WSGIMetrics:
+    """PEP 3333 shell of the metrics layer."""
+
+    def __init__(self, app: wsgi.WSGIApp, policy: MetricsPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    def __call__(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
+        policy = self.policy
+        path = environ.get("PATH_INFO", "")
+        if path == policy.path:
+            denied = policy.authorize(environ.get("REMOTE_ADDR"), environ.get("HTTP_AUTHORIZATION"))
+            head = environ.get("REQUEST_METHOD") == "HEAD"
+            return wsgi.send_response(start_response, denied or policy.exposition(), head=head)
+        if not policy.is_measured(path):
+            return self.app(environ, start_response)
+        started = time.perf_counter()
+        method = environ.get("REQUEST_METHOD", "GET")
+        status = [500]
+
+        def capture_status(status_text: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            status[0] = int(status_text[:3]) if status_text[:3].isdigit() else 500
+            return start_response(status_text, headers, exc_info) if exc_info else start_response(status_text, headers)
+
+        def finish(failed: bool) -> None:
+            HTTP_IN_FLIGHT.dec()
+            policy.record(method, _route_of(environ.get(CONTEXT_KEY)), 500 if failed else status[0],
+                          time.perf_counter() - started)
+
+        HTTP_IN_FLIGHT.inc()
+        try:
+            body = self.app(environ, capture_status)
+        except BaseException:
+            finish(True)
+            raise
+        return wsgi.ClosingBody(body, finish)
+
+
+class ASGIMetrics:
+    """ASGI 3 shell of the metrics layer (wraps ``send`` only to read the status)."""
+
+    def __init__(self, app: asgi.ASGIApp, policy: MetricsPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        policy = self.policy
+        path = scope["path"]
+        if path == policy.path:
+            client = scope.get("client")
+            denied = policy.authorize(client[0] if client else None,
+                                      asgi.header_value(scope, b"authorization"))
+            await asgi.send_response(send, denied or policy.exposition(), head=scope["method"] == "HEAD")
+            return
+        if not policy.is_measured(path):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_status(message: asgi.Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        HTTP_IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_with_status)
+        except BaseException:
+            status = 500 if status < 500 else status
+            raise
+        finally:
+            HTTP_IN_FLIGHT.dec()
+            policy.record(scope["method"], _route_of(scope.get(CONTEXT_KEY)), status or 500,
+                          time.perf_counter() - started)
+
+
+def wrap_wsgi(app: wsgi.WSGIApp, runtime: Any) -> wsgi.WSGIApp:
+    """The metrics layer around a WSGI app."""
+    return WSGIMetrics(app, MetricsPolicy(runtime.config.metrics))
+
+
+def wrap_asgi(app: asgi.ASGIApp, runtime: Any) -> asgi.ASGIApp:
+    """The metrics layer around an ASGI app."""
+    return ASGIMetrics(app, MetricsPolicy(runtime.config.metrics))

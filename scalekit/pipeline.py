@@ -1,0 +1,124 @@
+"""``wrap()``: detect the app's kind, load the config, and build the layer pipeline around it.
+
+Layers run outermost first in :data:`LAYER_ORDER`; a disabled layer is simply not in the
+chain, so it costs nothing per request.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+
+from .asgi import ASGIRoot
+from .config import Config, load_config
+from .errors import WrapError
+from .runtime import Runtime
+from .wsgi import WSGIRoot
+
+__all__ = ["LAYER_ORDER", "detect_kind", "wrap"]
+
+log = logging.getLogger("scalekit")
+
+# Outermost first: metrics sees every request (cache hits and shed requests included), CDN
+# stamps what the cache serves, the cache answers before a pooled connection is ever lent.
+LAYER_ORDER = ("metrics", "cdn", "cache", "pool")
+_LAYER_MODULES = {
+    "metrics": "scalekit.metrics",
+    "cdn": "scalekit.cdn.layer",
+    "cache": "scalekit.cache.layer",
+    "pool": "scalekit.pool.layer",
+}
+
+Kind = Literal["wsgi", "asgi"]
+
+
+def detect_kind(app: object) -> Kind:
+    """``"asgi"`` for an ASGI 3 app (async, scope/receive/send), ``"wsgi"`` for a PEP 3333 app.
+
+    Raises :class:`WrapError` (a ``TypeError``) for anything else, saying what was received.
+    """
+    if not callable(app):
+        raise WrapError(f"scalekit.wrap() needs a WSGI or ASGI application; got {_describe(app)}, "
+                        "which is not callable.")
+    target = app
+    if not (inspect.isfunction(app) or inspect.ismethod(app) or isinstance(app, functools.partial)):
+        target = type(app).__call__  # an instance: look at its __call__
+    positional = _positional_count(app)
+    if _is_async(app, target):
+        if positional == 3 or positional is None:
+            return "asgi"
+        raise WrapError(
+            f"scalekit.wrap() got an async callable taking {positional} positional arguments "
+            f"({_describe(app)}); an ASGI 3 app takes (scope, receive, send). For an ASGI 2 app, "
+            "wrap asgiref.compatibility.guarantee_single_callable(app).")
+    if positional == 2 or positional is None:
+        return "wsgi"
+    raise WrapError(
+        f"scalekit.wrap() got {_describe(app)}, a callable taking {positional} positional "
+        "arguments; accepted are a WSGI app (environ, start_response) and an ASGI 3 app "
+        "(async scope, receive, send). Pass kind='wsgi' or kind='asgi' to force one.")
+
+
+def _is_async(app: object, target: object) -> bool:
+    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(target):
+        return True
+    call = getattr(app, "__call__", None)
+    return inspect.iscoroutinefunction(call)
+
+
+def _positional_count(app: Callable[..., Any]) -> int | None:
+    try:
+        signature = inspect.signature(app)
+    except (TypeError, ValueError):
+        return None
+    count = 0
+    for parameter in signature.parameters.values():
+        if parameter.kind is parameter.VAR_POSITIONAL:
+            return None
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            count += 1
+    return count
+
+
+def _describe(app: object) -> str:
+    text = repr(app)
+    return f"{type(app).__name__} {text[:80]}"
+
+
+def wrap(app: Any, *, kind: Kind | None = None, config: Config | None = None, **settings: Any) -> Any:
+    """Wrap a WSGI or ASGI app with scalekit's layers; returns an app of the same kind.
+
+    Settings come from ``settings`` (``cache={"enabled": False}``, ``metrics=False``), then
+    ``SCALEKIT_*`` env, then ``scalekit.toml`` / ``[tool.scalekit]``, then defaults.
+
+    >>> def hello(environ, start_response):
+    ...     start_response("200 OK", [("Content-Type", "text/plain")])
+    ...     return [b"hello"]
+    >>> wrapped = wrap(hello, cache=False, cdn=False, pool=False)
+    """
+    if kind is None:
+        kind = detect_kind(app)
+    elif kind not in ("wsgi", "asgi"):
+        raise WrapError(f"kind must be 'wsgi' or 'asgi'; got {kind!r}.")
+    if config is not None:
+        settings["config"] = config
+    runtime = Runtime(load_config(settings))
+    _warn_about_defaults(runtime.config)
+    chain = app
+    for name in reversed(LAYER_ORDER):
+        if getattr(runtime.config, name).enabled:
+            module = importlib.import_module(_LAYER_MODULES[name])
+            chain = module.wrap_asgi(chain, runtime) if kind == "asgi" else module.wrap_wsgi(chain, runtime)
+    if kind == "asgi":
+        return ASGIRoot(app, chain, runtime)
+    return WSGIRoot(app, chain, runtime)
+
+
+def _warn_about_defaults(config: Config) -> None:
+    if "*" in config.allowed_hosts:
+        log.warning("scalekit: allowed_hosts is '*' (any Host is served, each in its own cache key "
+                    "space); list your hosts in allowed_hosts for production.")

@@ -1,0 +1,127 @@
+"""The runtime of one wrapped app: its config, clock, and the services its layers started.
+
+Layers register what they own here (the cache's stores and invalidator, the pool's engines) and
+their start-up / shutdown hooks; :func:`scalekit.invalidate` reaches every live runtime of the
+process, so app code can invalidate without holding a handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from .config import Config
+
+__all__ = ["Runtime", "live_runtimes"]
+
+Hook = Callable[[], Any]
+Invalidator = Callable[[tuple[str, ...], str], Any]
+
+_LIVE: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+def live_runtimes() -> list[Runtime]:
+    """Every runtime of this process that has not been closed."""
+    return [runtime for runtime in list(_LIVE) if not runtime.closed]
+
+
+class Runtime:
+    """What one ``wrap()`` built: config, clocks, layer services and lifecycle hooks."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.monotonic = monotonic
+        self.services: dict[str, Any] = {}
+        self.closed = False
+        self._startup: list[Hook] = []
+        self._shutdown: list[Hook] = []
+        self._invalidators: list[tuple[Invalidator, Callable[..., Awaitable[Any]] | None]] = []
+        self._started = False
+        _LIVE.add(self)
+
+    # ----------------------------------------------------------------- lifecycle
+    def on_startup(self, hook: Hook) -> None:
+        """Run ``hook`` (sync or async) at ASGI lifespan start-up or the first :meth:`startup`."""
+        self._startup.append(hook)
+
+    def on_shutdown(self, hook: Hook) -> None:
+        """Run ``hook`` (sync or async) at shutdown, in reverse order of registration."""
+        self._shutdown.append(hook)
+
+    def startup(self) -> None:
+        """Run the start-up hooks once (sync callers: WSGI servers, CLI)."""
+        if self._started:
+            return
+        self._started = True
+        for hook in self._startup:
+            _run_sync(hook())
+
+    async def astartup(self) -> None:
+        """Run the start-up hooks once, awaiting async ones (ASGI lifespan)."""
+        if self._started:
+            return
+        self._started = True
+        for hook in self._startup:
+            result = hook()
+            if inspect.isawaitable(result):
+                await result
+
+    def close(self) -> None:
+        """Run the shutdown hooks (close pools, stop listeners); safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        for hook in reversed(self._shutdown):
+            _run_sync(hook())
+
+    async def ashutdown(self) -> None:
+        """Async counterpart of :meth:`close` for ASGI lifespan shutdown."""
+        if self.closed:
+            return
+        self.closed = True
+        for hook in reversed(self._shutdown):
+            result = hook()
+            if inspect.isawaitable(result):
+                await result
+
+    # ----------------------------------------------------------------- invalidation
+    def add_invalidator(
+        self, invalidate: Invalidator, ainvalidate: Callable[..., Awaitable[Any]] | None = None
+    ) -> None:
+        """Register a layer's ``invalidate(tags, source)`` (and its async twin, if it has one)."""
+        self._invalidators.append((invalidate, ainvalidate))
+
+    def invalidate(self, tags: Iterable[str], *, source: str = "api") -> None:
+        """Invalidate ``tags`` in every layer of this runtime that holds tagged state."""
+        tag_tuple = tuple(tags)
+        for invalidate, _ in self._invalidators:
+            invalidate(tag_tuple, source)
+
+    async def ainvalidate(self, tags: Iterable[str], *, source: str = "api") -> None:
+        """Async :meth:`invalidate`: network work runs without blocking the event loop."""
+        tag_tuple = tuple(tags)
+        for invalidate, ainvalidate in self._invalidators:
+            if ainvalidate is not None:
+                await ainvalidate(tag_tuple, source)
+            else:
+                await asyncio.to_thread(invalidate, tag_tuple, source)
+
+
+def _run_sync(result: Any) -> None:
+    if inspect.isawaitable(result):
+        asyncio.run(_await(result))
+
+
+async def _await(awaitable: Awaitable[Any]) -> None:
+    await awaitable

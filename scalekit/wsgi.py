@@ -1,0 +1,108 @@
+"""The WSGI driver: the pipeline root and the small I/O helpers every WSGI layer shell uses.
+
+The root creates the request's :class:`~scalekit.context.RequestContext`; each enabled layer
+is a thin PEP 3333 middleware around the next, in the order metrics, cdn, cache, pool. Layers
+that only need to act once the response has been sent wrap the app's iterable with
+:class:`ClosingBody`, because a WSGI response is over when the server calls ``close()``, not
+when the app returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Protocol
+
+from .context import CONTEXT_KEY, RequestContext, activate
+from .messages import Response, status_line
+
+__all__ = [
+    "ClosingBody",
+    "StartResponse",
+    "WSGIApp",
+    "WSGIRoot",
+    "context_of",
+    "send_response",
+]
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+Environ = dict[str, Any]
+
+
+class StartResponse(Protocol):
+    def __call__(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = ..., /
+    ) -> Callable[[bytes], object]: ...
+
+
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
+class WSGIRoot:
+    """Outermost WSGI callable returned by :func:`scalekit.wrap`: creates the request context."""
+
+    def __init__(self, app: WSGIApp, chain: WSGIApp, runtime: Any) -> None:
+        self.app = app  # the user's app, unwrapped
+        self.chain = chain
+        self.runtime = runtime
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        ctx = RequestContext(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", ""))
+        environ[CONTEXT_KEY] = ctx
+        # Each WSGI request runs on its own thread (or sequentially on one), so setting the
+        # variable at the start is enough; the next request on this thread overwrites it.
+        activate(ctx)
+        return self.chain(environ, start_response)
+
+    def __repr__(self) -> str:
+        return f"<scalekit WSGI wrapper around {self.app!r}>"
+
+
+def context_of(environ: Environ) -> RequestContext:
+    """The request's context, creating one if a layer is used without the root (tests, adapters)."""
+    ctx: RequestContext | None = environ.get(CONTEXT_KEY)
+    if ctx is None:
+        ctx = RequestContext(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", ""))
+        environ[CONTEXT_KEY] = ctx
+        activate(ctx)
+    return ctx
+
+
+def send_response(start_response: StartResponse, response: Response, *, head: bool = False) -> list[bytes]:
+    """Send a layer's whole :class:`Response` through WSGI (no body for HEAD)."""
+    start_response(status_line(response.status), list(response.headers))
+    return [] if head or not response.body else [response.body]
+
+
+class ClosingBody:
+    """Wraps a response iterable so ``on_close(failed)`` runs once the server has sent it.
+
+    PEP 3333: the server calls ``close()`` when the response is done, also when the client went
+    away or iteration raised; the wrapped iterable's own ``close()`` is always called first.
+    """
+
+    __slots__ = ("_iterable", "_on_close", "_failed", "_closed")
+
+    def __init__(self, iterable: Iterable[bytes], on_close: Callable[[bool], None]) -> None:
+        self._iterable = iterable
+        self._on_close = on_close
+        self._failed = False
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._iterable
+        except Exception:
+            self._failed = True
+            raise
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            close = getattr(self._iterable, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._on_close(self._failed)
