@@ -1,0 +1,48 @@
+"""The stored response: one immutable value that every tier keeps and every decision reads.
+
+Tiers store it under a string key; the codec (``scalekit.cache.codec``) turns it into bytes for
+Redis and disk field by field, so a field added here with a default needs no codec change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CachedEntry"]
+
+
+@dataclass(frozen=True, slots=True)
+class CachedEntry:
+    """A response as the cache stored it, with what freshness and invalidation need.
+
+    Times are seconds on the runtime's wall clock (``Runtime.clock``), so entries written by
+    one instance are read correctly by another.
+    """
+
+    status: int
+    # End-to-end headers as the origin sent them, lower-case names, in order; hop-by-hop
+    # headers and those the cache consumes (Surrogate-Control, private="x") already removed.
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    # RFC 9111 §4.2.3: when the request left for the origin and when the response arrived.
+    request_time: float
+    response_time: float
+    # RFC 9111 §4.2.3 corrected_initial_age: the Age the response already had when stored.
+    corrected_initial_age_seconds: float
+    freshness_lifetime_seconds: float
+    stale_while_revalidate_seconds: float = 0.0
+    stale_if_error_seconds: float = 0.0
+    # Every hit must be revalidated with the origin (no-cache) / never served stale.
+    requires_revalidation: bool = False
+    must_revalidate: bool = False
+    # (tag, generation) pairs stamped when the origin call started (invariant 2).
+    tags: tuple[tuple[str, int], ...] = ()
+    # Lower-case request header names listed by Vary, and the normalised values they had.
+    vary: tuple[str, ...] = ()
+    secondary_key: str = ""
+
+    def size_bytes(self) -> int:
+        """Approximate memory cost, used for the byte bounds of L1 and L3."""
+        header_bytes = sum(len(name) + len(value) + 16 for name, value in self.headers)
+        tag_bytes = sum(len(name) + 16 for name, _ in self.tags)
+        return len(self.body) + header_bytes + tag_bytes + len(self.secondary_key) + 256
