@@ -1,0 +1,1 @@
+"""scalekit for django."""

@@ -1,0 +1,1 @@
+"""Cache tiers: L1 memory, L2 Redis, L3 disk, behind one Store contract."""
