@@ -1,0 +1,65 @@
+"""What every tier shares: the tier protocol, how long an entry is kept, per-tier metrics.
+
+A tier is a :class:`~scalekit.cache.store.Store` plus a name (its ``get`` returns the entry and
+that name); :class:`TieredStore
+<scalekit.cache.tiers.tiered.TieredStore>` chains them. Tiers never raise to their caller: a
+fault is a miss (or a skipped write) and a metric.
+
+>>> from scalekit.cache.entry import CachedEntry
+>>> entry = CachedEntry(200, (), b"", 100.0, 100.0, 0.0, 60.0, stale_if_error_seconds=30.0)
+>>> kept_until(entry, retain_stale_seconds=10.0)
+200.0
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ... import instruments
+from ..entry import CachedEntry
+from ..store import Store
+
+__all__ = ["Tier", "TierMetrics", "kept_until"]
+
+
+def kept_until(entry: CachedEntry, *, retain_stale_seconds: float) -> float:
+    """The wall-clock time after which no tier needs ``entry`` any more.
+
+    RFC 9111 §4.2.3: current_age = corrected_initial_age + (now - response_time), so the entry
+    is fresh until response_time - corrected_initial_age + freshness_lifetime; stale-while-
+    revalidate / stale-if-error (RFC 5861) extend its use, and ``retain_stale_seconds`` keeps it
+    a little longer so a stale entry with validators can still be revalidated (304).
+    """
+    fresh_until = (entry.response_time - entry.corrected_initial_age_seconds
+                   + entry.freshness_lifetime_seconds)
+    stale_use = max(entry.stale_while_revalidate_seconds, entry.stale_if_error_seconds, 0.0)
+    return fresh_until + stale_use + retain_stale_seconds
+
+
+class Tier(Store, Protocol):
+    """One storage level: a ``Store`` with a name that can be closed."""
+
+    name: str
+
+    def close(self) -> None: ...
+
+
+class TierMetrics:
+    """Pre-bound Prometheus children for one tier, so the hot path does no label lookups."""
+
+    __slots__ = ("hit", "miss", "error", "stored", "store_error", "too_large", "corrupt",
+                 "evicted", "bytes", "entries", "circuit")
+
+    def __init__(self, tier: str) -> None:
+        self.hit = instruments.CACHE_LOOKUPS.labels(tier, "hit")
+        self.miss = instruments.CACHE_LOOKUPS.labels(tier, "miss")
+        self.error = instruments.CACHE_LOOKUPS.labels(tier, "error")
+        # A garbled, unknown-version or badly signed entry: a miss, counted apart.
+        self.corrupt = instruments.CACHE_LOOKUPS.labels(tier, "corrupt")
+        self.stored = instruments.CACHE_STORES.labels(tier, "ok")
+        self.store_error = instruments.CACHE_STORES.labels(tier, "error")
+        self.too_large = instruments.CACHE_STORES.labels(tier, "too_large")
+        self.evicted = instruments.CACHE_EVICTIONS.labels(tier)
+        self.bytes = instruments.CACHE_BYTES.labels(tier)
+        self.entries = instruments.CACHE_ENTRIES.labels(tier)
+        self.circuit = instruments.CACHE_CIRCUIT_OPEN.labels(tier)
