@@ -1,0 +1,196 @@
+"""The small wrapped app the deploy tests run as a fleet, in a WSGI and an ASGI flavour.
+
+Routes (the same in both flavours, decided by :func:`answer`, so neither shell has an ``if``
+about HTTP):
+
+- ``/cacheable``: ``Cache-Control: public, s-maxage=60``, set by the app itself.
+- ``/private``: ``Cache-Control: private, max-age=60``, never stored by a shared cache.
+- ``/whoami``: JSON naming the instance (``INSTANCE_ID`` env), the client address the app saw and
+  the X-Forwarded-For header it received.
+- ``/slow?seconds=S``: answers after S seconds (at most 5), for load tests.
+- ``/upload`` (POST): the number of body bytes received.
+- ``/db``: uses a pooled connection when the pool layer exists (for its metric series).
+- ``/invalidate``: calls ``scalekit.invalidate`` when it exists (for the invalidation series).
+
+A counting shell *outside* ``scalekit.wrap`` counts every request that reached this process, by
+path; ``/_test/counts`` returns them. That is "what the app saw", whatever scalekit's own cache
+did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+import scalekit
+
+INSTANCE_ID = os.environ.get("INSTANCE_ID", "solo")
+MAX_SLOW_SECONDS = 5.0
+COUNTS_PATH = "/_test/counts"
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    delay_seconds: float = 0.0
+
+
+def _json(payload: dict[str, Any], cache_control: str = "no-store") -> Answer:
+    body = json.dumps(payload).encode()
+    return Answer(200, (("Content-Type", "application/json"), ("Cache-Control", cache_control)), body)
+
+
+def answer(method: str, path: str, query: str, client: str | None, forwarded_for: str | None,
+           body_size: int) -> Answer:
+    """The whole app, as a pure function of the request's plain values."""
+    if path == "/cacheable":
+        return Answer(200, (("Content-Type", "text/plain"), ("Cache-Control", "public, s-maxage=60")),
+                      f"cacheable page from {INSTANCE_ID} at {time.time()}\n".encode())
+    if path == "/private":
+        return Answer(200, (("Content-Type", "text/plain"), ("Cache-Control", "private, max-age=60")),
+                      f"private page from {INSTANCE_ID} at {time.time()}\n".encode())
+    if path == "/whoami":
+        return _json({"instance": INSTANCE_ID, "client": client, "x_forwarded_for": forwarded_for})
+    if path == "/slow":
+        seconds = min(float(parse_qs(query).get("seconds", ["0.5"])[0]), MAX_SLOW_SECONDS)
+        return Answer(200, (("Content-Type", "text/plain"), ("Cache-Control", "no-store")),
+                      f"slow from {INSTANCE_ID}\n".encode(), delay_seconds=seconds)
+    if path == "/upload" and method == "POST":
+        return _json({"instance": INSTANCE_ID, "received_bytes": body_size})
+    if path == "/page":
+        # A text page big enough to be gzipped at the edge (gzip_min_length is 1 KiB).
+        return Answer(200, (("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")),
+                      b"<!doctype html><p>" + b"scalekit " * 400 + b"</p>\n")
+    if path == "/db":
+        return _json({"instance": INSTANCE_ID, "db": _touch_database()})
+    if path == "/invalidate":
+        invalidate = getattr(scalekit, "invalidate", None)
+        if invalidate is not None:
+            invalidate(["product:1"])
+        return _json({"instance": INSTANCE_ID, "invalidated": invalidate is not None})
+    return Answer(404, (("Content-Type", "text/plain"), ("Cache-Control", "no-store")), b"not found\n")
+
+
+def _touch_database() -> str:
+    """Run SELECT 1 on the request's pooled connection, if the pool layer offers one yet."""
+    try:
+        from scalekit.pool import db  # type: ignore[attr-defined]
+    except ImportError:
+        return "pool layer has no db() yet"
+    try:
+        from sqlalchemy import text
+
+        db().connection().execute(text("SELECT 1"))
+    except Exception as exc:  # the pool is another engineer's work in progress: report, not fail
+        return f"error: {type(exc).__name__}: {exc}"
+    return "ok"
+
+
+# --------------------------------------------------------------------------- WSGI
+
+
+def inner_wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body_size = len(environ["wsgi.input"].read(length)) if length else 0
+    result = answer(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""),
+                    environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"), body_size)
+    if result.delay_seconds:
+        time.sleep(result.delay_seconds)
+    headers = [*result.headers, ("Content-Length", str(len(result.body)))]
+    start_response(f"{result.status} {'OK' if result.status == 200 else 'Not Found'}", headers)
+    return [result.body]
+
+
+class CountingWSGI:
+    """Counts requests reaching this process (outside scalekit), and answers /_test/counts."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self.counts: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == COUNTS_PATH:
+            with self.lock:
+                body = json.dumps({"instance": INSTANCE_ID, "counts": dict(self.counts)}).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
+                                      ("Content-Length", str(len(body)))])
+            return [body]
+        with self.lock:
+            self.counts[path] += 1
+        return self.app(environ, start_response)
+
+
+# --------------------------------------------------------------------------- ASGI
+
+
+async def inner_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body_size = 0
+    more = True
+    while more:
+        message = await receive()
+        body_size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    headers = dict(scope["headers"])
+    client = scope.get("client")
+    forwarded = headers.get(b"x-forwarded-for")
+    result = answer(scope["method"], scope["path"], scope.get("query_string", b"").decode(),
+                    client[0] if client else None, forwarded.decode() if forwarded else None, body_size)
+    if result.delay_seconds:
+        await asyncio.sleep(result.delay_seconds)
+    await send({"type": "http.response.start", "status": result.status,
+                "headers": [(k.lower().encode(), v.encode()) for k, v in result.headers]
+                + [(b"content-length", str(len(result.body)).encode())]})
+    await send({"type": "http.response.body", "body": result.body})
+
+
+class CountingASGI:
+    """ASGI twin of :class:`CountingWSGI`."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.counts: Counter[str] = Counter()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == COUNTS_PATH:
+            body = json.dumps({"instance": INSTANCE_ID, "counts": dict(self.counts)}).encode()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        if scope["type"] == "http":
+            self.counts[scope["path"]] += 1
+        await self.app(scope, receive, send)
+
+
+_BUILT: dict[str, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """Build ``wsgi_app`` / ``asgi_app`` on first access, so a server process wraps only one."""
+    builders = {"wsgi_app": lambda: CountingWSGI(scalekit.wrap(inner_wsgi)),
+                "asgi_app": lambda: CountingASGI(scalekit.wrap(inner_asgi))}
+    if name not in builders:
+        raise AttributeError(name)
+    if name not in _BUILT:
+        _BUILT[name] = builders[name]()
+    return _BUILT[name]

@@ -1,0 +1,195 @@
+"""Run the shipped deploy/ artefacts on this machine: nginx with a test copy of the config, app
+instances under the shipped gunicorn settings, and Prometheus.
+
+Everything listens on 127.0.0.1 on free ports, runs in its own process group and is stopped by
+the context manager that started it. The test copy of the nginx config changes only what
+cannot work here (upstream host names, ports, absolute paths, the user); every rewrite must
+match, so a change to the shipped config that the harness does not understand fails loudly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+from tests.servers import REPO_ROOT, free_port, stop_process_group, wait_for_port
+
+DEPLOY = REPO_ROOT / "deploy"
+NGINX_DIR = DEPLOY / "nginx"
+GUNICORN_CONF = DEPLOY / "gunicorn.conf.py"
+FLEET_WSGI = "tests.deploy.fleet_app:wsgi_app"
+TRUSTED_LOAD_BALANCER = "127.0.0.2"   # the test's stand-in for a load balancer in front of nginx
+
+
+def nginx_binary() -> str | None:
+    """The nginx executable, or None when the Debian package is not installed."""
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
+
+
+def _replace(text: str, pattern: str, replacement: str, *, where: str) -> str:
+    new, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
+    if count == 0:
+        raise AssertionError(f"the test harness expected {pattern!r} in {where}; update tests/deploy/harness.py")
+    return new
+
+
+def render_nginx_config(
+    workdir: Path, *, listen_port: int, upstream_ports: Sequence[int], static_root: Path,
+) -> Path:
+    """Write the test copy of deploy/nginx/ into ``workdir``; return the main config's path."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    main = (NGINX_DIR / "nginx.conf").read_text()
+    site = (NGINX_DIR / "scalekit.conf").read_text()
+
+    user = "user root;" if os.geteuid() == 0 else ""   # workers must read the test's temp files
+    main = _replace(main, r"^user \S+;", user, where="nginx.conf")
+    main = _replace(main, r"^pid \S+;", f"pid {workdir}/nginx.pid;", where="nginx.conf")
+    main = _replace(main, r"^error_log \S+", f"error_log {workdir}/error.log", where="nginx.conf")
+    main = _replace(main, r"access_log /var/log/nginx/access.log", f"access_log {workdir}/access.log",
+                    where="nginx.conf")
+    main = _replace(main, r"proxy_cache_path \S+", f"proxy_cache_path {workdir}/cache", where="nginx.conf")
+    main = _replace(main, r"^(\s*)set_real_ip_from .*$", rf"\1set_real_ip_from {TRUSTED_LOAD_BALANCER};",
+                    where="nginx.conf")
+
+    def servers(match: re.Match[str]) -> str:
+        indent, params = match.group(1), match.group(2)
+        return "\n".join(f"{indent}server 127.0.0.1:{port}{params};" for port in upstream_ports)
+
+    main = _replace(main, r"^(\s*)server app:8000([^;]*);", servers, where="nginx.conf upstream")
+    temp_paths = "".join(f"    {name}_temp_path {workdir}/{name}_temp;\n"
+                         for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    main = _replace(main, r"^\s*include /etc/nginx/conf.d/scalekit.conf;",
+                    f"{temp_paths}    include {workdir}/scalekit.conf;", where="nginx.conf")
+
+    site = _replace(site, r"listen 80 default_server;", f"listen 127.0.0.1:{listen_port} default_server;",
+                    where="scalekit.conf")
+    site = _replace(site, r"^\s*listen \[::\]:80 default_server;\n", "", where="scalekit.conf")
+    site = _replace(site, r"root /srv/scalekit;", f"root {static_root};", where="scalekit.conf")
+
+    (workdir / "scalekit.conf").write_text(site)
+    (workdir / "nginx.conf").write_text(main)
+    return workdir / "nginx.conf"
+
+
+def nginx_test(binary: str, config: Path) -> subprocess.CompletedProcess[str]:
+    """``nginx -t`` on a config; returns the completed process (output in stderr)."""
+    return subprocess.run([binary, "-t", "-p", str(config.parent), "-c", str(config)],
+                          capture_output=True, text=True, timeout=30)
+
+
+@contextlib.contextmanager
+def run_nginx(binary: str, config: Path, port: int) -> Iterator[str]:
+    """Run nginx in the foreground on ``config``; yield its base URL; stop it on exit."""
+    log = (config.parent / "nginx.out").open("wb")
+    process = subprocess.Popen([binary, "-p", str(config.parent), "-c", str(config), "-g", "daemon off;"],
+                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        wait_for_port(port, process=process, log_path=config.parent / "nginx.out")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process_group(process)
+        log.close()
+
+
+class AppInstance:
+    """One app instance under ``gunicorn -c deploy/gunicorn.conf.py``, restartable on its port."""
+
+    def __init__(self, instance_id: str, workdir: Path, *, target: str = FLEET_WSGI, workers: int = 1,
+                 threads: int = 8, env: Mapping[str, str] | None = None) -> None:
+        self.instance_id = instance_id
+        self.port = free_port()
+        self.workdir = workdir
+        self.target = target
+        self.workers = workers
+        self.threads = threads
+        self.extra_env = dict(env or {})
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"{instance_id}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "APP_MODULE": self.target,
+            "BIND": f"127.0.0.1:{self.port}",
+            "WEB_CONCURRENCY": str(self.workers),
+            "THREADS": str(self.threads),
+            "GRACEFUL_TIMEOUT": "5",
+            "INSTANCE_ID": self.instance_id,
+            "FORWARDED_ALLOW_IPS": "127.0.0.1",
+            "SCALEKIT_STATE_DIR": str(self.workdir / f"{self.instance_id}-state"),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"{self.instance_id}-metrics"),
+            "LOG_LEVEL": "warning",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        })
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> None:
+        """Start the instance and wait until it accepts connections."""
+        self.spawn()
+        self.wait_ready()
+
+    def spawn(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF)],
+                cwd=str(REPO_ROOT), env=self.environment(), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+
+    def wait_ready(self) -> None:
+        assert self.process is not None
+        wait_for_port(self.port, process=self.process, log_path=self.log_path)
+
+    def stop(self, *, kill: bool = False) -> None:
+        """SIGTERM (graceful: in-flight requests finish) or SIGKILL (a crash) the whole group."""
+        if self.process is None:
+            return
+        if kill and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        stop_process_group(self.process)
+        self.process = None
+        _wait_until_closed(self.port)
+
+
+def _wait_until_closed(port: int, timeout_seconds: float = 20.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"port {port} still accepts connections after the instance stopped")
+
+
+@contextlib.contextmanager
+def run_fleet(workdir: Path, count: int = 3, **kwargs: object) -> Iterator[list[AppInstance]]:
+    """Start ``count`` instances; stop every one that is still running on exit."""
+    instances = [AppInstance(f"app{i + 1}", workdir, **kwargs) for i in range(count)]  # type: ignore[arg-type]
+    try:
+        for instance in instances:   # start together: each takes a second or two to import
+            instance.spawn()
+        for instance in instances:
+            instance.wait_ready()
+        yield instances
+    finally:
+        for instance in instances:
+            instance.stop()
