@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .context import CONTEXT_KEY, RequestContext, activate
+from .context import CONTEXT_KEY, RequestContext, activate, deactivate
 from .messages import Response
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Scope",
     "Send",
     "context_of",
+    "header_value",
     "send_response",
 ]
 
@@ -44,31 +45,69 @@ class ASGIRoot:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            if not self.runtime.started:
+                # Servers (and test clients) that skip lifespan still get the layers started.
+                await self.runtime.astartup()
             ctx = RequestContext(scope.get("method", "GET"), scope.get("path", ""))
             scope[CONTEXT_KEY] = ctx
-            # Servers run each request in its own task, so this value is private to it.
-            activate(ctx)
-            await self.chain(scope, receive, send)
+            # Servers run each request in its own task, so this value is private to it; reset
+            # anyway so direct calls in one task do not see the previous request's context.
+            token = activate(ctx)
+            try:
+                await self.chain(scope, receive, send)
+            finally:
+                deactivate(token)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Forward lifespan to the app, running the runtime's hooks around the app's own.
+
+        Start-up hooks run before the app sees ``lifespan.startup`` (its handlers may use the
+        layers); shutdown hooks after the app has finished its own shutdown. An app that does
+        not speak lifespan (raises or returns before reading a message) is answered here.
+        """
         runtime = self.runtime
+        app_received = False
 
         async def receive_with_hooks() -> Message:
+            nonlocal app_received
+            app_received = True
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await runtime.astartup()
             return message
 
         async def send_with_hooks(message: Message) -> None:
-            if message["type"] == "lifespan.shutdown.complete":
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 await runtime.ashutdown()
             await send(message)
 
-        await self.app(scope, receive_with_hooks, send_with_hooks)
+        try:
+            await self.app(scope, receive_with_hooks, send_with_hooks)
+        except Exception:
+            if app_received:
+                raise
+        if not app_received:
+            await self._own_lifespan(receive, send)
+
+    async def _own_lifespan(self, receive: Receive, send: Send) -> None:
+        runtime = self.runtime
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await runtime.astartup()
+                except Exception as exc:  # noqa: BLE001  (reported to the server, which exits)
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await runtime.ashutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     def __repr__(self) -> str:
         return f"<scalekit ASGI wrapper around {self.app!r}>"

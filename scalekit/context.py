@@ -23,6 +23,7 @@ __all__ = [
     "RequestContext",
     "activate",
     "current",
+    "deactivate",
     "set_route",
     "tag",
 ]
@@ -68,6 +69,11 @@ class RequestContext:
 def activate(ctx: RequestContext) -> contextvars.Token[RequestContext | None]:
     """Make ``ctx`` the current request's context in this thread or task."""
     return _current.set(ctx)
+
+
+def deactivate(token: contextvars.Token[RequestContext | None]) -> None:
+    """Undo :func:`activate` (the ASGI root does this when the request's task is done)."""
+    _current.reset(token)
 
 
 def current() -> RequestContext | None:

@@ -1,7 +1,8 @@
 """Every exception scalekit raises, rooted at :class:`ScalekitError`.
 
     ScalekitError
-    ├── ConfigError            bad or unknown configuration; raised at start-up, names the key
+    ├── ConfigError (ValueError)   a bad configuration value; raised at start-up, names the key
+    │   └── UnknownKeyError        a key or SCALEKIT_* variable that names no setting
     ├── WrapError (TypeError)  wrap() was given something that is neither WSGI nor ASGI
     ├── TierError              a cache tier (Redis, disk) failed; caught by the cache, never reaches the app
     └── PoolError
@@ -18,7 +19,9 @@ __all__ = [
     "PoolTimeoutError",
     "ScalekitError",
     "TierError",
+    "UnknownKeyError",
     "WrapError",
+    "require",
 ]
 
 
@@ -27,10 +30,14 @@ class ScalekitError(Exception):
 
 
 class ConfigError(ScalekitError, ValueError):
-    """A configuration key is unknown or its value is invalid.
+    """A configuration value is invalid (or, as :class:`UnknownKeyError`, its key is unknown).
 
-    Carries ``key`` (dotted, e.g. ``cache.ttl_seconds``), ``value``, ``expected`` and the nearest
-    valid key in ``suggestion`` so tools can show them.
+    Carries ``key`` (dotted, e.g. ``cache.ttl_seconds``), ``value``, ``expected`` (what is
+    accepted), ``source`` (the file, variable or argument it came from) and, for unknown keys,
+    the nearest valid key in ``suggestion``, so tools can show them.
+
+    >>> str(ConfigError(key="metrics.path", value="metrics", expected="a path starting with '/'"))
+    "metrics.path is 'metrics'; expected a path starting with '/'."
     """
 
     def __init__(
@@ -52,30 +59,65 @@ class ConfigError(ScalekitError, ValueError):
         super().__init__(self._render())
 
     def _render(self) -> str:
-        if self.detail and not self.key:
-            return self.detail
         where = f" (from {self.source})" if self.source else ""
         if self.expected:
-            text = f"{self.key} is {self.value!r}{where}; expected {self.expected}."
-        else:
+            text = f"{self.key} is {_shown(self.value)}{where}; expected {self.expected}."
+            if self.detail:
+                text += f" {self.detail}"
+        elif self.key:
             text = f"{self.key}{where}: {self.detail}"
-        if self.detail and self.expected:
-            text += f" {self.detail}"
+        else:
+            text = f"{self.detail}{where}"
         if self.suggestion:
             text += f" Did you mean '{self.suggestion}'?"
         return text
 
     def under(self, prefix: str, source: str | None = None) -> ConfigError:
         """The same error with its key placed under ``prefix`` (the section it was found in)."""
-        key = f"{prefix}.{self.key}" if self.key else prefix
-        return ConfigError(
+        return type(self)(
             self.detail,
-            key=key,
+            key=f"{prefix}.{self.key}" if self.key else prefix,
             value=self.value,
             expected=self.expected,
             suggestion=(f"{prefix}.{self.suggestion}" if self.suggestion else None),
-            source=source if source is not None else self.source,
+            source=self.source or (source or ""),
         )
+
+
+class UnknownKeyError(ConfigError):
+    """A key in a file or argument, or a ``SCALEKIT_*`` variable, that names no setting.
+
+    ``expected`` lists the keys accepted at that level; ``suggestion`` is the nearest one.
+    """
+
+    def _render(self) -> str:
+        where = f" in {self.source}" if self.source else ""
+        if self.expected:
+            text = f"unknown key '{self.key}'{where}; accepted here: {self.expected}."
+            if self.detail:
+                text += f" {self.detail}"
+        else:
+            text = self.detail or f"unknown key '{self.key}'{where}."
+        if self.suggestion:
+            text += f" Did you mean '{self.suggestion}'?"
+        return text
+
+
+def require(condition: bool, key: str, value: Any, expected: str) -> None:
+    """Raise a :class:`ConfigError` for ``key`` unless ``condition`` holds.
+
+    For section dataclasses' ``__post_init__``; ``key`` is relative to the section, the loader
+    adds the section's prefix and the source. Also importable as ``scalekit.config.require``.
+
+    >>> require(5 > 0, "pool_size", 5, "a positive number")
+    """
+    if not condition:
+        raise ConfigError(key=key, value=value, expected=expected)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class WrapError(ScalekitError, TypeError):

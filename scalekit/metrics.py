@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import os
 import time
 from collections.abc import Iterable
@@ -36,6 +37,13 @@ __all__ = [
 # RFC 9110 §9 methods plus PATCH; anything else is counted as "other" to bound the label.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 LOOPBACK = ("127.0.0.0/8", "::1/128")
+# A guard against an adapter or app that names routes by raw path: past this many distinct
+# route labels in one process, new ones are counted under OVERFLOW_ROUTE (and logged once).
+MAX_ROUTE_LABELS = 1000
+OVERFLOW_ROUTE = "overflow"
+MAX_CACHED_CHILDREN = 20_000
+
+log = logging.getLogger("scalekit")
 
 
 def status_class(status: int) -> str:
@@ -63,7 +71,9 @@ class MetricsPolicy:
             allow = () if config.token else LOOPBACK
         self.networks = tuple(ipaddress.ip_network(address, strict=False) for address in allow)
         self.exclude_paths = config.exclude_paths
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._routes: set[str] = {UNMATCHED_ROUTE, OVERFLOW_ROUTE}
+        self._overflowed = False
 
     def is_measured(self, path: str) -> bool:
         """False for the scrape itself and configured exclusions (health checks, say)."""
@@ -92,15 +102,31 @@ class MetricsPolicy:
 
     def record(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one finished request; label children are cached, the hot path is two calls."""
-        method = method if method in KNOWN_METHODS else "other"
-        key = (method, route, status_class(status))
+        key = (method, route, status)
         children = self._children.get(key)
         if children is None:
-            children = (HTTP_REQUESTS.labels(*key), HTTP_DURATION.labels(method, route))
-            if len(self._children) < 10_000:
-                self._children[key] = children
+            children = self._children_for(method, route, status)
         children[0].inc()
         children[1].observe(seconds)
+
+    def _children_for(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        """Resolve bounded label values once per (method, route, status) seen."""
+        label_method = method if method in KNOWN_METHODS else "other"
+        key = (method, route, status)
+        if route not in self._routes:
+            if len(self._routes) >= MAX_ROUTE_LABELS:
+                if not self._overflowed:
+                    self._overflowed = True
+                    log.warning("scalekit: more than %d distinct route labels; counting new ones "
+                                "as %r. Route labels must be templates ('/items/{id}'), never "
+                                "raw paths.", MAX_ROUTE_LABELS, OVERFLOW_ROUTE)
+                route = OVERFLOW_ROUTE
+            self._routes.add(route)
+        children = (HTTP_REQUESTS.labels(label_method, route, status_class(status)),
+                    HTTP_DURATION.labels(label_method, route))
+        if len(self._children) < MAX_CACHED_CHILDREN:  # raw methods/statuses are unbounded
+            self._children[key] = children
+        return children
 
 
 def _in_networks(address: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:

@@ -39,49 +39,58 @@ Kind = Literal["wsgi", "asgi"]
 def detect_kind(app: object) -> Kind:
     """``"asgi"`` for an ASGI 3 app (async, scope/receive/send), ``"wsgi"`` for a PEP 3333 app.
 
+    Functions, bound methods, ``functools.partial`` objects, instances of classes with a
+    ``__call__`` (Flask, Starlette, Django's handlers) and WSGI app classes are recognised.
     Raises :class:`WrapError` (a ``TypeError``) for anything else, saying what was received.
+
+    >>> async def app(scope, receive, send): ...
+    >>> detect_kind(app)
+    'asgi'
     """
     if not callable(app):
         raise WrapError(f"scalekit.wrap() needs a WSGI or ASGI application; got {_describe(app)}, "
                         "which is not callable.")
-    target = app
-    if not (inspect.isfunction(app) or inspect.ismethod(app) or isinstance(app, functools.partial)):
-        target = type(app).__call__  # an instance: look at its __call__
-    positional = _positional_count(app)
-    if _is_async(app, target):
-        if positional == 3 or positional is None:
+    if isinstance(app, type):  # calling a class constructs it: only a WSGI app class fits
+        if _accepts(app, 2):
+            return "wsgi"
+        raise WrapError(f"scalekit.wrap() got the class {app.__qualname__}, not an app; wrap an "
+                        f"instance of it (e.g. {app.__name__}()), or the app object it builds.")
+    if _is_async(app):
+        if _accepts(app, 3):
             return "asgi"
         raise WrapError(
-            f"scalekit.wrap() got an async callable taking {positional} positional arguments "
-            f"({_describe(app)}); an ASGI 3 app takes (scope, receive, send). For an ASGI 2 app, "
-            "wrap asgiref.compatibility.guarantee_single_callable(app).")
-    if positional == 2 or positional is None:
+            f"scalekit.wrap() got an async callable that cannot be called with (scope, receive, "
+            f"send): {_describe(app)}. An ASGI 3 app takes those three arguments; for an ASGI 2 "
+            "app, wrap asgiref.compatibility.guarantee_single_callable(app).")
+    if _accepts(app, 2):
         return "wsgi"
     raise WrapError(
-        f"scalekit.wrap() got {_describe(app)}, a callable taking {positional} positional "
-        "arguments; accepted are a WSGI app (environ, start_response) and an ASGI 3 app "
-        "(async scope, receive, send). Pass kind='wsgi' or kind='asgi' to force one.")
+        f"scalekit.wrap() got {_describe(app)}, a callable that cannot be called with (environ, "
+        "start_response); accepted are a WSGI app (environ, start_response) and an ASGI 3 app "
+        "(async scope, receive, send). If it is one of them behind a wrapper that hides its "
+        "signature, pass kind='wsgi' or kind='asgi'.")
 
 
-def _is_async(app: object, target: object) -> bool:
-    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(target):
+def _is_async(app: object) -> bool:
+    if inspect.iscoroutinefunction(app):  # functions, methods, partials of them
         return True
-    call = getattr(app, "__call__", None)
-    return inspect.iscoroutinefunction(call)
+    if inspect.isfunction(app) or inspect.ismethod(app) or isinstance(app, functools.partial):
+        return False
+    # An instance: its class's __call__ (Starlette, FastAPI, Django's ASGIHandler).
+    return inspect.iscoroutinefunction(getattr(app, "__call__", None))
 
 
-def _positional_count(app: Callable[..., Any]) -> int | None:
+def _accepts(app: Callable[..., Any], count: int) -> bool:
+    """True if ``app`` can be called with ``count`` positional arguments (or we cannot tell)."""
     try:
         signature = inspect.signature(app)
-    except (TypeError, ValueError):
-        return None
-    count = 0
-    for parameter in signature.parameters.values():
-        if parameter.kind is parameter.VAR_POSITIONAL:
-            return None
-        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
-            count += 1
-    return count
+    except (TypeError, ValueError):  # builtins and C callables without a signature
+        return True
+    try:
+        signature.bind(*range(count))
+    except TypeError:
+        return False
+    return True
 
 
 def _describe(app: object) -> str:
@@ -100,10 +109,16 @@ def wrap(app: Any, *, kind: Kind | None = None, config: Config | None = None, **
     ...     return [b"hello"]
     >>> wrapped = wrap(hello, cache=False, cdn=False, pool=False)
     """
+    if isinstance(app, (WSGIRoot, ASGIRoot)):
+        raise WrapError(f"{app!r} is already wrapped by scalekit; wrap the original app once "
+                        "(every layer would otherwise run twice).")
     if kind is None:
         kind = detect_kind(app)
     elif kind not in ("wsgi", "asgi"):
         raise WrapError(f"kind must be 'wsgi' or 'asgi'; got {kind!r}.")
+    elif not callable(app):
+        raise WrapError(f"scalekit.wrap() needs a WSGI or ASGI application; got {_describe(app)}, "
+                        "which is not callable.")
     if config is not None:
         settings["config"] = config
     runtime = Runtime(load_config(settings))

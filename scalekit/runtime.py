@@ -8,7 +8,10 @@ process, so app code can invalidate without holding a handle.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import inspect
+import logging
+import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
@@ -22,6 +25,7 @@ Hook = Callable[[], Any]
 Invalidator = Callable[[tuple[str, ...], str], Any]
 
 _LIVE: weakref.WeakSet[Runtime] = weakref.WeakSet()
+log = logging.getLogger("scalekit")
 
 
 def live_runtimes() -> list[Runtime]:
@@ -48,6 +52,8 @@ class Runtime:
         self._shutdown: list[Hook] = []
         self._invalidators: list[tuple[Invalidator, Callable[..., Awaitable[Any]] | None]] = []
         self._started = False
+        self._startup_lock = threading.Lock()
+        self._astartup_lock: asyncio.Lock | None = None
         _LIVE.add(self)
 
     # ----------------------------------------------------------------- lifecycle
@@ -59,23 +65,39 @@ class Runtime:
         """Run ``hook`` (sync or async) at shutdown, in reverse order of registration."""
         self._shutdown.append(hook)
 
+    @property
+    def started(self) -> bool:
+        """True once the start-up hooks have all run."""
+        return self._started
+
     def startup(self) -> None:
-        """Run the start-up hooks once (sync callers: WSGI servers, CLI)."""
+        """Run the start-up hooks once (sync callers: the WSGI root's first request, the CLI).
+
+        Safe under concurrent first requests: one thread runs the hooks, the others wait.
+        """
         if self._started:
             return
-        self._started = True
-        for hook in self._startup:
-            _run_sync(hook())
+        with self._startup_lock:
+            if self._started:
+                return
+            for hook in self._startup:
+                _run_sync(hook())
+            self._started = True
 
     async def astartup(self) -> None:
-        """Run the start-up hooks once, awaiting async ones (ASGI lifespan)."""
+        """Run the start-up hooks once, awaiting async ones (ASGI lifespan or first request)."""
         if self._started:
             return
-        self._started = True
-        for hook in self._startup:
-            result = hook()
-            if inspect.isawaitable(result):
-                await result
+        if self._astartup_lock is None:
+            self._astartup_lock = asyncio.Lock()
+        async with self._astartup_lock:
+            if self._started:
+                return
+            for hook in self._startup:
+                result = hook()
+                if inspect.isawaitable(result):
+                    await result
+            self._started = True
 
     def close(self) -> None:
         """Run the shutdown hooks (close pools, stop listeners); safe to call twice."""
@@ -125,3 +147,13 @@ def _run_sync(result: Any) -> None:
 
 async def _await(awaitable: Awaitable[Any]) -> None:
     await awaitable
+
+
+@atexit.register
+def _close_live_runtimes() -> None:
+    # WSGI has no lifespan: run the shutdown hooks (close pools, stop listeners) at exit.
+    for runtime in live_runtimes():
+        try:
+            runtime.close()
+        except Exception:  # noqa: BLE001  (exiting: report and go on closing the others)
+            log.exception("scalekit: a shutdown hook failed at exit")

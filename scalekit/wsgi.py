@@ -47,6 +47,9 @@ class WSGIRoot:
         self.runtime = runtime
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if not self.runtime.started:
+            # WSGI has no lifespan: the first request of each (forked) worker starts the layers.
+            self.runtime.startup()
         ctx = RequestContext(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", ""))
         environ[CONTEXT_KEY] = ctx
         # Each WSGI request runs on its own thread (or sequentially on one), so setting the
@@ -78,21 +81,40 @@ class ClosingBody:
     """Wraps a response iterable so ``on_close(failed)`` runs once the server has sent it.
 
     PEP 3333: the server calls ``close()`` when the response is done, also when the client went
-    away or iteration raised; the wrapped iterable's own ``close()`` is always called first.
+    away or iteration raised; the wrapped iterable's own ``close()`` is always called first, and
+    exactly once. Chunks pass one by one, never buffered. ``failed`` is True when iterating the
+    body raised.
+
+    >>> body = ClosingBody([b"a", b"b"], lambda failed: print("sent, failed =", failed))
+    >>> list(body); body.close()
+    [b'a', b'b']
+    sent, failed = False
     """
 
-    __slots__ = ("_iterable", "_on_close", "_failed", "_closed")
+    __slots__ = ("_iterable", "_iterator", "_on_close", "_failed", "_closed")
 
     def __init__(self, iterable: Iterable[bytes], on_close: Callable[[bool], None]) -> None:
         self._iterable = iterable
+        self._iterator: Iterator[bytes] | None = None
         self._on_close = on_close
         self._failed = False
         self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
+        # A plain iterator, not a generator: a generator left unfinished would close the app's
+        # iterable a second time when it is garbage collected.
+        self._iterator = iter(self._iterable)
+        return self
+
+    def __next__(self) -> bytes:
+        iterator = self._iterator
+        if iterator is None:
+            iterator = self._iterator = iter(self._iterable)
         try:
-            yield from self._iterable
-        except Exception:
+            return next(iterator)
+        except StopIteration:
+            raise
+        except BaseException:
             self._failed = True
             raise
 

@@ -1,0 +1,154 @@
+"""Call WSGI and ASGI apps directly, as a server would, recording everything they do.
+
+>>> result = call_wsgi(app, "GET", "/")          # doctest: +SKIP
+>>> result.status, result.headers, result.body   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+__all__ = ["ASGIResult", "WSGIResult", "asgi_scope", "call_asgi", "call_wsgi", "wsgi_environ"]
+
+
+def wsgi_environ(method: str = "GET", path: str = "/", *, query: str = "", body: bytes = b"",
+                 headers: Sequence[tuple[str, str]] = (), remote_addr: str = "127.0.0.1") -> dict[str, Any]:
+    """A complete PEP 3333 environ (wsgiref's testing defaults plus the request given)."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
+        "REMOTE_ADDR": remote_addr, "wsgi.input": io.BytesIO(body),
+        "CONTENT_LENGTH": str(len(body)) if body else "",
+    }
+    for name, value in headers:
+        key = name.upper().replace("-", "_")
+        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            environ[key] = value
+        else:
+            environ["HTTP_" + key] = value
+    setup_testing_defaults(environ)
+    return environ
+
+
+@dataclass
+class WSGIResult:
+    status: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)
+    written: list[bytes] = field(default_factory=list)  # through the legacy write() callable
+    exc_info: Any = None
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.written) + b"".join(self.chunks)
+
+    @property
+    def status_code(self) -> int:
+        return int(self.status[:3])
+
+
+def call_wsgi(app: Callable[..., Iterable[bytes]], method: str = "GET", path: str = "/", *,
+              on_chunk: Callable[[bytes], None] | None = None, stop_after: int | None = None,
+              **request: Any) -> WSGIResult:
+    """Run one request through ``app`` like a server: iterate the body, always call close().
+
+    ``stop_after=N`` abandons iteration after N chunks (a client that went away).
+    """
+    result = WSGIResult()
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            result.exc_info = exc_info
+        elif result.status:
+            raise AssertionError("start_response called twice without exc_info")
+        result.status, result.headers = status, list(headers)
+        return result.written.append
+
+    iterable = app(wsgi_environ(method, path, **request), start_response)
+    try:
+        for chunk in iterable:
+            result.chunks.append(chunk)
+            if on_chunk is not None:
+                on_chunk(chunk)
+            if stop_after is not None and len(result.chunks) >= stop_after:
+                break
+    finally:
+        close = getattr(iterable, "close", None)
+        if close is not None:
+            close()
+    return result
+
+
+def asgi_scope(method: str = "GET", path: str = "/", *, query: bytes = b"",
+               headers: Sequence[tuple[bytes, bytes]] = (), client: tuple[str, int] | None = ("127.0.0.1", 50000),
+               kind: str = "http", extensions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An ASGI 3 HTTP (or websocket) scope."""
+    scope: dict[str, Any] = {
+        "type": kind, "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+        "method": method, "scheme": "http" if kind == "http" else "ws", "path": path,
+        "raw_path": path.encode(), "query_string": query, "root_path": "",
+        "headers": [(b"host", b"testserver"), *headers], "client": client,
+        "server": ("testserver", 80), "extensions": extensions or {},
+    }
+    if kind != "http":
+        del scope["method"]
+    return scope
+
+
+@dataclass
+class ASGIResult:
+    sent: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def status(self) -> int:
+        return int(next(m for m in self.sent if m["type"] == "http.response.start")["status"])
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return list(next(m for m in self.sent if m["type"] == "http.response.start")["headers"])
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
+
+
+def call_asgi(app: Callable[..., Any], scope: dict[str, Any] | None = None,
+              incoming: Sequence[dict[str, Any]] = ({"type": "http.request", "body": b""},),
+              *, send_hook: Callable[[dict[str, Any]], Any] | None = None) -> ASGIResult:
+    """Run ``app`` on ``scope`` with ``incoming`` messages; after them receive() waits forever
+    (a real client that stays connected) unless the list ends with a disconnect."""
+    result = ASGIResult()
+
+    async def run() -> None:
+        queue = list(incoming)
+
+        async def receive() -> dict[str, Any]:
+            if queue:
+                return queue.pop(0)
+            await asyncio.Event().wait()  # never returns: the client stays connected
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            result.sent.append(message)
+            if send_hook is not None:
+                outcome = send_hook(message)
+                if asyncio.iscoroutine(outcome):
+                    await outcome
+
+        await app(scope if scope is not None else asgi_scope(), receive, send)
+
+    asyncio.run(run())
+    return result
+
+
+def exc_info_of(error: BaseException) -> Any:
+    """``sys.exc_info()``-style tuple for ``error``."""
+    try:
+        raise error
+    except BaseException:
+        return sys.exc_info()
