@@ -133,7 +133,12 @@ def wrap(app: Any, *, kind: Kind | None = None, config: Config | None = None, **
     return WSGIRoot(app, chain, runtime)
 
 
+_warned: set[str] = set()
+
+
 def _warn_about_defaults(config: Config) -> None:
-    if "*" in config.allowed_hosts:
+    # Once per process: a test suite or a multi-app process wraps many times.
+    if "*" in config.allowed_hosts and "allowed_hosts" not in _warned:
+        _warned.add("allowed_hosts")
         log.warning("scalekit: allowed_hosts is '*' (any Host is served, each in its own cache key "
                     "space); list your hosts in allowed_hosts for production.")

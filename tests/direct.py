@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from wsgiref.util import setup_testing_defaults
+from wsgiref.util import FileWrapper, setup_testing_defaults
 
 __all__ = ["ASGIResult", "WSGIResult", "asgi_scope", "call_asgi", "call_wsgi", "wsgi_environ"]
 
@@ -21,7 +21,7 @@ def wsgi_environ(method: str = "GET", path: str = "/", *, query: str = "", body:
                  headers: Sequence[tuple[str, str]] = (), remote_addr: str = "127.0.0.1") -> dict[str, Any]:
     """A complete PEP 3333 environ (wsgiref's testing defaults plus the request given)."""
     environ: dict[str, Any] = {
-        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
+        "REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": query,
         "REMOTE_ADDR": remote_addr, "wsgi.input": io.BytesIO(body),
         "CONTENT_LENGTH": str(len(body)) if body else "",
     }
@@ -32,6 +32,7 @@ def wsgi_environ(method: str = "GET", path: str = "/", *, query: str = "", body:
         else:
             environ["HTTP_" + key] = value
     setup_testing_defaults(environ)
+    environ.setdefault("wsgi.file_wrapper", FileWrapper)
     return environ
 
 
@@ -152,3 +153,31 @@ def exc_info_of(error: BaseException) -> Any:
         raise error
     except BaseException:
         return sys.exc_info()
+
+
+def raw_http(base_url: str, method: str, path: str, *, headers: Sequence[tuple[str, str]] = (),
+             body: bytes = b"", timeout_seconds: float = 20.0) -> bytes:
+    """Send one HTTP/1.1 request over a fresh socket and return the raw response bytes
+    (``Connection: close``, read to EOF), so tests can compare framing byte for byte."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout_seconds) as sock:
+        sock.sendall(request)
+        received = bytearray()
+        while chunk := sock.recv(65536):
+            received += chunk
+    return bytes(received)
+
+
+def without_date(raw: bytes) -> bytes:
+    """The raw response with its Date header line removed (it differs from one second to the next)."""
+    head, sep, rest = raw.partition(b"\r\n\r\n")
+    kept = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"date:")]
+    return b"\r\n".join(kept) + sep + rest

@@ -21,6 +21,14 @@ from starlette.websockets import WebSocket
 import scalekit
 
 EVENTS: list[str] = []
+EVENTS_FILE: str | None = None  # set by the real-server tests: shutdown happens after the last request
+
+
+def record(event: str) -> None:
+    EVENTS.append(event)
+    if EVENTS_FILE:
+        with open(EVENTS_FILE, "a") as handle:
+            handle.write(event + "\n")
 
 
 async def index(request: Request) -> Response:
@@ -97,9 +105,9 @@ async def websocket_echo(websocket: WebSocket) -> None:
 
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    EVENTS.append("app-startup")
+    record("app-startup")
     yield
-    EVENTS.append("app-shutdown")
+    record("app-shutdown")
 
 
 app = Starlette(routes=[
@@ -118,8 +126,8 @@ app = Starlette(routes=[
 
 def _record_runtime_hooks(wrapped: object) -> object:
     runtime = wrapped.runtime  # type: ignore[attr-defined]
-    runtime.on_startup(lambda: EVENTS.append("scalekit-startup"))
-    runtime.on_shutdown(lambda: EVENTS.append("scalekit-shutdown"))
+    runtime.on_startup(lambda: record("scalekit-startup"))
+    runtime.on_shutdown(lambda: record("scalekit-shutdown"))
     return wrapped
 
 
