@@ -1,0 +1,84 @@
+"""View helpers: ``@cached(...)`` and the request's pooled connection.
+
+>>> from django.http import JsonResponse
+>>> @cached(ttl_seconds=60, tags=["product:{pk}"])
+... def product(request, pk):
+...     return JsonResponse({"pk": pk})
+
+For class-based views: ``@method_decorator(cached(ttl_seconds=60), name="get")``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar, cast
+
+from asgiref.sync import iscoroutinefunction
+from sqlalchemy.engine import Connection
+
+import scalekit.pool
+
+__all__ = ["cached", "get_db"]
+
+View = TypeVar("View", bound=Callable[..., Any])
+DATABASES_KEY = "scalekit.databases"
+
+
+def get_db(request: Any = None, name: str = "default") -> Connection:
+    """The request's pooled connection (scalekit's pool, not Django's ORM connection).
+
+    Django's own queries keep using Django's connections; this is for SQL run through
+    SQLAlchemy on the pool the other frameworks use. Checked out on first use, returned when
+    the response has been sent.
+    """
+    if request is not None:
+        scope = getattr(request, "scope", None)
+        holder = scope if isinstance(scope, dict) else request.META
+        handles: Mapping[str, Any] | None = holder.get(DATABASES_KEY)
+        if handles and name in handles:
+            return cast(Connection, handles[name].connection())
+    return scalekit.pool.db(name).connection()
+
+
+def cached(
+    ttl_seconds: float = 300,
+    *,
+    tags: Iterable[str] = (),
+    stale_while_revalidate_seconds: float = 0,
+    stale_if_error_seconds: float = 0,
+) -> Callable[[View], View]:
+    """The view's response may be stored by the shared cache for ``ttl_seconds``, with ``tags``.
+
+    Tags may name the view's URL keyword arguments (``"product:{pk}"``). Sync and async views.
+    """
+    templates = (tags,) if isinstance(tags, str) else tuple(tags)
+
+    def apply(arguments: Mapping[str, Any]) -> None:
+        from scalekit.cache.rules import cache_response
+
+        cache_response(ttl_seconds, tags=format_tags(templates, arguments),
+                       stale_while_revalidate_seconds=stale_while_revalidate_seconds,
+                       stale_if_error_seconds=stale_if_error_seconds)
+
+    def decorate(view: View) -> View:
+        if iscoroutinefunction(view):
+            @functools.wraps(view)
+            async def async_cached_view(request: Any, *args: Any, **kwargs: Any) -> Any:
+                apply(kwargs)
+                return await view(request, *args, **kwargs)
+            return cast(View, async_cached_view)
+
+        @functools.wraps(view)
+        def cached_view(request: Any, *args: Any, **kwargs: Any) -> Any:
+            apply(kwargs)
+            return view(request, *args, **kwargs)
+        return cast(View, cached_view)
+
+    return decorate
+
+
+def format_tags(templates: tuple[str, ...], arguments: Mapping[str, Any]) -> tuple[str, ...]:
+    """``("product:{pk}",)`` with ``{"pk": 7}`` gives ``("product:7",)``."""
+    return tuple(template.format_map(arguments) if "{" in template else template
+                 for template in templates)

@@ -1,0 +1,134 @@
+"""FastAPI dependencies and decorators: the request's pooled connection, and cache rules.
+
+>>> from fastapi import FastAPI
+>>> from sqlalchemy import text
+>>> app = FastAPI()
+>>> @app.get("/products/{product_id}")
+... @cached(ttl_seconds=60, tags=["product:{product_id}"])
+... def product(product_id: int, connection: DB) -> dict:
+...     row = connection.execute(text("select name from products where id = :id"),
+...                              {"id": product_id}).one()
+...     return {"name": row.name}
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Annotated, Any, TypeVar, cast
+
+from fastapi import Depends
+from sqlalchemy.engine import Connection
+from starlette.requests import Request
+
+import scalekit.pool
+
+__all__ = ["DB", "cache_for", "cached", "database", "db"]
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+DEFAULT_DATABASE_KEY = "scalekit.db"
+DATABASES_KEY = "scalekit.databases"
+
+
+def db(request: Request) -> Connection:
+    """Dependency: the request's pooled connection to the default database.
+
+    A plain ``def``, so FastAPI runs it in its thread pool: checking a connection out may wait
+    for the pool (up to ``pool_timeout``) and must not block the event loop. The pool layer
+    gives the connection back once the response has been sent, background tasks included.
+    """
+    handle = request.scope.get(DEFAULT_DATABASE_KEY)
+    if handle is None:
+        handle = scalekit.pool.db()  # raises the pool's own error outside a wrapped request
+    return cast(Connection, handle.connection())
+
+
+# ``def view(connection: DB)``: the annotated form of ``Depends(db)``.
+DB = Annotated[Connection, Depends(db)]
+
+
+def database(name: str) -> Callable[[Request], Connection]:
+    """Dependency factory for a named database: ``Depends(database("analytics"))``."""
+
+    def named_database(request: Request) -> Connection:
+        handles: Mapping[str, Any] | None = request.scope.get(DATABASES_KEY)
+        handle = handles.get(name) if handles else None
+        if handle is None:
+            handle = scalekit.pool.db(name)
+        return cast(Connection, handle.connection())
+
+    named_database.__name__ = f"database_{name}"
+    return named_database
+
+
+def _rule(ttl_seconds: float, tags: Iterable[str], stale_while_revalidate_seconds: float,
+          stale_if_error_seconds: float) -> Callable[[Mapping[str, Any]], None]:
+    templates = (tags,) if isinstance(tags, str) else tuple(tags)
+
+    def apply(arguments: Mapping[str, Any]) -> None:
+        from scalekit.cache.rules import cache_response
+
+        cache_response(ttl_seconds, tags=format_tags(templates, arguments),
+                       stale_while_revalidate_seconds=stale_while_revalidate_seconds,
+                       stale_if_error_seconds=stale_if_error_seconds)
+
+    return apply
+
+
+def cached(
+    ttl_seconds: float = 300,
+    *,
+    tags: Iterable[str] = (),
+    stale_while_revalidate_seconds: float = 0,
+    stale_if_error_seconds: float = 0,
+) -> Callable[[Endpoint], Endpoint]:
+    """Decorator: the endpoint's response may be stored by the shared cache for ``ttl_seconds``.
+
+    Put it under ``@app.get(...)``. Tags may name the endpoint's parameters
+    (``tags=["product:{product_id}"]``). Works on ``async def`` and ``def`` endpoints; FastAPI
+    still sees the endpoint's own signature.
+    """
+    apply = _rule(ttl_seconds, tags, stale_while_revalidate_seconds, stale_if_error_seconds)
+
+    def decorate(endpoint: Endpoint) -> Endpoint:
+        if inspect.iscoroutinefunction(endpoint):
+            @functools.wraps(endpoint)
+            async def async_cached_endpoint(*args: Any, **kwargs: Any) -> Any:
+                apply(kwargs)
+                return await endpoint(*args, **kwargs)
+            return cast(Endpoint, async_cached_endpoint)
+
+        @functools.wraps(endpoint)
+        def cached_endpoint(*args: Any, **kwargs: Any) -> Any:
+            apply(kwargs)
+            return endpoint(*args, **kwargs)
+        return cast(Endpoint, cached_endpoint)
+
+    return decorate
+
+
+def cache_for(
+    ttl_seconds: float = 300,
+    *,
+    tags: Iterable[str] = (),
+    stale_while_revalidate_seconds: float = 0,
+    stale_if_error_seconds: float = 0,
+) -> Callable[[Request], Awaitable[None]]:
+    """Dependency form of :func:`cached`, for a route or a whole router:
+    ``APIRouter(dependencies=[Depends(cache_for(60, tags=["catalog"]))])``.
+
+    Tags may name path parameters (``"product:{product_id}"``).
+    """
+    apply = _rule(ttl_seconds, tags, stale_while_revalidate_seconds, stale_if_error_seconds)
+
+    async def cache_rule(request: Request) -> None:
+        apply(request.path_params)
+
+    return cache_rule
+
+
+def format_tags(templates: tuple[str, ...], arguments: Mapping[str, Any]) -> tuple[str, ...]:
+    """``("product:{product_id}",)`` with ``{"product_id": 7}`` gives ``("product:7",)``."""
+    return tuple(template.format_map(arguments) if "{" in template else template
+                 for template in templates)
