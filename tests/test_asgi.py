@@ -8,6 +8,8 @@ pathsend; Starlette's test client checks byte-for-byte equality with the bare ap
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -222,6 +224,9 @@ def test_first_request_starts_the_runtime_without_lifespan() -> None:
 
 # --------------------------------------------------------------------------- Starlette
 
+# Responses without Cache-Control may get layer-stamped headers once the CDN layer is real; the
+# "defaults" variant compares only responses that say no-store (which no layer may alter).
+NOT_LAYER_NEUTRAL = {"/redirect", "/missing", "/boom"}
 STARLETTE_REQUESTS = [
     pytest.param("GET", "/", b"", id="text"),
     pytest.param("GET", "/json", b"", id="json"),
@@ -244,8 +249,14 @@ def _exchange(app: Any, method: str, path: str, body: bytes) -> tuple[int, list[
             return response.status_code, response.headers.raw, chunks
 
 
-@pytest.mark.parametrize("variant", ["off", "defaults"])
-@pytest.mark.parametrize(("method", "path", "body"), STARLETTE_REQUESTS)
+def variant_params(requests: list[Any]) -> list[Any]:
+    """(variant, method, path, body) for each request; "defaults" only for no-store responses."""
+    return [pytest.param(variant, *param.values, id=f"{variant}-{param.id}")
+            for variant in ("off", "defaults") for param in requests
+            if variant == "off" or param.values[1] not in NOT_LAYER_NEUTRAL]
+
+
+@pytest.mark.parametrize(("variant", "method", "path", "body"), variant_params(STARLETTE_REQUESTS))
 def test_starlette_wrapped_is_byte_for_byte_the_bare_app(variant: str, method: str, path: str,
                                                         body: bytes) -> None:
     wrapped = getattr(starlette_app, f"wrapped_{variant}")
@@ -260,3 +271,75 @@ def test_starlette_websocket_through_the_wrapper(variant: str) -> None:
             assert websocket.receive_text() == "echo:hi"
             websocket.send_bytes(b"\x00")
             assert websocket.receive_bytes() == b"echo:\x00"
+
+
+# --------------------------------------------------------------------------- under uvicorn
+
+
+@pytest.fixture(scope="module")
+def uvicorn_starlette(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """uvicorn serving the three variants; yields the URL and the lifespan events file, which
+    is complete once the server has stopped (tests read it after the fixture ends)."""
+    from tests.servers import run_server
+    events = tmp_path_factory.mktemp("lifespan") / "events.txt"
+    with run_server("uvicorn", "tests.apps.dispatch:starlette_variants",
+                    env={"TEST_LIFESPAN_EVENTS_FILE": str(events)}) as url:
+        yield url, events
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(("variant", "method", "path", "body"), variant_params(STARLETTE_REQUESTS))
+def test_starlette_under_uvicorn_is_byte_for_byte_the_bare_app(
+        uvicorn_starlette: tuple[str, Path], variant: str, method: str, path: str, body: bytes) -> None:
+    from tests.direct import raw_http, without_date
+    url = uvicorn_starlette[0]
+    bare = raw_http(url, method, path, headers=[("X-Variant", "bare")], body=body)
+    wrapped = raw_http(url, method, path, headers=[("X-Variant", variant)], body=body)
+    assert without_date(wrapped) == without_date(bare)
+    assert bare.startswith(b"HTTP/1.1 ")
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("variant", ["bare", "off", "defaults"])
+def test_starlette_stream_reaches_the_client_before_the_app_finishes(
+        uvicorn_starlette: tuple[str, Path], variant: str, tmp_path: Path) -> None:
+    import httpx
+    gate = tmp_path / "gate"
+    with httpx.stream("GET", f"{uvicorn_starlette[0]}/stream", params={"gate": str(gate), "n": "3"},
+                      headers={"X-Variant": variant}, timeout=20) as response:
+        chunks = response.iter_raw()
+        first = next(chunks)
+        gate.touch()
+        rest = b"".join(chunks)
+    assert (first, rest) == (b"chunk 0\n", b"chunk 1\nchunk 2\n")
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("variant", ["bare", "off", "defaults"])
+def test_websocket_round_trip_under_uvicorn(uvicorn_starlette: tuple[str, Path], variant: str) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+    url = uvicorn_starlette[0].replace("http://", "ws://") + "/ws"
+    with connect(url, additional_headers={"X-Variant": variant}, open_timeout=20) as websocket:
+        assert websocket.response is not None
+        assert websocket.response.headers["x-app"] == "starlette"
+        websocket.send("hello")
+        assert websocket.recv(timeout=20) == "echo:hello"
+        websocket.send(b"\x01\x02")
+        assert websocket.recv(timeout=20) == b"echo:\x01\x02"
+        websocket.send("close")
+        with pytest.raises(ConnectionClosed) as closed:
+            websocket.recv(timeout=20)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+
+
+@pytest.mark.server
+def test_lifespan_under_uvicorn_runs_scalekit_hooks_around_the_app(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from tests.servers import run_server
+    import httpx
+    events = tmp_path_factory.mktemp("lifespan-only") / "events.txt"
+    with run_server("uvicorn", "tests.apps.dispatch:starlette_variants",
+                    env={"TEST_LIFESPAN_EVENTS_FILE": str(events)}) as url:
+        during = httpx.get(f"{url}/lifespan", headers={"X-Variant": "off"}, timeout=20).json()
+    assert during == ["scalekit-startup", "app-startup"]
+    assert events.read_text().split() == ["scalekit-startup", "app-startup", "app-shutdown", "scalekit-shutdown"]

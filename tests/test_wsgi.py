@@ -239,6 +239,9 @@ def test_first_request_runs_startup_hooks_once_across_threads() -> None:
 
 from tests.apps import flask_app  # noqa: E402
 
+# Responses without Cache-Control may get layer-stamped headers once the CDN layer is real; the
+# "defaults" variant compares only responses that say no-store (which no layer may alter).
+NOT_LAYER_NEUTRAL = {"/redirect", "/missing", "/boom"}
 FLASK_REQUESTS = [
     pytest.param("GET", "/", b"", id="text"),
     pytest.param("GET", "/json", b"", id="json"),
@@ -263,8 +266,14 @@ def _exchange(app: Any, method: str, path: str, body: bytes) -> tuple[str, list[
     return response.status, list(response.headers.to_wsgi_list()), chunks
 
 
-@pytest.mark.parametrize("variant", ["off", "defaults"])
-@pytest.mark.parametrize(("method", "path", "body"), FLASK_REQUESTS)
+def variant_params(requests: list[Any]) -> list[Any]:
+    """(variant, method, path, body) for each request; "defaults" only for no-store responses."""
+    return [pytest.param(variant, *param.values, id=f"{variant}-{param.id}")
+            for variant in ("off", "defaults") for param in requests
+            if variant == "off" or param.values[1] not in NOT_LAYER_NEUTRAL]
+
+
+@pytest.mark.parametrize(("variant", "method", "path", "body"), variant_params(FLASK_REQUESTS))
 def test_flask_wrapped_is_byte_for_byte_the_bare_app(variant: str, method: str, path: str, body: bytes) -> None:
     wrapped = getattr(flask_app, f"wrapped_{variant}")
     bare = _exchange(validator(flask_app.app), method, path, body)
@@ -273,3 +282,41 @@ def test_flask_wrapped_is_byte_for_byte_the_bare_app(variant: str, method: str, 
     with flask_app.app.test_client() as client:
         own = client.open(path, method=method, data=body)
         assert (own.status, own.get_data()) == (bare[0], b"".join(bare[2]))
+
+
+# --------------------------------------------------------------------------- under gunicorn
+
+
+@pytest.fixture(scope="module")
+def gunicorn_flask() -> Iterator[str]:
+    from tests.servers import run_server
+    with run_server("gunicorn", "tests.apps.dispatch:flask_variants", extra_args=["--threads", "4"]) as url:
+        yield url
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(("variant", "method", "path", "body"), variant_params(FLASK_REQUESTS))
+def test_flask_under_gunicorn_is_byte_for_byte_the_bare_app(gunicorn_flask: str, variant: str, method: str,
+                                                            path: str, body: bytes) -> None:
+    from tests.direct import raw_http, without_date
+    bare = raw_http(gunicorn_flask, method, path, headers=[("X-Variant", "bare")], body=body)
+    wrapped = raw_http(gunicorn_flask, method, path, headers=[("X-Variant", variant)], body=body)
+    assert without_date(wrapped) == without_date(bare)
+    assert bare.startswith(b"HTTP/1.1 ")
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("variant", ["bare", "off", "defaults"])
+def test_flask_stream_reaches_the_client_before_the_app_finishes(gunicorn_flask: str, variant: str,
+                                                                tmp_path: Any) -> None:
+    """The second chunk is produced only after the client has read the first one."""
+    import httpx
+    gate = tmp_path / "gate"
+    with httpx.stream("GET", f"{gunicorn_flask}/stream", params={"gate": str(gate), "n": "3"},
+                      headers={"X-Variant": variant}, timeout=20) as response:
+        chunks = response.iter_raw()
+        first = next(chunks)
+        gate.touch()
+        rest = b"".join(chunks)
+    assert first == b"chunk 0\n"
+    assert rest == b"chunk 1\nchunk 2\n"

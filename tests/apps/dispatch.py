@@ -30,5 +30,5 @@ async def starlette_variants(scope: dict[str, Any], receive: Any, send: Any) -> 
     await STARLETTE[variant](scope, receive, send)
 
 
-if os.environ.get("SCALEKIT_TEST_EVENTS_FILE"):
-    starlette_app.EVENTS_FILE = os.environ["SCALEKIT_TEST_EVENTS_FILE"]
+if os.environ.get("TEST_LIFESPAN_EVENTS_FILE"):
+    starlette_app.EVENTS_FILE = os.environ["TEST_LIFESPAN_EVENTS_FILE"]

@@ -60,7 +60,7 @@ def boom() -> Response:
 @app.post("/echo")
 def echo() -> Response:
     return Response(request.get_data(), mimetype="application/octet-stream",
-                    headers={"X-Length": str(request.content_length or 0)})
+                    headers={"X-Length": str(request.content_length or 0), "Cache-Control": "no-store"})
 
 
 @app.get("/stream")

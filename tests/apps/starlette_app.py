@@ -62,7 +62,8 @@ async def boom(request: Request) -> Response:
 
 async def echo(request: Request) -> Response:
     body = await request.body()
-    return Response(body, media_type="application/octet-stream", headers={"X-Length": str(len(body))})
+    return Response(body, media_type="application/octet-stream",
+                    headers={"X-Length": str(len(body)), "Cache-Control": "no-store"})
 
 
 async def stream(request: Request) -> Response:
