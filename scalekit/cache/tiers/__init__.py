@@ -1,8 +1,9 @@
 """Cache tiers: L1 memory, L2 Redis, L3 disk, behind one Store contract.
 
-The cache layer calls only the two factories here; what they build follows the config:
-``cache.memory`` / ``cache.disk`` / ``cache.l2`` (L2 once ``redis.url`` is set) and
-``cache.invalidation`` (fleet-wide generations once ``redis.url`` is set, local otherwise).
+The cache layer calls only the factories here; what they build follows the config:
+``cache.memory`` and ``cache.disk`` (under ``state_dir``) always, ``cache.l2`` once
+``redis.url`` is set; generations persisted under ``state_dir`` (shared by the processes of the
+host) and, with Redis, shared by the fleet through ``cache.invalidation.channel``.
 
 >>> from scalekit.config import load_config
 >>> from scalekit.runtime import Runtime
@@ -13,32 +14,140 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
-from ..generations import LocalGenerations
+from ... import instruments
+from ..codec import Codec
+from ..generations import HostGenerations, LocalGenerations
 from ..store import Generations, Store
+from .breaker import CircuitBreaker
+from .disk import DiskTier
+from .lease import Lease, Leases
 from .memory import MemoryTier
+from .tiered import TieredStore
 
-__all__ = ["MemoryTier", "build_generations", "build_store"]
+__all__ = [
+    "DiskTier",
+    "Lease",
+    "Leases",
+    "MemoryTier",
+    "TieredStore",
+    "build_generations",
+    "build_invalidator",
+    "build_leases",
+    "build_store",
+    "redis_connections",
+]
+
+
+def state_path(runtime: Any, *parts: str) -> Path:
+    """A path under ``Config.state_dir`` (absolute parts are kept as they are)."""
+    return Path(runtime.config.state_dir).joinpath(*parts)
+
+
+def codec_for(runtime: Any) -> Codec:
+    """The codec of L2 and L3: compression threshold and signing secret from ``cache.l2``."""
+    l2 = runtime.config.cache.l2
+    secret = l2.signing_secret.encode("utf-8") if l2.signing_secret else None
+    return Codec(compress_min_bytes=l2.compress_min_bytes, secret=secret)
+
+
+def redis_connections(runtime: Any) -> Any:
+    """The runtime's shared Redis clients, or None without ``redis.url``."""
+    if runtime.config.redis.url is None:
+        return None
+    connections = runtime.services.get("redis.connections")
+    if connections is None:
+        from .redis import RedisConnections
+
+        connections = RedisConnections(runtime.config.redis, monotonic=runtime.monotonic)
+        runtime.services["redis.connections"] = connections
+        runtime.on_shutdown(connections.close)
+    return connections
 
 
 def build_store(runtime: Any) -> Store:
-    """The tiered store for ``runtime``'s config (memory-only until the other tiers land)."""
-    memory = runtime.config.cache.memory
-    store = MemoryTier(
-        max_bytes=memory.max_bytes if memory.enabled else 0,
-        max_entry_bytes=memory.max_entry_bytes,
-        clock=runtime.clock,
-        retain_stale_seconds=memory.retain_stale_seconds,
-    )
+    """The tiered store for ``runtime``: memory -> Redis (if configured) -> disk."""
+    cache = runtime.config.cache
+    codec = codec_for(runtime)
+    tiers: list[Any] = []
+    if cache.memory.enabled and cache.memory.max_bytes > 0:
+        tiers.append(MemoryTier(max_bytes=cache.memory.max_bytes,
+                                max_entry_bytes=cache.memory.max_entry_bytes,
+                                clock=runtime.clock,
+                                retain_stale_seconds=cache.memory.retain_stale_seconds))
+    connections = redis_connections(runtime) if cache.l2.enabled else None
+    if connections is not None:
+        from .redis import RedisTier
+
+        tiers.append(RedisTier(connections, codec=codec, clock=runtime.clock,
+                               max_entry_bytes=cache.l2.max_entry_bytes,
+                               retain_stale_seconds=cache.l2.retain_stale_seconds))
+    if cache.disk.enabled and cache.disk.max_bytes > 0:
+        breaker = CircuitBreaker("disk", cool_down_seconds=runtime.config.redis.circuit_cool_down_seconds,
+                                 monotonic=runtime.monotonic)
+        tiers.append(DiskTier(state_path(runtime, cache.disk.path), max_bytes=cache.disk.max_bytes,
+                              max_entry_bytes=cache.disk.max_entry_bytes, codec=codec,
+                              clock=runtime.clock,
+                              retain_stale_seconds=cache.disk.retain_stale_seconds,
+                              breaker=breaker))
+    store = TieredStore(tiers)
     runtime.services["cache.store"] = store
     runtime.on_shutdown(store.close)
     return store
 
 
 def build_generations(runtime: Any) -> Generations:
-    """Tag generations for ``runtime``: fleet-wide with Redis, in-process otherwise."""
-    generations = LocalGenerations()
+    """Tag generations: persisted for the host when L3 is on, fleet-wide with Redis."""
+    cache = runtime.config.cache
+    local: LocalGenerations
+    if cache.disk.enabled:
+        local = HostGenerations(state_path(runtime, cache.disk.path, "generations.sqlite3"))
+    else:
+        local = LocalGenerations()
+    generations: Any = local
+    connections = redis_connections(runtime) if cache.invalidation.enabled else None
+    if connections is not None:
+        from .fleet import FleetGenerations
+
+        invalidation = cache.invalidation
+        generations = FleetGenerations(
+            local, connections, channel=invalidation.channel,
+            max_staleness_seconds=invalidation.max_staleness_seconds,
+            heartbeat_seconds=invalidation.heartbeat_seconds, monotonic=runtime.monotonic)
     runtime.services["cache.generations"] = generations
+    runtime.on_startup(generations.sequence)  # starts the listener / watcher thread
     runtime.on_shutdown(generations.close)
-    return generations
+    return generations  # type: ignore[no-any-return]
+
+
+def build_leases(runtime: Any) -> Leases | None:
+    """Fleet-wide miss coalescing, when ``cache.l2.coalesce`` is on and Redis is configured."""
+    if not runtime.config.cache.l2.coalesce:
+        return None
+    connections = redis_connections(runtime)
+    if connections is None:
+        return None
+    leases = Leases(connections, lease_seconds=runtime.config.cache.l2.lease_seconds)
+    runtime.services["cache.leases"] = leases
+    return leases
+
+
+Invalidate = Callable[[tuple[str, ...], str], None]
+AInvalidate = Callable[[tuple[str, ...], str], Awaitable[None]]
+
+
+def build_invalidator(generations: Generations) -> tuple[Invalidate, AInvalidate]:
+    """``(fn, afn)`` for ``runtime.add_invalidator``: bump generations, count by source."""
+
+    def invalidate(tags: tuple[str, ...], source: str) -> None:
+        generations.invalidate(tags)
+        instruments.CACHE_INVALIDATIONS.labels(source).inc()
+
+    async def ainvalidate(tags: tuple[str, ...], source: str) -> None:
+        await generations.ainvalidate(tags)
+        instruments.CACHE_INVALIDATIONS.labels(source).inc()
+
+    return invalidate, ainvalidate

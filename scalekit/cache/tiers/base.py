@@ -47,13 +47,15 @@ class Tier(Store, Protocol):
 class TierMetrics:
     """Pre-bound Prometheus children for one tier, so the hot path does no label lookups."""
 
-    __slots__ = ("hit", "miss", "error", "stored", "store_error", "too_large", "corrupt",
+    __slots__ = ("hit", "miss", "error", "bypass", "stored", "store_error", "too_large", "corrupt",
                  "evicted", "bytes", "entries", "circuit")
 
     def __init__(self, tier: str) -> None:
         self.hit = instruments.CACHE_LOOKUPS.labels(tier, "hit")
         self.miss = instruments.CACHE_LOOKUPS.labels(tier, "miss")
         self.error = instruments.CACHE_LOOKUPS.labels(tier, "error")
+        # Skipped without asking: the tier's circuit breaker is open.
+        self.bypass = instruments.CACHE_LOOKUPS.labels(tier, "bypass")
         # A garbled, unknown-version or badly signed entry: a miss, counted apart.
         self.corrupt = instruments.CACHE_LOOKUPS.labels(tier, "corrupt")
         self.stored = instruments.CACHE_STORES.labels(tier, "ok")

@@ -11,19 +11,12 @@ Each section is nested in ``CacheConfig`` (``cache.memory``, ``cache.l2``, ``cac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from ...errors import ConfigError
+from ...errors import require
 
 __all__ = ["DiskConfig", "InvalidationConfig", "L2Config", "MemoryConfig"]
 
 MIB = 1024 * 1024
-
-
-def require(condition: bool, key: str, value: Any, expected: str) -> None:
-    """Like ``scalekit.config.require`` (which imports this module, hence the local copy)."""
-    if not condition:
-        raise ConfigError(key=key, value=value, expected=expected)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,212 @@
+"""CachedEntry <-> bytes for Redis and disk: msgpack under a format version, never pickle.
+
+Layout: ``b"SK"`` magic, one format-version byte, one flags byte, then (when signing) a 32-byte
+HMAC-SHA256 over the cache key, the header and the payload, then the payload: a msgpack map of
+every :class:`CachedEntry` field by name plus the cache key it was stored under, zlib-compressed
+when large. Fields are found by :func:`dataclasses.fields`, so a field added to CachedEntry with
+a default needs no change here; a field this version does not know is ignored, a missing one
+takes its default.
+
+Decoding never raises: garbage, an unknown version, a bad signature, a wrong key or a value of
+the wrong type gives ``None`` and a reason (the caller counts it as a miss). Pickle is never
+used: whoever can write to Redis would run code in every app process.
+
+>>> from scalekit.cache.entry import CachedEntry
+>>> entry = CachedEntry(200, (("content-type", "text/plain"),), b"hi", 1.0, 1.0, 0.0, 60.0)
+>>> codec = Codec(secret=b"0123456789abcdef")
+>>> codec.decode("k", codec.encode("k", entry)) == (entry, "ok")
+True
+>>> codec.decode("other-key", codec.encode("k", entry))[1]
+'bad_signature'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import types
+import typing
+import zlib
+from collections.abc import Callable
+from typing import Any, Literal
+
+import msgpack
+
+from .entry import CachedEntry
+
+__all__ = ["FORMAT_VERSION", "Codec", "DecodeOutcome"]
+
+MAGIC = b"SK"
+FORMAT_VERSION = 1
+FLAG_COMPRESSED = 0x01
+FLAG_SIGNED = 0x02
+MAC_BYTES = 32
+HEADER_BYTES = 4
+# A compressed payload may not inflate past this (a zip bomb in Redis is a miss, not an OOM).
+MAX_PAYLOAD_BYTES = 256 * 1024 * 1024
+
+DecodeOutcome = Literal["ok", "garbage", "unknown_version", "bad_signature", "unsigned", "wrong_key"]
+
+_FIELDS = tuple(dataclasses.fields(CachedEntry))
+_HINTS = typing.get_type_hints(CachedEntry)
+
+
+class Codec:
+    """Encoder/decoder with this deployment's compression threshold and optional HMAC key.
+
+    With a secret, unsigned or wrongly signed bytes are refused; without one, signed bytes are
+    still read (the signature cannot be checked, so it is ignored).
+    """
+
+    def __init__(self, *, compress_min_bytes: int = 2048, secret: bytes | None = None) -> None:
+        self.compress_min_bytes = compress_min_bytes
+        self.secret = secret
+
+    def encode(self, key: str, entry: CachedEntry) -> bytes:
+        """The stored form of ``entry`` under cache key ``key``."""
+        fields = {f.name: _plain(getattr(entry, f.name)) for f in _FIELDS}
+        fields["__key__"] = key
+        payload = msgpack.packb(fields, use_bin_type=True)
+        flags = 0
+        if self.compress_min_bytes and len(payload) >= self.compress_min_bytes:
+            compressed = zlib.compress(payload, 1)  # level 1: most of the gain, a fraction of the CPU
+            if len(compressed) < len(payload):
+                payload, flags = compressed, flags | FLAG_COMPRESSED
+        if self.secret is None:
+            return MAGIC + bytes((FORMAT_VERSION, flags)) + payload
+        flags |= FLAG_SIGNED
+        header = MAGIC + bytes((FORMAT_VERSION, flags))
+        return header + self._mac(key, header, payload) + payload
+
+    def decode(self, key: str, data: bytes | None) -> tuple[CachedEntry | None, DecodeOutcome]:
+        """The entry stored as ``data`` under ``key``, or None with the reason it was refused."""
+        if not data or len(data) < HEADER_BYTES or data[:2] != MAGIC:
+            return None, "garbage"
+        if data[2] != FORMAT_VERSION:
+            return None, "unknown_version"
+        flags = data[3]
+        payload = data[HEADER_BYTES:]
+        if flags & FLAG_SIGNED:
+            mac, payload = payload[:MAC_BYTES], payload[MAC_BYTES:]
+            if len(mac) < MAC_BYTES:
+                return None, "garbage"
+            if self.secret is not None and not hmac.compare_digest(
+                    mac, self._mac(key, data[:HEADER_BYTES], payload)):
+                return None, "bad_signature"
+        elif self.secret is not None:
+            return None, "unsigned"
+        if flags & FLAG_COMPRESSED:
+            payload = _inflate(payload)
+            if payload is None:
+                return None, "garbage"
+        return _unpack(key, payload)
+
+    def _mac(self, key: str, header: bytes, payload: bytes) -> bytes:
+        assert self.secret is not None  # callers check; not reachable from input
+        signer = hmac.new(self.secret, digestmod=hashlib.sha256)
+        # The key is signed too: a valid entry copied to another key is refused (invariant 1).
+        signer.update(key.encode("utf-8", "surrogatepass"))
+        signer.update(b"\x00")
+        signer.update(header)
+        signer.update(payload)
+        return signer.digest()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _inflate(payload: bytes) -> bytes | None:
+    try:
+        inflater = zlib.decompressobj()
+        out = inflater.decompress(payload, MAX_PAYLOAD_BYTES)
+        if inflater.unconsumed_tail or not inflater.eof:
+            return None
+        return out
+    except zlib.error:
+        return None
+
+
+def _unpack(key: str, payload: bytes) -> tuple[CachedEntry | None, DecodeOutcome]:
+    try:
+        fields = msgpack.unpackb(payload, raw=False, use_list=False, strict_map_key=True)
+    except Exception:  # msgpack raises several unrelated types on garbage; all mean "garbage"
+        return None, "garbage"
+    if type(fields) is not dict or fields.get("__key__") != key:
+        return None, "wrong_key" if type(fields) is dict else "garbage"
+    values: dict[str, Any] = {}
+    for name, required, convert in _CONVERTERS:
+        if name not in fields:
+            if required:
+                return None, "garbage"
+            continue
+        value = convert(fields[name])
+        if value is _INVALID:
+            return None, "garbage"
+        values[name] = value
+    try:
+        return CachedEntry(**values), "ok"
+    except Exception:  # a future __post_init__ check: still only a miss
+        return None, "garbage"
+
+
+_INVALID: Any = object()
+Converter = Callable[[Any], Any]
+Check = Callable[[Any], bool]
+
+
+def _converter(hint: Any) -> Converter:
+    """A function giving a msgpack value as the annotated type, or _INVALID (built once).
+
+    msgpack already returns tuples (``use_list=False``), so values are checked in place and
+    only ints standing for floats are converted.
+    """
+    if hint is float:
+        return lambda value: float(value) if type(value) in (int, float) else _INVALID
+    check = _check(hint)
+    return lambda value: value if check(value) else _INVALID
+
+
+def _check(hint: Any) -> Check:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return _check_many(args[0])
+        if all(arg in _PRIMITIVES for arg in args):
+            # (str, str) header pairs: one C-level comparison of the types.
+            return lambda value: type(value) is tuple and tuple(map(type, value)) == args
+        positions = tuple(_check(arg) for arg in args)
+        return lambda value: (type(value) is tuple and len(value) == len(positions)
+                              and all(check(part) for check, part in zip(positions, value)))
+    if origin in (typing.Union, types.UnionType):
+        options = tuple(_check(option) for option in typing.get_args(hint))
+        return lambda value: any(check(value) for check in options)
+    if hint is type(None):
+        return lambda value: value is None
+    if hint is float:
+        return lambda value: type(value) is float  # inside containers: exact types only
+    if hint in (int, bool, str, bytes):
+        return lambda value: type(value) is hint
+    return lambda value: True  # an annotation this codec does not know: trust msgpack
+
+
+_PRIMITIVES = (int, bool, str, bytes, float)
+
+
+def _check_many(item_hint: Any) -> Check:
+    if item_hint in _PRIMITIVES:
+        allowed = {item_hint}
+        return lambda value: type(value) is tuple and set(map(type, value)) <= allowed
+    item = _check(item_hint)
+    return lambda value: type(value) is tuple and all(map(item, value))
+
+
+_CONVERTERS = tuple(
+    (f.name, f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+     _converter(_HINTS[f.name]))
+    for f in _FIELDS
+)

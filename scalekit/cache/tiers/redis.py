@@ -1,0 +1,287 @@
+"""L2: Redis shared by the fleet, with short timeouts and a circuit breaker.
+
+:class:`RedisConnections` owns the clients of one runtime: a sync client (WSGI, listener
+thread), one asyncio client per event loop (ASGI), plain Redis or Redis Cluster, hiredis when
+installed (redis-py picks it up). It never sends CLIENT or CONFIG (managed Redis often forbids
+them): no client name, no ``CLIENT SETINFO`` (``driver_info=None``), no retries (a retry would
+multiply the timeout a request can pay). Clients are created lazily, so a Redis that is down
+at start-up is just an open breaker.
+
+:class:`RedisTier` keeps entries under ``{key_prefix}e:{blake2b(key)}`` — a fixed-length key
+that spreads over cluster slots; the cache key itself is inside the signed payload, so a hash
+collision or a copied value is a miss, never someone else's response.
+
+>>> from scalekit.config import RedisConfig
+>>> connections = RedisConnections(RedisConfig(url="redis://127.0.0.1:1/0"))
+>>> tier = RedisTier(connections)
+>>> tier.get("k") is None  # nothing listens on port 1: a miss, never an exception
+True
+>>> connections.breaker.is_open
+True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..codec import Codec
+from ..entry import CachedEntry
+from .base import TierMetrics, kept_until
+from .breaker import CircuitBreaker
+
+__all__ = ["RedisConnections", "RedisTier", "entry_key"]
+
+# Failures that mean "Redis is not usable right now" (network, timeouts, server errors such as
+# OOM or CLUSTERDOWN). Anything else is a bug and propagates in tests, but is still caught by
+# the tier so it never reaches the app.
+REDIS_ERRORS = (redis.RedisError, OSError, asyncio.TimeoutError)
+
+
+def entry_key(prefix: str, key: str) -> str:
+    """The Redis key of cache key ``key``: fixed length, spread over cluster slots."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return f"{prefix}e:{digest}"
+
+
+class RedisConnections:
+    """The Redis clients of one runtime and the breaker they share."""
+
+    def __init__(self, config: Any, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.prefix: str = config.key_prefix
+        self.breaker = CircuitBreaker("redis", cool_down_seconds=config.circuit_cool_down_seconds,
+                                      monotonic=monotonic)
+        self._sync: Any = None
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary())
+        self._lock = threading.Lock()
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "socket_timeout": self.config.socket_timeout_seconds,
+            "socket_connect_timeout": self.config.connect_timeout_seconds,
+            "driver_info": None,  # no CLIENT SETINFO: managed Redis may forbid CLIENT
+        }
+
+    def sync(self) -> Any:
+        """The sync client (raises a Redis error if a cluster cannot be reached to build it)."""
+        client = self._sync
+        if client is None:
+            with self._lock:
+                if self._sync is None:
+                    self._sync = self.new_sync_client()
+                client = self._sync
+        return client
+
+    def new_sync_client(self, *, socket_timeout_seconds: float | None = None) -> Any:
+        """A new sync client (the pub/sub listener uses its own, with a longer read timeout)."""
+        options = self._options()
+        if socket_timeout_seconds is not None:
+            options["socket_timeout"] = socket_timeout_seconds
+        if self.config.cluster:
+            return redis.cluster.RedisCluster.from_url(
+                self.config.url, retry=Retry(NoBackoff(), 0), **options)
+        return redis.Redis.from_url(self.config.url, retry=Retry(NoBackoff(), 0), **options)
+
+    def async_client(self) -> Any:
+        """The asyncio client of the running event loop (clients cannot cross loops)."""
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            options = self._options()
+            if self.config.cluster:
+                from redis.asyncio.retry import Retry as AsyncRetry
+                client = redis.asyncio.cluster.RedisCluster.from_url(
+                    self.config.url, retry=AsyncRetry(NoBackoff(), 0), **options)
+            else:
+                from redis.asyncio.retry import Retry as AsyncRetry
+                client = redis.asyncio.Redis.from_url(
+                    self.config.url, retry=AsyncRetry(NoBackoff(), 0), **options)
+            self._async[loop] = client
+        return client
+
+    def close(self) -> None:
+        """Close the sync client (async ones close with their loop)."""
+        with self._lock:
+            client, self._sync = self._sync, None
+        if client is not None:
+            try:
+                client.close()
+            except REDIS_ERRORS:
+                pass
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        client = self._async.pop(loop, None)
+        if client is not None:
+            try:
+                await client.aclose()
+            except REDIS_ERRORS:
+                pass
+
+
+class RedisTier:
+    """L2 store. Every call is bounded by the socket timeout; a fault opens the breaker."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        connections: RedisConnections,
+        *,
+        codec: Codec | None = None,
+        clock: Callable[[], float] = time.time,
+        max_entry_bytes: int = 8 * 1024 * 1024,
+        retain_stale_seconds: float = 30.0,
+    ) -> None:
+        self.connections = connections
+        self.codec = codec or Codec()
+        self.clock = clock
+        self.max_entry_bytes = max_entry_bytes
+        self.retain_stale_seconds = retain_stale_seconds
+        self.breaker = connections.breaker
+        self._metrics = TierMetrics(self.name)
+
+    # ----------------------------------------------------------------- helpers
+    def _decode(self, key: str, data: bytes | None) -> CachedEntry | None:
+        if data is None:
+            self._metrics.miss.inc()
+            return None
+        entry, outcome = self.codec.decode(key, data)
+        if entry is None:
+            self._metrics.corrupt.inc()
+            return None
+        if kept_until(entry, retain_stale_seconds=self.retain_stale_seconds) <= self.clock():
+            self._metrics.miss.inc()  # Redis keeps time on its own clock; ours decides
+            return None
+        self._metrics.hit.inc()
+        return entry
+
+    def _encode(self, key: str, entry: CachedEntry) -> tuple[bytes, int] | None:
+        ttl_ms = int((kept_until(entry, retain_stale_seconds=self.retain_stale_seconds)
+                      - self.clock()) * 1000)
+        if ttl_ms <= 0:
+            return None
+        data = self.codec.encode(key, entry)
+        if len(data) > self.max_entry_bytes:
+            self._metrics.too_large.inc()
+            return None
+        return data, ttl_ms
+
+    def _failed(self, error: BaseException, counter: Any) -> None:
+        counter.inc()
+        self.breaker.failure(error)
+
+    # ----------------------------------------------------------------- sync face
+    def get(self, key: str) -> tuple[CachedEntry, str] | None:
+        if not self.breaker.allow():
+            self._metrics.bypass.inc()
+            return None
+        try:
+            data = self.connections.sync().get(entry_key(self.connections.prefix, key))
+        except REDIS_ERRORS as error:
+            self._failed(error, self._metrics.error)
+            return None
+        self.breaker.success()
+        entry = self._decode(key, data)
+        if entry is None and data is not None:
+            self.delete(key)  # corrupt or refused: remove it so nobody pays to decode it again
+        return (entry, self.name) if entry is not None else None
+
+    def set(self, key: str, entry: CachedEntry) -> None:
+        self.try_set(key, entry)
+
+    def try_set(self, key: str, entry: CachedEntry) -> bool:
+        """Store ``entry``; False if it was not stored (too large, expired, Redis fault)."""
+        encoded = self._encode(key, entry)
+        if encoded is None:
+            return False
+        if not self.breaker.allow():
+            return False
+        try:
+            self.connections.sync().set(entry_key(self.connections.prefix, key), encoded[0],
+                                        px=encoded[1])
+        except REDIS_ERRORS as error:
+            self._failed(error, self._metrics.store_error)
+            return False
+        self.breaker.success()
+        self._metrics.stored.inc()
+        return True
+
+    def delete(self, key: str) -> None:
+        self.try_delete(key)
+
+    def try_delete(self, key: str) -> bool:
+        if not self.breaker.allow():
+            return False
+        try:
+            self.connections.sync().delete(entry_key(self.connections.prefix, key))
+        except REDIS_ERRORS as error:
+            self._failed(error, self._metrics.store_error)
+            return False
+        self.breaker.success()
+        return True
+
+    # ----------------------------------------------------------------- async face
+    async def aget(self, key: str) -> tuple[CachedEntry, str] | None:
+        if not self.breaker.allow():
+            self._metrics.bypass.inc()
+            return None
+        try:
+            data = await self.connections.async_client().get(
+                entry_key(self.connections.prefix, key))
+        except REDIS_ERRORS as error:
+            self._failed(error, self._metrics.error)
+            return None
+        self.breaker.success()
+        entry = self._decode(key, data)
+        if entry is None and data is not None:
+            await self.adelete(key)
+        return (entry, self.name) if entry is not None else None
+
+    async def aset(self, key: str, entry: CachedEntry) -> None:
+        await self.atry_set(key, entry)
+
+    async def atry_set(self, key: str, entry: CachedEntry) -> bool:
+        encoded = self._encode(key, entry)
+        if encoded is None or not self.breaker.allow():
+            return False
+        try:
+            await self.connections.async_client().set(
+                entry_key(self.connections.prefix, key), encoded[0], px=encoded[1])
+        except REDIS_ERRORS as error:
+            self._failed(error, self._metrics.store_error)
+            return False
+        self.breaker.success()
+        self._metrics.stored.inc()
+        return True
+
+    async def adelete(self, key: str) -> None:
+        await self.atry_delete(key)
+
+    async def atry_delete(self, key: str) -> bool:
+        if not self.breaker.allow():
+            return False
+        try:
+            await self.connections.async_client().delete(entry_key(self.connections.prefix, key))
+        except REDIS_ERRORS as error:
+            self._failed(error, self._metrics.store_error)
+            return False
+        self.breaker.success()
+        return True
+
+    def close(self) -> None:
+        """The connections are shared with generations and leases; their owner closes them."""

@@ -1,0 +1,175 @@
+"""L1 -> L2 -> L3 behind one Store: look up in order, promote hits upward, write through.
+
+A write or delete that a tier could not perform (Redis down, disk unwritable) leaves that tier
+holding an older entry, which must not resurface when the tier comes back: the key is then
+*masked* for that tier (a bounded, per-process set). A masked key is a miss in that tier until
+a later write or delete of it succeeds there; each lookup of a masked key retries the delete.
+
+>>> from scalekit.cache.entry import CachedEntry
+>>> from scalekit.cache.tiers.memory import MemoryTier
+>>> store = TieredStore([MemoryTier(clock=lambda: 1.0)])
+>>> store.set("k", CachedEntry(200, (), b"x", 1.0, 1.0, 0.0, 60.0))
+>>> store.get("k")[1]
+'memory'
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from ..entry import CachedEntry
+
+__all__ = ["TieredStore"]
+
+MAX_MASKED_KEYS = 10_000
+
+
+class _Mask:
+    """Keys whose newest write or delete a tier missed (oldest dropped past the bound)."""
+
+    def __init__(self) -> None:
+        self._keys: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            self._keys[key] = None
+            self._keys.move_to_end(key)
+            while len(self._keys) > MAX_MASKED_KEYS:
+                self._keys.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        with self._lock:
+            self._keys.pop(key, None)
+
+
+def _try_set(tier: Any, key: str, entry: CachedEntry) -> bool:
+    try_set = getattr(tier, "try_set", None)
+    if try_set is None:
+        tier.set(key, entry)
+        return True
+    return bool(try_set(key, entry))
+
+
+def _try_delete(tier: Any, key: str) -> bool:
+    try_delete = getattr(tier, "try_delete", None)
+    if try_delete is None:
+        tier.delete(key)
+        return True
+    return bool(try_delete(key))
+
+
+class TieredStore:
+    """The Store the cache layer uses: tiers in lookup order (memory, redis, disk)."""
+
+    def __init__(self, tiers: Sequence[Any]) -> None:
+        self.tiers = tuple(tiers)
+        self._masks = tuple(_Mask() for _ in self.tiers)
+
+    # ----------------------------------------------------------------- sync face
+    def get(self, key: str) -> tuple[CachedEntry, str] | None:
+        """The first tier's entry for ``key``; tiers above the one that had it get a copy."""
+        for index, tier in enumerate(self.tiers):
+            mask = self._masks[index]
+            if mask and key in mask:
+                if not _try_delete(tier, key):
+                    continue
+                mask.discard(key)
+                continue
+            found = tier.get(key)
+            if found is not None:
+                for upper in range(index):
+                    self._set_one(upper, key, found[0])
+                return found
+        return None
+
+    def set(self, key: str, entry: CachedEntry) -> None:
+        for index in range(len(self.tiers)):
+            self._set_one(index, key, entry)
+
+    def _set_one(self, index: int, key: str, entry: CachedEntry) -> None:
+        mask = self._masks[index]
+        if _try_set(self.tiers[index], key, entry):
+            if mask:
+                mask.discard(key)
+        elif not _try_delete(self.tiers[index], key):
+            mask.add(key)  # the tier may still hold an older entry: hide it
+
+    def delete(self, key: str) -> None:
+        for index, tier in enumerate(self.tiers):
+            if _try_delete(tier, key):
+                self._masks[index].discard(key)
+            else:
+                self._masks[index].add(key)
+
+    # ----------------------------------------------------------------- async face
+    async def aget(self, key: str) -> tuple[CachedEntry, str] | None:
+        for index, tier in enumerate(self.tiers):
+            mask = self._masks[index]
+            if mask and key in mask:
+                if not await _atry_delete(tier, key):
+                    continue
+                mask.discard(key)
+                continue
+            found = await tier.aget(key)
+            if found is not None:
+                for upper in range(index):
+                    await self._aset_one(upper, key, found[0])
+                return found
+        return None
+
+    async def aset(self, key: str, entry: CachedEntry) -> None:
+        for index in range(len(self.tiers)):
+            await self._aset_one(index, key, entry)
+
+    async def _aset_one(self, index: int, key: str, entry: CachedEntry) -> None:
+        mask = self._masks[index]
+        if await _atry_set(self.tiers[index], key, entry):
+            if mask:
+                mask.discard(key)
+        elif not await _atry_delete(self.tiers[index], key):
+            mask.add(key)
+
+    async def adelete(self, key: str) -> None:
+        for index, tier in enumerate(self.tiers):
+            if await _atry_delete(tier, key):
+                self._masks[index].discard(key)
+            else:
+                self._masks[index].add(key)
+
+    # ----------------------------------------------------------------- lifecycle
+    def tier(self, name: str) -> Any:
+        """The tier called ``name`` (``"memory"``, ``"redis"``, ``"disk"``), or None."""
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        return None
+
+    def close(self) -> None:
+        for tier in self.tiers:
+            tier.close()
+
+
+async def _atry_set(tier: Any, key: str, entry: CachedEntry) -> bool:
+    atry_set = getattr(tier, "atry_set", None)
+    if atry_set is None:
+        await tier.aset(key, entry)
+        return True
+    return bool(await atry_set(key, entry))
+
+
+async def _atry_delete(tier: Any, key: str) -> bool:
+    atry_delete = getattr(tier, "atry_delete", None)
+    if atry_delete is None:
+        await tier.adelete(key)
+        return True
+    return bool(await atry_delete(key))
