@@ -40,6 +40,11 @@ class CachedEntry:
     # Lower-case request header names listed by Vary, and the normalised values they had.
     vary: tuple[str, ...] = ()
     secondary_key: str = ""
+    # A variant index (status 0, no body) stands at a Vary'd URL's primary key: it names the
+    # Vary'd request headers, and its ``variants_id`` is part of every variant's key, so
+    # deleting the index (RFC 9111 §4.4 invalidation) orphans every variant at once.
+    is_vary_index: bool = False
+    variants_id: str = ""
 
     def size_bytes(self) -> int:
         """Approximate memory cost, used for the byte bounds of L1 and L3."""

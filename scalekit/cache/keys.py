@@ -1,0 +1,176 @@
+"""Cache keys (RFC 9111 §2 and §4.1): pure, precomputed from config, cheap per request.
+
+The primary key is ``scheme://host[:port]/path?query``: GET and HEAD share it (only they are
+served from the cache), the host comes from ``allowed_hosts`` (an unlisted Host gets no key at
+all), and the query is normalised (parameters sorted, configured ones such as ``utm_*``
+dropped). The secondary key holds the values of the request headers the response's Vary names.
+
+>>> keys = KeyBuilder(allowed_hosts=(".example.com",), ignored_query_params=("utm_*",))
+>>> keys.primary_key("https", "WWW.Example.com:443", "/p", "b=2&utm_source=x&a=1")
+'https://www.example.com/p?a=1&b=2'
+>>> keys.primary_key("https", "evil.test", "/p", "") is None
+True
+>>> secondary_key(("accept-language",), {"accept-language": "fr,  en"}.get, max_value_bytes=64)
+'accept-language=fr,en'
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Iterable
+from urllib.parse import unquote_plus, urljoin, urlsplit
+
+__all__ = [
+    "KeyBuilder",
+    "HostAllowlist",
+    "secondary_key",
+    "variant_key",
+]
+
+HeaderGetter = Callable[[str], "str | None"]
+
+# Host [":" port] (RFC 9110 §7.2, RFC 3986 §3.2.2): reg-name or IP literal. Anything else (spaces,
+# "@", "/", control characters) is not a host and must never become part of a key.
+_HOST = re.compile(r"^(?:[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?\.?|\[[0-9a-f:.]+\])(?::(\d{1,5}))?$")
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+# Separates the parts of a variant key; cannot appear in a URL or a header value.
+_SEPARATOR = "\x1f"
+_CACHE_LIMIT = 4096
+
+
+class HostAllowlist:
+    """``allowed_hosts`` compiled: ``*`` any host, ``.example.com`` a domain and its subdomains,
+    anything else an exact host name. Ports are not part of the match."""
+
+    def __init__(self, allowed_hosts: Iterable[str]) -> None:
+        patterns = [host.strip().lower().rstrip(".") for host in allowed_hosts]
+        self.any_host = "*" in patterns
+        self.exact = frozenset(p for p in patterns if p and not p.startswith((".", "*.")))
+        self.domains = tuple(p.lstrip("*") for p in patterns if p.startswith((".", "*.")) and len(p) > 2)
+
+    def allows(self, hostname: str) -> bool:
+        if self.any_host or hostname in self.exact:
+            return True
+        return any(hostname.endswith(domain) or hostname == domain[1:] for domain in self.domains)
+
+
+class KeyBuilder:
+    """Builds primary keys; every per-request step is a dict lookup once a host/query was seen."""
+
+    def __init__(self, *, allowed_hosts: Iterable[str], ignored_query_params: Iterable[str]) -> None:
+        self.hosts = HostAllowlist(allowed_hosts)
+        patterns = tuple(ignored_query_params)
+        exact = frozenset(p for p in patterns if not any(c in p for c in "*?["))
+        globs = [fnmatch.translate(p) for p in patterns if p not in exact]
+        self._ignored_exact = exact
+        self._ignored_glob = re.compile("|".join(globs)) if globs else None
+        self._hosts_seen: dict[tuple[str, str], str | None] = {}
+        self._queries_seen: dict[str, str] = {}
+
+    def host(self, scheme: str, host: str | None) -> str | None:
+        """The normalised ``host[:port]`` for the key, or None if absent, malformed or not allowed."""
+        if not host:
+            return None
+        cache_key = (scheme, host)
+        found = self._hosts_seen.get(cache_key, False)
+        if found is not False:
+            return found  # type: ignore[return-value]
+        result = self._normalise_host(scheme, host)
+        if len(self._hosts_seen) >= _CACHE_LIMIT:
+            self._hosts_seen.clear()  # Host is client-controlled: bound the memo
+        self._hosts_seen[cache_key] = result
+        return result
+
+    def _normalise_host(self, scheme: str, host: str) -> str | None:
+        text = host.strip().lower()
+        match = _HOST.match(text)
+        if match is None:
+            return None
+        port = match.group(1)
+        name = text[: -len(port) - 1] if port else text
+        name = name.rstrip(".") if not name.startswith("[") else name
+        if not name or not self.hosts.allows(name):
+            return None
+        if port is None or port == _DEFAULT_PORTS.get(scheme):
+            return name
+        return f"{name}:{int(port)}"
+
+    def normalise_query(self, query: str) -> str:
+        """Parameters sorted (stable on raw text), ignored ones dropped, empty pieces removed."""
+        if not query:
+            return ""
+        found = self._queries_seen.get(query)
+        if found is not None:
+            return found
+        kept = [part for part in query.split("&") if part and not self._is_ignored(part)]
+        kept.sort()
+        result = "&".join(kept)
+        if len(self._queries_seen) >= _CACHE_LIMIT:
+            self._queries_seen.clear()
+        self._queries_seen[query] = result
+        return result
+
+    def _is_ignored(self, part: str) -> bool:
+        name = unquote_plus(part.partition("=")[0])
+        if name in self._ignored_exact:
+            return True
+        return self._ignored_glob is not None and self._ignored_glob.match(name) is not None
+
+    def primary_key(self, scheme: str, host: str | None, path: str, query: str) -> str | None:
+        """``scheme://host/path?query`` or None when the Host is not allowed (never a key)."""
+        key_host = self.host(scheme, host)
+        if key_host is None:
+            return None
+        query = self.normalise_query(query) if query else ""
+        if query:
+            return f"{scheme}://{key_host}{path or '/'}?{query}"
+        return f"{scheme}://{key_host}{path or '/'}"
+
+    def same_origin_key(self, scheme: str, host: str | None, path: str, url: str | None) -> str | None:
+        """The primary key of ``url`` (a Location or Content-Location, maybe relative) when it
+        has the request's origin (RFC 9111 §4.4: "only if the host part ... is the same")."""
+        if not url:
+            return None
+        try:
+            # RFC 3986 §5.2 reference resolution (dot segments too) against the request URI.
+            parts = urlsplit(urljoin(f"{scheme}://origin.invalid{path or '/'}", url.strip()))
+        except ValueError:
+            return None
+        if parts.scheme != scheme:
+            return None
+        if parts.netloc != "origin.invalid" and self.host(scheme, parts.netloc) != self.host(scheme, host):
+            return None
+        target_path = parts.path or "/"
+        return self.primary_key(scheme, host, target_path, parts.query)
+
+
+def _normalise_value(value: str) -> str:
+    # RFC 9111 §4.1: a cache "MAY normalize ... by adding or removing whitespace, combining
+    # multiple field lines"; list members keep their order and case.
+    if "," in value:
+        return ",".join(part.strip() for part in value.split(","))
+    return value.strip()
+
+
+def secondary_key(vary: tuple[str, ...], header: HeaderGetter, *, max_value_bytes: int) -> str | None:
+    """The request's values for the header names in ``vary`` (lower-case), as one string.
+
+    An absent header and an empty one differ. None when a value is longer than
+    ``max_value_bytes``: such a variant is not stored.
+    """
+    parts = []
+    for name in vary:
+        value = header(name)
+        if value is None:
+            parts.append(name + "!")
+            continue
+        if len(value) > max_value_bytes:
+            return None
+        parts.append(f"{name}={_normalise_value(value)}")
+    return "\n".join(parts)
+
+
+def variant_key(primary: str, variants_id: str, secondary: str) -> str:
+    """Where one variant of a Vary'd response lives: under its URL's current variant index."""
+    return f"{primary}{_SEPARATOR}{variants_id}{_SEPARATOR}{secondary}"

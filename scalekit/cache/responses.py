@@ -1,0 +1,204 @@
+"""Responses the cache builds: hits (200/206/304/416), stale answers, forwarded headers, entries.
+
+Pure. The hot path is :meth:`ResponseBuilder.from_entry` for a plain hit: it appends ``Age``
+and ``Cache-Status`` to the stored header tuple and returns the stored body; the conditional
+and Range branches run only when the request carries those headers.
+
+>>> from scalekit.cache.entry import CachedEntry
+>>> builder = ResponseBuilder("scalekit")
+>>> entry = CachedEntry(200, (("content-length", "2"),), b"hi", 100.0, 100.0, 0.0, 60.0)
+>>> builder.from_entry(entry, None, now=130.0, tier="memory")[1][-2:]
+(('age', '30'), ('cache-status', 'scalekit; hit; ttl=30; detail=memory'))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..cdn.etag import body_etag
+from ..conditional import evaluate_preconditions, not_modified_headers
+from ..headers import format_http_date
+from .entry import CachedEntry
+from .range import UNSATISFIABLE, content_range, select_range
+from .storable import StorePlan, combine_fields, corrected_initial_age
+
+__all__ = ["ResponseBuilder", "usable_until"]
+
+_CONDITIONAL_OR_RANGE = ("if-none-match", "if-modified-since", "range")
+INDEX_MIN_SECONDS = 3600.0
+
+
+def usable_until(entry: CachedEntry) -> float:
+    """When ``entry`` stops being servable: fresh, then stale-while-revalidate/stale-if-error."""
+    stale = max(entry.stale_while_revalidate_seconds, entry.stale_if_error_seconds)
+    return (entry.response_time - entry.corrected_initial_age_seconds
+            + entry.freshness_lifetime_seconds + stale)
+
+
+class ResponseBuilder:
+    """Builds headers and bodies; ``status_name`` is this cache's name in Cache-Status."""
+
+    def __init__(self, status_name: str, *, add_etags: bool = False) -> None:
+        self.name = status_name
+        self.add_etags = add_etags
+        self._hit_prefix: dict[str, str] = {}
+        self._date: tuple[int, str] = (-1, "")
+
+    # ----------------------------------------------------------------- time
+    @staticmethod
+    def current_age(entry: CachedEntry, now: float) -> float:
+        """RFC 9111 §4.2.3: corrected_initial_age + resident_time."""
+        resident = now - entry.response_time
+        return entry.corrected_initial_age_seconds + (resident if resident > 0 else 0.0)
+
+    def http_date(self, now: float) -> str:
+        second = int(now)
+        if self._date[0] != second:
+            self._date = (second, format_http_date(second))
+        return self._date[1]
+
+    # ----------------------------------------------------------------- Cache-Status (RFC 9211)
+    def cache_status(self, *, tier: str = "", fwd: str | None = None, fwd_status: int | None = None,
+                     stored: bool = False, ttl: int | None = None, collapsed: bool = False,
+                     detail: str | None = None) -> str:
+        """One Cache-Status member: ``name; hit`` or ``name; fwd=...``, then the parameters."""
+        parts = [self.name]
+        if fwd is None:
+            parts.append("hit")
+        else:
+            parts.append(f"fwd={fwd}")
+            if fwd_status is not None:
+                parts.append(f"fwd-status={fwd_status}")
+            if stored:
+                parts.append("stored")
+            if collapsed:
+                parts.append("collapsed")
+        if ttl is not None:
+            parts.append(f"ttl={ttl}")
+        if detail or tier:
+            parts.append(f"detail={detail or tier}")
+        return "; ".join(parts)
+
+    def _hit_status(self, tier: str, ttl: int) -> str:
+        prefix = self._hit_prefix.get(tier)
+        if prefix is None:
+            prefix = self._hit_prefix[tier] = f"{self.name}; hit; ttl="
+        return f"{prefix}{ttl}; detail={tier}" if tier else f"{prefix}{ttl}"
+
+    # ----------------------------------------------------------------- from a stored entry
+    def from_entry(self, entry: CachedEntry, request: Any, *, now: float, tier: str,
+                   fwd: str | None = None, fwd_status: int | None = None, stored: bool = False,
+                   collapsed: bool = False) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+        """Status, headers and body answering ``request`` from ``entry``."""
+        age = self.current_age(entry, now)
+        ttl = int(entry.freshness_lifetime_seconds - age)
+        if fwd is None and not collapsed:
+            status_value = self._hit_status(tier, ttl)
+        else:
+            status_value = self.cache_status(tier=tier, fwd=fwd or "miss", fwd_status=fwd_status,
+                                             stored=stored, ttl=ttl, collapsed=collapsed)
+        extra = (("age", str(int(age))), ("cache-status", status_value))
+        if request is None:
+            return entry.status, entry.headers + extra, entry.body
+        header = request.header
+        head = request.method == "HEAD"
+        if entry.status == 200 and any(header(name) is not None for name in _CONDITIONAL_OR_RANGE):
+            return self._conditional_or_range(entry, request, extra, head)
+        return entry.status, entry.headers + extra, b"" if head else entry.body
+
+    def _conditional_or_range(self, entry: CachedEntry, request: Any,
+                              extra: tuple[tuple[str, str], ...],
+                              head: bool) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+        header = request.header
+        fields = combine_fields(entry.headers)
+        etag, last_modified = fields.get("etag"), fields.get("last-modified")
+        # RFC 9110 §13.2.2 via the shared evaluation; If-Match / If-Unmodified-Since never
+        # reach here (they go to the origin).
+        outcome = evaluate_preconditions(request.method, None, header("if-none-match"),
+                                         header("if-modified-since"), None,
+                                         etag=etag, last_modified=last_modified)
+        if outcome == 304:
+            # RFC 9110 §15.4.5: the 304 carries ETag, Cache-Control, Expires, Vary, Date...
+            return 304, not_modified_headers(entry.headers) + extra, b""
+        if request.method != "GET":
+            return entry.status, entry.headers + extra, b"" if head else entry.body
+        length = len(entry.body)
+        selected = select_range(header("range"), header("if-range"), etag=etag,
+                                last_modified=last_modified, length=length)
+        if selected is None:
+            return entry.status, entry.headers + extra, entry.body
+        kept = tuple(item for item in entry.headers if item[0] not in ("content-length", "content-range"))
+        if selected == UNSATISFIABLE:
+            # RFC 9110 §15.5.17: "the server SHOULD generate a Content-Range header field
+            # specifying the current length of the selected representation".
+            return 416, kept + (("content-range", f"bytes */{length}"), ("content-length", "0")) + extra, b""
+        start, stop = selected
+        return 206, kept + (("content-range", content_range(start, stop, length)),
+                            ("content-length", str(stop - start))) + extra, entry.body[start:stop]
+
+    # ----------------------------------------------------------------- forwarded responses
+    def forwarded(self, headers: list[tuple[str, str]], fwd: str, *, now: float,
+                  request_time: float, stored: bool = False,
+                  ttl: int | None = None) -> tuple[tuple[str, str], ...]:
+        """The origin's headers for the client: Surrogate-Control consumed, Age set to the
+        corrected age, Date added if missing (RFC 9110 §6.6.1), our Cache-Status appended."""
+        fields = combine_fields(headers)
+        age = corrected_initial_age(fields, request_time=request_time, response_time=now)
+        out = [(name, value) for name, value in headers
+               if name.lower() not in ("surrogate-control", "age")]
+        if "date" not in fields:
+            out.append(("date", self.http_date(now)))
+        out.append(("age", str(int(age))))
+        out.append(("cache-status", self.cache_status(fwd=fwd, stored=stored, ttl=ttl)))
+        return tuple(out)
+
+    def refusal(self, status: int, detail: str) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+        """A response of the cache's own (504 for only-if-cached or a coalescing timeout)."""
+        body = f"{status} {detail}\n".encode()
+        return status, (("content-type", "text/plain; charset=utf-8"),
+                        ("content-length", str(len(body))), ("cache-control", "no-store"),
+                        ("cache-status", f"{self.name}; detail={detail}")), body
+
+    # ----------------------------------------------------------------- entries
+    def complete(self, plan: StorePlan, body: bytes,
+                 tags: tuple[tuple[str, int], ...]) -> CachedEntry | None:
+        """The entry for ``plan`` once its body is known; None if the body is truncated."""
+        if plan.content_length is not None and plan.content_length != len(body):
+            return None
+        headers = [item for item in plan.headers if item[0] != "content-length"]
+        names = {name for name, _ in headers}
+        if "date" not in names:
+            headers.append(("date", self.http_date(plan.response_time)))
+        if self.add_etags and plan.status == 200 and "etag" not in names:
+            # Same tag the CDN layer would compute, so a hit never re-hashes the body.
+            headers.append(("etag", body_etag(body)))
+        if plan.status not in (204, 304):
+            headers.append(("content-length", str(len(body))))
+        return CachedEntry(
+            status=plan.status, headers=tuple(headers), body=body,
+            request_time=plan.request_time, response_time=plan.response_time,
+            corrected_initial_age_seconds=plan.corrected_initial_age_seconds,
+            freshness_lifetime_seconds=plan.freshness_lifetime_seconds,
+            stale_while_revalidate_seconds=plan.stale_while_revalidate_seconds,
+            stale_if_error_seconds=plan.stale_if_error_seconds,
+            requires_revalidation=plan.requires_revalidation,
+            must_revalidate=plan.must_revalidate,
+            tags=tags, vary=plan.vary, secondary_key=plan.secondary_key,
+        )
+
+    @staticmethod
+    def kept_past(index: CachedEntry, entry: CachedEntry) -> bool:
+        return usable_until(index) >= usable_until(entry)
+
+    @staticmethod
+    def variant_index(entry: CachedEntry, variants_id: str) -> CachedEntry:
+        """The index standing at a Vary'd URL's primary key; it lives as long as ``entry``."""
+        return CachedEntry(
+            status=0, headers=(), body=b"", request_time=entry.request_time,
+            response_time=entry.response_time,
+            corrected_initial_age_seconds=entry.corrected_initial_age_seconds,
+            # Outlive the variants (so one write stores a variant), not forever: an index
+            # pointing at expired variants only costs a vary-miss.
+            freshness_lifetime_seconds=max(usable_until(entry) - entry.response_time, INDEX_MIN_SECONDS),
+            vary=entry.vary, is_vary_index=True, variants_id=variants_id,
+        )

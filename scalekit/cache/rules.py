@@ -1,0 +1,104 @@
+"""Route rules: how app code and config make a response storable without Cache-Control.
+
+App code calls :func:`cache_response` during a request (the adapters' ``@cached`` decorators
+do); config does the same with ``cache.rules`` (ordered path globs). Either supplies a lifetime
+(default 300 s) for a response that carries no explicit freshness of its own; explicit
+``Cache-Control`` / ``Expires`` / ``Surrogate-Control`` still win, and private, no-store and
+Set-Cookie responses are never stored whatever a rule says.
+
+>>> from scalekit.context import RequestContext, activate
+>>> ctx = RequestContext("GET", "/products/42"); _ = activate(ctx)
+>>> cache_response(60, tags=["product:42"])
+>>> rule_of(ctx).ttl_seconds, sorted(ctx.tags)
+(60.0, ['product:42'])
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..context import current
+from .config import DEFAULT_RULE_TTL_SECONDS, CacheRule
+
+__all__ = ["ResponseRule", "RuleMatcher", "cache_response", "rule_of"]
+
+STATE_KEY = "cache.rule"
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseRule:
+    """What a rule or ``cache_response()`` says about one response."""
+
+    ttl_seconds: float = DEFAULT_RULE_TTL_SECONDS
+    stale_while_revalidate_seconds: float = 0.0
+    stale_if_error_seconds: float = 0.0
+    tags: tuple[str, ...] = ()
+
+
+def cache_response(
+    ttl_seconds: float = DEFAULT_RULE_TTL_SECONDS,
+    *,
+    tags: Iterable[str] = (),
+    stale_while_revalidate_seconds: float = 0,
+    stale_if_error_seconds: float = 0,
+) -> None:
+    """Make the current response storable for ``ttl_seconds`` (unless it says otherwise).
+
+    Call it while handling a request; outside one it does nothing, like ``scalekit.tag``.
+    ``tags`` are added to the request's tags for invalidation.
+    """
+    if ttl_seconds < 0 or stale_while_revalidate_seconds < 0 or stale_if_error_seconds < 0:
+        raise ValueError("cache_response() takes zero or more seconds; got "
+                         f"ttl_seconds={ttl_seconds!r}, stale_while_revalidate_seconds="
+                         f"{stale_while_revalidate_seconds!r}, stale_if_error_seconds={stale_if_error_seconds!r}")
+    ctx = current()
+    if ctx is None:
+        return
+    tag_tuple = (tags,) if isinstance(tags, str) else tuple(tags)
+    for value in tag_tuple:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"cache tags are non-empty strings; got {value!r}")
+    ctx.tags.update(tag_tuple)
+    ctx.state[STATE_KEY] = ResponseRule(float(ttl_seconds), float(stale_while_revalidate_seconds),
+                                        float(stale_if_error_seconds), tag_tuple)
+
+
+def rule_of(ctx: Any) -> ResponseRule | None:
+    """The rule ``cache_response()`` set on this request's context, if any."""
+    if ctx is None:
+        return None
+    rule: ResponseRule | None = ctx.state.get(STATE_KEY)
+    return rule
+
+
+class RuleMatcher:
+    """``cache.rules`` compiled once: one regex per rule, first match wins, memoised per path."""
+
+    def __init__(self, rules: Iterable[CacheRule]) -> None:
+        self._rules = tuple(
+            (re.compile(fnmatch.translate(rule.path)),
+             ResponseRule(rule.ttl_seconds, rule.stale_while_revalidate_seconds,
+                          rule.stale_if_error_seconds, rule.tags))
+            for rule in rules
+        )
+        self._seen: dict[str, ResponseRule | None] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._rules)
+
+    def match(self, path: str) -> ResponseRule | None:
+        """The first rule whose glob matches ``path``, or None."""
+        if not self._rules:
+            return None
+        found = self._seen.get(path, False)
+        if found is not False:
+            return found  # type: ignore[return-value]
+        result = next((rule for pattern, rule in self._rules if pattern.match(path)), None)
+        if len(self._seen) >= 4096:
+            self._seen.clear()  # paths are client-controlled: bound the memo
+        self._seen[path] = result
+        return result

@@ -1,0 +1,261 @@
+"""Whether a response may be stored by a shared cache, and for how long (RFC 9111 §3, §4.2).
+
+Pure: the caller passes the status, the header list, the request's header getter, the rule
+in force and the times. The result is a :class:`StorePlan` (everything needed to build the
+entry once the body has arrived) or a :class:`NotStorable` naming the reason.
+
+>>> plan = analyse_response(200, [("cache-control", "max-age=60")], lambda name: None,
+...                         now=100.0, request_time=99.5, rule=None, settings=StoreSettings())
+>>> plan.freshness_lifetime_seconds, plan.corrected_initial_age_seconds
+(60.0, 0.5)
+>>> analyse_response(200, [("cache-control", "private, max-age=60")], lambda name: None,
+...                  now=100.0, request_time=99.5, rule=None, settings=StoreSettings())
+NotStorable(reason='private')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ..headers import (
+    CacheControl,
+    hop_by_hop_names,
+    parse_cache_control,
+    parse_delta_seconds,
+    parse_http_date,
+    parse_surrogate_control,
+    parse_tags,
+    parse_vary,
+)
+from .keys import secondary_key
+from .rules import ResponseRule
+
+__all__ = [
+    "HEURISTIC_STATUSES",
+    "STORABLE_STATUSES",
+    "NotStorable",
+    "StorePlan",
+    "StoreSettings",
+    "analyse_response",
+    "combine_fields",
+    "corrected_initial_age",
+]
+
+# RFC 9110 §15.1: "Responses with status codes that are defined as heuristically cacheable
+# (e.g., 200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, and 501 in this specification)
+# can be reused by a cache with heuristic expiration". 206 is left out: partial responses are
+# passed through, never stored (we only build ranges from complete 200s).
+HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+# RFC 9111 §3: other final statuses "understood" by the cache may be stored with explicit
+# freshness. Redirects 302/307 are common with max-age; 5xx are never stored so that an outage
+# cannot overwrite a good entry that stale-if-error would serve.
+STORABLE_STATUSES = HEURISTIC_STATUSES | {302, 307}
+# Fields the cache consumes: Age is recomputed on every hit (RFC 9111 §5.1), Surrogate-Control
+# is addressed to surrogates and removed by them (Edge Architecture §2.1), Cache-Status of this
+# cache is added per response.
+CONSUMED_FIELDS = frozenset({"age", "surrogate-control"})
+HeaderGetter = Callable[[str], "str | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """The parts of CacheConfig the analysis reads, frozen once at start-up."""
+
+    heuristic_freshness: bool = False
+    heuristic_fraction: float = 0.1
+    heuristic_max_seconds: float = 86400.0
+    max_vary_value_bytes: int = 512
+    max_body_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class NotStorable:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StorePlan:
+    """A storable response's metadata; the entry is built once its body has been read."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    request_time: float
+    response_time: float
+    corrected_initial_age_seconds: float
+    freshness_lifetime_seconds: float
+    stale_while_revalidate_seconds: float
+    stale_if_error_seconds: float
+    requires_revalidation: bool
+    must_revalidate: bool
+    vary: tuple[str, ...]
+    secondary_key: str
+    header_tags: tuple[str, ...]
+    content_length: int | None
+
+
+def combine_fields(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Lower-case name -> value, several lines joined with ", " (RFC 9110 §5.3)."""
+    fields: dict[str, str] = {}
+    for name, value in headers:
+        name = name.lower()
+        fields[name] = f"{fields[name]}, {value}" if name in fields else value
+    return fields
+
+
+def corrected_initial_age(fields: dict[str, str], *, request_time: float, response_time: float) -> float:
+    """RFC 9111 §4.2.3: the age the response had when it arrived here."""
+    date = parse_http_date(fields.get("date"))
+    apparent_age = max(0.0, response_time - date) if date is not None else 0.0
+    age_value = parse_delta_seconds(fields.get("age")) or 0
+    response_delay = max(0.0, response_time - request_time)
+    return max(apparent_age, age_value + response_delay)
+
+
+def analyse_response(
+    status: int,
+    headers: list[tuple[str, str]],
+    request_header: HeaderGetter,
+    *,
+    now: float,
+    request_time: float,
+    rule: ResponseRule | None,
+    settings: StoreSettings,
+    authorization: bool = False,
+) -> StorePlan | NotStorable:
+    """Decide whether a response to a GET may be stored, per RFC 9111 §3 for a shared cache."""
+    fields = combine_fields(headers)
+    # Never stored, whatever any directive or rule says: a cookie is one user's state.
+    if "set-cookie" in fields:
+        return NotStorable("set-cookie")
+    if status not in STORABLE_STATUSES or "content-range" in fields:
+        return NotStorable("status")
+    directives = parse_cache_control(fields.get("cache-control"))
+    surrogate = parse_surrogate_control(fields.get("surrogate-control"))
+    # §3: "the no-store cache directive is not present in the response"; §3: "if the cache is
+    # shared: the private response directive is either not present or allows a shared cache
+    # to store a modified response" (private="x" does).
+    if directives.no_store or surrogate.no_store:
+        return NotStorable("no-store")
+    if directives.private:
+        return NotStorable("private")
+    vary = parse_vary(fields.get("vary"))
+    # §4.1: "A stored response with a Vary header field value containing a member "*" always
+    # fails to match", so storing it would only waste space.
+    if vary == ("*",):
+        return NotStorable("vary-star")
+    # §3.5: "A shared cache MUST NOT use a cached response to a request with an Authorization
+    # header field ... unless" must-revalidate, public or s-maxage is present.
+    if authorization and not (directives.public or directives.must_revalidate
+                              or directives.s_maxage is not None):
+        return NotStorable("authorization")
+    secondary = secondary_key(vary, request_header, max_value_bytes=settings.max_vary_value_bytes)
+    if secondary is None:
+        return NotStorable("vary-value-too-long")
+    content_length = parse_delta_seconds(fields.get("content-length"))
+    if content_length is not None and content_length > settings.max_body_bytes:
+        return NotStorable("too-large")
+    date = parse_http_date(fields.get("date"))
+    lifetime = _freshness_lifetime(status, directives, surrogate.max_age, fields,
+                                   date if date is not None else now, rule, settings)
+    if lifetime is None:
+        return NotStorable("no-freshness")
+    swr, sie = _stale_windows(directives, surrogate.stale_seconds, rule)
+    has_validators = "etag" in fields or "last-modified" in fields
+    if directives.no_cache and not has_validators:
+        return NotStorable("no-cache-without-validators")
+    if lifetime <= 0 and swr <= 0 and sie <= 0 and not has_validators:
+        return NotStorable("no-freshness")
+    return StorePlan(
+        status=status,
+        headers=stored_headers(headers, fields, directives),
+        request_time=request_time,
+        response_time=now,
+        corrected_initial_age_seconds=corrected_initial_age(
+            fields, request_time=request_time, response_time=now),
+        freshness_lifetime_seconds=float(lifetime),
+        stale_while_revalidate_seconds=float(swr),
+        stale_if_error_seconds=float(sie),
+        requires_revalidation=directives.no_cache,
+        # §5.2.2.10: s-maxage "incorporates the semantics of the proxy-revalidate response
+        # directive for a shared cache": no client max-stale. Explicit stale-while-revalidate /
+        # stale-if-error beside s-maxage still apply (they are in-protocol permissions).
+        must_revalidate=(directives.must_revalidate or directives.proxy_revalidate
+                         or directives.s_maxage is not None),
+        vary=vary,
+        secondary_key=secondary,
+        header_tags=parse_tags(fields.get("surrogate-key"), fields.get("cache-tag")),
+        content_length=content_length,
+    )
+
+
+def _freshness_lifetime(
+    status: int,
+    directives: CacheControl,
+    surrogate_max_age: int | None,
+    fields: dict[str, str],
+    date: float,
+    rule: ResponseRule | None,
+    settings: StoreSettings,
+) -> float | None:
+    # Surrogate-Control is addressed to surrogates like us and overrides Cache-Control for
+    # them (Edge Architecture §2.2).
+    if surrogate_max_age is not None:
+        return float(surrogate_max_age)
+    # RFC 9111 §4.2.1: "If the cache is shared and the s-maxage response directive is present,
+    # use its value, or If the max-age response directive is present, use its value, or If
+    # the Expires response header field is present, use its value minus the value of the Date
+    # response header field (using the time the message was received if it is not present)".
+    if directives.s_maxage is not None:
+        return float(directives.s_maxage)
+    if directives.max_age is not None:
+        return float(directives.max_age)
+    if "expires" in fields:
+        # §5.3: an invalid Expires (e.g. "0", or two lines joined) means "already expired".
+        expires = parse_http_date(fields["expires"])
+        return max(0.0, expires - date) if expires is not None else 0.0
+    # A route rule or cache_response() gives the lifetime the response did not state.
+    if rule is not None and status in HEURISTIC_STATUSES:
+        return rule.ttl_seconds
+    # §4.2.2: "a cache MAY assign a heuristic expiration time when an explicit time is not
+    # specified ... If the response has a Last-Modified header field, caches are encouraged to
+    # use a heuristic expiration value that is no more than some fraction of the interval
+    # since that time. A typical setting of this fraction might be 10%."
+    if settings.heuristic_freshness and status in HEURISTIC_STATUSES:
+        modified = parse_http_date(fields.get("last-modified"))
+        if modified is not None and date > modified:
+            return min(settings.heuristic_fraction * (date - modified), settings.heuristic_max_seconds)
+    return None
+
+
+def _stale_windows(directives: CacheControl, surrogate_stale: int | None,
+                   rule: ResponseRule | None) -> tuple[float, float]:
+    # RFC 9111 §4.2.4: "A cache MUST NOT generate a stale response if it is prohibited by an
+    # explicit in-protocol directive (e.g., by a no-cache response directive, a must-revalidate
+    # response directive, or an applicable s-maxage or proxy-revalidate response directive)".
+    if directives.no_cache or directives.must_revalidate or directives.proxy_revalidate:
+        return 0.0, 0.0
+    swr = directives.stale_while_revalidate
+    if swr is None:
+        swr = surrogate_stale
+    sie = directives.stale_if_error
+    if rule is not None:
+        swr = rule.stale_while_revalidate_seconds if swr is None else swr
+        sie = rule.stale_if_error_seconds if sie is None else sie
+    return float(swr or 0), float(sie or 0)
+
+
+def stored_headers(headers: Iterable[tuple[str, str]], fields: dict[str, str],
+                   directives: CacheControl) -> tuple[tuple[str, str], ...]:
+    """The end-to-end headers a shared cache keeps, lower-case names, in order.
+
+    Dropped: hop-by-hop fields (RFC 9111 §3.1 "the Connection header field and header fields
+    listed by it"), fields the cache consumes, and fields named by ``private="..."``
+    (§5.2.2.7 "a shared cache MUST NOT store the specified field names") and ``no-cache="..."``
+    (§5.2.2.4: they "MUST NOT be sent in the response to a subsequent request without
+    successful revalidation": not storing them is the simple way to honour that).
+    """
+    dropped = hop_by_hop_names(fields.get("connection")) | CONSUMED_FIELDS
+    if directives.private_fields or directives.no_cache_fields:
+        dropped = dropped | set(directives.private_fields) | set(directives.no_cache_fields)
+    return tuple((name.lower(), value) for name, value in headers if name.lower() not in dropped)
