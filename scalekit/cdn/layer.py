@@ -1,19 +1,354 @@
-"""The cdn layer's place in the pipeline (pass-through until the layer is built)."""
+"""The CDN layer in the pipeline: thin WSGI and ASGI shells around :mod:`scalekit.cdn.policy`.
+
+Each shell holds the app's response start, asks the :class:`~scalekit.cdn.policy.Stamper`
+for the headers, and only then lets it out. The body is touched only to compute an ETag: it is
+buffered when the response declares a Content-Length within ``cdn.etag_max_body_bytes`` (or a
+WSGI app returned a list of bytes); everything else streams untouched, file wrappers and ASGI
+``pathsend`` included. A conditional GET/HEAD whose validators match is answered 304 (or 412)
+without sending the body (see :mod:`scalekit.cdn.respond` for why unsafe methods are the
+app's to answer). When ``cdn.assets_manifest`` is set, servestatic serves the built assets
+inside this layer, so they are stamped and answered 304 like everything else.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .. import asgi, wsgi
+from ..context import CONTEXT_KEY, RequestContext
+from ..instruments import CDN_BYTES_SAVED, CDN_NOT_MODIFIED
+from ..messages import Response, status_line
+from .assets import load_index, serve_assets_asgi, serve_assets_wsgi
+from .config import CDNConfig
+from .policy import Stamper
+from .respond import (
+    PRECONDITION_FIELDS, Preconditions, answer_conditional, body_length, buffer_limit,
+    collect_preconditions, with_etag,
+)
 
-__all__ = ["wrap_asgi", "wrap_wsgi"]
+__all__ = ["STATE_KEY", "ASGICDN", "WSGICDN", "wrap_asgi", "wrap_wsgi"]
+
+# ctx.state[STATE_KEY]: the request's preconditions, read by check_preconditions() in the app.
+STATE_KEY = "cdn"
+_WSGI_PRECONDITIONS = tuple((name, "HTTP_" + name.upper().replace("-", "_")) for name in PRECONDITION_FIELDS)
+_ASGI_PRECONDITIONS = {name.encode("latin-1"): name for name in PRECONDITION_FIELDS}
+
+
+def _record_not_modified(saved_bytes: int) -> None:
+    CDN_NOT_MODIFIED.inc()
+    if saved_bytes > 0:
+        CDN_BYTES_SAVED.inc(saved_bytes)
+
+
+def _saved_bytes(answer: Response, headers: list[tuple[str, str]], body: bytes | None) -> int:
+    if answer.status != 304:
+        return 0
+    return len(body) if body is not None else (body_length(headers) or 0)
+
+
+class WSGICDN:
+    """The CDN layer around a WSGI app."""
+
+    def __init__(self, app: wsgi.WSGIApp, stamper: Stamper) -> None:
+        self.app = app
+        self.stamper = stamper
+        config = stamper.config
+        self.max_body_bytes = config.etag_max_body_bytes
+        self.conditional = config.conditional_requests
+
+    def __call__(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
+        fields = {name: environ[key] for name, key in _WSGI_PRECONDITIONS if key in environ}
+        preconditions = collect_preconditions(fields) if fields else None
+        ctx: RequestContext | None = environ.get(CONTEXT_KEY)
+        if ctx is not None:
+            ctx.state[STATE_KEY] = preconditions
+        return _WSGIExchange(self, environ, start_response, preconditions, ctx).run()
+
+
+class _WSGIExchange:
+    """One request through the WSGI shell: holds the app's start_response until decided."""
+
+    __slots__ = ("layer", "environ", "start_response", "preconditions", "ctx", "method",
+                 "status", "headers", "sent", "real_write")
+
+    def __init__(self, layer: WSGICDN, environ: wsgi.Environ, start_response: wsgi.StartResponse,
+                 preconditions: Preconditions | None, ctx: RequestContext | None) -> None:
+        self.layer = layer
+        self.environ = environ
+        self.start_response = start_response
+        self.preconditions = preconditions if layer.conditional else None
+        self.ctx = ctx
+        self.method = environ.get("REQUEST_METHOD", "GET").upper()
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.sent = False
+        self.real_write: Any = None
+
+    def start(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if self.sent:
+            # PEP 3333: after the headers went out, the server must re-raise exc_info.
+            return self.start_response(status, headers, exc_info)
+        self.status, self.headers = status, headers
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        # Legacy write(): the body is being pushed, so stamp now and stream, without an ETag.
+        if not self.sent:
+            self._send(self._stamp().headers)
+        self.real_write(data)
+
+    def _stamp(self) -> Any:
+        assert self.status is not None  # start() ran before anything reads it
+        status = int(self.status[:3])
+        headers = [(name.lower(), value) for name, value in self.headers]
+        return self.layer.stamper.stamp(
+            self.method, self.environ.get("PATH_INFO", ""), "HTTP_AUTHORIZATION" in self.environ,
+            status, headers, self.ctx.tags if self.ctx is not None else ())
+
+    def _send(self, headers: list[tuple[str, str]], status: str | None = None) -> None:
+        self.sent = True
+        self.real_write = self.start_response(status or self.status or "500 Internal Server Error", headers)
+
+    def run(self) -> Iterable[bytes]:
+        iterable = self.layer.app(self.environ, self.start)
+        prefix: list[bytes] = []
+        rest: Iterable[bytes] = iterable
+        if self.status is None:
+            # A generator app calls start_response when its first chunk is pulled.
+            iterator = iter(iterable)
+            try:
+                prefix = [next(iterator)]
+            except StopIteration:
+                pass
+            except BaseException:
+                _close(iterable)
+                raise
+            rest = iterator
+        if self.sent or self.status is None:
+            return _Prefixed(prefix, rest, iterable)
+        try:
+            return self._respond(iterable, prefix, rest)
+        except BaseException:
+            _close(iterable)
+            raise
+
+    def _respond(self, iterable: Iterable[bytes], prefix: list[bytes], rest: Iterable[bytes]) -> Iterable[bytes]:
+        outcome = self._stamp()
+        headers = outcome.headers
+        body: bytes | None = None
+        if outcome.generate_etag:
+            buffered = self._buffer(iterable, prefix, rest, headers)
+            if buffered is not None:
+                body, hashable = buffered
+                if hashable:
+                    with_etag(headers, body)
+        answer = answer_conditional(self.method, self.preconditions, int(self.status[:3]), headers)  # type: ignore[index]
+        if answer is not None:
+            _close(iterable)
+            _record_not_modified(_saved_bytes(answer, headers, body))
+            self._send(list(answer.headers), status_line(answer.status))
+            return [] if answer.status == 304 or self.method == "HEAD" else [answer.body]
+        self._send(headers)
+        if body is not None:
+            return [body]
+        return _Prefixed(prefix, rest, iterable) if prefix else iterable
+
+    def _buffer(self, iterable: Iterable[bytes], prefix: list[bytes], rest: Iterable[bytes],
+                headers: list[tuple[str, str]]) -> tuple[bytes, bool] | None:
+        """The whole body and whether it may be hashed; None when it is to stream instead."""
+        limit = buffer_limit(headers, self.layer.max_body_bytes)
+        if limit is None:
+            # A list of bytes is already in memory; only its size matters (GET: a HEAD's empty
+            # list says nothing about the GET body, so it gets no ETag).
+            if (self.method != "GET" or prefix or not isinstance(iterable, (list, tuple))
+                    or sum(len(chunk) for chunk in iterable) > self.layer.max_body_bytes):
+                return None
+            limit = sum(len(chunk) for chunk in iterable)
+        chunks = list(prefix)
+        chunks.extend(rest)
+        _close(iterable)
+        body = b"".join(chunks)
+        # A HEAD answered without its body (or a lying Content-Length) cannot be hashed: the
+        # ETag must be the one the GET representation gets.
+        return body, len(body) == limit
+
+
+class _Prefixed:
+    """The app's iterable with chunks already pulled from it put back in front; closes it."""
+
+    __slots__ = ("prefix", "rest", "iterable")
+
+    def __init__(self, prefix: list[bytes], rest: Iterable[bytes], iterable: Iterable[bytes]) -> None:
+        self.prefix, self.rest, self.iterable = prefix, rest, iterable
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.prefix
+        yield from self.rest
+
+    def close(self) -> None:
+        _close(self.iterable)
+
+
+def _close(iterable: Iterable[bytes]) -> None:
+    close = getattr(iterable, "close", None)
+    if close is not None:
+        close()
+
+
+_STREAM, _BUFFER, _DROP = 0, 1, 2
+
+
+class ASGICDN:
+    """The CDN layer around an ASGI app: stamps at ``http.response.start``."""
+
+    def __init__(self, app: asgi.ASGIApp, stamper: Stamper) -> None:
+        self.app = app
+        self.stamper = stamper
+        self.max_body_bytes = stamper.config.etag_max_body_bytes
+        self.conditional = stamper.config.conditional_requests
+
+    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        has_authorization = False
+        fields: dict[str, str] = {}
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                has_authorization = True
+            elif name in _ASGI_PRECONDITIONS:
+                key = _ASGI_PRECONDITIONS[name]
+                text = value.decode("latin-1")
+                fields[key] = f"{fields[key]}, {text}" if key in fields else text
+        preconditions = collect_preconditions(fields) if fields else None
+        ctx: RequestContext | None = scope.get(CONTEXT_KEY)
+        if ctx is not None:
+            ctx.state[STATE_KEY] = preconditions
+        exchange = _ASGIExchange(self, scope, send, has_authorization,
+                                 preconditions if self.conditional else None, ctx)
+        await self.app(scope, receive, exchange.send)
+        if exchange.mode == _BUFFER and exchange.start is not None:
+            await exchange.flush()  # the app ended without a final body message
+
+
+class _ASGIExchange:
+    """One request through the ASGI shell: its start message, mode and buffered body."""
+
+    __slots__ = ("layer", "scope", "downstream", "has_authorization", "preconditions", "ctx",
+                 "method", "mode", "start", "status", "headers", "parts", "size", "limit")
+
+    def __init__(self, layer: ASGICDN, scope: asgi.Scope, downstream: asgi.Send, has_authorization: bool,
+                 preconditions: Preconditions | None, ctx: RequestContext | None) -> None:
+        self.layer = layer
+        self.scope = scope
+        self.downstream = downstream
+        self.has_authorization = has_authorization
+        self.preconditions = preconditions
+        self.ctx = ctx
+        self.method = scope.get("method", "GET").upper()
+        self.mode = _STREAM
+        self.start: asgi.Message | None = None
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.limit = 0
+
+    async def send(self, message: asgi.Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            await self._on_start(message)
+        elif self.mode == _STREAM:
+            await self.downstream(message)
+        elif self.mode == _DROP:
+            return
+        elif kind == "http.response.body":
+            self.parts.append(message.get("body", b""))
+            self.size += len(self.parts[-1])
+            if self.size > self.limit:
+                await self.flush(more_body=message.get("more_body", False))
+            elif not message.get("more_body", False):
+                await self._finish()
+        else:  # pathsend, trailers...: not a body we can hash
+            if self.parts:
+                await self.flush(more_body=True)
+            else:
+                self.mode = _STREAM
+                await self._send_start()
+            await self.downstream(message)
+
+    async def _on_start(self, message: asgi.Message) -> None:
+        self.status = message["status"]
+        headers = [(name.decode("latin-1").lower(), value.decode("latin-1"))
+                   for name, value in message.get("headers", ())]
+        outcome = self.layer.stamper.stamp(
+            self.method, self.scope.get("path", ""), self.has_authorization, self.status, headers,
+            self.ctx.tags if self.ctx is not None else ())
+        self.headers = outcome.headers
+        self.start = message
+        if outcome.generate_etag:
+            limit = buffer_limit(self.headers, self.layer.max_body_bytes)
+            if limit is not None:
+                self.mode, self.limit = _BUFFER, limit
+                return
+        if await self._answered(None):
+            return
+        await self._send_start()
+
+    async def _finish(self) -> None:
+        body = b"".join(self.parts)
+        if len(body) == self.limit:  # a HEAD without its body gets no ETag (see WSGI shell)
+            with_etag(self.headers, body)
+        if await self._answered(body):
+            return
+        await self._send_start()
+        self.mode = _STREAM
+        await self.downstream({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def flush(self, *, more_body: bool = False) -> None:
+        """Give up buffering: send the start unchanged by an ETag and what was held back."""
+        self.mode = _STREAM
+        await self._send_start()
+        await self.downstream({"type": "http.response.body", "body": b"".join(self.parts),
+                               "more_body": more_body})
+        self.parts = []
+
+    async def _answered(self, body: bytes | None) -> bool:
+        answer = answer_conditional(self.method, self.preconditions, self.status, self.headers)
+        if answer is None:
+            return False
+        self.mode = _DROP
+        _record_not_modified(_saved_bytes(answer, self.headers, body))
+        await asgi.send_response(self.downstream, answer, head=answer.status == 304 or self.method == "HEAD")
+        return True
+
+    async def _send_start(self) -> None:
+        assert self.start is not None
+        message = dict(self.start)
+        message["headers"] = [(name.encode("latin-1"), value.encode("latin-1"))
+                              for name, value in self.headers]
+        await self.downstream(message)
+
+
+def _build(runtime: Any) -> tuple[Stamper, Any]:
+    config: CDNConfig = runtime.config.cdn
+    stamper = Stamper(config)
+    index = load_index(config.assets_manifest, prefix=config.assets_prefix, base_url=config.assets_base_url)
+    runtime.services["cdn"] = stamper
+    runtime.services["cdn.assets"] = index
+    return stamper, index if config.assets_manifest is not None and config.serve_assets else None
 
 
 def wrap_wsgi(app: wsgi.WSGIApp, runtime: Any) -> wsgi.WSGIApp:
-    """The cdn layer around a WSGI app."""
-    return app
+    """The cdn layer around a WSGI app (with servestatic inside it when assets are configured)."""
+    stamper, index = _build(runtime)
+    inner = serve_assets_wsgi(app, index) if index is not None else app
+    return WSGICDN(inner, stamper)
 
 
 def wrap_asgi(app: asgi.ASGIApp, runtime: Any) -> asgi.ASGIApp:
-    """The cdn layer around an ASGI app."""
-    return app
+    """The cdn layer around an ASGI app (with servestatic inside it when assets are configured)."""
+    stamper, index = _build(runtime)
+    inner = serve_assets_asgi(app, index) if index is not None else app
+    return ASGICDN(inner, stamper)

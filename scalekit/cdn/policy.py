@@ -1,0 +1,369 @@
+"""The CDN layer's decisions, pure: which caching headers a response leaves with.
+
+:class:`Stamper` is built once from :class:`~scalekit.cdn.config.CDNConfig`: rules become
+compiled patterns, each policy becomes ready-made header lines in four variants (normal, made
+private for cookies/credentials, clamped for 5xx, both). Per response, :meth:`Stamper.stamp`
+finds the first matching rule, decides whose caching headers win, applies the safety rules and
+adds surrogate keys, ``Vary`` and the ETag decision. No I/O, no clock.
+
+Whose headers win: the app's own caching fields (Cache-Control, CDN-Cache-Control,
+Surrogate-Control, Expires) are taken as a whole, so a rule never adds a CDN lifetime to a
+response the app marked ``private``; a rule with ``override`` replaces them all. Then safety,
+which no rule or app header can undo unless the rule allows it explicitly:
+
+* ``Set-Cookie`` on the response, or ``Authorization`` on the request: never shared-cacheable
+  (``private`` added, ``public``/``s-maxage`` and the CDN-targeted fields removed). RFC 9111
+  §3.5 lets ``public`` share an authenticated answer; one forgotten decorator would publish a
+  user's page to everyone, so here only a rule's ``allow_authorization`` does.
+* 5xx: shared freshness at most ``server_error_shared_max_age_seconds`` (default 0: no-store),
+  so a CDN never pins an outage.
+
+>>> from scalekit.cdn.config import CDNConfig, RuleConfig
+>>> stamper = Stamper(CDNConfig(rules=(RuleConfig(path="/blog/**", policy="page"),)))
+>>> outcome = stamper.stamp("GET", "/blog/1", False, 200, [("content-type", "text/html")], ())
+>>> dict(outcome.headers)["cache-control"]
+'public, max-age=0, s-maxage=60'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from .cachecontrol import (
+    TARGETED_FIELDS, is_shared_storable, joined_field, parse_cache_control, shared_max_age,
+)
+from .config import CDNConfig, PolicyConfig, RuleConfig
+from .presets import resolve_policy
+from .surrogate import DIALECTS, KEY_HEADERS, Dialect, emit_surrogate_keys, parse_key_header
+
+__all__ = ["CompiledPolicy", "Outcome", "Stamper", "compile_path", "format_policy"]
+
+Headers = list[tuple[str, str]]
+Lines = tuple[tuple[str, str], ...]
+
+SAFE_METHODS = frozenset({"GET", "HEAD"})  # RFC 9110 §9.2.1 (OPTIONS/TRACE are never cached)
+# The app's caching intent: if it set any of these, it said how the response may be cached.
+CACHING_FIELDS = frozenset({"cache-control", "cdn-cache-control", "surrogate-control", "expires"})
+_COMPRESSIBLE = re.compile(r"^(text/|application/(json|javascript|xml|wasm)|image/svg\+xml|.*\+(json|xml)$)")
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    """One policy's header lines, precomputed for each safety situation."""
+
+    normal: Lines
+    private: Lines
+    server_error: Lines
+    server_error_private: Lines
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A rule with its pattern compiled and its policy formatted."""
+
+    path: re.Pattern[str]
+    methods: frozenset[str]
+    content_types: frozenset[str]
+    statuses: frozenset[int] | None
+    policy: CompiledPolicy
+    override: bool
+    allow_set_cookie: bool
+    allow_authorization: bool
+
+    def matches(self, method: str, path: str, status: int, media_type: str) -> bool:
+        if method not in self.methods:
+            return False
+        if self.statuses is None:
+            if not 200 <= status < 400:
+                return False
+        elif status not in self.statuses:
+            return False
+        if self.content_types and media_type not in self.content_types and (
+                media_type.split("/", 1)[0] + "/*") not in self.content_types:
+            return False
+        return self.path.match(path) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What leaves: the stamped headers, and whether to add an ETag computed from the body."""
+
+    headers: Headers
+    generate_etag: bool
+
+
+def compile_path(pattern: str) -> re.Pattern[str]:
+    """A rule's path as a regex: ``re:`` prefix verbatim, else a glob (``*``, ``**``, ``?``)."""
+    if pattern.startswith("re:"):
+        return re.compile(pattern[3:])
+    out = []
+    index = 0
+    while index < len(pattern):
+        if pattern.startswith("**", index):
+            out.append(".*")
+            index += 2
+        elif pattern[index] == "*":
+            out.append("[^/]*")
+            index += 1
+        elif pattern[index] == "?":
+            out.append("[^/]")
+            index += 1
+        else:
+            out.append(re.escape(pattern[index]))
+            index += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def format_policy(policy: PolicyConfig, *, cdn_cache_control: bool, surrogate_control: bool) -> Lines:
+    """The caching header lines for ``policy`` (lower-case names, deterministic order)."""
+    if policy.no_store:
+        lines: list[tuple[str, str]] = [("cache-control", "no-store")]
+        if surrogate_control:
+            lines.append(("surrogate-control", "no-store"))
+        return tuple(lines)
+    if policy.private:
+        # RFC 9111 §5.2.2.7: "private" keeps every shared cache out; shared lifetimes are moot.
+        parts = ["private"] + _browser_parts(policy)
+        lines = [("cache-control", ", ".join(parts))]
+        if surrogate_control:
+            lines.append(("surrogate-control", "no-store"))
+        return tuple(lines)
+    parts = []
+    shared_lifetime = policy.shared_max_age_seconds
+    if policy.public or shared_lifetime is not None:
+        parts.append("public")
+    parts += _browser_parts(policy)
+    if shared_lifetime is not None:
+        parts.append(f"s-maxage={shared_lifetime}")
+    # Stale directives reach browsers only when they have freshness of their own: a browser
+    # told max-age=0 is meant to revalidate every time, not to serve stale (RFC 5861 §3).
+    browser_fresh = bool(policy.max_age_seconds)
+    stale = _stale_parts(policy)
+    if browser_fresh:
+        parts += stale
+    if policy.immutable:
+        parts.append("immutable")
+    lines = [("cache-control", ", ".join(parts))]
+    targeted_lifetime = shared_lifetime if shared_lifetime is not None else policy.max_age_seconds
+    if targeted_lifetime is not None and not policy.no_cache:
+        targeted = ", ".join([f"max-age={targeted_lifetime}"] + stale)
+        if cdn_cache_control and (shared_lifetime is not None or (stale and not browser_fresh)):
+            lines.append(("cdn-cache-control", targeted))
+        if surrogate_control:
+            lines.append(("surrogate-control", targeted))
+    return tuple(lines)
+
+
+def _browser_parts(policy: PolicyConfig) -> list[str]:
+    parts = []
+    if policy.no_cache:
+        parts.append("no-cache")
+    if policy.max_age_seconds is not None:
+        parts.append(f"max-age={policy.max_age_seconds}")
+    if policy.must_revalidate:
+        parts.append("must-revalidate")
+    return parts
+
+
+def _stale_parts(policy: PolicyConfig) -> list[str]:
+    parts = []
+    if policy.stale_while_revalidate_seconds:
+        parts.append(f"stale-while-revalidate={policy.stale_while_revalidate_seconds}")
+    if policy.stale_if_error_seconds:
+        parts.append(f"stale-if-error={policy.stale_if_error_seconds}")
+    return parts
+
+
+def _private_variant(policy: PolicyConfig) -> PolicyConfig:
+    if policy.no_store:
+        return policy
+    return PolicyConfig(private=True, max_age_seconds=policy.max_age_seconds, no_cache=policy.no_cache,
+                        must_revalidate=policy.must_revalidate, immutable=policy.immutable)
+
+
+def _server_error_variant(policy: PolicyConfig, limit_seconds: int) -> PolicyConfig:
+    if policy.no_store or policy.private:
+        return policy
+    if limit_seconds == 0:
+        return PolicyConfig(no_store=True)
+
+    def clamp(value: int | None) -> int | None:
+        return None if value is None else min(value, limit_seconds)
+
+    return replace(policy, max_age_seconds=clamp(policy.max_age_seconds), immutable=False,
+                   shared_max_age_seconds=clamp(policy.shared_max_age_seconds))
+
+
+def compile_policy(policy: PolicyConfig, config: CDNConfig) -> CompiledPolicy:
+    """All four variants of ``policy`` as header lines."""
+    limit = config.server_error_shared_max_age_seconds
+
+    def lines(value: PolicyConfig) -> Lines:
+        return format_policy(value, cdn_cache_control=config.cdn_cache_control,
+                             surrogate_control=config.surrogate_control)
+
+    error = _server_error_variant(policy, limit)
+    return CompiledPolicy(lines(policy), lines(_private_variant(policy)), lines(error),
+                          lines(_private_variant(error)))
+
+
+def compile_rule(rule: RuleConfig, config: CDNConfig) -> CompiledRule:
+    """``rule`` ready for matching; empty ``methods`` means GET and HEAD."""
+    return CompiledRule(
+        path=compile_path(rule.path),
+        methods=frozenset(rule.methods) if rule.methods else SAFE_METHODS,
+        content_types=frozenset(media.lower() for media in rule.content_types),
+        statuses=frozenset(rule.statuses) if rule.statuses else None,
+        policy=compile_policy(resolve_policy(rule.policy, config.presets), config),
+        override=rule.override,
+        allow_set_cookie=rule.allow_set_cookie,
+        allow_authorization=rule.allow_authorization,
+    )
+
+
+class Stamper:
+    """Every stamping decision of one configured CDN layer; build once, call per response."""
+
+    def __init__(self, config: CDNConfig) -> None:
+        self.config = config
+        self.rules = tuple(compile_rule(rule, config) for rule in config.rules)
+        self.default = (compile_policy(resolve_policy(config.default_policy, config.presets), config)
+                        if config.default_policy is not None else None)
+        self.dialect: Dialect | None = DIALECTS.get(config.surrogate_keys)
+        self.error_limit_seconds = config.server_error_shared_max_age_seconds
+
+    def match(self, method: str, path: str, status: int, media_type: str) -> CompiledRule | None:
+        """The first rule matching the request and response, or None."""
+        for rule in self.rules:
+            if rule.matches(method, path, status, media_type):
+                return rule
+        return None
+
+    def stamp(self, method: str, path: str, has_authorization: bool, status: int,
+              headers: Headers, tags: Iterable[str]) -> Outcome:
+        """Stamp ``headers`` (lower-case names, as the app sent them) for this request.
+
+        ``has_authorization``: the request carried an Authorization header. ``tags``: the
+        request context's tags. Returns new header lines; ``headers`` is not modified.
+        """
+        names = {name for name, _ in headers}
+        content_type = joined_field(headers, "content-type") if "content-type" in names else None
+        media_type = content_type.split(";", 1)[0].strip().lower() if content_type else ""
+        rule = self.match(method, path, status, media_type)
+        policy = rule.policy if rule is not None else (
+            self.default if self.default is not None and 200 <= status < 400 and method in SAFE_METHODS
+            else None)
+        app_decides = not CACHING_FIELDS.isdisjoint(names) and not (rule is not None and rule.override)
+        credentials = ("set-cookie" in names and not (rule is not None and rule.allow_set_cookie)) or (
+            has_authorization and not (rule is not None and rule.allow_authorization))
+        server_error = status >= 500
+        if policy is not None and not app_decides:
+            if server_error:
+                lines = policy.server_error_private if credentials else policy.server_error
+            else:
+                lines = policy.private if credentials else policy.normal
+            out = [(name, value) for name, value in headers if name not in CACHING_FIELDS]
+            out.extend(lines)
+        else:
+            out = list(headers)
+            if credentials:
+                out = _make_private(out)
+            if server_error:
+                out = _limit_server_error(out, self.error_limit_seconds)
+        if self.dialect is not None:
+            out = _surrogate_keys(out, names, tags, self.dialect)
+        if "content-encoding" in names or (self.config.compression and _COMPRESSIBLE.match(media_type)):
+            out = _vary_accept_encoding(out)
+        generate_etag = (self.config.etag and status == 200 and method in SAFE_METHODS
+                         and "etag" not in names and not _says_no_store(out))
+        return Outcome(out, generate_etag)
+
+
+
+def _surrogate_keys(headers: Headers, names: set[str], tags: Iterable[str], dialect: Dialect) -> Headers:
+    """The app's tag headers and the context's tags, re-emitted in ``dialect`` only."""
+    keys = set(tags)
+    if not names.isdisjoint(KEY_HEADERS):
+        for name, value in headers:
+            separator = KEY_HEADERS.get(name)
+            if separator is not None:
+                keys.update(parse_key_header(value, separator))
+        headers = [(name, value) for name, value in headers if name not in KEY_HEADERS]
+    if keys:
+        headers.extend(emit_surrogate_keys(keys, dialect))
+    return headers
+
+
+def _make_private(headers: Headers) -> Headers:
+    """The app's caching fields made non-shareable: ``private`` in, shared permissions out."""
+    value = joined_field(headers, "cache-control")
+    out = [(name, value) for name, value in headers
+           if name not in TARGETED_FIELDS and name != "cache-control"]
+    if value is None:
+        out.append(("cache-control", "private"))
+        return out
+    directives = parse_cache_control(value)
+    if is_shared_storable(directives):
+        directives.public = False
+        directives.private = True
+        directives.s_maxage = None
+        directives.proxy_revalidate = False
+        out.append(("cache-control", directives.to_header()))
+    else:
+        out.append(("cache-control", value))
+    return out
+
+
+def _limit_server_error(headers: Headers, limit_seconds: int) -> Headers:
+    """A 5xx's caching fields with shared freshness at most ``limit_seconds`` (0: no-store)."""
+    value = joined_field(headers, "cache-control")
+    directives = parse_cache_control(value)
+    targeted = [name for name, _ in headers if name in TARGETED_FIELDS]
+    if value is not None and not is_shared_storable(directives) and not targeted:
+        return headers
+    if limit_seconds == 0:
+        out = [(name, v) for name, v in headers if name not in CACHING_FIELDS]
+        out.append(("cache-control", "no-store"))
+        return out
+    out = []
+    for name, field_value in headers:
+        if name in TARGETED_FIELDS:
+            lifetime = shared_max_age(parse_cache_control(field_value))
+            if lifetime is None or lifetime > limit_seconds:
+                continue  # the CDN falls back to the clamped Cache-Control
+        elif name == "cache-control" or name == "expires":
+            continue
+        out.append((name, field_value))
+    if value is not None:
+        lifetime = shared_max_age(directives)
+        if is_shared_storable(directives) and (lifetime is None or lifetime > limit_seconds):
+            directives.s_maxage = limit_seconds
+        out.append(("cache-control", directives.to_header()))
+    return out
+
+
+def _vary_accept_encoding(headers: Headers) -> Headers:
+    """``headers`` with Accept-Encoding in Vary (RFC 9110 §12.5.5), merged into the first line."""
+    first = None
+    for index, (name, value) in enumerate(headers):
+        if name == "vary":
+            tokens = [token.strip().lower() for token in value.split(",")]
+            if "*" in tokens or "accept-encoding" in tokens:
+                return headers
+            if first is None:
+                first = index
+    if first is None:
+        headers.append(("vary", "Accept-Encoding"))
+    else:
+        name, value = headers[first]
+        headers[first] = (name, f"{value}, Accept-Encoding" if value.strip() else "Accept-Encoding")
+    return headers
+
+
+def _says_no_store(headers: Headers) -> bool:
+    for name, value in headers:
+        if name == "cache-control" and "no-store" in value.lower():
+            return True
+    return False
