@@ -120,20 +120,25 @@ class FleetGenerations:
     def invalidate(self, tags: Iterable[str]) -> None:
         """Invalidate ``tags`` here at once and, through Redis, in the whole fleet."""
         tag_list = sorted({tag for tag in tags if tag})
-        if not tag_list:
-            return
+        if tag_list and self.publish(tag_list) is None:
+            self._invalidate_offline(tag_list)
+
+    def publish(self, tags: Iterable[str]) -> int | None:
+        """Invalidate ``tags`` in Redis and here; the new sequence, or None if Redis failed
+        (then nothing was applied: the caller decides, e.g. the CLI reports it)."""
+        tag_list = sorted({tag for tag in tags if tag})
         breaker = self.connections.breaker
-        if breaker.allow():
-            try:
-                sequence = self._script(self.connections.sync(), _INVALIDATE)(
-                    keys=[self.sequence_key, self.tags_key], args=self._args(tag_list))
-            except REDIS_ERRORS as error:
-                breaker.failure(error)
-            else:
-                breaker.success()
-                self.local.apply(int(sequence), tag_list)
-                return
-        self._invalidate_offline(tag_list)
+        if not tag_list or not breaker.allow():
+            return None
+        try:
+            sequence = int(self._script(self.connections.sync(), _INVALIDATE)(
+                keys=[self.sequence_key, self.tags_key], args=self._args(tag_list)))
+        except REDIS_ERRORS as error:
+            breaker.failure(error)
+            return None
+        breaker.success()
+        self.local.apply(sequence, tag_list)
+        return sequence
 
     async def ainvalidate(self, tags: Iterable[str]) -> None:
         tag_list = sorted({tag for tag in tags if tag})
