@@ -1,0 +1,112 @@
+"""The pool layer's ASGI 3 shell.
+
+The request's connections are given back when the app returns — normally, by raising, or by
+being cancelled (the server cancels the app task when the client goes away, Starlette cancels a
+streaming response on ``http.disconnect``) — and as soon as the app *receives*
+``http.disconnect``, unless a statement is running on the connection in another thread right
+then (it is then given back when the app returns, so one connection never serves two requests).
+
+The connection is sync SQLAlchemy: ``await db().aconnection()`` does a checkout that has to
+wait for a busy pool in a worker thread, so the event loop keeps serving the requests that will
+give connections back; statements then run on the calling thread, as with any sync driver.
+Giving a connection back (rollback, session reset) is two short round trips, done in place.
+"""
+
+from __future__ import annotations
+
+from .. import asgi
+from ..messages import Response
+from .handle import RequestDatabases
+from .policy import shed_response, should_replace_response
+from .service import PoolService
+from .wsgi_shell import DATABASES_KEY, DB_KEY
+
+__all__ = ["ASGIPool"]
+
+
+class _Exchange:
+    """Wraps ``send``: swaps a 5xx caused by the pool for the 503, releases at response start."""
+
+    __slots__ = ("requests", "_send", "retry_after_seconds", "started", "replacement", "_body_sent")
+
+    def __init__(self, requests: RequestDatabases, send: asgi.Send, retry_after_seconds: int) -> None:
+        self.requests = requests
+        self._send = send
+        self.retry_after_seconds = retry_after_seconds
+        self.started = False
+        self.replacement: Response | None = None
+        self._body_sent = False
+
+    async def send(self, message: asgi.Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            requests = self.requests
+            if should_replace_response(message["status"], requests.failure() is not None):
+                await self.answer_503()
+                return
+            self.started = True
+            if requests.release_at_start:
+                requests.release_all(only_if_idle=True)
+            await self._send(message)
+        elif self.replacement is not None:
+            if kind == "http.response.body" and not self._body_sent:
+                await self._send_503_body()
+            # the rest of the app's error page is dropped
+        else:
+            await self._send(message)
+
+    async def answer_503(self) -> None:
+        """Send the 503 + Retry-After (start, or just the body if the start already went)."""
+        if self.replacement is None:
+            failure = self.requests.failure()
+            retry_after = getattr(failure, "retry_after_seconds", self.retry_after_seconds)
+            self.replacement = response = shed_response(retry_after)
+            self.started = True
+            await self._send({
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [(name.encode("latin-1"), value.encode("latin-1"))
+                            for name, value in response.headers],
+            })
+        if not self._body_sent:
+            await self._send_503_body()
+
+    async def _send_503_body(self) -> None:
+        self._body_sent = True
+        assert self.replacement is not None  # noqa: S101  (set just before, by answer_503)
+        await self._send({"type": "http.response.body", "body": self.replacement.body})
+
+
+class ASGIPool:
+    """Lends the request lazy database handles and takes them back when the app is done."""
+
+    def __init__(self, app: asgi.ASGIApp, service: PoolService) -> None:
+        self.app = app
+        self.service = service
+        self.retry_after_seconds = service.databases["default"].config.retry_after_seconds
+
+    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        requests = self.service.begin_request(asgi.context_of(scope))
+        scope[DB_KEY] = requests.default
+        scope[DATABASES_KEY] = requests
+        exchange = _Exchange(requests, send, self.retry_after_seconds)
+
+        async def receive_watching_disconnect() -> asgi.Message:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                requests.release_all(only_if_idle=True)
+            return message
+
+        try:
+            await self.app(scope, receive_watching_disconnect, exchange.send)
+        except Exception:
+            requests.release_all()
+            if exchange.replacement is None and (exchange.started or requests.failure() is None):
+                raise
+            # The pool could not lend a connection: the client gets the 503, not a traceback.
+            await exchange.answer_503()
+        finally:
+            requests.release_all()

@@ -1,0 +1,285 @@
+"""One :class:`Database` per configured database: its SQLAlchemy engine (QueuePool), the
+checkout/return accounting (waiting requests, shedding, timeouts), the session reset run on
+every returned connection, fork safety and the pool metrics.
+
+Nothing connects until the first request uses the database; the engine itself is created then
+too, so a bare ``wrap(app)`` never creates the SQLite file of an app that has no database.
+
+>>> database = Database("default", DatabaseConfig(url="sqlite://"), state_dir=".scalekit")
+>>> with database.engine.connect() as connection:
+...     connection.exec_driver_sql("select 1").scalar()
+1
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy.exc
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import QueuePool
+
+from ..instruments import (
+    POOL_CONNECTIONS,
+    POOL_LEAKS,
+    POOL_MAX,
+    POOL_PENDING,
+    POOL_SHED,
+    POOL_TIMEOUTS,
+    POOL_USE_TIME,
+    POOL_WAIT_TIME,
+)
+from .config import DatabaseConfig
+from .errors import DatabaseUnavailableError, PoolShedError, PoolTimeoutError
+from .policy import Admission, decide_admission, default_sqlite_url, resolve_reset_statement
+from .tracking import install_events
+
+__all__ = ["Database", "engine_url"]
+
+log = logging.getLogger("scalekit.pool")
+
+_DATABASES: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def engine_url(config: DatabaseConfig, state_dir: str) -> URL:
+    """The SQLAlchemy URL of a database (the default SQLite file when none is configured).
+
+    A plain ``postgresql://`` URL means psycopg2 (the ``postgres`` extra), whatever SQLAlchemy's
+    own default driver for it is.
+    """
+    url = make_url(config.url or default_sqlite_url(state_dir))
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg2")
+    return url
+
+
+class Database:
+    """A configured database: engine, accounting of the requests using it, metrics."""
+
+    def __init__(self, name: str, config: DatabaseConfig, *, state_dir: str,
+                 track_tables: bool = True) -> None:
+        self.name = name
+        self.config = config
+        self.url = engine_url(config, state_dir)
+        self.track_tables = track_tables
+        self.max_connections = config.max_connections
+        self._engine: Engine | None = None
+        self._pid = os.getpid()
+        # Re-entrant: a garbage-collected response body may give its connection back while
+        # this thread is already inside checkout/checkin bookkeeping.
+        self._lock = threading.RLock()
+        self.pending = 0
+        self.holders: dict[int, Any] = {}  # id(handle) -> handle holding a connection
+        self._used = POOL_CONNECTIONS.labels(name, "used")
+        self._idle = POOL_CONNECTIONS.labels(name, "idle")
+        self._pending_gauge = POOL_PENDING.labels(name)
+        self._wait_time = POOL_WAIT_TIME.labels(name)
+        self._use_time = POOL_USE_TIME.labels(name)
+        self._timeouts = POOL_TIMEOUTS.labels(name)
+        self._shed = POOL_SHED.labels(name)
+        self.leaks = POOL_LEAKS.labels(name)
+        _DATABASES.add(self)
+
+    # ----------------------------------------------------------------- engine
+    @property
+    def engine(self) -> Engine:
+        """The engine, created on first use (and replaced in a forked child)."""
+        if self._pid != os.getpid():
+            self.forget_parent_pool()
+        engine = self._engine
+        if engine is None:
+            with self._lock:
+                engine = self._engine
+                if engine is None:
+                    engine = self._engine = self._create_engine()
+        return engine
+
+    def _create_engine(self) -> Engine:
+        config, url = self.config, self.url
+        connect_args: dict[str, Any] = {}
+        if url.get_backend_name() == "sqlite":
+            database = url.database
+            if database and database != ":memory:" and not database.startswith("file:"):
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            connect_args["timeout"] = config.pool_timeout_seconds  # wait on a locked file
+        elif url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg2":
+            connect_args["connect_timeout"] = max(1, math.ceil(config.connect_timeout_seconds))
+            if "application_name" not in url.query:
+                connect_args["application_name"] = "scalekit"  # findable in pg_stat_activity
+        engine = create_engine(
+            url,
+            poolclass=QueuePool,
+            pool_size=config.pool_size,
+            max_overflow=config.max_overflow,
+            pool_timeout=config.pool_timeout_seconds,
+            pool_pre_ping=config.pre_ping,
+            pool_recycle=config.recycle_seconds if config.recycle_seconds > 0 else -1,
+            connect_args=connect_args,
+        )
+        reset = resolve_reset_statement(config.reset_statement, dialect=engine.dialect.name,
+                                        driver=engine.dialect.driver)
+        if reset is not None:
+            event.listen(engine, "reset", _resetter(reset))
+        install_events(engine, track_tables=self.track_tables)
+        POOL_MAX.labels(self.name).set(self.max_connections)
+        return engine
+
+    # ----------------------------------------------------------------- checkout / return
+    def checkout(self, *, may_wait: bool = True) -> Connection:
+        """A connection; raises a 503-hinted PoolError instead of hanging.
+
+        ``may_wait=False`` (a sync call on an event loop) never waits for a busy pool:
+        blocking the loop would also block the requests about to give connections back.
+        """
+        engine = self.engine
+        pool = engine.pool
+        with self._lock:
+            admission = decide_admission(
+                idle=pool.checkedin(), checked_out=pool.checkedout(),  # type: ignore[attr-defined]
+                max_connections=self.max_connections, pending=self.pending,
+                max_waiting=self.config.max_waiting, may_wait=may_wait)
+            if admission is not Admission.CHECKOUT:
+                self._shed.inc()
+                raise PoolShedError(self._shed_message(admission), database=self.name,
+                                    retry_after_seconds=self.config.retry_after_seconds)
+            self.pending += 1
+            self._pending_gauge.set(self.pending)
+        started = time.perf_counter()
+        try:
+            connection = engine.connect()
+        except sqlalchemy.exc.TimeoutError:
+            self._timeouts.inc()
+            raise PoolTimeoutError(
+                f"no connection to database {self.name!r} became free within "
+                f"pool_timeout_seconds={self.config.pool_timeout_seconds} (all pool_size="
+                f"{self.config.pool_size} + max_overflow={self.config.max_overflow} in use); raise "
+                f"pool.databases.{self.name}.pool_size or max_overflow, or shorten how long "
+                "requests hold connections.",
+                database=self.name, retry_after_seconds=self.config.retry_after_seconds) from None
+        except sqlalchemy.exc.DBAPIError as exc:
+            raise DatabaseUnavailableError(
+                f"cannot connect to database {self.name!r} ({self.url.render_as_string()}): "
+                f"{exc.orig}; check that it is running and reachable.",
+                database=self.name, retry_after_seconds=self.config.retry_after_seconds) from exc
+        finally:
+            with self._lock:
+                self.pending -= 1
+                self._pending_gauge.set(self.pending)
+        self._wait_time.observe(time.perf_counter() - started)
+        self.update_gauges()
+        return connection
+
+    def hold(self, holder: Any) -> None:
+        """Register a request holding a connection (for leak warnings)."""
+        with self._lock:
+            self.holders[id(holder)] = holder
+
+    def checkin(self, holder: Any | None, connection: Connection, held_seconds: float) -> None:
+        """Give ``connection`` back: rollback, session reset (pool "reset" event), return."""
+        try:
+            connection.close()
+        except Exception:  # noqa: BLE001  (a broken connection must still leave the request)
+            log.warning("scalekit: returning a connection to database %r failed; discarding it",
+                        self.name, exc_info=True)
+            _discard(connection)
+        finally:
+            if holder is not None:
+                with self._lock:
+                    self.holders.pop(id(holder), None)
+            self._use_time.observe(held_seconds)
+            self.update_gauges()
+
+    def has_idle_connection(self) -> bool:
+        """True when a checkout would not have to open or wait for a connection."""
+        return self._engine is not None and self._engine.pool.checkedin() > 0  # type: ignore[attr-defined]
+
+    def checked_out(self) -> int:
+        """Connections of this process's pool currently lent out."""
+        if self._engine is None:
+            return 0
+        return int(self._engine.pool.checkedout())  # type: ignore[attr-defined]
+
+    def update_gauges(self) -> None:
+        pool = self._engine.pool if self._engine is not None else None
+        if pool is None:
+            return
+        self._used.set(pool.checkedout())  # type: ignore[attr-defined]
+        self._idle.set(pool.checkedin())  # type: ignore[attr-defined]
+
+    def _shed_message(self, admission: Admission) -> str:
+        if admission is Admission.SHED_ON_EVENT_LOOP:
+            return (f"database {self.name!r}: every connection is in use and waiting would block "
+                    "the event loop; in async code use `await db().aconnection()`, which waits "
+                    "in a worker thread.")
+        return (f"database {self.name!r}: every connection is in use and max_waiting="
+                f"{self.config.max_waiting} requests already wait; shed at once. Raise "
+                f"pool.databases.{self.name}.max_waiting or the pool size.")
+
+    # ----------------------------------------------------------------- lifecycle
+    def forget_parent_pool(self) -> None:
+        """In a forked child: never touch the parent's connections (their sockets are shared)."""
+        self._lock = threading.RLock()  # the parent's lock may have been held at fork time
+        self.pending = 0
+        self.holders = {}
+        self._pid = os.getpid()
+        if self._engine is not None:
+            # close=False: closing would send Terminate on sockets the parent still uses.
+            self._engine.dispose(close=False)
+            self.update_gauges()
+            POOL_MAX.labels(self.name).set(self.max_connections)
+
+    def dispose(self) -> None:
+        """Close idle connections (shutdown); connections still lent out close on return."""
+        if self._engine is not None and self._pid == os.getpid():
+            self._engine.dispose()
+            self.update_gauges()
+
+
+def _resetter(statement: str) -> Any:
+    """The pool "reset" hook: roll back, then run ``statement`` outside any transaction."""
+
+    def reset(dbapi_connection: Any, record: Any, reset_state: Any) -> None:
+        if reset_state.terminate_only:
+            return  # the connection is being closed, nothing to clean
+        dbapi_connection.rollback()
+        # DISCARD ALL refuses to run inside a transaction block, and psycopg2 would open one.
+        has_autocommit = hasattr(dbapi_connection, "autocommit")
+        previous = dbapi_connection.autocommit if has_autocommit else None
+        if has_autocommit:
+            dbapi_connection.autocommit = True
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(statement)
+            finally:
+                cursor.close()
+        finally:
+            if has_autocommit:
+                dbapi_connection.autocommit = previous
+        # An exception here makes SQLAlchemy discard the connection rather than reuse it.
+
+    return reset
+
+
+def _discard(connection: Connection) -> None:
+    for step in (connection.invalidate, connection.close):
+        try:
+            step()
+        except Exception:  # noqa: BLE001
+            log.debug("scalekit: discarding a broken connection", exc_info=True)
+
+
+def _after_fork_in_child() -> None:
+    for database in list(_DATABASES):
+        database.forget_parent_pool()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,265 @@
+"""The request's lazy database handles: ``scalekit.pool.db()``.
+
+Each request gets one :class:`RequestDatabase` per configured database (created by the layer,
+reachable as ``environ/scope["scalekit.db"]``, ``["scalekit.databases"]`` and :func:`db`).
+Nothing is checked out until the app first asks for the connection; the same connection then
+serves the whole request, and the layer gives it back when the response is over, rolled back
+and reset. App code never closes it.
+
+>>> from scalekit.pool import db                                    # doctest: +SKIP
+>>> rows = db().connection().exec_driver_sql("select id from products").all()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+
+from ..context import RequestContext, current
+from .engines import Database
+from .errors import PoolShedError, RequestDatabaseError
+from .policy import CheckoutSite
+from .tracking import ConnectionWatch, attach, detach
+
+__all__ = ["RequestDatabase", "RequestDatabases", "db", "release_at_response_start"]
+
+STATE_KEY = "pool"  # ctx.state["pool"]: this request's RequestDatabases
+
+
+class RequestDatabase:
+    """One database, for one request: a connection checked out on first use, given back at the end.
+
+    ``connection()`` is the SQLAlchemy Connection (commit with ``.commit()``); ``dbapi_connection()``
+    the driver's own (psycopg2) connection for code written against it; ``engine`` the engine,
+    for metadata and ORM sessions (``Session(bind=db().connection())``).
+    """
+
+    __slots__ = ("name", "_database", "_requests", "_connection", "_watch", "_lock", "_released",
+                 "checked_out_at", "site", "leak_warned", "failure")
+
+    def __init__(self, database: Database, requests: RequestDatabases) -> None:
+        self.name = database.name
+        self._database = database
+        self._requests = requests
+        self._connection: Connection | None = None
+        self._watch: ConnectionWatch | None = None
+        self._lock = threading.Lock()
+        self._released = False
+        self.checked_out_at = 0.0
+        self.site: CheckoutSite | None = None
+        self.leak_warned = False
+        self.failure: BaseException | None = None  # the 503-worthy PoolError, if any
+
+    @property
+    def engine(self) -> Engine:
+        """The database's engine (shared by every request of the process)."""
+        return self._database.engine
+
+    @property
+    def checked_out(self) -> bool:
+        """True while this request holds a pooled connection."""
+        return self._connection is not None
+
+    @property
+    def route(self) -> str:
+        return self._requests.ctx.route
+
+    def connection(self) -> Connection:
+        """The request's SQLAlchemy Connection, checked out now if this is the first use.
+
+        On an event loop's thread this never waits for a busy pool (that would stall every
+        other request, the ones about to give connections back included): it sheds with 503.
+        Async code should ``await aconnection()`` instead, which waits in a worker thread.
+        """
+        connection = self._connection
+        if connection is not None:
+            return connection
+        return self._checkout(_caller_site(), may_wait=not _on_event_loop())
+
+    async def aconnection(self) -> Connection:
+        """``connection()`` for async code: a busy pool is waited for in a worker thread."""
+        connection = self._connection
+        if connection is not None:
+            return connection
+        site = _caller_site()
+        if self._database.has_idle_connection():
+            try:  # an idle connection: taking it costs a pre-ping at most, fine on the loop
+                return self._checkout(site, may_wait=False)
+            except PoolShedError:
+                pass  # another thread took it meanwhile: wait off the loop instead
+        return await asyncio.to_thread(self._checkout, site, True)
+
+    def dbapi_connection(self) -> Any:
+        """The driver's connection (psycopg2 / sqlite3) behind :meth:`connection`.
+
+        Statements run on it directly are not seen by table tracking: tag with
+        ``scalekit.tag("table:NAME")`` and commit through :meth:`connection` to keep the
+        automatic invalidation.
+        """
+        return self.connection().connection.dbapi_connection
+
+    def _checkout(self, site: CheckoutSite | None, may_wait: bool) -> Connection:
+        if self._released:
+            raise self._released_error()
+        try:
+            # Not under self._lock: the wait may be long and release() must never block on it.
+            connection = self._database.checkout(may_wait=may_wait)
+        except Exception as exc:
+            if getattr(exc, "status_hint", None) == 503:
+                self.failure = exc
+            raise
+        requests = self._requests
+        watch = ConnectionWatch(requests.ctx, requests.invalidate, track_tables=requests.track_tables)
+        with self._lock:
+            lost_race = self._released or self._connection is not None
+            if not lost_race:
+                self._connection = connection
+                self._watch = watch
+                self.checked_out_at = requests.monotonic()
+                self.site = site
+        if lost_race:
+            # The request ended while this checkout waited (a cancelled ASGI task), or another
+            # thread of the request got there first: this connection goes straight back.
+            self._database.checkin(None, connection, 0.0)
+            if self._connection is not None and not self._released:
+                return self._connection
+            raise self._released_error()
+        attach(connection, watch)
+        self._database.hold(self)
+        return connection
+
+    def release(self, *, only_if_idle: bool = False) -> bool:
+        """Give the connection back (rollback + reset); later use raises. True if released.
+
+        ``only_if_idle``: leave it (to be released when the app returns) while a statement is
+        running on it in another thread.
+        """
+        with self._lock:
+            connection, watch = self._connection, self._watch
+            if connection is None:
+                self._released = True
+                return True
+            if watch is not None and not watch.start_release(only_if_idle=only_if_idle):
+                return False
+            self._released = True
+            self._connection = self._watch = None
+            held_seconds = self._requests.monotonic() - self.checked_out_at
+        detach(connection)
+        self._database.checkin(self, connection, held_seconds)
+        return True
+
+    def _released_error(self) -> RequestDatabaseError:
+        return RequestDatabaseError(
+            f"the request's connection to database {self.name!r} was already given back (the "
+            "response ended or started with release_at_response_start(), or the client "
+            "disconnected); use the database during the request, or open your own with "
+            "db().engine.connect() for work that outlives it.")
+
+    def __repr__(self) -> str:
+        state = "checked out" if self._connection is not None else (
+            "released" if self._released else "idle")
+        return f"<RequestDatabase {self.name!r} {state}>"
+
+
+class RequestDatabases(Mapping[str, RequestDatabase]):
+    """Every database's handle for one request (``environ/scope["scalekit.databases"]``)."""
+
+    __slots__ = ("ctx", "invalidate", "track_tables", "monotonic", "release_at_start",
+                 "_handles", "default")
+
+    def __init__(self, databases: Mapping[str, Database], ctx: RequestContext, *,
+                 invalidate: Callable[[tuple[str, ...]], None], track_tables: bool,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.ctx = ctx
+        self.invalidate = invalidate
+        self.track_tables = track_tables
+        self.monotonic = monotonic
+        self.release_at_start = False
+        self._handles = {name: RequestDatabase(database, self) for name, database in databases.items()}
+        self.default = self._handles["default"]
+
+    def __getitem__(self, name: str) -> RequestDatabase:
+        try:
+            return self._handles[name]
+        except KeyError:
+            raise RequestDatabaseError(
+                f"no database named {name!r}; configured: {', '.join(self._handles)}. Add it "
+                f"under [pool.databases.{name}] in scalekit.toml.") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._handles)
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def any_checked_out(self) -> bool:
+        return any(handle.checked_out for handle in self._handles.values())
+
+    def failure(self) -> BaseException | None:
+        """The first pool failure (timeout, shed, unavailable) a handle met, if any."""
+        for handle in self._handles.values():
+            if handle.failure is not None:
+                return handle.failure
+        return None
+
+    def release_all(self, *, only_if_idle: bool = False) -> bool:
+        """Give every connection back; False if one stayed because a statement was running."""
+        released = True
+        for handle in self._handles.values():
+            released = handle.release(only_if_idle=only_if_idle) and released
+        return released
+
+
+def db(name: str = "default") -> RequestDatabase:
+    """The current request's handle on database ``name`` (checked out on first use).
+
+    Raises :class:`RequestDatabaseError` outside a request wrapped by scalekit's pool layer.
+    """
+    ctx = current()
+    requests = ctx.state.get(STATE_KEY) if ctx is not None else None
+    if requests is None:
+        raise RequestDatabaseError(
+            "scalekit.pool.db() was called outside a request handled by scalekit.wrap() with the "
+            "pool layer on; inside a request it returns that request's connection handle. "
+            "Scripts and background jobs should use their own engine.connect().")
+    return requests[name] if name != "default" else requests.default
+
+
+def release_at_response_start() -> None:
+    """Give this request's connections back as soon as its response starts.
+
+    For long streams and server-sent events, so a slow client does not pin a connection; the
+    body must not use the database after that.
+    """
+    ctx = current()
+    requests = ctx.state.get(STATE_KEY) if ctx is not None else None
+    if requests is None:
+        raise RequestDatabaseError("release_at_response_start() needs a request handled by "
+                                   "scalekit.wrap() with the pool layer on.")
+    requests.release_at_start = True
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _caller_site() -> CheckoutSite | None:
+    """The first stack frame outside scalekit: where app code asked for the connection."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module != "scalekit" and not module.startswith("scalekit."):
+            code = frame.f_code
+            return CheckoutSite(code.co_filename, frame.f_lineno, code.co_name)
+        frame = frame.f_back  # type: ignore[assignment]
+    return None

@@ -1,0 +1,128 @@
+"""Pure decisions of the pool layer: admission, shedding, resets, leaks, capacity.
+
+No I/O and no clock reads here (``now`` is an argument), so each rule is tested directly.
+
+>>> decide_admission(idle=0, checked_out=15, max_connections=15, pending=3, max_waiting=3,
+...                  may_wait=True)
+<Admission.SHED_QUEUE_FULL: 'queue_full'>
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..messages import Response, simple_response
+
+__all__ = [
+    "Admission",
+    "CheckoutSite",
+    "capacity_warning",
+    "decide_admission",
+    "default_sqlite_url",
+    "is_leak",
+    "resolve_reset_statement",
+    "shed_response",
+    "should_replace_response",
+]
+
+
+class Admission(enum.Enum):
+    """What to do with a request that needs a connection now."""
+
+    CHECKOUT = "checkout"  # a connection is free (or may be opened, or waited for)
+    SHED_QUEUE_FULL = "queue_full"  # max_waiting requests already wait: 503 at once
+    SHED_ON_EVENT_LOOP = "event_loop"  # waiting would block the event loop: 503 at once
+
+
+def decide_admission(
+    *, idle: int, checked_out: int, max_connections: int, pending: int,
+    max_waiting: int | None, may_wait: bool,
+) -> Admission:
+    """Whether a checkout may go ahead, given the pool's counts at this instant.
+
+    The pool is saturated when nothing is idle and every allowed connection is out; only then
+    would a checkout wait, so only then do the waiting rules apply.
+    """
+    if idle > 0 or checked_out < max_connections:
+        return Admission.CHECKOUT
+    if not may_wait:
+        return Admission.SHED_ON_EVENT_LOOP
+    if max_waiting is not None and pending >= max_waiting:
+        return Admission.SHED_QUEUE_FULL
+    return Admission.CHECKOUT
+
+
+def shed_response(retry_after_seconds: int) -> Response:
+    """The short 503 a request gets when no connection is available (no internals in it)."""
+    # RFC 9110 §15.6.4: "The server MAY send a Retry-After header field to suggest an
+    # appropriate amount of time for the client to wait before retrying the request."
+    return simple_response(503, "Service busy: no database connection is free. Retry shortly.\n",
+                           retry_after_seconds=retry_after_seconds)
+
+
+def should_replace_response(status: int, pool_failed: bool) -> bool:
+    """True when the app answered a server error because it could not get a connection.
+
+    Frameworks turn an exception into their own 500 page before the layer sees it; that page
+    becomes the 503 + Retry-After the client should get. A non-5xx answer means the app
+    handled the failure itself (a degraded page), which is kept.
+    """
+    return pool_failed and status >= 500
+
+
+# psycopg2 interpolates parameters client-side and never creates server-side prepared
+# statements, so DISCARD ALL (which also deallocates prepared statements) cannot pull one from
+# under it. Drivers that cache server-side prepared statements (psycopg 3 with
+# prepare_threshold, asyncpg, pg8000) would find theirs gone, so they get RESET ALL, which
+# resets settings only.
+_POSTGRES_RESETS = {"psycopg2": "DISCARD ALL"}
+_POSTGRES_FALLBACK_RESET = "RESET ALL"
+
+
+def resolve_reset_statement(configured: str, *, dialect: str, driver: str) -> str | None:
+    """The statement run on each returned connection, or None for none (after the rollback)."""
+    if configured != "auto":
+        return configured.strip() or None
+    if dialect == "postgresql":
+        return _POSTGRES_RESETS.get(driver, _POSTGRES_FALLBACK_RESET)
+    return None  # SQLite: the rollback is the whole session state worth resetting
+
+
+def default_sqlite_url(state_dir: str) -> str:
+    """The SQLite file used when a database has no URL: ``<state_dir>/scalekit.sqlite3``."""
+    return f"sqlite:///{Path(state_dir).resolve() / 'scalekit.sqlite3'}"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutSite:
+    """Where app code first used the request's connection (for leak warnings)."""
+
+    filename: str
+    lineno: int
+    function: str
+
+    def __str__(self) -> str:
+        return f"{self.filename}:{self.lineno} in {self.function}()"
+
+
+def is_leak(*, checked_out_at: float, now: float, threshold_seconds: float | None) -> bool:
+    """True once a connection has been held longer than the leak warning threshold."""
+    return threshold_seconds is not None and now - checked_out_at > threshold_seconds
+
+
+def capacity_warning(
+    *, database: str, workers: int, max_connections_per_process: int,
+    server_max_connections: int, reserved_connections: int = 0,
+) -> str | None:
+    """A warning when the fleet's pools could open more connections than the server accepts."""
+    available = server_max_connections - reserved_connections
+    wanted = workers * max_connections_per_process
+    if wanted <= available:
+        return None
+    return (f"database {database!r}: {workers} worker(s) x (pool_size + max_overflow = "
+            f"{max_connections_per_process}) = {wanted} connections, more than the server's "
+            f"max_connections {server_max_connections} minus {reserved_connections} reserved; "
+            "lower pool_size/max_overflow, run fewer workers, put PgBouncer in front, or raise "
+            "max_connections.")

@@ -1,0 +1,171 @@
+"""The pool's process-wide service: databases, per-request handles, a small background worker.
+
+One :class:`PoolService` per runtime (``runtime.services["pool"]``), shared by its WSGI and
+ASGI shells. The background worker (a daemon thread started with the first request of each
+process, so a forked worker starts its own) warns about leaked connections and gives back
+connections of response bodies that were dropped without ``close()``; the change-feed listener,
+when configured, starts with it.
+
+>>> service = PoolService(Runtime(load_config({"pool": {"databases": {"default": {"url": "sqlite://"}}}})))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+from typing import Any
+
+from ..context import RequestContext
+from .changefeed import ChangeFeedListener
+from .engines import Database
+from .handle import STATE_KEY, RequestDatabases
+from .policy import is_leak
+from .tracking import set_parse_cache_size
+
+__all__ = ["PoolService", "service_of"]
+
+log = logging.getLogger("scalekit.pool")
+
+SERVICE_KEY = "pool"
+_MAX_TICK_SECONDS = 1.0
+
+
+def service_of(runtime: Any) -> PoolService:
+    """The runtime's pool service, created on first use."""
+    service = runtime.services.get(SERVICE_KEY)
+    if service is None:
+        service = runtime.services[SERVICE_KEY] = PoolService(runtime)
+    return service  # type: ignore[no-any-return]
+
+
+class PoolService:
+    """Databases of one runtime, the handles of each request, leak checks, abandoned bodies."""
+
+    def __init__(self, runtime: Any) -> None:
+        config = runtime.config.pool
+        self.runtime = runtime
+        self.config = config
+        self.databases = {
+            name: Database(name, database, state_dir=runtime.config.state_dir,
+                           track_tables=config.track_tables)
+            for name, database in config.databases.items()
+        }
+        set_parse_cache_size(config.parsed_statement_cache_size)
+        thresholds = [d.leak_warning_seconds for d in config.databases.values()
+                      if d.leak_warning_seconds is not None]
+        self.tick_seconds = min([_MAX_TICK_SECONDS] + [t / 4 for t in thresholds])
+        self._abandoned: collections.deque[RequestDatabases] = collections.deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._worker_pid = 0
+        self._start_lock = threading.Lock()
+        self.change_feed: ChangeFeedListener | None = None
+        self.closed = False
+        runtime.on_shutdown(self.close)
+
+    # ----------------------------------------------------------------- per request
+    def begin_request(self, ctx: RequestContext) -> RequestDatabases:
+        """Create the request's lazy handles and put them in its context."""
+        if self._worker_pid != os.getpid():
+            self._start_background()
+        requests = RequestDatabases(self.databases, ctx, invalidate=self._invalidate_tables,
+                                    track_tables=self.config.track_tables,
+                                    monotonic=self.runtime.monotonic)
+        ctx.state[STATE_KEY] = requests
+        return requests
+
+    def _invalidate_tables(self, tags: tuple[str, ...]) -> None:
+        self.runtime.invalidate(tags, source="table")
+
+    def release_later(self, requests: RequestDatabases) -> None:
+        """Give back the connections of a response body dropped without close().
+
+        Called from ``__del__``, which may run inside any code of this thread (even while it
+        holds a pool lock), so the release itself happens on the background worker.
+        """
+        self._abandoned.append(requests)
+        self._wake.set()
+
+    def drain_abandoned(self) -> None:
+        while self._abandoned:
+            try:
+                requests = self._abandoned.popleft()
+            except IndexError:
+                return
+            requests.release_all()
+
+    # ----------------------------------------------------------------- background worker
+    def _start_background(self) -> None:
+        with self._start_lock:
+            pid = os.getpid()
+            if self._worker_pid == pid or self.closed:
+                return
+            # In a forked child the parent's thread and deque are gone or meaningless.
+            self._abandoned = collections.deque()
+            self._wake, self._stop = threading.Event(), threading.Event()
+            self._worker = threading.Thread(target=self._run, name="scalekit-pool", daemon=True)
+            self._worker.start()
+            self._worker_pid = pid
+            feed = self.config.change_feed
+            if feed.enabled:
+                self.change_feed = ChangeFeedListener(
+                    self.databases[feed.database].url, feed,
+                    invalidate=lambda tags: self.runtime.invalidate(tags, source="change_feed"))
+                self.change_feed.start()
+
+    def _run(self) -> None:
+        wake, stop = self._wake, self._stop
+        while not stop.is_set():
+            wake.wait(self.tick_seconds)
+            wake.clear()
+            try:
+                self.drain_abandoned()
+                self.check_leaks()
+            except Exception:  # noqa: BLE001  (the worker must outlive one bad round)
+                log.exception("scalekit: pool background check failed")
+
+    def check_leaks(self, now: float | None = None) -> list[Any]:
+        """Warn (once per checkout) about connections held past leak_warning_seconds."""
+        now = self.runtime.monotonic() if now is None else now
+        leaked = []
+        for database in self.databases.values():
+            threshold = database.config.leak_warning_seconds
+            for holder in list(database.holders.values()):
+                if holder.leak_warned or not is_leak(checked_out_at=holder.checked_out_at, now=now,
+                                                     threshold_seconds=threshold):
+                    continue
+                holder.leak_warned = True
+                database.leaks.inc()
+                leaked.append(holder)
+                log.warning(
+                    "scalekit: a connection to database %r has been held for %.1f s "
+                    "(leak_warning_seconds=%s) by route %r; it was checked out at %s. It goes back "
+                    "when the response ends: end long responses sooner, or call "
+                    "scalekit.pool.release_at_response_start() for streams.",
+                    database.name, now - holder.checked_out_at, threshold, holder.route,
+                    holder.site or "an unknown place")
+        return leaked
+
+    # ----------------------------------------------------------------- status / shutdown
+    def checked_out(self) -> int:
+        """Connections lent out by every database of this process (0 when all are back)."""
+        return sum(database.checked_out() for database in self.databases.values())
+
+    def close(self) -> None:
+        """Stop the worker and the change feed, close idle connections."""
+        if self.closed:
+            return
+        self.closed = True
+        self._stop.set()
+        self._wake.set()
+        if self.change_feed is not None:
+            self.change_feed.stop()
+        worker = self._worker
+        if worker is not None and worker.is_alive() and self._worker_pid == os.getpid():
+            worker.join(timeout=5)
+        self.drain_abandoned()
+        for database in self.databases.values():
+            database.dispose()

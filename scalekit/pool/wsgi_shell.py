@@ -1,0 +1,152 @@
+"""The pool layer's PEP 3333 shell.
+
+A WSGI response is over when the server calls the iterable's ``close()`` — after the last
+chunk, after the client went away mid-stream, or after iteration raised — not when the app
+returns, so the request's connections are given back there (:class:`ReleasingBody`). A body the
+server drops without ``close()`` gives them back when it is garbage collected. An app that
+raises gives them back at once. A request that met a pool timeout is answered 503 +
+Retry-After, also when the framework already turned the exception into its own 500 page.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from .. import wsgi
+from ..messages import Response, status_line
+from .handle import RequestDatabases
+from .policy import shed_response, should_replace_response
+from .service import PoolService
+
+__all__ = ["ReleasingBody", "WSGIPool"]
+
+DB_KEY = "scalekit.db"
+DATABASES_KEY = "scalekit.databases"
+
+
+class _Exchange:
+    """One request's response state: did it start, was it replaced by the 503."""
+
+    __slots__ = ("requests", "server_start_response", "retry_after_seconds", "started", "replacement")
+
+    def __init__(self, requests: RequestDatabases, start_response: wsgi.StartResponse,
+                 retry_after_seconds: int) -> None:
+        self.requests = requests
+        self.server_start_response = start_response
+        self.retry_after_seconds = retry_after_seconds
+        self.started = False
+        self.replacement: Response | None = None
+
+    def start_response(self, status: str, headers: list[tuple[str, str]],
+                       exc_info: Any = None) -> Callable[[bytes], object]:
+        requests = self.requests
+        code = int(status[:3]) if status[:3].isdigit() else 500
+        failure = requests.failure()
+        if failure is not None and should_replace_response(code, True):
+            return self.answer_503(exc_info)
+        self.started = True
+        if requests.release_at_start:
+            requests.release_all(only_if_idle=True)
+        if exc_info is not None:
+            return self.server_start_response(status, headers, exc_info)
+        return self.server_start_response(status, headers)
+
+    def answer_503(self, exc_info: Any = None) -> Callable[[bytes], object]:
+        failure = self.requests.failure()
+        retry_after = getattr(failure, "retry_after_seconds", self.retry_after_seconds)
+        self.replacement = response = shed_response(retry_after)
+        self.started = True
+        # exc_info lets a server accept a second start_response if the app had already called it.
+        self.server_start_response(status_line(response.status), list(response.headers),
+                                   exc_info if exc_info is not None else sys.exc_info())
+        return _discard_write
+
+
+def _discard_write(data: bytes) -> None:
+    """The app's error page is not sent once the 503 replaced it."""
+
+
+class ReleasingBody:
+    """The app's response iterable; gives the request's connections back on close()."""
+
+    __slots__ = ("_iterable", "_exchange", "_service", "_closed")
+
+    def __init__(self, iterable: Iterable[bytes], exchange: _Exchange, service: PoolService) -> None:
+        self._iterable = iterable
+        self._exchange = exchange
+        self._service = service
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        exchange = self._exchange
+        if exchange.replacement is not None:
+            yield exchange.replacement.body
+            return
+        try:
+            for chunk in self._iterable:
+                if exchange.replacement is not None:  # a generator app started its 500 lazily
+                    yield exchange.replacement.body
+                    return
+                yield chunk
+        except Exception:
+            if exchange.started or exchange.requests.failure() is None:
+                raise
+            exchange.answer_503()  # a generator app raised the pool error before starting
+            yield exchange.replacement.body  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            close = getattr(self._iterable, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._exchange.requests.release_all()
+
+    def __del__(self) -> None:
+        # The server dropped the body without close() (a PEP 3333 violation, or an abandoned
+        # iterator): give the connections back anyway, from the pool's worker thread.
+        if not self._closed and self._exchange.requests.any_checked_out():
+            self._service.release_later(self._exchange.requests)
+
+
+class WSGIPool:
+    """Lends the request lazy database handles and takes them back when the response ends."""
+
+    def __init__(self, app: wsgi.WSGIApp, service: PoolService) -> None:
+        self.app = app
+        self.service = service
+        self.retry_after_seconds = service.databases["default"].config.retry_after_seconds
+
+    def __call__(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
+        requests = self.service.begin_request(wsgi.context_of(environ))
+        environ[DB_KEY] = requests.default
+        environ[DATABASES_KEY] = requests
+        exchange = _Exchange(requests, start_response, self.retry_after_seconds)
+        try:
+            iterable = self.app(environ, exchange.start_response)
+        except Exception:
+            requests.release_all()
+            if exchange.replacement is None:
+                if requests.failure() is None:
+                    raise
+                exchange.answer_503()
+            return [exchange.replacement.body]  # type: ignore[union-attr]
+        except BaseException:
+            requests.release_all()
+            raise
+        if exchange.replacement is not None:
+            _close_quietly(iterable)
+            requests.release_all()
+            return [exchange.replacement.body]
+        return ReleasingBody(iterable, exchange, self.service)
+
+
+def _close_quietly(iterable: Iterable[bytes]) -> None:
+    close = getattr(iterable, "close", None)
+    if close is not None:
+        close()
