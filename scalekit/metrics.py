@@ -16,7 +16,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import asgi, wsgi
@@ -51,13 +52,16 @@ def status_class(status: int) -> str:
     return f"{status // 100}xx" if 100 <= status <= 599 else "5xx"
 
 
-def render_exposition() -> bytes:
-    """The text exposition of every metric, merged over gunicorn workers in multiprocess mode."""
+def render_exposition(accept: str | None = None) -> tuple[bytes, str]:
+    """The exposition of every metric and its content type, negotiated from ``accept``
+    (Prometheus text 0.0.4 by default, OpenMetrics when asked), merged over gunicorn workers
+    in multiprocess mode."""
+    encoder, content_type = choose_encoder(accept or "")
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
-        return generate_latest(registry)
-    return generate_latest(REGISTRY)
+        return encoder(registry), content_type
+    return encoder(REGISTRY), content_type
 
 
 class MetricsPolicy:
@@ -95,9 +99,10 @@ class MetricsPolicy:
         return simple_response(403, "metrics are only served to allowed addresses "
                                     "(set metrics.allow_from or metrics.token)\n")
 
-    def exposition(self) -> Response:
-        body = render_exposition()
-        return Response(200, (("content-type", CONTENT_TYPE_LATEST), ("content-length", str(len(body))),
+    def exposition(self, accept: str | None = None) -> Response:
+        """The scrape response (never stored by a cache on the way)."""
+        body, content_type = render_exposition(accept)
+        return Response(200, (("content-type", content_type), ("content-length", str(len(body))),
                               ("cache-control", "no-store")), body)
 
     def record(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -156,7 +161,8 @@ class WSGIMetrics:
         if path == policy.path:
             denied = policy.authorize(environ.get("REMOTE_ADDR"), environ.get("HTTP_AUTHORIZATION"))
             head = environ.get("REQUEST_METHOD") == "HEAD"
-            return wsgi.send_response(start_response, denied or policy.exposition(), head=head)
+            response = denied or policy.exposition(environ.get("HTTP_ACCEPT"))
+            return wsgi.send_response(start_response, response, head=head)
         if not policy.is_measured(path):
             return self.app(environ, start_response)
         started = time.perf_counter()
@@ -198,7 +204,8 @@ class ASGIMetrics:
             client = scope.get("client")
             denied = policy.authorize(client[0] if client else None,
                                       asgi.header_value(scope, b"authorization"))
-            await asgi.send_response(send, denied or policy.exposition(), head=scope["method"] == "HEAD")
+            response = denied or policy.exposition(asgi.header_value(scope, b"accept"))
+            await asgi.send_response(send, response, head=scope["method"] == "HEAD")
             return
         if not policy.is_measured(path):
             await self.app(scope, receive, send)

@@ -1,0 +1,347 @@
+"""The metrics layer: what moves per request, bounded labels, the protected /metrics endpoint,
+exposition validity (prometheus_client's parser and promtool), multiprocess gunicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import scalekit
+from scalekit import metrics
+from tests.direct import asgi_scope, call_asgi, call_wsgi
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+TOKEN = "s3cret-token-0123456789"
+
+
+def parse(body: bytes) -> Samples:
+    """Every sample of an exposition, keyed by (name, labels)."""
+    samples: Samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def hello_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    if environ["PATH_INFO"].startswith("/items/"):
+        scalekit.set_route("/items/{id}")
+    if environ["PATH_INFO"] == "/fail":
+        raise RuntimeError("app failed")
+    status = "404 Not Found" if environ["PATH_INFO"] == "/missing" else "200 OK"
+    start_response(status, [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+async def hello_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["path"].startswith("/items/"):
+        scalekit.set_route("/items/{id}")
+    if scope["path"] == "/fail":
+        raise RuntimeError("app failed")
+    status = 404 if scope["path"] == "/missing" else 200
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+class Driver:
+    """Make requests to a wrapped app and scrape it, the same way for WSGI and ASGI."""
+
+    def __init__(self, kind: str, **settings: Any) -> None:
+        self.kind = kind
+        app = hello_wsgi if kind == "wsgi" else hello_asgi
+        self.app = scalekit.wrap(app, cdn=False, cache=False, pool=False, **settings)
+
+    def request(self, method: str = "GET", path: str = "/", *, client: str = "127.0.0.1",
+                authorization: str | None = None) -> tuple[int, dict[str, str], bytes]:
+        if self.kind == "wsgi":
+            headers = [("Authorization", authorization)] if authorization else []
+            result = call_wsgi(self.app, method, path, remote_addr=client, headers=headers)
+            return result.status_code, {k.lower(): v for k, v in result.headers}, result.body
+        asgi_headers = [(b"authorization", authorization.encode())] if authorization else []
+        outcome = call_asgi(self.app, asgi_scope(method, path, headers=asgi_headers, client=(client, 1234)))
+        return outcome.status, {k.decode(): v.decode() for k, v in outcome.headers}, outcome.body
+
+    def scrape(self, path: str = "/metrics") -> Samples:
+        status, headers, body = self.request("GET", path)
+        assert status == 200, body
+        assert headers["content-type"].startswith("text/plain; version=0.0.4")
+        return parse(body)
+
+
+@pytest.fixture(params=["wsgi", "asgi"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_counters_and_histogram_move_with_requests(kind: str) -> None:
+    driver = Driver(kind)
+    before = driver.scrape()
+    for _ in range(3):
+        driver.request("GET", "/")
+    driver.request("POST", "/items/7")
+    driver.request("GET", "/missing")
+    after = driver.scrape()
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("scalekit_http_requests_total", method="GET", route="unmatched", status="2xx") == 3
+    assert delta("scalekit_http_requests_total", method="POST", route="/items/{id}", status="2xx") == 1
+    assert delta("scalekit_http_requests_total", method="GET", route="unmatched", status="4xx") == 1
+    assert delta("scalekit_http_request_duration_seconds_count", method="GET", route="unmatched") == 4
+    assert delta("scalekit_http_request_duration_seconds_bucket", method="GET", route="unmatched", le="+Inf") == 4
+    assert delta("scalekit_http_request_duration_seconds_sum", method="GET", route="unmatched") > 0
+    # The scrapes themselves are not requests of the app.
+    assert delta("scalekit_http_requests_total", method="GET", route="unmatched", status="2xx") == 3
+
+
+def test_failures_count_as_5xx_and_leave_nothing_in_flight(kind: str) -> None:
+    driver = Driver(kind)
+    before = driver.scrape()
+    with pytest.raises(RuntimeError):
+        driver.request("GET", "/fail")
+    after = driver.scrape()
+    assert value(after, "scalekit_http_requests_total", method="GET", route="unmatched", status="5xx") \
+        - value(before, "scalekit_http_requests_total", method="GET", route="unmatched", status="5xx") == 1
+    assert value(after, "scalekit_http_requests_in_flight") == value(before, "scalekit_http_requests_in_flight")
+
+
+def test_unknown_methods_are_counted_as_other(kind: str) -> None:
+    driver = Driver(kind)
+    driver.request("BREW", "/")
+    assert value(driver.scrape(), "scalekit_http_requests_total", method="other", route="unmatched", status="2xx") >= 1
+
+
+def test_in_flight_gauge_covers_the_streamed_body() -> None:
+    """WSGI: a request is in flight until the server closes its body, not when the app returns."""
+    driver = Driver("wsgi")
+    baseline = value(driver.scrape(), "scalekit_http_requests_in_flight")
+
+    def streaming(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"a"
+        yield b"b"
+
+    app = scalekit.wrap(streaming, cdn=False, cache=False, pool=False)
+    from tests.direct import wsgi_environ
+    body = app(wsgi_environ(), lambda status, headers, exc_info=None: None)
+    chunks = iter(body)
+    next(chunks)
+    assert value(driver.scrape(), "scalekit_http_requests_in_flight") == baseline + 1
+    body.close()  # type: ignore[attr-defined]
+    assert value(driver.scrape(), "scalekit_http_requests_in_flight") == baseline
+
+
+def test_in_flight_gauge_during_an_asgi_request() -> None:
+    driver = Driver("wsgi")  # scrapes the same process-wide registry, without an event loop
+    seen: list[float] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(value(driver.scrape(), "scalekit_http_requests_in_flight"))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    baseline = value(driver.scrape(), "scalekit_http_requests_in_flight")
+    call_asgi(scalekit.wrap(app, cdn=False, cache=False, pool=False))
+    assert seen == [baseline + 1]
+    assert value(driver.scrape(), "scalekit_http_requests_in_flight") == baseline
+
+
+def test_ten_thousand_distinct_paths_create_no_new_series(kind: str) -> None:
+    driver = Driver(kind)
+    driver.request("GET", "/warm-up")
+    before = driver.scrape()
+    for index in range(10_000 if kind == "wsgi" else 2_000):
+        driver.request("GET", f"/products/{index}?page={index}")
+    after = driver.scrape()
+    assert set(after) == set(before)
+    assert not any("/products/" in str(labels) for _, labels in after)
+
+
+def test_route_labels_are_capped_even_if_an_app_names_raw_paths(monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(metrics, "MAX_ROUTE_LABELS", 5)
+
+    def raw_routes(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        scalekit.set_route(environ["PATH_INFO"])  # the mistake the cap guards against
+        start_response("200 OK", [])
+        return [b""]
+
+    app = scalekit.wrap(raw_routes, cdn=False, cache=False, pool=False)
+    with caplog.at_level(logging.WARNING, logger="scalekit"):
+        for index in range(20):
+            call_wsgi(app, "GET", f"/raw-{index}")
+    samples = Driver("wsgi").scrape()
+    routes = {dict(labels).get("route") for name, labels in samples if name == "scalekit_http_requests_total"}
+    raw = {route for route in routes if route and route.startswith("/raw-")}
+    assert len(raw) == 3  # 5 labels per wrap: unmatched, overflow and three raw ones
+    assert "overflow" in routes
+    assert sum("distinct route labels" in record.message for record in caplog.records) == 1
+
+
+# --------------------------------------------------------------------------- /metrics access
+
+ACCESS = [
+    pytest.param({}, "127.0.0.1", None, 200, id="default: loopback allowed"),
+    pytest.param({}, "::1", None, 200, id="default: IPv6 loopback allowed"),
+    pytest.param({}, "::ffff:127.0.0.1", None, 200, id="default: IPv4-mapped loopback allowed"),
+    pytest.param({}, "10.1.2.3", None, 403, id="default: other addresses refused"),
+    pytest.param({}, "not-an-ip", None, 403, id="default: garbage address refused"),
+    pytest.param({"allow_from": ["10.0.0.0/8"]}, "10.1.2.3", None, 200, id="allowlist: inside"),
+    pytest.param({"allow_from": ["10.0.0.0/8"]}, "127.0.0.1", None, 403, id="allowlist replaces loopback"),
+    pytest.param({"token": TOKEN}, "127.0.0.1", None, 401, id="token: loopback needs it too"),
+    pytest.param({"token": TOKEN}, "10.1.2.3", f"Bearer {TOKEN}", 200, id="token: right token"),
+    pytest.param({"token": TOKEN}, "10.1.2.3", f"bearer {TOKEN}", 200, id="token: scheme case-insensitive"),
+    pytest.param({"token": TOKEN}, "10.1.2.3", "Bearer wrong-token-wrong-token", 401, id="token: wrong token"),
+    pytest.param({"token": TOKEN}, "10.1.2.3", f"Basic {TOKEN}", 401, id="token: wrong scheme"),
+    pytest.param({"token": TOKEN, "allow_from": ["10.0.0.0/8"]}, "10.9.9.9", None, 200,
+                 id="token + allowlist: allowed network without token"),
+    pytest.param({"token": TOKEN, "allow_from": ["10.0.0.0/8"]}, "192.0.2.1", None, 401,
+                 id="token + allowlist: other network needs the token"),
+]
+
+
+@pytest.mark.parametrize(("settings", "client", "authorization", "expected"), ACCESS)
+def test_metrics_endpoint_protection(kind: str, settings: dict[str, Any], client: str,
+                                     authorization: str | None, expected: int) -> None:
+    driver = Driver(kind, metrics=settings)
+    status, headers, body = driver.request("GET", "/metrics", client=client, authorization=authorization)
+    assert status == expected
+    assert headers["cache-control"] == "no-store"
+    if expected == 200:
+        assert b"scalekit_http_requests_total" in body
+    else:
+        assert b"scalekit_" not in body
+    if expected == 401:
+        assert headers["www-authenticate"] == 'Bearer realm="metrics"'
+    else:
+        assert "www-authenticate" not in headers
+
+
+def test_configurable_path_and_exclusions(kind: str) -> None:
+    driver = Driver(kind, metrics={"path": "/_internal/metrics", "exclude_paths": ["/health"]})
+    status, _, body = driver.request("GET", "/metrics")
+    assert (status, body) == (200, b"hello")  # the app's own route now
+    before = driver.scrape("/_internal/metrics")
+    driver.request("GET", "/health")
+    driver.request("GET", "/healthz/deep")
+    after = driver.scrape("/_internal/metrics")
+    assert value(after, "scalekit_http_requests_total", method="GET", route="unmatched", status="2xx") \
+        == value(before, "scalekit_http_requests_total", method="GET", route="unmatched", status="2xx")
+
+
+def test_head_on_metrics_has_no_body(kind: str) -> None:
+    status, headers, body = Driver(kind).request("HEAD", "/metrics")
+    assert status == 200 and body == b"" and int(headers["content-length"]) > 0
+
+
+def test_metrics_layer_switched_off_serves_no_endpoint(kind: str) -> None:
+    assert Driver(kind, metrics=False).request("GET", "/metrics")[2] == b"hello"
+
+
+def test_exposition_passes_promtool(promtool: str) -> None:
+    driver = Driver("wsgi")
+    driver.request("GET", "/items/1")
+    status, _, body = driver.request("GET", "/metrics")
+    checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+
+
+# --------------------------------------------------------------------------- gunicorn, several workers
+
+
+@pytest.mark.server
+def test_multiprocess_gunicorn_sums_counters_and_live_in_flight(tmp_path: Path, promtool: str) -> None:
+    import httpx
+
+    from tests.servers import run_server
+    metrics_dir = tmp_path / "prometheus"
+    (metrics_dir).mkdir()
+    (metrics_dir / "counter_999999.db").write_bytes(b"stale file of an earlier run")
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    with run_server("gunicorn", "tests.apps.metrics_app:wrapped", env=env, workers=3,
+                    extra_args=["-c", "python:scalekit.gunicorn_conf"]) as url, \
+            httpx.Client(base_url=url, timeout=20) as client:
+        pids = set()
+        for index in range(30):
+            pids.add(client.get("/pid", headers={"Connection": "close"}).text)
+            client.get(f"/items/{index}", headers={"Connection": "close"})
+
+        def scrape() -> Samples:
+            response = client.get("/metrics", headers={"Connection": "close"})
+            assert response.status_code == 200
+            return parse(response.content)
+
+        first = scrape()
+        assert value(first, "scalekit_http_requests_total", method="GET", route="/items/{id}", status="2xx") == 30
+        assert value(first, "scalekit_http_requests_total", method="GET", route="unmatched", status="2xx") == 30
+
+        # Two requests held open on two workers; the scrape lands on the third.
+        gates = [tmp_path / "gate-1", tmp_path / "gate-2"]
+        streams = [httpx.stream("GET", f"{url}/hold", params={"gate": str(gate)}, timeout=20) for gate in gates]
+        bodies = [stream.__enter__().iter_raw() for stream in streams]
+        try:
+            holders = [int(next(body).split()[1]) for body in bodies]
+            assert value(scrape(), "scalekit_http_requests_in_flight") == 2
+            # The first holder dies mid-request: its in-flight count goes with it (livesum over
+            # live workers, after gunicorn's child_exit hook), its counters stay.
+            os.kill(holders[0], signal.SIGKILL)
+            _wait_until(lambda: value(scrape(), "scalekit_http_requests_in_flight") == 1)
+            gates[1].touch()
+            assert b"".join(bodies[1]) == b"released"
+        finally:
+            for gate in gates:
+                gate.touch()
+            for stream in streams:
+                with contextlib.suppress(httpx.HTTPError):
+                    stream.__exit__(None, None, None)
+        # The server closes a body just after sending its end: poll until it has.
+        _wait_until(lambda: value(scrape(), "scalekit_http_requests_in_flight") == 0)
+        final = scrape()
+        assert value(final, "scalekit_http_requests_total", method="GET", route="/items/{id}", status="2xx") == 30
+        assert value(final, "scalekit_http_requests_total", method="GET", route="unmatched", status="2xx") >= 30
+        body = client.get("/metrics").content
+    checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+    assert len(pids) >= 2  # the requests really were spread over several workers
+
+
+def _wait_until(condition: Callable[[], bool], timeout_seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+@pytest.mark.server
+def test_metrics_under_uvicorn() -> None:
+    import httpx
+
+    from tests.servers import run_server
+    with run_server("uvicorn", "tests.apps.plain:wrapped_asgi_app") as url:
+        for _ in range(3):
+            httpx.get(f"{url}/x", timeout=20)
+        samples = parse(httpx.get(f"{url}/metrics", timeout=20).content)
+    assert value(samples, "scalekit_http_requests_total", method="GET", route="unmatched", status="2xx") == 3
+
+
+def test_record_uses_cached_children() -> None:
+    policy = metrics.MetricsPolicy(scalekit.MetricsConfig())
+    policy.record("GET", "unmatched", 200, 0.001)
+    cached = dict(policy._children)
+    policy.record("GET", "unmatched", 200, 0.001)
+    assert policy._children == cached and len(cached) == 1
