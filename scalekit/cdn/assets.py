@@ -12,7 +12,7 @@ every cache may keep each URL forever (``immutable-asset``).
 CDN serves the same directory in deploy.
 
 >>> index = AssetIndex({"app.css": ManifestEntry("app.0123456789ab.css", '"x"')}, prefix="/static/",
-...                    base_url="https://cdn.example.com", root=None)
+...                    base_url="https://cdn.example.com", root="/srv/static")
 >>> index.url("app.css")
 'https://cdn.example.com/static/app.0123456789ab.css'
 """

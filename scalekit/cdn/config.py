@@ -11,9 +11,11 @@ compiles it once into header tuples and patterns, so a request only looks things
 
 from __future__ import annotations
 
+import difflib
 import re
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 from ..errors import ConfigError
 
@@ -63,6 +65,19 @@ class PolicyConfig:
         for name in ("max_age_seconds", "shared_max_age_seconds", "stale_while_revalidate_seconds",
                      "stale_if_error_seconds"):
             _seconds(getattr(self, name), name)
+        for name in ("immutable", "public", "private", "no_cache", "no_store", "must_revalidate"):
+            _require(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
+
+
+def _policy_from_table(table: Mapping[str, Any]) -> PolicyConfig:
+    known = [f.name for f in fields(PolicyConfig)]
+    for key in table:
+        if key not in known:
+            nearest = difflib.get_close_matches(str(key), known, n=1)
+            raise ConfigError(key=f"policy.{key}", value=table[key],
+                              expected="one of the policy settings " + ", ".join(known),
+                              suggestion=f"policy.{nearest[0]}" if nearest else None)
+    return PolicyConfig(**table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +109,11 @@ class RuleConfig:
     allow_authorization: bool = False
 
     def __post_init__(self) -> None:
+        if isinstance(self.policy, Mapping):
+            # An inline table from TOML / JSON: the loader hands `str | PolicyConfig` over as is.
+            object.__setattr__(self, "policy", _policy_from_table(self.policy))
+        _require(isinstance(self.policy, (str, PolicyConfig)), "policy", self.policy,
+                 "a preset name or a table of policy settings")
         if self.path.startswith("re:"):
             try:
                 re.compile(self.path[3:])

@@ -21,7 +21,7 @@ from ..instruments import CDN_BYTES_SAVED, CDN_NOT_MODIFIED
 from ..messages import Response, status_line
 from .assets import load_index, serve_assets_asgi, serve_assets_wsgi
 from .config import CDNConfig
-from .policy import Stamper
+from .policy import Outcome, Stamper
 from .respond import (
     PRECONDITION_FIELDS, Preconditions, answer_conditional, body_length, buffer_limit,
     collect_preconditions, with_etag,
@@ -95,16 +95,19 @@ class _WSGIExchange:
     def write(self, data: bytes) -> None:
         # Legacy write(): the body is being pushed, so stamp now and stream, without an ETag.
         if not self.sent:
-            self._send(self._stamp().headers)
+            outcome, unchanged = self._stamp()
+            self._send(self.headers if unchanged else outcome.headers)
         self.real_write(data)
 
-    def _stamp(self) -> Any:
+    def _stamp(self) -> tuple[Outcome, bool]:
+        """The stamping outcome, and whether it left the app's headers exactly as they were."""
         assert self.status is not None  # start() ran before anything reads it
         status = int(self.status[:3])
         headers = [(name.lower(), value) for name, value in self.headers]
-        return self.layer.stamper.stamp(
+        outcome = self.layer.stamper.stamp(
             self.method, self.environ.get("PATH_INFO", ""), "HTTP_AUTHORIZATION" in self.environ,
             status, headers, self.ctx.tags if self.ctx is not None else ())
+        return outcome, outcome.headers == headers
 
     def _send(self, headers: list[tuple[str, str]], status: str | None = None) -> None:
         self.sent = True
@@ -134,7 +137,7 @@ class _WSGIExchange:
             raise
 
     def _respond(self, iterable: Iterable[bytes], prefix: list[bytes], rest: Iterable[bytes]) -> Iterable[bytes]:
-        outcome = self._stamp()
+        outcome, unchanged = self._stamp()
         headers = outcome.headers
         body: bytes | None = None
         if outcome.generate_etag:
@@ -149,7 +152,8 @@ class _WSGIExchange:
             _record_not_modified(_saved_bytes(answer, headers, body))
             self._send(list(answer.headers), status_line(answer.status))
             return [] if answer.status == 304 or self.method == "HEAD" else [answer.body]
-        self._send(headers)
+        # Unchanged headers leave exactly as the app wrote them (names in its case).
+        self._send(self.headers if unchanged and body is None else headers)
         if body is not None:
             return [body]
         return _Prefixed(prefix, rest, iterable) if prefix else iterable
@@ -236,7 +240,7 @@ class _ASGIExchange:
     """One request through the ASGI shell: its start message, mode and buffered body."""
 
     __slots__ = ("layer", "scope", "downstream", "has_authorization", "preconditions", "ctx",
-                 "method", "mode", "start", "status", "headers", "parts", "size", "limit")
+                 "method", "mode", "start", "status", "headers", "unchanged", "parts", "size", "limit")
 
     def __init__(self, layer: ASGICDN, scope: asgi.Scope, downstream: asgi.Send, has_authorization: bool,
                  preconditions: Preconditions | None, ctx: RequestContext | None) -> None:
@@ -251,6 +255,7 @@ class _ASGIExchange:
         self.start: asgi.Message | None = None
         self.status = 0
         self.headers: list[tuple[str, str]] = []
+        self.unchanged = False
         self.parts: list[bytes] = []
         self.size = 0
         self.limit = 0
@@ -286,6 +291,7 @@ class _ASGIExchange:
             self.method, self.scope.get("path", ""), self.has_authorization, self.status, headers,
             self.ctx.tags if self.ctx is not None else ())
         self.headers = outcome.headers
+        self.unchanged = outcome.headers == headers
         self.start = message
         if outcome.generate_etag:
             limit = buffer_limit(self.headers, self.layer.max_body_bytes)
@@ -300,6 +306,7 @@ class _ASGIExchange:
         body = b"".join(self.parts)
         if len(body) == self.limit:  # a HEAD without its body gets no ETag (see WSGI shell)
             with_etag(self.headers, body)
+            self.unchanged = False
         if await self._answered(body):
             return
         await self._send_start()
@@ -325,6 +332,9 @@ class _ASGIExchange:
 
     async def _send_start(self) -> None:
         assert self.start is not None
+        if self.unchanged:
+            await self.downstream(self.start)  # the app's own message object, untouched
+            return
         message = dict(self.start)
         message["headers"] = [(name.encode("latin-1"), value.encode("latin-1"))
                               for name, value in self.headers]

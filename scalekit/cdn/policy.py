@@ -32,7 +32,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from .cachecontrol import (
-    TARGETED_FIELDS, is_shared_storable, joined_field, parse_cache_control, shared_max_age,
+    TARGETED_FIELDS, format_cache_control, is_shared_storable, joined_field, parse_cache_control,
+    shared_max_age,
 )
 from .config import CDNConfig, PolicyConfig, RuleConfig
 from .presets import resolve_policy
@@ -306,11 +307,9 @@ def _make_private(headers: Headers) -> Headers:
         return out
     directives = parse_cache_control(value)
     if is_shared_storable(directives):
-        directives.public = False
-        directives.private = True
-        directives.s_maxage = None
-        directives.proxy_revalidate = False
-        out.append(("cache-control", directives.to_header()))
+        directives = replace(directives, public=False, private=True, private_fields=(), s_maxage=None,
+                             proxy_revalidate=False)
+        out.append(("cache-control", format_cache_control(directives)))
     else:
         out.append(("cache-control", value))
     return out
@@ -339,8 +338,8 @@ def _limit_server_error(headers: Headers, limit_seconds: int) -> Headers:
     if value is not None:
         lifetime = shared_max_age(directives)
         if is_shared_storable(directives) and (lifetime is None or lifetime > limit_seconds):
-            directives.s_maxage = limit_seconds
-        out.append(("cache-control", directives.to_header()))
+            directives = replace(directives, s_maxage=limit_seconds)
+        out.append(("cache-control", format_cache_control(directives)))
     return out
 
 
