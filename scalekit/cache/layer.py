@@ -1,19 +1,145 @@
-"""The cache layer's place in the pipeline (pass-through until the layer is built)."""
+"""The cache layer's place in the pipeline: one :class:`CacheCore` per runtime, two thin shells.
+
+:class:`CacheCore` holds what both drivers share: the pure :class:`~.policy.CachePolicy`
+(precomputed from config), the tiered store and tag generations from the tiers factories, the
+in-process coalescing and refresh bookkeeping, and the metrics children. The shells
+(:mod:`scalekit.cache.wsgi`, :mod:`scalekit.cache.asgi`) move bytes and call the store.
+
+Invalidation: tags through ``runtime.add_invalidator`` (``scalekit.invalidate``), URIs through
+unsafe methods (RFC 9111 §4.4, :meth:`CacheCore.invalidate_keys`).
+"""
 
 from __future__ import annotations
 
+import logging
+import secrets
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .. import asgi, wsgi
+from .. import asgi, instruments, wsgi
+from .coalesce import AsyncFlights, RecentInvalidations, RefreshRegistry, ThreadFlights
+from .policy import CachePolicy, RequestView
+from .purge import PurgeEndpoint
+from .rules import ResponseRule, rule_of
+from .storable import StorePlan
+from .store import Generations, Store, TagStamp
+from .tiers import build_generations, build_invalidator, build_store
 
-__all__ = ["wrap_asgi", "wrap_wsgi"]
+__all__ = ["CacheCore", "core_for", "wrap_asgi", "wrap_wsgi"]
+
+log = logging.getLogger("scalekit.cache")
+
+OUTCOMES = ("hit", "miss", "stale", "revalidated", "bypass", "uncacheable")
+
+
+class CacheCore:
+    """Shared state of the cache layer of one runtime (both drivers use the same one)."""
+
+    def __init__(self, runtime: Any, *, store: Store | None = None,
+                 generations: Generations | None = None) -> None:
+        config = runtime.config
+        cdn = config.cdn
+        etag_limit = int(getattr(cdn, "etag_max_body_bytes", 1 << 20)) if (
+            cdn.enabled and getattr(cdn, "etag", False)) else -1
+        self.config = config.cache
+        self.policy = CachePolicy(config.cache, allowed_hosts=tuple(config.allowed_hosts),
+                                  etag_max_body_bytes=etag_limit)
+        self.store: Store = store if store is not None else build_store(runtime)
+        self.generations: Generations = generations if generations is not None else build_generations(runtime)
+        self.clock = runtime.clock
+        self.max_body_bytes = config.cache.max_body_bytes
+        self.coalesce_timeout_seconds = config.cache.coalesce_timeout_seconds
+        self.recent = RecentInvalidations()
+        self.thread_flights = ThreadFlights()
+        self.async_flights = AsyncFlights()
+        self.refreshes = RefreshRegistry(limit=config.cache.refresh_threads * 16)
+        self.purge = PurgeEndpoint(runtime)
+        self._executor: ThreadPoolExecutor | None = None
+        self._refresh_threads = config.cache.refresh_threads
+        self.outcomes = {name: instruments.CACHE_REQUESTS.labels(name) for name in OUTCOMES}
+        self.hosts_rejected = instruments.HOST_REJECTED.labels("cache")
+        self.uri_invalidations = instruments.CACHE_INVALIDATIONS.labels("unsafe_method")
+        invalidate, ainvalidate = build_invalidator(self.generations)
+        runtime.add_invalidator(invalidate, ainvalidate)
+        runtime.on_shutdown(self.close)
+
+    # ----------------------------------------------------------------- per request helpers
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome].inc()
+
+    def rule(self, ctx: Any, request: RequestView) -> ResponseRule | None:
+        """``cache_response()`` of this request, else the first matching config rule."""
+        return rule_of(ctx) or self.policy.rules.match(request.path)
+
+    def tags_for(self, ctx: Any, plan: StorePlan, request: RequestView) -> set[str]:
+        """Everything the response is tagged with: the app's, its headers', its rule's."""
+        tags = set(ctx.tags) if ctx is not None else set()
+        tags.update(plan.header_tags)
+        rule = self.policy.rules.match(request.path)
+        if rule is not None:
+            tags.update(rule.tags)
+        return tags
+
+    def may_store(self, key: str, uri_mark: int, stamp: TagStamp | None) -> bool:
+        """Invariant 2: not when a tag (stamp None) or the URI was invalidated meanwhile."""
+        return stamp is not None and self.recent.allows(key, uri_mark)
+
+    @staticmethod
+    def new_variants_id() -> str:
+        return secrets.token_hex(8)
+
+    # ----------------------------------------------------------------- invalidation (§4.4)
+    def invalidate_keys(self, keys: Iterable[str]) -> None:
+        key_list = list(keys)
+        if not key_list:
+            return
+        self.recent.invalidate(key_list)
+        for key in key_list:
+            self.store.delete(key)
+        self.uri_invalidations.inc()
+
+    async def ainvalidate_keys(self, keys: Iterable[str]) -> None:
+        key_list = list(keys)
+        if not key_list:
+            return
+        self.recent.invalidate(key_list)
+        for key in key_list:
+            await self.store.adelete(key)
+        self.uri_invalidations.inc()
+
+    # ----------------------------------------------------------------- background refreshes
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """Bounded pool for WSGI stale-while-revalidate refreshes, started on first use."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self._refresh_threads,
+                                                thread_name_prefix="scalekit-refresh")
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+
+def core_for(runtime: Any) -> CacheCore:
+    """The runtime's cache core, built once (both wrap functions may be called)."""
+    core: CacheCore | None = runtime.services.get("cache.core")
+    if core is None:
+        core = runtime.services["cache.core"] = CacheCore(runtime)
+    return core
 
 
 def wrap_wsgi(app: wsgi.WSGIApp, runtime: Any) -> wsgi.WSGIApp:
     """The cache layer around a WSGI app."""
-    return app
+    from .wsgi import WSGICache
+
+    return WSGICache(app, core_for(runtime))
 
 
 def wrap_asgi(app: asgi.ASGIApp, runtime: Any) -> asgi.ASGIApp:
     """The cache layer around an ASGI app."""
-    return app
+    from .asgi import ASGICache
+
+    return ASGICache(app, core_for(runtime))

@@ -169,7 +169,7 @@ class CachePolicy:
     """All of the cache layer's HTTP decisions, precomputed from :class:`CacheConfig`."""
 
     def __init__(self, config: CacheConfig, *, allowed_hosts: tuple[str, ...],
-                 add_etags: bool = False) -> None:
+                 etag_max_body_bytes: int = -1) -> None:
         self.config = config
         self.keys = KeyBuilder(allowed_hosts=allowed_hosts,
                                ignored_query_params=config.ignored_query_params)
@@ -181,7 +181,7 @@ class CachePolicy:
             max_vary_value_bytes=config.max_vary_value_bytes,
             max_body_bytes=config.max_body_bytes,
         )
-        self.responses = ResponseBuilder(config.status_name, add_etags=add_etags)
+        self.responses = ResponseBuilder(config.status_name, etag_max_body_bytes=etag_max_body_bytes)
         self.honour_client_no_cache = config.honour_client_no_cache
         self.coalesce = config.coalesce
         self._request_directives: dict[str, CacheControl] = {}
@@ -367,6 +367,30 @@ class CachePolicy:
         if isinstance(plan, NotStorable):
             return PassThrough(pass_headers)
         return Buffer(plan, pass_headers)
+
+    def stored_miss_response(
+        self, request: RequestView, forward: Forward, status: int, entry: CachedEntry | None,
+        pass_headers: tuple[tuple[str, str], ...], body: bytes, *, now: float,
+    ) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+        """The answer to the request that filled the cache (``entry`` None: it was not stored).
+
+        The origin's own headers go to this client (fields a shared cache may not store, like
+        ``private="x"``, were addressed to it); conditionals and Range are answered from the
+        new entry, and Cache-Status says ``stored``.
+        """
+        if entry is None:
+            return status, pass_headers, body
+        header = request.header
+        if any(header(name) is not None for name in ("if-none-match", "if-modified-since", "range")):
+            return self.responses.from_entry(entry, request, now=now, tier="", fwd=forward.fwd,
+                                             stored=True)
+        ttl = int(entry.freshness_lifetime_seconds - self.responses.current_age(entry, now))
+        present = {name.lower() for name, _ in pass_headers}
+        added = tuple(item for item in entry.headers
+                      if item[0] in ("content-length", "etag") and item[0] not in present)
+        kept = pass_headers[:-1]  # forwarded() put our Cache-Status last; an upstream one stays
+        stored_status = self.responses.cache_status(fwd=forward.fwd, stored=True, ttl=ttl)
+        return status, kept + added + (("cache-status", stored_status),), body
 
     def _freshen(self, request: RequestView, forward: Forward, headers: list[tuple[str, str]], *,
                  now: float, request_time: float, rule: ResponseRule | None,

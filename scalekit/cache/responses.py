@@ -38,9 +38,11 @@ def usable_until(entry: CachedEntry) -> float:
 class ResponseBuilder:
     """Builds headers and bodies; ``status_name`` is this cache's name in Cache-Status."""
 
-    def __init__(self, status_name: str, *, add_etags: bool = False) -> None:
+    def __init__(self, status_name: str, *, etag_max_body_bytes: int = -1) -> None:
         self.name = status_name
-        self.add_etags = add_etags
+        # Bodies up to this size get an ETag when stored without one (-1: never), mirroring
+        # the CDN layer's etag / etag_max_body_bytes settings.
+        self.etag_max_body_bytes = etag_max_body_bytes
         self._hit_prefix: dict[str, str] = {}
         self._date: tuple[int, str] = (-1, "")
 
@@ -169,7 +171,7 @@ class ResponseBuilder:
         names = {name for name, _ in headers}
         if "date" not in names:
             headers.append(("date", self.http_date(plan.response_time)))
-        if self.add_etags and plan.status == 200 and "etag" not in names:
+        if plan.status == 200 and "etag" not in names and len(body) <= self.etag_max_body_bytes:
             # Same tag the CDN layer would compute, so a hit never re-hashes the body.
             headers.append(("etag", body_etag(body)))
         if plan.status not in (204, 304):
