@@ -36,6 +36,8 @@ from .breaker import CircuitBreaker
 __all__ = ["DiskTier"]
 
 ROW_OVERHEAD_BYTES = 64
+SETUP_TIMEOUT_SECONDS = 5.0
+BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
 DB_NAME = "l3.sqlite3"
 
 _SCHEMA = """
@@ -89,18 +91,22 @@ class DiskTier:
             self._pid = os.getpid()
             self._generation += 1
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=self.busy_timeout_seconds,
+        # Workers of one host start together: set-up may wait longer than a request would.
+        connection = sqlite3.connect(self.path, timeout=SETUP_TIMEOUT_SECONDS,
                                      isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only effective on a new file
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: atomic, durable enough
-        connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
         connection.executescript(_SCHEMA)
+        connection.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_seconds * 1000)}")
         self._local.connection = connection
         self._local.generation = self._generation
         return connection
 
     def _fault(self, error: BaseException, counter: object) -> None:
         counter.inc()  # type: ignore[attr-defined]
+        if getattr(error, "sqlite_errorcode", None) in BUSY_CODES:
+            return  # another process holds the write lock: skip this write, the disk is fine
         self.breaker.failure(error)
         if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError):
             self._recreate()  # "file is not a database", "malformed": start over
@@ -128,7 +134,7 @@ class DiskTier:
             row = connection.execute(
                 "SELECT value, expires FROM entries WHERE key = ?", (key,)).fetchone()
             if row is not None and row[1] > now:
-                connection.execute("UPDATE entries SET used = ? WHERE key = ?", (now, key))
+                self._touch(connection, key, now)
         except sqlite3.Error as error:
             self._fault(error, self._metrics.error)
             return None
@@ -143,6 +149,14 @@ class DiskTier:
             return None
         self._metrics.hit.inc()
         return entry, self.name
+
+    @staticmethod
+    def _touch(connection: sqlite3.Connection, key: str, now: float) -> None:
+        """Refresh recency for LRU; a disk that refuses writes can still serve reads."""
+        try:
+            connection.execute("UPDATE entries SET used = ? WHERE key = ?", (now, key))
+        except sqlite3.OperationalError:
+            pass
 
     def set(self, key: str, entry: CachedEntry) -> None:
         self.try_set(key, entry)

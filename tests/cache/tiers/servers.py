@@ -1,0 +1,236 @@
+"""Redis servers the cache tests start and stop themselves, and a TCP proxy they can cut.
+
+Every server runs like a managed Redis: CONFIG and CLIENT are renamed away, so any call to them
+fails the test. No persistence: a restart loses the data, like a cache-only Redis would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.servers import free_port, wait_for_port
+
+__all__ = ["RedisCluster", "RedisServer", "TcpProxy", "free_port"]
+
+MANAGED_ARGS = ("--rename-command", "CONFIG", "", "--rename-command", "CLIENT", "")
+START_TIMEOUT_SECONDS = 20.0
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class RedisServer:
+    """One redis-server on 127.0.0.1:``port`` (restartable on the same port)."""
+
+    def __init__(self, *, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
+        self.port = port or free_port()
+        self.extra_args = extra_args
+        self.directory = Path(tempfile.mkdtemp(prefix="scalekit-redis-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory), *MANAGED_ARGS, *self.extra_args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        wait_for_port(self.port, process=self.process, timeout_seconds=START_TIMEOUT_SECONDS)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cli(self, *args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", str(self.port), *args], check=True,
+                              capture_output=True, text=True, timeout=10).stdout
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class RedisCluster:
+    """Three masters, no replicas, created with ``redis-cli --cluster create``."""
+
+    def __init__(self) -> None:
+        self.nodes = [RedisServer(port=_cluster_port(), extra_args=(
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", "2000")) for _ in range(3)]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(["redis-cli", "--cluster", "create",
+                        *[f"127.0.0.1:{node.port}" for node in self.nodes],
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=60)
+        self.wait_ok()
+        return self
+
+    def wait_ok(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            states = [node.cli("cluster", "info") for node in self.nodes]
+            if all("cluster_state:ok" in state for state in states):
+                return
+            time.sleep(0.1)
+        raise TimeoutError("the 3-node Redis cluster did not reach cluster_state:ok")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def restart(self) -> None:
+        """Restart every node; nodes.conf keeps the slot layout, the data is gone."""
+        self.stop()
+        for node in self.nodes:
+            node.start()
+        self.wait_ok()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+class TcpProxy:
+    """A loopback TCP proxy to ``target_port``; ``cut()`` drops every connection and refuses
+    new ones until ``restore()`` — Redis "stopped" in a few microseconds, without a restart."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._listener.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ, None)
+        self._pairs: dict[socket.socket, socket.socket] = {}
+        self._cut = False
+        self._lock = threading.Lock()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="tcp-proxy")
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut = True
+            for sock in list(self._pairs):
+                self._drop(sock)
+
+    def restore(self) -> None:
+        with self._lock:
+            self._cut = False
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(timeout=5)
+        with self._lock:
+            for sock in list(self._pairs):
+                self._drop(sock)
+        self._selector.close()
+        self._listener.close()
+
+    def _drop(self, sock: socket.socket) -> None:
+        peer = self._pairs.pop(sock, None)
+        for one in (sock, peer):
+            if one is None:
+                continue
+            self._pairs.pop(one, None)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(one)
+            with contextlib.suppress(OSError):
+                one.close()
+
+    def _run(self) -> None:
+        while not self._stop:
+            for key, _ in self._selector.select(timeout=0.05):
+                with self._lock:
+                    if key.fileobj is self._listener:
+                        self._accept()
+                    else:
+                        self._pump(key.fileobj)  # type: ignore[arg-type]
+
+    def _accept(self) -> None:
+        try:
+            client, _ = self._listener.accept()
+        except BlockingIOError:
+            return
+        if self._cut:
+            client.close()
+            return
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=1)
+        except OSError:
+            client.close()
+            return
+        for sock in (client, upstream):
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._selector.register(sock, selectors.EVENT_READ, None)
+        self._pairs[client] = upstream
+        self._pairs[upstream] = client
+
+    def _pump(self, sock: socket.socket) -> None:
+        peer = self._pairs.get(sock)
+        if peer is None:
+            return
+        try:
+            data = sock.recv(65536)
+            if data:
+                peer.setblocking(True)
+                peer.sendall(data)
+                peer.setblocking(False)
+                return
+        except OSError:
+            pass
+        self._drop(sock)
+
+
+@contextlib.contextmanager
+def running_redis(**kwargs: object) -> Iterator[RedisServer]:
+    server = RedisServer(**kwargs).start()  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        server.close()

@@ -1,0 +1,118 @@
+"""L3 specifics: byte bound with LRU eviction, corrupt rows and files, an unwritable disk, sharing."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from scalekit.cache.codec import Codec
+from scalekit.cache.entry import CachedEntry
+from scalekit.cache.tiers.disk import DB_NAME, DiskTier
+
+from .conftest import FakeClock
+
+
+def make_entry(clock: FakeClock, body: bytes = b"hello") -> CachedEntry:
+    return CachedEntry(200, (("content-type", "text/plain"),), body, clock.now, clock.now, 0.0, 60.0)
+
+
+def make_tier(path: Path, clock: FakeClock, **kwargs: object) -> DiskTier:
+    kwargs.setdefault("max_bytes", 1_000_000)
+    return DiskTier(path, codec=Codec(compress_min_bytes=0), clock=clock, retain_stale_seconds=0,
+                    **kwargs)  # type: ignore[arg-type]
+
+
+def test_byte_bound_evicts_least_recently_used(tmp_path: Path, clock: FakeClock) -> None:
+    tier = make_tier(tmp_path, clock, max_bytes=10_000)
+    for index in range(30):
+        clock.advance(0.001)
+        tier.set(f"k{index}", make_entry(clock, b"x" * 1000))
+        if index == 25:
+            clock.advance(0.001)
+            assert tier.get("k20") is not None  # refresh k20's recency
+        assert tier.current_bytes <= 10_000
+    assert tier.get("k29") is not None
+    assert tier.get("k20") is not None
+    assert tier.get("k0") is None
+    rows = sqlite3.connect(tmp_path / DB_NAME).execute("SELECT SUM(size) FROM entries").fetchone()[0]
+    assert rows == tier.current_bytes
+
+
+def test_entry_over_the_cap_is_not_stored_and_replaces_the_old_one(tmp_path: Path, clock: FakeClock) -> None:
+    tier = make_tier(tmp_path, clock, max_entry_bytes=2_000)
+    tier.set("k", make_entry(clock))
+    assert tier.try_set("k", make_entry(clock, b"x" * 5_000)) is False
+    assert tier.get("k") is None
+
+
+def test_corrupt_row_is_a_miss_and_is_removed(tmp_path: Path, clock: FakeClock) -> None:
+    tier = make_tier(tmp_path, clock)
+    tier.set("k", make_entry(clock))
+    with sqlite3.connect(tmp_path / DB_NAME) as connection:
+        connection.execute("UPDATE entries SET value = substr(value, 1, 20) WHERE key = 'k'")
+    assert tier.get("k") is None
+    assert len(tier) == 0 and tier.current_bytes == 0
+
+
+def test_a_file_that_is_not_a_database_is_replaced(tmp_path: Path, clock: FakeClock) -> None:
+    tier = make_tier(tmp_path, clock)
+    tier.set("k", make_entry(clock))
+    tier.close()
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / (DB_NAME + suffix)).unlink(missing_ok=True)
+    (tmp_path / DB_NAME).write_bytes(b"garbage" * 1000)  # truncated and overwritten
+    reopened = make_tier(tmp_path, clock)
+    assert reopened.get("k") is None  # a miss, never an exception
+    clock.advance(10.0)  # the breaker's cool-down uses its own clock; reset it instead
+    reopened.breaker.reset()
+    reopened.set("k", make_entry(clock))
+    assert reopened.get("k") is not None
+
+
+def test_unwritable_disk_skips_writes_and_keeps_serving(tmp_path: Path, clock: FakeClock) -> None:
+    tier = make_tier(tmp_path, clock)
+    tier.set("old", make_entry(clock))
+    tier._connection().execute("PRAGMA query_only = 1")  # every write now fails in SQLite
+    assert tier.try_set("new", make_entry(clock)) is False
+    assert tier.breaker.is_open
+    tier.breaker.reset()
+    assert tier.get("old") is not None
+
+
+def _writer(path: str, start: int) -> None:
+    clock = FakeClock()
+    tier = DiskTier(path, max_bytes=20_000, codec=Codec(compress_min_bytes=0), clock=clock)
+    for index in range(start, start + 60):
+        tier.set(f"k{index}", make_entry(clock, b"y" * 500))
+
+
+def test_processes_sharing_the_file_keep_the_bound(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_writer, args=(str(tmp_path), n * 1000)) for n in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    connection = sqlite3.connect(tmp_path / DB_NAME)
+    total = connection.execute("SELECT SUM(size) FROM entries").fetchone()[0]
+    accounted = connection.execute("SELECT value FROM meta WHERE name='total_bytes'").fetchone()[0]
+    assert total == accounted <= 20_000
+    assert total > 15_000
+
+
+@pytest.mark.parametrize("entries", [1, 25])
+def test_async_face_runs_in_a_thread(tmp_path: Path, clock: FakeClock, entries: int) -> None:
+    import asyncio
+
+    tier = make_tier(tmp_path, clock)
+
+    async def scenario() -> None:
+        await asyncio.gather(*(tier.aset(f"k{i}", make_entry(clock)) for i in range(entries)))
+        found = await asyncio.gather(*(tier.aget(f"k{i}") for i in range(entries)))
+        assert all(item is not None for item in found)
+
+    asyncio.run(scenario())

@@ -1,0 +1,140 @@
+"""L2 specifics: faults never raise, the breaker skips Redis for a cool-down, bad values are misses."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+import redis
+import redis.utils
+
+from scalekit.cache.codec import Codec
+from scalekit.cache.entry import CachedEntry
+from scalekit.cache.tiers.redis import RedisConnections, RedisTier, entry_key
+from scalekit.config import RedisConfig
+
+from .conftest import FakeClock
+from .servers import RedisServer, TcpProxy
+
+pytestmark = pytest.mark.redis
+
+
+def make_entry(clock: FakeClock, body: bytes = b"hello") -> CachedEntry:
+    return CachedEntry(200, (("content-type", "text/plain"),), body, clock.now, clock.now, 0.0, 60.0)
+
+
+def make_tier(url: str, clock: FakeClock, *, prefix: str = "t:", **codec: object) -> RedisTier:
+    config = RedisConfig(url=url, key_prefix=prefix, socket_timeout_seconds=0.2,
+                         connect_timeout_seconds=0.2, circuit_cool_down_seconds=5.0)
+    return RedisTier(RedisConnections(config, monotonic=clock), codec=Codec(**codec),  # type: ignore[arg-type]
+                     clock=clock, retain_stale_seconds=0)
+
+
+@pytest.fixture()
+def blackhole() -> Iterator[int]:
+    """A port whose kernel completes TCP handshakes but nobody ever answers."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+def test_the_test_server_forbids_config_and_client(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url, driver_info=None)
+    with pytest.raises(redis.ResponseError):
+        client.execute_command("CONFIG", "GET", "maxmemory")
+    with pytest.raises(redis.ResponseError):
+        client.execute_command("CLIENT", "ID")
+    client.close()
+
+
+def test_hiredis_parser_is_used_when_installed() -> None:
+    assert redis.utils.HIREDIS_AVAILABLE
+
+
+def test_refused_connection_is_a_miss_and_opens_the_breaker(clock: FakeClock) -> None:
+    tier = make_tier("redis://127.0.0.1:1/0", clock)
+    assert tier.get("k") is None
+    assert tier.breaker.is_open
+    tier.set("k", make_entry(clock))  # skipped, no raise
+    assert tier.try_set("k", make_entry(clock)) is False
+
+
+def test_unresponsive_redis_costs_one_timeout_then_nothing(blackhole: int, clock: FakeClock) -> None:
+    tier = make_tier(f"redis://127.0.0.1:{blackhole}/0", clock)
+    assert tier.get("k") is None  # waits socket_timeout once
+    assert tier.breaker.is_open
+    before = tier.breaker.openings
+    for _ in range(50):
+        assert tier.get("k") is None  # skipped at once: the breaker is open
+    assert tier.breaker.openings == before
+
+
+def test_breaker_half_opens_after_the_cool_down_and_closes_on_success(
+        redis_proxy: TcpProxy, clock: FakeClock) -> None:
+    tier = make_tier(redis_proxy.url, clock, prefix="breaker:")
+    tier.set("k", make_entry(clock))
+    redis_proxy.cut()
+    assert tier.get("k") is None and tier.breaker.is_open
+    redis_proxy.restore()
+    assert tier.get("k") is None  # still cooling down: not even tried
+    clock.advance(5.0)
+    found = tier.get("k")
+    assert found is not None and found[0].body == b"hello"
+    assert not tier.breaker.is_open
+    tier.connections.close()
+
+
+def test_async_face_never_raises_either(clock: FakeClock) -> None:
+    import asyncio
+
+    async def scenario() -> None:
+        tier = make_tier("redis://127.0.0.1:1/0", clock)
+        assert await tier.aget("k") is None
+        assert await tier.atry_set("k", make_entry(clock)) is False
+        await tier.adelete("k")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("garbage", [
+    pytest.param(b"", id="empty"),
+    pytest.param(b"not an entry at all", id="foreign value"),
+    pytest.param(b"SK\x63\x00junk", id="unknown version"),
+])
+def test_garbage_in_redis_is_a_miss_and_is_removed(redis_server: RedisServer, clock: FakeClock,
+                                                   garbage: bytes) -> None:
+    tier = make_tier(redis_server.url, clock, prefix="garbage:")
+    client = tier.connections.sync()
+    client.set(entry_key("garbage:", "k"), garbage)
+    assert tier.get("k") is None
+    assert client.exists(entry_key("garbage:", "k")) == 0
+    assert not tier.breaker.is_open  # bad data is not a Redis fault
+    tier.connections.close()
+
+
+def test_value_written_without_the_secret_is_refused(redis_server: RedisServer, clock: FakeClock) -> None:
+    signed = make_tier(redis_server.url, clock, prefix="sig:", secret=b"the-fleet-secret-0123")
+    attacker = make_tier(redis_server.url, clock, prefix="sig:")
+    attacker.set("k", make_entry(clock, b"injected"))
+    assert signed.get("k") is None
+    signed.set("k", make_entry(clock, b"genuine"))
+    assert signed.get("k")[0].body == b"genuine"
+    signed.connections.close()
+    attacker.connections.close()
+
+
+def test_entries_over_the_size_cap_are_not_stored(redis_server: RedisServer, clock: FakeClock) -> None:
+    tier = make_tier(redis_server.url, clock, prefix="cap:", compress_min_bytes=0)
+    tier.max_entry_bytes = 1000
+    assert tier.try_set("k", make_entry(clock, b"x" * 2000)) is False
+    assert tier.get("k") is None
+    tier.connections.close()
+
+
+def test_redis_ttl_follows_the_entry_lifetime(redis_server: RedisServer, clock: FakeClock) -> None:
+    tier = make_tier(redis_server.url, clock, prefix="ttl:")
+    tier.set("k", make_entry(clock))
+    ttl_ms = tier.connections.sync().pttl(entry_key("ttl:", "k"))
+    assert 55_000 < ttl_ms <= 60_000
+    tier.connections.close()
