@@ -399,6 +399,10 @@ class CachePolicy:
         assert stored is not None
         # RFC 9111 §4.3.4: "the cache MUST ... update ... the stored response" with the header
         # fields of the 304 as in §3.2, except Content-Length and the fields excepted from storage.
+        if not any(name.lower() == "date" for name, _ in headers):
+            # RFC 9110 §6.6.1: a recipient "MUST ... append a corresponding Date header field";
+            # without it the old Date would make the freshened entry look old.
+            headers = [*headers, ("date", self.responses.http_date(now))]
         merged = merge_headers(stored.headers, headers)
         plan = analyse_response(stored.status, merged, request.header, now=now,
                                 request_time=request_time,

@@ -158,10 +158,14 @@ def analyse_response(
     date = parse_http_date(fields.get("date"))
     lifetime = _freshness_lifetime(status, directives, surrogate.max_age, fields,
                                    date if date is not None else now, rule, settings)
+    has_validators = "etag" in fields or "last-modified" in fields
+    if lifetime is None and directives.no_cache and has_validators and status in HEURISTIC_STATUSES:
+        # §3 allows storing a heuristically cacheable status; no-cache means every use is
+        # revalidated (§5.2.2.4), so no lifetime is needed, and none is invented.
+        lifetime = 0.0
     if lifetime is None:
         return NotStorable("no-freshness")
     swr, sie = _stale_windows(directives, surrogate.stale_seconds, rule)
-    has_validators = "etag" in fields or "last-modified" in fields
     if directives.no_cache and not has_validators:
         return NotStorable("no-cache-without-validators")
     if lifetime <= 0 and swr <= 0 and sie <= 0 and not has_validators:
