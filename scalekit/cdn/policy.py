@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from .cachecontrol import (
-    TARGETED_FIELDS, format_cache_control, is_shared_storable, joined_field, parse_cache_control,
+    TARGETED_FIELDS, CacheControl, format_cache_control, is_shared_storable, joined_field, parse_cache_control,
     shared_max_age,
 )
 from .config import CDNConfig, PolicyConfig, RuleConfig
@@ -118,63 +118,40 @@ def compile_path(pattern: str) -> re.Pattern[str]:
 
 
 def format_policy(policy: PolicyConfig, *, cdn_cache_control: bool, surrogate_control: bool) -> Lines:
-    """The caching header lines for ``policy`` (lower-case names, deterministic order)."""
-    if policy.no_store:
-        lines: list[tuple[str, str]] = [("cache-control", "no-store")]
-        if surrogate_control:
-            lines.append(("surrogate-control", "no-store"))
-        return tuple(lines)
-    if policy.private:
+    """The caching header lines for ``policy`` (lower-case names, canonical directive order)."""
+    lines: list[tuple[str, str]] = []
+    if policy.no_store or policy.private:
         # RFC 9111 §5.2.2.7: "private" keeps every shared cache out; shared lifetimes are moot.
-        parts = ["private"] + _browser_parts(policy)
-        lines = [("cache-control", ", ".join(parts))]
+        directives = (CacheControl(no_store=True) if policy.no_store else CacheControl(
+            private=True, no_cache=policy.no_cache, max_age=policy.max_age_seconds,
+            must_revalidate=policy.must_revalidate, immutable=policy.immutable))
+        lines.append(("cache-control", format_cache_control(directives)))
         if surrogate_control:
             lines.append(("surrogate-control", "no-store"))
         return tuple(lines)
-    parts = []
     shared_lifetime = policy.shared_max_age_seconds
-    if policy.public or shared_lifetime is not None:
-        parts.append("public")
-    parts += _browser_parts(policy)
-    if shared_lifetime is not None:
-        parts.append(f"s-maxage={shared_lifetime}")
+    swr, sie = policy.stale_while_revalidate_seconds or None, policy.stale_if_error_seconds or None
     # Stale directives reach browsers only when they have freshness of their own: a browser
     # told max-age=0 is meant to revalidate every time, not to serve stale (RFC 5861 §3).
     browser_fresh = bool(policy.max_age_seconds)
-    stale = _stale_parts(policy)
-    if browser_fresh:
-        parts += stale
-    if policy.immutable:
-        parts.append("immutable")
-    lines = [("cache-control", ", ".join(parts))]
+    directives = CacheControl(
+        public=policy.public or shared_lifetime is not None, no_cache=policy.no_cache,
+        max_age=policy.max_age_seconds, s_maxage=shared_lifetime,
+        must_revalidate=policy.must_revalidate, immutable=policy.immutable,
+        stale_while_revalidate=swr if browser_fresh else None,
+        stale_if_error=sie if browser_fresh else None)
+    value = format_cache_control(directives)
+    if value:
+        lines.append(("cache-control", value))
     targeted_lifetime = shared_lifetime if shared_lifetime is not None else policy.max_age_seconds
     if targeted_lifetime is not None and not policy.no_cache:
-        targeted = ", ".join([f"max-age={targeted_lifetime}"] + stale)
-        if cdn_cache_control and (shared_lifetime is not None or (stale and not browser_fresh)):
+        targeted = format_cache_control(CacheControl(
+            max_age=targeted_lifetime, stale_while_revalidate=swr, stale_if_error=sie))
+        if cdn_cache_control and (shared_lifetime is not None or ((swr or sie) and not browser_fresh)):
             lines.append(("cdn-cache-control", targeted))
         if surrogate_control:
             lines.append(("surrogate-control", targeted))
     return tuple(lines)
-
-
-def _browser_parts(policy: PolicyConfig) -> list[str]:
-    parts = []
-    if policy.no_cache:
-        parts.append("no-cache")
-    if policy.max_age_seconds is not None:
-        parts.append(f"max-age={policy.max_age_seconds}")
-    if policy.must_revalidate:
-        parts.append("must-revalidate")
-    return parts
-
-
-def _stale_parts(policy: PolicyConfig) -> list[str]:
-    parts = []
-    if policy.stale_while_revalidate_seconds:
-        parts.append(f"stale-while-revalidate={policy.stale_while_revalidate_seconds}")
-    if policy.stale_if_error_seconds:
-        parts.append(f"stale-if-error={policy.stale_if_error_seconds}")
-    return parts
 
 
 def _private_variant(policy: PolicyConfig) -> PolicyConfig:

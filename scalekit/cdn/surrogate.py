@@ -50,7 +50,7 @@ KEY_HEADERS = {
     "surrogate-key": " ",
     "cache-tag": ",",
     "edge-cache-tag": ",",
-    "xkey": " ",
+    "xkey": " ,",  # vmod_xkey splits on spaces and commas
 }
 
 _VISIBLE = frozenset(chr(code) for code in range(0x21, 0x7F))
@@ -100,10 +100,13 @@ def encode_key(tag: str, dialect: Dialect) -> str:
 
 
 def parse_key_header(value: str, separator: str) -> list[str]:
-    """The keys of one tag header line; empty items (``a,,b``) and whitespace are dropped."""
-    if separator == ",":
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value.replace(",", " ").split()
+    """The keys of one tag header line split on ``separator`` (any of its characters); empty
+    items (``a,,b``) and surrounding whitespace are dropped."""
+    if "," in separator:
+        value = value.replace(",", " ") if " " in separator else value
+        if " " not in separator:
+            return [item.strip() for item in value.split(",") if item.strip()]
+    return value.split()
 
 
 def emit_surrogate_keys(tags: Iterable[str], dialect: Dialect) -> tuple[tuple[str, str], ...]:
