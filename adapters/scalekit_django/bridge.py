@@ -15,6 +15,7 @@ import io
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from scalekit import asgi, wsgi
@@ -200,6 +201,8 @@ async def run_asgi(pipeline: asgi.ASGIApp, request: HttpRequest, get_response: G
 
     scope = request.scope
     scope[INNER_APP_KEY] = django_app
+    if isinstance(scope.get("query_string"), str):  # Django's AsyncClient; servers send bytes
+        scope["query_string"] = scope["query_string"].encode("latin-1")
 
     async def run() -> None:
         try:
@@ -251,9 +254,18 @@ async def _achunks(response: Any) -> AsyncIterator[bytes]:
     if getattr(response, "is_async", False):
         async for chunk in response:
             yield bytes(chunk)
-    else:
-        for chunk in response:
-            yield bytes(chunk)
+        return
+    # A sync iterator may block (it often reads the database): step it in Django's sync
+    # thread, chunk by chunk, instead of on the event loop or all at once.
+    chunks = iter(response)
+    step = sync_to_async(_next_chunk, thread_sensitive=True)
+    while (chunk := await step(chunks)) is not None:
+        yield chunk
+
+
+def _next_chunk(chunks: Iterator[Any]) -> bytes | None:
+    chunk = next(chunks, None)
+    return None if chunk is None else bytes(chunk)
 
 
 def _receive_nothing() -> asgi.Receive:

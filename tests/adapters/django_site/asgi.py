@@ -1,0 +1,14 @@
+"""ASGI entry points: ``application`` (middleware only) and ``wrapped`` (scalekit_django.wrap)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.adapters.django_site.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+import scalekit_django  # noqa: E402
+
+application = get_asgi_application()
+wrapped = scalekit_django.wrap(get_asgi_application())

@@ -1,0 +1,1 @@
+"""The catalog app: an ``Item`` model over the ``items`` table the pool also reads."""

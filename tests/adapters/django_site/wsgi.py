@@ -1,0 +1,14 @@
+"""WSGI entry points: ``application`` (middleware only) and ``wrapped`` (scalekit_django.wrap)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.adapters.django_site.settings")
+
+from django.core.wsgi import get_wsgi_application  # noqa: E402
+
+import scalekit_django  # noqa: E402
+
+application = get_wsgi_application()
+wrapped = scalekit_django.wrap(get_wsgi_application())
