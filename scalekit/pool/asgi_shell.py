@@ -103,10 +103,10 @@ class ASGIPool:
         try:
             await self.app(scope, receive_watching_disconnect, exchange.send)
         except Exception:
-            requests.release_all()
+            requests.finish()
             if exchange.replacement is None and (exchange.started or requests.failure() is None):
                 raise
             # The pool could not lend a connection: the client gets the 503, not a traceback.
             await exchange.answer_503()
         finally:
-            requests.release_all()
+            requests.finish()

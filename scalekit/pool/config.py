@@ -142,9 +142,8 @@ class PoolConfig:
 
 
 def _hide_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    """``url`` with whatever precedes the host (user, password) masked, for error messages."""
+    if "@" not in url:
         return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+    scheme, sep, _ = url.partition(":")
+    return f"{scheme}{sep}//***@{url.rpartition('@')[2]}" if sep else f"***@{url.rpartition('@')[2]}"

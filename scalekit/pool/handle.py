@@ -171,7 +171,7 @@ class RequestDatabases(Mapping[str, RequestDatabase]):
     """Every database's handle for one request (``environ/scope["scalekit.databases"]``)."""
 
     __slots__ = ("ctx", "invalidate", "track_tables", "monotonic", "release_at_start",
-                 "_handles", "default")
+                 "finished", "_handles", "default")
 
     def __init__(self, databases: Mapping[str, Database], ctx: RequestContext, *,
                  invalidate: Callable[[tuple[str, ...]], None], track_tables: bool,
@@ -181,6 +181,7 @@ class RequestDatabases(Mapping[str, RequestDatabase]):
         self.track_tables = track_tables
         self.monotonic = monotonic
         self.release_at_start = False
+        self.finished = False  # the response is over: db() no longer answers with these
         self._handles = {name: RequestDatabase(database, self) for name, database in databases.items()}
         self.default = self._handles["default"]
 
@@ -208,6 +209,11 @@ class RequestDatabases(Mapping[str, RequestDatabase]):
                 return handle.failure
         return None
 
+    def finish(self) -> None:
+        """The response is over: give everything back for good."""
+        self.finished = True
+        self.release_all()
+
     def release_all(self, *, only_if_idle: bool = False) -> bool:
         """Give every connection back; False if one stayed because a statement was running."""
         released = True
@@ -223,7 +229,7 @@ def db(name: str = "default") -> RequestDatabase:
     """
     ctx = current()
     requests = ctx.state.get(STATE_KEY) if ctx is not None else None
-    if requests is None:
+    if requests is None or requests.finished:
         raise RequestDatabaseError(
             "scalekit.pool.db() was called outside a request handled by scalekit.wrap() with the "
             "pool layer on; inside a request it returns that request's connection handle. "

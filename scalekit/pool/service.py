@@ -95,7 +95,7 @@ class PoolService:
                 requests = self._abandoned.popleft()
             except IndexError:
                 return
-            requests.release_all()
+            requests.finish()
 
     # ----------------------------------------------------------------- background worker
     def _start_background(self) -> None:

@@ -137,8 +137,8 @@ def _collect(tree: exp.Expression, read: set[str], written: set[str]) -> None:
 def _targets(node: exp.Expression) -> list[exp.Table]:
     if isinstance(node, exp.TruncateTable):
         candidates = list(node.expressions)
-    else:
-        candidates = [node.this]
+    else:  # DROP TABLE a, b keeps them in "tables"; the others in "this"
+        candidates = [node.this, *(node.args.get("tables") or ())]
     out = []
     for candidate in candidates:
         if isinstance(candidate, exp.Schema):  # INSERT INTO t (a, b) / CREATE TABLE t (...)

@@ -105,7 +105,7 @@ class ReleasingBody:
             if close is not None:
                 close()
         finally:
-            self._exchange.requests.release_all()
+            self._exchange.requests.finish()
 
     def __del__(self) -> None:
         # The server dropped the body without close() (a PEP 3333 violation, or an abandoned
@@ -130,18 +130,18 @@ class WSGIPool:
         try:
             iterable = self.app(environ, exchange.start_response)
         except Exception:
-            requests.release_all()
+            requests.finish()
             if exchange.replacement is None:
                 if requests.failure() is None:
                     raise
                 exchange.answer_503()
             return [exchange.replacement.body]  # type: ignore[union-attr]
         except BaseException:
-            requests.release_all()
+            requests.finish()
             raise
         if exchange.replacement is not None:
             _close_quietly(iterable)
-            requests.release_all()
+            requests.finish()
             return [exchange.replacement.body]
         return ReleasingBody(iterable, exchange, self.service)
 

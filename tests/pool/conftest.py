@@ -1,0 +1,40 @@
+"""Fixtures of the pool tests: Postgres availability, scratch tables, wrapped apps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg2
+import pytest
+
+from .helpers import PG_DSN, TCPProxy, pg_execute, unique
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> None:
+    try:
+        psycopg2.connect(PG_DSN, connect_timeout=3).close()
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}")
+
+
+@pytest.fixture
+def pg_table(postgres_available: None) -> Iterator[str]:
+    """A fresh ``(id serial, name text, price int)`` table with 3 rows; dropped afterwards."""
+    name = unique("sk_pool_products")
+    pg_execute(f"CREATE TABLE {name} (id serial PRIMARY KEY, name text, price int)")
+    pg_execute(f"INSERT INTO {name} (name, price) VALUES ('a', 1), ('b', 2), ('c', 3)")
+    yield name
+    pg_execute(f"DROP TABLE IF EXISTS {name}")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: object) -> str:
+    return f"sqlite:///{tmp_path}/pool.sqlite3"  # type: ignore[str-format]
+
+
+@pytest.fixture
+def proxy(postgres_available: None) -> Iterator[TCPProxy]:
+    tcp_proxy = TCPProxy()
+    yield tcp_proxy
+    tcp_proxy.close()
