@@ -411,11 +411,11 @@ class CachePolicy:
         if isinstance(plan, NotStorable):
             entry = self.build_entry_from(stored, merged, now=now, request_time=request_time)
             status, out, body = self.responses.from_entry(
-                entry, request, now=now, tier=forward.tier, fwd="stale", fwd_status=fwd_status)
+                entry, request, now=now, tier=forward.tier, fwd=forward.fwd, fwd_status=fwd_status)
             return Freshen(None, status, out, body)
         entry = self.responses.complete(plan, stored.body, stored.tags)
         status, out, body = self.responses.from_entry(
-            entry, request, now=now, tier=forward.tier, fwd="stale", fwd_status=fwd_status,
+            entry, request, now=now, tier=forward.tier, fwd=forward.fwd, fwd_status=fwd_status,
             stored=True)
         return Freshen(entry, status, out, body)
 

@@ -99,7 +99,7 @@ class Origin:
             headers.append(("content-range", f"bytes 0-{len(body) - 1}/{len(body) + 10}"))
         inm = header("if-none-match")
         if status == 200 and "etag" in params and inm is not None and etag in inm:
-            return 304, [h for h in headers if h[0] != "content-type"], b"", 0.0
+            return 304, [h for h in headers if h[0] != "content-type"], b"", float(params.get("sleep", 0)) / 1000
         headers.append(("content-length", str(len(body))))
         return status, headers, b"" if method == "HEAD" else body, float(params.get("sleep", 0)) / 1000
 
