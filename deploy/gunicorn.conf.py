@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shutil
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -55,20 +54,9 @@ if workers > 1:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/scalekit-metrics")
 
 
-def on_starting(server: Any) -> None:
-    """Start each run with an empty metrics directory (files of dead workers would be summed)."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
-        shutil.rmtree(directory, ignore_errors=True)
-        os.makedirs(directory, exist_ok=True)
-
-
-def child_exit(server: Any, worker: Any) -> None:
-    """Drop a dead worker's live gauges (in-flight requests, pool connections) from the sums."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(worker.pid)
+# Start each run with an empty metrics directory, and drop a dead worker's live gauges
+# (in-flight requests, pool connections) from the sums: scalekit's own hooks.
+from scalekit.gunicorn_conf import child_exit, on_starting  # noqa: E402,F401
 
 
 def post_worker_init(worker: Any) -> None:

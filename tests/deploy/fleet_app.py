@@ -5,9 +5,12 @@ about HTTP):
 
 - ``/cacheable``: ``Cache-Control: public, s-maxage=60``, set by the app itself.
 - ``/private``: ``Cache-Control: private, max-age=60``, never stored by a shared cache.
+- ``/maxage``: ``max-age=60`` only (shareable, but not for requests carrying Authorization).
+- ``/short``: ``public, s-maxage=1``, for stale-on-error at the edge.
 - ``/whoami``: JSON naming the instance (``INSTANCE_ID`` env), the client address the app saw and
   the X-Forwarded-For header it received.
 - ``/slow?seconds=S``: answers after S seconds (at most 5), for load tests.
+- ``/slow-cacheable?seconds=S``: the same, but ``public, s-maxage=60`` (edge cache lock).
 - ``/upload`` (POST): the number of body bytes received.
 - ``/db``: uses a pooled connection when the pool layer exists (for its metric series).
 - ``/invalidate``: calls ``scalekit.invalidate`` when it exists (for the invalidation series).
@@ -56,6 +59,13 @@ def answer(method: str, path: str, query: str, client: str | None, forwarded_for
     if path == "/cacheable":
         return Answer(200, (("Content-Type", "text/plain"), ("Cache-Control", "public, s-maxage=60")),
                       f"cacheable page from {INSTANCE_ID} at {time.time()}\n".encode())
+    if path == "/maxage":
+        # Fresh for 60 s, but neither public nor s-maxage: not shareable for Authorization requests.
+        return Answer(200, (("Content-Type", "text/plain"), ("Cache-Control", "max-age=60")),
+                      f"max-age page from {INSTANCE_ID} at {time.time()}\n".encode())
+    if path == "/short":
+        return Answer(200, (("Content-Type", "text/plain"), ("Cache-Control", "public, s-maxage=1")),
+                      f"short-lived page from {INSTANCE_ID} at {time.time()}\n".encode())
     if path == "/private":
         return Answer(200, (("Content-Type", "text/plain"), ("Cache-Control", "private, max-age=60")),
                       f"private page from {INSTANCE_ID} at {time.time()}\n".encode())
@@ -65,6 +75,11 @@ def answer(method: str, path: str, query: str, client: str | None, forwarded_for
         seconds = min(float(parse_qs(query).get("seconds", ["0.5"])[0]), MAX_SLOW_SECONDS)
         return Answer(200, (("Content-Type", "text/plain"), ("Cache-Control", "no-store")),
                       f"slow from {INSTANCE_ID}\n".encode(), delay_seconds=seconds)
+    if path == "/slow-cacheable":
+        seconds = min(float(parse_qs(query).get("seconds", ["0.5"])[0]), MAX_SLOW_SECONDS)
+        return Answer(200, (("Content-Type", "text/plain"), ("Cache-Control", "public, s-maxage=60")),
+                      f"slow cacheable page from {INSTANCE_ID} at {time.time()}\n".encode(),
+                      delay_seconds=seconds)
     if path == "/upload" and method == "POST":
         return _json({"instance": INSTANCE_ID, "received_bytes": body_size})
     if path == "/page":
