@@ -181,3 +181,32 @@ def without_date(raw: bytes) -> bytes:
     head, sep, rest = raw.partition(b"\r\n\r\n")
     kept = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"date:")]
     return b"\r\n".join(kept) + sep + rest
+
+
+# Headers the default layers may add to a response they pass on without storing it: RFC 9211
+# Cache-Status and Age from the cache, and Date (once) where the app sent none.
+LAYER_HEADERS = frozenset({"age", "cache-status", "date"})
+
+
+def comparable_headers(headers: Iterable[tuple[Any, Any]]) -> list[tuple[str, str]]:
+    """Headers as a layer may legitimately re-emit them: names lower-cased, layer-added ones
+    dropped, grouped by name (stable, so the order of repeated fields like Set-Cookie counts)."""
+    pairs = [(_text(name).lower(), _text(value)) for name, value in headers]
+    return sorted((pair for pair in pairs if pair[0] not in LAYER_HEADERS), key=lambda pair: pair[0])
+
+
+def assert_single_date(headers: Iterable[tuple[Any, Any]]) -> None:
+    dates = [value for name, value in headers if _text(name).lower() == "date"]
+    assert len(dates) <= 1, f"Date sent {len(dates)} times: {dates}"
+
+
+def split_raw(raw: bytes) -> tuple[bytes, list[tuple[str, str]], bytes]:
+    """A raw HTTP/1.1 response as (status line, headers, raw body incl. chunk framing)."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = [tuple(part.strip() for part in line.decode("latin-1").split(":", 1)) for line in lines]
+    return status, [(name, value) for name, value in headers], body
+
+
+def _text(value: Any) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)

@@ -14,7 +14,7 @@ from . import flask_app, starlette_app
 
 FLASK = {"bare": flask_app.app, "off": flask_app.wrapped_off, "defaults": flask_app.wrapped_defaults}
 STARLETTE = {"bare": starlette_app.app, "off": starlette_app.wrapped_off,
-             "defaults": starlette_app.wrapped_defaults}
+             "defaults": starlette_app.wrapped_defaults}  # built at import: a server fails fast
 
 
 def flask_variants(environ: dict[str, Any], start_response: Any) -> Any:

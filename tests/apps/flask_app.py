@@ -86,5 +86,12 @@ def wait_for_file(path: str, timeout_seconds: float = 20.0) -> None:
 
 
 wrapped_off = scalekit.wrap(app, cdn=False, cache=False, pool=False)
-wrapped_defaults = scalekit.wrap(app)
+
+
+def __getattr__(name: str) -> object:
+    # Built on first use, so a layer that fails to build fails only the tests that use it.
+    if name == "wrapped_defaults":
+        globals()[name] = scalekit.wrap(app)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 wrapped_bare_layers = scalekit.wrap(app, metrics=False, cdn=False, cache=False, pool=False)

@@ -133,5 +133,12 @@ def _record_runtime_hooks(wrapped: object) -> object:
 
 
 wrapped_off = _record_runtime_hooks(scalekit.wrap(app, cdn=False, cache=False, pool=False))
-wrapped_defaults = scalekit.wrap(app)
+
+
+def __getattr__(name: str) -> object:
+    # Built on first use, so a layer that fails to build fails only the tests that use it.
+    if name == "wrapped_defaults":
+        globals()[name] = scalekit.wrap(app)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 wrapped_bare_layers = scalekit.wrap(app, metrics=False, cdn=False, cache=False, pool=False)
