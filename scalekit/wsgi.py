@@ -103,7 +103,10 @@ class ClosingBody:
     def __iter__(self) -> Iterator[bytes]:
         # A plain iterator, not a generator: a generator left unfinished would close the app's
         # iterable a second time when it is garbage collected.
-        self._iterator = iter(self._iterable)
+        if self._iterator is None:
+            # Once only: a re-iterable body (Django's HttpResponse) would start over, and
+            # servers such as werkzeug's call iter() again after reading the first chunk.
+            self._iterator = iter(self._iterable)
         return self
 
     def __next__(self) -> bytes:
