@@ -1,0 +1,244 @@
+"""The compose file, the Kubernetes manifests and the Dockerfile: valid against their schemas
+(offline), and wired to each other and to scalekit's configuration.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scalekit.config import load_config
+
+from .artefacts import (
+    COMPOSE_FILE,
+    K8S_DIR,
+    PROMETHEUS_DIR,
+    adapter_rules,
+    compose_app_environment,
+    k8s_documents,
+    k8s_object,
+    load_compose,
+)
+from .harness import DEPLOY, REPO_ROOT
+
+# Any attempt to reach the network goes to a closed port: the validators must work offline.
+OFFLINE_ENV = {**os.environ, "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+               "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "NO_PROXY": ""}
+KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
+SAMPLE_SECRETS = {
+    "POSTGRES_PASSWORD": "s3cret-password",
+    "SCALEKIT_PURGE_TOKEN": "purge-token-0123456789abcdef",
+    "SCALEKIT_CACHE_SIGNING_SECRET": "signing-secret-0123456789abcdef",
+    "GRAFANA_ADMIN_PASSWORD": "admin-password",
+}
+
+
+def _tool(name: str) -> list[str]:
+    """The console script, or the module run by this interpreter (the pip package is installed)."""
+    found = shutil.which(name)
+    return [found] if found else [sys.executable, "-m", name.replace("-", "_")]
+
+
+def check_compose(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)],
+                          capture_output=True, text=True, env=OFFLINE_ENV, timeout=60)
+
+
+def kubernetes_validate(paths: list[Path], version: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*_tool("kubernetes-validate"), "--strict", "-k", version, *map(str, paths)],
+                          capture_output=True, text=True, env=OFFLINE_ENV, timeout=60)
+
+
+# --------------------------------------------------------------------------- compose
+
+
+def test_compose_file_validates_against_the_compose_spec_offline() -> None:
+    result = check_compose(COMPOSE_FILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok -- validation done" in result.stdout
+
+
+def test_compose_validation_rejects_a_broken_file(tmp_path: Path) -> None:
+    broken = COMPOSE_FILE.read_text().replace("    deploy:\n      replicas: 3", "    deploy:\n      replica: 3", 1)
+    assert broken != COMPOSE_FILE.read_text()
+    (tmp_path / "broken.yml").write_text(broken)
+    result = check_compose(tmp_path / "broken.yml")
+    assert result.returncode != 0 and "replica" in result.stdout
+
+
+def test_compose_app_environment_is_accepted_by_scalekit(tmp_path: Path) -> None:
+    environment = compose_app_environment(SAMPLE_SECRETS)
+    config = load_config(environ=environment, cwd=tmp_path)   # unknown or malformed keys raise
+    database = config.pool.databases["default"]
+    assert database.url == "postgresql://scalekit:s3cret-password@postgres:5432/shop"
+    assert (database.pool_size, database.max_overflow) == (4, 3)
+    assert config.redis.url == "redis://redis:6379/0"
+    assert config.cache.invalidation.purge_token == SAMPLE_SECRETS["SCALEKIT_PURGE_TOKEN"]
+
+
+def test_compose_requires_its_secrets() -> None:
+    with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
+        compose_app_environment({k: v for k, v in SAMPLE_SECRETS.items() if k != "POSTGRES_PASSWORD"})
+
+
+def test_compose_services_are_wired_together() -> None:
+    compose = load_compose()
+    services = compose["services"]
+    app, nginx, redis, postgres = (services[name] for name in ("app", "nginx", "redis", "postgres"))
+    networks = compose["networks"]
+
+    # The app: replicas with limits, workers from the environment, healthchecked.
+    assert app["deploy"]["replicas"] >= 2
+    assert set(app["deploy"]["resources"]["limits"]) == {"cpus", "memory"}
+    assert "WEB_CONCURRENCY" in app["environment"] and app["healthcheck"]["test"][-1] == "/app/deploy/healthcheck.py"
+    # Only nginx may set X-Forwarded-For: its fixed address is the app's trusted proxy.
+    nginx_ip = nginx["networks"]["backend"]["ipv4_address"]
+    assert app["environment"]["FORWARDED_ALLOW_IPS"] == nginx_ip
+    assert ipaddress.ip_address(nginx_ip) in ipaddress.ip_network(networks["backend"]["ipam"]["config"][0]["subnet"])
+    # Prometheus scrapes from the monitoring network, which the app admits; nginx is not on it.
+    monitoring = networks["monitoring"]["ipam"]["config"][0]["subnet"]
+    assert monitoring in app["environment"]["SCALEKIT_METRICS_ALLOW_FROM"].split(",")
+    assert "monitoring" in app["networks"] and "monitoring" not in nginx["networks"]
+    assert services["prometheus"]["networks"] == ["monitoring"]
+    # Redis evicts entries only (volatile-lru), never the tag generations; Postgres keeps data.
+    command = redis["command"]
+    assert command[command.index("--maxmemory-policy") + 1] == "volatile-lru" and "--maxmemory" in command
+    assert any(volume.endswith(":/var/lib/postgresql/data") for volume in postgres["volumes"])
+    assert any(arg.startswith("max_connections=") for arg in postgres["command"])
+    for name in ("app", "nginx", "redis", "postgres"):
+        assert "healthcheck" in services[name], name
+
+
+def test_compose_mounts_and_builds_files_that_exist() -> None:
+    compose = load_compose()
+    for name, service in compose["services"].items():
+        build = service.get("build")
+        if build:
+            assert (DEPLOY / build["context"] / build["dockerfile"]).is_file(), name
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), (name, volume)
+
+
+def test_prometheus_scrapes_every_app_replica_by_dns() -> None:
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    job = next(job for job in config["scrape_configs"] if job["job_name"] == "scalekit")
+    (discovery,) = job["dns_sd_configs"]
+    assert discovery["names"] == ["app"] and discovery["type"] == "A"
+    bind_port = int(compose_app_environment(SAMPLE_SECRETS).get("BIND", "0.0.0.0:8000").rsplit(":", 1)[1])
+    assert discovery["port"] == bind_port
+
+
+# --------------------------------------------------------------------------- Kubernetes
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_k8s_manifests_validate_strictly_offline(version: str) -> None:
+    paths = sorted(K8S_DIR.rglob("*.yaml"))
+    result = kubernetes_validate(paths, version)
+    assert result.returncode == 0, result.stdout + result.stderr
+    validated = {line.split()[1] for line in result.stdout.splitlines() if " passed " in line}
+    assert len(validated) == len(paths)
+
+
+def test_k8s_validation_rejects_an_unknown_field(tmp_path: Path) -> None:
+    broken = (K8S_DIR / "hpa.yaml").read_text().replace("  minReplicas: 3", "  minReplicas: 3\n  minReplica: 3")
+    (tmp_path / "hpa.yaml").write_text(broken)
+    result = kubernetes_validate([tmp_path / "hpa.yaml"], KUBERNETES_VERSIONS[-1])
+    assert result.returncode != 0 and "minReplica" in result.stdout + result.stderr
+
+
+def test_k8s_objects_reference_each_other() -> None:
+    deployment = k8s_object("Deployment", "scalekit-shop")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    service = k8s_object("Service", "scalekit-shop")
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert k8s_object("PodDisruptionBudget", "scalekit-shop")["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    hpa = k8s_object("HorizontalPodAutoscaler", "scalekit-shop")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "scalekit-shop"}
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+    port_names = {port["name"] for port in service["spec"]["ports"]}
+    for _, document in k8s_documents():
+        if document["kind"] == "Ingress":
+            for rule in document["spec"]["rules"]:
+                for path in rule["http"]["paths"]:
+                    backend = path["backend"]["service"]
+                    assert backend["name"] == "scalekit-shop" and backend["port"]["name"] in port_names
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {ref["configMapRef"]["name"] for ref in container["envFrom"]} == {"scalekit-config"}
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == container["ports"][0]["containerPort"]
+
+
+def test_k8s_hpa_scales_on_cpu_and_a_scalekit_pod_metric_with_behaviour() -> None:
+    spec = k8s_object("HorizontalPodAutoscaler", "scalekit-shop")["spec"]
+    kinds = {metric["type"]: metric for metric in spec["metrics"]}
+    assert kinds["Resource"]["resource"]["name"] == "cpu"
+    pods_metric = kinds["Pods"]["pods"]["metric"]["name"]
+    served = {rule["name"]["as"] for rule in adapter_rules()}
+    assert pods_metric in served, "the HPA's metric must be one prometheus-adapter serves"
+    assert spec["behavior"]["scaleUp"]["policies"] and spec["behavior"]["scaleDown"]["policies"]
+    assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 60
+    assert spec["minReplicas"] >= 2 and spec["maxReplicas"] > spec["minReplicas"]
+
+
+def test_k8s_pods_drain_before_they_stop() -> None:
+    pod = k8s_object("Deployment", "scalekit-shop")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    config = k8s_object("ConfigMap", "scalekit-config")["data"]
+    pre_stop_seconds = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pod["terminationGracePeriodSeconds"] > pre_stop_seconds + int(config["GRACEFUL_TIMEOUT"])
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert probe in container
+    assert container["readinessProbe"]["exec"]["command"][-1] == "/app/deploy/healthcheck.py"
+    assert {"requests", "limits"} <= set(container["resources"])
+
+
+def test_k8s_configuration_is_accepted_by_scalekit(tmp_path: Path) -> None:
+    environment = dict(k8s_object("ConfigMap", "scalekit-config")["data"])
+    (container,) = k8s_object("Deployment", "scalekit-shop")["spec"]["template"]["spec"]["containers"]
+    for variable in container["env"]:   # secrets get sample values
+        environment[variable["name"]] = variable.get("value", "postgresql://app@db:5432/shop"
+                                                     if "URL" in variable["name"] else "x" * 24)
+    config = load_config(environ=environment, cwd=tmp_path)
+    assert config.pool.databases["default"].pool_size == int(environment["SCALEKIT_POOL_DATABASES_DEFAULT_POOL_SIZE"])
+
+
+# --------------------------------------------------------------------------- Dockerfile
+
+
+def _dockerfile() -> str:
+    return (DEPLOY / "Dockerfile").read_text()
+
+
+def test_dockerfile_copies_files_that_exist_and_runs_the_shipped_server_settings() -> None:
+    text = _dockerfile()
+    for sources in re.findall(r"^COPY (?!--from)(.+) \S+$", text, flags=re.MULTILINE):
+        for source in sources.split():
+            # examples/ is written by another engineer; everything else must exist now.
+            assert (REPO_ROOT / source).exists() or source == "examples", source
+    assert re.search(r"^ARG APP_MODULE=examples\.flask_shop\.app:app$", text, flags=re.MULTILINE)
+    assert 'CMD ["gunicorn", "-c", "/app/deploy/gunicorn.conf.py"]' in text
+    assert "/app/deploy/healthcheck.py" in text
+    assert "COPY deploy/nginx/nginx.conf /etc/nginx/nginx.conf" in text
+    assert "COPY deploy/nginx/scalekit.conf /etc/nginx/conf.d/scalekit.conf" in text
+    # The image's state and metrics directories are the ones compose and Kubernetes mount.
+    assert "PROMETHEUS_MULTIPROC_DIR=/tmp/scalekit-metrics" in text
+    assert k8s_object("ConfigMap", "scalekit-config")["data"]["PROMETHEUS_MULTIPROC_DIR"] == "/tmp/scalekit-metrics"
+
+
+def test_dockerignore_keeps_what_the_image_needs() -> None:
+    ignored = {line.strip() for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    for needed in ("scalekit", "adapters", "examples", "pyproject.toml", "README.md", "deploy/nginx",
+                   "deploy/gunicorn.conf.py", "deploy/healthcheck.py"):
+        assert needed not in ignored
