@@ -30,13 +30,13 @@ def configure_django(database_path: str) -> tuple[str, dict[str, Any]]:
     """Set Django up (once per process); return its SQLite path and the settings to overlay."""
     if not settings.configured:
         # Set for the import only: servers started later must not inherit either variable.
-        os.environ["SCALEKIT_TEST_DJANGO_DB"] = database_path
+        os.environ["ADAPTER_TESTS_DJANGO_DB"] = database_path
         os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
         try:
             django.setup()
             settings.INSTALLED_APPS  # noqa: B018  (forces the settings module to load now)
         finally:
-            del os.environ["SCALEKIT_TEST_DJANGO_DB"]
+            del os.environ["ADAPTER_TESTS_DJANGO_DB"]
             del os.environ["DJANGO_SETTINGS_MODULE"]
     elif not django.apps.apps.ready:
         django.setup()

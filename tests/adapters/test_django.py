@@ -80,7 +80,7 @@ def test_an_orm_save_invalidates_pool_reads_through_table_tracking(site: Site) -
 def test_a_pool_write_invalidates_orm_reads_tagged_by_their_queries(site: Site) -> None:
     site.get("/orm/items/3/")
     assert_hit(site.get("/orm/items/3/").headers)
-    assert site.post("/admin/items/3/rename-sql/urn/").status == 200
+    assert site.post("/admin/items/3/rename/urn/").status == 200
     after = site.get("/orm/items/3/")
     assert_not_hit(after.headers)
     assert after.json()["name"] == "urn"

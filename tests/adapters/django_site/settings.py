@@ -1,6 +1,6 @@
 """Settings of the adapter tests' Django project.
 
-The database file comes from ``SCALEKIT_TEST_DJANGO_DB`` (tests set it); Django's ORM and
+The database file comes from ``ADAPTER_TESTS_DJANGO_DB`` (tests set it); Django's ORM and
 scalekit's pool use the same SQLite file, so ORM writes and pool reads meet in one table.
 How scalekit is installed (middleware only, or ``wrap()`` in ``wsgi.py``/``asgi.py``) is up to
 the entry point; the middleware is listed either way.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-DATABASE_PATH = os.environ.get("SCALEKIT_TEST_DJANGO_DB", "")
+DATABASE_PATH = os.environ.get("ADAPTER_TESTS_DJANGO_DB", "")
 
 SECRET_KEY = "scalekit-adapter-tests-not-secret"
 DEBUG = False

@@ -13,7 +13,7 @@ urlpatterns = [
     path("orm/items/<int:pk>/", views.orm_item),
     path("labels/<int:pk>/", views.label),
     path("admin/items/<int:pk>/save/<str:name>/", views.save_with_orm),
-    path("admin/items/<int:item_id>/rename-sql/<str:name>/", views.rename_with_pool),
+    path("admin/items/<int:item_id>/rename/<str:name>/", views.rename_with_pool),
     path("admin/items/<int:item_id>/touch/", views.touch),
     path("calls/", views.calls_view),
     path("boom/", views.boom),
