@@ -135,7 +135,7 @@ class DiskTier:
                 "SELECT value, expires FROM entries WHERE key = ?", (key,)).fetchone()
             if row is not None and row[1] > now:
                 self._touch(connection, key, now)
-        except sqlite3.Error as error:
+        except Exception as error:  # noqa: BLE001 - a disk fault never fails a request
             self._fault(error, self._metrics.error)
             return None
         self.breaker.success()
@@ -177,7 +177,7 @@ class DiskTier:
             return False
         try:
             self._write(key, value, size, expires, now)
-        except sqlite3.Error as error:
+        except Exception as error:  # noqa: BLE001 - a disk fault never fails a request
             self._fault(error, self._metrics.store_error)
             return False
         self.breaker.success()
@@ -249,7 +249,7 @@ class DiskTier:
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as error:
+        except Exception as error:  # noqa: BLE001 - a disk fault never fails a request
             self._fault(error, self._metrics.store_error)
             return False
         self.breaker.success()

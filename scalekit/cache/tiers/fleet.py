@@ -133,7 +133,7 @@ class FleetGenerations:
         try:
             sequence = int(self._script(self.connections.sync(), _INVALIDATE)(
                 keys=[self.sequence_key, self.tags_key], args=self._args(tag_list)))
-        except REDIS_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
             breaker.failure(error)
             return None
         breaker.success()
@@ -150,7 +150,7 @@ class FleetGenerations:
                 client = self.connections.async_client()
                 sequence = await client.eval(_INVALIDATE, 2, self.sequence_key, self.tags_key,
                                              *self._args(tag_list))
-            except REDIS_ERRORS as error:
+            except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
                 breaker.failure(error)
             else:
                 breaker.success()
@@ -209,7 +209,9 @@ class FleetGenerations:
                     socket_timeout_seconds=max(1.0, 2 * self.heartbeat_seconds))
                 self._follow(client, stop)
                 backoff = 0.05
-            except REDIS_ERRORS as error:
+            except Exception as error:  # the listener must outlive any fault, ours included
+                if not isinstance(error, REDIS_ERRORS):
+                    log.exception("invalidation listener failed; reconnecting")
                 if self.connected.is_set():
                     log.warning("invalidation channel lost (%s: %s); local entries are trusted "
                                 "for %.1f s more", type(error).__name__, error,

@@ -32,7 +32,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from .redis import REDIS_ERRORS, RedisConnections, entry_key
+from .redis import RedisConnections, entry_key
 
 __all__ = ["Lease", "Leases"]
 
@@ -72,7 +72,7 @@ class Leases:
         try:
             won = self.connections.sync().set(self._lease_key(key), token, nx=True,
                                               px=int(self.lease_seconds * 1000))
-        except REDIS_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
             self.connections.breaker.failure(error)
             return Lease(key, token, shared=False)
         self.connections.breaker.success()
@@ -84,7 +84,7 @@ class Leases:
             return
         try:
             self.connections.sync().eval(_RELEASE, 1, self._lease_key(lease.key), lease.token)
-        except REDIS_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
             self.connections.breaker.failure(error)  # it expires by itself
 
     def is_held(self, key: str) -> bool:
@@ -93,7 +93,7 @@ class Leases:
             return False
         try:
             return bool(self.connections.sync().exists(self._lease_key(key)))
-        except REDIS_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
             self.connections.breaker.failure(error)
             return False
 
@@ -114,7 +114,7 @@ class Leases:
         try:
             won = await self.connections.async_client().set(
                 self._lease_key(key), token, nx=True, px=int(self.lease_seconds * 1000))
-        except REDIS_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
             self.connections.breaker.failure(error)
             return Lease(key, token, shared=False)
         self.connections.breaker.success()
@@ -126,7 +126,7 @@ class Leases:
         try:
             await self.connections.async_client().eval(
                 _RELEASE, 1, self._lease_key(lease.key), lease.token)
-        except REDIS_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
             self.connections.breaker.failure(error)
 
     async def ais_held(self, key: str) -> bool:
@@ -134,7 +134,7 @@ class Leases:
             return False
         try:
             return bool(await self.connections.async_client().exists(self._lease_key(key)))
-        except REDIS_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
             self.connections.breaker.failure(error)
             return False
 

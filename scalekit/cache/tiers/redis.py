@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import threading
 import time
 import weakref
@@ -44,10 +45,14 @@ from .breaker import CircuitBreaker
 
 __all__ = ["RedisConnections", "RedisTier", "entry_key"]
 
-# Failures that mean "Redis is not usable right now" (network, timeouts, server errors such as
-# OOM or CLUSTERDOWN). Anything else is a bug and propagates in tests, but is still caught by
-# the tier so it never reaches the app.
-REDIS_ERRORS = (redis.RedisError, OSError, asyncio.TimeoutError)
+log = logging.getLogger("scalekit.cache")
+
+# Failures that mean "Redis is not usable right now": network, timeouts, server errors such as
+# OOM or CLUSTERDOWN, and the cluster client's own errors (RedisClusterException is not a
+# RedisError: "cannot be connected", "slot not covered"). Tiers catch every Exception all
+# the same — a cache fault must never fail a request — and log the unexpected ones.
+REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException, OSError,
+                asyncio.TimeoutError)
 
 
 def entry_key(prefix: str, key: str) -> str:
@@ -183,6 +188,8 @@ class RedisTier:
 
     def _failed(self, error: BaseException, counter: Any) -> None:
         counter.inc()
+        if not isinstance(error, REDIS_ERRORS):
+            log.error("unexpected error in the Redis tier", exc_info=error)
         self.breaker.failure(error)
 
     # ----------------------------------------------------------------- sync face
@@ -192,7 +199,7 @@ class RedisTier:
             return None
         try:
             data = self.connections.sync().get(entry_key(self.connections.prefix, key))
-        except REDIS_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
             self._failed(error, self._metrics.error)
             return None
         self.breaker.success()
@@ -214,7 +221,7 @@ class RedisTier:
         try:
             self.connections.sync().set(entry_key(self.connections.prefix, key), encoded[0],
                                         px=encoded[1])
-        except REDIS_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
             self._failed(error, self._metrics.store_error)
             return False
         self.breaker.success()
@@ -229,7 +236,7 @@ class RedisTier:
             return False
         try:
             self.connections.sync().delete(entry_key(self.connections.prefix, key))
-        except REDIS_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
             self._failed(error, self._metrics.store_error)
             return False
         self.breaker.success()
@@ -243,7 +250,7 @@ class RedisTier:
         try:
             data = await self.connections.async_client().get(
                 entry_key(self.connections.prefix, key))
-        except REDIS_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
             self._failed(error, self._metrics.error)
             return None
         self.breaker.success()
@@ -262,7 +269,7 @@ class RedisTier:
         try:
             await self.connections.async_client().set(
                 entry_key(self.connections.prefix, key), encoded[0], px=encoded[1])
-        except REDIS_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
             self._failed(error, self._metrics.store_error)
             return False
         self.breaker.success()
@@ -277,7 +284,7 @@ class RedisTier:
             return False
         try:
             await self.connections.async_client().delete(entry_key(self.connections.prefix, key))
-        except REDIS_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
             self._failed(error, self._metrics.store_error)
             return False
         self.breaker.success()
