@@ -1,0 +1,327 @@
+"""The ``scalekit`` command line: ``serve``, ``check``, ``demo``, and each layer's commands.
+
+``scalekit serve MODULE:APP`` wraps the app and runs it under gunicorn (WSGI) or uvicorn (ASGI);
+``scalekit check`` validates the configuration and says which backends answer; ``scalekit
+demo`` serves a small shop on embedded defaults. A layer package may ship
+``scalekit/<layer>/commands.py`` with ``COMMANDS: list[click.Command]`` (added here as
+subcommands) and ``check(config) -> list[(component, reachable, detail)]`` (run by ``check``).
+
+>>> from click.testing import CliRunner
+>>> CliRunner().invoke(main, ["--help"]).exit_code
+0
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import pkgutil
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import click
+
+from .config import Config, iter_settings, load_config
+from .errors import ConfigError, WrapError
+
+__all__ = ["ServePlan", "exec_server", "import_target", "load_served_app", "main", "plan_serve"]
+
+SERVE_APP_ENV = "SCALEKIT_SERVE_APP"
+SERVE_KIND_ENV = "SCALEKIT_SERVE_KIND"
+FRAMEWORKS = ("builtin", "flask", "fastapi", "django")
+_SECRET = re.compile(r"token|secret|password", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="scalekit")
+def main() -> None:
+    """scalekit: metrics, CDN headers, a fleet cache and pooled connections for any WSGI or
+    ASGI app. Configuration: keyword arguments > SCALEKIT_* environment > scalekit.toml (or
+    [tool.scalekit] in pyproject.toml) > defaults."""
+
+
+# --------------------------------------------------------------------------- importing apps
+
+
+def import_target(target: str) -> Any:
+    """The object named by ``"package.module:attribute"`` (attribute may be dotted; default
+    ``app``), importing from the current directory like gunicorn and uvicorn do."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name:
+        raise click.BadParameter(f"{target!r} is not MODULE:APP (e.g. myproject.wsgi:app)")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise click.ClickException(
+                f"cannot import {module_name!r} ({exc}); run from the folder that contains it, or "
+                "add that folder to PYTHONPATH.") from None
+        raise
+    value: Any = module
+    for part in (attribute or "app").split("."):
+        if not hasattr(value, part):
+            names = sorted(name for name in vars(module) if not name.startswith("_"))
+            raise click.ClickException(f"{module_name!r} has no attribute {attribute or 'app'!r}; "
+                                       f"it defines: {', '.join(names[:20])}")
+        value = getattr(value, part)
+    return value
+
+
+def load_served_app() -> Any:
+    """Factory the server processes of ``scalekit serve`` call: import and wrap the app.
+
+    It reads ``SCALEKIT_SERVE_APP`` / ``SCALEKIT_SERVE_KIND``; an app already wrapped with
+    :func:`scalekit.wrap` is served as it is.
+    """
+    from .pipeline import wrap
+
+    app = import_target(os.environ[SERVE_APP_ENV])
+    return app if _is_wrapped(app) else wrap(app, kind=os.environ.get(SERVE_KIND_ENV) or None)
+
+
+def _is_wrapped(app: Any) -> bool:
+    from .asgi import ASGIRoot
+    from .wsgi import WSGIRoot
+
+    return isinstance(app, (WSGIRoot, ASGIRoot))
+
+
+def _kind_of(app: Any, forced: str | None) -> str:
+    from .asgi import ASGIRoot
+    from .pipeline import detect_kind
+
+    if _is_wrapped(app):
+        return "asgi" if isinstance(app, ASGIRoot) else "wsgi"
+    if forced:
+        return forced
+    try:
+        return detect_kind(app)
+    except WrapError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# --------------------------------------------------------------------------- serve
+
+
+@dataclass(frozen=True)
+class ServePlan:
+    """The server command ``serve`` runs: argv, environment, and the URL it will answer on."""
+
+    server: str
+    argv: list[str]
+    env: dict[str, str]
+    url: str
+
+
+def plan_serve(target: str, *, kind: str, workers: int = 1, bind: str = "127.0.0.1:8000",
+               threads: int = 1, environ: dict[str, str] | None = None) -> ServePlan:
+    """Build the gunicorn (WSGI) or uvicorn (ASGI) command for ``target``; pure, no I/O
+    except creating the metrics directory for several workers."""
+    host, port = _split_bind(bind)
+    env = dict(os.environ if environ is None else environ)
+    env[SERVE_APP_ENV], env[SERVE_KIND_ENV] = target, kind
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), env.get("PYTHONPATH")) if p)
+    if workers > 1 and not env.get("PROMETHEUS_MULTIPROC_DIR"):
+        # One /metrics for all workers: prometheus_client's multiprocess mode needs a directory.
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="scalekit-metrics-")
+    url_host = f"[{host}]" if ":" in host else host
+    if kind == "wsgi":
+        argv = [sys.executable, "-m", "gunicorn", "scalekit.cli:load_served_app()",
+                "--config", "python:scalekit.gunicorn_conf", "--bind", bind,
+                "--workers", str(workers), "--threads", str(threads)]
+        return ServePlan("gunicorn", argv, env, f"http://{url_host}:{port}/")
+    argv = [sys.executable, "-m", "uvicorn", "scalekit.cli:load_served_app", "--factory",
+            "--host", host, "--port", str(port), "--workers", str(workers)]
+    return ServePlan("uvicorn", argv, env, f"http://{url_host}:{port}/")
+
+
+def _split_bind(bind: str) -> tuple[str, int]:
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{bind!r} is not HOST:PORT (e.g. 127.0.0.1:8000 or [::1]:8000)",
+                                 param_hint="--bind")
+    return host, int(port)
+
+
+def exec_server(plan: ServePlan) -> None:
+    """Replace this process with the server (signals then reach it directly)."""
+    if importlib.util.find_spec(plan.server) is None:
+        raise click.ClickException(f"{plan.server} is not installed: pip install 'scalekit[server]'")
+    sys.stdout.flush()
+    os.execvpe(plan.argv[0], plan.argv, plan.env)
+
+
+def _validated_config() -> Config:
+    try:
+        return load_config()
+    except ConfigError as exc:
+        click.echo(f"scalekit: configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("target", metavar="MODULE:APP")
+@click.option("--workers", "-w", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes (metrics are merged over them).")
+@click.option("--bind", "-b", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--kind", type=click.Choice(["wsgi", "asgi"]), help="Force the app kind (detected by default).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Threads per gunicorn worker (WSGI only).")
+def serve(target: str, workers: int, bind: str, kind: str | None, threads: int) -> None:
+    """Wrap MODULE:APP with scalekit and serve it: gunicorn for WSGI, uvicorn for ASGI."""
+    _validated_config()  # fail here, clearly, not in every worker
+    app_kind = _kind_of(import_target(target), kind)
+    plan = plan_serve(target, kind=app_kind, workers=workers, bind=bind, threads=threads)
+    click.echo(f"scalekit: serving {target} ({app_kind}) with {plan.server}, {workers} worker(s), "
+               f"at {plan.url}")
+    exec_server(plan)
+
+
+# --------------------------------------------------------------------------- check
+
+
+def _shown(key: str, value: Any) -> str:
+    if _SECRET.search(key.rsplit(".", 1)[-1]):
+        return "<set>" if value else "<unset>"
+    if isinstance(value, str):
+        value = _URL_PASSWORD.sub(r"\1***@", value)
+    return repr(value)
+
+
+def summary_lines(config: Config) -> list[str]:
+    """Each section with its on/off state, then every setting (secrets hidden)."""
+    lines: list[str] = []
+    sections: dict[str, list[tuple[str, Any]]] = {}
+    for key, value in iter_settings(config):
+        section, _, rest = key.partition(".")
+        sections.setdefault(section if rest else "", []).append((key, value))
+    for section, settings in sections.items():
+        enabled = dict(settings).get(f"{section}.enabled")
+        state = "" if enabled is None else (" on" if enabled else " off")
+        lines.append(f"[{section or 'general'}]{state}")
+        lines.extend(f"    {key} = {_shown(key, value)}" for key, value in settings
+                     if key != f"{section}.enabled")
+    return lines
+
+
+def run_checks(config: Config) -> list[tuple[str, bool, str]]:
+    """Every layer plugin's ``check(config)`` rows; a plugin that fails reports itself failed."""
+    results: list[tuple[str, bool, str]] = []
+    for layer, module in layer_plugins().items():
+        check = getattr(module, "check", None) if module is not None else None
+        if module is None:
+            results.append((f"{layer} commands", False, _PLUGIN_ERRORS.get(layer, "failed to import")))
+        elif check is not None:
+            try:
+                results.extend(check(config))
+            except Exception as exc:  # noqa: BLE001  (one broken check must not hide the others)
+                results.append((layer, False, f"check failed: {type(exc).__name__}: {exc}"))
+    return results
+
+
+@main.command()
+def check() -> None:
+    """Validate the configuration, show each layer's settings, and try each backend.
+
+    Exit status: 0 all good, 1 a backend is unreachable, 2 the configuration is invalid.
+    """
+    config = _validated_config()
+    click.echo("configuration: valid")
+    for line in summary_lines(config):
+        click.echo(line)
+    results = run_checks(config)
+    click.echo("backends:" if results else "backends: nothing to check")
+    for name, reachable, detail in results:
+        click.echo(f"  {'ok  ' if reachable else 'FAIL'}  {name}: {detail}")
+    if any(not reachable for _, reachable, _ in results):
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def find_example(framework: str, search: tuple[Path, ...] | None = None) -> Path | None:
+    """``examples/<framework>_shop/app.py`` in the current directory or this checkout."""
+    roots = search or (Path.cwd(), Path(__file__).resolve().parent.parent)
+    for root in roots:
+        candidate = root / "examples" / f"{framework}_shop" / "app.py"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@main.command()
+@click.option("--framework", type=click.Choice(FRAMEWORKS), default="builtin", show_default=True,
+              help="builtin: a plain WSGI shop; the others run examples/<framework>_shop/app.py.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def demo(framework: str, port: int, host: str) -> None:
+    """Serve a small shop wrapped with every enabled layer, on embedded defaults (SQLite,
+    memory and disk cache; no Redis or Postgres needed)."""
+    _validated_config()
+    if framework == "builtin":
+        target = "scalekit.demo:app"
+    else:
+        example = find_example(framework)
+        if example is None:
+            raise click.ClickException(
+                f"examples/{framework}_shop/app.py was not found here or in this scalekit checkout; "
+                "run from a clone of the repository, or use --framework builtin.")
+        os.chdir(example.parents[2])  # the checkout root, from which examples.<fw>_shop imports
+        sys.path.insert(0, os.getcwd())
+        module = f"examples.{framework}_shop.app"
+        attribute = "app" if hasattr(importlib.import_module(module), "app") else "application"
+        target = f"{module}:{attribute}"
+    app_kind = _kind_of(import_target(target), None)
+    plan = plan_serve(target, kind=app_kind, bind=f"{host}:{port}", threads=4)
+    click.echo(f"scalekit demo ({framework}): {plan.url}  (metrics at {plan.url}metrics; Ctrl-C stops)")
+    exec_server(plan)
+
+
+# --------------------------------------------------------------------------- plugins
+
+_PLUGINS: dict[str, ModuleType | None] | None = None
+_PLUGIN_ERRORS: dict[str, str] = {}
+
+
+def layer_plugins() -> dict[str, ModuleType | None]:
+    """``scalekit.<layer>.commands`` of every layer package that has one (None: failed import)."""
+    global _PLUGINS
+    if _PLUGINS is None:
+        _PLUGINS = {}
+        package = importlib.import_module("scalekit")
+        for info in pkgutil.iter_modules(package.__path__):
+            name = f"scalekit.{info.name}.commands"
+            if not info.ispkg or importlib.util.find_spec(name) is None:
+                continue
+            try:
+                _PLUGINS[info.name] = importlib.import_module(name)
+            except Exception as exc:  # noqa: BLE001  (the other commands must keep working)
+                _PLUGINS[info.name] = None
+                _PLUGIN_ERRORS[info.name] = f"cannot import {name}: {type(exc).__name__}: {exc}"
+    return _PLUGINS
+
+
+def _register_plugin_commands() -> None:
+    for layer, module in layer_plugins().items():
+        for command in getattr(module, "COMMANDS", ()) if module is not None else ():
+            if command.name in main.commands:
+                _PLUGIN_ERRORS[layer] = f"command {command.name!r} of {layer} clashes with another"
+                continue
+            main.add_command(command)
+
+
+_register_plugin_commands()
+
+if __name__ == "__main__":
+    main()
