@@ -9,13 +9,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import typing as _typing
 
 from .config import Config, MetricsConfig, RedisConfig, load_config
 from .context import RequestContext, current, set_route, tag
-from .errors import ConfigError, PoolError, PoolTimeoutError, ScalekitError, TierError, WrapError
+from .errors import (
+    ConfigError,
+    PoolError,
+    PoolTimeoutError,
+    ScalekitError,
+    TierError,
+    UnknownKeyError,
+    WrapError,
+)
 from .pipeline import LAYER_ORDER, detect_kind, wrap
 from .runtime import Runtime, live_runtimes
+
+if _typing.TYPE_CHECKING:
+    from collections.abc import Iterable
 
 __all__ = [
     "LAYER_ORDER",
@@ -29,11 +40,13 @@ __all__ = [
     "Runtime",
     "ScalekitError",
     "TierError",
+    "UnknownKeyError",
     "WrapError",
     "ainvalidate",
     "current",
     "detect_kind",
     "invalidate",
+    "live_runtimes",
     "load_config",
     "set_route",
     "tag",
