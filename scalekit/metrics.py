@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
@@ -83,7 +84,7 @@ class MetricsPolicy:
         """False for the scrape itself and configured exclusions (health checks, say)."""
         if path == self.path:
             return False
-        return not any(path.startswith(prefix) for prefix in self.exclude_paths)
+        return not (self.exclude_paths and path.startswith(self.exclude_paths))
 
     def authorize(self, client_address: str | None, authorization: str | None) -> Response | None:
         """None when the scrape may proceed; otherwise the 401/403 to answer."""
@@ -106,15 +107,21 @@ class MetricsPolicy:
                               ("cache-control", "no-store")), body)
 
     def record(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Count one finished request; label children are cached, the hot path is two calls."""
-        key = (method, route, status)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children_for(method, route, status)
-        children[0].inc()
-        children[1].observe(seconds)
+        """Count one finished request: three locked additions on cached value handles."""
+        handles = self._children.get((method, route, status))
+        if handles is None:
+            handles = self._children_for(method, route, status)
+        count, total, buckets, bounds = handles
+        if count is None:  # the public-API fallback of _handles()
+            total.inc()
+            buckets.observe(seconds)
+            return
+        count.inc(1)
+        total.inc(seconds)
+        # Histogram buckets are stored per bucket, not cumulated: the first bound >= seconds.
+        buckets[bisect_left(bounds, seconds)].inc(1)
 
-    def _children_for(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+    def _children_for(self, method: str, route: str, status: int) -> _Handles:
         """Resolve bounded label values once per (method, route, status) seen."""
         label_method = method if method in KNOWN_METHODS else "other"
         key = (method, route, status)
@@ -127,11 +134,32 @@ class MetricsPolicy:
                                 "raw paths.", MAX_ROUTE_LABELS, OVERFLOW_ROUTE)
                 route = OVERFLOW_ROUTE
             self._routes.add(route)
-        children = (HTTP_REQUESTS.labels(label_method, route, status_class(status)),
-                    HTTP_DURATION.labels(label_method, route))
+        handles = _handles(HTTP_REQUESTS.labels(label_method, route, status_class(status)),
+                           HTTP_DURATION.labels(label_method, route))
         if len(self._children) < MAX_CACHED_CHILDREN:  # raw methods/statuses are unbounded
-            self._children[key] = children
-        return children
+            self._children[key] = handles
+        return handles
+
+
+_Handles = tuple[Any, Any, Any, tuple[float, ...]]
+
+
+def _handles(counter: Any, histogram: Any) -> _Handles:
+    """The value objects behind a counter child and a histogram child.
+
+    prometheus_client's public ``inc``/``observe`` re-check observability and scan the buckets
+    on every call; these handles make a recorded request three locked additions, the same in
+    multiprocess mode (file-backed values). Should a prometheus_client version lay its
+    children out differently, ``(None, counter, histogram, ())`` selects the public API.
+    """
+    value = getattr(counter, "_value", None)
+    total = getattr(histogram, "_sum", None)
+    buckets = tuple(getattr(histogram, "_buckets", ()))
+    bounds = tuple(getattr(histogram, "_upper_bounds", ()))
+    parts = (value, total, *buckets)
+    if buckets and len(buckets) == len(bounds) and all(hasattr(part, "inc") for part in parts):
+        return value, total, buckets, bounds
+    return None, counter, histogram, ()
 
 
 def _in_networks(address: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
@@ -144,6 +172,19 @@ def _in_networks(address: str, networks: Iterable[ipaddress.IPv4Network | ipaddr
     return any(ip.version == net.version and ip in net for net in networks)
 
 
+def in_flight_handle() -> Any:
+    """Something with ``inc(amount)`` that moves the in-flight gauge (its value, if reachable)."""
+    value = getattr(HTTP_IN_FLIGHT, "_value", None)
+    return value if hasattr(value, "inc") else _PublicGauge()
+
+
+class _PublicGauge:
+    __slots__ = ()
+
+    def inc(self, amount: float) -> None:
+        HTTP_IN_FLIGHT.inc(amount)
+
+
 def _route_of(ctx: Any) -> str:
     return ctx.route if ctx is not None else UNMATCHED_ROUTE
 
@@ -154,6 +195,8 @@ class WSGIMetrics:
     def __init__(self, app: wsgi.WSGIApp, policy: MetricsPolicy) -> None:
         self.app = app
         self.policy = policy
+        self._in_flight = in_flight_handle()
+        self._exclude = policy.exclude_paths
 
     def __call__(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
         policy = self.policy
@@ -163,28 +206,42 @@ class WSGIMetrics:
             head = environ.get("REQUEST_METHOD") == "HEAD"
             response = denied or policy.exposition(environ.get("HTTP_ACCEPT"))
             return wsgi.send_response(start_response, response, head=head)
-        if not policy.is_measured(path):
+        if self._exclude and path.startswith(self._exclude):
             return self.app(environ, start_response)
-        started = time.perf_counter()
-        method = environ.get("REQUEST_METHOD", "GET")
-        status = [500]
-
-        def capture_status(status_text: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            status[0] = int(status_text[:3]) if status_text[:3].isdigit() else 500
-            return start_response(status_text, headers, exc_info) if exc_info else start_response(status_text, headers)
-
-        def finish(failed: bool) -> None:
-            HTTP_IN_FLIGHT.dec()
-            policy.record(method, _route_of(environ.get(CONTEXT_KEY)), 500 if failed else status[0],
-                          time.perf_counter() - started)
-
-        HTTP_IN_FLIGHT.inc()
+        exchange = _WSGIExchange(policy, self._in_flight, environ, start_response)
+        self._in_flight.inc(1)
         try:
-            body = self.app(environ, capture_status)
+            body = self.app(environ, exchange.start_response)
         except BaseException:
-            finish(True)
+            exchange.finish(True)
             raise
-        return wsgi.ClosingBody(body, finish)
+        return wsgi.ClosingBody(body, exchange.finish)
+
+
+class _WSGIExchange:
+    """One measured WSGI request: reads the status on its way out, records at close()."""
+
+    __slots__ = ("policy", "in_flight", "environ", "server_start_response", "status", "started")
+
+    def __init__(self, policy: MetricsPolicy, in_flight: Any, environ: wsgi.Environ,
+                 start_response: wsgi.StartResponse) -> None:
+        self.policy, self.in_flight, self.environ = policy, in_flight, environ
+        self.server_start_response = start_response
+        self.status = 500
+        self.started = time.perf_counter()
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        code = status[:3]
+        self.status = int(code) if code.isdigit() else 500
+        if exc_info:
+            return self.server_start_response(status, headers, exc_info)
+        return self.server_start_response(status, headers)
+
+    def finish(self, failed: bool) -> None:
+        self.in_flight.inc(-1)
+        environ = self.environ
+        self.policy.record(environ.get("REQUEST_METHOD", "GET"), _route_of(environ.get(CONTEXT_KEY)),
+                           500 if failed else self.status, time.perf_counter() - self.started)
 
 
 class ASGIMetrics:
@@ -193,6 +250,8 @@ class ASGIMetrics:
     def __init__(self, app: asgi.ASGIApp, policy: MetricsPolicy) -> None:
         self.app = app
         self.policy = policy
+        self._in_flight = in_flight_handle()
+        self._exclude = policy.exclude_paths
 
     async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         if scope["type"] != "http":
@@ -207,9 +266,10 @@ class ASGIMetrics:
             response = denied or policy.exposition(asgi.header_value(scope, b"accept"))
             await asgi.send_response(send, response, head=scope["method"] == "HEAD")
             return
-        if not policy.is_measured(path):
+        if self._exclude and path.startswith(self._exclude):
             await self.app(scope, receive, send)
             return
+        in_flight = self._in_flight
         started = time.perf_counter()
         status = 0
 
@@ -219,14 +279,14 @@ class ASGIMetrics:
                 status = message["status"]
             await send(message)
 
-        HTTP_IN_FLIGHT.inc()
+        in_flight.inc(1)
         try:
             await self.app(scope, receive, send_with_status)
         except BaseException:
             status = 500 if status < 500 else status
             raise
         finally:
-            HTTP_IN_FLIGHT.dec()
+            in_flight.inc(-1)
             policy.record(scope["method"], _route_of(scope.get(CONTEXT_KEY)), status or 500,
                           time.perf_counter() - started)
 

@@ -345,3 +345,23 @@ def test_record_uses_cached_children() -> None:
     cached = dict(policy._children)
     policy.record("GET", "unmatched", 200, 0.001)
     assert policy._children == cached and len(cached) == 1
+
+
+@pytest.mark.parametrize("internals", [True, False], ids=["value handles", "public API fallback"])
+def test_recorded_histogram_matches_prometheus_semantics(internals: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path files each observation in the same bucket Histogram.observe would."""
+    if not internals:
+        monkeypatch.setattr(metrics, "_handles", lambda counter, histogram: (None, counter, histogram, ()))
+    policy = metrics.MetricsPolicy(scalekit.MetricsConfig())
+    route = f"/histogram-{internals}"
+    observations = [0.0001, 0.0005, 0.0007, 0.003, 0.5, 100.0]  # 0.0005 sits exactly on a bound
+    for seconds in observations:
+        policy.record("GET", route, 200, seconds)
+    samples = Driver("wsgi").scrape()
+    for bound in ("0.0005", "0.001", "0.005", "1.0", "10.0", "+Inf"):
+        expected = sum(1 for seconds in observations if seconds <= float(bound))
+        assert value(samples, "scalekit_http_request_duration_seconds_bucket",
+                     method="GET", route=route, le=bound) == expected, bound
+    assert value(samples, "scalekit_http_request_duration_seconds_sum", method="GET", route=route) \
+        == pytest.approx(sum(observations))
+    assert value(samples, "scalekit_http_requests_total", method="GET", route=route, status="2xx") == 6
