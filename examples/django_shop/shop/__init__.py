@@ -1,0 +1,1 @@
+"""The shop's Django app: the ``Product`` model over the shared ``products`` table, and views."""

@@ -1,0 +1,1 @@
+"""The shop on FastAPI: ``scalekit serve examples.fastapi_shop.app:app``."""

@@ -1,0 +1,1 @@
+"""The shop on Flask: ``scalekit serve examples.flask_shop.app:app``."""

@@ -1,0 +1,132 @@
+"""The checks every shop's own tests run, over whichever test client its framework has.
+
+Each shop's ``tests/`` builds its app (isolated state directory and database) and a
+:class:`ShopClient`, then calls these checks, so the three shops are held to one behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from scalekit.metrics import render_exposition
+
+from .data import PRODUCTS
+
+__all__ = ["Page", "ShopClient", "asgi_client", "check_api", "check_assets", "check_catalogue",
+           "check_price_change", "check_product_page_is_cached", "check_route_labels",
+           "isolate_state_dir", "wsgi_client"]
+
+FINGERPRINTED_CSS = re.compile(r'href="(/static/css/shop\.[0-9a-f]{12}\.css)"')
+HIT = re.compile(r";\s*hit\b")
+
+
+def isolate_state_dir() -> None:
+    """Importing a shop builds it; keep what that writes out of the checkout."""
+    os.environ.setdefault("SCALEKIT_STATE_DIR", tempfile.mkdtemp(prefix="scalekit-example-"))
+
+
+@dataclass(frozen=True)
+class Page:
+    status: int
+    headers: dict[str, str]
+    text: str
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+    @property
+    def is_hit(self) -> bool:
+        return bool(HIT.search(self.headers.get("cache-status", "")))
+
+
+class ShopClient:
+    """``get`` and ``post_json`` over a WSGI app (werkzeug's client) or an ASGI app (Starlette's)."""
+
+    def __init__(self, client: Any, *, asgi: bool) -> None:
+        self.client = client
+        self.asgi = asgi
+
+    def get(self, path: str) -> Page:
+        return self._page(self.client.get(path) if self.asgi else self.client.get(path, buffered=True))
+
+    def post_json(self, path: str, payload: Any) -> Page:
+        if self.asgi:
+            return self._page(self.client.post(path, json=payload))
+        return self._page(self.client.post(path, json=payload, buffered=True))
+
+    def _page(self, response: Any) -> Page:
+        text = response.text if self.asgi else response.get_data(as_text=True)
+        return Page(response.status_code, {k.lower(): v for k, v in response.headers.items()}, text)
+
+
+def wsgi_client(app: Any) -> ShopClient:
+    from werkzeug.test import Client
+
+    return ShopClient(Client(app), asgi=False)
+
+
+def asgi_client(app: Any) -> ShopClient:
+    from starlette.testclient import TestClient
+
+    return ShopClient(TestClient(app), asgi=True)
+
+
+def check_catalogue(shop: ShopClient) -> None:
+    page = shop.get("/")
+    assert page.status == 200
+    assert page.headers["content-type"].startswith("text/html")
+    for product in PRODUCTS:
+        assert product["name"] in page.text
+    assert FINGERPRINTED_CSS.search(page.text), "the stylesheet URL carries its content hash"
+
+
+def check_product_page_is_cached(shop: ShopClient) -> None:
+    first, second = shop.get("/products/1"), shop.get("/products/1")
+    assert first.status == second.status == 200
+    assert PRODUCTS[0]["name"] in first.text
+    assert not first.is_hit and second.is_hit
+    assert second.text == first.text
+    assert int(second.headers["age"]) >= 0
+    assert shop.get("/products/999").status == 404
+
+
+def check_api(shop: ShopClient) -> None:
+    listed = shop.get("/api/products").json()
+    assert sorted(item["slug"] for item in listed) == sorted(p["slug"] for p in PRODUCTS)
+    one = shop.get("/api/products/3")
+    assert one.json() == {key: PRODUCTS[2][key] for key in one.json()}
+    assert shop.get("/api/products/3").is_hit
+
+
+def check_price_change(shop: ShopClient) -> None:
+    shop.get("/products/2")
+    shop.get("/api/products/2")
+    assert shop.get("/products/2").is_hit
+    changed = shop.post_json("/api/products/2/price", {"price_cents": 4321})
+    assert changed.status == 200 and changed.json() == {"id": 2, "price_cents": 4321}
+    page, api = shop.get("/products/2"), shop.get("/api/products/2")
+    assert not page.is_hit and 'data-cents="4321"' in page.text
+    assert not api.is_hit and api.json()["price_cents"] == 4321
+    assert shop.post_json("/api/products/999/price", {"price_cents": 1}).status == 404
+
+
+def check_assets(shop: ShopClient) -> None:
+    match = FINGERPRINTED_CSS.search(shop.get("/").text)
+    assert match is not None
+    asset = shop.get(match.group(1))
+    assert asset.status == 200
+    assert "immutable" in asset.headers["cache-control"]
+    assert "font-family" in asset.text
+
+
+def check_route_labels(shop: ShopClient, product_route: str) -> None:
+    shop.get("/products/4")
+    body = render_exposition()
+    text = (body[0] if isinstance(body, tuple) else body).decode()
+    assert f'route="{product_route}"' in text
+    assert 'route="/products/4"' not in text
