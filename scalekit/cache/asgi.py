@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any, assert_never
 
 from .. import asgi
-from ..context import CONTEXT_KEY, RequestContext, activate
+from ..context import CONTEXT_KEY, UNMATCHED_ROUTE, RequestContext, activate
 from .entry import CachedEntry
 from .layer import CacheCore
 from .policy import (
@@ -59,6 +59,16 @@ def _encode(headers: tuple[tuple[str, str], ...]) -> list[tuple[bytes, bytes]]:
 async def _send(send: asgi.Send, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": _encode(headers)})
     await send({"type": "http.response.body", "body": body})
+
+
+def _route(ctx: Any) -> str:
+    return ctx.route if ctx is not None and ctx.route != UNMATCHED_ROUTE else ""
+
+
+def _restore_route(scope: asgi.Scope, route: str) -> None:
+    ctx = scope.get(CONTEXT_KEY)
+    if ctx is not None:
+        ctx.route = route
 
 
 async def _discard(message: asgi.Message) -> None:
@@ -107,6 +117,8 @@ class ASGICache:
         match decision:
             case Serve():
                 core.count(decision.outcome)
+                if decision.route:
+                    _restore_route(scope, decision.route)
                 if decision.refresh is not None:
                     self._refresh_later(scope, key, decision.refresh, index, entry_key)
                 await _send(send, decision.status, decision.headers, decision.body)
@@ -165,6 +177,8 @@ class ASGICache:
         match decision:
             case Serve():
                 self.core.count(decision.outcome)
+                if decision.route:
+                    _restore_route(scope, decision.route)
                 await _send(send, decision.status, decision.headers, decision.body)
             case Refuse():
                 await _send(send, decision.status, decision.headers, decision.body)
@@ -366,7 +380,7 @@ class _Exchange:
         self.mode = "done"
         data = b"".join(self.chunks)
         stamp = await shell.generations.astamp(core.tags_for(self.ctx, plan, self.view), self.since)
-        entry = policy.responses.complete(plan, data, stamp) if core.may_store(
+        entry = policy.responses.complete(plan, data, stamp, _route(self.ctx)) if core.may_store(
             self.key, self.uri_mark, stamp) else None
         if entry is not None:
             for store_key, value in policy.storage_writes(self.key, entry, self.index,

@@ -45,6 +45,9 @@ class CachedEntry:
     # deleting the index (RFC 9111 §4.4 invalidation) orphans every variant at once.
     is_vary_index: bool = False
     variants_id: str = ""
+    # The route template the app named (metrics label), restored on a hit so hits are
+    # counted under the same route as the misses that filled the cache.
+    route: str = ""
 
     def size_bytes(self) -> int:
         """Approximate memory cost, used for the byte bounds of L1 and L3."""

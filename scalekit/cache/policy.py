@@ -95,6 +95,7 @@ class Serve:
     body: bytes
     outcome: Literal["hit", "stale"]
     refresh: Forward | None = None
+    route: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +314,7 @@ class CachePolicy:
                collapsed: bool = False) -> Serve:
         status, headers, body = self.responses.from_entry(
             entry, request, now=now, tier=tier, collapsed=collapsed)
-        return Serve(status, headers, body, outcome, refresh)
+        return Serve(status, headers, body, outcome, refresh, entry.route)
 
     def stale_fallback(self, forward: Forward, request: RequestView, *, now: float,
                        origin_status: int | None, any_age: bool = False) -> ServeStale | None:
@@ -413,7 +414,7 @@ class CachePolicy:
             status, out, body = self.responses.from_entry(
                 entry, request, now=now, tier=forward.tier, fwd=forward.fwd, fwd_status=fwd_status)
             return Freshen(None, status, out, body)
-        entry = self.responses.complete(plan, stored.body, stored.tags)
+        entry = self.responses.complete(plan, stored.body, stored.tags, stored.route)
         status, out, body = self.responses.from_entry(
             entry, request, now=now, tier=forward.tier, fwd=forward.fwd, fwd_status=fwd_status,
             stored=True)

@@ -162,8 +162,8 @@ class ResponseBuilder:
                         ("cache-status", f"{self.name}; detail={detail}")), body
 
     # ----------------------------------------------------------------- entries
-    def complete(self, plan: StorePlan, body: bytes,
-                 tags: tuple[tuple[str, int], ...]) -> CachedEntry | None:
+    def complete(self, plan: StorePlan, body: bytes, tags: tuple[tuple[str, int], ...],
+                 route: str = "") -> CachedEntry | None:
         """The entry for ``plan`` once its body is known; None if the body is truncated."""
         if plan.content_length is not None and plan.content_length != len(body):
             return None
@@ -185,7 +185,7 @@ class ResponseBuilder:
             stale_if_error_seconds=plan.stale_if_error_seconds,
             requires_revalidation=plan.requires_revalidation,
             must_revalidate=plan.must_revalidate,
-            tags=tags, vary=plan.vary, secondary_key=plan.secondary_key,
+            tags=tags, vary=plan.vary, secondary_key=plan.secondary_key, route=route,
         )
 
     @staticmethod

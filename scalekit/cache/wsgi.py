@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any, assert_never
 
 from .. import wsgi
-from ..context import CONTEXT_KEY, RequestContext, activate
+from ..context import CONTEXT_KEY, UNMATCHED_ROUTE, RequestContext, activate
 from ..messages import status_line
 from .layer import CacheCore
 from .policy import (
@@ -142,6 +142,16 @@ def _send(start_response: wsgi.StartResponse, status: int, headers: tuple[tuple[
     return [body] if body else []
 
 
+def _route(ctx: Any) -> str:
+    return ctx.route if ctx is not None and ctx.route != UNMATCHED_ROUTE else ""
+
+
+def _restore_route(environ: wsgi.Environ, route: str) -> None:
+    ctx = environ.get(CONTEXT_KEY)
+    if ctx is not None:
+        ctx.route = route
+
+
 def _discard(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
     return lambda data: None
 
@@ -180,6 +190,8 @@ class WSGICache:
         match decision:
             case Serve():
                 core.count(decision.outcome)
+                if decision.route:
+                    _restore_route(environ, decision.route)
                 if decision.refresh is not None:
                     self._refresh_later(environ, key, decision.refresh, index, entry_key)
                 return _send(start_response, decision.status, decision.headers, decision.body)
@@ -234,6 +246,8 @@ class WSGICache:
         match decision:
             case Serve():
                 self.core.count(decision.outcome)
+                if decision.route:
+                    _restore_route(environ, decision.route)
                 return _send(start_response, decision.status, decision.headers, decision.body)
             case Refuse():
                 return _send(start_response, decision.status, decision.headers, decision.body)
@@ -342,7 +356,8 @@ class WSGICache:
         _close(body)
         data = b"".join(chunks)
         stamp = self.generations.stamp(core.tags_for(ctx, plan, view), since)
-        entry = policy.responses.complete(plan, data, stamp) if core.may_store(key, uri_mark, stamp) else None
+        entry = policy.responses.complete(plan, data, stamp, _route(ctx)) if core.may_store(
+            key, uri_mark, stamp) else None
         if entry is not None and stamp is not None:
             for store_key, value in policy.storage_writes(key, entry, index,
                                                           new_variants_id=core.new_variants_id()):
