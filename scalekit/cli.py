@@ -92,14 +92,19 @@ def _is_wrapped(app: Any) -> bool:
     from .asgi import ASGIRoot
     from .wsgi import WSGIRoot
 
-    return isinstance(app, (WSGIRoot, ASGIRoot))
+    if isinstance(app, (WSGIRoot, ASGIRoot)) or getattr(app, "scalekit_installed", False):
+        return True  # the marker: Flask's ScaleKit(app) wraps app.wsgi_app inside the Flask app
+    # Starlette's app.add_middleware(ScaleKitMiddleware): the class carries the marker.
+    return any(getattr(getattr(entry, "cls", None), "scalekit_installed", False)
+               for entry in getattr(app, "user_middleware", None) or ())
 
 
 def _kind_of(app: Any, forced: str | None) -> str:
     from .asgi import ASGIRoot
     from .pipeline import detect_kind
+    from .wsgi import WSGIRoot
 
-    if _is_wrapped(app):
+    if isinstance(app, (WSGIRoot, ASGIRoot)):
         return "asgi" if isinstance(app, ASGIRoot) else "wsgi"
     if forced:
         return forced

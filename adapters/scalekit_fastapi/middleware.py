@@ -42,6 +42,9 @@ class ScaleKitMiddleware:
     pipeline's :class:`scalekit.Runtime`.
     """
 
+    # Tells `scalekit serve` that an app listing this middleware is already wrapped.
+    scalekit_installed = True
+
     def __init__(self, app: asgi.ASGIApp, **settings: Any) -> None:
         self.app = app
         self.pipeline = wrap(app, **settings)

@@ -56,6 +56,8 @@ class ScaleKit:
         app.wsgi_app = wrapped  # type: ignore[method-assign]
         self.runtime = wrapped.runtime
         app.extensions[EXTENSION_KEY] = self
+        # Tells `scalekit serve` (and anything else that would wrap the app) it already is.
+        app.scalekit_installed = True  # type: ignore[attr-defined]
         # First of the app-level before_request functions, so a later one that answers early
         # (auth, maintenance mode) is still counted under its route.
         app.before_request_funcs.setdefault(None, []).insert(0, _name_route)
