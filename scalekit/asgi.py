@@ -41,14 +41,16 @@ class ASGIRoot:
         self.app = app  # the user's app, unwrapped
         self.chain = chain
         self.runtime = runtime
+        self._started = False  # a plain attribute: checked on every request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            if not self.runtime.started:
+            if not self._started:
                 # Servers (and test clients) that skip lifespan still get the layers started.
                 await self.runtime.astartup()
-            ctx = RequestContext(scope.get("method", "GET"), scope.get("path", ""))
+                self._started = True
+            ctx = RequestContext(scope["method"], scope["path"])
             scope[CONTEXT_KEY] = ctx
             # Servers run each request in its own task, so this value is private to it; reset
             # anyway so direct calls in one task do not see the previous request's context.

@@ -45,11 +45,13 @@ class WSGIRoot:
         self.app = app  # the user's app, unwrapped
         self.chain = chain
         self.runtime = runtime
+        self._started = False  # a plain attribute: checked on every request
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        if not self.runtime.started:
+        if not self._started:
             # WSGI has no lifespan: the first request of each (forked) worker starts the layers.
             self.runtime.startup()
+            self._started = True
         ctx = RequestContext(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", ""))
         environ[CONTEXT_KEY] = ctx
         # Each WSGI request runs on its own thread (or sequentially on one), so setting the
