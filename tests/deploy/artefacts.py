@@ -21,6 +21,14 @@ PROMETHEUS_DIR = DEPLOY / "prometheus"
 RULES_FILE = PROMETHEUS_DIR / "rules" / "scalekit.yml"
 DASHBOARD_FILE = DEPLOY / "grafana" / "dashboards" / "scalekit.json"
 
+# Values for the variables docker-compose.prod.yml requires (${VAR:?...}).
+SAMPLE_SECRETS = {
+    "POSTGRES_PASSWORD": "s3cret-password",
+    "SCALEKIT_PURGE_TOKEN": "purge-token-0123456789abcdef",
+    "SCALEKIT_CACHE_SIGNING_SECRET": "signing-secret-0123456789abcdef",
+    "GRAFANA_ADMIN_PASSWORD": "admin-password",
+}
+
 # A metric name as written in PromQL; recording rules (job:scalekit_x:rate5m) are not metrics.
 METRIC_NAME = re.compile(r"(?<![:\w])(scalekit_[a-zA-Z0-9_]+)(?![:\w])")
 _INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")

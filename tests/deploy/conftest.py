@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from scalekit.cdn.assets import build_assets
+
 from tests.servers import free_port
 
 from .harness import AppInstance, nginx_binary, render_nginx_config, run_fleet, run_nginx
@@ -60,9 +62,13 @@ class Edge:
 
 
 def make_static_root(workdir: Path) -> Path:
-    """A static folder as a build would leave it: hashed names, .gz twins beside the files."""
+    """The static folder the Dockerfile builds (``scalekit assets build``: fingerprinted names,
+    .gz/.br twins, manifest.json), plus one hand-made pair whose .gz twin carries a marker."""
     root = workdir / "srv"
-    (root / "static").mkdir(parents=True)
+    source = workdir / "assets-src"
+    (source / "css").mkdir(parents=True)
+    (source / "css" / "shop.css").write_text(".product { margin: 0 auto; }\n" * 200)
+    build_assets(source, root / "static")
     (root / "static" / "app.3f2a9c.css").write_bytes(STATIC_CSS)
     # The .gz twin carries a marker, to prove nginx sent the file from disk (gzip_static)
     # rather than compressing on the fly.

@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import httpx
+
 from tests.servers import REPO_ROOT, free_port, stop_process_group, wait_for_port
 
 DEPLOY = REPO_ROOT / "deploy"
@@ -151,8 +153,19 @@ class AppInstance:
             )
 
     def wait_ready(self) -> None:
+        """Until a worker answers (gunicorn binds before its workers have imported the app)."""
         assert self.process is not None
         wait_for_port(self.port, process=self.process, log_path=self.log_path)
+        deadline = time.monotonic() + 20.0
+        while True:
+            try:
+                if httpx.get(self.url + "/_test/counts", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise TimeoutError(f"{self.instance_id} did not answer:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
 
     def stop(self, *, kill: bool = False) -> None:
         """SIGTERM (graceful: in-flight requests finish) or SIGKILL (a crash) the whole group."""
@@ -191,5 +204,9 @@ def run_fleet(workdir: Path, count: int = 3, **kwargs: object) -> Iterator[list[
             instance.wait_ready()
         yield instances
     finally:
+        for instance in instances:   # stop together too: SIGTERM all, then wait for each
+            if instance.process is not None and instance.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(instance.process.pid, signal.SIGTERM)
         for instance in instances:
             instance.stop()

@@ -21,6 +21,7 @@ from .artefacts import (
     COMPOSE_FILE,
     K8S_DIR,
     PROMETHEUS_DIR,
+    SAMPLE_SECRETS,
     adapter_rules,
     compose_app_environment,
     k8s_documents,
@@ -33,12 +34,6 @@ from .harness import DEPLOY, REPO_ROOT
 OFFLINE_ENV = {**os.environ, "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
                "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "NO_PROXY": ""}
 KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
-SAMPLE_SECRETS = {
-    "POSTGRES_PASSWORD": "s3cret-password",
-    "SCALEKIT_PURGE_TOKEN": "purge-token-0123456789abcdef",
-    "SCALEKIT_CACHE_SIGNING_SECRET": "signing-secret-0123456789abcdef",
-    "GRAFANA_ADMIN_PASSWORD": "admin-password",
-}
 
 
 def _tool(name: str) -> list[str]:
