@@ -68,11 +68,16 @@ SCOPE = {"type": "http", "method": "GET", "path": "/hello", "query_string": b"",
                      (b"accept-encoding", b"gzip")]}
 
 
+# CPU time of this process per request: on a machine shared with other jobs, wall time would
+# count the time other processes held the CPU. (Single-threaded loop: CPU time = work done.)
+clock = time.process_time
+
+
 def per_request_wsgi(app: Any, n: int) -> float:
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         return None
 
-    started = time.perf_counter()
+    started = clock()
     for _ in range(n):
         body = app(dict(ENVIRON), start_response)
         for _chunk in body:
@@ -80,7 +85,7 @@ def per_request_wsgi(app: Any, n: int) -> float:
         close = getattr(body, "close", None)
         if close is not None:
             close()
-    return (time.perf_counter() - started) / n * 1e6
+    return (clock() - started) / n * 1e6
 
 
 def per_request_asgi(app: Any, n: int) -> float:
@@ -91,10 +96,10 @@ def per_request_asgi(app: Any, n: int) -> float:
         return None
 
     async def loop() -> float:
-        started = time.perf_counter()
+        started = clock()
         for _ in range(n):
             await app(dict(SCOPE), receive, send)
-        return (time.perf_counter() - started) / n * 1e6
+        return (clock() - started) / n * 1e6
 
     return asyncio.run(loop())
 
@@ -108,7 +113,7 @@ def in_process(repeats: int, n: int) -> bool:
         hit_us = statistics.median(measure(wrapped, n) for _ in range(repeats))
         results[kind] = (bare_us, hit_us)
         ok = hit_us <= HIT_TARGET_US
-        print(f"{kind} memory hit, in process:  {hit_us:6.2f} us/request   target <= {HIT_TARGET_US:.0f} us"
+        print(f"{kind} memory hit, in process:  {hit_us:6.2f} us/request (CPU)   target <= {HIT_TARGET_US:.0f} us"
               f"   bare app {bare_us:5.2f} us   {'OK' if ok else 'MISSED'}")
     return all(hit <= HIT_TARGET_US for _, hit in results.values())
 

@@ -19,6 +19,7 @@ from .entry import CachedEntry
 from .layer import CacheCore
 from .policy import (
     SAFE_METHODS,
+    SPECIAL_REQUEST_HEADERS,
     Buffer,
     Forward,
     Freshen,
@@ -36,24 +37,80 @@ log = logging.getLogger("scalekit.cache")
 Found = tuple[CachedEntry, str] | None
 
 
+_SPECIAL = frozenset(name.encode("latin-1") for name in SPECIAL_REQUEST_HEADERS)
+_NAME_BYTES: dict[str, bytes] = {}
+
+
+class ScopeHeaders:
+    """Request headers by lower-case name over the scope's raw pairs (decoded on demand).
+
+    ASGI header names are lower-case bytes; several lines with one name are joined with ", "
+    (RFC 9110 §5.3).
+    """
+
+    __slots__ = ("raw",)
+
+    def __init__(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        raw = dict(pairs)
+        if len(raw) != len(pairs):  # repeated names: join them (rare)
+            raw = {}
+            for name, value in pairs:
+                raw[name] = raw[name] + b", " + value if name in raw else value
+        self.raw = raw
+
+    def get(self, name: str) -> str | None:
+        key = _NAME_BYTES.get(name)
+        if key is None:
+            key = name.encode("latin-1")
+            if len(_NAME_BYTES) < 1024:
+                _NAME_BYTES[name] = key
+        value = self.raw.get(key)
+        return None if value is None else value.decode("latin-1")
+
+
 def request_view(scope: asgi.Scope) -> RequestView:
-    """The policy's view of an ASGI request; header lines with one name are joined (RFC 9110 §5.3)."""
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in scope.get("headers", ()):
-        name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    host = headers.get("host")
-    if host is None and scope.get("server"):
+    """The policy's view of an ASGI request."""
+    headers = ScopeHeaders(scope.get("headers") or [])
+    host_bytes = headers.raw.get(b"host")
+    if host_bytes is not None:
+        host: str | None = host_bytes.decode("latin-1")
+    elif scope.get("server"):
         server_host, server_port = scope["server"][:2]
         host = f"{server_host}:{server_port}" if server_port else str(server_host)
+    else:
+        host = None
     return RequestView(scope.get("method", "GET"), scope.get("scheme", "http"), host,
                        scope.get("path", ""), scope.get("query_string", b"").decode("latin-1"),
-                       headers.get)
+                       headers.get, not _SPECIAL.isdisjoint(headers.raw))
 
 
 def _encode(headers: tuple[tuple[str, str], ...]) -> list[tuple[bytes, bytes]]:
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+_ENCODED_LIMIT = 4096
+
+
+class HeaderEncoder:
+    """Stored header tuples encoded to ASGI bytes once per entry, not once per hit.
+
+    Keyed by ``id()`` and holding the tuple itself, so an id is never reused while cached.
+    Every hit gets a new list: outer middleware may append to ``message["headers"]``.
+    """
+
+    def __init__(self) -> None:
+        self._encoded: dict[int, tuple[tuple[tuple[str, str], ...], list[tuple[bytes, bytes]]]] = {}
+
+    def serve(self, decision: Serve) -> list[tuple[bytes, bytes]]:
+        base = decision.base
+        if not base:
+            return _encode(decision.headers)
+        cached = self._encoded.get(id(base))
+        if cached is None or cached[0] is not base:
+            if len(self._encoded) >= _ENCODED_LIMIT:
+                self._encoded.clear()
+            cached = self._encoded[id(base)] = (base, _encode(base))
+        return cached[1] + _encode(decision.headers[len(base):])
 
 
 async def _send(send: asgi.Send, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> None:
@@ -71,6 +128,12 @@ def _restore_route(scope: asgi.Scope, route: str) -> None:
         ctx.route = route
 
 
+async def _send_served(send: asgi.Send, decision: Serve, encoder: HeaderEncoder) -> None:
+    await send({"type": "http.response.start", "status": decision.status,
+                "headers": encoder.serve(decision)})
+    await send({"type": "http.response.body", "body": decision.body})
+
+
 async def _discard(message: asgi.Message) -> None:
     return None
 
@@ -86,6 +149,7 @@ class ASGICache:
         self.generations = core.generations
         self.clock = core.clock
         self._tasks: set[asyncio.Task[None]] = set()
+        self.encoder = HeaderEncoder()
 
     async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         if scope["type"] != "http":
@@ -121,7 +185,9 @@ class ASGICache:
                     _restore_route(scope, decision.route)
                 if decision.refresh is not None:
                     self._refresh_later(scope, key, decision.refresh, index, entry_key)
-                await _send(send, decision.status, decision.headers, decision.body)
+                await send({"type": "http.response.start", "status": decision.status,
+                            "headers": self.encoder.serve(decision)})
+                await send({"type": "http.response.body", "body": decision.body})
             case Forward():
                 await self._forward(scope, receive, send, view, key, decision, index, entry_key, now)
             case Refuse():
@@ -179,7 +245,7 @@ class ASGICache:
                 self.core.count(decision.outcome)
                 if decision.route:
                     _restore_route(scope, decision.route)
-                await _send(send, decision.status, decision.headers, decision.body)
+                await _send_served(send, decision, self.encoder)
             case Refuse():
                 await _send(send, decision.status, decision.headers, decision.body)
             case Forward():

@@ -68,19 +68,30 @@ HeaderGetter = Callable[[str], "str | None"]
 _CLIENT_CONDITIONALS = ("if-none-match", "if-modified-since")
 
 
-class RequestView:
-    """The request as the policy sees it; ``header(name)`` takes a lower-case name."""
+# Request headers that change what the cache does with a stored response. A request without
+# any of them (most requests) skips every directive and conditional check on the hit path.
+SPECIAL_REQUEST_HEADERS = ("cache-control", "pragma", "if-none-match", "if-modified-since",
+                           "if-match", "if-unmodified-since", "range", "if-range")
 
-    __slots__ = ("method", "scheme", "host", "path", "query", "header")
+
+class RequestView:
+    """The request as the policy sees it; ``header(name)`` takes a lower-case name.
+
+    ``special`` is False when the request has none of :data:`SPECIAL_REQUEST_HEADERS` (the
+    shells know it cheaply); True is always safe.
+    """
+
+    __slots__ = ("method", "scheme", "host", "path", "query", "header", "special")
 
     def __init__(self, method: str, scheme: str, host: str | None, path: str, query: str,
-                 header: HeaderGetter) -> None:
+                 header: HeaderGetter, special: bool = True) -> None:
         self.method = method
         self.scheme = scheme
         self.host = host
         self.path = path
         self.query = query
         self.header = header
+        self.special = special
 
 
 # --------------------------------------------------------------------------- request decisions
@@ -96,6 +107,9 @@ class Serve:
     outcome: Literal["hit", "stale"]
     refresh: Forward | None = None
     route: str = ""
+    # The stored header tuple that ``headers`` starts with, when it does: the ASGI shell
+    # encodes it to bytes once per entry instead of once per hit.
+    base: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +236,8 @@ class CachePolicy:
     ) -> Decision:
         """What to do with a GET/HEAD given the entry the store selected (already checked to be
         current and to match the request's Vary'd headers), or None with ``miss`` saying why."""
-        directives = self.request_directives(request)
+        special = request.special
+        directives = self.request_directives(request) if special else _NO_DIRECTIVES
         if found is None:
             return self._forward(request, directives, miss, None, "")
         entry, tier = found
@@ -231,7 +246,7 @@ class CachePolicy:
             # Invariant 1: never serve a variant selected for other header values.
             return self._forward(request, directives, "vary-miss", None, "")
         header = request.header
-        if header("if-match") is not None or header("if-unmodified-since") is not None:
+        if special and (header("if-match") is not None or header("if-unmodified-since") is not None):
             # RFC 9111 §4.3.2: preconditions that "only apply to an origin server" go there.
             return self._forward(request, directives, "request", None, "")
         age = self.responses.current_age(entry, now)
@@ -244,7 +259,7 @@ class CachePolicy:
             # §5.2.2.4 no-cache: "the cache MUST NOT use the response to satisfy a subsequent
             # request without successful validation on the origin server".
             return self._forward(request, directives, "stale", entry, tier)
-        if self._client_demands_origin(request, directives, age, lifetime):
+        if special and self._client_demands_origin(request, directives, age, lifetime):
             return self._forward(request, directives, "request", entry, tier)
         if age < lifetime:
             return self._serve(entry, tier, request, now, "hit")
@@ -314,7 +329,9 @@ class CachePolicy:
                collapsed: bool = False) -> Serve:
         status, headers, body = self.responses.from_entry(
             entry, request, now=now, tier=tier, collapsed=collapsed)
-        return Serve(status, headers, body, outcome, refresh, entry.route)
+        stored = entry.headers
+        base = stored if headers[:len(stored)] == stored else ()
+        return Serve(status, headers, body, outcome, refresh, entry.route, base)
 
     def stale_fallback(self, forward: Forward, request: RequestView, *, now: float,
                        origin_status: int | None, any_age: bool = False) -> ServeStale | None:

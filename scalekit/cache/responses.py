@@ -104,7 +104,8 @@ class ResponseBuilder:
             return entry.status, entry.headers + extra, entry.body
         header = request.header
         head = request.method == "HEAD"
-        if entry.status == 200 and any(header(name) is not None for name in _CONDITIONAL_OR_RANGE):
+        if entry.status == 200 and request.special and any(
+                header(name) is not None for name in _CONDITIONAL_OR_RANGE):
             return self._conditional_or_range(entry, request, extra, head)
         return entry.status, entry.headers + extra, b"" if head else entry.body
 

@@ -20,6 +20,7 @@ from ..messages import status_line
 from .layer import CacheCore
 from .policy import (
     SAFE_METHODS,
+    SPECIAL_REQUEST_HEADERS,
     Buffer,
     Forward,
     Freshen,
@@ -65,6 +66,9 @@ class EnvironHeaders:
         return value
 
 
+_SPECIAL_KEYS = tuple(environ_key(name) for name in SPECIAL_REQUEST_HEADERS)
+
+
 def request_view(environ: wsgi.Environ) -> RequestView:
     """The policy's view of a WSGI request (paths as text, like ASGI's ``scope["path"]``)."""
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
@@ -77,8 +81,13 @@ def request_view(environ: wsgi.Environ) -> RequestView:
     host = environ.get("HTTP_HOST")
     if host is None:
         host = f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
+    special = False
+    for name in _SPECIAL_KEYS:
+        if name in environ:
+            special = True
+            break
     return RequestView(environ.get("REQUEST_METHOD", "GET"), environ.get("wsgi.url_scheme", "http"),
-                       host, path, environ.get("QUERY_STRING", ""), EnvironHeaders(environ).get)
+                       host, path, environ.get("QUERY_STRING", ""), EnvironHeaders(environ).get, special)
 
 
 class _Capture:
