@@ -34,7 +34,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-import scalekit  # noqa: E402
+import scalekit
 
 TARGETS_US = {"all layers off": 3.0, "metrics on": 15.0}
 LAYERS_OFF = {"metrics": False, "cdn": False, "cache": False, "pool": False}
@@ -49,7 +49,7 @@ def bare_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 async def bare_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while (message := await receive())["type"] != "lifespan.shutdown":
+        while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return

@@ -139,5 +139,5 @@ def header_value(scope: Scope, name: bytes) -> str | None:
     """The first value of request header ``name`` (lower-case bytes), or None."""
     for key, value in scope.get("headers", ()):
         if key == name:
-            return value.decode("latin-1")
+            return str(value.decode("latin-1"))
     return None

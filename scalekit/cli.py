@@ -85,7 +85,8 @@ def load_served_app() -> Any:
     from .pipeline import wrap
 
     app = import_target(os.environ[SERVE_APP_ENV])
-    return app if _is_wrapped(app) else wrap(app, kind=os.environ.get(SERVE_KIND_ENV) or None)
+    kind = os.environ.get(SERVE_KIND_ENV) or None
+    return app if _is_wrapped(app) else wrap(app, kind=kind)  # type: ignore[arg-type]
 
 
 def _is_wrapped(app: Any) -> bool:

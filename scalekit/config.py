@@ -18,14 +18,15 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from . import loader
+from .cache.config import CacheConfig
+from .cdn.config import CDNConfig
 
 # errors first: section modules import ``require`` from here while this module is loading.
-from .errors import ConfigError, UnknownKeyError, require
-from .cache.config import CacheConfig  # noqa: E402  (after require, see above)
-from .cdn.config import CDNConfig  # noqa: E402
-from .pool.config import PoolConfig  # noqa: E402
-from . import loader  # noqa: E402
+from .errors import ConfigError, require
+from .pool.config import PoolConfig
 
 __all__ = [
     "Config",
@@ -154,7 +155,8 @@ def load_config(
                               source="arguments")
         if not kwargs:
             return given
-        return loader.build(Config, [(_fields_of(given), "config=Config(...)"), (kwargs, "arguments")])
+        return cast(Config, loader.build(Config, [(_fields_of(given), "config=Config(...)"),
+                                                  (kwargs, "arguments")]))
     explicit = config_file or kwargs.pop("config_file", None) or environ.get("SCALEKIT_CONFIG")
     layers: list[loader.Layer] = []
     file_path = _find_config_file(base, explicit)
@@ -163,7 +165,7 @@ def load_config(
     layers.extend(loader.read_environ(Config, environ, ENV_PREFIX, LOADER_ENV))
     if kwargs:
         layers.append((kwargs, "arguments"))
-    return loader.build(Config, layers)  # type: ignore[no-any-return]
+    return cast(Config, loader.build(Config, layers))
 
 
 def _find_config_file(base: Path, explicit: str | os.PathLike[str] | None) -> Path | None:

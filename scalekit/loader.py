@@ -24,7 +24,7 @@ import types
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeGuard, Union
 
 from .errors import ConfigError, UnknownKeyError
 
@@ -376,7 +376,7 @@ def field_types(cls: type) -> dict[str, Any]:
     return hints
 
 
-def _is_dataclass_type(target: Any) -> bool:
+def _is_dataclass_type(target: Any) -> TypeGuard[type]:
     return isinstance(target, type) and dataclasses.is_dataclass(target)
 
 

@@ -60,7 +60,7 @@ def render_exposition(accept: str | None = None) -> tuple[bytes, str]:
     encoder, content_type = choose_encoder(accept or "")
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return encoder(registry), content_type
     return encoder(REGISTRY), content_type
 
@@ -76,7 +76,7 @@ class MetricsPolicy:
             allow = () if config.token else LOOPBACK
         self.networks = tuple(ipaddress.ip_network(address, strict=False) for address in allow)
         self.exclude_paths = config.exclude_paths
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, int], _Handles] = {}
         self._routes: set[str] = {UNMATCHED_ROUTE, OVERFLOW_ROUTE}
         self._overflowed = False
 
@@ -221,7 +221,7 @@ class WSGIMetrics:
 class _WSGIExchange:
     """One measured WSGI request: reads the status on its way out, records at close()."""
 
-    __slots__ = ("policy", "in_flight", "environ", "server_start_response", "status", "started")
+    __slots__ = ("environ", "in_flight", "policy", "server_start_response", "started", "status")
 
     def __init__(self, policy: MetricsPolicy, in_flight: Any, environ: wsgi.Environ,
                  start_response: wsgi.StartResponse) -> None:
@@ -283,7 +283,7 @@ class ASGIMetrics:
         try:
             await self.app(scope, receive, send_with_status)
         except BaseException:
-            status = 500 if status < 500 else status
+            status = max(status, 500)
             raise
         finally:
             in_flight.inc(-1)

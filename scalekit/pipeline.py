@@ -77,7 +77,7 @@ def _is_async(app: object) -> bool:
     if inspect.isfunction(app) or inspect.ismethod(app) or isinstance(app, functools.partial):
         return False
     # An instance: its class's __call__ (Starlette, FastAPI, Django's ASGIHandler).
-    return inspect.iscoroutinefunction(getattr(app, "__call__", None))
+    return inspect.iscoroutinefunction(type(app).__call__)
 
 
 def _accepts(app: Callable[..., Any], count: int) -> bool:

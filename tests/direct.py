@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import io
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.util import FileWrapper, setup_testing_defaults
 
-__all__ = ["ASGIResult", "WSGIResult", "asgi_scope", "call_asgi", "call_wsgi", "wsgi_environ"]
+__all__ = [
+    "LAYER_HEADERS", "ASGIResult", "WSGIResult", "asgi_scope", "assert_single_date", "call_asgi",
+    "call_wsgi", "comparable_headers", "raw_http", "split_raw", "without_date", "wsgi_environ",
+]
 
 
 def wsgi_environ(method: str = "GET", path: str = "/", *, query: str = "", body: bytes = b"",
@@ -145,14 +147,6 @@ def call_asgi(app: Callable[..., Any], scope: dict[str, Any] | None = None,
 
     asyncio.run(run())
     return result
-
-
-def exc_info_of(error: BaseException) -> Any:
-    """``sys.exc_info()``-style tuple for ``error``."""
-    try:
-        raise error
-    except BaseException:
-        return sys.exc_info()
 
 
 def raw_http(base_url: str, method: str, path: str, *, headers: Sequence[tuple[str, str]] = (),

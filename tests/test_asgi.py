@@ -266,10 +266,10 @@ STARLETTE_REQUESTS = [
 
 
 def _exchange(app: Any, method: str, path: str, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], list[bytes]]:
-    with TestClient(app, raise_server_exceptions=False) as client:
-        with client.stream(method, path, content=body or None) as response:
-            chunks = [chunk for chunk in response.iter_raw() if chunk]
-            return response.status_code, response.headers.raw, chunks
+    with TestClient(app, raise_server_exceptions=False) as client, \
+            client.stream(method, path, content=body or None) as response:
+        chunks = [chunk for chunk in response.iter_raw() if chunk]
+        return response.status_code, response.headers.raw, chunks
 
 
 def variant_params(requests: list[Any]) -> list[Any]:
@@ -293,12 +293,12 @@ def test_starlette_wrapped_is_byte_for_byte_the_bare_app(variant: str, method: s
 
 @pytest.mark.parametrize("variant", ["off", "defaults"])
 def test_starlette_websocket_through_the_wrapper(variant: str) -> None:
-    with TestClient(getattr(starlette_app, f"wrapped_{variant}")) as client:
-        with client.websocket_connect("/ws") as websocket:
-            websocket.send_text("hi")
-            assert websocket.receive_text() == "echo:hi"
-            websocket.send_bytes(b"\x00")
-            assert websocket.receive_bytes() == b"echo:\x00"
+    with TestClient(getattr(starlette_app, f"wrapped_{variant}")) as client, \
+            client.websocket_connect("/ws") as websocket:
+        websocket.send_text("hi")
+        assert websocket.receive_text() == "echo:hi"
+        websocket.send_bytes(b"\x00")
+        assert websocket.receive_bytes() == b"echo:\x00"
 
 
 # --------------------------------------------------------------------------- under uvicorn
@@ -367,8 +367,9 @@ def test_websocket_round_trip_under_uvicorn(uvicorn_starlette: tuple[str, Path],
 
 @pytest.mark.server
 def test_lifespan_under_uvicorn_runs_scalekit_hooks_around_the_app(tmp_path_factory: pytest.TempPathFactory) -> None:
-    from tests.servers import run_server
     import httpx
+
+    from tests.servers import run_server
     events = tmp_path_factory.mktemp("lifespan-only") / "events.txt"
     with run_server("uvicorn", "tests.apps.dispatch:starlette_variants",
                     env={"TEST_LIFESPAN_EVENTS_FILE": str(events)}) as url:

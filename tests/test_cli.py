@@ -144,7 +144,7 @@ def test_check_reports_each_plugin_and_exits_1_when_something_is_unreachable(
 
 
 def test_check_shows_every_layer_and_hides_secrets(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "layer_plugins", lambda: {})
+    monkeypatch.setattr(cli, "layer_plugins", dict)
     token = "a-very-secret-token-value"
     result = runner.invoke(cli.main, ["check"], env={
         "SCALEKIT_METRICS_TOKEN": token, "SCALEKIT_REDIS_URL": "redis://user:hunter2@127.0.0.1:1/0",

@@ -253,7 +253,7 @@ def test_first_request_runs_startup_hooks_once_across_threads() -> None:
 # --------------------------------------------------------------------------- Flask
 
 
-from tests.apps import flask_app  # noqa: E402
+from tests.apps import flask_app
 
 # Responses without Cache-Control may get layer-stamped headers once the CDN layer is real; the
 # "defaults" variant compares only responses that say no-store (which no layer may alter).
