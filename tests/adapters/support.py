@@ -118,3 +118,4 @@ def exposition_text() -> str:
     rendered = render_exposition()
     body = rendered[0] if isinstance(rendered, tuple) else rendered
     return body.decode()
+

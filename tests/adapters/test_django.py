@@ -115,3 +115,10 @@ def test_the_connection_is_back_in_the_pool_whatever_happened(site: Site, path: 
 
 def test_streamed_rows_arrive_complete(site: Site) -> None:
     assert site.get("/stream/").text.splitlines() == [f"{i},{name}" for i, name in ITEMS.items()]
+
+
+def test_cache_hits_are_counted_under_the_route_template(site: Site) -> None:
+    before = request_count(exposition_text(), "/items/<int:item_id>/")
+    site.get("/items/1/")
+    assert_hit(site.get("/items/1/").headers)
+    assert request_count(exposition_text(), "/items/<int:item_id>/") == before + 2

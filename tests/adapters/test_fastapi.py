@@ -156,3 +156,10 @@ def test_route_templates_without_the_pipeline_leave_requests_alone() -> None:
 
     with TestClient(RouteTemplates(inner)) as test_client:
         assert test_client.get("/plain").json() == {"ok": True}
+
+
+def test_cache_hits_are_counted_under_the_route_template(client: TestClient) -> None:
+    before = request_count(exposition_text(), "/items/{item_id}")
+    client.get("/items/1")
+    assert_hit(client.get("/items/1").headers)
+    assert request_count(exposition_text(), "/items/{item_id}") == before + 2

@@ -144,3 +144,11 @@ def test_streamed_rows_arrive_complete(app: Flask) -> None:
 def test_db_outside_a_request_says_what_to_do() -> None:
     with pytest.raises(Exception, match="outside"):
         db.execute  # noqa: B018  (touching the proxy resolves it)
+
+
+def test_cache_hits_are_counted_under_the_route_template(app: Flask) -> None:
+    client = app.test_client()
+    before = request_count(exposition_text(), "/items/<int:item_id>")
+    client.get("/items/1")
+    assert_hit(client.get("/items/1").headers)
+    assert request_count(exposition_text(), "/items/<int:item_id>") == before + 2
