@@ -42,14 +42,14 @@ class RequestContext:
     """What the layers of one request share: route template, tags, tables, timings, state."""
 
     __slots__ = (
+        "__weakref__",
         "method",
         "path",
         "route",
-        "tags",
+        "state",
         "tables_read",
         "tables_written",
-        "state",
-        "__weakref__",
+        "tags",
     )
 
     def __init__(self, method: str, path: str) -> None:

@@ -155,5 +155,5 @@ def _close_live_runtimes() -> None:
     for runtime in live_runtimes():
         try:
             runtime.close()
-        except Exception:  # noqa: BLE001  (exiting: report and go on closing the others)
+        except Exception:
             log.exception("scalekit: a shutdown hook failed at exit")

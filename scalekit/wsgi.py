@@ -93,7 +93,7 @@ class ClosingBody:
     sent, failed = False
     """
 
-    __slots__ = ("_iterable", "_iterator", "_on_close", "_failed", "_closed")
+    __slots__ = ("_closed", "_failed", "_iterable", "_iterator", "_on_close")
 
     def __init__(self, iterable: Iterable[bytes], on_close: Callable[[bool], None]) -> None:
         self._iterable = iterable
