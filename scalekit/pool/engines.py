@@ -124,6 +124,8 @@ class Database:
             pool_recycle=config.recycle_seconds if config.recycle_seconds > 0 else -1,
             connect_args=connect_args,
         )
+        if config.url is None:
+            event.listen(engine, "connect", _tune_default_sqlite)
         reset = resolve_reset_statement(config.reset_statement, dialect=engine.dialect.name,
                                         driver=engine.dialect.driver)
         if reset is not None:
@@ -267,6 +269,18 @@ def _resetter(statement: str) -> Any:
         # An exception here makes SQLAlchemy discard the connection rather than reuse it.
 
     return reset
+
+
+def _tune_default_sqlite(dbapi_connection: Any, record: Any) -> None:
+    # The default demo database only (a configured file is left as its owner set it): WAL lets
+    # readers proceed while one request writes, and NORMAL syncs at checkpoints instead of at
+    # every COMMIT, which survives an app crash (not a power cut) at a fraction of the cost.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
 
 
 def _discard(connection: Connection) -> None:

@@ -92,7 +92,7 @@ class RequestDatabase:
             try:  # an idle connection: taking it costs a pre-ping at most, fine on the loop
                 return self._checkout(site, may_wait=False)
             except PoolShedError:
-                pass  # another thread took it meanwhile: wait off the loop instead
+                self.failure = None  # another thread took it meanwhile: wait off the loop
         return await asyncio.to_thread(self._checkout, site, True)
 
     def dbapi_connection(self) -> Any:

@@ -29,15 +29,20 @@ DATABASES_KEY = "scalekit.databases"
 class _Exchange:
     """One request's response state: did it start, was it replaced by the 503."""
 
-    __slots__ = ("requests", "server_start_response", "retry_after_seconds", "started", "replacement")
+    __slots__ = ("requests", "server_start_response", "retry_after_seconds", "started",
+                 "replacement", "returned")
 
     def __init__(self, requests: RequestDatabases, start_response: wsgi.StartResponse,
                  retry_after_seconds: int) -> None:
         self.requests = requests
-        self.server_start_response = start_response
+        # Dropped once the response has started and the app has returned: servers' start_response
+        # usually leads back to the object holding the body, and that cycle would keep a body
+        # the server drops without close() (and its connection) alive until a full gc run.
+        self.server_start_response: wsgi.StartResponse | None = start_response
         self.retry_after_seconds = retry_after_seconds
         self.started = False
         self.replacement: Response | None = None
+        self.returned = False
 
     def start_response(self, status: str, headers: list[tuple[str, str]],
                        exc_info: Any = None) -> Callable[[bytes], object]:
@@ -49,18 +54,25 @@ class _Exchange:
         self.started = True
         if requests.release_at_start:
             requests.release_all(only_if_idle=True)
+        server_start_response = self.server_start_response
+        assert server_start_response is not None  # noqa: S101  (only dropped after the start)
+        if self.returned:  # a generator app starting from its body: no later use
+            self.server_start_response = None
         if exc_info is not None:
-            return self.server_start_response(status, headers, exc_info)
-        return self.server_start_response(status, headers)
+            return server_start_response(status, headers, exc_info)
+        return server_start_response(status, headers)
 
     def answer_503(self, exc_info: Any = None) -> Callable[[bytes], object]:
         failure = self.requests.failure()
         retry_after = getattr(failure, "retry_after_seconds", self.retry_after_seconds)
         self.replacement = response = shed_response(retry_after)
         self.started = True
+        server_start_response = self.server_start_response
+        if server_start_response is None:  # the response already started: too late to replace
+            raise RuntimeError("a pool failure after the response started cannot become a 503")
         # exc_info lets a server accept a second start_response if the app had already called it.
-        self.server_start_response(status_line(response.status), list(response.headers),
-                                   exc_info if exc_info is not None else sys.exc_info())
+        server_start_response(status_line(response.status), list(response.headers),
+                              exc_info if exc_info is not None else sys.exc_info())
         return _discard_write
 
 
@@ -143,6 +155,9 @@ class WSGIPool:
             _close_quietly(iterable)
             requests.finish()
             return [exchange.replacement.body]
+        exchange.returned = True
+        if exchange.started:
+            exchange.server_start_response = None
         return ReleasingBody(iterable, exchange, self.service)
 
 

@@ -63,19 +63,32 @@ def environ_for(path: str, method: str = "GET") -> dict[str, Any]:
 
 
 class WSGICall:
-    """One WSGI request driven by hand, as a server would (or would fail to)."""
+    """One WSGI request driven by hand, as a server would (or would fail to).
+
+    Like a real server, the start_response it passes does not lead back to this object, so a
+    body dropped without close() is freed by reference counting alone.
+    """
 
     def __init__(self, app: Callable[..., Any], path: str, method: str = "GET") -> None:
-        self.status: str | None = None
-        self.headers: list[tuple[str, str]] = []
         self.environ = environ_for(path, method)
         self.chunks: list[bytes] = []
-        self.body = app(self.environ, self._start_response)
+        self._started: dict[str, Any] = {"status": None, "headers": []}
+        started, chunks = self._started, self.chunks
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            started["status"], started["headers"] = status, headers
+            return chunks.append
+
+        self.body = app(self.environ, start_response)
         self.iterator = iter(self.body)
 
-    def _start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        self.status, self.headers = status, headers
-        return self.chunks.append
+    @property
+    def status(self) -> str | None:
+        return self._started["status"]  # type: ignore[no-any-return]
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return self._started["headers"]  # type: ignore[no-any-return]
 
     def read(self, count: int | None = None) -> WSGICall:
         """Read ``count`` chunks (all when None)."""

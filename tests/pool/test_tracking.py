@@ -134,11 +134,11 @@ def make_app(table: str, other: str) -> Any:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def two_tables(request: pytest.FixtureRequest, tmp_path: object) -> Any:
+def two_tables(request: pytest.FixtureRequest, fast_dir: object) -> Any:
     """(url, table, other table, read-committed probe of table's price) on each database."""
     table, other = unique("products"), unique("promos")
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/t.db"
+        url = f"sqlite:///{fast_dir}/t.db"
         engine = sa.create_engine(url)
     else:
         request.getfixturevalue("postgres_available")
