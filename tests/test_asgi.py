@@ -376,3 +376,42 @@ def test_lifespan_under_uvicorn_runs_scalekit_hooks_around_the_app(tmp_path_fact
         during = httpx.get(f"{url}/lifespan", headers={"X-Variant": "off"}, timeout=20).json()
     assert during == ["scalekit-startup", "app-startup"]
     assert events.read_text().split() == ["scalekit-startup", "app-startup", "app-shutdown", "scalekit-shutdown"]
+
+
+@pytest.mark.server
+def test_client_disconnect_mid_stream_under_uvicorn(uvicorn_starlette: tuple[str, Path], tmp_path: Path) -> None:
+    """The client goes away during a streamed response: the request still ends (in-flight back
+    to where it was) and the next requests are served."""
+    import socket
+    import time
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = uvicorn_starlette[0]
+
+    def in_flight() -> float:
+        body = httpx.get(f"{url}/metrics", headers={"X-Variant": "off"}, timeout=20).text
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                if sample.name == "scalekit_http_requests_in_flight":
+                    return float(sample.value)
+        raise AssertionError("no in-flight gauge")
+
+    baseline = in_flight()
+    gate = tmp_path / "gate"
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(f"GET /stream?gate={gate}&n=3 HTTP/1.1\r\nHost: x\r\nX-Variant: off\r\n\r\n".encode())
+        received = b""
+        while b"chunk 0" not in received:  # headers and the first chunk may come apart
+            data = sock.recv(65536)
+            assert data, f"connection closed early: {received!r}"
+            received += data
+        assert in_flight() == baseline + 1
+    gate.touch()  # the app produces its next chunk into a closed connection
+    deadline = time.monotonic() + 20
+    while in_flight() != baseline:
+        assert time.monotonic() < deadline, "the disconnected request never finished"
+        time.sleep(0.05)
+    assert httpx.get(f"{url}/", headers={"X-Variant": "off"}, timeout=20).status_code == 200
