@@ -296,3 +296,20 @@ def test_generic_errors(values: dict[str, Any], key: str, fragment: str) -> None
         loader.build(Root, [(values, "test")])
     assert caught.value.key == key
     assert fragment in str(caught.value)
+
+
+def test_named_sections_from_environment_and_toml(tmp_path: Path) -> None:
+    """dict-of-section keys (pool.databases.NAME.KEY) from every source, merged key by key."""
+    config = load(
+        tmp_path,
+        kwargs={"pool": {"databases": {"default": {"max_overflow": 3}}}},
+        env={"SCALEKIT_POOL_DATABASES_DEFAULT_POOL_SIZE": "9",
+             "SCALEKIT_POOL_DATABASES_READ_REPLICA_URL": "postgresql://replica/db"},
+        files={"scalekit.toml": "[pool.databases.default]\nurl = 'postgresql://primary/db'\n"},
+    )
+    default = config.pool.databases["default"]
+    assert (default.url, default.pool_size, default.max_overflow) == ("postgresql://primary/db", 9, 3)
+    assert config.pool.databases["read_replica"].url == "postgresql://replica/db"
+    with pytest.raises(UnknownKeyError) as caught:
+        load(tmp_path, env={"SCALEKIT_POOL_DATABASES_DEFAULT_POOL_SIZ": "9"})
+    assert caught.value.key == "SCALEKIT_POOL_DATABASES_DEFAULT_POOL_SIZ"
