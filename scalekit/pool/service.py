@@ -64,6 +64,9 @@ class PoolService:
         self._start_lock = threading.Lock()
         self.change_feed: ChangeFeedListener | None = None
         self.closed = False
+        # Start the worker (and the change feed) with the runtime, or with the first request of
+        # a process that never ran the start-up hooks (a forked worker).
+        runtime.on_startup(self._start_background)
         runtime.on_shutdown(self.close)
 
     # ----------------------------------------------------------------- per request
