@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from scalekit.cdn.assets import build_assets
-
 from tests.servers import free_port
 
 from .harness import AppInstance, nginx_binary, render_nginx_config, run_fleet, run_nginx

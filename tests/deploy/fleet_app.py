@@ -12,8 +12,8 @@ about HTTP):
 - ``/slow?seconds=S``: answers after S seconds (at most 5), for load tests.
 - ``/slow-cacheable?seconds=S``: the same, but ``public, s-maxage=60`` (edge cache lock).
 - ``/upload`` (POST): the number of body bytes received.
-- ``/db``: uses a pooled connection when the pool layer exists (for its metric series).
-- ``/invalidate``: calls ``scalekit.invalidate`` when it exists (for the invalidation series).
+- ``/db``: runs ``SELECT 1`` on the request's pooled connection (for the pool's series).
+- ``/invalidate``: calls ``scalekit.invalidate`` (for the invalidation series).
 
 A counting shell *outside* ``scalekit.wrap`` counts every request that reached this process, by
 path; ``/_test/counts`` returns them. That is "what the app saw", whatever scalekit's own cache
@@ -33,7 +33,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+from sqlalchemy import text
+
 import scalekit
+from scalekit.pool import db
 
 INSTANCE_ID = os.environ.get("INSTANCE_ID", "solo")
 MAX_SLOW_SECONDS = 5.0
@@ -89,25 +92,14 @@ def answer(method: str, path: str, query: str, client: str | None, forwarded_for
     if path == "/db":
         return _json({"instance": INSTANCE_ID, "db": _touch_database()})
     if path == "/invalidate":
-        invalidate = getattr(scalekit, "invalidate", None)
-        if invalidate is not None:
-            invalidate(["product:1"])
-        return _json({"instance": INSTANCE_ID, "invalidated": invalidate is not None})
+        scalekit.invalidate(["product:1"])
+        return _json({"instance": INSTANCE_ID, "invalidated": True})
     return Answer(404, (("Content-Type", "text/plain"), ("Cache-Control", "no-store")), b"not found\n")
 
 
 def _touch_database() -> str:
-    """Run SELECT 1 on the request's pooled connection, if the pool layer offers one yet."""
-    try:
-        from scalekit.pool import db  # type: ignore[attr-defined]
-    except ImportError:
-        return "pool layer has no db() yet"
-    try:
-        from sqlalchemy import text
-
-        db().connection().execute(text("SELECT 1"))
-    except Exception as exc:  # the pool is another engineer's work in progress: report, not fail
-        return f"error: {type(exc).__name__}: {exc}"
+    """Run SELECT 1 on the request's pooled connection (SQLite under state_dir by default)."""
+    db().connection().execute(text("SELECT 1"))
     return "ok"
 
 

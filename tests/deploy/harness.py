@@ -84,7 +84,7 @@ def render_nginx_config(
 def nginx_test(binary: str, config: Path) -> subprocess.CompletedProcess[str]:
     """``nginx -t`` on a config; returns the completed process (output in stderr)."""
     return subprocess.run([binary, "-t", "-p", str(config.parent), "-c", str(config)],
-                          capture_output=True, text=True, timeout=30)
+                          check=False, capture_output=True, text=True, timeout=30)
 
 
 @contextlib.contextmanager

@@ -22,13 +22,20 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import httpx
 import pytest
 
 from tests.servers import free_port, stop_process_group, wait_for_port
 
-from .artefacts import PROMETHEUS_DIR, adapter_query, adapter_rules, dashboard_expressions, k8s_object
+from .artefacts import (
+    PROMETHEUS_DIR,
+    adapter_query,
+    adapter_rules,
+    dashboard_expressions,
+    k8s_object,
+)
 from .conftest import require_binary
 from .harness import AppInstance
 
@@ -120,7 +127,7 @@ class Load:
             while not self.stop_event.is_set() and time.monotonic() < self.deadline:
                 self.statuses.append(client.get(self.url + "/slow?seconds=0.5").status_code)
 
-    def __enter__(self) -> Load:
+    def __enter__(self) -> Self:
         for thread in self.threads:
             thread.start()
         return self

@@ -104,13 +104,13 @@ def test_ingress_edge_cache_serves_hits_in_front_of_an_instance(tmp_path: Path) 
     instance.start()
     try:
         port = free_port()
-        with run_nginx(binary, render(tmp_path / "nginx", listen_port=port, upstream_port=instance.port), port) as url:
-            with httpx.Client(base_url=url, timeout=10) as client:
-                page = f"/cacheable?v={uuid.uuid4().hex}"
-                assert client.get(page).headers["x-cache-status"] == "MISS"
-                assert client.get(page).headers["x-cache-status"] == "HIT"
-                assert client.get(page + "&utm_source=x").headers["x-cache-status"] == "HIT"
-                assert "HIT" not in {client.get("/private").headers["x-cache-status"] for _ in range(3)}
+        config = render(tmp_path / "nginx", listen_port=port, upstream_port=instance.port)
+        with run_nginx(binary, config, port) as url, httpx.Client(base_url=url, timeout=10) as client:
+            page = f"/cacheable?v={uuid.uuid4().hex}"
+            assert client.get(page).headers["x-cache-status"] == "MISS"
+            assert client.get(page).headers["x-cache-status"] == "HIT"
+            assert client.get(page + "&utm_source=x").headers["x-cache-status"] == "HIT"
+            assert "HIT" not in {client.get("/private").headers["x-cache-status"] for _ in range(3)}
     finally:
         instance.stop()
 

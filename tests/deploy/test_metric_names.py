@@ -22,7 +22,7 @@ import redis
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-import scalekit.instruments as instruments
+from scalekit import instruments
 from tests.servers import run_server
 
 from .artefacts import adapter_rules, dashboard_expressions, metric_names, rule_expressions
@@ -108,10 +108,10 @@ def live_scrapes(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, st
     env = {"SCALEKIT_STATE_DIR": str(workdir / "uvicorn-state"), "SCALEKIT_REDIS_URL": "redis://127.0.0.1:6379/0",
            "SCALEKIT_REDIS_KEY_PREFIX": prefix}
     try:
-        with run_server("uvicorn", "tests.deploy.fleet_app:asgi_app", env=env) as url:
-            with httpx.Client(base_url=url, timeout=10) as client:
-                exercise(client)
-                single_families, single_samples = live_families(client.get("/metrics").text, label_values)
+        with run_server("uvicorn", "tests.deploy.fleet_app:asgi_app", env=env) as url, \
+                httpx.Client(base_url=url, timeout=10) as client:
+            exercise(client)
+            single_families, single_samples = live_families(client.get("/metrics").text, label_values)
     finally:
         client_redis = redis.Redis(host="127.0.0.1", port=6379, db=0)
         for key in client_redis.scan_iter(match=f"*{prefix}*"):

@@ -27,7 +27,7 @@ GRAFANA_DIR = DEPLOY / "grafana"
 
 
 def promtool(*args: str, cwd: Path = PROMETHEUS_DIR) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([require_binary("promtool"), *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([require_binary("promtool"), *args], check=False, capture_output=True, text=True, cwd=cwd,
                           timeout=120)
 
 
