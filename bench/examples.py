@@ -1,0 +1,180 @@
+"""Each example shop's product page over HTTP: bare, wrapped (cache miss) and wrapped (cache hit).
+
+The page (``/products/1``) does real database work: two queries through the pool (the product,
+three others) and a Jinja2 render. Per framework, one server process (gunicorn, gthread worker, for
+Flask and Django WSGI; uvicorn for FastAPI), three configurations measured in the same run:
+
+- bare: the shop with only the pool layer on (how its views get their connection; no cache,
+  no CDN stamping, no metrics): every request runs the view;
+- miss: every layer on, each request a new URL (``?miss=N``), so each runs the view and is
+  stored (the cost of a miss, storing included);
+- hit: every layer on, the same URL: served from the memory tier, the framework never runs.
+
+Target (issue 7): a cache hit answers at least 10x the bare page's requests/s.
+
+Run: ``python bench/examples.py`` (``--quick``: one short repeat; ``--framework flask``;
+``--database-url postgresql://postgres@127.0.0.1/test`` to query Postgres instead of SQLite).
+Uses wrk when installed (``wrk -t1 -c8``), otherwise a threaded httpx loop (much slower
+client: the ratios are then a lower bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+HIT_SPEEDUP_TARGET = 10.0
+PAGE = "/products/1"
+CONNECTIONS = 8
+
+
+@dataclass(frozen=True)
+class Shop:
+    framework: str
+    server: str
+    target: str
+
+    @property
+    def server_args(self) -> tuple[str, ...]:
+        # gthread keeps connections alive (the sync worker closes each one), as `scalekit
+        # serve` runs WSGI apps; one worker process either way, the client gets the other core.
+        return ("--worker-class", "gthread", "--threads", "4") if self.server == "gunicorn" else ()
+
+
+SHOPS = (
+    Shop("flask", "gunicorn", "examples.flask_shop.app:app"),
+    Shop("fastapi", "uvicorn", "examples.fastapi_shop.app:app"),
+    Shop("django", "gunicorn", "examples.django_shop.app:app"),
+)
+BARE_ENV = {"SCALEKIT_CACHE_ENABLED": "false", "SCALEKIT_CDN_ENABLED": "false",
+            "SCALEKIT_METRICS_ENABLED": "false"}
+
+# wrk: one Lua state per thread (-t1), so the counter makes every URL new: each request misses.
+MISS_SCRIPT = """
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/products/1?miss=" .. counter)
+end
+"""
+
+
+def wrk_rps(base_url: str, path: str, seconds: float, script: str | None = None) -> float:
+    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s"]
+    if script is not None:
+        command += ["-s", script]
+    out = subprocess.run([*command, base_url + path], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    raise RuntimeError(f"wrk printed no Requests/sec:\n{out}")
+
+
+def httpx_rps(base_url: str, path: str, seconds: float, script: str | None = None) -> float:
+    """Fallback client: CONNECTIONS threads, each with a keep-alive httpx client."""
+    import httpx
+
+    deadline = time.perf_counter() + seconds
+    counts = [0] * CONNECTIONS
+    next_miss = iter(range(10**9))
+    lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            while time.perf_counter() < deadline:
+                url = path
+                if script is not None:
+                    with lock:
+                        url = f"{path}?miss={next(next_miss)}"
+                client.get(url).raise_for_status()
+                counts[index] += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(CONNECTIONS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def measure(shop: Shop, *, database_url: str | None, seconds: float, repeats: int,
+            rps: Callable[..., float], miss_script: str) -> dict[str, float]:
+    """Median requests/s of the three configurations of one shop."""
+    import httpx
+
+    from tests.servers import run_server
+
+    rates: dict[str, list[float]] = {"bare": [], "miss": [], "hit": []}
+    for _ in range(repeats):
+        for variant in ("bare", "wrapped"):
+            with tempfile.TemporaryDirectory(prefix="scalekit-bench-") as state:
+                env = {"SCALEKIT_STATE_DIR": state}
+                if database_url:
+                    env["SCALEKIT_POOL_DATABASES_DEFAULT_URL"] = database_url
+                if variant == "bare":
+                    env.update(BARE_ENV)
+                with run_server(shop.server, shop.target, env=env,  # type: ignore[arg-type]
+                                extra_args=shop.server_args) as base_url:
+                    # A worker's first request starts the layers, opens the pool, compiles the
+                    # templates (seconds on a busy machine): wait for it, then warm up.
+                    httpx.get(base_url + PAGE, timeout=60).raise_for_status()
+                    rps(base_url, PAGE, 1)
+                    if variant == "bare":
+                        rates["bare"].append(rps(base_url, PAGE, seconds))
+                    else:
+                        rates["hit"].append(rps(base_url, PAGE, seconds))
+                        rates["miss"].append(rps(base_url, PAGE, seconds, miss_script))
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one repeat of 2 s per measurement")
+    parser.add_argument("--framework", choices=[shop.framework for shop in SHOPS], action="append")
+    parser.add_argument("--database-url", help="SQLAlchemy URL of the products database (default: SQLite)")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    seconds, repeats = (2.0, 1) if args.quick else (args.seconds, args.repeats)
+    use_wrk = shutil.which("wrk") is not None
+    rps = wrk_rps if use_wrk else httpx_rps
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(MISS_SCRIPT)
+    client = f"wrk -t1 -c{CONNECTIONS}" if use_wrk else f"httpx x{CONNECTIONS} threads (wrk not installed)"
+    print(f"example shops, GET {PAGE} over HTTP, {client}, median of {repeats} x {seconds:.0f} s; "
+          f"database: {args.database_url or 'SQLite (default)'}")
+    print(f"{'shop':8s} {'server':9s} {'bare':>9s} {'miss':>9s} {'miss/bare':>9s} {'hit':>9s} "
+          f"{'hit/bare':>9s}  target hit/bare >= {HIT_SPEEDUP_TARGET:.0f}x")
+    all_met = True
+    for shop in SHOPS:
+        if args.framework and shop.framework not in args.framework:
+            continue
+        rates = measure(shop, database_url=args.database_url, seconds=seconds, repeats=repeats,
+                        rps=rps, miss_script=script.name)
+        speedup = rates["hit"] / rates["bare"]
+        met = speedup >= HIT_SPEEDUP_TARGET
+        all_met = all_met and met
+        print(f"{shop.framework:8s} {shop.server:9s} {rates['bare']:9.0f} {rates['miss']:9.0f} "
+              f"{rates['miss'] / rates['bare']:8.2f}x {rates['hit']:9.0f} {speedup:8.1f}x  "
+              f"{'met' if met else 'NOT met'}")
+    Path(script.name).unlink(missing_ok=True)
+    print("req/s; bare = pool layer only (no cache, CDN, metrics); miss = every layer, a new URL "
+          "each request; hit = every layer, memory tier")
+    return 0 if all_met else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
