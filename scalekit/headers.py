@@ -26,6 +26,7 @@ import calendar
 import re
 from dataclasses import dataclass
 from email.utils import formatdate
+from functools import lru_cache
 
 from werkzeug.http import parse_list_header
 
@@ -57,8 +58,9 @@ HOP_BY_HOP = frozenset({
     "trailer", "proxy-authenticate", "proxy-authorization",
 })
 
+# Parsed values are immutable, so parsers memoise them; bounded, as values come from clients.
+MEMO_SIZE = 2048
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_DIGITS = re.compile(r"^[0-9]+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +133,7 @@ def parse_delta_seconds(value: str | None) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    if not _DIGITS.match(value) or not value.isascii():
+    if not (value.isascii() and value.isdigit()):
         return None
     return min(int(value), DELTA_SECONDS_MAX)
 
@@ -142,9 +144,18 @@ def _field_names(value: str) -> tuple[str, ...]:
 
 
 def parse_cache_control(value: str | None) -> CacheControl:
-    """Parse a Cache-Control field value (several lines joined by commas); never raises."""
+    """Parse a Cache-Control field value (several lines joined by commas); never raises.
+
+    Results are memoised (bounded LRU): an app sends the same few values over and over, and
+    the result is immutable.
+    """
     if not value:
         return EMPTY_CACHE_CONTROL
+    return _parse_cache_control(value)
+
+
+@lru_cache(maxsize=MEMO_SIZE)
+def _parse_cache_control(value: str) -> CacheControl:
     found: dict[str, object] = {}
     extensions: list[tuple[str, str | None]] = []
     for item in parse_list_header(value):
@@ -240,7 +251,12 @@ def parse_surrogate_control(value: str | None) -> SurrogateControl:
     ``max-age=60+30`` means 60 s fresh then 30 s stale (Edge Architecture §2.2). Never raises.
     """
     if not value:
-        return SurrogateControl()
+        return _NO_SURROGATE_CONTROL
+    return _parse_surrogate_control(value)
+
+
+@lru_cache(maxsize=MEMO_SIZE)
+def _parse_surrogate_control(value: str) -> SurrogateControl:
     max_age: int | None = None
     stale: int | None = None
     no_store = False
@@ -257,6 +273,9 @@ def parse_surrogate_control(value: str | None) -> SurrogateControl:
             max_age = 0 if max_age is None else max_age
             stale = parse_delta_seconds(stale_text) if stale_text else None
     return SurrogateControl(max_age=max_age, stale_seconds=stale, no_store=no_store)
+
+
+_NO_SURROGATE_CONTROL = SurrogateControl()
 
 
 # ---------------------------------------------------------------------------------- dates
@@ -285,6 +304,11 @@ def parse_http_date(value: str | None) -> float | None:
     """
     if not value or len(value) > 40:
         return None
+    return _parse_http_date(value)
+
+
+@lru_cache(maxsize=MEMO_SIZE)
+def _parse_http_date(value: str) -> float | None:
     value = value.strip()
     if (match := _IMF_FIXDATE.match(value)) is not None:
         day, month, year, hour, minute, second = match.groups()
@@ -327,6 +351,7 @@ def parse_list(value: str | None) -> tuple[str, ...]:
     return tuple(seen)
 
 
+@lru_cache(maxsize=MEMO_SIZE)
 def parse_vary(value: str | None) -> tuple[str, ...]:
     """Vary's field names (RFC 9110 §12.5.5), lower-case; ``("*",)`` if any member is ``*``.
 

@@ -225,12 +225,12 @@ class ASGICache:
             await self._fetch(scope, receive, send, view, key, forward, index, entry_key)
             return
         flights = self.core.async_flights
-        event, leader = flights.join(key)
-        if leader:
+        flight, event = flights.join(key)
+        if event is None:  # the leader
             try:
                 await self._fetch(scope, receive, send, view, key, forward, index, entry_key)
             finally:
-                flights.finish(key, event)
+                flights.finish(key, flight)
             return
         try:
             await asyncio.wait_for(event.wait(), self.core.coalesce_timeout_seconds)
@@ -450,7 +450,7 @@ class _Exchange:
             self.key, self.uri_mark, stamp) else None
         if entry is not None:
             for store_key, value in policy.storage_writes(self.key, entry, self.index,
-                                                          new_variants_id=core.new_variants_id()):
+                                                          new_variants_id=core.new_variants_id):
                 await shell.store.aset(store_key, value)
         self.count("miss")
         status, headers, body = policy.stored_miss_response(
@@ -468,7 +468,7 @@ class _Exchange:
             shell, core = self.shell, self.shell.core
             if decision.entry is not None and core.recent.allows(self.key, self.uri_mark):
                 for store_key, value in shell.policy.storage_writes(
-                        self.key, decision.entry, self.index, new_variants_id=core.new_variants_id()):
+                        self.key, decision.entry, self.index, new_variants_id=core.new_variants_id):
                     await shell.store.aset(store_key, value)
             elif decision.entry is None:
                 await shell.store.adelete(self.entry_key)

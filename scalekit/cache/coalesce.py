@@ -8,11 +8,10 @@ recent URI invalidations. No HTTP decisions here; the shells consult these aroun
   invalidation of its URI is not stored (the tag generations do the same for tags).
 
 >>> flights = ThreadFlights()
->>> event, leader = flights.join("k"); leader
+>>> flight, wait_on = flights.join("k"); wait_on is None       # the leader
 True
->>> flights.join("k")[1]
-False
->>> flights.finish("k", event); event.is_set()
+>>> _, event = flights.join("k")                                 # a waiter
+>>> flights.finish("k", flight); event.is_set()
 True
 """
 
@@ -22,8 +21,19 @@ import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = ["AsyncFlights", "RecentInvalidations", "RefreshRegistry", "ThreadFlights"]
+
+
+class Flight:
+    """One origin call in flight; the event is created only when someone waits for it
+    (most misses are never waited on, and creating an Event costs more than the lookup)."""
+
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event: Any = None
 
 
 class ThreadFlights:
@@ -31,23 +41,28 @@ class ThreadFlights:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._flights: dict[str, threading.Event] = {}
+        self._flights: dict[str, Flight] = {}
 
-    def join(self, key: str) -> tuple[threading.Event, bool]:
-        """The flight for ``key`` and whether the caller leads it (must then :meth:`finish`)."""
+    def join(self, key: str) -> tuple[Flight, threading.Event | None]:
+        """The flight for ``key`` and, for a waiter, the event to wait on (None: the caller
+        leads and must call :meth:`finish`)."""
         with self._lock:
-            event = self._flights.get(key)
-            if event is not None:
-                return event, False
-            event = self._flights[key] = threading.Event()
-            return event, True
+            flight = self._flights.get(key)
+            if flight is None:
+                flight = self._flights[key] = Flight()
+                return flight, None
+            if flight.event is None:
+                flight.event = threading.Event()
+            return flight, flight.event
 
-    def finish(self, key: str, event: threading.Event) -> None:
+    def finish(self, key: str, flight: Flight) -> None:
         """End the flight (idempotent): waiters wake and look the key up again."""
         with self._lock:
-            if self._flights.get(key) is event:
+            if self._flights.get(key) is flight:
                 del self._flights[key]
-        event.set()
+            event = flight.event
+        if event is not None:
+            event.set()
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -57,19 +72,22 @@ class AsyncFlights:
     """The asyncio twin of :class:`ThreadFlights` (one event loop; no lock needed)."""
 
     def __init__(self) -> None:
-        self._flights: dict[str, asyncio.Event] = {}
+        self._flights: dict[str, Flight] = {}
 
-    def join(self, key: str) -> tuple[asyncio.Event, bool]:
-        event = self._flights.get(key)
-        if event is not None:
-            return event, False
-        event = self._flights[key] = asyncio.Event()
-        return event, True
+    def join(self, key: str) -> tuple[Flight, asyncio.Event | None]:
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = self._flights[key] = Flight()
+            return flight, None
+        if flight.event is None:
+            flight.event = asyncio.Event()
+        return flight, flight.event
 
-    def finish(self, key: str, event: asyncio.Event) -> None:
-        if self._flights.get(key) is event:
+    def finish(self, key: str, flight: Flight) -> None:
+        if self._flights.get(key) is flight:
             del self._flights[key]
-        event.set()
+        if flight.event is not None:
+            flight.event.set()
 
     def __len__(self) -> int:
         return len(self._flights)

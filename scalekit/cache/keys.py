@@ -112,7 +112,9 @@ class KeyBuilder:
         return result
 
     def _is_ignored(self, part: str) -> bool:
-        name = unquote_plus(part.partition("=")[0])
+        name = part.partition("=")[0]
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
         if name in self._ignored_exact:
             return True
         return self._ignored_glob is not None and self._ignored_glob.match(name) is not None

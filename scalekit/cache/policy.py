@@ -375,13 +375,15 @@ class CachePolicy:
             if request.method == "HEAD" and status == 200:
                 return self._head_update(request, forward, headers, now=now,
                                          request_time=request_time, rule=rule)
+        fields = combine_fields(headers)
         pass_headers = self.responses.forwarded(headers, forward.fwd, now=now,
-                                                request_time=request_time)
+                                                request_time=request_time, fields=fields)
         if not forward.may_store:
             return PassThrough(pass_headers)
         plan = analyse_response(status, headers, request.header, now=now, request_time=request_time,
                                 rule=rule or self.rules.match(request.path), settings=self.settings,
-                                authorization=request.header("authorization") is not None)
+                                authorization=request.header("authorization") is not None,
+                                fields=fields)
         if isinstance(plan, NotStorable):
             return PassThrough(pass_headers)
         return Buffer(plan, pass_headers)
@@ -488,13 +490,14 @@ class CachePolicy:
         return tuple(sorted(keys))
 
     def storage_writes(self, primary: str, entry: CachedEntry, index: CachedEntry | None, *,
-                       new_variants_id: str) -> tuple[tuple[str, CachedEntry], ...]:
-        """The (key, entry) pairs that store ``entry`` for ``primary`` (its variant index too)."""
+                       new_variants_id: Callable[[], str]) -> tuple[tuple[str, CachedEntry], ...]:
+        """The (key, entry) pairs that store ``entry`` for ``primary`` (its variant index too);
+        ``new_variants_id()`` names a new variant index when one is needed."""
         if not entry.vary:
             return ((primary, entry),)
         if index is not None and index.vary == entry.vary and self.responses.kept_past(index, entry):
             return ((variant_key(primary, index.variants_id, entry.secondary_key), entry),)
-        variants_id = index.variants_id if index is not None and index.vary == entry.vary else new_variants_id
+        variants_id = index.variants_id if index is not None and index.vary == entry.vary else new_variants_id()
         new_index = self.responses.variant_index(entry, variants_id)
         return ((primary, new_index), (variant_key(primary, variants_id, entry.secondary_key), entry))
 

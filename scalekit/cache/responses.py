@@ -141,11 +141,12 @@ class ResponseBuilder:
 
     # ----------------------------------------------------------------- forwarded responses
     def forwarded(self, headers: list[tuple[str, str]], fwd: str, *, now: float,
-                  request_time: float, stored: bool = False,
-                  ttl: int | None = None) -> tuple[tuple[str, str], ...]:
+                  request_time: float, stored: bool = False, ttl: int | None = None,
+                  fields: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:
         """The origin's headers for the client: Surrogate-Control consumed, Age set to the
         corrected age, Date added if missing (RFC 9110 §6.6.1), our Cache-Status appended."""
-        fields = combine_fields(headers)
+        if fields is None:
+            fields = combine_fields(headers)
         age = corrected_initial_age(fields, request_time=request_time, response_time=now)
         out = [(name, value) for name, value in headers
                if name.lower() not in ("surrogate-control", "age")]

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..headers import (
+    HOP_BY_HOP,
     CacheControl,
     hop_by_hop_names,
     parse_cache_control,
@@ -55,6 +56,7 @@ STORABLE_STATUSES = HEURISTIC_STATUSES | {302, 307}
 # is addressed to surrogates and removed by them (Edge Architecture §2.1), Cache-Status of this
 # cache is added per response.
 CONSUMED_FIELDS = frozenset({"age", "surrogate-control"})
+_ALWAYS_DROPPED = HOP_BY_HOP | CONSUMED_FIELDS
 HeaderGetter = Callable[[str], "str | None"]
 
 
@@ -122,9 +124,14 @@ def analyse_response(
     rule: ResponseRule | None,
     settings: StoreSettings,
     authorization: bool = False,
+    fields: dict[str, str] | None = None,
 ) -> StorePlan | NotStorable:
-    """Decide whether a response to a GET may be stored, per RFC 9111 §3 for a shared cache."""
-    fields = combine_fields(headers)
+    """Decide whether a response to a GET may be stored, per RFC 9111 §3 for a shared cache.
+
+    ``fields`` is ``combine_fields(headers)`` when the caller already has it.
+    """
+    if fields is None:
+        fields = combine_fields(headers)
     # Never stored, whatever any directive or rule says: a cookie is one user's state.
     if "set-cookie" in fields:
         return NotStorable("set-cookie")
@@ -259,7 +266,8 @@ def stored_headers(headers: Iterable[tuple[str, str]], fields: dict[str, str],
     (§5.2.2.4: they "MUST NOT be sent in the response to a subsequent request without
     successful revalidation": not storing them is the simple way to honour that).
     """
-    dropped = hop_by_hop_names(fields.get("connection")) | CONSUMED_FIELDS
+    connection = fields.get("connection")
+    dropped = _ALWAYS_DROPPED if connection is None else hop_by_hop_names(connection) | CONSUMED_FIELDS
     if directives.private_fields or directives.no_cache_fields:
         dropped = dropped | set(directives.private_fields) | set(directives.no_cache_fields)
     return tuple((name.lower(), value) for name, value in headers if name.lower() not in dropped)

@@ -240,13 +240,13 @@ class WSGICache:
         if not forward.coalesce:
             return self._fetch(environ, start_response, view, key, forward, index, entry_key)
         flights = self.core.thread_flights
-        event, leader = flights.join(key)
-        if leader:
+        flight, event = flights.join(key)
+        if event is None:  # the leader
             try:
                 # _fetch stores before it returns, so waiters find the entry when woken.
                 return self._fetch(environ, start_response, view, key, forward, index, entry_key)
             finally:
-                flights.finish(key, event)
+                flights.finish(key, flight)
         if not event.wait(self.core.coalesce_timeout_seconds):
             return self._waited_too_long(start_response, view, forward)
         found, miss, index, entry_key = self._lookup(key, view)
@@ -325,7 +325,7 @@ class WSGICache:
                 _close(body)
                 if decision.entry is not None and core.recent.allows(key, uri_mark):
                     for store_key, entry in policy.storage_writes(
-                            key, decision.entry, index, new_variants_id=core.new_variants_id()):
+                            key, decision.entry, index, new_variants_id=core.new_variants_id):
                         self.store.set(store_key, entry)
                 elif decision.entry is None:
                     self.store.delete(entry_key)
@@ -369,7 +369,7 @@ class WSGICache:
             key, uri_mark, stamp) else None
         if entry is not None and stamp is not None:
             for store_key, value in policy.storage_writes(key, entry, index,
-                                                          new_variants_id=core.new_variants_id()):
+                                                          new_variants_id=core.new_variants_id):
                 self.store.set(store_key, value)
         count("miss")
         status, headers, out = policy.stored_miss_response(view, forward, capture.code, entry,
