@@ -56,6 +56,8 @@ def make_wsgi_app(table: str) -> Any:
         start_response("200 OK", [("content-type", "text/plain")])
         if mode in ("stream", "stream_raise", "release_early"):
             return _stream(connection, select, mode)
+        if mode == "long_stream":
+            return _long_stream(connection, select)
         return [b"ok"]
 
     return app
@@ -68,6 +70,17 @@ def _stream(connection: Any, select: Any, mode: str) -> Iterator[bytes]:
             connection.execute(select).all()  # the connection serves the whole stream
         if mode == "stream_raise" and index == 1:
             raise RuntimeError("the stream failed")
+
+
+LONG_CHUNK = b"x" * 65536
+LONG_CHUNKS = 400  # 25 MiB: more than socket buffers hold, so a client leaving stops it
+
+
+def _long_stream(connection: Any, select: Any) -> Iterator[bytes]:
+    for index in range(LONG_CHUNKS):
+        if index % 50 == 0:
+            connection.execute(select).all()
+        yield LONG_CHUNK
 
 
 def make_asgi_app(table: str) -> Any:
@@ -114,6 +127,11 @@ def make_asgi_app(table: str) -> Any:
                     connection.execute(select).all()
                 if mode == "stream_raise" and index == 1:
                     raise RuntimeError("the stream failed")
+        if mode == "long_stream":
+            for index in range(LONG_CHUNKS):
+                if index % 50 == 0:
+                    connection.execute(select).all()
+                await send({"type": "http.response.body", "body": LONG_CHUNK, "more_body": True})
         await send({"type": "http.response.body", "body": b"ok"})
 
     return app
