@@ -1,0 +1,1 @@
+"""A caching reverse proxy built on scalekit (see app.py)."""

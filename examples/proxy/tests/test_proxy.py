@@ -1,0 +1,150 @@
+"""The caching proxy end to end over HTTP: a real upstream under uvicorn, the proxy under
+uvicorn in front of it, httpx as the client. No sleeps for timing: freshness comes from
+``max-age=0`` (stale at once) and ``max-age=3600`` (fresh for the whole test)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.servers import run_server
+
+pytestmark = pytest.mark.server
+FRESH = "cc=max-age%3D3600"
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[httpx.Client]:
+    with run_server("uvicorn", "examples.proxy.tests.upstream:app") as base_url:
+        with httpx.Client(base_url=base_url, timeout=20) as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+def proxy(upstream: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    state = tmp_path_factory.mktemp("proxy-state")
+    env = {"UPSTREAM_URL": str(upstream.base_url).rstrip("/"), "SCALEKIT_STATE_DIR": str(state)}
+    with run_server("uvicorn", "examples.proxy.app:app", env=env) as base_url:
+        with httpx.Client(base_url=base_url, timeout=20) as client:
+            yield client
+
+
+@pytest.fixture
+def path(request: pytest.FixtureRequest) -> str:
+    return "/" + request.node.name.replace("[", "-").replace("]", "")
+
+
+def calls(upstream: httpx.Client, path: str) -> int:
+    return int(upstream.get("/__calls", params={"path": path}).text)
+
+
+def eventually(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def test_miss_then_hit(proxy: httpx.Client, upstream: httpx.Client, path: str) -> None:
+    first = proxy.get(f"{path}?{FRESH}")
+    second = proxy.get(f"{path}?{FRESH}")
+    assert first.status_code == second.status_code == 200
+    assert first.content == second.content
+    assert "fwd=uri-miss; stored" in first.headers["cache-status"]
+    assert second.headers["cache-status"].startswith("scalekit; hit")
+    assert "age" in second.headers
+    assert calls(upstream, path) == 1
+
+
+def test_every_method_with_body_and_end_to_end_headers_reaches_the_upstream(proxy: httpx.Client) -> None:
+    echoed = proxy.post("/__echo?a=1", content=b"payload", headers={"x-custom": "yes", "connection": "x-hop",
+                                                                   "x-hop": "dropped"}).json()
+    assert echoed["method"] == "POST" and echoed["body"] == "payload" and echoed["query"] == {"a": "1"}
+    assert echoed["headers"]["x-custom"] == "yes"
+    assert "x-hop" not in echoed["headers"]  # named by Connection: hop-by-hop (RFC 9110 §7.6.1)
+    assert echoed["headers"]["x-forwarded-host"].startswith("127.0.0.1")
+    assert proxy.request("DELETE", "/__echo").json()["method"] == "DELETE"
+
+
+def test_unsafe_method_invalidates(proxy: httpx.Client, upstream: httpx.Client, path: str) -> None:
+    proxy.get(f"{path}?{FRESH}")
+    assert proxy.get(f"{path}?{FRESH}").headers["cache-status"].startswith("scalekit; hit")
+    proxy.put(f"{path}?{FRESH}", content=b"new")
+    assert "fwd=uri-miss" in proxy.get(f"{path}?{FRESH}").headers["cache-status"]
+
+
+def test_private_and_cookies_are_not_shared(proxy: httpx.Client, upstream: httpx.Client, path: str) -> None:
+    for _ in range(2):
+        proxy.get(f"{path}?{FRESH}&cookie=1")
+        proxy.get(f"{path}?cc=private")
+    assert calls(upstream, path) == 4
+
+
+def test_vary_variants(proxy: httpx.Client, upstream: httpx.Client, path: str) -> None:
+    url = f"{path}?{FRESH}&vary=Accept-Language"
+    en = proxy.get(url, headers={"accept-language": "en"})
+    fr = proxy.get(url, headers={"accept-language": "fr"})
+    assert proxy.get(url, headers={"accept-language": "en"}).content == en.content
+    assert proxy.get(url, headers={"accept-language": "fr"}).content == fr.content
+    assert en.content != fr.content and calls(upstream, path) == 2
+
+
+def test_revalidation_and_client_conditionals(proxy: httpx.Client, upstream: httpx.Client, path: str) -> None:
+    url = f"{path}?cc=max-age%3D0&etag=1"
+    first = proxy.get(url)
+    second = proxy.get(url)  # stale at once: validated with If-None-Match, the upstream says 304
+    assert second.status_code == 200 and second.content == first.content
+    assert "fwd-status=304" in second.headers["cache-status"]
+    fresh = f"{path}/fresh?{FRESH}&etag=1"
+    proxy.get(fresh)
+    not_modified = proxy.get(fresh, headers={"if-none-match": '"v1"'})
+    assert not_modified.status_code == 304 and not_modified.headers["etag"] == '"v1"'
+
+
+def test_range_from_the_cache(proxy: httpx.Client, upstream: httpx.Client, path: str) -> None:
+    url = f"{path}?{FRESH}&size=100"
+    full = proxy.get(url)
+    part = proxy.get(url, headers={"range": "bytes=0-9"})
+    assert part.status_code == 206 and part.content == full.content[:10]
+    assert calls(upstream, path) == 1
+
+
+def test_stale_while_revalidate(proxy: httpx.Client, upstream: httpx.Client, path: str) -> None:
+    url = f"{path}?cc=max-age%3D0%2C%20stale-while-revalidate%3D3600"
+    first = proxy.get(url)
+    stale = proxy.get(url)
+    assert stale.content == first.content and "hit" in stale.headers["cache-status"]
+    eventually(lambda: calls(upstream, path) == 2)  # refreshed once, in the background
+
+
+def test_stale_if_error(proxy: httpx.Client, upstream: httpx.Client, path: str) -> None:
+    url = f"{path}?cc=max-age%3D0%2C%20stale-if-error%3D3600"
+    good = proxy.get(url)
+    upstream.post("/__fail", params={"mode": "500"})
+    try:
+        reply = proxy.get(url)
+    finally:
+        upstream.post("/__fail", params={"mode": ""})
+    assert reply.status_code == 200 and reply.content == good.content
+    assert "fwd=stale; fwd-status=500" in reply.headers["cache-status"]
+
+
+def test_concurrent_misses_make_one_upstream_call(proxy: httpx.Client, upstream: httpx.Client, path: str) -> None:
+    url = f"{path}?{FRESH}&sleep=500"
+    with ThreadPoolExecutor(6) as pool:
+        replies = list(pool.map(lambda _: proxy.get(url), range(6)))
+    assert len({reply.content for reply in replies}) == 1
+    assert calls(upstream, path) == 1
+
+
+def test_unreachable_upstream_is_502(tmp_path: Path) -> None:
+    from tests.servers import free_port
+
+    env = {"UPSTREAM_URL": f"http://127.0.0.1:{free_port()}", "SCALEKIT_STATE_DIR": str(tmp_path)}
+    with run_server("uvicorn", "examples.proxy.app:app", env=env) as base_url:
+        assert httpx.get(base_url + "/x", timeout=20).status_code == 502
