@@ -105,8 +105,9 @@ def run_nginx(binary: str, config: Path, port: int) -> Iterator[str]:
 class AppInstance:
     """One app instance under ``gunicorn -c deploy/gunicorn.conf.py``, restartable on its port."""
 
-    def __init__(self, instance_id: str, workdir: Path, *, target: str = FLEET_WSGI, workers: int = 1,
-                 threads: int = 8, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, instance_id: str, workdir: Path, *, target: str | None = FLEET_WSGI, workers: int = 1,
+                 threads: int = 8, env: Mapping[str, str] | None = None,
+                 ready_path: str = "/_test/counts") -> None:
         self.instance_id = instance_id
         self.port = free_port()
         self.workdir = workdir
@@ -114,6 +115,7 @@ class AppInstance:
         self.workers = workers
         self.threads = threads
         self.extra_env = dict(env or {})
+        self.ready_path = ready_path
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / f"{instance_id}.log"
 
@@ -123,8 +125,8 @@ class AppInstance:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
+        env.pop("APP_MODULE", None)   # target None: gunicorn.conf.py's default, the example shop
         env.update({
-            "APP_MODULE": self.target,
             "BIND": f"127.0.0.1:{self.port}",
             "WEB_CONCURRENCY": str(self.workers),
             "THREADS": str(self.threads),
@@ -136,6 +138,8 @@ class AppInstance:
             "LOG_LEVEL": "warning",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         })
+        if self.target is not None:
+            env["APP_MODULE"] = self.target
         env.update(self.extra_env)
         return env
 
@@ -159,7 +163,7 @@ class AppInstance:
         deadline = time.monotonic() + 20.0
         while True:
             try:
-                if httpx.get(self.url + "/_test/counts", timeout=5).status_code == 200:
+                if httpx.get(self.url + self.ready_path, timeout=5).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

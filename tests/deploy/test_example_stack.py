@@ -1,0 +1,87 @@
+"""The container's defaults, run here: the example shop (gunicorn.conf.py's default APP_MODULE)
+with the compose file's app environment, its assets built by the Dockerfile's command, behind the
+shipped nginx. What cannot run on this machine is swapped for a local equivalent: Postgres for a
+SQLite file, the compose network's addresses for loopback, Redis for the machine's (under a key
+prefix of this test only).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.servers import free_port
+
+from .artefacts import SAMPLE_SECRETS, compose_app_environment
+from .conftest import require_binary
+from .harness import DEPLOY, REPO_ROOT, AppInstance, render_nginx_config, run_nginx
+
+pytestmark = [pytest.mark.nginx, pytest.mark.server, pytest.mark.redis, pytest.mark.slow]
+
+
+def dockerfile_static_dir() -> str:
+    match = re.search(r"^ARG STATIC_DIR=(\S+)$", (DEPLOY / "Dockerfile").read_text(), flags=re.MULTILINE)
+    assert match is not None
+    return match.group(1)
+
+
+def build_assets_as_the_dockerfile_does(destination: Path) -> None:
+    assert "scalekit assets build --quiet" in (DEPLOY / "Dockerfile").read_text()
+    # The `scalekit` console script, or the same click group through this interpreter.
+    script = shutil.which("scalekit")
+    command = [script] if script else [sys.executable, "-m", "scalekit.cli"]
+    result = subprocess.run([*command, "assets", "build", "--quiet", dockerfile_static_dir(), str(destination)],
+                            cwd=REPO_ROOT, check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (destination / "manifest.json").is_file()
+
+
+def test_example_shop_runs_behind_the_edge_with_the_shipped_settings(tmp_path: Path) -> None:
+    binary = require_binary("nginx")
+    static_root = tmp_path / "srv"
+    build_assets_as_the_dockerfile_does(static_root / "static")
+    prefix = f"scalekit-deploy-example-{uuid.uuid4().hex}:"
+    environment = compose_app_environment(SAMPLE_SECRETS)
+    environment.pop("APP_MODULE")   # gunicorn.conf.py's own default must be the example shop
+    environment.update({
+        "FORWARDED_ALLOW_IPS": "127.0.0.1",
+        "SCALEKIT_POOL_DATABASES_DEFAULT_URL": f"sqlite:///{tmp_path / 'shop.sqlite3'}",
+        "SCALEKIT_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "SCALEKIT_REDIS_KEY_PREFIX": prefix,
+        "SCALEKIT_CDN_ASSETS_MANIFEST": str(static_root / "static" / "manifest.json"),
+    })
+    instance = AppInstance("shop", tmp_path, target=None, workers=int(environment["WEB_CONCURRENCY"]),
+                           threads=int(environment["THREADS"]), env=environment, ready_path="/metrics")
+    try:
+        instance.start()
+        port = free_port()
+        config = render_nginx_config(tmp_path / "nginx", listen_port=port, upstream_ports=[instance.port],
+                                     static_root=static_root)
+        host = {"Host": environment["SCALEKIT_ALLOWED_HOSTS"].split(",")[0]}
+        with run_nginx(binary, config, port) as url, httpx.Client(base_url=url, headers=host, timeout=10) as client:
+            page = client.get("/")
+            assert page.status_code == 200 and "x-cache-status" in page.headers
+            assets = re.findall(r'"(/static/[^"]+)"', page.text)
+            assert assets, "the shop links its fingerprinted assets"
+            for asset in assets:
+                response = client.get(asset, headers={"Accept-Encoding": "gzip"})
+                assert response.status_code == 200, asset
+                assert "immutable" in response.headers["cache-control"]
+                assert "x-cache-status" not in response.headers   # from disk, never via the app
+            product = client.get("/api/products/1")
+            assert product.status_code == 200 and product.json()["id"] == 1
+            assert client.get("/metrics").status_code == 404
+    finally:
+        instance.stop()
+        connection = redis.Redis(host="127.0.0.1", port=6379, db=0)
+        for key in connection.scan_iter(match=f"*{prefix}*"):
+            connection.delete(key)
+        connection.close()
