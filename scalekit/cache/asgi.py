@@ -234,7 +234,7 @@ class ASGICache:
             return
         try:
             await asyncio.wait_for(event.wait(), self.core.coalesce_timeout_seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._waited_too_long(send, view, forward)
             return
         found, miss, index, entry_key = await self._lookup(key, view)
@@ -446,8 +446,9 @@ class _Exchange:
         self.mode = "done"
         data = b"".join(self.chunks)
         stamp = await shell.generations.astamp(core.tags_for(self.ctx, plan, self.view), self.since)
-        entry = policy.responses.complete(plan, data, stamp, _route(self.ctx)) if core.may_store(
-            self.key, self.uri_mark, stamp) else None
+        entry = None
+        if stamp is not None and core.recent.allows(self.key, self.uri_mark):  # invariant 2
+            entry = policy.responses.complete(plan, data, stamp, _route(self.ctx))
         if entry is not None:
             for store_key, value in policy.storage_writes(self.key, entry, self.index,
                                                           new_variants_id=core.new_variants_id):

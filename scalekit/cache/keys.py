@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable
 from urllib.parse import unquote_plus, urljoin, urlsplit
 
 __all__ = [
-    "KeyBuilder",
     "HostAllowlist",
+    "KeyBuilder",
     "secondary_key",
     "variant_key",
 ]

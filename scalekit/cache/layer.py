@@ -23,7 +23,7 @@ from .policy import CachePolicy, RequestView
 from .purge import PurgeEndpoint
 from .rules import ResponseRule, rule_of
 from .storable import StorePlan
-from .store import Generations, Store, TagStamp
+from .store import Generations, Store
 from .tiers import build_generations, build_invalidator, build_store
 
 __all__ = ["CacheCore", "core_for", "wrap_asgi", "wrap_wsgi"]
@@ -80,10 +80,6 @@ class CacheCore:
         if rule is not None:
             tags.update(rule.tags)
         return tags
-
-    def may_store(self, key: str, uri_mark: int, stamp: TagStamp | None) -> bool:
-        """Invariant 2: not when a tag (stamp None) or the URI was invalidated meanwhile."""
-        return stamp is not None and self.recent.allows(key, uri_mark)
 
     @staticmethod
     def new_variants_id() -> str:

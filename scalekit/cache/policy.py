@@ -81,7 +81,7 @@ class RequestView:
     shells know it cheaply); True is always safe.
     """
 
-    __slots__ = ("method", "scheme", "host", "path", "query", "header", "special")
+    __slots__ = ("header", "host", "method", "path", "query", "scheme", "special")
 
     def __init__(self, method: str, scheme: str, host: str | None, path: str, query: str,
                  header: HeaderGetter, special: bool = True) -> None:
@@ -428,12 +428,13 @@ class CachePolicy:
                                 request_time=request_time,
                                 rule=rule or self.rules.match(request.path), settings=self.settings,
                                 authorization=request.header("authorization") is not None)
-        if isinstance(plan, NotStorable):
-            entry = self.build_entry_from(stored, merged, now=now, request_time=request_time)
+        entry = None if isinstance(plan, NotStorable) else self.responses.complete(
+            plan, stored.body, stored.tags, stored.route)
+        if entry is None:
+            unstorable = self.build_entry_from(stored, merged, now=now, request_time=request_time)
             status, out, body = self.responses.from_entry(
-                entry, request, now=now, tier=forward.tier, fwd=forward.fwd, fwd_status=fwd_status)
+                unstorable, request, now=now, tier=forward.tier, fwd=forward.fwd, fwd_status=fwd_status)
             return Freshen(None, status, out, body)
-        entry = self.responses.complete(plan, stored.body, stored.tags, stored.route)
         status, out, body = self.responses.from_entry(
             entry, request, now=now, tier=forward.tier, fwd=forward.fwd, fwd_status=fwd_status,
             stored=True)

@@ -53,7 +53,7 @@ def select_range(
     parsed = parse_range_header(range_header)
     if parsed is None or parsed.units != "bytes" or len(parsed.ranges) != 1:
         return None
-    start, stop = parsed.ranges[0]
+    start = parsed.ranges[0][0]
     if start < 0 and length > 0:
         # §14.1.2: "If the selected representation is shorter than the specified suffix-length,
         # the entire representation is used" (werkzeug would call that unsatisfiable).

@@ -246,10 +246,10 @@ def _stale_windows(directives: CacheControl, surrogate_stale: int | None,
     # response directive, or an applicable s-maxage or proxy-revalidate response directive)".
     if directives.no_cache or directives.must_revalidate or directives.proxy_revalidate:
         return 0.0, 0.0
-    swr = directives.stale_while_revalidate
+    swr: float | None = directives.stale_while_revalidate
     if swr is None:
         swr = surrogate_stale
-    sie = directives.stale_if_error
+    sie: float | None = directives.stale_if_error
     if rule is not None:
         swr = rule.stale_while_revalidate_seconds if swr is None else swr
         sie = rule.stale_if_error_seconds if sie is None else sie

@@ -17,6 +17,7 @@ from typing import Any, assert_never
 from .. import wsgi
 from ..context import CONTEXT_KEY, UNMATCHED_ROUTE, RequestContext, activate
 from ..messages import status_line
+from .entry import CachedEntry
 from .layer import CacheCore
 from .policy import (
     SAFE_METHODS,
@@ -30,7 +31,6 @@ from .policy import (
     Serve,
     ServeStale,
 )
-from .entry import CachedEntry
 from .rules import rule_of
 from .storable import StorePlan
 
@@ -93,7 +93,7 @@ def request_view(environ: wsgi.Environ) -> RequestView:
 class _Capture:
     """The app's ``start_response``, recorded; nothing reaches the server until we decide."""
 
-    __slots__ = ("status", "headers", "exc_info", "written")
+    __slots__ = ("exc_info", "headers", "status", "written")
 
     def __init__(self) -> None:
         self.status: str | None = None
@@ -126,7 +126,7 @@ class _Capture:
 class _PassBody:
     """Chunks already read, then the rest of the app's iterable; ``close()`` reaches the app's."""
 
-    __slots__ = ("head", "iterator", "body")
+    __slots__ = ("body", "head", "iterator")
 
     def __init__(self, head: list[bytes], iterator: Iterator[bytes], body: Iterable[bytes]) -> None:
         self.head, self.iterator, self.body = head, iterator, body
@@ -365,9 +365,10 @@ class WSGICache:
         _close(body)
         data = b"".join(chunks)
         stamp = self.generations.stamp(core.tags_for(ctx, plan, view), since)
-        entry = policy.responses.complete(plan, data, stamp, _route(ctx)) if core.may_store(
-            key, uri_mark, stamp) else None
-        if entry is not None and stamp is not None:
+        entry = None
+        if stamp is not None and core.recent.allows(key, uri_mark):  # invariant 2
+            entry = policy.responses.complete(plan, data, stamp, _route(ctx))
+        if entry is not None:
             for store_key, value in policy.storage_writes(key, entry, index,
                                                           new_variants_id=core.new_variants_id):
                 self.store.set(store_key, value)

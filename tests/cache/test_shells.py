@@ -84,7 +84,7 @@ def test_wsgi_lazy_start_response_and_write_are_supported() -> None:
     runtime = make_runtime(FakeClock())
     wrapped = WSGIRoot(app, layer.wrap_wsgi(app, runtime), runtime)
     assert call_wsgi(wrapped)[2] == b"written-yielded"
-    status, headers, body = call_wsgi(wrapped)
+    _, headers, body = call_wsgi(wrapped)
     assert body == b"written-yielded" and "; hit" in headers["cache-status"]
 
 

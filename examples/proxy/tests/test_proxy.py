@@ -20,18 +20,18 @@ FRESH = "cc=max-age%3D3600"
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[httpx.Client]:
-    with run_server("uvicorn", "examples.proxy.tests.upstream:app") as base_url:
-        with httpx.Client(base_url=base_url, timeout=20) as client:
-            yield client
+    with run_server("uvicorn", "examples.proxy.tests.upstream:app") as base_url, \
+            httpx.Client(base_url=base_url, timeout=20) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
 def proxy(upstream: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     state = tmp_path_factory.mktemp("proxy-state")
     env = {"UPSTREAM_URL": str(upstream.base_url).rstrip("/"), "SCALEKIT_STATE_DIR": str(state)}
-    with run_server("uvicorn", "examples.proxy.app:app", env=env) as base_url:
-        with httpx.Client(base_url=base_url, timeout=20) as client:
-            yield client
+    with run_server("uvicorn", "examples.proxy.app:app", env=env) as base_url, \
+            httpx.Client(base_url=base_url, timeout=20) as client:
+        yield client
 
 
 @pytest.fixture
