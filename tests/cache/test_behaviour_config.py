@@ -119,3 +119,35 @@ def test_cdn_etag_setting_reaches_the_cache() -> None:
 
     policy = CachePolicy(CacheConfig(), allowed_hosts=("*",), etag_max_body_bytes=10)
     assert policy.responses.etag_max_body_bytes == 10
+
+
+def test_unlisted_hosts_are_counted(make: Make, path: str) -> None:
+    from prometheus_client import REGISTRY
+
+    def rejected() -> float:
+        return REGISTRY.get_sample_value("scalekit_host_rejected_total", {"layer": "cache"}) or 0.0
+
+    h = make()
+    before = rejected()
+    h.request("GET", f"{path}?{MAX_AGE}", {"host": "evil.test"})
+    assert rejected() == before + 1
+
+
+def test_over_long_vary_values_are_not_stored(make: Make, path: str) -> None:
+    h = make(max_vary_value_bytes=16)
+    url = f"{path}?{MAX_AGE}&vary=Accept-Language"
+    for _ in range(2):
+        assert not h.get(url, accept_language="x" * 17).hit
+    h.get(url, accept_language="short")
+    assert h.get(url, accept_language="short").hit
+
+
+def test_purge_endpoint_invalidates_tags(make: Make, path: str) -> None:
+    token = "purge-token-0123456789"
+    h = make(invalidation={"purge_token": token})
+    url = f"{path}?{MAX_AGE}&tag=purge-me"
+    h.get(url)
+    assert h.get(url).hit
+    assert h.request("POST", "/_scalekit/purge?tag=purge-me").status == 401
+    assert h.request("POST", "/_scalekit/purge?tag=purge-me", {"authorization": f"Bearer {token}"}).status == 200
+    assert not h.get(url).hit
