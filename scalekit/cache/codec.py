@@ -25,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import itertools
+import operator
 import types
 import typing
 import zlib
@@ -137,6 +139,16 @@ def _unpack(key: str, payload: bytes) -> tuple[CachedEntry | None, DecodeOutcome
         return None, "garbage"
     if type(fields) is not dict or fields.get("__key__") != key:
         return None, "wrong_key" if type(fields) is dict else "garbage"
+    if fields.keys() == _ALL_KEYS:
+        # Fast path (an entry written by this version): every field present with its exact
+        # type, checked with a few C-level comparisons; the general path below handles the rest.
+        values = _ALL_VALUES(fields)
+        if (tuple(map(type, _SCALAR_VALUES(values))) == _SCALAR_TYPES
+                and all(check(values[position]) for position, check in _CONTAINER_CHECKS)):
+            try:
+                return CachedEntry(*values), "ok"
+            except Exception:
+                return None, "garbage"
     values: dict[str, Any] = {}
     for name, required, convert in _CONVERTERS:
         if name not in fields:
@@ -195,12 +207,27 @@ def _check(hint: Any) -> Check:
 
 
 _PRIMITIVES = (int, bool, str, bytes, float)
+_TUPLE = {tuple}
 
 
 def _check_many(item_hint: Any) -> Check:
     if item_hint in _PRIMITIVES:
         allowed = {item_hint}
         return lambda value: type(value) is tuple and set(map(type, value)) <= allowed
+    args = typing.get_args(item_hint)
+    if typing.get_origin(item_hint) is tuple and args and all(arg in _PRIMITIVES for arg in args):
+        # ((name, value), ...) of primitives: column by column, all in C.
+        width = {len(args)}
+        if len(set(args)) == 1:  # (str, str) header pairs: every item flattened, one type
+            same = {args[0]}
+            return lambda value: (type(value) is tuple and set(map(type, value)) <= _TUPLE
+                                  and set(map(len, value)) <= width
+                                  and set(map(type, itertools.chain.from_iterable(value))) <= same)
+        columns = tuple((operator.itemgetter(index), {arg}) for index, arg in enumerate(args))
+        return lambda value: (type(value) is tuple and set(map(type, value)) <= _TUPLE
+                              and set(map(len, value)) <= width
+                              and all(set(map(type, map(get, value))) <= allowed
+                                      for get, allowed in columns))
     item = _check(item_hint)
     return lambda value: type(value) is tuple and all(map(item, value))
 
@@ -210,3 +237,12 @@ _CONVERTERS = tuple(
      _converter(_HINTS[f.name]))
     for f in _FIELDS
 )
+
+_NAMES = tuple(f.name for f in _FIELDS)
+_ALL_KEYS = frozenset((*_NAMES, "__key__"))
+_ALL_VALUES = operator.itemgetter(*_NAMES)
+_SCALAR_POSITIONS = tuple(i for i, name in enumerate(_NAMES) if _HINTS[name] in _PRIMITIVES)
+_SCALAR_TYPES = tuple(_HINTS[_NAMES[i]] for i in _SCALAR_POSITIONS)
+_SCALAR_VALUES = operator.itemgetter(*_SCALAR_POSITIONS)
+_CONTAINER_CHECKS = tuple((i, _check(_HINTS[name])) for i, name in enumerate(_NAMES)
+                          if _HINTS[name] not in _PRIMITIVES)
