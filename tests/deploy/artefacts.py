@@ -9,9 +9,9 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from .harness import DEPLOY
 
@@ -35,7 +35,7 @@ _INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?:(?P<op>:?[-?])(?P<arg>[
 
 
 def load_compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE_FILE.read_text())
+    return cast(dict[str, Any], yaml.safe_load(COMPOSE_FILE.read_text()))
 
 
 def interpolate(value: str, environ: Mapping[str, str]) -> str:
@@ -78,14 +78,14 @@ def k8s_object(kind: str, name: str) -> dict[str, Any]:
 def adapter_rules() -> list[dict[str, Any]]:
     """prometheus-adapter's rules, from the ConfigMap it is installed with."""
     config_map = k8s_object("ConfigMap", "scalekit-prometheus-adapter")
-    return yaml.safe_load(config_map["data"]["config.yaml"])["rules"]
+    return cast(list[dict[str, Any]], yaml.safe_load(config_map["data"]["config.yaml"])["rules"])
 
 
 def adapter_query(rule: dict[str, Any], *, label_matchers: str, group_by: str) -> str:
     """The PromQL prometheus-adapter sends for ``rule`` (its Go template, filled in)."""
     series = re.match(r"\s*([a-zA-Z_:][a-zA-Z0-9_:]*)", rule["seriesQuery"])
     assert series is not None
-    return (rule["metricsQuery"].replace("<<.Series>>", series.group(1))
+    return (str(rule["metricsQuery"]).replace("<<.Series>>", series.group(1))
             .replace("<<.LabelMatchers>>", label_matchers).replace("<<.GroupBy>>", group_by))
 
 
@@ -100,7 +100,7 @@ def recording_rule_names() -> set[str]:
 
 
 def dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD_FILE.read_text())
+    return cast(dict[str, Any], json.loads(DASHBOARD_FILE.read_text()))
 
 
 def dashboard_panels() -> list[dict[str, Any]]:

@@ -194,8 +194,10 @@ _BUILT: dict[str, Any] = {}
 
 def __getattr__(name: str) -> Any:
     """Build ``wsgi_app`` / ``asgi_app`` on first access, so a server process wraps only one."""
-    builders = {"wsgi_app": lambda: CountingWSGI(scalekit.wrap(inner_wsgi)),
-                "asgi_app": lambda: CountingASGI(scalekit.wrap(inner_asgi))}
+    builders: dict[str, Callable[[], Any]] = {
+        "wsgi_app": lambda: CountingWSGI(scalekit.wrap(inner_wsgi)),
+        "asgi_app": lambda: CountingASGI(scalekit.wrap(inner_asgi)),
+    }
     if name not in builders:
         raise AttributeError(name)
     if name not in _BUILT:

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -36,7 +36,7 @@ def nginx_binary() -> str | None:
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
 
 
-def _replace(text: str, pattern: str, replacement: str, *, where: str) -> str:
+def _replace(text: str, pattern: str, replacement: str | Callable[[re.Match[str]], str], *, where: str) -> str:
     new, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
     if count == 0:
         raise AssertionError(f"the test harness expected {pattern!r} in {where}; update tests/deploy/harness.py")

@@ -163,9 +163,13 @@ def test_in_flight_metric_rises_above_the_hpa_target_under_load_and_falls_back(t
             wait_until(lambda: signal() == 0, "the idle pod reports no requests in flight")
 
             peaks: list[float] = []
+
+            def above_target() -> bool:
+                peaks.append(signal())
+                return peaks[-1] > target
+
             with Load(instance.url, clients=workers * threads) as load:
-                wait_until(lambda: peaks.append(signal()) or peaks[-1] > target,
-                           f"the HPA metric rises above its target {target}")
+                wait_until(above_target, f"the HPA metric rises above its target {target}")
             assert load.statuses and set(load.statuses) == {200}
             # HPA arithmetic (for the record): desired = ceil(current x value / target).
             print(f"\nin-flight per pod under load: {max(peaks)} (target {target}); "

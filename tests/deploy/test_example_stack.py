@@ -18,11 +18,11 @@ import httpx
 import pytest
 import redis
 
-from tests.servers import free_port
+from tests.servers import REPO_ROOT, free_port
 
 from .artefacts import SAMPLE_SECRETS, compose_app_environment
 from .conftest import require_binary
-from .harness import DEPLOY, REPO_ROOT, AppInstance, render_nginx_config, run_nginx
+from .harness import DEPLOY, AppInstance, render_nginx_config, run_nginx
 
 pytestmark = [pytest.mark.nginx, pytest.mark.server, pytest.mark.redis, pytest.mark.slow]
 

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from scalekit.config import load_config
+from tests.servers import REPO_ROOT
 
 from .artefacts import (
     COMPOSE_FILE,
@@ -28,7 +29,7 @@ from .artefacts import (
     k8s_object,
     load_compose,
 )
-from .harness import DEPLOY, REPO_ROOT
+from .harness import DEPLOY
 
 # Any attempt to reach the network goes to a closed port: the validators must work offline.
 OFFLINE_ENV = {**os.environ, "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",

@@ -253,7 +253,7 @@ def _whoami(url: str, *, source: str, forwarded_for: str) -> dict[str, str]:
     with httpx.Client(transport=transport, timeout=10) as client:
         response = client.get(url + "/whoami", headers={"X-Forwarded-For": forwarded_for})
     assert response.status_code == 200
-    return response.json()
+    return dict(response.json())
 
 
 def test_real_client_ip_comes_only_from_trusted_proxies(edge: Edge) -> None:
