@@ -144,7 +144,7 @@ class HostGenerations(LocalGenerations):
         self._stop = threading.Event()
         try:
             self._load(self._open())
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:
             log.warning("tag generations file %s unreadable (%s); invalidations stay in this "
                         "process until it is writable", self.path, error)
 
@@ -198,7 +198,7 @@ class HostGenerations(LocalGenerations):
                 except BaseException:
                     connection.execute("ROLLBACK")
                     raise
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:
             log.warning("could not persist invalidation of %s to %s (%s); applied in this "
                         "process only", tag_list, self.path, error)
             super().invalidate(tag_list)
@@ -219,7 +219,7 @@ class HostGenerations(LocalGenerations):
                     except BaseException:
                         connection.execute("ROLLBACK")
                         raise
-            except sqlite3.Error as error:
+            except (sqlite3.Error, OSError) as error:
                 log.warning("could not persist generations to %s (%s)", self.path, error)
         return changed
 
@@ -265,7 +265,7 @@ class HostGenerations(LocalGenerations):
                 if current != version:
                     version = current
                     self._load(connection)
-            except sqlite3.Error:
+            except (sqlite3.Error, OSError):
                 connection = None  # retried on the next tick
         if connection is not None:
             connection.close()

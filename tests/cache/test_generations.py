@@ -45,3 +45,42 @@ def test_async_twins() -> None:
         assert not generations.is_current(stamp)
 
     asyncio.run(scenario())
+
+
+# --------------------------------------------------------------------------- properties
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+TAG_NAMES = ("a", "b", "c", "d")
+operations = st.lists(st.one_of(
+    st.tuples(st.just("stamp"), st.sets(st.sampled_from(TAG_NAMES))),
+    st.tuples(st.just("invalidate"), st.sets(st.sampled_from(TAG_NAMES), min_size=1)),
+    st.tuples(st.just("begin"), st.just(frozenset())),
+), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=operations)
+def test_current_exactly_while_no_tag_was_invalidated_since_the_stamp(
+        steps: list[tuple[str, set[str]]]) -> None:
+    """Invariant 2 on the generations alone, against a model that counts invalidations."""
+    generations = LocalGenerations()
+    counts = dict.fromkeys(TAG_NAMES, 0)
+    since, counts_at_begin = generations.sequence(), dict(counts)
+    stamps: list[tuple[object, dict[str, int]]] = []
+    for kind, tags in steps:
+        if kind == "begin":  # an origin call starts: generations are read now
+            since, counts_at_begin = generations.sequence(), dict(counts)
+        elif kind == "invalidate":
+            generations.invalidate(tags)
+            for tag in tags:
+                counts[tag] += 1
+        else:
+            stamp = generations.stamp(sorted(tags), since)
+            overlapped = any(counts[tag] != counts_at_begin[tag] for tag in tags)
+            assert (stamp is None) == overlapped  # never stored as fresh if it overlapped
+            if stamp is not None:
+                stamps.append((stamp, {tag: counts[tag] for tag in tags}))
+        for stamp, seen in stamps:
+            assert generations.is_current(stamp) == all(counts[t] == n for t, n in seen.items())
