@@ -17,10 +17,11 @@ from scalekit import ainvalidate, invalidate, tag
 from .handlers import wrap
 from .middleware import ScaleKitMiddleware
 from .signals import model_tag, model_tags
-from .views import cached, get_db
+from .views import aget_db, cached, get_db
 
 __all__ = [
     "ScaleKitMiddleware",
+    "aget_db",
     "ainvalidate",
     "cached",
     "get_db",

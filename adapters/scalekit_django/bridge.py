@@ -15,7 +15,7 @@ import io
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from scalekit import asgi, wsgi
@@ -58,7 +58,7 @@ def _close_resources(response: HttpResponseBase) -> None:
 
 
 def _environ_of(request: HttpRequest) -> dict[str, Any]:
-    environ = getattr(request, "environ", None)
+    environ: dict[str, Any] | None = getattr(request, "environ", None)
     if environ is not None:
         return environ  # WSGIRequest: META is the server's environ itself
     # ASGIRequest in a sync middleware chain: META is a WSGI-style dict without the wsgi.* keys.
@@ -91,7 +91,7 @@ def _django_response(status: str, headers: Iterable[tuple[str, str]], body: Any,
 class _Started:
     """What ``start_response`` received."""
 
-    __slots__ = ("status", "headers")
+    __slots__ = ("headers", "status")
 
     def __init__(self) -> None:
         self.status = ""
@@ -127,6 +127,10 @@ def run_wsgi(pipeline: wsgi.WSGIApp, request: HttpRequest, get_response: GetResp
         chunks = iter(result)
         first = next(chunks, b"")  # a layer may call start_response at the first chunk
         body = _Chain(first, chunks, result)
+        if isinstance(getattr(request, "scope", None), dict):
+            # A sync middleware chain under ASGI: Django's handler iterates on the event loop
+            # and would buffer a sync iterator whole; step it in a thread, chunk by chunk.
+            return _django_response(started.status, started.headers, _stepped(body), streaming=True)
         return _django_response(started.status, started.headers, body, streaming=True)
     try:
         content = b"".join(result)
@@ -146,16 +150,32 @@ class _ResponseBody:
         self.response = response
 
     def __iter__(self) -> Iterator[bytes]:
+        if getattr(self.response, "is_async", False):
+            return _sync_chunks(self.response.streaming_content)
         return iter(self.response)
 
     def close(self) -> None:
         _close_resources(self.response)
 
 
+def _sync_chunks(chunks: Any) -> Iterator[bytes]:
+    """An async streaming body stepped from sync code (a sync middleware chain under ASGI,
+    where Django itself would have iterated it on the event loop), one chunk at a time."""
+    async def next_chunk() -> Any:
+        return await chunks.__anext__()
+
+    step = async_to_sync(next_chunk)
+    while True:
+        try:
+            yield bytes(step())
+        except StopAsyncIteration:
+            return
+
+
 class _Chain:
     """The first chunk, then the rest; ``close()`` closes the pipeline's body (PEP 3333)."""
 
-    __slots__ = ("first", "rest", "body")
+    __slots__ = ("body", "first", "rest")
 
     def __init__(self, first: bytes, rest: Iterator[bytes], body: Iterable[bytes]) -> None:
         self.first, self.rest, self.body = first, rest, body
@@ -255,12 +275,22 @@ async def _achunks(response: Any) -> AsyncIterator[bytes]:
         async for chunk in response:
             yield bytes(chunk)
         return
-    # A sync iterator may block (it often reads the database): step it in Django's sync
-    # thread, chunk by chunk, instead of on the event loop or all at once.
-    chunks = iter(response)
-    step = sync_to_async(_next_chunk, thread_sensitive=True)
-    while (chunk := await step(chunks)) is not None:
+    async for chunk in _stepped(response, close=False):  # its resources: django_app's finally
         yield chunk
+
+
+async def _stepped(body: Iterable[Any], *, close: bool = True) -> AsyncIterator[bytes]:
+    """A sync body, stepped in Django's sync thread chunk by chunk: it may block (it often
+    reads the database), so neither on the event loop nor all at once; closed at the end."""
+    chunks = iter(body)
+    step = sync_to_async(_next_chunk, thread_sensitive=True)
+    try:
+        while (chunk := await step(chunks)) is not None:
+            yield chunk
+    finally:
+        closer = getattr(body, "close", None) if close else None
+        if closer is not None:
+            await sync_to_async(closer, thread_sensitive=True)()
 
 
 def _next_chunk(chunks: Iterator[Any]) -> bytes | None:

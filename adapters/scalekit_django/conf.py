@@ -49,7 +49,7 @@ def route_of(resolver_match: Any) -> str | None:
     Django keeps patterns without the leading slash (``products/<int:pk>/``); metrics labels
     start with one like every other framework's. ``re_path`` routes give their regex.
     """
-    route = getattr(resolver_match, "route", None)
+    route: str | None = getattr(resolver_match, "route", None)
     if not route:
         return None
     return route if route.startswith("/") else "/" + route.removeprefix("^")

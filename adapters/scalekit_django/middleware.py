@@ -16,7 +16,7 @@ installs the model-signal invalidation and query table tracking (``signals.insta
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
@@ -48,7 +48,7 @@ class ScaleKitMiddleware:
     def pipeline(self) -> Any:
         """The pipeline around the rest of Django, of the kind this middleware runs in."""
         if self._pipeline is None:
-            kind = "asgi" if self.is_async else "wsgi"
+            kind: Literal["wsgi", "asgi"] = "asgi" if self.is_async else "wsgi"
             self._pipeline = scalekit.wrap(RestOfDjango(), kind=kind, **scalekit_settings())
         return self._pipeline
 

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 import scalekit.pool
 
-__all__ = ["cached", "get_db"]
+__all__ = ["aget_db", "cached", "get_db"]
 
 View = TypeVar("View", bound=Callable[..., Any])
 DATABASES_KEY = "scalekit.databases"
@@ -30,15 +30,24 @@ def get_db(request: Any = None, name: str = "default") -> Connection:
 
     Django's own queries keep using Django's connections; this is for SQL run through
     SQLAlchemy on the pool the other frameworks use. Checked out on first use, returned when
-    the response has been sent.
+    the response has been sent. In ``async def`` views use :func:`aget_db`.
     """
+    return _handle(request, name).connection()
+
+
+async def aget_db(request: Any = None, name: str = "default") -> Connection:
+    """:func:`get_db` for async views: a busy pool is waited for off the event loop."""
+    return await _handle(request, name).aconnection()
+
+
+def _handle(request: Any, name: str) -> Any:
     if request is not None:
         scope = getattr(request, "scope", None)
         holder = scope if isinstance(scope, dict) else request.META
         handles: Mapping[str, Any] | None = holder.get(DATABASES_KEY)
         if handles and name in handles:
-            return cast(Connection, handles[name].connection())
-    return scalekit.pool.db(name).connection()
+            return handles[name]
+    return scalekit.pool.db(name)
 
 
 def cached(

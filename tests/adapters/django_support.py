@@ -23,7 +23,10 @@ from django.test.utils import override_settings
 import scalekit
 
 SETTINGS_MODULE = "tests.adapters.django_site.settings"
-MODES = ["middleware-wsgi", "middleware-asgi", "wrap-wsgi", "wrap-asgi"]
+MODES = ["middleware-wsgi", "middleware-asgi", "middleware-asgi-sync", "wrap-wsgi", "wrap-asgi"]
+# Below scalekit's middleware, one that is sync only: Django then runs scalekit's in sync mode
+# under ASGI (an ASGIRequest, no WSGI environ).
+SYNC_ONLY_MIDDLEWARE = "tests.adapters.django_site.catalog.views.SyncOnlyMiddleware"
 
 
 def configure_django(database_path: str) -> tuple[str, dict[str, Any]]:
@@ -77,22 +80,20 @@ class Site:
         if self.mode == "middleware-wsgi":
             from django.test import Client
             self.client = Client(raise_request_exception=False)
-        elif self.mode == "middleware-asgi":
+        elif self.mode in ("middleware-asgi", "middleware-asgi-sync"):
             from django.test import AsyncClient
             self.client = AsyncClient(raise_request_exception=False)
             self.runner = asyncio.Runner()
         elif self.mode == "wrap-wsgi":
+            import scalekit_django
             from django.core.wsgi import get_wsgi_application
             from werkzeug.test import Client as WerkzeugClient
-
-            import scalekit_django
             self.wrapped = scalekit_django.wrap(get_wsgi_application())
             self.client = WerkzeugClient(self.wrapped)
         else:
+            import scalekit_django
             from django.core.asgi import get_asgi_application
             from starlette.testclient import TestClient
-
-            import scalekit_django
             self.wrapped = scalekit_django.wrap(get_asgi_application())
             self.client = TestClient(self.wrapped, raise_server_exceptions=False)
 
@@ -149,6 +150,8 @@ class Site:
 
 def open_site(mode: str, overlay: dict[str, Any]) -> Iterator[Site]:
     """Enter ``override_settings(**overlay)`` and yield a started :class:`Site`."""
+    if mode == "middleware-asgi-sync":
+        overlay = {**overlay, "MIDDLEWARE": [*settings.MIDDLEWARE, SYNC_ONLY_MIDDLEWARE]}
     with override_settings(**overlay):
         site = Site(mode)
         site.start()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-
 from .django_support import MODES, Site, configure_django, open_site
 from .support import (
     ITEMS,
@@ -57,8 +56,8 @@ def test_route_labels_are_full_resolver_patterns(site: Site) -> None:
     assert request_count(exposition, "unmatched", "4xx") >= 1
 
 
-@pytest.mark.parametrize("path", ["/items/1/", "/orm/items/1/", "/async/items/1/"],
-                         ids=["pool read", "ORM read", "async view"])
+@pytest.mark.parametrize("path", ["/items/1/", "/orm/items/1/", "/async/items/1/", "/async/pool/items/1/"],
+                         ids=["pool read", "ORM read", "async view, ORM", "async view, pool"])
 def test_cached_view_runs_once_then_hits(site: Site, path: str) -> None:
     first = site.get(path)
     second = site.get(path)

@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from fastapi import FastAPI
+from scalekit_fastapi import RouteTemplates, ScaleKitMiddleware
 from starlette.testclient import TestClient
 
 import scalekit
-from scalekit_fastapi import RouteTemplates, ScaleKitMiddleware
 
 from .apps.fastapi_items import create_app
 from .support import (

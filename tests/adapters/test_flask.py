@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
-
 from flask import Flask
 from flask.testing import FlaskClient
+from scalekit_flask import ScaleKit, db
 
 import scalekit
-from scalekit_flask import ScaleKit, db
 
 from .apps.flask_items import create_app
 from .support import (

@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import scalekit_fastapi
 from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
+from scalekit_fastapi import DB, ScaleKitMiddleware, ainvalidate, cache_for, cached, db
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-
-import scalekit_fastapi
-from scalekit_fastapi import DB, ScaleKitMiddleware, ainvalidate, cache_for, cached, db
 
 __all__ = ["app", "create_app", "wrapped_app"]
 
@@ -54,7 +53,7 @@ def create_app(install: Literal["middleware", "wrap"] = "middleware", **settings
         return {"id": item_id, "name": row.name}
 
     @app.get("/async/items/{item_id}", dependencies=[Depends(cache_for(60, tags=["item:{item_id}"]))])
-    async def async_item(item_id: int, connection: Connection = Depends(db)) -> dict[str, Any]:
+    async def async_item(item_id: int, connection: Annotated[Connection, Depends(db)]) -> dict[str, Any]:
         calls["async_item"] += 1
         name = connection.execute(text("SELECT name FROM items WHERE id = :id"), {"id": item_id}).scalar_one()
         return {"id": item_id, "name": name}

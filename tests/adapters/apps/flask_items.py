@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, g, jsonify, stream_with_context
-from sqlalchemy import text
-
 from scalekit_flask import ScaleKit, cached, db, invalidate, tag
+from sqlalchemy import text
 
 __all__ = ["app", "create_app"]
 

@@ -6,9 +6,8 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.adapters.django_site.settings")
 
-from django.core.asgi import get_asgi_application  # noqa: E402
-
-import scalekit_django  # noqa: E402
+import scalekit_django
+from django.core.asgi import get_asgi_application
 
 application = get_asgi_application()
 wrapped = scalekit_django.wrap(get_asgi_application())

@@ -19,5 +19,6 @@ urlpatterns = [
     path("boom/", views.boom),
     path("stream/", views.stream),
     path("async/items/<int:item_id>/", views.async_item),
+    path("async/pool/items/<int:item_id>/", views.async_pool_item),
     path("shop/", include(shop_patterns)),
 ]

@@ -6,9 +6,8 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.adapters.django_site.settings")
 
-from django.core.wsgi import get_wsgi_application  # noqa: E402
-
-import scalekit_django  # noqa: E402
+import scalekit_django
+from django.core.wsgi import get_wsgi_application
 
 application = get_wsgi_application()
 wrapped = scalekit_django.wrap(get_wsgi_application())

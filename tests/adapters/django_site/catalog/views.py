@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
+from scalekit_django import aget_db, cached, get_db, invalidate, model_tag, model_tags, tag
 from sqlalchemy import text
-
-from scalekit_django import cached, get_db, invalidate, model_tag, model_tags, tag
 
 from .models import Item
 
@@ -34,6 +34,14 @@ async def async_item(request: HttpRequest, item_id: int) -> JsonResponse:
     CALLS["async_item"] += 1
     found = await Item.objects.aget(pk=item_id)
     return JsonResponse({"id": item_id, "name": found.name})
+
+
+@cached(ttl_seconds=60, tags=["item:{item_id}"])
+async def async_pool_item(request: HttpRequest, item_id: int) -> JsonResponse:
+    CALLS["async_pool_item"] += 1
+    connection = await aget_db(request)
+    name = connection.execute(text("SELECT name FROM items WHERE id = :id"), {"id": item_id}).scalar_one()
+    return JsonResponse({"id": item_id, "name": name})
 
 
 @cached(ttl_seconds=60)
@@ -101,3 +109,17 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
 
 def thing(request: HttpRequest, name: str) -> JsonResponse:
     return JsonResponse({"name": name})
+
+
+class SyncOnlyMiddleware:
+    """A middleware that is sync only: under ASGI, Django then runs the ones above it (scalekit's
+    included) in sync mode, with an ASGIRequest."""
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
