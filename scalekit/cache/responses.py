@@ -144,14 +144,16 @@ class ResponseBuilder:
                   request_time: float, stored: bool = False, ttl: int | None = None,
                   fields: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:
         """The origin's headers for the client: Surrogate-Control consumed, Age set to the
-        corrected age, Date added if missing (RFC 9110 §6.6.1), our Cache-Status appended."""
+        corrected age, our Cache-Status appended.
+
+        Date is not synthesised: the HTTP server adds one to every response (RFC 9110 §6.6.1),
+        and a second Date field would contradict it.
+        """
         if fields is None:
             fields = combine_fields(headers)
         age = corrected_initial_age(fields, request_time=request_time, response_time=now)
         out = [(name, value) for name, value in headers
                if name.lower() not in ("surrogate-control", "age")]
-        if "date" not in fields:
-            out.append(("date", self.http_date(now)))
         out.append(("age", str(int(age))))
         out.append(("cache-status", self.cache_status(fwd=fwd, stored=stored, ttl=ttl)))
         return tuple(out)
@@ -171,8 +173,6 @@ class ResponseBuilder:
             return None
         headers = [item for item in plan.headers if item[0] != "content-length"]
         names = {name for name, _ in headers}
-        if "date" not in names:
-            headers.append(("date", self.http_date(plan.response_time)))
         if plan.status == 200 and "etag" not in names and len(body) <= self.etag_max_body_bytes:
             # Same tag the CDN layer would compute, so a hit never re-hashes the body.
             headers.append(("etag", body_etag(body)))

@@ -104,7 +104,8 @@ class WSGIHarness(Harness):
     kind = "wsgi"
 
     def __init__(self, **cache: Any) -> None:
-        self.origin, self.clock = Origin(), FakeClock()
+        self.clock = FakeClock()
+        self.origin = Origin(self.clock)
         self.app, self.runtime = build_wsgi(self.origin, self.clock, **cache)
         self.client = httpx.Client(transport=httpx.WSGITransport(app=self.app),
                                    base_url="http://test", timeout=WAIT_SECONDS)
@@ -122,7 +123,8 @@ class ASGIHarness(Harness):
     kind = "asgi"
 
     def __init__(self, **cache: Any) -> None:
-        self.origin, self.clock = Origin(), FakeClock()
+        self.clock = FakeClock()
+        self.origin = Origin(self.clock)
         self.app, self.runtime = build_asgi(self.origin, self.clock, **cache)
         self.loop = asyncio.new_event_loop()
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),

@@ -27,6 +27,7 @@ from scalekit.asgi import ASGIRoot
 from scalekit.cache import layer
 from scalekit.cache.rules import cache_response
 from scalekit.config import load_config
+from scalekit.headers import format_http_date
 from scalekit.runtime import Runtime
 from scalekit.wsgi import WSGIRoot
 
@@ -49,9 +50,11 @@ class FakeClock:
 
 
 class Origin:
-    """Per-path call counts and versions, and a switch that makes the origin fail."""
+    """Per-path call counts and versions, and a switch that makes the origin fail. Like any
+    origin with a clock (RFC 9110 §6.6.1), it sends Date, from the injected clock."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        self.clock = clock
         self.lock = threading.Lock()
         self.calls: dict[str, int] = {}
         self.versions: dict[str, int] = {}
@@ -75,6 +78,8 @@ class Origin:
         if "rule" in params:
             cache_response(float(params["rule"]), tags=[f"path:{path}"])
         headers: list[tuple[str, str]] = [("content-type", "text/plain")]
+        if self.clock is not None:
+            headers.append(("date", format_http_date(self.clock())))
         for param, name in (("cc", "cache-control"), ("sc", "surrogate-control"), ("vary", "vary"),
                             ("expires", "expires"), ("tag", "surrogate-key"), ("location", "location")):
             if param in params:
@@ -195,7 +200,7 @@ def build_asgi(origin: Origin, clock: FakeClock, **cache: Any) -> tuple[Any, Run
 
 
 # Module-level apps for real servers (one origin and clock per server process).
-_server_origin = Origin()
 _server_clock = FakeClock()
+_server_origin = Origin(_server_clock)
 wsgi_app, _ = build_wsgi(_server_origin, _server_clock, coalesce_timeout_seconds=20.0)
 asgi_app, _ = build_asgi(_server_origin, _server_clock, coalesce_timeout_seconds=20.0)
