@@ -31,13 +31,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scalekit.cache.codec import Codec  # noqa: E402
-from scalekit.cache.entry import CachedEntry  # noqa: E402
-from scalekit.cache.generations import HostGenerations, LocalGenerations  # noqa: E402
-from scalekit.cache.tiers.fleet import FleetGenerations  # noqa: E402
-from scalekit.cache.tiers.memory import MemoryTier  # noqa: E402
-from scalekit.cache.tiers.redis import RedisConnections, RedisTier  # noqa: E402
-from scalekit.config import RedisConfig  # noqa: E402
+from scalekit.cache.codec import Codec
+from scalekit.cache.entry import CachedEntry
+from scalekit.cache.generations import HostGenerations, LocalGenerations
+from scalekit.cache.tiers.fleet import FleetGenerations
+from scalekit.cache.tiers.memory import MemoryTier
+from scalekit.cache.tiers.redis import RedisConnections, RedisTier
+from scalekit.config import RedisConfig
 
 REPEATS = 5
 

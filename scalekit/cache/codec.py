@@ -33,7 +33,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any, Literal
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 from .entry import CachedEntry
 
@@ -69,7 +69,7 @@ class Codec:
         """The stored form of ``entry`` under cache key ``key``."""
         fields = {f.name: _plain(getattr(entry, f.name)) for f in _FIELDS}
         fields["__key__"] = key
-        payload = msgpack.packb(fields, use_bin_type=True)
+        payload: bytes = msgpack.packb(fields, use_bin_type=True)
         flags = 0
         if self.compress_min_bytes and len(payload) >= self.compress_min_bytes:
             compressed = zlib.compress(payload, 1)  # level 1: most of the gain, a fraction of the CPU
@@ -99,9 +99,10 @@ class Codec:
         elif self.secret is not None:
             return None, "unsigned"
         if flags & FLAG_COMPRESSED:
-            payload = _inflate(payload)
-            if payload is None:
+            inflated = _inflate(payload)
+            if inflated is None:
                 return None, "garbage"
+            payload = inflated
         return _unpack(key, payload)
 
     def _mac(self, key: str, header: bytes, payload: bytes) -> bytes:
@@ -135,7 +136,7 @@ def _inflate(payload: bytes) -> bytes | None:
 def _unpack(key: str, payload: bytes) -> tuple[CachedEntry | None, DecodeOutcome]:
     try:
         fields = msgpack.unpackb(payload, raw=False, use_list=False, strict_map_key=True)
-    except Exception:  # msgpack raises several unrelated types on garbage; all mean "garbage"
+    except Exception:  # noqa: BLE001 - msgpack raises many unrelated types on garbage
         return None, "garbage"
     if type(fields) is not dict or fields.get("__key__") != key:
         return None, "wrong_key" if type(fields) is dict else "garbage"
@@ -147,9 +148,9 @@ def _unpack(key: str, payload: bytes) -> tuple[CachedEntry | None, DecodeOutcome
                 and all(check(values[position]) for position, check in _CONTAINER_CHECKS)):
             try:
                 return CachedEntry(*values), "ok"
-            except Exception:
+            except Exception:  # noqa: BLE001 - a future __post_init__ check: still a miss
                 return None, "garbage"
-    values: dict[str, Any] = {}
+    converted: dict[str, Any] = {}
     for name, required, convert in _CONVERTERS:
         if name not in fields:
             if required:
@@ -158,10 +159,10 @@ def _unpack(key: str, payload: bytes) -> tuple[CachedEntry | None, DecodeOutcome
         value = convert(fields[name])
         if value is _INVALID:
             return None, "garbage"
-        values[name] = value
+        converted[name] = value
     try:
-        return CachedEntry(**values), "ok"
-    except Exception:  # a future __post_init__ check: still only a miss
+        return CachedEntry(**converted), "ok"
+    except Exception:  # noqa: BLE001 - a future __post_init__ check: still only a miss
         return None, "garbage"
 
 

@@ -91,15 +91,13 @@ class LocalGenerations:
                 if self._generations.get(tag, 0) < sequence:
                     self._generations[tag] = sequence
                     changed = True
-            if sequence > self._sequence:
-                self._sequence = sequence
+            self._sequence = max(self._sequence, sequence)
         return changed
 
     def advance_to(self, sequence: int) -> None:
         """Raise the sequence number to at least ``sequence`` (after a resync)."""
         with self._lock:
-            if sequence > self._sequence:
-                self._sequence = sequence
+            self._sequence = max(self._sequence, sequence)
 
     def snapshot(self) -> dict[str, int]:
         """A copy of every tag's generation (for persistence and resync)."""

@@ -49,8 +49,8 @@ def test_async_twins() -> None:
 
 # --------------------------------------------------------------------------- properties
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 TAG_NAMES = ("a", "b", "c", "d")
 operations = st.lists(st.one_of(

@@ -47,8 +47,20 @@ class Tier(Store, Protocol):
 class TierMetrics:
     """Pre-bound Prometheus children for one tier, so the hot path does no label lookups."""
 
-    __slots__ = ("hit", "miss", "error", "bypass", "stored", "store_error", "too_large", "corrupt",
-                 "evicted", "bytes", "entries", "circuit")
+    __slots__ = (
+        "bypass",
+        "bytes",
+        "circuit",
+        "corrupt",
+        "entries",
+        "error",
+        "evicted",
+        "hit",
+        "miss",
+        "store_error",
+        "stored",
+        "too_large",
+    )
 
     def __init__(self, tier: str) -> None:
         self.hit = instruments.CACHE_LOOKUPS.labels(tier, "hit")

@@ -48,7 +48,8 @@ def memory_footprint(key: str, entry: CachedEntry) -> int:
 def _deep_size(value: object) -> int:
     kind = type(value)
     if kind is tuple:
-        return _getsizeof(value) + sum(map(_deep_size, value)) if value else 0
+        items: tuple[object, ...] = value  # type: ignore[assignment]
+        return _getsizeof(items) + sum(map(_deep_size, items)) if items else 0
     if kind is int:
         return 0 if -5 <= value <= 256 else _getsizeof(value)  # type: ignore[operator]
     if kind is str or kind is bytes:

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import logging
+import os
 import threading
 import time
 import weakref
@@ -194,7 +194,7 @@ class RedisTier:
         if data is None:
             self._metrics.miss.inc()
             return None
-        entry, outcome = self.codec.decode(key, data)
+        entry, _outcome = self.codec.decode(key, data)
         if entry is None:
             self._metrics.corrupt.inc()
             return None

@@ -85,7 +85,7 @@ class TieredStore:
                     continue
                 mask.discard(key)
                 continue
-            found = tier.get(key)
+            found: tuple[CachedEntry, str] | None = tier.get(key)
             if found is not None:
                 for upper in range(index):
                     self._set_one(upper, key, found[0])
@@ -120,7 +120,7 @@ class TieredStore:
                     continue
                 mask.discard(key)
                 continue
-            found = await tier.aget(key)
+            found: tuple[CachedEntry, str] | None = await tier.aget(key)
             if found is not None:
                 for upper in range(index):
                     await self._aset_one(upper, key, found[0])

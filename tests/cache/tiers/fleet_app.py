@@ -8,6 +8,7 @@ and purges a tag; a response showing an old version after the purge would be a s
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import scalekit
@@ -17,7 +18,7 @@ def _origin(path: str) -> tuple[int, list[tuple[str, str]], bytes]:
     if not path.startswith("/item/"):
         return 404, [("content-type", "text/plain")], b"not found"
     item = path.rsplit("/", 1)[1]
-    version = open(os.environ["FLEET_VERSION_FILE"]).read().strip()
+    version = Path(os.environ["FLEET_VERSION_FILE"]).read_text().strip()
     body = f"item={item};version={version}".encode()
     return 200, [("content-type", "text/plain"), ("content-length", str(len(body))),
                  ("cache-control", "public, max-age=300"),

@@ -54,8 +54,9 @@ def _app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 def test_purge_through_a_wrapped_app(tmp_path: Path) -> None:
-    import scalekit
     from werkzeug.test import Client
+
+    import scalekit
 
     wrapped = scalekit.wrap(_app, cdn=False, pool=False, metrics=False, state_dir=str(tmp_path),
                             cache={"invalidation": {"purge_token": TOKEN}})
