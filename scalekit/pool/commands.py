@@ -65,6 +65,10 @@ def _probe(url: Any, timeout_seconds: float) -> tuple[int | None, int]:
     from sqlalchemy.pool import NullPool
 
     connect_args: dict[str, Any] = {}
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        from pathlib import Path
+
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)  # as the app would
     if url.get_backend_name() == "postgresql":
         connect_args["connect_timeout"] = max(1, int(timeout_seconds))
     engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)

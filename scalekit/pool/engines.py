@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import select
 import threading
 import time
 import weakref
@@ -47,6 +48,11 @@ __all__ = ["Database", "engine_url"]
 log = logging.getLogger("scalekit.pool")
 
 _DATABASES: weakref.WeakSet[Database] = weakref.WeakSet()
+
+# An idle connection whose socket stayed quiet is pinged anyway after this long (see
+# install_liveness_check); recycle_seconds bounds its age regardless.
+PING_WHEN_IDLE_SECONDS = 5.0
+RETURNED_AT = "scalekit.returned_at"  # connection record info: when it was last given back
 
 
 def engine_url(config: DatabaseConfig, state_dir: str) -> URL:
@@ -120,10 +126,12 @@ class Database:
             pool_size=config.pool_size,
             max_overflow=config.max_overflow,
             pool_timeout=config.pool_timeout_seconds,
-            pool_pre_ping=config.pre_ping,
+            pool_pre_ping=False,  # ours below: a socket poll first, a round trip only if needed
             pool_recycle=config.recycle_seconds if config.recycle_seconds > 0 else -1,
             connect_args=connect_args,
         )
+        if config.pre_ping and url.get_backend_name() != "sqlite":  # a file cannot disconnect
+            install_liveness_check(engine)
         if config.url is None:
             event.listen(engine, "connect", _tune_default_sqlite)
         reset = resolve_reset_statement(config.reset_statement, dialect=engine.dialect.name,
@@ -143,17 +151,21 @@ class Database:
         """
         engine = self.engine
         pool = engine.pool
-        with self._lock:
-            admission = decide_admission(
-                idle=pool.checkedin(), checked_out=pool.checkedout(),  # type: ignore[attr-defined]
-                max_connections=self.max_connections, pending=self.pending,
-                max_waiting=self.config.max_waiting, may_wait=may_wait)
-            if admission is not Admission.CHECKOUT:
-                self._shed.inc()
-                raise PoolShedError(self._shed_message(admission), database=self.name,
-                                    retry_after_seconds=self.config.retry_after_seconds)
-            self.pending += 1
-            self._pending_gauge.set(self.pending)
+        idle = pool.checkedin()  # type: ignore[attr-defined]
+        # With an idle connection there is no wait: skip the queue bookkeeping (the fast path).
+        queued = idle == 0
+        if queued:
+            with self._lock:
+                admission = decide_admission(
+                    idle=pool.checkedin(), checked_out=pool.checkedout(),  # type: ignore[attr-defined]
+                    max_connections=self.max_connections, pending=self.pending,
+                    max_waiting=self.config.max_waiting, may_wait=may_wait)
+                if admission is not Admission.CHECKOUT:
+                    self._shed.inc()
+                    raise PoolShedError(self._shed_message(admission), database=self.name,
+                                        retry_after_seconds=self.config.retry_after_seconds)
+                self.pending += 1
+                self._pending_gauge.set(self.pending)
         started = time.perf_counter()
         try:
             connection = engine.connect()
@@ -172,11 +184,11 @@ class Database:
                 f"{exc.orig}; check that it is running and reachable.",
                 database=self.name, retry_after_seconds=self.config.retry_after_seconds) from exc
         finally:
-            with self._lock:
-                self.pending -= 1
-                self._pending_gauge.set(self.pending)
+            if queued:
+                with self._lock:
+                    self.pending -= 1
+                    self._pending_gauge.set(self.pending)
         self._wait_time.observe(time.perf_counter() - started)
-        self.update_gauges()
         return connection
 
     def hold(self, holder: Any) -> None:
@@ -197,7 +209,6 @@ class Database:
                 with self._lock:
                     self.holders.pop(id(holder), None)
             self._use_time.observe(held_seconds)
-            self.update_gauges()
 
     def has_idle_connection(self) -> bool:
         """True when a checkout would not have to open or wait for a connection."""
@@ -210,6 +221,12 @@ class Database:
         return int(self._engine.pool.checkedout())  # type: ignore[attr-defined]
 
     def update_gauges(self) -> None:
+        """Sample the used/idle gauges (the pool's background worker does it every tick).
+
+        Like OpenTelemetry's asynchronous db.client.connection.count, the value is read from
+        the pool rather than moved on every checkout, which keeps the checkout path short;
+        Prometheus scrapes far less often than the worker ticks (at most once a second).
+        """
         pool = self._engine.pool if self._engine is not None else None
         if pool is None:
             return
@@ -243,6 +260,49 @@ class Database:
         if self._engine is not None and self._pid == os.getpid():
             self._engine.dispose()
             self.update_gauges()
+
+
+def install_liveness_check(engine: Engine) -> None:
+    """Pre-ping that costs a round trip only when there is a reason to doubt the connection.
+
+    SQLAlchemy's pre-ping sends a query on every checkout. A server that restarts, or a proxy
+    that drops the connection, leaves the socket readable (an error message, or end of file),
+    so a zero-timeout poll tells a dead connection from a live one for free; the query runs
+    only then, when the driver gives no socket to poll, or when the connection sat idle longer
+    than PING_WHEN_IDLE_SECONDS (a peer that vanished silently). A failed ping invalidates
+    every pooled connection opened before it, as SQLAlchemy's pre-ping does, so one request
+    pays for the discovery and the others get fresh connections.
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _returned(dbapi_connection: Any, record: Any) -> None:
+        if dbapi_connection is not None:
+            record.info[RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _check_alive(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        returned_at = record.info.get(RETURNED_AT)
+        if returned_at is None:
+            return  # opened for this checkout
+        if time.monotonic() - returned_at < PING_WHEN_IDLE_SECONDS and _is_quiet(dbapi_connection):
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # noqa: BLE001  (whatever the failure, this one is dead)
+            raise sqlalchemy.exc.InvalidatePoolError(f"pre-ping failed: {exc}") from exc
+
+
+def _is_quiet(dbapi_connection: Any) -> bool:
+    """True when an idle connection's socket has nothing to read (no error, no end of file)."""
+    fileno = getattr(dbapi_connection, "fileno", None)
+    if fileno is None or getattr(dbapi_connection, "closed", 0):
+        return False
+    try:
+        readable, _, _ = select.select([fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
 
 
 def _resetter(statement: str) -> Any:

@@ -123,6 +123,8 @@ class RequestDatabase:
                 self._watch = watch
                 self.checked_out_at = requests.monotonic()
                 self.site = site
+                attach(connection, watch)  # under the lock: release() detaches after this
+                self._database.hold(self)
         if lost_race:
             # The request ended while this checkout waited (a cancelled ASGI task), or another
             # thread of the request got there first: this connection goes straight back.
@@ -130,8 +132,6 @@ class RequestDatabase:
             if self._connection is not None and not self._released:
                 return self._connection
             raise self._released_error()
-        attach(connection, watch)
-        self._database.hold(self)
         return connection
 
     def release(self, *, only_if_idle: bool = False) -> bool:

@@ -127,6 +127,7 @@ class PoolService:
             try:
                 self.drain_abandoned()
                 self.check_leaks()
+                self.update_gauges()
             except Exception:  # noqa: BLE001  (the worker must outlive one bad round)
                 log.exception("scalekit: pool background check failed")
 
@@ -151,6 +152,11 @@ class PoolService:
                     database.name, now - holder.checked_out_at, threshold, holder.route,
                     holder.site or "an unknown place")
         return leaked
+
+    def update_gauges(self) -> None:
+        """Sample every database's used/idle connection gauges now."""
+        for database in self.databases.values():
+            database.update_gauges()
 
     # ----------------------------------------------------------------- status / shutdown
     def checked_out(self) -> int:

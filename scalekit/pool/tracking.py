@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -206,9 +205,11 @@ class ConnectionWatch:
     on a connection that is already back in the pool.
     """
 
-    __slots__ = ("ctx", "invalidate", "track_tables", "lock", "executing", "released", "_pending")
+    __slots__ = ("ctx", "invalidate", "track_tables", "lock", "executing", "released", "_pending",
+                 "connection")
 
     def __init__(self, ctx: RequestContext, invalidate: Invalidate, *, track_tables: bool) -> None:
+        self.connection: Connection | None = None  # set by attach(); keeps its id unique
         self.ctx = ctx
         self.invalidate = invalidate
         self.track_tables = track_tables
@@ -225,13 +226,13 @@ class ConnectionWatch:
             self.released = True
             return True
 
-    def record(self, access: TableAccess, *, autocommit: bool) -> None:
+    def record(self, access: TableAccess, connection: Connection) -> None:
         if access.read:
             self.ctx.tables_read.update(access.read)
             self.ctx.tags.update(access.read_tags)
         if access.written:
             self._pending[-1].update(access.written)
-            if autocommit:  # each statement is its own committed transaction
+            if _is_autocommit(connection):  # each statement is its own committed transaction
                 self.committed()
         if access.transaction == "commit":
             self.committed()
@@ -266,23 +267,29 @@ class ConnectionWatch:
             self._pending.pop()
 
 
-_WATCHES: weakref.WeakKeyDictionary[Connection, ConnectionWatch] = weakref.WeakKeyDictionary()
+# id(connection) -> its watch. A plain dict is the cheapest lookup on the per-statement path;
+# the watch holds the connection, so the id cannot be reused while the entry exists, and the
+# handle always detaches when it gives the connection back.
+_WATCHES: dict[int, ConnectionWatch] = {}
 _committing = threading.local()
 
 
 def attach(connection: Connection, watch: ConnectionWatch) -> None:
     """Observe ``connection`` for one request (until :func:`detach`)."""
-    _WATCHES[connection] = watch
+    watch.connection = connection
+    _WATCHES[id(connection)] = watch
 
 
 def detach(connection: Connection) -> None:
     """Stop observing ``connection`` (it is going back to the pool)."""
-    _WATCHES.pop(connection, None)
+    watch = _WATCHES.pop(id(connection), None)
+    if watch is not None:
+        watch.connection = None
 
 
 def watch_of(connection: Connection) -> ConnectionWatch | None:
     """The watch observing ``connection``, if it belongs to a request."""
-    return _WATCHES.get(connection)
+    return _WATCHES.get(id(connection))
 
 
 def install_events(engine: Engine, *, track_tables: bool) -> None:
@@ -292,7 +299,7 @@ def install_events(engine: Engine, *, track_tables: bool) -> None:
     @event.listens_for(engine, "before_cursor_execute")
     def _before_cursor_execute(conn: Connection, cursor: Any, statement: str, parameters: Any,
                                context: Any, executemany: bool) -> None:
-        watch = _WATCHES.get(conn)
+        watch = _WATCHES.get(id(conn))
         if watch is None:
             return
         with watch.lock:
@@ -305,7 +312,7 @@ def install_events(engine: Engine, *, track_tables: bool) -> None:
     @event.listens_for(engine, "after_cursor_execute")
     def _after_cursor_execute(conn: Connection, cursor: Any, statement: str, parameters: Any,
                               context: Any, executemany: bool) -> None:
-        watch = _WATCHES.get(conn)
+        watch = _WATCHES.get(id(conn))
         if watch is None:
             return
         watch.executing.discard(id(context))
@@ -316,12 +323,12 @@ def install_events(engine: Engine, *, track_tables: bool) -> None:
         if access is None:
             access = _cached_access_of_sql(statement, dialect)
         if access is not NO_TABLES:
-            watch.record(access, autocommit=_is_autocommit(conn))
+            watch.record(access, conn)
 
     @event.listens_for(engine, "handle_error")
     def _handle_error(exception_context: Any) -> None:
         connection = exception_context.connection
-        watch = _WATCHES.get(connection) if connection is not None else None
+        watch = _WATCHES.get(id(connection)) if connection is not None else None
         if watch is not None:
             watch.executing.discard(id(exception_context.execution_context))
 
@@ -332,11 +339,11 @@ def install_events(engine: Engine, *, track_tables: bool) -> None:
 def _install_transaction_events(engine: Engine) -> None:
     @event.listens_for(engine, "commit")
     def _before_commit(conn: Connection) -> None:
-        _committing.watch = _WATCHES.get(conn)
+        _committing.watch = _WATCHES.get(id(conn))
 
     @event.listens_for(engine, "rollback")
     def _rollback(conn: Connection) -> None:
-        watch = _WATCHES.get(conn)
+        watch = _WATCHES.get(id(conn))
         if watch is not None:
             watch.rolled_back()
 
@@ -361,7 +368,7 @@ def _install_transaction_events(engine: Engine) -> None:
 
 def _forward(method: str) -> Callable[..., None]:
     def handler(conn: Connection, *args: Any) -> None:
-        watch = _WATCHES.get(conn)
+        watch = _WATCHES.get(id(conn))
         if watch is not None:
             getattr(watch, method)()
     return handler

@@ -256,14 +256,18 @@ def test_pool_gauges_and_histograms(sqlite_table: tuple[str, str]) -> None:
     app = wrap(make_wsgi_app(table), url, pool_size=2, max_overflow=1)
     waits = sample("scalekit_pool_wait_seconds_count", DEFAULT)
     uses = sample("scalekit_pool_use_seconds_count", DEFAULT)
+    service = app.runtime.services["pool"]
     first = WSGICall(app, "/stream").read(1)
     second = WSGICall(app, "/stream").read(1)
+    service.update_gauges()  # what the pool's worker does every tick
     assert sample("scalekit_pool_connections", {"database": "default", "state": "used"}) == 2
     assert sample("scalekit_pool_max_connections", DEFAULT) == 3
     first.read().close()
+    service.update_gauges()
     assert sample("scalekit_pool_connections", {"database": "default", "state": "used"}) == 1
     assert sample("scalekit_pool_connections", {"database": "default", "state": "idle"}) == 1
     second.read().close()
+    service.update_gauges()
     assert sample("scalekit_pool_connections", {"database": "default", "state": "idle"}) == 2
     assert sample("scalekit_pool_wait_seconds_count", DEFAULT) == waits + 2
     assert sample("scalekit_pool_use_seconds_count", DEFAULT) == uses + 2
