@@ -65,6 +65,9 @@ def redis_connections(runtime: Any) -> Any:
         connections = RedisConnections(runtime.config.redis, monotonic=runtime.monotonic)
         runtime.services["redis.connections"] = connections
         runtime.on_shutdown(connections.close)
+        # ASGI lifespan shutdown awaits this on the app's loop, closing that loop's asyncio
+        # client (left open, its connections warn when collected); a no-op from sync close().
+        runtime.on_shutdown(connections.aclose)
     return connections
 
 
