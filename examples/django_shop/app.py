@@ -15,10 +15,9 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "examples.django_shop.settings")
 
-from django.core.asgi import get_asgi_application  # noqa: E402
-from django.core.wsgi import get_wsgi_application  # noqa: E402
-
-import scalekit_django  # noqa: E402
+import scalekit_django
+from django.core.asgi import get_asgi_application
+from django.core.wsgi import get_wsgi_application
 
 __all__ = ["app", "asgi_app"]
 

@@ -21,8 +21,12 @@ def django_database(url: str) -> dict[str, Any]:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": parsed.database}
-    return {"ENGINE": "django.db.backends.postgresql", "NAME": parsed.database, "USER": parsed.username or "",
-            "PASSWORD": parsed.password or "", "HOST": parsed.host or "", "PORT": str(parsed.port or "")}
+    database = {"ENGINE": "django.db.backends.postgresql", "NAME": parsed.database,
+                "USER": parsed.username or "", "PASSWORD": parsed.password or "",
+                "HOST": parsed.host or "", "PORT": str(parsed.port or "")}
+    if "options" in parsed.query:  # libpq options such as -csearch_path=shop
+        database["OPTIONS"] = {"options": parsed.query["options"]}
+    return database
 
 
 SECRET_KEY = "example-shop-not-secret"  # an example: set your own from the environment

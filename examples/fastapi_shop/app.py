@@ -19,9 +19,16 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
-
-from examples.shop_common import TEMPLATES_DIR, get_product, list_products, prepare_shop, product_json, set_price
 from scalekit_fastapi import DB, ScaleKitMiddleware, ainvalidate, cached
+
+from examples.shop_common import (
+    TEMPLATES_DIR,
+    get_product,
+    list_products,
+    prepare_shop,
+    product_json,
+    set_price,
+)
 
 __all__ = ["app", "create_app"]
 

@@ -16,9 +16,16 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, abort, jsonify, render_template, request
-
-from examples.shop_common import TEMPLATES_DIR, get_product, list_products, prepare_shop, product_json, set_price
 from scalekit_flask import ScaleKit, cached, db, invalidate
+
+from examples.shop_common import (
+    TEMPLATES_DIR,
+    get_product,
+    list_products,
+    prepare_shop,
+    product_json,
+    set_price,
+)
 
 __all__ = ["app", "create_app"]
 

@@ -6,10 +6,14 @@ Each shop's ``tests/`` builds its app (isolated state directory and database) an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,12 +21,67 @@ from scalekit.metrics import render_exposition
 
 from .data import PRODUCTS
 
-__all__ = ["Page", "ShopClient", "asgi_client", "check_api", "check_assets", "check_catalogue",
-           "check_price_change", "check_product_page_is_cached", "check_route_labels",
-           "isolate_state_dir", "wsgi_client"]
+__all__ = ["POSTGRES_URL", "REDIS_URL", "Page", "ShopClient", "asgi_client", "check_api",
+           "check_assets", "check_catalogue", "check_price_change", "check_product_page_is_cached",
+           "check_route_labels", "delete_redis_keys", "http_client", "isolate_state_dir",
+           "postgres_schema", "redis_keys", "wait_for", "wsgi_client"]
 
 FINGERPRINTED_CSS = re.compile(r'href="(/static/css/shop\.[0-9a-f]{12}\.css)"')
 HIT = re.compile(r";\s*hit\b")
+
+
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@contextlib.contextmanager
+def postgres_schema(name: str) -> Iterator[str]:
+    """A private schema in the shared Postgres test database, dropped afterwards; yields the
+    database URL whose connections use it (``search_path``), so ``products`` is the shop's own."""
+    import psycopg2
+
+    schema = f"scalekit_example_{name}_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(POSTGRES_URL)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE SCHEMA "{schema}"')
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.close()
+
+
+def redis_keys(prefix: str) -> list[bytes]:
+    """The keys the shop stored in Redis under ``prefix`` (its L2 entries and generations)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        return list(client.scan_iter(match=f"{prefix}*"))
+    finally:
+        client.close()
+
+
+def delete_redis_keys(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        for key in client.scan_iter(match=f"{prefix}*"):
+            client.delete(key)
+    finally:
+        client.close()
+
+
+def wait_for(check: Callable[[], bool], *, what: str, timeout_seconds: float = 10.0) -> None:
+    """Poll ``check`` (another instance learns of an invalidation within milliseconds)."""
+    deadline = time.monotonic() + timeout_seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_seconds} s waiting for {what}")
+        time.sleep(0.02)
 
 
 def isolate_state_dir() -> None:
@@ -62,6 +121,13 @@ class ShopClient:
     def _page(self, response: Any) -> Page:
         text = response.text if self.asgi else response.get_data(as_text=True)
         return Page(response.status_code, {k.lower(): v for k, v in response.headers.items()}, text)
+
+
+def http_client(base_url: str) -> ShopClient:
+    """A :class:`ShopClient` over real HTTP (a server started by the test)."""
+    import httpx
+
+    return ShopClient(httpx.Client(base_url=base_url, timeout=20), asgi=True)
 
 
 def wsgi_client(app: Any) -> ShopClient:

@@ -13,9 +13,9 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
+from scalekit_django import cached, get_db, invalidate, model_tags, tag
 
 from examples.shop_common import get_product, list_products, product_json
-from scalekit_django import cached, get_db, invalidate, model_tags, tag
 
 from .models import Product
 
