@@ -86,7 +86,7 @@ def median_per_op(operation: object, count: int) -> float:
 
 
 def show(name: str, figure: str, target: str, baseline: str, ok: bool) -> None:
-    print(f"{name:<48} {figure:>14}   target {target:<10} baseline {baseline:<28} {'OK' if ok else 'MISSED'}")
+    print(f"{name:<52} {figure:>10}   target {target:<10} baseline {baseline:<28} {'OK' if ok else 'MISSED'}")
 
 
 # --------------------------------------------------------------------------- 1. L2 hit

@@ -37,6 +37,7 @@ __all__ = ["DiskTier"]
 
 ROW_OVERHEAD_BYTES = 64
 SETUP_TIMEOUT_SECONDS = 5.0
+ENTRY_GAUGE_EVERY_WRITES = 64
 BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
 DB_NAME = "l3.sqlite3"
 
@@ -80,6 +81,7 @@ class DiskTier:
         self._local = threading.local()  # one connection per thread: sqlite3 objects are not shared
         self._generation = 0  # bumped when the file is recreated, to drop stale connections
         self._pid = os.getpid()
+        self._writes = 0
 
     # ----------------------------------------------------------------- connection
     def _connection(self) -> sqlite3.Connection:
@@ -218,6 +220,10 @@ class DiskTier:
             self._metrics.evicted.inc(len(evicted))
             connection.execute("PRAGMA incremental_vacuum(64)")
         self._metrics.bytes.set(total)
+        self._writes += 1
+        if self._writes % ENTRY_GAUGE_EVERY_WRITES == 1:  # COUNT(*) scans: not on every write
+            self._metrics.entries.set(
+                connection.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
 
     @staticmethod
     def _total(connection: sqlite3.Connection) -> int:

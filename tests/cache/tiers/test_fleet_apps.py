@@ -122,6 +122,13 @@ def test_fleet_shares_l2_propagates_invalidation_and_survives_redis_outages(
     assert seen <= {body(1, 1), body(1, 2)}
     assert all(instances.get("b", 1).text == body(1, 2) for _ in range(5))
 
+    # --- And the other way round: a purge on the ASGI instance (ainvalidate) reaches A.
+    assert instances.get("a", 8).text == body(8, 2)
+    instances.set_version(22)
+    assert instances.purge("b", "item:8").status_code == 200
+    wait_until(lambda: instances.get("a", 8).text == body(8, 22), "B's purge on A")
+    instances.set_version(2)
+
     # --- Redis stops mid-traffic: no 5xx, no wrong response.
     failures: list[str] = []
     stop = threading.Event()

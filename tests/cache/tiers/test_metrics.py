@@ -1,0 +1,65 @@
+"""Tier metrics move as documented (lookups, stores, evictions, bytes, circuit state)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import REGISTRY
+
+from scalekit.cache.codec import Codec
+from scalekit.cache.entry import CachedEntry
+from scalekit.cache.tiers.disk import DB_NAME, DiskTier
+from scalekit.cache.tiers.memory import MemoryTier
+from scalekit.cache.tiers.redis import RedisConnections, RedisTier
+from scalekit.config import RedisConfig
+
+from .conftest import FakeClock
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def make_entry(clock: FakeClock, body: bytes = b"x") -> CachedEntry:
+    return CachedEntry(200, (), body, clock.now, clock.now, 0.0, 60.0)
+
+
+def test_memory_counts_hits_misses_evictions_and_bytes(clock: FakeClock) -> None:
+    hits = sample("scalekit_cache_lookups_total", tier="memory", outcome="hit")
+    misses = sample("scalekit_cache_lookups_total", tier="memory", outcome="miss")
+    evictions = sample("scalekit_cache_evictions_total", tier="memory")
+    tier = MemoryTier(max_bytes=3_000, clock=clock)
+    tier.set("a", make_entry(clock, b"a" * 1000))
+    tier.get("a")
+    tier.get("b")
+    tier.set("c", make_entry(clock, b"c" * 1000))
+    tier.set("d", make_entry(clock, b"d" * 1000))
+    assert sample("scalekit_cache_lookups_total", tier="memory", outcome="hit") == hits + 1
+    assert sample("scalekit_cache_lookups_total", tier="memory", outcome="miss") == misses + 1
+    assert sample("scalekit_cache_evictions_total", tier="memory") > evictions
+    assert sample("scalekit_cache_bytes", tier="memory") == tier.current_bytes
+
+
+def test_open_breaker_shows_in_the_gauge_and_skips_count_as_bypass(clock: FakeClock) -> None:
+    tier = RedisTier(RedisConnections(RedisConfig(url="redis://127.0.0.1:1/0"), monotonic=clock),
+                     clock=clock)
+    bypass = sample("scalekit_cache_lookups_total", tier="redis", outcome="bypass")
+    tier.get("k")
+    assert sample("scalekit_cache_circuit_open", tier="redis") == 1
+    tier.get("k")
+    assert sample("scalekit_cache_lookups_total", tier="redis", outcome="bypass") == bypass + 1
+    tier.breaker.reset()
+    assert sample("scalekit_cache_circuit_open", tier="redis") == 0
+
+
+def test_corrupt_disk_entry_is_counted(tmp_path: Path, clock: FakeClock) -> None:
+    import sqlite3
+
+    tier = DiskTier(tmp_path, codec=Codec(), clock=clock)
+    tier.set("k", make_entry(clock))
+    with sqlite3.connect(tmp_path / DB_NAME) as connection:
+        connection.execute("UPDATE entries SET value = x'00'")
+    corrupt = sample("scalekit_cache_lookups_total", tier="disk", outcome="corrupt")
+    assert tier.get("k") is None
+    assert sample("scalekit_cache_lookups_total", tier="disk", outcome="corrupt") == corrupt + 1
+    assert sample("scalekit_cache_entries", tier="disk") >= 1  # published on the first write
