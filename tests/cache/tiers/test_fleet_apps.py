@@ -175,3 +175,46 @@ def test_fleet_shares_l2_propagates_invalidation_and_survives_redis_outages(
         return instances.get("b", 7).text == body(7, 4)
 
     wait_until(purge_reaches_b, "invalidation across the fleet after the restart")
+
+
+def test_restarted_instance_keeps_disk_entries_but_never_serves_one_invalidated_while_down(
+        tmp_path: Path) -> None:
+    server = RedisServer().start()
+    version_file = tmp_path / "version"
+    version_file.write_text("1")
+    prefix = f"restart{time.monotonic_ns()}:"
+    common = {
+        "SCALEKIT_REDIS_URL": server.url, "SCALEKIT_REDIS_KEY_PREFIX": prefix,
+        "SCALEKIT_REDIS_SOCKET_TIMEOUT_SECONDS": "0.5",
+        "SCALEKIT_CACHE_INVALIDATION_PURGE_TOKEN": TOKEN, "FLEET_VERSION_FILE": str(version_file),
+    }
+    host_a = {**common, "SCALEKIT_STATE_DIR": str(tmp_path / "host-a")}
+    client = httpx.Client(timeout=10.0, headers=HOST)
+    try:
+        with run_server("uvicorn", "tests.cache.tiers.fleet_app:asgi_app", env=host_a) as a:
+            for item in (1, 2, 3, 4):
+                assert client.get(f"{a}/item/{item}").text == body(item, 1)
+        # A is down. Another instance invalidates item 1; Redis forgets the shared entries,
+        # so whatever A serves after its restart comes from its own disk or its origin.
+        with run_server("gunicorn", "tests.cache.tiers.fleet_app:wsgi_app",
+                        env={**common, "SCALEKIT_STATE_DIR": str(tmp_path / "host-b")}) as b:
+            version_file.write_text("2")
+            assert client.post(f"{b}/_scalekit/purge", params={"tag": "item:1"},
+                               headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
+        for key in server.cli("--scan", "--pattern", f"{prefix}e:*").split():
+            server.cli("del", key)
+        with run_server("uvicorn", "tests.cache.tiers.fleet_app:asgi_app", env=host_a) as a:
+            assert client.get(f"{a}/item/1").text == body(1, 2)  # never the invalidated v1
+            from_disk = []
+            for item in (2, 3, 4):
+                time.sleep(0.3)  # let the listener resync: until then A trusts nothing tagged
+                response = client.get(f"{a}/item/{item}")
+                assert response.text in (body(item, 1), body(item, 2))
+                if "detail=disk" in response.headers.get("cache-status", ""):
+                    from_disk.append(item)
+                    assert response.text == body(item, 1)
+            assert from_disk, "no entry survived on disk across the restart"
+            assert client.get(f"{a}/item/1").text == body(1, 2)
+    finally:
+        client.close()
+        server.close()
