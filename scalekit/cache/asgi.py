@@ -176,7 +176,13 @@ class ASGICache:
             await self.app(scope, receive, send)
             return
         now = self.clock()
-        found, miss, index, entry_key = await self._lookup(key, view)
+        found = await self.store.aget(key)
+        if found is not None and not found[0].is_vary_index and self.generations.is_current(found[0].tags):
+            # The common hit: a plain entry, current (inlined _lookup, no coroutine hop).
+            miss: Any = "miss"
+            index, entry_key = None, key
+        else:
+            found, miss, index, entry_key = await self._lookup(key, view, found, asked=True)
         decision = self.policy.decide_request(view, found, now=now, miss=miss)
         match decision:
             case Serve():
@@ -197,9 +203,12 @@ class ASGICache:
                 assert_never(decision)
 
     # ----------------------------------------------------------------- lookups
-    async def _lookup(self, key: str, view: RequestView) -> tuple[Found, Any, CachedEntry | None, str]:
-        """(entry and tier or None, why it missed, the variant index, the entry's key)."""
-        found = await self.store.aget(key)
+    async def _lookup(self, key: str, view: RequestView, found: Found = None, *, asked: bool = False
+                      ) -> tuple[Found, Any, CachedEntry | None, str]:
+        """(entry and tier or None, why it missed, the variant index, the entry's key);
+        ``asked``: ``found`` is what the store already returned for ``key``."""
+        if not asked:
+            found = await self.store.aget(key)
         if found is None:
             return None, "uri-miss", None, key
         index = None

@@ -262,7 +262,7 @@ class CachePolicy:
         if special and self._client_demands_origin(request, directives, age, lifetime):
             return self._forward(request, directives, "request", entry, tier)
         if age < lifetime:
-            return self._serve(entry, tier, request, now, "hit")
+            return self._serve(entry, tier, request, now, "hit", age=age)
         staleness = age - lifetime
         if staleness < entry.stale_while_revalidate_seconds:
             # RFC 5861 §3: serve stale "while it asynchronously revalidates it in the background".
@@ -326,9 +326,9 @@ class CachePolicy:
 
     def _serve(self, entry: CachedEntry, tier: str, request: RequestView, now: float,
                outcome: Literal["hit", "stale"], *, refresh: Forward | None = None,
-               collapsed: bool = False) -> Serve:
+               collapsed: bool = False, age: float | None = None) -> Serve:
         status, headers, body = self.responses.from_entry(
-            entry, request, now=now, tier=tier, collapsed=collapsed)
+            entry, request, now=now, tier=tier, collapsed=collapsed, age=age)
         stored = entry.headers
         base = stored if headers[:len(stored)] == stored else ()
         return Serve(status, headers, body, outcome, refresh, entry.route, base)

@@ -90,9 +90,12 @@ class ResponseBuilder:
     # ----------------------------------------------------------------- from a stored entry
     def from_entry(self, entry: CachedEntry, request: Any, *, now: float, tier: str,
                    fwd: str | None = None, fwd_status: int | None = None, stored: bool = False,
-                   collapsed: bool = False) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
-        """Status, headers and body answering ``request`` from ``entry``."""
-        age = self.current_age(entry, now)
+                   collapsed: bool = False,
+                   age: float | None = None) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+        """Status, headers and body answering ``request`` from ``entry`` (``age``: its current
+        age, when the caller has it)."""
+        if age is None:
+            age = self.current_age(entry, now)
         ttl = int(entry.freshness_lifetime_seconds - age)
         if fwd is None and not collapsed:
             status_value = self._hit_status(tier, ttl)

@@ -194,7 +194,13 @@ class WSGICache:
             core.count("bypass")
             return self.app(environ, start_response)
         now = self.clock()
-        found, miss, index, entry_key = self._lookup(key, view)
+        found = self.store.get(key)
+        if found is not None and not found[0].is_vary_index and self.generations.is_current(found[0].tags):
+            # The common hit: a plain entry, current (inlined _lookup).
+            miss: Any = "miss"
+            index, entry_key = None, key
+        else:
+            found, miss, index, entry_key = self._lookup(key, view, found, asked=True)
         decision = self.policy.decide_request(view, found, now=now, miss=miss)
         match decision:
             case Serve():
@@ -213,9 +219,12 @@ class WSGICache:
                 assert_never(decision)
 
     # ----------------------------------------------------------------- lookups
-    def _lookup(self, key: str, view: RequestView) -> tuple[Found, Any, CachedEntry | None, str]:
-        """(entry and tier or None, why it missed, the variant index, the entry's key)."""
-        found = self.store.get(key)
+    def _lookup(self, key: str, view: RequestView, found: Found = None, *, asked: bool = False
+                ) -> tuple[Found, Any, CachedEntry | None, str]:
+        """(entry and tier or None, why it missed, the variant index, the entry's key);
+        ``asked``: ``found`` is what the store already returned for ``key``."""
+        if not asked:
+            found = self.store.get(key)
         if found is None:
             return None, "uri-miss", None, key
         index = None
