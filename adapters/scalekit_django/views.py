@@ -18,6 +18,7 @@ from asgiref.sync import iscoroutinefunction
 from sqlalchemy.engine import Connection
 
 import scalekit.pool
+from scalekit.cache.rules import cache_response
 
 __all__ = ["aget_db", "cached", "get_db"]
 
@@ -64,8 +65,6 @@ def cached(
     templates = (tags,) if isinstance(tags, str) else tuple(tags)
 
     def apply(arguments: Mapping[str, Any]) -> None:
-        from scalekit.cache.rules import cache_response
-
         cache_response(ttl_seconds, tags=format_tags(templates, arguments),
                        stale_while_revalidate_seconds=stale_while_revalidate_seconds,
                        stale_if_error_seconds=stale_if_error_seconds)

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from starlette.requests import Request
 
 import scalekit.pool
+from scalekit.cache.rules import cache_response
 
 __all__ = ["DB", "cache_for", "cached", "database", "db"]
 
@@ -67,8 +68,6 @@ def _rule(ttl_seconds: float, tags: Iterable[str], stale_while_revalidate_second
     templates = (tags,) if isinstance(tags, str) else tuple(tags)
 
     def apply(arguments: Mapping[str, Any]) -> None:
-        from scalekit.cache.rules import cache_response
-
         cache_response(ttl_seconds, tags=format_tags(templates, arguments),
                        stale_while_revalidate_seconds=stale_while_revalidate_seconds,
                        stale_if_error_seconds=stale_if_error_seconds)

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from werkzeug.local import LocalProxy
 
 import scalekit.pool
+from scalekit.cache.rules import cache_response
 
 __all__ = ["cached", "db", "get_db"]
 
@@ -57,8 +58,6 @@ def cached(
 
     def decorate(view: View) -> View:
         def apply(arguments: Mapping[str, Any]) -> None:
-            from scalekit.cache.rules import cache_response
-
             cache_response(ttl_seconds, tags=format_tags(templates, arguments),
                            stale_while_revalidate_seconds=stale_while_revalidate_seconds,
                            stale_if_error_seconds=stale_if_error_seconds)
