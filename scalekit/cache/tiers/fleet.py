@@ -240,6 +240,8 @@ class FleetGenerations:
                 if now >= next_ping:
                     pubsub.ping(repr(now))
                     next_ping = now + self.heartbeat_seconds
+                if self._pending:
+                    self._flush_pending(client)
                 message = pubsub.get_message(timeout=self.heartbeat_seconds / 2)
                 if message is not None:
                     self._handle(message)
@@ -294,18 +296,29 @@ class FleetGenerations:
             by_generation.setdefault(generation, []).append(tag)
         for generation, tags in sorted(by_generation.items()):
             self.local.apply(generation, tags)
-        ordered = sorted(missing)
+        self._replay(client, sorted(missing))
+        self.connections.breaker.success()
+
+    def _flush_pending(self, client: Any) -> None:
+        """Publish invalidations made here while the request path could not reach Redis
+        (its breaker open) although the channel stayed up: the fleet must not wait for a
+        reconnection to hear them."""
+        with self._pending_lock:
+            pending, self._pending = sorted(self._pending), set()
+        self._replay(client, pending)
+
+    def _replay(self, client: Any, tags: list[str]) -> None:
+        """Invalidate ``tags`` afresh through Redis (new sequence numbers), in batches."""
         try:
-            for start in range(0, len(ordered), _REPLAY_BATCH):
-                batch = ordered[start:start + _REPLAY_BATCH]
+            for start in range(0, len(tags), _REPLAY_BATCH):
+                batch = tags[start:start + _REPLAY_BATCH]
                 sequence = self._script(client, _INVALIDATE)(
                     keys=[self.sequence_key, self.tags_key], args=self._args(batch))
                 self.local.apply(int(sequence), batch)
         except BaseException:
             with self._pending_lock:
-                self._pending.update(ordered)
+                self._pending.update(tags)  # again on the next tick or reconnection
             raise
-        self.connections.breaker.success()
 
     def close(self) -> None:
         """Stop the listener (the connections' owner closes the clients)."""

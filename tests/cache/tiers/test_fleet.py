@@ -205,3 +205,16 @@ def test_cluster_restart_resumes_invalidation(fleet: Fleet, redis_cluster: Redis
     first.invalidate(["after-restart"])
     wait_until(lambda: stamp is not None and not second.is_current(stamp),
                "an invalidation after the cluster restart")
+
+
+def test_invalidation_skipped_by_an_open_breaker_still_reaches_the_fleet(
+        fleet: Fleet, redis_server: RedisServer) -> None:
+    """The request path's breaker is open (say, one slow reply) while the channel is fine."""
+    first, second = fleet.instance(redis_server.url), fleet.instance(redis_server.url)
+    assert first.wait_connected(WAIT_SECONDS) and second.wait_connected(WAIT_SECONDS)
+    stamp = second.stamp(["t"], second.sequence())
+    first.connections.breaker.cool_down_seconds = 3600.0
+    first.connections.breaker.failure(TimeoutError("one slow reply"))
+    first.invalidate(["t"])  # offline: applied here, queued
+    wait_until(lambda: stamp is not None and not second.is_current(stamp),
+               "the listener to publish the queued invalidation")
