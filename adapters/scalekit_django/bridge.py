@@ -39,7 +39,7 @@ class RestOfDjango:
 
 def _header_list(response: HttpResponseBase) -> list[tuple[str, str]]:
     headers = list(response.items())
-    headers.extend(("Set-Cookie", cookie.output(header="")) for cookie in response.cookies.values())
+    headers.extend(("Set-Cookie", cookie.output(header="").strip()) for cookie in response.cookies.values())
     return headers
 
 

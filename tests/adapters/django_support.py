@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
 from typing import Any
 
 import django
@@ -56,6 +57,7 @@ class Result:
     status: int
     headers: dict[str, str]
     body: bytes
+    cookies: dict[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -111,12 +113,16 @@ class Site:
         if self.mode == "wrap-wsgi":
             response = self.client.open(path, method=method)
             try:
+                cookies = SimpleCookie()
+                for value in response.headers.getlist("Set-Cookie"):
+                    cookies.load(value)
                 return Result(response.status_code, {k.lower(): v for k, v in response.headers.items()},
-                              response.get_data())
+                              response.get_data(), {name: morsel.value for name, morsel in cookies.items()})
             finally:
                 response.close()
         response = self.client.request(method, path)
-        return Result(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content)
+        return Result(response.status_code, {k.lower(): v for k, v in response.headers.items()},
+                      response.content, dict(response.cookies))
 
     def _django_request(self, method: str, path: str) -> Result:
         call = getattr(self.client, method.lower())
@@ -132,7 +138,8 @@ class Site:
                     return response, b"".join([chunk async for chunk in response.streaming_content])
                 return response, b"".join(response.streaming_content)
             response, body = self.runner.run(fetch())
-        return Result(response.status_code, {k.lower(): v for k, v in response.items()}, body)
+        return Result(response.status_code, {k.lower(): v for k, v in response.items()}, body,
+                      {name: morsel.value for name, morsel in response.cookies.items()})
 
     def get(self, path: str) -> Result:
         return self.request("GET", path)

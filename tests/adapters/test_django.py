@@ -121,3 +121,9 @@ def test_cache_hits_are_counted_under_the_route_template(site: Site) -> None:
     site.get("/items/1/")
     assert_hit(site.get("/items/1/").headers)
     assert request_count(exposition_text(), "/items/<int:item_id>/") == before + 2
+
+
+def test_cookies_set_by_a_view_reach_the_client(site: Site) -> None:
+    response = site.get("/cookie/")
+    assert response.text == "a cookie for you"
+    assert response.cookies == {"flavour": "ginger"}

@@ -20,5 +20,6 @@ urlpatterns = [
     path("stream/", views.stream),
     path("async/items/<int:item_id>/", views.async_item),
     path("async/pool/items/<int:item_id>/", views.async_pool_item),
+    path("cookie/", views.cookie),
     path("shop/", include(shop_patterns)),
 ]

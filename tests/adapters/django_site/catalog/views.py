@@ -107,6 +107,12 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(body, content_type="text/plain")
 
 
+def cookie(request: HttpRequest) -> HttpResponse:
+    response = HttpResponse("a cookie for you", content_type="text/plain")
+    response.set_cookie("flavour", "ginger", httponly=True)
+    return response
+
+
 def thing(request: HttpRequest, name: str) -> JsonResponse:
     return JsonResponse({"name": name})
 
