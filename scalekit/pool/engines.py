@@ -83,6 +83,7 @@ class Database:
         # this thread is already inside checkout/checkin bookkeeping.
         self._lock = threading.RLock()
         self.pending = 0
+        self._slots = threading.Semaphore(self.max_connections)
         self.holders: dict[int, Any] = {}  # id(handle) -> handle holding a connection
         self._used = POOL_CONNECTIONS.labels(name, "used")
         self._idle = POOL_CONNECTIONS.labels(name, "idle")
@@ -146,50 +147,64 @@ class Database:
     def checkout(self, *, may_wait: bool = True) -> Connection:
         """A connection; raises a 503-hinted PoolError instead of hanging.
 
-        ``may_wait=False`` (a sync call on an event loop) never waits for a busy pool:
-        blocking the loop would also block the requests about to give connections back.
+        A request first takes one of ``max_connections`` slots (a semaphore), so the pool
+        itself never makes it wait: with a slot, there is an idle connection or room to open
+        one. Waiting happens on the slots, where it is counted, capped (``max_waiting``) and
+        timed out. ``may_wait=False`` (a sync call on an event loop) never waits: blocking the
+        loop would also block the requests about to give connections back.
         """
         engine = self.engine
-        pool = engine.pool
-        idle = pool.checkedin()  # type: ignore[attr-defined]
-        # With an idle connection there is no wait: skip the queue bookkeeping (the fast path).
-        queued = idle == 0
-        if queued:
-            with self._lock:
-                admission = decide_admission(
-                    idle=pool.checkedin(), checked_out=pool.checkedout(),  # type: ignore[attr-defined]
-                    max_connections=self.max_connections, pending=self.pending,
-                    max_waiting=self.config.max_waiting, may_wait=may_wait)
-                if admission is not Admission.CHECKOUT:
-                    self._shed.inc()
-                    raise PoolShedError(self._shed_message(admission), database=self.name,
-                                        retry_after_seconds=self.config.retry_after_seconds)
-                self.pending += 1
-                self._pending_gauge.set(self.pending)
         started = time.perf_counter()
+        if not self._slots.acquire(blocking=False):
+            self._wait_for_slot(may_wait)
         try:
             connection = engine.connect()
         except sqlalchemy.exc.TimeoutError:
+            # Only when something else took connections from this engine (engine.connect()
+            # in app code): the slots cannot see those.
+            self._slots.release()
             self._timeouts.inc()
-            raise PoolTimeoutError(
-                f"no connection to database {self.name!r} became free within "
-                f"pool_timeout_seconds={self.config.pool_timeout_seconds} (all pool_size="
-                f"{self.config.pool_size} + max_overflow={self.config.max_overflow} in use); raise "
-                f"pool.databases.{self.name}.pool_size or max_overflow, or shorten how long "
-                "requests hold connections.",
-                database=self.name, retry_after_seconds=self.config.retry_after_seconds) from None
+            raise self._timeout_error() from None
         except sqlalchemy.exc.DBAPIError as exc:
+            self._slots.release()
             raise DatabaseUnavailableError(
                 f"cannot connect to database {self.name!r} ({self.url.render_as_string()}): "
                 f"{exc.orig}; check that it is running and reachable.",
                 database=self.name, retry_after_seconds=self.config.retry_after_seconds) from exc
-        finally:
-            if queued:
-                with self._lock:
-                    self.pending -= 1
-                    self._pending_gauge.set(self.pending)
+        except BaseException:
+            self._slots.release()
+            raise
         self._wait_time.observe(time.perf_counter() - started)
         return connection
+
+    def _wait_for_slot(self, may_wait: bool) -> None:
+        with self._lock:
+            admission = decide_admission(pending=self.pending, max_waiting=self.config.max_waiting,
+                                         may_wait=may_wait)
+            if admission is not Admission.CHECKOUT:
+                self._shed.inc()
+                raise PoolShedError(self._shed_message(admission), database=self.name,
+                                    retry_after_seconds=self.config.retry_after_seconds)
+            self.pending += 1
+            self._pending_gauge.set(self.pending)
+        try:
+            acquired = self._slots.acquire(timeout=self.config.pool_timeout_seconds)
+        finally:
+            with self._lock:
+                self.pending -= 1
+                self._pending_gauge.set(self.pending)
+        if not acquired:
+            self._timeouts.inc()
+            raise self._timeout_error()
+
+    def _timeout_error(self) -> PoolTimeoutError:
+        return PoolTimeoutError(
+            f"no connection to database {self.name!r} became free within "
+            f"pool_timeout_seconds={self.config.pool_timeout_seconds} (all pool_size="
+            f"{self.config.pool_size} + max_overflow={self.config.max_overflow} in use); raise "
+            f"pool.databases.{self.name}.pool_size or max_overflow, or shorten how long "
+            "requests hold connections.",
+            database=self.name, retry_after_seconds=self.config.retry_after_seconds)
 
     def hold(self, holder: Any) -> None:
         """Register a request holding a connection (for leak warnings)."""
@@ -205,6 +220,7 @@ class Database:
                         self.name, exc_info=True)
             _discard(connection)
         finally:
+            self._slots.release()
             if holder is not None:
                 with self._lock:
                     self.holders.pop(id(holder), None)
@@ -247,6 +263,7 @@ class Database:
         """In a forked child: never touch the parent's connections (their sockets are shared)."""
         self._lock = threading.RLock()  # the parent's lock may have been held at fork time
         self.pending = 0
+        self._slots = threading.Semaphore(self.max_connections)  # the parent's are not ours
         self.holders = {}
         self._pid = os.getpid()
         if self._engine is not None:

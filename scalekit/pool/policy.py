@@ -2,8 +2,7 @@
 
 No I/O and no clock reads here (``now`` is an argument), so each rule is tested directly.
 
->>> decide_admission(idle=0, checked_out=15, max_connections=15, pending=3, max_waiting=3,
-...                  may_wait=True)
+>>> decide_admission(pending=3, max_waiting=3, may_wait=True)
 <Admission.SHED_QUEUE_FULL: 'queue_full'>
 """
 
@@ -31,22 +30,17 @@ __all__ = [
 class Admission(enum.Enum):
     """What to do with a request that needs a connection now."""
 
-    CHECKOUT = "checkout"  # a connection is free (or may be opened, or waited for)
+    CHECKOUT = "checkout"  # queue for the next connection given back
     SHED_QUEUE_FULL = "queue_full"  # max_waiting requests already wait: 503 at once
     SHED_ON_EVENT_LOOP = "event_loop"  # waiting would block the event loop: 503 at once
 
 
-def decide_admission(
-    *, idle: int, checked_out: int, max_connections: int, pending: int,
-    max_waiting: int | None, may_wait: bool,
-) -> Admission:
-    """Whether a checkout may go ahead, given the pool's counts at this instant.
+def decide_admission(*, pending: int, max_waiting: int | None, may_wait: bool) -> Admission:
+    """Whether a request that found every connection in use may queue for one.
 
-    The pool is saturated when nothing is idle and every allowed connection is out; only then
-    would a checkout wait, so only then do the waiting rules apply.
+    ``pending`` requests already wait. Called only when no connection slot was free, so the
+    waiting rules are the whole decision.
     """
-    if idle > 0 or checked_out < max_connections:
-        return Admission.CHECKOUT
     if not may_wait:
         return Admission.SHED_ON_EVENT_LOOP
     if max_waiting is not None and pending >= max_waiting:

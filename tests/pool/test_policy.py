@@ -17,19 +17,16 @@ from scalekit.pool.policy import (
 )
 
 
-@pytest.mark.parametrize(("idle", "out", "pending", "max_waiting", "may_wait", "expected"), [
-    pytest.param(1, 15, 0, 0, False, Admission.CHECKOUT, id="an idle connection is always taken"),
-    pytest.param(0, 3, 9, 0, False, Admission.CHECKOUT, id="room to open one: no wait, no shed"),
-    pytest.param(0, 15, 0, None, True, Admission.CHECKOUT, id="saturated, no cap: wait"),
-    pytest.param(0, 15, 2, 3, True, Admission.CHECKOUT, id="saturated, queue below cap: wait"),
-    pytest.param(0, 15, 3, 3, True, Admission.SHED_QUEUE_FULL, id="queue at cap: shed"),
-    pytest.param(0, 15, 0, 0, True, Admission.SHED_QUEUE_FULL, id="max_waiting 0: never queue"),
-    pytest.param(0, 15, 0, None, False, Admission.SHED_ON_EVENT_LOOP, id="on the loop: never wait"),
+@pytest.mark.parametrize(("pending", "max_waiting", "may_wait", "expected"), [
+    pytest.param(0, None, True, Admission.CHECKOUT, id="no cap: wait"),
+    pytest.param(2, 3, True, Admission.CHECKOUT, id="queue below cap: wait"),
+    pytest.param(3, 3, True, Admission.SHED_QUEUE_FULL, id="queue at cap: shed"),
+    pytest.param(0, 0, True, Admission.SHED_QUEUE_FULL, id="max_waiting 0: never queue"),
+    pytest.param(0, None, False, Admission.SHED_ON_EVENT_LOOP, id="on the loop: never wait"),
 ])
-def test_admission(idle: int, out: int, pending: int, max_waiting: int | None, may_wait: bool,
-                   expected: Admission) -> None:
-    assert decide_admission(idle=idle, checked_out=out, max_connections=15, pending=pending,
-                            max_waiting=max_waiting, may_wait=may_wait) is expected
+def test_admission_when_every_connection_is_in_use(pending: int, max_waiting: int | None,
+                                                   may_wait: bool, expected: Admission) -> None:
+    assert decide_admission(pending=pending, max_waiting=max_waiting, may_wait=may_wait) is expected
 
 
 def test_shed_response_is_short_uncacheable_503_with_retry_after() -> None:
