@@ -237,7 +237,7 @@ class ASGICache:
         flight, event = flights.join(key)
         if event is None:  # the leader
             try:
-                await self._fetch(scope, receive, send, view, key, forward, index, entry_key)
+                await self._lead(scope, receive, send, view, key, forward, index, entry_key, arrived)
             finally:
                 flights.finish(key, flight)
             return
@@ -246,6 +246,37 @@ class ASGICache:
         except TimeoutError:
             await self._waited_too_long(send, view, forward)
             return
+        await self._after_wait(scope, receive, send, view, key, arrived)
+
+    async def _lead(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send,
+                    view: RequestView, key: str, forward: Forward, index: CachedEntry | None,
+                    entry_key: str, arrived: float) -> None:
+        """This process's one origin call for ``key``; with fleet leases, the fleet's one."""
+        leases = self.core.leases
+        if leases is None:
+            await self._fetch(scope, receive, send, view, key, forward, index, entry_key)
+            return
+        lease = await leases.aacquire(key)
+        if lease is None:  # another instance is computing it: wait, then read the shared store
+            if await leases.await_release(key, timeout_seconds=self.core.coalesce_timeout_seconds):
+                await self._after_wait(scope, receive, send, view, key, arrived)
+                return
+            stale = self.policy.stale_fallback(forward, view, now=self.clock(), origin_status=None,
+                                               any_age=True)
+            if stale is not None:
+                self.core.count("stale")
+                await _send(send, stale.status, stale.headers, stale.body)
+                return
+            await self._fetch(scope, receive, send, view, key, forward, index, entry_key)
+            return
+        try:
+            await self._fetch(scope, receive, send, view, key, forward, index, entry_key)
+        finally:
+            await leases.arelease(lease)
+
+    async def _after_wait(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send,
+                          view: RequestView, key: str, arrived: float) -> None:
+        """A coalesced waiter, woken: the leader's stored answer, or its own origin call."""
         found, miss, index, entry_key = await self._lookup(key, view)
         decision = self.policy.decide_request(view, found, now=self.clock(), miss=miss,
                                               collapsed_since=arrived)

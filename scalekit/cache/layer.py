@@ -24,7 +24,7 @@ from .purge import PurgeEndpoint
 from .rules import ResponseRule, rule_of
 from .storable import StorePlan
 from .store import Generations, Store
-from .tiers import build_generations, build_invalidator, build_store
+from .tiers import build_generations, build_invalidator, build_leases, build_store
 
 __all__ = ["CacheCore", "core_for", "wrap_asgi", "wrap_wsgi"]
 
@@ -55,6 +55,9 @@ class CacheCore:
         self.async_flights = AsyncFlights()
         self.refreshes = RefreshRegistry(limit=config.cache.refresh_threads * 16)
         self.purge = PurgeEndpoint(runtime)
+        # Fleet-wide coalescing (cache.l2.coalesce with Redis): one origin call per key per
+        # fleet, on top of one per process. None when off.
+        self.leases = build_leases(runtime)
         self._executor: ThreadPoolExecutor | None = None
         self._refresh_threads = config.cache.refresh_threads
         self.outcomes = {name: instruments.CACHE_REQUESTS.labels(name) for name in OUTCOMES}

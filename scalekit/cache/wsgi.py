@@ -253,11 +253,38 @@ class WSGICache:
         if event is None:  # the leader
             try:
                 # _fetch stores before it returns, so waiters find the entry when woken.
-                return self._fetch(environ, start_response, view, key, forward, index, entry_key)
+                return self._lead(environ, start_response, view, key, forward, index, entry_key, arrived)
             finally:
                 flights.finish(key, flight)
         if not event.wait(self.core.coalesce_timeout_seconds):
             return self._waited_too_long(start_response, view, forward)
+        return self._after_wait(environ, start_response, view, key, arrived)
+
+    def _lead(self, environ: wsgi.Environ, start_response: wsgi.StartResponse, view: RequestView,
+              key: str, forward: Forward, index: CachedEntry | None, entry_key: str,
+              arrived: float) -> Iterable[bytes]:
+        """This process's one origin call for ``key``; with fleet leases, the fleet's one."""
+        leases = self.core.leases
+        if leases is None:
+            return self._fetch(environ, start_response, view, key, forward, index, entry_key)
+        lease = leases.acquire(key)
+        if lease is None:  # another instance is computing it: wait, then read the shared store
+            if leases.wait_release(key, timeout_seconds=self.core.coalesce_timeout_seconds):
+                return self._after_wait(environ, start_response, view, key, arrived)
+            stale = self.policy.stale_fallback(forward, view, now=self.clock(), origin_status=None,
+                                               any_age=True)
+            if stale is not None:
+                self.core.count("stale")
+                return _send(start_response, stale.status, stale.headers, stale.body)
+            return self._fetch(environ, start_response, view, key, forward, index, entry_key)
+        try:
+            return self._fetch(environ, start_response, view, key, forward, index, entry_key)
+        finally:
+            leases.release(lease)
+
+    def _after_wait(self, environ: wsgi.Environ, start_response: wsgi.StartResponse,
+                    view: RequestView, key: str, arrived: float) -> Iterable[bytes]:
+        """A coalesced waiter, woken: the leader's stored answer, or its own origin call."""
         found, miss, index, entry_key = self._lookup(key, view)
         decision = self.policy.decide_request(view, found, now=self.clock(), miss=miss,
                                               collapsed_since=arrived)

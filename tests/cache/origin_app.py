@@ -109,10 +109,12 @@ class Origin:
         return status, headers, b"" if method == "HEAD" else body, float(params.get("sleep", 0)) / 1000
 
 
-def make_runtime(clock: FakeClock, **cache: Any) -> Runtime:
+def make_runtime(clock: FakeClock, redis: dict[str, Any] | None = None, **cache: Any) -> Runtime:
     settings: dict[str, Any] = {"disk": {"enabled": False}, **cache}
-    config = load_config({"cache": settings, "cdn": {"enabled": False}, "allowed_hosts": ALLOWED_HOSTS},
-                         environ={}, cwd="/nonexistent")
+    sections: dict[str, Any] = {"cache": settings, "cdn": {"enabled": False}, "allowed_hosts": ALLOWED_HOSTS}
+    if redis is not None:
+        sections["redis"] = redis
+    config = load_config(sections, environ={}, cwd="/nonexistent")
     return Runtime(config, clock=clock)
 
 
@@ -167,8 +169,9 @@ def control(origin: Origin, clock: FakeClock, method: str, path: str, query: str
     return b"ok"
 
 
-def build_wsgi(origin: Origin, clock: FakeClock, **cache: Any) -> tuple[Any, Runtime]:
-    runtime = make_runtime(clock, **cache)
+def build_wsgi(origin: Origin, clock: FakeClock, redis: dict[str, Any] | None = None,
+               **cache: Any) -> tuple[Any, Runtime]:
+    runtime = make_runtime(clock, redis, **cache)
     inner = origin_wsgi(origin)
     wrapped = WSGIRoot(inner, layer.wrap_wsgi(inner, runtime), runtime)
 
@@ -182,8 +185,9 @@ def build_wsgi(origin: Origin, clock: FakeClock, **cache: Any) -> tuple[Any, Run
     return app, runtime
 
 
-def build_asgi(origin: Origin, clock: FakeClock, **cache: Any) -> tuple[Any, Runtime]:
-    runtime = make_runtime(clock, **cache)
+def build_asgi(origin: Origin, clock: FakeClock, redis: dict[str, Any] | None = None,
+               **cache: Any) -> tuple[Any, Runtime]:
+    runtime = make_runtime(clock, redis, **cache)
     inner = origin_asgi(origin)
     wrapped = ASGIRoot(inner, layer.wrap_asgi(inner, runtime), runtime)
 
