@@ -3,7 +3,8 @@
 Every invalidation advances a sequence number and sets each of its tags' generation to it. An
 entry records ``(tag, generation)`` pairs when its origin call started; it is current while each
 of its tags still has that generation. The fleet-wide version (Redis + pub/sub) is
-:class:`scalekit.cache.fleet.FleetGenerations`; both satisfy ``store.Generations``.
+:class:`scalekit.cache.tiers.fleet.FleetGenerations`; all satisfy ``store.Generations``.
+:class:`HostGenerations` persists them in a file shared by the processes of one host.
 
 >>> generations = LocalGenerations()
 >>> since = generations.sequence()
