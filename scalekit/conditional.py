@@ -22,12 +22,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from werkzeug.http import parse_date, parse_etags, unquote_etag
+import re
+
+from werkzeug.http import parse_date, unquote_etag
 
 __all__ = [
     "NOT_MODIFIED_HEADERS",
     "evaluate_preconditions",
     "not_modified_headers",
+    "parse_entity_tags",
     "parse_http_date",
 ]
 
@@ -122,15 +125,15 @@ def _if_match_holds(field: str, etag: str | None, has_representation: bool) -> b
     # list of entity tags, the condition is false if none of the listed tags match the entity
     # tag of the selected representation." "An origin server MUST use the strong comparison
     # function when comparing entity tags for If-Match".
-    listed = parse_etags(field)
-    if listed.star_tag:
+    star, strong, _weak_listed = parse_entity_tags(field)
+    if star:
         return has_representation
     if etag is None or not has_representation:
         return False
     opaque, weak = unquote_etag(etag)
     # §8.8.3.2 strong comparison: "two entity tags are equivalent if both are not weak and
-    # their opaque-tags match character-by-character". parse_etags keeps W/ tags apart.
-    return not weak and listed.is_strong(opaque)
+    # their opaque-tags match character-by-character".
+    return not weak and opaque in strong
 
 
 def _if_none_match_holds(field: str, etag: str | None, has_representation: bool) -> bool:
@@ -138,15 +141,41 @@ def _if_none_match_holds(field: str, etag: str | None, has_representation: bool)
     # has a current representation for the target resource. If the field value is a list of
     # entity tags, the condition is false if one of the listed tags matches the entity tag of
     # the selected representation." "A recipient MUST use the weak comparison function".
-    listed = parse_etags(field)
-    if listed.star_tag:
+    star, strong, weak_listed = parse_entity_tags(field)
+    if star:
         return not has_representation
     if etag is None or not has_representation:
         return True
     opaque, _weak = unquote_etag(etag)
     # §8.8.3.2 weak comparison: "two entity tags are equivalent if their opaque-tags match
     # character-by-character, regardless of either or both being tagged as "weak"".
-    return not (listed.is_strong(opaque) or listed.is_weak(opaque))
+    return not (opaque in strong or opaque in weak_listed)
+
+
+# One member of an If-Match / If-None-Match list: W/ prefix (werkzeug also accepts "w/"), then a
+# quoted opaque-tag, or, leniently, a bare token as some clients send.
+_ENTITY_TAG = re.compile(r'([Ww]/)?(?:"([^"]*)"|([^",\s]+))')
+
+
+def parse_entity_tags(value: str) -> tuple[bool, frozenset[str], frozenset[str]]:
+    """``(star, strong opaque-tags, weak opaque-tags)`` of an If-Match / If-None-Match value.
+
+    Ours rather than werkzeug's ``parse_etags``: in werkzeug 3.1 its pattern can match the
+    empty string before a trailing newline without advancing, so ``parse_etags("a\n")`` loops
+    forever while its list grows; a request header must never be able to do that. ``finditer``
+    always advances, and garbage between members is skipped.
+    """
+    if value.strip() == "*":
+        return True, frozenset(), frozenset()
+    strong: set[str] = set()
+    weak: set[str] = set()
+    for match in _ENTITY_TAG.finditer(value):
+        is_weak, quoted, bare = match.groups()
+        opaque = quoted if quoted is not None else bare
+        if opaque == "*":
+            return True, frozenset(), frozenset()
+        (weak if is_weak else strong).add(opaque)
+    return False, frozenset(strong), frozenset(weak)
 
 
 def _if_modified_since_fails(field: str, modified: datetime | None) -> bool:

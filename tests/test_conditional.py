@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scalekit.cdn.etag import body_etag
-from scalekit.conditional import evaluate_preconditions, not_modified_headers, parse_http_date
+from scalekit.conditional import (
+    evaluate_preconditions, not_modified_headers, parse_entity_tags, parse_http_date,
+)
 
 ETAG = '"v2"'
 WEAK = 'W/"v2"'
@@ -153,3 +155,16 @@ def test_body_etag_is_strong_quoted_and_stable_across_processes() -> None:
         capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"},
     ).stdout.strip()
     assert other == tag
+
+
+@pytest.mark.parametrize("value, expected", [
+    P('"a", W/"b", "c, d"', (False, {"a", "c, d"}, {"b"}), id="list with a comma inside quotes"),
+    P("*", (True, set(), set()), id="star"),
+    P('"a"\n', (False, {"a"}, set()), id="trailing newline: werkzeug 3.1 parse_etags loops forever"),
+    P("a\n", (False, {"a"}, set()), id="bare token and newline"),
+    P('""', (False, {""}, set()), id="empty opaque-tag"),
+    P(',,  ,', (False, set(), set()), id="only separators"),
+])
+def test_parse_entity_tags(value: str, expected: tuple[bool, set[str], set[str]]) -> None:
+    star, strong, weak = parse_entity_tags(value)
+    assert (star, set(strong), set(weak)) == expected

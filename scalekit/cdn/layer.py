@@ -58,8 +58,11 @@ class WSGICDN:
         self.conditional = config.conditional_requests
 
     def __call__(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
-        fields = {name: environ[key] for name, key in _WSGI_PRECONDITIONS if key in environ}
-        preconditions = collect_preconditions(fields) if fields else None
+        preconditions = None
+        if ("HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ
+                or "HTTP_IF_MATCH" in environ or "HTTP_IF_UNMODIFIED_SINCE" in environ):
+            preconditions = collect_preconditions(
+                {name: environ[key] for name, key in _WSGI_PRECONDITIONS if key in environ})
         ctx: RequestContext | None = environ.get(CONTEXT_KEY)
         if ctx is not None:
             ctx.state[STATE_KEY] = preconditions
@@ -141,12 +144,13 @@ class _WSGIExchange:
         headers = outcome.headers
         body: bytes | None = None
         if outcome.generate_etag:
-            buffered = self._buffer(iterable, prefix, rest, headers)
+            buffered = self._buffer(iterable, prefix, rest, outcome.content_length)
             if buffered is not None:
                 body, hashable = buffered
                 if hashable:
                     with_etag(headers, body)
-        answer = answer_conditional(self.method, self.preconditions, int(self.status[:3]), headers)  # type: ignore[index]
+        answer = None if self.preconditions is None else answer_conditional(
+            self.method, self.preconditions, int(self.status[:3]), headers)  # type: ignore[index]
         if answer is not None:
             _close(iterable)
             _record_not_modified(_saved_bytes(answer, headers, body))
@@ -159,9 +163,9 @@ class _WSGIExchange:
         return _Prefixed(prefix, rest, iterable) if prefix else iterable
 
     def _buffer(self, iterable: Iterable[bytes], prefix: list[bytes], rest: Iterable[bytes],
-                headers: list[tuple[str, str]]) -> tuple[bytes, bool] | None:
+                content_length: int | None) -> tuple[bytes, bool] | None:
         """The whole body and whether it may be hashed; None when it is to stream instead."""
-        limit = buffer_limit(headers, self.layer.max_body_bytes)
+        limit = buffer_limit(content_length, self.layer.max_body_bytes)
         if limit is None:
             # A list of bytes is already in memory; only its size matters (GET: a HEAD's empty
             # list says nothing about the GET body, so it gets no ETag).
@@ -169,10 +173,13 @@ class _WSGIExchange:
                     or sum(len(chunk) for chunk in iterable) > self.layer.max_body_bytes):
                 return None
             limit = sum(len(chunk) for chunk in iterable)
-        chunks = list(prefix)
-        chunks.extend(rest)
+        if prefix:
+            chunks = list(prefix)
+            chunks.extend(rest)
+            body = b"".join(chunks)
+        else:
+            body = b"".join(rest)
         _close(iterable)
-        body = b"".join(chunks)
         # A HEAD answered without its body (or a lying Content-Length) cannot be hashed: the
         # ETag must be the one the GET representation gets.
         return body, len(body) == limit
@@ -294,7 +301,7 @@ class _ASGIExchange:
         self.unchanged = outcome.headers == headers
         self.start = message
         if outcome.generate_etag:
-            limit = buffer_limit(self.headers, self.layer.max_body_bytes)
+            limit = buffer_limit(outcome.content_length, self.layer.max_body_bytes)
             if limit is not None:
                 self.mode, self.limit = _BUFFER, limit
                 return

@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from .cachecontrol import (
     TARGETED_FIELDS, CacheControl, format_cache_control, is_shared_storable, joined_field, parse_cache_control,
@@ -44,6 +45,9 @@ __all__ = ["CompiledPolicy", "Outcome", "Stamper", "compile_path", "format_polic
 Headers = list[tuple[str, str]]
 Lines = tuple[tuple[str, str], ...]
 
+# Distinct (method, path, status, media type) rule lookups remembered per Stamper.
+MATCH_CACHE_ENTRIES = 4096
+_UNSEEN = object()
 SAFE_METHODS = frozenset({"GET", "HEAD"})  # RFC 9110 §9.2.1 (OPTIONS/TRACE are never cached)
 # The app's caching intent: if it set any of these, it said how the response may be cached.
 CACHING_FIELDS = frozenset({"cache-control", "cdn-cache-control", "surrogate-control", "expires"})
@@ -87,12 +91,17 @@ class CompiledRule:
         return self.path.match(path) is not None
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What leaves: the stamped headers, and whether to add an ETag computed from the body."""
+class Outcome(NamedTuple):
+    """What leaves: the stamped headers, and whether to add an ETag computed from the body.
+
+    A NamedTuple rather than a frozen dataclass: one is built per response, and a tuple is
+    several times cheaper to create.
+    """
 
     headers: Headers
     generate_etag: bool
+    # The app's Content-Length (None when absent or unreadable), so the shell need not rescan.
+    content_length: int | None = None
 
 
 def compile_path(pattern: str) -> re.Pattern[str]:
@@ -211,13 +220,19 @@ class Stamper:
                         if config.default_policy is not None else None)
         self.dialect: Dialect | None = DIALECTS.get(config.surrogate_keys)
         self.error_limit_seconds = config.server_error_shared_max_age_seconds
+        self._matched: dict[tuple[str, str, int, str], CompiledRule | None] = {}
 
     def match(self, method: str, path: str, status: int, media_type: str) -> CompiledRule | None:
-        """The first rule matching the request and response, or None."""
-        for rule in self.rules:
-            if rule.matches(method, path, status, media_type):
-                return rule
-        return None
+        """The first rule matching the request and response, or None (memoised, bounded)."""
+        key = (method, path, status, media_type)
+        found = self._matched.get(key, _UNSEEN)
+        if found is not _UNSEEN:
+            return found  # type: ignore[return-value]
+        found = next((rule for rule in self.rules if rule.matches(method, path, status, media_type)), None)
+        if len(self._matched) >= MATCH_CACHE_ENTRIES:
+            self._matched.clear()  # paths are unbounded (ids in URLs); start over rather than grow
+        self._matched[key] = found
+        return found
 
     def stamp(self, method: str, path: str, has_authorization: bool, status: int,
               headers: Headers, tags: Iterable[str]) -> Outcome:
@@ -226,9 +241,15 @@ class Stamper:
         ``has_authorization``: the request carried an Authorization header. ``tags``: the
         request context's tags. Returns new header lines; ``headers`` is not modified.
         """
-        names = {name for name, _ in headers}
-        content_type = joined_field(headers, "content-type") if "content-type" in names else None
-        media_type = content_type.split(";", 1)[0].strip().lower() if content_type else ""
+        names = set()
+        media_type = ""
+        declared_length = None
+        for name, value in headers:
+            names.add(name)
+            if name == "content-type" and not media_type:
+                media_type = value.split(";", 1)[0].strip().lower()
+            elif name == "content-length" and value.isdigit():
+                declared_length = int(value)
         rule = self.match(method, path, status, media_type)
         policy = rule.policy if rule is not None else (
             self.default if self.default is not None and 200 <= status < 400 and method in SAFE_METHODS
@@ -256,18 +277,19 @@ class Stamper:
             out = _vary_accept_encoding(out)
         generate_etag = (self.config.etag and status == 200 and method in SAFE_METHODS
                          and "etag" not in names and not _says_no_store(out))
-        return Outcome(out, generate_etag)
+        return Outcome(out, generate_etag, declared_length)
 
 
 
 def _surrogate_keys(headers: Headers, names: set[str], tags: Iterable[str], dialect: Dialect) -> Headers:
     """The app's tag headers and the context's tags, re-emitted in ``dialect`` only."""
-    keys = set(tags)
+    keys: Iterable[str] = tags
     if not names.isdisjoint(KEY_HEADERS):
+        keys = set(tags)
         for name, value in headers:
             separator = KEY_HEADERS.get(name)
             if separator is not None:
-                keys.update(parse_key_header(value, separator))
+                keys.update(parse_key_header(value, separator))  # type: ignore[attr-defined]
         headers = [(name, value) for name, value in headers if name not in KEY_HEADERS]
     if keys:
         headers.extend(emit_surrogate_keys(keys, dialect))

@@ -52,14 +52,13 @@ def body_length(headers: list[tuple[str, str]]) -> int | None:
     return None
 
 
-def buffer_limit(headers: list[tuple[str, str]], max_bytes: int) -> int | None:
+def buffer_limit(content_length: int | None, max_bytes: int) -> int | None:
     """How many body bytes to buffer for the ETag: the Content-Length when within ``max_bytes``.
 
     Without a Content-Length the body streams untouched: it may be a long-lived stream (server
     sent events) whose first bytes must not wait for a limit that is never reached.
     """
-    length = body_length(headers)
-    return length if length is not None and length <= max_bytes else None
+    return content_length if content_length is not None and content_length <= max_bytes else None
 
 
 def with_etag(headers: list[tuple[str, str]], body: bytes) -> list[tuple[str, str]]:

@@ -29,9 +29,10 @@ varnish        xkey             space  1024        8000 a line   vmod_xkey; http
 from __future__ import annotations
 
 import logging
+import re
 import string
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 __all__ = [
     "DIALECTS",
@@ -71,6 +72,12 @@ class Dialect:
     max_keys: int | None
     multiple_lines: bool
     max_total_bytes: int
+    needs_encoding: Callable[[str], object] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # One regex search tells whether a tag needs encoding at all (the common case: no).
+        allowed = "".join(sorted(self.allowed - {"%"}))
+        object.__setattr__(self, "needs_encoding", re.compile(f"[^{re.escape(allowed)}]").search)
 
 
 DIALECTS = {
@@ -88,7 +95,7 @@ def encode_key(tag: str, dialect: Dialect) -> str:
 
     Use the same function when purging, so the key purged is the key the CDN stored.
     """
-    if all(char in dialect.allowed and char != "%" for char in tag):
+    if dialect.needs_encoding(tag) is None:
         return tag
     out = []
     for char in tag:
@@ -111,7 +118,14 @@ def parse_key_header(value: str, separator: str) -> list[str]:
 
 def emit_surrogate_keys(tags: Iterable[str], dialect: Dialect) -> tuple[tuple[str, str], ...]:
     """The header lines carrying ``tags`` for ``dialect`` (sorted, deduplicated, within limits)."""
-    keys = sorted({encode_key(tag, dialect) for tag in tags if tag})
+    plain = dialect.needs_encoding
+    keys = sorted({tag if plain(tag) is None else encode_key(tag, dialect) for tag in tags if tag})
+    if not keys:
+        return ()
+    line = dialect.separator.join(keys)
+    if (len(line) <= dialect.max_line_bytes and (dialect.max_keys is None or len(keys) <= dialect.max_keys)
+            and max(map(len, keys)) <= dialect.max_key_bytes):
+        return ((dialect.header, line),)  # the usual case: a few short tags, within every limit
     fitting = []
     for key in keys:
         if len(key) > dialect.max_key_bytes:

@@ -1,0 +1,113 @@
+"""CDN layer cost per request: header stamping + strong ETag, for a 2 KB and a 200 KB body.
+
+    python bench/cdn.py
+
+Each figure is the median of repeated timing runs, measured in this run next to its baseline:
+the bare WSGI app called the same way. "layer overhead" is (app behind the CDN layer) minus
+(bare app): rule matching, stamping Cache-Control / CDN-Cache-Control / Surrogate-Key, buffering
+the body and hashing it. "pure core" times Stamper.stamp + body_etag alone, without WSGI.
+Targets (issue 6): <= 10 us for 2 KB, <= 150 us for 200 KB.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scalekit.cdn.config import CDNConfig, RuleConfig  # noqa: E402
+from scalekit.cdn.etag import body_etag  # noqa: E402
+from scalekit.cdn.layer import WSGICDN  # noqa: E402
+from scalekit.cdn.policy import Stamper  # noqa: E402
+from scalekit.context import CONTEXT_KEY, RequestContext  # noqa: E402
+
+TARGETS_US = {2 * 1024: 10.0, 200 * 1024: 150.0}
+REPEATS = 15
+CONFIG = CDNConfig(
+    rules=(RuleConfig(path="/static/**", policy="immutable-asset"),
+           RuleConfig(path="/api/**", policy="api", content_types=("application/json",)),
+           RuleConfig(path="/blog/**", policy="page")),
+    surrogate_keys="fastly",
+)
+
+
+def make_app(body: bytes) -> Callable[..., list[bytes]]:
+    headers = [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))]
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", headers)
+        return [body]
+
+    return app
+
+
+def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+    return None
+
+
+def per_call_us(function: Callable[[], object], loops: int) -> float:
+    """Median over REPEATS runs of the mean time of one call, in microseconds."""
+    samples = []
+    for _ in range(REPEATS):
+        started = time.perf_counter_ns()
+        for _ in range(loops):
+            function()
+        samples.append((time.perf_counter_ns() - started) / loops / 1000)
+    return statistics.median(samples)
+
+
+def bench(size: int) -> dict[str, float]:
+    body = bytes(range(256)) * (size // 256)
+    app = make_app(body)
+    layer = WSGICDN(app, Stamper(CONFIG))
+    environ: dict[str, Any] = {"REQUEST_METHOD": "GET", "PATH_INFO": "/blog/hello", "wsgi.url_scheme": "http"}
+    ctx = RequestContext("GET", "/blog/hello")
+    ctx.tags.update({"post:hello", "table:posts"})
+    environ[CONTEXT_KEY] = ctx
+
+    def bare() -> None:
+        for _chunk in app(environ, start_response):
+            pass
+
+    def wrapped() -> None:
+        for _chunk in layer(environ, start_response):
+            pass
+
+    stamper = Stamper(CONFIG)
+    headers = [("content-type", "text/html; charset=utf-8"), ("content-length", str(len(body)))]
+
+    def core() -> None:
+        stamper.stamp("GET", "/blog/hello", False, 200, headers, ctx.tags)
+        body_etag(body)
+
+    loops = 20000 if size < 10000 else 3000
+    for function in (bare, wrapped, core):  # warm up
+        per_call_us(function, loops // 10)
+    bare_us = per_call_us(bare, loops)
+    wrapped_us = per_call_us(wrapped, loops)
+    return {"bare": bare_us, "wrapped": wrapped_us, "overhead": wrapped_us - bare_us,
+            "core": per_call_us(core, loops), "hash": per_call_us(lambda: body_etag(body), loops)}
+
+
+def main() -> int:
+    print(f"CDN layer: stamping + ETag per request (median of {REPEATS} runs, Python {sys.version.split()[0]})")
+    print(f"{'body':>8} {'bare app':>10} {'with CDN':>10} {'overhead':>10} {'pure core':>10} "
+          f"{'xxh3 only':>10} {'target':>8}  verdict")
+    failed = False
+    for size, target in TARGETS_US.items():
+        result = bench(size)
+        verdict = "ok" if result["overhead"] <= target else "OVER TARGET"
+        failed |= result["overhead"] > target
+        print(f"{size // 1024:>6} KB {result['bare']:>8.2f}us {result['wrapped']:>8.2f}us "
+              f"{result['overhead']:>8.2f}us {result['core']:>8.2f}us {result['hash']:>8.2f}us "
+              f"{target:>6.0f}us  {verdict}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
