@@ -337,17 +337,17 @@ class ASGICache:
         view = request_view(scope)
         core = self.core
         core.count("bypass")
-        method_status = (b"cache-status", core.policy.responses.cache_status(fwd="method").encode())
+        request_time = self.clock()
 
         async def send_invalidating(message: asgi.Message) -> None:
             if message["type"] == "http.response.start":
-                raw = list(message.get("headers", ()))
-                headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
+                headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", ())]
                 keys = self.policy.invalidated_keys(view, message["status"], headers)
                 if keys:
                     await core.ainvalidate_keys(keys)
-                message = dict(message)
-                message["headers"] = [*raw, method_status]
+                out = self.policy.responses.forwarded(headers, "method", now=self.clock(),
+                                                      request_time=request_time)
+                message = {**message, "headers": _encode(out)}
             await send(message)
 
         await self.app(scope, receive, send_invalidating)

@@ -420,15 +420,16 @@ class WSGICache:
         view = request_view(environ)
         core = self.core
         core.count("bypass")
-        method_status = core.policy.responses.cache_status(fwd="method")
+        request_time = self.clock()
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             code = int(status[:3]) if status[:3].isdigit() else 500
             keys = self.policy.invalidated_keys(view, code, headers)
             if keys:
                 core.invalidate_keys(keys)
-            headers = [*headers, ("cache-status", method_status)]
-            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+            out = list(self.policy.responses.forwarded(headers, "method", now=self.clock(),
+                                                       request_time=request_time))
+            return start_response(status, out, exc_info) if exc_info else start_response(status, out)
 
         return self.app(environ, start)
 
