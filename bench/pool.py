@@ -27,14 +27,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psycopg2  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
+import psycopg2
+import sqlalchemy as sa
 
-from scalekit.context import RequestContext  # noqa: E402
-from scalekit.pool.config import DatabaseConfig  # noqa: E402
-from scalekit.pool.engines import Database  # noqa: E402
-from scalekit.pool.handle import RequestDatabases  # noqa: E402
-from scalekit.pool.tracking import ConnectionWatch, attach, install_events  # noqa: E402
+from scalekit.context import RequestContext
+from scalekit.pool.config import DatabaseConfig
+from scalekit.pool.engines import Database
+from scalekit.pool.handle import RequestDatabases
+from scalekit.pool.tracking import ConnectionWatch, attach, install_events
 
 POOLED_TARGET_RATIO = 50.0
 TRACKING_TARGET_US = 20.0

@@ -27,7 +27,7 @@ __all__ = ["ASGIPool"]
 class _Exchange:
     """Wraps ``send``: swaps a 5xx caused by the pool for the 503, releases at response start."""
 
-    __slots__ = ("requests", "_send", "retry_after_seconds", "started", "replacement", "_body_sent")
+    __slots__ = ("_body_sent", "_send", "replacement", "requests", "retry_after_seconds", "started")
 
     def __init__(self, requests: RequestDatabases, send: asgi.Send, retry_after_seconds: int) -> None:
         self.requests = requests
@@ -73,7 +73,7 @@ class _Exchange:
 
     async def _send_503_body(self) -> None:
         self._body_sent = True
-        assert self.replacement is not None  # noqa: S101  (set just before, by answer_503)
+        assert self.replacement is not None  # set just before, by answer_503
         await self._send({"type": "http.response.body", "body": self.replacement.body})
 
 

@@ -152,7 +152,7 @@ class ChangeFeedListener:
     def _listen_once(self) -> None:
         raw = self._engine.raw_connection()
         try:
-            dbapi = raw.dbapi_connection
+            dbapi: Any = raw.dbapi_connection  # psycopg2's connection (poll, notifies, fileno)
             dbapi.autocommit = True  # LISTEN takes effect at once, notifications arrive freely
             with dbapi.cursor() as cursor:
                 cursor.execute(f'LISTEN "{self.config.channel}"')
@@ -169,7 +169,7 @@ class ChangeFeedListener:
             self.connected.clear()
             try:
                 raw.close()
-            except Exception:  # noqa: BLE001
+            except Exception:  
                 log.debug("scalekit: closing the change feed connection failed", exc_info=True)
 
     def _pump(self, dbapi: Any) -> None:
@@ -191,5 +191,5 @@ class ChangeFeedListener:
     def _invalidate(self, tables: Iterable[str]) -> None:
         try:
             self.invalidate(tuple(f"table:{name}" for name in tables))
-        except Exception:  # noqa: BLE001  (the cache degrades; listening must go on)
+        except Exception:  # the cache degrades; listening must go on
             log.exception("scalekit: invalidating tables %s from the change feed failed", tables)

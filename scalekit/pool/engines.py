@@ -215,7 +215,7 @@ class Database:
         """Give ``connection`` back: rollback, session reset (pool "reset" event), return."""
         try:
             connection.close()
-        except Exception:  # noqa: BLE001  (a broken connection must still leave the request)
+        except Exception:  # a broken connection must still leave the request
             log.warning("scalekit: returning a connection to database %r failed; discarding it",
                         self.name, exc_info=True)
             _discard(connection)
@@ -306,14 +306,14 @@ def install_liveness_check(engine: Engine) -> None:
             return
         try:
             dialect.do_ping(dbapi_connection)
-        except Exception as exc:  # noqa: BLE001  (whatever the failure, this one is dead)
+        except Exception as exc:  # whatever the failure, this one is dead
             raise sqlalchemy.exc.InvalidatePoolError(f"pre-ping failed: {exc}") from exc
 
 
 def _is_quiet(dbapi_connection: Any) -> bool:
     """True when an idle connection's socket has nothing to read (no error, no end of file)."""
     fileno = getattr(dbapi_connection, "fileno", None)
-    if fileno is None or getattr(dbapi_connection, "closed", 0):
+    if fileno is None or getattr(dbapi_connection, "closed", False):
         return False
     try:
         readable, _, _ = select.select([fileno()], [], [], 0)
@@ -364,7 +364,7 @@ def _discard(connection: Connection) -> None:
     for step in (connection.invalidate, connection.close):
         try:
             step()
-        except Exception:  # noqa: BLE001
+        except Exception:  
             log.debug("scalekit: discarding a broken connection", exc_info=True)
 
 

@@ -40,8 +40,19 @@ class RequestDatabase:
     for metadata and ORM sessions (``Session(bind=db().connection())``).
     """
 
-    __slots__ = ("name", "_database", "_requests", "_connection", "_watch", "_lock", "_released",
-                 "checked_out_at", "site", "leak_warned", "failure")
+    __slots__ = (
+        "_connection",
+        "_database",
+        "_lock",
+        "_released",
+        "_requests",
+        "_watch",
+        "checked_out_at",
+        "failure",
+        "leak_warned",
+        "name",
+        "site",
+    )
 
     def __init__(self, database: Database, requests: RequestDatabases) -> None:
         self.name = database.name
@@ -170,8 +181,16 @@ class RequestDatabase:
 class RequestDatabases(Mapping[str, RequestDatabase]):
     """Every database's handle for one request (``environ/scope["scalekit.databases"]``)."""
 
-    __slots__ = ("ctx", "invalidate", "track_tables", "monotonic", "release_at_start",
-                 "finished", "_handles", "default")
+    __slots__ = (
+        "_handles",
+        "ctx",
+        "default",
+        "finished",
+        "invalidate",
+        "monotonic",
+        "release_at_start",
+        "track_tables",
+    )
 
     def __init__(self, databases: Mapping[str, Database], ctx: RequestContext, *,
                  invalidate: Callable[[tuple[str, ...]], None], track_tables: bool,
@@ -228,7 +247,7 @@ def db(name: str = "default") -> RequestDatabase:
     Raises :class:`RequestDatabaseError` outside a request wrapped by scalekit's pool layer.
     """
     ctx = current()
-    requests = ctx.state.get(STATE_KEY) if ctx is not None else None
+    requests: RequestDatabases | None = ctx.state.get(STATE_KEY) if ctx is not None else None
     if requests is None or requests.finished:
         raise RequestDatabaseError(
             "scalekit.pool.db() was called outside a request handled by scalekit.wrap() with the "

@@ -128,7 +128,7 @@ class PoolService:
                 self.drain_abandoned()
                 self.check_leaks()
                 self.update_gauges()
-            except Exception:  # noqa: BLE001  (the worker must outlive one bad round)
+            except Exception:  # the worker must outlive one bad round
                 log.exception("scalekit: pool background check failed")
 
     def check_leaks(self, now: float | None = None) -> list[Any]:

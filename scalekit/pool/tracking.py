@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import sqlglot
-from sqlglot import exp
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import TextClause
+from sqlglot import exp
 
 from ..context import RequestContext
 from .errors import RequestDatabaseError
@@ -106,7 +106,7 @@ def _access_of_sql(sql: str, dialect: str) -> TableAccess:
     written: set[str] = set()
     transaction: Transaction = None
     for statement in statements:
-        if statement is None:
+        if not isinstance(statement, exp.Expression):
             continue
         if isinstance(statement, exp.Commit):
             transaction = "commit"
@@ -153,7 +153,8 @@ def _table_name(table: exp.Table) -> str | None:
         return None  # a table function such as generate_series(...)
     # The catalog's name: unquoted identifiers fold to lower case (as Postgres does); quoted
     # ones are kept exactly, as they are in the catalog and in the change feed's TG_TABLE_NAME.
-    return identifier.this if identifier.quoted else identifier.this.lower()
+    name = str(identifier.this)
+    return name if identifier.quoted else name.lower()
 
 
 _cached_access_of_sql = functools.lru_cache(maxsize=1024)(_access_of_sql)
@@ -205,8 +206,16 @@ class ConnectionWatch:
     on a connection that is already back in the pool.
     """
 
-    __slots__ = ("ctx", "invalidate", "track_tables", "lock", "executing", "released", "_pending",
-                 "connection")
+    __slots__ = (
+        "_pending",
+        "connection",
+        "ctx",
+        "executing",
+        "invalidate",
+        "lock",
+        "released",
+        "track_tables",
+    )
 
     def __init__(self, ctx: RequestContext, invalidate: Invalidate, *, track_tables: bool) -> None:
         self.connection: Connection | None = None  # set by attach(); keeps its id unique
@@ -248,7 +257,7 @@ class ConnectionWatch:
         self.ctx.tables_written.update(written)
         try:
             self.invalidate(tuple(sorted(table_tag(name) for name in written)))
-        except Exception:  # noqa: BLE001  (the commit happened; failing the app now would lie)
+        except Exception:  # the commit happened; failing the app now would lie
             log.exception("scalekit: invalidating tables %s after a commit failed", sorted(written))
 
     def rolled_back(self) -> None:

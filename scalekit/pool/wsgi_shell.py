@@ -29,8 +29,14 @@ DATABASES_KEY = "scalekit.databases"
 class _Exchange:
     """One request's response state: did it start, was it replaced by the 503."""
 
-    __slots__ = ("requests", "server_start_response", "retry_after_seconds", "started",
-                 "replacement", "returned")
+    __slots__ = (
+        "replacement",
+        "requests",
+        "retry_after_seconds",
+        "returned",
+        "server_start_response",
+        "started",
+    )
 
     def __init__(self, requests: RequestDatabases, start_response: wsgi.StartResponse,
                  retry_after_seconds: int) -> None:
@@ -55,7 +61,7 @@ class _Exchange:
         if requests.release_at_start:
             requests.release_all(only_if_idle=True)
         server_start_response = self.server_start_response
-        assert server_start_response is not None  # noqa: S101  (only dropped after the start)
+        assert server_start_response is not None  # only dropped after the start
         if self.returned:  # a generator app starting from its body: no later use
             self.server_start_response = None
         if exc_info is not None:
@@ -63,17 +69,25 @@ class _Exchange:
         return server_start_response(status, headers)
 
     def answer_503(self, exc_info: Any = None) -> Callable[[bytes], object]:
+        server_start_response = self.server_start_response
+        if server_start_response is None:  # the response already started: too late to replace
+            raise RuntimeError("a pool failure after the response started cannot become a 503")
         failure = self.requests.failure()
         retry_after = getattr(failure, "retry_after_seconds", self.retry_after_seconds)
         self.replacement = response = shed_response(retry_after)
         self.started = True
-        server_start_response = self.server_start_response
-        if server_start_response is None:  # the response already started: too late to replace
-            raise RuntimeError("a pool failure after the response started cannot become a 503")
         # exc_info lets a server accept a second start_response if the app had already called it.
-        server_start_response(status_line(response.status), list(response.headers),
-                              exc_info if exc_info is not None else sys.exc_info())
+        info = exc_info if exc_info is not None else _active_exception()
+        if info is None:
+            server_start_response(status_line(response.status), list(response.headers))
+        else:
+            server_start_response(status_line(response.status), list(response.headers), info)
         return _discard_write
+
+
+def _active_exception() -> wsgi.ExcInfo | None:
+    kind, value, traceback = sys.exc_info()
+    return (kind, value, traceback) if kind is not None and value is not None else None
 
 
 def _discard_write(data: bytes) -> None:
@@ -83,7 +97,7 @@ def _discard_write(data: bytes) -> None:
 class ReleasingBody:
     """The app's response iterable; gives the request's connections back on close()."""
 
-    __slots__ = ("_iterable", "_exchange", "_service", "_closed")
+    __slots__ = ("_closed", "_exchange", "_iterable", "_service")
 
     def __init__(self, iterable: Iterable[bytes], exchange: _Exchange, service: PoolService) -> None:
         self._iterable = iterable
@@ -106,7 +120,8 @@ class ReleasingBody:
             if exchange.started or exchange.requests.failure() is None:
                 raise
             exchange.answer_503()  # a generator app raised the pool error before starting
-            yield exchange.replacement.body  # type: ignore[union-attr]
+            assert exchange.replacement is not None  # set by answer_503
+            yield exchange.replacement.body
 
     def close(self) -> None:
         if self._closed:
@@ -147,7 +162,8 @@ class WSGIPool:
                 if requests.failure() is None:
                     raise
                 exchange.answer_503()
-            return [exchange.replacement.body]  # type: ignore[union-attr]
+            assert exchange.replacement is not None  # set by answer_503
+            return [exchange.replacement.body]
         except BaseException:
             requests.finish()
             raise

@@ -54,3 +54,17 @@ def proxy(postgres_available: None) -> Iterator[TCPProxy]:
     tcp_proxy = TCPProxy()
     yield tcp_proxy
     tcp_proxy.close()
+
+
+@pytest.fixture
+def sqlite_table(sqlite_url: str) -> tuple[str, str]:
+    """(url, table) of a SQLite file with a products-like table of 3 rows."""
+    from sqlalchemy import create_engine
+
+    name = unique("products")
+    engine = create_engine(sqlite_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"CREATE TABLE {name} (id integer primary key, name text, price int)")
+        connection.exec_driver_sql(f"INSERT INTO {name} (name, price) VALUES ('a', 1), ('b', 2), ('c', 3)")
+    engine.dispose()
+    return sqlite_url, name

@@ -82,7 +82,7 @@ class Instance:
     def eventually_fresh(self, price: int) -> None:
         deadline = time.monotonic() + 20
         while True:
-            hit, rows = self.get_products()
+            _hit, rows = self.get_products()
             if rows[0] == ["a", price]:
                 return
             assert time.monotonic() < deadline, f"still serving {rows} after 20 s"

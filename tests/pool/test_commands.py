@@ -9,8 +9,8 @@ import pytest
 from scalekit.config import load_config
 from scalekit.pool.commands import COMMANDS, check
 
-from .helpers import pg_url
 from ..servers import free_port
+from .helpers import pg_url
 
 
 def config_for(tmp_path: Path, **databases: dict[str, object]) -> object:
@@ -26,7 +26,7 @@ def test_default_sqlite_is_reachable(tmp_path: Path) -> None:
 
 def test_unreachable_database_is_reported_not_raised(tmp_path: Path) -> None:
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
-    [(name, ok, detail)] = check(config_for(tmp_path, default={"url": url, "connect_timeout_seconds": 2}))
+    [(_name, ok, detail)] = check(config_for(tmp_path, default={"url": url, "connect_timeout_seconds": 2}))
     assert not ok and "unreachable" in detail
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 import scalekit
 from scalekit.pool import RequestDatabaseError, db
@@ -32,19 +31,6 @@ def wait_until_returned(app: Any, timeout_seconds: float = 20.0) -> None:
     while service(app).checked_out() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert service(app).checked_out() == 0
-
-
-@pytest.fixture
-def sqlite_table(sqlite_url: str) -> tuple[str, str]:
-    from sqlalchemy import create_engine
-
-    name = unique("products")
-    engine = create_engine(sqlite_url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql(f"CREATE TABLE {name} (id integer primary key, name text, price int)")
-        connection.exec_driver_sql(f"INSERT INTO {name} (name, price) VALUES ('a', 1), ('b', 2), ('c', 3)")
-    engine.dispose()
-    return sqlite_url, name
 
 
 # --------------------------------------------------------------------------- lazy, one connection
@@ -104,7 +90,7 @@ def test_db_outside_a_request_says_where_it_works(sqlite_table: tuple[str, str])
 
 
 def test_using_the_handle_after_the_response_ended_raises(sqlite_table: tuple[str, str]) -> None:
-    url, table = sqlite_table
+    url, _table = sqlite_table
     kept: list[Any] = []
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -333,7 +319,7 @@ def pg_execute_price(table: str) -> int:
 
 def test_leak_warning_names_route_and_checkout_site(sqlite_table: tuple[str, str],
                                                     caplog: pytest.LogCaptureFixture) -> None:
-    url, table = sqlite_table
+    url, _table = sqlite_table
     now = [1000.0]
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:

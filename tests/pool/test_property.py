@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from .apps import SQLITE_MODES, make_asgi_app, make_wsgi_app, wrap
 from .helpers import ASGICall, WSGICall
-from .test_handle import sqlite_table  # noqa: F401  (fixture)
 
 # max_waiting 0: in one thread a checkout that waited would wait for itself. The short timeout
 # is also SQLite's busy timeout: a write behind another request's open transaction fails fast

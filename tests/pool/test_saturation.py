@@ -17,7 +17,6 @@ from scalekit.pool import db
 
 from .apps import make_asgi_app, make_wsgi_app, wrap
 from .helpers import ASGICall, WSGICall, sample, wsgi_get
-from .test_handle import sqlite_table  # noqa: F401  (fixture)
 
 TIMEOUT_SECONDS = 0.5
 TINY_POOL = {"pool_size": 1, "max_overflow": 0, "pool_timeout_seconds": TIMEOUT_SECONDS,
@@ -111,7 +110,7 @@ def test_framework_500_page_becomes_the_503(sqlite_table: tuple[str, str]) -> No
 
 
 def test_app_that_handles_the_timeout_keeps_its_answer(sqlite_table: tuple[str, str]) -> None:
-    url, table = sqlite_table
+    url, _table = sqlite_table
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         try:

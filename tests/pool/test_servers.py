@@ -9,7 +9,6 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -93,9 +92,8 @@ def test_gunicorn_preload_workers_do_not_share_the_masters_connection(pg_table: 
     application_name = unique("sk_preload")
     env = {"SK_POOL_URL": pg_url(application_name), "SK_POOL_TABLE": pg_table, "SK_POOL_WARM": "1"}
     with run_server("gunicorn", "tests.pool.server_app:wsgi_app", env=env, workers=2,
-                    extra_args=["--preload"]) as url:
-        with httpx.Client() as client:
-            answers = {client.get(f"{url}/backend", timeout=10).text for _ in range(20)}
+                    extra_args=["--preload"]) as url, httpx.Client() as client:
+        answers = {client.get(f"{url}/backend", timeout=10).text for _ in range(20)}
     pairs = [answer.split() for answer in answers]
     warm = {master for _, master in pairs}
     assert len(warm) == 1 and "none" not in warm  # every worker inherited the master's pool...

@@ -17,7 +17,8 @@ from .apps import wrap
 from .helpers import ASGICall, pg_execute, pg_url, unique, wsgi_get
 
 
-def access(read: set[str] = set(), written: set[str] = set(), transaction: Any = None) -> TableAccess:
+def access(read: frozenset[str] | set[str] = frozenset(), written: frozenset[str] | set[str] = frozenset(),
+           transaction: Any = None) -> TableAccess:
     return TableAccess(frozenset(read), frozenset(written), transaction)
 
 
@@ -161,7 +162,7 @@ def two_tables(request: pytest.FixtureRequest, fast_dir: object) -> Any:
 
 
 def test_reads_tag_the_response(two_tables: Any) -> None:
-    url, table, other, probe = two_tables
+    url, table, other, _ = two_tables
     app = wrap(make_app(table, other), url)
     body = b"".join(wsgi_get(app, "/read").chunks)
     assert body == f"table:{table}|".encode()
@@ -190,7 +191,7 @@ def test_rolled_back_or_uncommitted_writes_never_invalidate(two_tables: Any) -> 
 
 
 def test_savepoints_raw_commit_and_orm_sessions(two_tables: Any) -> None:
-    url, table, other, probe = two_tables
+    url, table, other, _probe = two_tables
     app = wrap(make_app(table, other), url)
     recorder = Recorder()
     app.runtime.add_invalidator(recorder)
@@ -205,7 +206,7 @@ def test_savepoints_raw_commit_and_orm_sessions(two_tables: Any) -> None:
 
 
 def test_tracking_can_be_switched_off(two_tables: Any) -> None:
-    url, table, other, probe = two_tables
+    url, table, other, _probe = two_tables
     app = scalekit.wrap(make_app(table, other), cache=False, cdn=False,
                         pool={"track_tables": False, "databases": {"default": {"url": url}}})
     recorder = Recorder()
@@ -215,7 +216,7 @@ def test_tracking_can_be_switched_off(two_tables: Any) -> None:
 
 
 def test_asgi_reads_and_commits_are_tracked_too(two_tables: Any) -> None:
-    url, table, other, probe = two_tables
+    url, table, other, _probe = two_tables
     tags: list[set[str]] = []
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
