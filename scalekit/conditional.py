@@ -44,8 +44,13 @@ GET_OR_HEAD = frozenset({"GET", "HEAD"})
 # exists for the purpose of guiding cache updates (e.g., Last-Modified might be useful if the
 # response does not have an ETag field)". The targeted cache controls (RFC 9213), surrogate
 # controls and keys, Age and Cache-Status exist to guide caches, so a CDN revalidating with us
-# keeps its tags and freshness; Content-Length, Content-Type, Set-Cookie and the rest are dropped.
+# keeps its tags and freshness. Set-Cookie is client state, not representation metadata: losing
+# it on a 304 would drop a session refresh (RFC 2109 §4.5: a proxy "should propagate the
+# Set-cookie header to the client, regardless of whether the response was 304 (Not Modified)
+# or 200 (OK)"; Django's ConditionalGetMiddleware keeps it too). Content-Length, Content-Type
+# and the rest of the representation metadata are dropped.
 NOT_MODIFIED_HEADERS = frozenset({
+    "set-cookie",
     "cache-control",
     "content-location",
     "date",

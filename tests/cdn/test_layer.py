@@ -354,3 +354,13 @@ def test_asgi_websocket_scope_passes_through() -> None:
 
     asyncio.run(run())
     assert seen == ["websocket"]
+
+
+def test_304_keeps_the_cookie_and_stays_private(driver: Driver) -> None:
+    reply = Reply(headers=[("Content-Type", "text/html"), ("Set-Cookie", "session=renewed")])
+    wrapped = driver.wrap(reply, **PAGE_RULES)
+    etag = driver.request(wrapped).headers["etag"]
+    result = driver.request(wrapped, headers=[("If-None-Match", etag)])
+    assert result.status == 304
+    assert result.headers["set-cookie"] == "session=renewed"
+    assert result.headers["cache-control"] == "private, max-age=0"
