@@ -23,26 +23,42 @@ comparisons, ``Age`` and ``Cache-Status``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 from ..headers import CacheControl, parse_cache_control
+from .answers import OriginAnswers
 from .config import CacheConfig
+from .decisions import (
+    CACHEABLE_METHODS,
+    SAFE_METHODS,
+    SPECIAL_REQUEST_HEADERS,
+    Buffer,
+    Decision,
+    Forward,
+    Freshen,
+    Fwd,
+    PassThrough,
+    Refuse,
+    RequestView,
+    ResponseDecision,
+    Serve,
+    ServeStale,
+    has_validators,
+    merge_headers,
+    validators_of,
+)
 from .entry import CachedEntry
 from .keys import KeyBuilder, secondary_key, variant_key
 from .responses import ResponseBuilder
-from .rules import ResponseRule, RuleMatcher
-from .storable import (
-    NotStorable,
-    StorePlan,
-    StoreSettings,
-    analyse_response,
-    combine_fields,
-    corrected_initial_age,
-)
+from .rules import RuleMatcher
+from .storable import StoreSettings, combine_fields
 
+# The decision types live in decisions.py and the response half in answers.py; they are
+# re-exported here, where callers look for the policy.
 __all__ = [
+    "CACHEABLE_METHODS",
     "SAFE_METHODS",
+    "SPECIAL_REQUEST_HEADERS",
     "Buffer",
     "CachePolicy",
     "Decision",
@@ -59,128 +75,10 @@ __all__ = [
     "validators_of",
 ]
 
-# RFC 9110 §9.2.1: the safe methods. §4.4 of RFC 9111 invalidates on every other method
-# ("including methods whose safety is unknown").
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
-Fwd = Literal["miss", "uri-miss", "vary-miss", "stale", "request", "method", "bypass"]
-HeaderGetter = Callable[[str], "str | None"]
 _CLIENT_CONDITIONALS = ("if-none-match", "if-modified-since")
 
 
-# Request headers that change what the cache does with a stored response. A request without
-# any of them (most requests) skips every directive and conditional check on the hit path.
-SPECIAL_REQUEST_HEADERS = ("cache-control", "pragma", "if-none-match", "if-modified-since",
-                           "if-match", "if-unmodified-since", "range", "if-range")
-
-
-class RequestView:
-    """The request as the policy sees it; ``header(name)`` takes a lower-case name.
-
-    ``special`` is False when the request has none of :data:`SPECIAL_REQUEST_HEADERS` (the
-    shells know it cheaply); True is always safe.
-    """
-
-    __slots__ = ("header", "host", "method", "path", "query", "scheme", "special")
-
-    def __init__(self, method: str, scheme: str, host: str | None, path: str, query: str,
-                 header: HeaderGetter, special: bool = True) -> None:
-        self.method = method
-        self.scheme = scheme
-        self.host = host
-        self.path = path
-        self.query = query
-        self.header = header
-        self.special = special
-
-
-# --------------------------------------------------------------------------- request decisions
-
-
-@dataclass(frozen=True, slots=True)
-class Serve:
-    """Answer from the cache; ``refresh`` set: revalidate in the background once (RFC 5861)."""
-
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-    outcome: Literal["hit", "stale"]
-    refresh: Forward | None = None
-    route: str = ""
-    # The stored header tuple that ``headers`` starts with, when it does: the ASGI shell
-    # encodes it to bytes once per entry instead of once per hit.
-    base: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Forward:
-    """Go to the origin. ``stored`` is the selected entry (validators, stale-if-error)."""
-
-    fwd: Fwd
-    stored: CachedEntry | None = None
-    tier: str = ""
-    may_store: bool = True
-    coalesce: bool = False
-    # Request header changes for the origin call: (lower-case name, value or None to remove).
-    request_headers: tuple[tuple[str, str | None], ...] = ()
-    validating: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Refuse:
-    """Answer with a response of the cache's own (504 for ``only-if-cached``)."""
-
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-
-
-Decision = Serve | Forward | Refuse
-
-
-# --------------------------------------------------------------------------- response decisions
-
-
-@dataclass(frozen=True, slots=True)
-class PassThrough:
-    """Send the origin's response on with these headers; ``delete_stored``: drop the entry."""
-
-    headers: tuple[tuple[str, str], ...]
-    delete_stored: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Buffer:
-    """Read the body (up to max_body_bytes) and store it; over the limit, pass through."""
-
-    plan: StorePlan
-    pass_headers: tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Freshen:
-    """The origin confirmed the stored entry (304, or a matching HEAD): store ``entry`` (None:
-    delete it, it may no longer be stored) and answer from it."""
-
-    entry: CachedEntry | None
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ServeStale:
-    """The origin failed; RFC 5861 stale-if-error allows the stored entry instead."""
-
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-
-
-ResponseDecision = PassThrough | Buffer | Freshen | ServeStale
-
-
-class CachePolicy:
+class CachePolicy(OriginAnswers):
     """All of the cache layer's HTTP decisions, precomputed from :class:`CacheConfig`."""
 
     def __init__(self, config: CacheConfig, *, allowed_hosts: tuple[str, ...],
@@ -333,140 +231,6 @@ class CachePolicy:
         base = stored if headers[:len(stored)] == stored else ()
         return Serve(status, headers, body, outcome, refresh, entry.route, base)
 
-    def stale_fallback(self, forward: Forward, request: RequestView, *, now: float,
-                       origin_status: int | None, any_age: bool = False) -> ServeStale | None:
-        """RFC 5861 §4 stale-if-error: the stale entry to serve when the origin raised or
-        answered 5xx (``any_age``: a coalescing wait timed out; any stale entry will do)."""
-        entry = forward.stored
-        if entry is None:
-            return None
-        if any_age:
-            if entry.must_revalidate or entry.requires_revalidation:
-                return None
-        elif self.responses.current_age(entry, now) - entry.freshness_lifetime_seconds \
-                >= entry.stale_if_error_seconds:
-            return None
-        status, headers, body = self.responses.from_entry(
-            entry, request, now=now, tier=forward.tier, fwd="stale", fwd_status=origin_status)
-        return ServeStale(status, headers, body)
-
-    # ----------------------------------------------------------------- the response
-    def decide_response(
-        self,
-        request: RequestView,
-        forward: Forward,
-        status: int,
-        headers: list[tuple[str, str]],
-        *,
-        now: float,
-        request_time: float,
-        rule: ResponseRule | None,
-    ) -> ResponseDecision:
-        """What to do with the origin's answer to a forwarded GET/HEAD."""
-        stored = forward.stored
-        if stored is not None:
-            if status == 304 and forward.validating:
-                return self._freshen(request, forward, headers, now=now, request_time=request_time,
-                                     rule=rule, fwd_status=304)
-            if status >= 500:
-                stale = self.stale_fallback(forward, request, now=now, origin_status=status)
-                if stale is not None:
-                    return stale
-            if request.method == "HEAD" and status == 200:
-                return self._head_update(request, forward, headers, now=now,
-                                         request_time=request_time, rule=rule)
-        fields = combine_fields(headers)
-        pass_headers = self.responses.forwarded(headers, forward.fwd, now=now,
-                                                request_time=request_time, fields=fields)
-        if not forward.may_store:
-            return PassThrough(pass_headers)
-        plan = analyse_response(status, headers, request.header, now=now, request_time=request_time,
-                                rule=rule or self.rules.match(request.path), settings=self.settings,
-                                authorization=request.header("authorization") is not None,
-                                fields=fields)
-        if isinstance(plan, NotStorable):
-            return PassThrough(pass_headers)
-        return Buffer(plan, pass_headers)
-
-    def stored_miss_response(
-        self, request: RequestView, forward: Forward, status: int, entry: CachedEntry | None,
-        pass_headers: tuple[tuple[str, str], ...], body: bytes, *, now: float,
-    ) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
-        """The answer to the request that filled the cache (``entry`` None: it was not stored).
-
-        The origin's own headers go to this client (fields a shared cache may not store, like
-        ``private="x"``, were addressed to it); conditionals and Range are answered from the
-        new entry, and Cache-Status says ``stored``.
-        """
-        if entry is None:
-            return status, pass_headers, body
-        header = request.header
-        if any(header(name) is not None for name in ("if-none-match", "if-modified-since", "range")):
-            return self.responses.from_entry(entry, request, now=now, tier="", fwd=forward.fwd,
-                                             stored=True)
-        ttl = int(entry.freshness_lifetime_seconds - self.responses.current_age(entry, now))
-        present = {name.lower() for name, _ in pass_headers}
-        added = tuple(item for item in entry.headers
-                      if item[0] in ("content-length", "etag") and item[0] not in present)
-        kept = pass_headers[:-1]  # forwarded() put our Cache-Status last; an upstream one stays
-        stored_status = self.responses.cache_status(fwd=forward.fwd, stored=True, ttl=ttl)
-        return status, kept + added + (("cache-status", stored_status),), body
-
-    def _freshen(self, request: RequestView, forward: Forward, headers: list[tuple[str, str]], *,
-                 now: float, request_time: float, rule: ResponseRule | None,
-                 fwd_status: int | None) -> Freshen:
-        stored = forward.stored
-        assert stored is not None
-        # RFC 9111 §4.3.4: "the cache MUST ... update ... the stored response" with the header
-        # fields of the 304 as in §3.2, except Content-Length and the fields excepted from storage.
-        if not any(name.lower() == "date" for name, _ in headers):
-            # RFC 9110 §6.6.1: a recipient "MUST ... append a corresponding Date header field";
-            # without it the old Date would make the freshened entry look old.
-            headers = [*headers, ("date", self.responses.http_date(now))]
-        merged = merge_headers(stored.headers, headers)
-        plan = analyse_response(stored.status, merged, request.header, now=now,
-                                request_time=request_time,
-                                rule=rule or self.rules.match(request.path), settings=self.settings,
-                                authorization=request.header("authorization") is not None)
-        entry = None if isinstance(plan, NotStorable) else self.responses.complete(
-            plan, stored.body, stored.tags, stored.route)
-        if entry is None:
-            unstorable = self.build_entry_from(stored, merged, now=now, request_time=request_time)
-            status, out, body = self.responses.from_entry(
-                unstorable, request, now=now, tier=forward.tier, fwd=forward.fwd, fwd_status=fwd_status)
-            return Freshen(None, status, out, body)
-        status, out, body = self.responses.from_entry(
-            entry, request, now=now, tier=forward.tier, fwd=forward.fwd, fwd_status=fwd_status,
-            stored=True)
-        return Freshen(entry, status, out, body)
-
-    def _head_update(self, request: RequestView, forward: Forward, headers: list[tuple[str, str]],
-                     *, now: float, request_time: float, rule: ResponseRule | None) -> ResponseDecision:
-        # RFC 9111 §4.3.5: a HEAD response updates the stored GET response it would select,
-        # "if the ... ETag ... Last-Modified ... Content-Length" agree; otherwise "the cache
-        # SHOULD mark the stored response as stale" — we drop it.
-        stored = forward.stored
-        assert stored is not None
-        fields = combine_fields(headers)
-        stored_fields = combine_fields(stored.headers)
-        matches = all(fields.get(name) == stored_fields.get(name)
-                      for name in ("etag", "last-modified", "content-length") if name in fields)
-        if matches and ("etag" in fields or "last-modified" in fields):
-            return self._freshen(request, forward, headers, now=now, request_time=request_time,
-                                 rule=rule, fwd_status=200)
-        return PassThrough(self.responses.forwarded(headers, forward.fwd, now=now,
-                                                    request_time=request_time),
-                           delete_stored=True)
-
-    def build_entry_from(self, stored: CachedEntry, headers: list[tuple[str, str]], *, now: float,
-                         request_time: float) -> CachedEntry:
-        """``stored`` with new headers and times, unstorable: used to answer one request."""
-        fields = combine_fields(headers)
-        return CachedEntry(
-            stored.status, tuple((n.lower(), v) for n, v in headers if n.lower() != "age"),
-            stored.body, request_time, now,
-            corrected_initial_age(fields, request_time=request_time, response_time=now), 0.0)
-
     # ----------------------------------------------------------------- unsafe methods
     def invalidated_keys(self, request: RequestView, status: int,
                          headers: list[tuple[str, str]]) -> tuple[str, ...]:
@@ -504,29 +268,3 @@ class CachePolicy:
 
 
 _NO_DIRECTIVES = CacheControl()
-
-
-def validators_of(entry: CachedEntry) -> tuple[str | None, str | None]:
-    """The stored ETag and Last-Modified (RFC 9110 §8.8), None where absent."""
-    etag = last_modified = None
-    for name, value in entry.headers:
-        if name == "etag":
-            etag = value
-        elif name == "last-modified":
-            last_modified = value
-    return etag, last_modified
-
-
-def has_validators(entry: CachedEntry) -> bool:
-    return any(name in ("etag", "last-modified") for name, _ in entry.headers)
-
-
-def merge_headers(stored: tuple[tuple[str, str], ...],
-                  update: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """RFC 9111 §3.2: stored fields replaced by the update's, except Content-Length and
-    fields that are not stored anyway (hop-by-hop, consumed ones are dropped by the analysis)."""
-    incoming = [(name.lower(), value) for name, value in update
-                if name.lower() not in ("content-length", "content-range", "transfer-encoding")]
-    replaced = {name for name, _ in incoming}
-    return [item for item in stored if item[0] not in replaced] + incoming
-

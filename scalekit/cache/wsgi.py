@@ -15,13 +15,12 @@ from dataclasses import replace
 from typing import Any, assert_never
 
 from .. import wsgi
-from ..context import CONTEXT_KEY, UNMATCHED_ROUTE, RequestContext, activate
+from ..context import CONTEXT_KEY, RequestContext, activate
 from ..messages import status_line
 from .entry import CachedEntry
 from .layer import CacheCore
 from .policy import (
     SAFE_METHODS,
-    SPECIAL_REQUEST_HEADERS,
     Buffer,
     Forward,
     Freshen,
@@ -33,136 +32,23 @@ from .policy import (
 )
 from .rules import rule_of
 from .storable import StorePlan
+from .wsgi_io import (
+    Capture,
+    PassBody,
+    close_body,
+    discard_start_response,
+    environ_key,
+    request_view,
+    restore_route,
+    route_of,
+    send_whole,
+)
 
 __all__ = ["WSGICache", "request_view"]
 
 log = logging.getLogger("scalekit.cache")
 
-_ENVIRON_KEYS: dict[str, str] = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 Found = tuple[CachedEntry, str] | None
-
-
-def environ_key(name: str) -> str:
-    """The environ key of lower-case request header ``name`` (``HTTP_IF_NONE_MATCH``)."""
-    key = _ENVIRON_KEYS.get(name)
-    if key is None:
-        key = "HTTP_" + name.upper().replace("-", "_")
-        if len(_ENVIRON_KEYS) < 1024:
-            _ENVIRON_KEYS[name] = key
-    return key
-
-
-class EnvironHeaders:
-    """Request headers by lower-case name, read from the environ on demand."""
-
-    __slots__ = ("environ",)
-
-    def __init__(self, environ: wsgi.Environ) -> None:
-        self.environ = environ
-
-    def get(self, name: str) -> str | None:
-        key = _ENVIRON_KEYS.get(name) or environ_key(name)
-        value: str | None = self.environ.get(key)
-        return value
-
-
-_SPECIAL_KEYS = tuple(environ_key(name) for name in SPECIAL_REQUEST_HEADERS)
-
-
-def request_view(environ: wsgi.Environ) -> RequestView:
-    """The policy's view of a WSGI request (paths as text, like ASGI's ``scope["path"]``)."""
-    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    if not path.isascii():
-        # PEP 3333 hands paths over as bytes decoded as latin-1; keys use the UTF-8 text.
-        try:
-            path = path.encode("latin-1").decode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            pass
-    host = environ.get("HTTP_HOST")
-    if host is None:
-        host = f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
-    special = False
-    for name in _SPECIAL_KEYS:
-        if name in environ:
-            special = True
-            break
-    return RequestView(environ.get("REQUEST_METHOD", "GET"), environ.get("wsgi.url_scheme", "http"),
-                       host, path, environ.get("QUERY_STRING", ""), EnvironHeaders(environ).get, special)
-
-
-class _Capture:
-    """The app's ``start_response``, recorded; nothing reaches the server until we decide."""
-
-    __slots__ = ("exc_info", "headers", "status", "written")
-
-    def __init__(self) -> None:
-        self.status: str | None = None
-        self.headers: list[tuple[str, str]] = []
-        self.exc_info: Any = None
-        self.written: list[bytes] = []
-
-    def __call__(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        self.status, self.headers, self.exc_info = status, headers, exc_info
-        return self.written.append  # PEP 3333 write(): kept in order before the iterable's chunks
-
-    @property
-    def code(self) -> int:
-        status = self.status or ""
-        return int(status[:3]) if status[:3].isdigit() else 500
-
-    def prime(self, body: Iterable[bytes]) -> Iterator[bytes]:
-        """Pull chunks until the app has called start_response (generators call it lazily)."""
-        iterator = iter(body)
-        if self.status is None:
-            for chunk in iterator:
-                self.written.append(chunk)
-                if self.status is not None:
-                    break
-        if self.status is None:
-            raise RuntimeError("the WSGI app returned without calling start_response")
-        return iterator
-
-
-class _PassBody:
-    """Chunks already read, then the rest of the app's iterable; ``close()`` reaches the app's."""
-
-    __slots__ = ("body", "head", "iterator")
-
-    def __init__(self, head: list[bytes], iterator: Iterator[bytes], body: Iterable[bytes]) -> None:
-        self.head, self.iterator, self.body = head, iterator, body
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self.head
-        yield from self.iterator
-
-    def close(self) -> None:
-        _close(self.body)
-
-
-def _close(body: Iterable[bytes]) -> None:
-    close = getattr(body, "close", None)
-    if close is not None:
-        close()
-
-
-def _send(start_response: wsgi.StartResponse, status: int, headers: tuple[tuple[str, str], ...],
-          body: bytes) -> list[bytes]:
-    start_response(status_line(status), list(headers))
-    return [body] if body else []
-
-
-def _route(ctx: Any) -> str:
-    return ctx.route if ctx is not None and ctx.route != UNMATCHED_ROUTE else ""
-
-
-def _restore_route(environ: wsgi.Environ, route: str) -> None:
-    ctx = environ.get(CONTEXT_KEY)
-    if ctx is not None:
-        ctx.route = route
-
-
-def _discard(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-    return lambda data: None
 
 
 class WSGICache:
@@ -206,15 +92,15 @@ class WSGICache:
             case Serve():
                 core.count(decision.outcome)
                 if decision.route:
-                    _restore_route(environ, decision.route)
+                    restore_route(environ, decision.route)
                 if decision.refresh is not None:
                     self._refresh_later(environ, key, decision.refresh, index, entry_key)
-                return _send(start_response, decision.status, decision.headers, decision.body)
+                return send_whole(start_response, decision.status, decision.headers, decision.body)
             case Forward():
                 return self._forward(environ, start_response, view, key, decision, index, entry_key, now)
             case Refuse():
                 core.count("miss")
-                return _send(start_response, decision.status, decision.headers, decision.body)
+                return send_whole(start_response, decision.status, decision.headers, decision.body)
             case _:
                 assert_never(decision)
 
@@ -275,7 +161,7 @@ class WSGICache:
                                                any_age=True)
             if stale is not None:
                 self.core.count("stale")
-                return _send(start_response, stale.status, stale.headers, stale.body)
+                return send_whole(start_response, stale.status, stale.headers, stale.body)
             return self._fetch(environ, start_response, view, key, forward, index, entry_key)
         try:
             return self._fetch(environ, start_response, view, key, forward, index, entry_key)
@@ -292,10 +178,10 @@ class WSGICache:
             case Serve():
                 self.core.count(decision.outcome)
                 if decision.route:
-                    _restore_route(environ, decision.route)
-                return _send(start_response, decision.status, decision.headers, decision.body)
+                    restore_route(environ, decision.route)
+                return send_whole(start_response, decision.status, decision.headers, decision.body)
             case Refuse():
-                return _send(start_response, decision.status, decision.headers, decision.body)
+                return send_whole(start_response, decision.status, decision.headers, decision.body)
             case Forward():
                 # Nothing shareable came back (private, Set-Cookie, uncacheable): go alone.
                 return self._fetch(environ, start_response, view, key, replace(decision, coalesce=False),
@@ -308,9 +194,9 @@ class WSGICache:
         stale = self.policy.stale_fallback(forward, view, now=self.clock(), origin_status=None, any_age=True)
         if stale is not None:
             self.core.count("stale")
-            return _send(start_response, stale.status, stale.headers, stale.body)
+            return send_whole(start_response, stale.status, stale.headers, stale.body)
         self.core.count("miss")
-        return _send(start_response, *self.policy.responses.refusal(504, "coalesce-timeout"))
+        return send_whole(start_response, *self.policy.responses.refusal(504, "coalesce-timeout"))
 
     def _fetch(self, environ: wsgi.Environ, start_response: wsgi.StartResponse, view: RequestView,
                key: str, forward: Forward, index: CachedEntry | None, entry_key: str,
@@ -327,19 +213,19 @@ class WSGICache:
                     inner.pop(environ_key(name), None)
                 else:
                     inner[environ_key(name)] = value
-        capture = _Capture()
+        capture = Capture()
         request_time = clock()
         body: Iterable[bytes] = ()
         try:
             body = self.app(inner, capture)
             iterator = capture.prime(body)
         except Exception:
-            _close(body)
+            close_body(body)
             stale = policy.stale_fallback(forward, view, now=clock(), origin_status=None)
             if stale is None:
                 raise
             core.count("stale")
-            return _send(start_response, stale.status, stale.headers, stale.body)
+            return send_whole(start_response, stale.status, stale.headers, stale.body)
         now = clock()
         ctx = environ.get(CONTEXT_KEY)
         decision = policy.decide_response(view, forward, capture.code, capture.headers, now=now,
@@ -352,13 +238,13 @@ class WSGICache:
                 count("uncacheable" if view.method == "GET" else "miss")
                 start_response(capture.status or "500 Internal Server Error", list(decision.headers),
                                capture.exc_info)
-                return _PassBody(capture.written, iterator, body) if capture.written else body
+                return PassBody(capture.written, iterator, body) if capture.written else body
             case Buffer():
                 return self._buffer(start_response, view, key, forward, decision.plan,
                                     decision.pass_headers, capture, iterator, body, index,
                                     since, uri_mark, ctx, count)
             case Freshen():
-                _close(body)
+                close_body(body)
                 if decision.entry is not None and core.recent.allows(key, uri_mark):
                     for store_key, entry in policy.storage_writes(
                             key, decision.entry, index, new_variants_id=core.new_variants_id):
@@ -366,17 +252,17 @@ class WSGICache:
                 elif decision.entry is None:
                     self.store.delete(entry_key)
                 count("revalidated")
-                return _send(start_response, decision.status, decision.headers, decision.body)
+                return send_whole(start_response, decision.status, decision.headers, decision.body)
             case ServeStale():
-                _close(body)
+                close_body(body)
                 count("stale")
-                return _send(start_response, decision.status, decision.headers, decision.body)
+                return send_whole(start_response, decision.status, decision.headers, decision.body)
             case _:
                 assert_never(decision)
 
     def _buffer(self, start_response: wsgi.StartResponse, view: RequestView, key: str,
                 forward: Forward, plan: StorePlan, pass_headers: tuple[tuple[str, str], ...],
-                capture: _Capture, iterator: Iterator[bytes], body: Iterable[bytes],
+                capture: Capture, iterator: Iterator[bytes], body: Iterable[bytes],
                 index: CachedEntry | None, since: int, uri_mark: int, ctx: Any,
                 count: Any) -> Iterable[bytes]:
         core, policy = self.core, self.policy
@@ -391,19 +277,19 @@ class WSGICache:
                     if size > limit:
                         break
         except BaseException:
-            _close(body)
+            close_body(body)
             raise
         if size > limit:
             # Too large to store: what was read, then the rest, untouched and streamed.
             count("uncacheable")
             start_response(capture.status or "200 OK", list(pass_headers), capture.exc_info)
-            return _PassBody(chunks, iterator, body)
-        _close(body)
+            return PassBody(chunks, iterator, body)
+        close_body(body)
         data = b"".join(chunks)
         stamp = self.generations.stamp(core.tags_for(ctx, plan, view), since)
         entry = None
         if stamp is not None and core.recent.allows(key, uri_mark):  # invariant 2
-            entry = policy.responses.complete(plan, data, stamp, _route(ctx))
+            entry = policy.responses.complete(plan, data, stamp, route_of(ctx))
         if entry is not None:
             for store_key, value in policy.storage_writes(key, entry, index,
                                                           new_variants_id=core.new_variants_id):
@@ -450,13 +336,13 @@ class WSGICache:
         def run() -> None:
             activate(ctx)
             try:
-                body = self._fetch(background, _discard, view, key, refresh, index, entry_key,
+                body = self._fetch(background, discard_start_response, view, key, refresh, index, entry_key,
                                    background=True)
                 try:
                     for _ in body:
                         pass
                 finally:
-                    _close(body)
+                    close_body(body)
             except Exception:
                 log.warning("scalekit: background refresh of %s failed", key, exc_info=True)
             finally:

@@ -1,0 +1,174 @@
+"""What the cache does with the origin's answer (RFC 9111 §3, §4.3.3–§4.3.5, RFC 5861 §4).
+
+:class:`OriginAnswers` is the response half of :class:`~scalekit.cache.policy.CachePolicy`:
+pass through, buffer to store, freshen the stored entry after a 304 or a matching HEAD, or
+serve it stale when the origin failed. Pure, like the rest of the policy.
+"""
+
+from __future__ import annotations
+
+from .decisions import (
+    Buffer,
+    Forward,
+    Freshen,
+    PassThrough,
+    RequestView,
+    ResponseDecision,
+    ServeStale,
+    merge_headers,
+)
+from .entry import CachedEntry
+from .responses import ResponseBuilder
+from .rules import ResponseRule, RuleMatcher
+from .storable import (
+    NotStorable,
+    StoreSettings,
+    analyse_response,
+    combine_fields,
+    corrected_initial_age,
+)
+
+__all__ = ["OriginAnswers"]
+
+
+class OriginAnswers:
+    """Response-side decisions; mixed into CachePolicy, which sets the attributes below."""
+
+    responses: ResponseBuilder
+    rules: RuleMatcher
+    settings: StoreSettings
+
+    def stale_fallback(self, forward: Forward, request: RequestView, *, now: float,
+                       origin_status: int | None, any_age: bool = False) -> ServeStale | None:
+        """RFC 5861 §4 stale-if-error: the stale entry to serve when the origin raised or
+        answered 5xx (``any_age``: a coalescing wait timed out; any stale entry will do)."""
+        entry = forward.stored
+        if entry is None:
+            return None
+        if any_age:
+            if entry.must_revalidate or entry.requires_revalidation:
+                return None
+        elif self.responses.current_age(entry, now) - entry.freshness_lifetime_seconds \
+                >= entry.stale_if_error_seconds:
+            return None
+        status, headers, body = self.responses.from_entry(
+            entry, request, now=now, tier=forward.tier, fwd="stale", fwd_status=origin_status)
+        return ServeStale(status, headers, body)
+
+    # ----------------------------------------------------------------- the response
+    def decide_response(
+        self,
+        request: RequestView,
+        forward: Forward,
+        status: int,
+        headers: list[tuple[str, str]],
+        *,
+        now: float,
+        request_time: float,
+        rule: ResponseRule | None,
+    ) -> ResponseDecision:
+        """What to do with the origin's answer to a forwarded GET/HEAD."""
+        stored = forward.stored
+        if stored is not None:
+            if status == 304 and forward.validating:
+                return self._freshen(request, forward, headers, now=now, request_time=request_time,
+                                     rule=rule, fwd_status=304)
+            if status >= 500:
+                stale = self.stale_fallback(forward, request, now=now, origin_status=status)
+                if stale is not None:
+                    return stale
+            if request.method == "HEAD" and status == 200:
+                return self._head_update(request, forward, headers, now=now,
+                                         request_time=request_time, rule=rule)
+        fields = combine_fields(headers)
+        pass_headers = self.responses.forwarded(headers, forward.fwd, now=now,
+                                                request_time=request_time, fields=fields)
+        if not forward.may_store:
+            return PassThrough(pass_headers)
+        plan = analyse_response(status, headers, request.header, now=now, request_time=request_time,
+                                rule=rule or self.rules.match(request.path), settings=self.settings,
+                                authorization=request.header("authorization") is not None,
+                                fields=fields)
+        if isinstance(plan, NotStorable):
+            return PassThrough(pass_headers)
+        return Buffer(plan, pass_headers)
+
+    def stored_miss_response(
+        self, request: RequestView, forward: Forward, status: int, entry: CachedEntry | None,
+        pass_headers: tuple[tuple[str, str], ...], body: bytes, *, now: float,
+    ) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+        """The answer to the request that filled the cache (``entry`` None: it was not stored).
+
+        The origin's own headers go to this client (fields a shared cache may not store, like
+        ``private="x"``, were addressed to it); conditionals and Range are answered from the
+        new entry, and Cache-Status says ``stored``.
+        """
+        if entry is None:
+            return status, pass_headers, body
+        header = request.header
+        if any(header(name) is not None for name in ("if-none-match", "if-modified-since", "range")):
+            return self.responses.from_entry(entry, request, now=now, tier="", fwd=forward.fwd,
+                                             stored=True)
+        ttl = int(entry.freshness_lifetime_seconds - self.responses.current_age(entry, now))
+        present = {name.lower() for name, _ in pass_headers}
+        added = tuple(item for item in entry.headers
+                      if item[0] in ("content-length", "etag") and item[0] not in present)
+        kept = pass_headers[:-1]  # forwarded() put our Cache-Status last; an upstream one stays
+        stored_status = self.responses.cache_status(fwd=forward.fwd, stored=True, ttl=ttl)
+        return status, kept + added + (("cache-status", stored_status),), body
+
+    def _freshen(self, request: RequestView, forward: Forward, headers: list[tuple[str, str]], *,
+                 now: float, request_time: float, rule: ResponseRule | None,
+                 fwd_status: int | None) -> Freshen:
+        stored = forward.stored
+        assert stored is not None
+        # RFC 9111 §4.3.4: "the cache MUST ... update ... the stored response" with the header
+        # fields of the 304 as in §3.2, except Content-Length and the fields excepted from storage.
+        if not any(name.lower() == "date" for name, _ in headers):
+            # RFC 9110 §6.6.1: a recipient "MUST ... append a corresponding Date header field";
+            # without it the old Date would make the freshened entry look old.
+            headers = [*headers, ("date", self.responses.http_date(now))]
+        merged = merge_headers(stored.headers, headers)
+        plan = analyse_response(stored.status, merged, request.header, now=now,
+                                request_time=request_time,
+                                rule=rule or self.rules.match(request.path), settings=self.settings,
+                                authorization=request.header("authorization") is not None)
+        entry = None if isinstance(plan, NotStorable) else self.responses.complete(
+            plan, stored.body, stored.tags, stored.route)
+        if entry is None:
+            unstorable = self.build_entry_from(stored, merged, now=now, request_time=request_time)
+            status, out, body = self.responses.from_entry(
+                unstorable, request, now=now, tier=forward.tier, fwd=forward.fwd, fwd_status=fwd_status)
+            return Freshen(None, status, out, body)
+        status, out, body = self.responses.from_entry(
+            entry, request, now=now, tier=forward.tier, fwd=forward.fwd, fwd_status=fwd_status,
+            stored=True)
+        return Freshen(entry, status, out, body)
+
+    def _head_update(self, request: RequestView, forward: Forward, headers: list[tuple[str, str]],
+                     *, now: float, request_time: float, rule: ResponseRule | None) -> ResponseDecision:
+        # RFC 9111 §4.3.5: a HEAD response updates the stored GET response it would select,
+        # "if the ... ETag ... Last-Modified ... Content-Length" agree; otherwise "the cache
+        # SHOULD mark the stored response as stale" — we drop it.
+        stored = forward.stored
+        assert stored is not None
+        fields = combine_fields(headers)
+        stored_fields = combine_fields(stored.headers)
+        matches = all(fields.get(name) == stored_fields.get(name)
+                      for name in ("etag", "last-modified", "content-length") if name in fields)
+        if matches and ("etag" in fields or "last-modified" in fields):
+            return self._freshen(request, forward, headers, now=now, request_time=request_time,
+                                 rule=rule, fwd_status=200)
+        return PassThrough(self.responses.forwarded(headers, forward.fwd, now=now,
+                                                    request_time=request_time),
+                           delete_stored=True)
+
+    def build_entry_from(self, stored: CachedEntry, headers: list[tuple[str, str]], *, now: float,
+                         request_time: float) -> CachedEntry:
+        """``stored`` with new headers and times, unstorable: used to answer one request."""
+        fields = combine_fields(headers)
+        return CachedEntry(
+            stored.status, tuple((n.lower(), v) for n, v in headers if n.lower() != "age"),
+            stored.body, request_time, now,
+            corrected_initial_age(fields, request_time=request_time, response_time=now), 0.0)
+

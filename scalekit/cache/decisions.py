@@ -1,0 +1,179 @@
+"""The values the cache policy decides with: the request view and the decisions (frozen).
+
+Pure data and tiny helpers, shared by :mod:`~scalekit.cache.policy` (which decides) and the
+WSGI/ASGI shells (which ``match`` on the decisions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from .entry import CachedEntry
+from .storable import StorePlan
+
+__all__ = [
+    "CACHEABLE_METHODS",
+    "SAFE_METHODS",
+    "SPECIAL_REQUEST_HEADERS",
+    "Buffer",
+    "Decision",
+    "Forward",
+    "Freshen",
+    "Fwd",
+    "PassThrough",
+    "Refuse",
+    "RequestView",
+    "ResponseDecision",
+    "Serve",
+    "ServeStale",
+    "has_validators",
+    "merge_headers",
+    "validators_of",
+]
+
+# RFC 9110 §9.2.1: the safe methods. §4.4 of RFC 9111 invalidates on every other method
+# ("including methods whose safety is unknown").
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
+Fwd = Literal["miss", "uri-miss", "vary-miss", "stale", "request", "method", "bypass"]
+HeaderGetter = Callable[[str], "str | None"]
+
+
+# Request headers that change what the cache does with a stored response. A request without
+# any of them (most requests) skips every directive and conditional check on the hit path.
+SPECIAL_REQUEST_HEADERS = ("cache-control", "pragma", "if-none-match", "if-modified-since",
+                           "if-match", "if-unmodified-since", "range", "if-range")
+
+
+class RequestView:
+    """The request as the policy sees it; ``header(name)`` takes a lower-case name.
+
+    ``special`` is False when the request has none of :data:`SPECIAL_REQUEST_HEADERS` (the
+    shells know it cheaply); True is always safe.
+    """
+
+    __slots__ = ("header", "host", "method", "path", "query", "scheme", "special")
+
+    def __init__(self, method: str, scheme: str, host: str | None, path: str, query: str,
+                 header: HeaderGetter, special: bool = True) -> None:
+        self.method = method
+        self.scheme = scheme
+        self.host = host
+        self.path = path
+        self.query = query
+        self.header = header
+        self.special = special
+
+
+# --------------------------------------------------------------------------- request decisions
+
+
+@dataclass(frozen=True, slots=True)
+class Serve:
+    """Answer from the cache; ``refresh`` set: revalidate in the background once (RFC 5861)."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    outcome: Literal["hit", "stale"]
+    refresh: Forward | None = None
+    route: str = ""
+    # The stored header tuple that ``headers`` starts with, when it does: the ASGI shell
+    # encodes it to bytes once per entry instead of once per hit.
+    base: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Go to the origin. ``stored`` is the selected entry (validators, stale-if-error)."""
+
+    fwd: Fwd
+    stored: CachedEntry | None = None
+    tier: str = ""
+    may_store: bool = True
+    coalesce: bool = False
+    # Request header changes for the origin call: (lower-case name, value or None to remove).
+    request_headers: tuple[tuple[str, str | None], ...] = ()
+    validating: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Answer with a response of the cache's own (504 for ``only-if-cached``)."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+Decision = Serve | Forward | Refuse
+
+
+# --------------------------------------------------------------------------- response decisions
+
+
+@dataclass(frozen=True, slots=True)
+class PassThrough:
+    """Send the origin's response on with these headers; ``delete_stored``: drop the entry."""
+
+    headers: tuple[tuple[str, str], ...]
+    delete_stored: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Buffer:
+    """Read the body (up to max_body_bytes) and store it; over the limit, pass through."""
+
+    plan: StorePlan
+    pass_headers: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Freshen:
+    """The origin confirmed the stored entry (304, or a matching HEAD): store ``entry`` (None:
+    delete it, it may no longer be stored) and answer from it."""
+
+    entry: CachedEntry | None
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ServeStale:
+    """The origin failed; RFC 5861 stale-if-error allows the stored entry instead."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+ResponseDecision = PassThrough | Buffer | Freshen | ServeStale
+
+
+def validators_of(entry: CachedEntry) -> tuple[str | None, str | None]:
+    """The stored ETag and Last-Modified (RFC 9110 §8.8), None where absent."""
+    etag = last_modified = None
+    for name, value in entry.headers:
+        if name == "etag":
+            etag = value
+        elif name == "last-modified":
+            last_modified = value
+    return etag, last_modified
+
+
+def has_validators(entry: CachedEntry) -> bool:
+    return any(name in ("etag", "last-modified") for name, _ in entry.headers)
+
+
+def merge_headers(stored: tuple[tuple[str, str], ...],
+                  update: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """RFC 9111 §3.2: stored fields replaced by the update's, except Content-Length and
+    fields that are not stored anyway (hop-by-hop, consumed ones are dropped by the analysis)."""
+    incoming = [(name.lower(), value) for name, value in update
+                if name.lower() not in ("content-length", "content-range", "transfer-encoding")]
+    replaced = {name for name, _ in incoming}
+    return [item for item in stored if item[0] not in replaced] + incoming
+

@@ -1,0 +1,148 @@
+"""I/O helpers of the cache layer's WSGI shell: request views over the environ, the captured
+``start_response``, and response iterables that keep PEP 3333 ``close()`` semantics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .. import wsgi
+from ..context import CONTEXT_KEY, UNMATCHED_ROUTE
+from ..messages import status_line
+from .decisions import SPECIAL_REQUEST_HEADERS, RequestView
+
+__all__ = [
+    "Capture",
+    "EnvironHeaders",
+    "PassBody",
+    "close_body",
+    "discard_start_response",
+    "environ_key",
+    "request_view",
+    "restore_route",
+    "route_of",
+    "send_whole",
+]
+
+_ENVIRON_KEYS: dict[str, str] = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
+def environ_key(name: str) -> str:
+    """The environ key of lower-case request header ``name`` (``HTTP_IF_NONE_MATCH``)."""
+    key = _ENVIRON_KEYS.get(name)
+    if key is None:
+        key = "HTTP_" + name.upper().replace("-", "_")
+        if len(_ENVIRON_KEYS) < 1024:
+            _ENVIRON_KEYS[name] = key
+    return key
+
+
+class EnvironHeaders:
+    """Request headers by lower-case name, read from the environ on demand."""
+
+    __slots__ = ("environ",)
+
+    def __init__(self, environ: wsgi.Environ) -> None:
+        self.environ = environ
+
+    def get(self, name: str) -> str | None:
+        key = _ENVIRON_KEYS.get(name) or environ_key(name)
+        value: str | None = self.environ.get(key)
+        return value
+
+
+_SPECIAL_KEYS = tuple(environ_key(name) for name in SPECIAL_REQUEST_HEADERS)
+
+
+def request_view(environ: wsgi.Environ) -> RequestView:
+    """The policy's view of a WSGI request (paths as text, like ASGI's ``scope["path"]``)."""
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    if not path.isascii():
+        # PEP 3333 hands paths over as bytes decoded as latin-1; keys use the UTF-8 text.
+        try:
+            path = path.encode("latin-1").decode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            pass
+    host = environ.get("HTTP_HOST")
+    if host is None:
+        host = f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
+    special = False
+    for name in _SPECIAL_KEYS:
+        if name in environ:
+            special = True
+            break
+    return RequestView(environ.get("REQUEST_METHOD", "GET"), environ.get("wsgi.url_scheme", "http"),
+                       host, path, environ.get("QUERY_STRING", ""), EnvironHeaders(environ).get, special)
+
+
+class Capture:
+    """The app's ``start_response``, recorded; nothing reaches the server until we decide."""
+
+    __slots__ = ("exc_info", "headers", "status", "written")
+
+    def __init__(self) -> None:
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.exc_info: Any = None
+        self.written: list[bytes] = []
+
+    def __call__(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        self.status, self.headers, self.exc_info = status, headers, exc_info
+        return self.written.append  # PEP 3333 write(): kept in order before the iterable's chunks
+
+    @property
+    def code(self) -> int:
+        status = self.status or ""
+        return int(status[:3]) if status[:3].isdigit() else 500
+
+    def prime(self, body: Iterable[bytes]) -> Iterator[bytes]:
+        """Pull chunks until the app has called start_response (generators call it lazily)."""
+        iterator = iter(body)
+        if self.status is None:
+            for chunk in iterator:
+                self.written.append(chunk)
+                if self.status is not None:
+                    break
+        if self.status is None:
+            raise RuntimeError("the WSGI app returned without calling start_response")
+        return iterator
+
+
+class PassBody:
+    """Chunks already read, then the rest of the app's iterable; ``close()`` reaches the app's."""
+
+    __slots__ = ("body", "head", "iterator")
+
+    def __init__(self, head: list[bytes], iterator: Iterator[bytes], body: Iterable[bytes]) -> None:
+        self.head, self.iterator, self.body = head, iterator, body
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.head
+        yield from self.iterator
+
+    def close(self) -> None:
+        close_body(self.body)
+
+
+def close_body(body: Iterable[bytes]) -> None:
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
+
+
+def send_whole(start_response: wsgi.StartResponse, status: int, headers: tuple[tuple[str, str], ...],
+          body: bytes) -> list[bytes]:
+    start_response(status_line(status), list(headers))
+    return [body] if body else []
+
+
+def route_of(ctx: Any) -> str:
+    return ctx.route if ctx is not None and ctx.route != UNMATCHED_ROUTE else ""
+
+
+def restore_route(environ: wsgi.Environ, route: str) -> None:
+    ctx = environ.get(CONTEXT_KEY)
+    if ctx is not None:
+        ctx.route = route
+
+
+def discard_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+    return lambda data: None
