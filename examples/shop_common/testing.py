@@ -21,7 +21,7 @@ from scalekit.metrics import render_exposition
 
 from .data import PRODUCTS
 
-__all__ = ["POSTGRES_URL", "REDIS_URL", "Page", "ShopClient", "asgi_client", "check_api",
+__all__ = ["POSTGRES_URL", "REDIS_URL", "Page", "ShopChecks", "ShopClient", "asgi_client", "check_api",
            "check_assets", "check_catalogue", "check_price_change", "check_product_page_is_cached",
            "check_route_labels", "delete_redis_keys", "http_client", "isolate_state_dir",
            "postgres_schema", "redis_keys", "wait_for", "wsgi_client"]
@@ -196,3 +196,28 @@ def check_route_labels(shop: ShopClient, product_route: str) -> None:
     text = (body[0] if isinstance(body, tuple) else body).decode()
     assert f'route="{product_route}"' in text
     assert 'route="/products/4"' not in text
+
+
+class ShopChecks:
+    """Every check as a test method: a shop's tests subclass it (``class TestShop(ShopChecks)``)
+    and provide a ``shop`` fixture and its framework's ``product_route`` label."""
+
+    product_route = ""
+
+    def test_the_catalogue_lists_every_product_with_fingerprinted_assets(self, shop: ShopClient) -> None:
+        check_catalogue(shop)
+
+    def test_a_product_page_is_served_from_the_cache_the_second_time(self, shop: ShopClient) -> None:
+        check_product_page_is_cached(shop)
+
+    def test_the_json_api_reads_through_the_pool(self, shop: ShopClient) -> None:
+        check_api(shop)
+
+    def test_a_price_change_refreshes_the_cached_pages(self, shop: ShopClient) -> None:
+        check_price_change(shop)
+
+    def test_fingerprinted_assets_are_served_immutable(self, shop: ShopClient) -> None:
+        check_assets(shop)
+
+    def test_metrics_count_the_product_page_under_its_route_template(self, shop: ShopClient) -> None:
+        check_route_labels(shop, self.product_route)
