@@ -21,6 +21,7 @@ from ..instruments import CDN_BYTES_SAVED, CDN_NOT_MODIFIED
 from ..messages import Response, status_line
 from .assets import load_index, serve_assets_asgi, serve_assets_wsgi
 from .config import CDNConfig
+from .etag import body_etag
 from .policy import Outcome, Stamper
 from .respond import (
     PRECONDITION_FIELDS, Preconditions, answer_conditional, body_length, buffer_limit,
@@ -35,16 +36,27 @@ _WSGI_PRECONDITIONS = tuple((name, "HTTP_" + name.upper().replace("-", "_")) for
 _ASGI_PRECONDITIONS = {name.encode("latin-1"): name for name in PRECONDITION_FIELDS}
 
 
-def _record_not_modified(saved_bytes: int) -> None:
-    CDN_NOT_MODIFIED.inc()
-    if saved_bytes > 0:
-        CDN_BYTES_SAVED.inc(saved_bytes)
+_STATUS_CODES: dict[str, int] = {}
 
 
-def _saved_bytes(answer: Response, headers: list[tuple[str, str]], body: bytes | None) -> int:
+def _status_code(line: str) -> int:
+    """``"200 OK"`` -> 200, memoised: apps send a handful of distinct status lines."""
+    code = _STATUS_CODES.get(line)
+    if code is None:
+        code = int(line[:3])
+        if len(_STATUS_CODES) < 512:
+            _STATUS_CODES[line] = code
+    return code
+
+
+def _record_answer(answer: Response, headers: list[tuple[str, str]], body: bytes | None) -> None:
+    """Count a 304 and the body bytes it did not send (412s are not savings)."""
     if answer.status != 304:
-        return 0
-    return len(body) if body is not None else (body_length(headers) or 0)
+        return
+    CDN_NOT_MODIFIED.inc()
+    saved = len(body) if body is not None else (body_length(headers) or 0)
+    if saved > 0:
+        CDN_BYTES_SAVED.inc(saved)
 
 
 class WSGICDN:
@@ -105,7 +117,7 @@ class _WSGIExchange:
     def _stamp(self) -> tuple[Outcome, bool]:
         """The stamping outcome, and whether it left the app's headers exactly as they were."""
         assert self.status is not None  # start() ran before anything reads it
-        status = int(self.status[:3])
+        status = _status_code(self.status)
         headers = [(name.lower(), value) for name, value in self.headers]
         outcome = self.layer.stamper.stamp(
             self.method, self.environ.get("PATH_INFO", ""), "HTTP_AUTHORIZATION" in self.environ,
@@ -140,20 +152,27 @@ class _WSGIExchange:
             raise
 
     def _respond(self, iterable: Iterable[bytes], prefix: list[bytes], rest: Iterable[bytes]) -> Iterable[bytes]:
-        outcome, unchanged = self._stamp()
+        # The hot path of every response: kept to few calls on purpose (bench/cdn.py).
+        app_headers = [(name.lower(), value) for name, value in self.headers]
+        ctx = self.ctx
+        status = _status_code(self.status)  # type: ignore[arg-type]
+        outcome = self.layer.stamper.stamp(
+            self.method, self.environ.get("PATH_INFO", ""), "HTTP_AUTHORIZATION" in self.environ,
+            status, app_headers, ctx.tags if ctx is not None else ())
         headers = outcome.headers
+        unchanged = headers == app_headers
         body: bytes | None = None
         if outcome.generate_etag:
             buffered = self._buffer(iterable, prefix, rest, outcome.content_length)
             if buffered is not None:
                 body, hashable = buffered
                 if hashable:
-                    with_etag(headers, body)
+                    headers.append(("etag", body_etag(body)))
         answer = None if self.preconditions is None else answer_conditional(
-            self.method, self.preconditions, int(self.status[:3]), headers)  # type: ignore[index]
+            self.method, self.preconditions, status, headers)
         if answer is not None:
             _close(iterable)
-            _record_not_modified(_saved_bytes(answer, headers, body))
+            _record_answer(answer, headers, body)
             self._send(list(answer.headers), status_line(answer.status))
             return [] if answer.status == 304 or self.method == "HEAD" else [answer.body]
         # Unchanged headers leave exactly as the app wrote them (names in its case).
@@ -165,7 +184,7 @@ class _WSGIExchange:
     def _buffer(self, iterable: Iterable[bytes], prefix: list[bytes], rest: Iterable[bytes],
                 content_length: int | None) -> tuple[bytes, bool] | None:
         """The whole body and whether it may be hashed; None when it is to stream instead."""
-        limit = buffer_limit(content_length, self.layer.max_body_bytes)
+        limit = content_length if content_length is not None and content_length <= self.layer.max_body_bytes else None
         if limit is None:
             # A list of bytes is already in memory; only its size matters (GET: a HEAD's empty
             # list says nothing about the GET body, so it gets no ETag).
@@ -333,7 +352,7 @@ class _ASGIExchange:
         if answer is None:
             return False
         self.mode = _DROP
-        _record_not_modified(_saved_bytes(answer, self.headers, body))
+        _record_answer(answer, self.headers, body)
         await asgi.send_response(self.downstream, answer, head=answer.status == 304 or self.method == "HEAD")
         return True
 

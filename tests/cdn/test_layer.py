@@ -364,3 +364,10 @@ def test_304_keeps_the_cookie_and_stays_private(driver: Driver) -> None:
     assert result.status == 304
     assert result.headers["set-cookie"] == "session=renewed"
     assert result.headers["cache-control"] == "private, max-age=0"
+
+
+def test_412_is_not_counted_as_a_304(driver: Driver) -> None:
+    wrapped = driver.wrap(Reply())
+    before = metric("scalekit_cdn_not_modified_total")
+    assert driver.request(wrapped, headers=[("If-Match", '"stale"')]).status == 412
+    assert metric("scalekit_cdn_not_modified_total") == before
