@@ -153,10 +153,21 @@ class Database:
         timed out. ``may_wait=False`` (a sync call on an event loop) never waits: blocking the
         loop would also block the requests about to give connections back.
         """
-        engine = self.engine
         started = time.perf_counter()
         if not self._slots.acquire(blocking=False):
             self._wait_for_slot(may_wait)
+        return self._connect(started)
+
+    def try_checkout(self) -> Connection | None:
+        """A connection if one is free right now, else None (nothing waits, nothing is shed)."""
+        started = time.perf_counter()
+        if not self._slots.acquire(blocking=False):
+            return None
+        return self._connect(started)
+
+    def _connect(self, started: float) -> Connection:
+        """Check a connection out of the engine's pool; the caller holds a slot."""
+        engine = self.engine
         try:
             connection = engine.connect()
         except sqlalchemy.exc.TimeoutError:

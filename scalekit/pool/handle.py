@@ -17,13 +17,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy.engine import Connection, Engine
 
 from ..context import RequestContext, current
 from .engines import Database
-from .errors import PoolShedError, RequestDatabaseError
+from .errors import RequestDatabaseError
 from .policy import CheckoutSite
 from .tracking import ConnectionWatch, attach, detach
 
@@ -100,10 +100,11 @@ class RequestDatabase:
             return connection
         site = _caller_site()
         if self._database.has_idle_connection():
-            try:  # an idle connection: taking it costs a pre-ping at most, fine on the loop
-                return self._checkout(site, may_wait=False)
-            except PoolShedError:
-                self.failure = None  # another thread took it meanwhile: wait off the loop
+            # An idle connection: taking it costs a socket poll, fine on the loop. (Opening a
+            # new one, or waiting for one, happens in a worker thread below.)
+            connection = self._checkout(site, may_wait=False, only_if_free=True)
+            if connection is not None:
+                return connection
         return await asyncio.to_thread(self._checkout, site, True)
 
     def dbapi_connection(self) -> Any:
@@ -115,12 +116,26 @@ class RequestDatabase:
         """
         return self.connection().connection.dbapi_connection
 
-    def _checkout(self, site: CheckoutSite | None, may_wait: bool) -> Connection:
+    @overload
+    def _checkout(self, site: CheckoutSite | None, may_wait: bool) -> Connection: ...
+
+    @overload
+    def _checkout(self, site: CheckoutSite | None, may_wait: bool, *,
+                  only_if_free: bool) -> Connection | None: ...
+
+    def _checkout(self, site: CheckoutSite | None, may_wait: bool, *,
+                  only_if_free: bool = False) -> Connection | None:
         if self._released:
             raise self._released_error()
+        database = self._database
         try:
             # Not under self._lock: the wait may be long and release() must never block on it.
-            connection = self._database.checkout(may_wait=may_wait)
+            if only_if_free:
+                connection = database.try_checkout()
+                if connection is None:
+                    return None
+            else:
+                connection = database.checkout(may_wait=may_wait)
         except Exception as exc:
             if getattr(exc, "status_hint", None) == 503:
                 self.failure = exc

@@ -3,10 +3,8 @@
 One :class:`PoolService` per runtime (``runtime.services["pool"]``), shared by its WSGI and
 ASGI shells. The background worker (a daemon thread started with the first request of each
 process, so a forked worker starts its own) warns about leaked connections and gives back
-connections of response bodies that were dropped without ``close()``; the change-feed listener,
-when configured, starts with it.
-
->>> service = PoolService(Runtime(load_config({"pool": {"databases": {"default": {"url": "sqlite://"}}}})))  # doctest: +SKIP
+connections of response bodies that were dropped without ``close()``, and samples the pool
+gauges; the change-feed listener, when configured, starts with it.
 """
 
 from __future__ import annotations

@@ -282,4 +282,6 @@ def test_asgi_waiting_checkout_gets_the_connection_when_it_comes_back(
         results = await asyncio.gather(*(call.run(app) for call in calls))
         return [call.status for call in results]
 
+    shed = sample("scalekit_pool_shed_total", DEFAULT)
     assert asyncio.run(scenario()) == [200, 200, 200]  # one connection, served in turn
+    assert sample("scalekit_pool_shed_total", DEFAULT) == shed  # waiting is not shedding
