@@ -141,6 +141,10 @@ class Exchange:
     """One origin call: holds the response start until the policy decides, then passes
     messages through, collects the body to store it, or swallows it (304, stale-if-error)."""
 
+    __slots__ = ("background", "chunks", "ctx", "decision", "downstream", "entry_key", "forward",
+                 "index", "key", "mode", "request_time", "shell", "since", "size", "start_message",
+                 "started", "status", "uri_mark", "view")
+
     def __init__(self, shell: ASGICache, downstream: asgi.Send, view: RequestView, key: str,
                  forward: Forward, index: CachedEntry | None, entry_key: str, since: int,
                  ctx: Any, background: bool) -> None:
@@ -162,6 +166,7 @@ class Exchange:
         self.decision: Any = None
         self.chunks: list[bytes] = []
         self.size = 0
+        self.start_message: asgi.Message = {}
 
     def count(self, outcome: str) -> None:
         if not self.background:
