@@ -234,6 +234,30 @@ class HostGenerations(LocalGenerations):
         connection.execute("UPDATE meta SET value = max(value, ?) WHERE name = 'sequence'",
                            (sequence,))
 
+    # ----------------------------------------------------------------- fleet outbox
+    def remember_unpublished(self, tags: Iterable[str]) -> None:
+        """Record tags invalidated while the fleet could not be told, so a restart before
+        Redis comes back still replays them (see FleetGenerations)."""
+        self._outbox("INSERT OR IGNORE INTO unpublished VALUES (?)", tags)
+
+    def forget_unpublished(self, tags: Iterable[str]) -> None:
+        self._outbox("DELETE FROM unpublished WHERE tag = ?", tags)
+
+    def unpublished(self) -> set[str]:
+        try:
+            with self._persist_lock:
+                rows = self._open().execute("SELECT tag FROM unpublished").fetchall()
+        except (sqlite3.Error, OSError):
+            return set()
+        return {tag for (tag,) in rows}
+
+    def _outbox(self, statement: str, tags: Iterable[str]) -> None:
+        try:
+            with self._persist_lock:
+                self._open().executemany(statement, [(tag,) for tag in tags])
+        except (sqlite3.Error, OSError) as error:
+            log.warning("could not record unpublished invalidations in %s (%s)", self.path, error)
+
     # ----------------------------------------------------------------- watcher
     def sequence(self) -> int:
         if self._watcher_pid != os.getpid():
@@ -286,4 +310,5 @@ CREATE INDEX IF NOT EXISTS generations_by_write ON generations(written);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('sequence', 0);
 INSERT OR IGNORE INTO meta VALUES ('writes', 0);
+CREATE TABLE IF NOT EXISTS unpublished (tag TEXT PRIMARY KEY);
 """

@@ -159,8 +159,12 @@ class FleetGenerations:
         self._invalidate_offline(tag_list)
 
     def _invalidate_offline(self, tag_list: list[str]) -> None:
-        # Redis unreachable: effective here now, replayed to the fleet on reconnection.
+        # Redis unreachable: effective here now, replayed to the fleet on reconnection (also
+        # after a restart, when the local generations keep an outbox on disk).
         self.local.invalidate(tag_list)
+        remember = getattr(self.local, "remember_unpublished", None)
+        if remember is not None:
+            remember(tag_list)
         with self._pending_lock:
             self._pending.update(tag_list)
 
@@ -288,6 +292,9 @@ class FleetGenerations:
                 break
         with self._pending_lock:
             missing, self._pending = set(self._pending), set()
+        unpublished = getattr(self.local, "unpublished", None)
+        if unpublished is not None:
+            missing.update(unpublished())  # queued before a restart of this instance
         # Ahead of Redis: invalidated here while it was unreachable, or Redis lost its data.
         missing.update(tag for tag, generation in self.local.snapshot().items()
                        if generation > remote.get(tag, 0))
@@ -315,6 +322,9 @@ class FleetGenerations:
                 sequence = self._script(client, _INVALIDATE)(
                     keys=[self.sequence_key, self.tags_key], args=self._args(batch))
                 self.local.apply(int(sequence), batch)
+                forget = getattr(self.local, "forget_unpublished", None)
+                if forget is not None:
+                    forget(batch)
         except BaseException:
             with self._pending_lock:
                 self._pending.update(tags)  # again on the next tick or reconnection

@@ -218,3 +218,23 @@ def test_invalidation_skipped_by_an_open_breaker_still_reaches_the_fleet(
     first.invalidate(["t"])  # offline: applied here, queued
     wait_until(lambda: stamp is not None and not second.is_current(stamp),
                "the listener to publish the queued invalidation")
+
+
+def test_invalidation_queued_before_a_restart_is_still_replayed(
+        fleet: Fleet, redis_server: RedisServer, redis_proxy: TcpProxy, tmp_path: Path) -> None:
+    """Redis unreachable, invalidate, restart the instance, Redis back: the fleet hears it."""
+    path = tmp_path / "generations.sqlite3"
+    other = fleet.instance(redis_server.url)
+    assert other.wait_connected(WAIT_SECONDS)
+    other.invalidate(["t"])  # Redis's generation for t is now ahead of anything local below
+    stamp_other = other.stamp(["t"], other.sequence())
+    redis_proxy.cut()
+    cut_off = fleet.instance(redis_proxy.url, local=HostGenerations(path))
+    cut_off.invalidate(["t"])  # offline, with a lower local generation than Redis has
+    cut_off.close()  # the instance stops before Redis is reachable again
+    redis_proxy.restore()
+    restarted = fleet.instance(redis_proxy.url, local=HostGenerations(path))
+    assert restarted.wait_connected(WAIT_SECONDS)
+    wait_until(lambda: stamp_other is not None and not other.is_current(stamp_other),
+               "the invalidation queued before the restart")
+    assert HostGenerations(path).unpublished() == set()
