@@ -276,9 +276,14 @@ class WSGICache:
                     size += len(chunk)
                     if size > limit:
                         break
-        except BaseException:
+        except Exception:
             close_body(body)
-            raise
+            # Nothing was sent yet: a failure while producing the body is an origin error too.
+            stale = policy.stale_fallback(forward, view, now=self.clock(), origin_status=None)
+            if stale is None:
+                raise
+            count("stale")
+            return send_whole(start_response, stale.status, stale.headers, stale.body)
         if size > limit:
             # Too large to store: what was read, then the rest, untouched and streamed.
             count("uncacheable")

@@ -154,3 +154,22 @@ def test_asgi_non_http_scopes_pass_through() -> None:
     shell = layer.wrap_asgi(app, runtime)
     asyncio.run(shell({"type": "websocket"}, None, None))  # type: ignore[arg-type]
     assert seen == ["websocket"]
+
+
+def test_wsgi_body_failure_falls_back_to_stale_if_error() -> None:
+    clock = FakeClock()
+    failing = [False]
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("cache-control", "max-age=10, stale-if-error=60")])
+        if failing[0]:
+            raise RuntimeError("broken while streaming")
+        yield b"good"
+
+    runtime = make_runtime(clock)
+    wrapped = WSGIRoot(app, layer.wrap_wsgi(app, runtime), runtime)
+    assert call_wsgi(wrapped)[2] == b"good"
+    clock.advance(20)
+    failing[0] = True
+    _, headers, body = call_wsgi(wrapped)
+    assert body == b"good" and "fwd=stale" in headers["cache-status"]
