@@ -20,11 +20,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scalekit.cdn.config import CDNConfig, RuleConfig  # noqa: E402
-from scalekit.cdn.etag import body_etag  # noqa: E402
-from scalekit.cdn.layer import WSGICDN  # noqa: E402
-from scalekit.cdn.policy import Stamper  # noqa: E402
-from scalekit.context import CONTEXT_KEY, RequestContext  # noqa: E402
+from scalekit.cdn.config import CDNConfig, RuleConfig
+from scalekit.cdn.etag import body_etag
+from scalekit.cdn.layer import WSGICDN
+from scalekit.cdn.policy import Stamper
+from scalekit.context import CONTEXT_KEY, RequestContext
 
 TARGETS_US = {2 * 1024: 10.0, 200 * 1024: 150.0}
 REPEATS = 15

@@ -19,10 +19,9 @@ representation's validators as plain strings.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime
-
-import re
 
 from werkzeug.http import parse_date, unquote_etag
 
@@ -103,9 +102,8 @@ def evaluate_preconditions(
             return 412
     # Step 2: "When recipient is the origin server, If-Match is not present, and
     # If-Unmodified-Since is present, evaluate the If-Unmodified-Since precondition".
-    elif if_unmodified_since is not None:
-        if _if_unmodified_since_fails(if_unmodified_since, modified):
-            return 412
+    elif if_unmodified_since is not None and _if_unmodified_since_fails(if_unmodified_since, modified):
+        return 412
     # Step 3: "When If-None-Match is present, evaluate the If-None-Match precondition: if true,
     # continue to step 5; if false for GET/HEAD, respond 304; if false for other methods,
     # respond 412".
@@ -116,9 +114,9 @@ def evaluate_preconditions(
     # Step 4: "When the method is GET or HEAD, If-None-Match is not present, and
     # If-Modified-Since is present, evaluate the If-Modified-Since precondition: if true,
     # continue to step 5; if false, respond 304".
-    if method in GET_OR_HEAD and if_modified_since is not None:
-        if _if_modified_since_fails(if_modified_since, modified):
-            return 304
+    if (method in GET_OR_HEAD and if_modified_since is not None
+            and _if_modified_since_fails(if_modified_since, modified)):
+        return 304
     # Step 6: "Otherwise, perform the requested method and respond according to its success
     # or failure."
     return None

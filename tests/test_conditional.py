@@ -11,7 +11,10 @@ from hypothesis import strategies as st
 
 from scalekit.cdn.etag import body_etag
 from scalekit.conditional import (
-    evaluate_preconditions, not_modified_headers, parse_entity_tags, parse_http_date,
+    evaluate_preconditions,
+    not_modified_headers,
+    parse_entity_tags,
+    parse_http_date,
 )
 
 ETAG = '"v2"'
@@ -150,8 +153,8 @@ def test_body_etag_is_strong_quoted_and_stable_across_processes() -> None:
     assert tag.startswith('"') and tag.endswith('"') and len(tag) == 34
     assert body_etag(body + b"!") != tag
     other = subprocess.run(
-        [sys.executable, "-c", "import sys; from scalekit.cdn.etag import body_etag; "
-         "print(body_etag(b'scalekit' * 1000))"],
+        [sys.executable, "-c",
+         "from scalekit.cdn.etag import body_etag; print(body_etag(b'scalekit' * 1000))"],
         capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"},
     ).stdout.strip()
     assert other == tag

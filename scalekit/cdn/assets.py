@@ -133,7 +133,7 @@ def build_assets(source: str | os.PathLike[str], destination: str | os.PathLike[
 
 
 def _compressor(log: Callable[[str], None]) -> Any:
-    from servestatic.compress import Compressor  # the assets extra: servestatic + brotli
+    from servestatic.compress import Compressor  # type: ignore[import-untyped]  # assets extra
 
     # zstd would need Python 3.14's compression.zstd; gzip and brotli cover every browser.
     return Compressor(use_gzip=True, use_brotli=True, use_zstd=False, log=log, quiet=True)
@@ -152,8 +152,9 @@ def load_index(manifest: str | None, *, prefix: str, base_url: str | None) -> As
     path = Path(manifest)
     try:
         raw = json.loads(path.read_bytes())
-        files = raw["files"] if raw.get("version") == MANIFEST_VERSION else None
-        entries = {name: ManifestEntry(item["path"], item["etag"]) for name, item in files.items()}
+        if raw.get("version") != MANIFEST_VERSION:
+            raise ValueError(f"unknown manifest version {raw.get('version')!r}, expected {MANIFEST_VERSION}")
+        entries = {name: ManifestEntry(item["path"], item["etag"]) for name, item in raw["files"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(key="cdn.assets_manifest", value=manifest,
                           expected=f"a manifest written by `scalekit assets build SRC DEST` ({exc})") from None
@@ -180,9 +181,9 @@ def _servestatic_options(index: AssetIndex) -> dict[str, Any]:
 
 def serve_assets_wsgi(app: Any, index: AssetIndex) -> Any:
     """``app`` behind servestatic serving ``index``'s files under its prefix (WSGI)."""
-    from servestatic import ServeStatic
+    from servestatic import ServeStatic  # type: ignore[import-untyped]
 
-    class Static(ServeStatic):
+    class Static(ServeStatic):  # type: ignore[misc]
         FOREVER = ONE_YEAR_SECONDS  # servestatic's default is ten years; one is the convention
 
     return Static(app, **_servestatic_options(index))
@@ -192,7 +193,7 @@ def serve_assets_asgi(app: Any, index: AssetIndex) -> Any:
     """``app`` behind servestatic serving ``index``'s files under its prefix (ASGI)."""
     from servestatic import ServeStaticASGI
 
-    class Static(ServeStaticASGI):
+    class Static(ServeStaticASGI):  # type: ignore[misc]
         FOREVER = ONE_YEAR_SECONDS
 
     return Static(app, **_servestatic_options(index))

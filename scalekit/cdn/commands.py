@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ..errors import ConfigError
 from .assets import MANIFEST_NAME, build_assets, load_index
 
 __all__ = ["COMMANDS", "check"]
@@ -59,7 +60,7 @@ def check(config: Any) -> list[tuple[str, bool, str]]:
         return []
     try:
         index = load_index(manifest, prefix=config.cdn.assets_prefix, base_url=config.cdn.assets_base_url)
-    except Exception as exc:  # the check reports any failure instead of raising
+    except ConfigError as exc:  # load_index reports every unreadable manifest as one
         return [("cdn assets manifest", False, str(exc))]
     return [("cdn assets manifest", True, f"{len(index.entries)} assets in {manifest}")]
 

@@ -24,11 +24,16 @@ from .config import CDNConfig
 from .etag import body_etag
 from .policy import Outcome, Stamper
 from .respond import (
-    PRECONDITION_FIELDS, Preconditions, answer_conditional, body_length, buffer_limit,
-    collect_preconditions, with_etag,
+    PRECONDITION_FIELDS,
+    Preconditions,
+    answer_conditional,
+    body_length,
+    buffer_limit,
+    collect_preconditions,
+    with_etag,
 )
 
-__all__ = ["STATE_KEY", "ASGICDN", "WSGICDN", "wrap_asgi", "wrap_wsgi"]
+__all__ = ["ASGICDN", "STATE_KEY", "WSGICDN", "wrap_asgi", "wrap_wsgi"]
 
 # ctx.state[STATE_KEY]: the request's preconditions, read by check_preconditions() in the app.
 STATE_KEY = "cdn"
@@ -84,8 +89,18 @@ class WSGICDN:
 class _WSGIExchange:
     """One request through the WSGI shell: holds the app's start_response until decided."""
 
-    __slots__ = ("layer", "environ", "start_response", "preconditions", "ctx", "method",
-                 "status", "headers", "sent", "real_write")
+    __slots__ = (
+        "ctx",
+        "environ",
+        "headers",
+        "layer",
+        "method",
+        "preconditions",
+        "real_write",
+        "sent",
+        "start_response",
+        "status",
+    )
 
     def __init__(self, layer: WSGICDN, environ: wsgi.Environ, start_response: wsgi.StartResponse,
                  preconditions: Preconditions | None, ctx: RequestContext | None) -> None:
@@ -207,7 +222,7 @@ class _WSGIExchange:
 class _Prefixed:
     """The app's iterable with chunks already pulled from it put back in front; closes it."""
 
-    __slots__ = ("prefix", "rest", "iterable")
+    __slots__ = ("iterable", "prefix", "rest")
 
     def __init__(self, prefix: list[bytes], rest: Iterable[bytes], iterable: Iterable[bytes]) -> None:
         self.prefix, self.rest, self.iterable = prefix, rest, iterable
@@ -265,8 +280,23 @@ class ASGICDN:
 class _ASGIExchange:
     """One request through the ASGI shell: its start message, mode and buffered body."""
 
-    __slots__ = ("layer", "scope", "downstream", "has_authorization", "preconditions", "ctx",
-                 "method", "mode", "start", "status", "headers", "unchanged", "parts", "size", "limit")
+    __slots__ = (
+        "ctx",
+        "downstream",
+        "has_authorization",
+        "headers",
+        "layer",
+        "limit",
+        "method",
+        "mode",
+        "parts",
+        "preconditions",
+        "scope",
+        "size",
+        "start",
+        "status",
+        "unchanged",
+    )
 
     def __init__(self, layer: ASGICDN, scope: asgi.Scope, downstream: asgi.Send, has_authorization: bool,
                  preconditions: Preconditions | None, ctx: RequestContext | None) -> None:

@@ -33,7 +33,12 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from .cachecontrol import (
-    TARGETED_FIELDS, CacheControl, format_cache_control, is_shared_storable, joined_field, parse_cache_control,
+    TARGETED_FIELDS,
+    CacheControl,
+    format_cache_control,
+    is_shared_storable,
+    joined_field,
+    parse_cache_control,
     shared_max_age,
 )
 from .config import CDNConfig, PolicyConfig, RuleConfig
@@ -280,16 +285,16 @@ class Stamper:
         return Outcome(out, generate_etag, declared_length)
 
 
-
 def _surrogate_keys(headers: Headers, names: set[str], tags: Iterable[str], dialect: Dialect) -> Headers:
     """The app's tag headers and the context's tags, re-emitted in ``dialect`` only."""
     keys: Iterable[str] = tags
     if not names.isdisjoint(KEY_HEADERS):
-        keys = set(tags)
+        merged = set(tags)
         for name, value in headers:
             separator = KEY_HEADERS.get(name)
             if separator is not None:
-                keys.update(parse_key_header(value, separator))  # type: ignore[attr-defined]
+                merged.update(parse_key_header(value, separator))
+        keys = merged
         headers = [(name, value) for name, value in headers if name not in KEY_HEADERS]
     if keys:
         headers.extend(emit_surrogate_keys(keys, dialect))
