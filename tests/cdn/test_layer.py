@@ -371,3 +371,20 @@ def test_412_is_not_counted_as_a_304(driver: Driver) -> None:
     before = metric("scalekit_cdn_not_modified_total")
     assert driver.request(wrapped, headers=[("If-Match", '"stale"')]).status == 412
     assert metric("scalekit_cdn_not_modified_total") == before
+
+
+def test_asgi_pathsend_after_a_buffered_start_passes_through() -> None:
+    """A file sent with pathsend cannot be hashed: the start leaves unchanged, then the file."""
+    messages = [{"type": "http.response.start", "status": 200,
+                 "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")]},
+                {"type": "http.response.pathsend", "path": "/etc/hostname"}]
+
+    def app_for(calls: list[str]) -> Any:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            for message in messages:
+                await send(message)
+        return app
+
+    result = call_asgi(Driver("asgi").wrap(app_for), asgi_scope(extensions={"http.response.pathsend": {}}))
+    assert [m["type"] for m in result.sent] == ["http.response.start", "http.response.pathsend"]
+    assert result.sent[0] is messages[0] and result.sent[1] is messages[1]
