@@ -174,7 +174,20 @@ class WSGIPool:
         exchange.returned = True
         if exchange.started:
             exchange.server_start_response = None
+        if not requests.any_checked_out() and _is_inert(iterable, environ):
+            # Nothing to give back and a body that cannot run app code: hand it over as is
+            # (a list keeps its length, a file wrapper its sendfile path).
+            requests.finish()
+            return iterable
         return ReleasingBody(iterable, exchange, self.service)
+
+
+def _is_inert(iterable: Iterable[bytes], environ: wsgi.Environ) -> bool:
+    """True for bodies that are plain data: a list, a tuple, the server's file wrapper."""
+    if isinstance(iterable, (list, tuple)):
+        return True
+    file_wrapper = environ.get("wsgi.file_wrapper")
+    return isinstance(file_wrapper, type) and isinstance(iterable, file_wrapper)
 
 
 def _close_quietly(iterable: Iterable[bytes]) -> None:

@@ -350,3 +350,30 @@ def test_leak_warning_names_route_and_checkout_site(sqlite_table: tuple[str, str
     assert sample("scalekit_pool_leak_warnings_total", {"database": "default"}) == before + 1
     call.read().close()
     assert service(wrapped).checked_out() == 0
+
+
+def test_plain_bodies_of_requests_without_a_connection_pass_through(sqlite_url: str) -> None:
+    from scalekit.config import load_config
+    from scalekit.pool.layer import wrap_wsgi
+    from scalekit.runtime import Runtime
+
+    class FileWrapper:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def __iter__(self) -> Any:
+            yield self.data
+
+    body = [b"static"]
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [])
+        return body if environ["PATH_INFO"] == "/list" else environ["wsgi.file_wrapper"](b"file")
+
+    runtime = Runtime(load_config({"pool": {"databases": {"default": {"url": sqlite_url}}}}, environ={}))
+    layer = wrap_wsgi(app, runtime)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/list", "wsgi.file_wrapper": FileWrapper}
+    assert layer(environ, lambda status, headers, exc_info=None: None) is body  # keeps its len()
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/file", "wsgi.file_wrapper": FileWrapper}
+    assert isinstance(layer(environ, lambda status, headers, exc_info=None: None), FileWrapper)
+    runtime.close()
