@@ -194,7 +194,8 @@ class CachePolicy(OriginAnswers):
                  stored: CachedEntry | None, tier: str) -> Decision:
         if directives.only_if_cached:
             # §5.2.1.7: "respond using a stored response ... or ... with a 504 (Gateway Timeout)".
-            return Refuse(*self.responses.refusal(504, "only-if-cached"))
+            status, headers, body = self.responses.refusal(504, "only-if-cached")
+            return Refuse(status, headers, b"" if request.method == "HEAD" else body)
         is_get = request.method == "GET"
         # §5.2.1.5 request no-store: "a cache MUST NOT store any part of either this request or
         # any response to it".

@@ -121,3 +121,12 @@ def test_header_parsers_never_raise(text: str) -> None:
 @given(st.integers(0, 253402300799))  # up to 9999-12-31
 def test_http_date_round_trips(seconds: int) -> None:
     assert parse_http_date(format_http_date(seconds)) == seconds
+
+
+@settings(max_examples=200)
+@given(st.text())
+def test_vary_and_list_normal_forms_are_fixed_points(text: str) -> None:
+    vary = parse_vary(text)
+    assert parse_vary(", ".join(vary)) == vary
+    listed = parse_list(text)
+    assert parse_list(", ".join(listed)) == listed
