@@ -98,6 +98,10 @@ def test_adapter_under_a_real_server(case: Case, tmp_path: Path) -> None:
 
         # Route labels: templates, never raw paths; a 404 of no route is "unmatched".
         assert client.get(f"/no/such/page{s}").status_code == 404
+        # Counted once the app has returned, which under ASGI may be just after the client
+        # has the whole response (Django finishes the request in a thread).
+        wait_until(lambda: "unmatched" in route_labels(client.get("/metrics").text),
+                   what="the 404 to be counted")
         exposition = client.get("/metrics").text
         labels = route_labels(exposition)
         assert {case.item_route, "unmatched"} <= labels
