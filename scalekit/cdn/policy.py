@@ -50,9 +50,6 @@ __all__ = ["CompiledPolicy", "Outcome", "Stamper", "compile_path", "format_polic
 Headers = list[tuple[str, str]]
 Lines = tuple[tuple[str, str], ...]
 
-# Distinct (method, path, status, media type) rule lookups remembered per Stamper.
-MATCH_CACHE_ENTRIES = 4096
-_UNSEEN = object()
 SAFE_METHODS = frozenset({"GET", "HEAD"})  # RFC 9110 §9.2.1 (OPTIONS/TRACE are never cached)
 # The app's caching intent: if it set any of these, it said how the response may be cached.
 CACHING_FIELDS = frozenset({"cache-control", "cdn-cache-control", "surrogate-control", "expires"})
@@ -225,19 +222,35 @@ class Stamper:
                         if config.default_policy is not None else None)
         self.dialect: Dialect | None = DIALECTS.get(config.surrogate_keys)
         self.error_limit_seconds = config.server_error_shared_max_age_seconds
-        self._matched: dict[tuple[str, str, int, str], CompiledRule | None] = {}
+        by_method: dict[str, list[CompiledRule]] = {}
+        for rule in self.rules:
+            for method in rule.methods:
+                by_method.setdefault(method, []).append(rule)  # keeps the rules' order
+        self._by_method = {method: tuple(rules) for method, rules in by_method.items()}
 
     def match(self, method: str, path: str, status: int, media_type: str) -> CompiledRule | None:
-        """The first rule matching the request and response, or None (memoised, bounded)."""
-        key = (method, path, status, media_type)
-        found = self._matched.get(key, _UNSEEN)
-        if found is not _UNSEEN:
-            return found  # type: ignore[return-value]
-        found = next((rule for rule in self.rules if rule.matches(method, path, status, media_type)), None)
-        if len(self._matched) >= MATCH_CACHE_ENTRIES:
-            self._matched.clear()  # paths are unbounded (ids in URLs); start over rather than grow
-        self._matched[key] = found
-        return found
+        """The first rule matching the request and response, or None.
+
+        Rules are pre-grouped by method; the loop is inlined rather than calling
+        :meth:`CompiledRule.matches` per rule, because it runs for every response.
+        """
+        family = None
+        for rule in self._by_method.get(method, ()):
+            statuses = rule.statuses
+            if statuses is None:
+                if not 200 <= status < 400:
+                    continue
+            elif status not in statuses:
+                continue
+            types = rule.content_types
+            if types and media_type not in types:
+                if family is None:
+                    family = media_type.split("/", 1)[0] + "/*"
+                if family not in types:
+                    continue
+            if rule.path.match(path) is not None:
+                return rule
+        return None
 
     def stamp(self, method: str, path: str, has_authorization: bool, status: int,
               headers: Headers, tags: Iterable[str]) -> Outcome:
@@ -297,8 +310,24 @@ def _surrogate_keys(headers: Headers, names: set[str], tags: Iterable[str], dial
         keys = merged
         headers = [(name, value) for name, value in headers if name not in KEY_HEADERS]
     if keys:
-        headers.extend(emit_surrogate_keys(keys, dialect))
+        headers.extend(_emitted(frozenset(keys), dialect))
     return headers
+
+
+_EMITTED: dict[tuple[frozenset[str], str], tuple[tuple[str, str], ...]] = {}
+EMITTED_CACHE_ENTRIES = 4096
+
+
+def _emitted(keys: frozenset[str], dialect: Dialect) -> tuple[tuple[str, str], ...]:
+    """:func:`emit_surrogate_keys`, memoised: a page's tag set repeats on every request for it."""
+    memo_key = (keys, dialect.name)
+    lines = _EMITTED.get(memo_key)
+    if lines is None:
+        lines = emit_surrogate_keys(keys, dialect)
+        if len(_EMITTED) >= EMITTED_CACHE_ENTRIES:
+            _EMITTED.clear()
+        _EMITTED[memo_key] = lines
+    return lines
 
 
 def _make_private(headers: Headers) -> Headers:
