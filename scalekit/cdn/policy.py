@@ -79,19 +79,6 @@ class CompiledRule:
     allow_set_cookie: bool
     allow_authorization: bool
 
-    def matches(self, method: str, path: str, status: int, media_type: str) -> bool:
-        if method not in self.methods:
-            return False
-        if self.statuses is None:
-            if not 200 <= status < 400:
-                return False
-        elif status not in self.statuses:
-            return False
-        if self.content_types and media_type not in self.content_types and (
-                media_type.split("/", 1)[0] + "/*") not in self.content_types:
-            return False
-        return self.path.match(path) is not None
-
 
 class Outcome(NamedTuple):
     """What leaves: the stamped headers, and whether to add an ETag computed from the body.
