@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scalekit.cdn.config import CDNConfig, RuleConfig
 from scalekit.cdn.etag import body_etag
-from scalekit.cdn.layer import WSGICDN
+from scalekit.cdn.layer import ASGICDN, WSGICDN
 from scalekit.cdn.policy import Stamper
 from scalekit.context import CONTEXT_KEY, RequestContext
 
@@ -98,19 +98,62 @@ def bench(size: int) -> dict[str, float]:
         stamper.stamp("GET", environ["PATH_INFO"], False, 200, headers, environ[CONTEXT_KEY].tags)
         body_etag(body)
 
+    asgi_app = make_asgi_app(body)
+    asgi_layer = ASGICDN(asgi_app, Stamper(CONFIG))
+    scopes = [{"type": "http", "method": "GET", "path": env["PATH_INFO"], "headers": [],
+               CONTEXT_KEY: env[CONTEXT_KEY]} for env in environs]
+    asgi_bare_next = itertools.cycle(scopes).__next__
+    asgi_wrapped_next = itertools.cycle(scopes).__next__
+
+    def asgi_bare() -> None:
+        drive(asgi_app(asgi_bare_next(), receive, asgi_send))
+
+    def asgi_wrapped() -> None:
+        drive(asgi_layer(asgi_wrapped_next(), receive, asgi_send))
+
     loops = 20000 if size < 10000 else 3000
-    for function in (bare, wrapped, core):  # warm up
+    for function in (bare, wrapped, core, asgi_bare, asgi_wrapped):  # warm up
         per_call_us(function, loops // 10)
     bare_us = per_call_us(bare, loops)
     wrapped_us = per_call_us(wrapped, loops)
+    asgi_bare_us = per_call_us(asgi_bare, loops)
+    asgi_wrapped_us = per_call_us(asgi_wrapped, loops)
     return {"bare": bare_us, "wrapped": wrapped_us, "overhead": wrapped_us - bare_us,
+            "asgi bare": asgi_bare_us, "asgi overhead": asgi_wrapped_us - asgi_bare_us,
             "core": per_call_us(core, loops), "hash": per_call_us(lambda: body_etag(body), loops)}
+
+
+def make_asgi_app(body: bytes) -> Callable[..., Any]:
+    headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+async def receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b""}
+
+
+async def asgi_send(message: dict[str, Any]) -> None:
+    return None
+
+
+def drive(coroutine: Any) -> None:
+    """Run a coroutine that never suspends to completion, without an event loop's overhead."""
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return
+    raise RuntimeError("the benchmark app suspended")
 
 
 def main() -> int:
     print(f"CDN layer: stamping + ETag per request (median of {REPEATS} runs, Python {sys.version.split()[0]})")
-    print(f"{'body':>8} {'bare app':>10} {'with CDN':>10} {'overhead':>10} {'pure core':>10} "
-          f"{'xxh3 only':>10} {'target':>8}  verdict")
+    print(f"{'body':>8} {'bare WSGI':>10} {'with CDN':>10} {'overhead':>10} {'pure core':>10} "
+          f"{'xxh3 only':>10} {'bare ASGI':>10} {'ASGI ovh':>10} {'target':>8}  verdict (WSGI overhead)")
     failed = False
     for size, target in TARGETS_US.items():
         result = bench(size)
@@ -118,6 +161,7 @@ def main() -> int:
         failed |= result["overhead"] > target
         print(f"{size // 1024:>6} KB {result['bare']:>8.2f}us {result['wrapped']:>8.2f}us "
               f"{result['overhead']:>8.2f}us {result['core']:>8.2f}us {result['hash']:>8.2f}us "
+              f"{result['asgi bare']:>8.2f}us {result['asgi overhead']:>8.2f}us "
               f"{target:>6.0f}us  {verdict}")
     return 1 if failed else 0
 
