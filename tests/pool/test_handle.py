@@ -377,3 +377,32 @@ def test_plain_bodies_of_requests_without_a_connection_pass_through(sqlite_url: 
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/file", "wsgi.file_wrapper": FileWrapper}
     assert isinstance(layer(environ, lambda status, headers, exc_info=None: None), FileWrapper)
     runtime.close()
+
+
+def test_several_databases_each_lazy_each_given_back(fast_dir: Path) -> None:
+    import sqlalchemy as sa
+
+    urls = {name: f"sqlite:///{fast_dir}/{name}.db" for name in ("default", "reports")}
+    for name, url in urls.items():
+        engine = sa.create_engine(url)
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"CREATE TABLE {name}_rows (id integer primary key)")
+        engine.dispose()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        databases = environ["scalekit.databases"]
+        assert set(databases) == {"default", "reports"}
+        db("reports").connection().exec_driver_sql("SELECT * FROM reports_rows").all()
+        assert not databases["default"].checked_out  # never used: never checked out
+        start_response("200 OK", [])
+        ctx = scalekit.current()
+        assert ctx is not None
+        return [",".join(sorted(ctx.tags)).encode()]
+
+    wrapped = scalekit.wrap(app, cache=False, cdn=False, pool={"databases": {
+        name: {"url": url} for name, url in urls.items()}})
+    assert wsgi_get(wrapped, "/").chunks == [b"table:reports_rows"]
+    assert service(wrapped).checked_out() == 0
+    with pytest.raises(RequestDatabaseError, match="no database named 'nope'"):
+        wsgi_get(scalekit.wrap(lambda e, s: [db("nope")], cache=False, cdn=False,
+                               pool={"databases": {"default": {"url": urls["default"]}}}), "/")
