@@ -79,8 +79,8 @@ class Database:
         self.max_connections = config.max_connections
         self._engine: Engine | None = None
         self._pid = os.getpid()
-        # Re-entrant: a garbage-collected response body may give its connection back while
-        # this thread is already inside checkout/checkin bookkeeping.
+        # Guards the waiting count and the holders; re-entrant so that nothing that runs
+        # inside it (a gauge, a log handler) can deadlock this thread by coming back in.
         self._lock = threading.RLock()
         self.pending = 0
         self._slots = threading.Semaphore(self.max_connections)

@@ -220,6 +220,10 @@ class RequestDatabases(Mapping[str, RequestDatabase]):
         self.default = self._handles["default"]
 
     def __getitem__(self, name: str) -> RequestDatabase:
+        return self._handles[name]  # KeyError, as a Mapping should (db() explains it)
+
+    def handle(self, name: str) -> RequestDatabase:
+        """The handle of database ``name``, or a RequestDatabaseError saying what exists."""
         try:
             return self._handles[name]
         except KeyError:
@@ -268,7 +272,7 @@ def db(name: str = "default") -> RequestDatabase:
             "scalekit.pool.db() was called outside a request handled by scalekit.wrap() with the "
             "pool layer on; inside a request it returns that request's connection handle. "
             "Scripts and background jobs should use their own engine.connect().")
-    return requests[name] if name != "default" else requests.default
+    return requests.default if name == "default" else requests.handle(name)
 
 
 def release_at_response_start() -> None:
