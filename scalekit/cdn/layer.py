@@ -170,7 +170,8 @@ class _WSGIExchange:
         # The hot path of every response: kept to few calls on purpose (bench/cdn.py).
         app_headers = [(name.lower(), value) for name, value in self.headers]
         ctx = self.ctx
-        status = _status_code(self.status)  # type: ignore[arg-type]
+        status_text: str = self.status  # type: ignore[assignment]  # run() checked it is set
+        status = _status_code(status_text)
         outcome = self.layer.stamper.stamp(
             self.method, self.environ.get("PATH_INFO", ""), "HTTP_AUTHORIZATION" in self.environ,
             status, app_headers, ctx.tags if ctx is not None else ())
@@ -178,20 +179,30 @@ class _WSGIExchange:
         unchanged = headers == app_headers
         body: bytes | None = None
         if outcome.generate_etag:
-            buffered = self._buffer(iterable, prefix, rest, outcome.content_length)
-            if buffered is not None:
-                body, hashable = buffered
-                if hashable:
+            length = outcome.content_length
+            if length is not None and length <= self.layer.max_body_bytes and not prefix:
+                # The common case, inlined: a declared length within the limit.
+                body = b"".join(rest)
+                if not isinstance(iterable, list):
+                    _close(iterable)
+                if len(body) == length:  # a HEAD without its body is not hashed (see _buffer)
                     headers.append(("etag", body_etag(body)))
-        answer = None if self.preconditions is None else answer_conditional(
-            self.method, self.preconditions, status, headers)
-        if answer is not None:
-            _close(iterable)
-            _record_answer(answer, headers, body)
-            self._send(list(answer.headers), status_line(answer.status))
-            return [] if answer.status == 304 or self.method == "HEAD" else [answer.body]
+            else:
+                buffered = self._buffer(iterable, prefix, rest, length)
+                if buffered is not None:
+                    body, hashable = buffered
+                    if hashable:
+                        headers.append(("etag", body_etag(body)))
+        if self.preconditions is not None:
+            answer = answer_conditional(self.method, self.preconditions, status, headers)
+            if answer is not None:
+                _close(iterable)
+                _record_answer(answer, headers, body)
+                self._send(list(answer.headers), status_line(answer.status))
+                return [] if answer.status == 304 or self.method == "HEAD" else [answer.body]
         # Unchanged headers leave exactly as the app wrote them (names in its case).
-        self._send(self.headers if unchanged and body is None else headers)
+        self.sent = True
+        self.real_write = self.start_response(status_text, self.headers if unchanged and body is None else headers)
         if body is not None:
             return [body]
         return _Prefixed(prefix, rest, iterable) if prefix else iterable

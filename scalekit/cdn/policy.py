@@ -71,6 +71,9 @@ class CompiledRule:
     """A rule with its pattern compiled and its policy formatted."""
 
     path: re.Pattern[str]
+    # The glob's literal beginning (``/static/`` of ``/static/**``): a startswith() test
+    # rejects most paths before the regex runs. Empty for ``re:`` rules.
+    path_prefix: str
     methods: frozenset[str]
     content_types: frozenset[str]
     statuses: frozenset[int] | None
@@ -189,6 +192,7 @@ def compile_rule(rule: RuleConfig, config: CDNConfig) -> CompiledRule:
     """``rule`` ready for matching; empty ``methods`` means GET and HEAD."""
     return CompiledRule(
         path=compile_path(rule.path),
+        path_prefix="" if rule.path.startswith("re:") else re.split(r"[*?]", rule.path, maxsplit=1)[0],
         methods=frozenset(rule.methods) if rule.methods else SAFE_METHODS,
         content_types=frozenset(media.lower() for media in rule.content_types),
         statuses=frozenset(rule.statuses) if rule.statuses else None,
@@ -235,7 +239,7 @@ class Stamper:
                     family = media_type.split("/", 1)[0] + "/*"
                 if family not in types:
                     continue
-            if rule.path.match(path) is not None:
+            if path.startswith(rule.path_prefix) and rule.path.match(path) is not None:
                 return rule
         return None
 

@@ -118,14 +118,19 @@ def parse_key_header(value: str, separator: str) -> list[str]:
 
 def emit_surrogate_keys(tags: Iterable[str], dialect: Dialect) -> tuple[tuple[str, str], ...]:
     """The header lines carrying ``tags`` for ``dialect`` (sorted, deduplicated, within limits)."""
+    if not isinstance(tags, (set, frozenset)):
+        tags = set(tags)
     plain = dialect.needs_encoding
-    keys = sorted({tag if plain(tag) is None else encode_key(tag, dialect) for tag in tags if tag})
+    # Percent-encoding is injective, so distinct tags stay distinct keys.
+    keys = [tag if plain(tag) is None else encode_key(tag, dialect) for tag in tags if tag]
     if not keys:
         return ()
+    keys.sort()
     line = dialect.separator.join(keys)
-    if (len(line) <= dialect.max_line_bytes and (dialect.max_keys is None or len(keys) <= dialect.max_keys)
-            and max(map(len, keys)) <= dialect.max_key_bytes):
-        return ((dialect.header, line),)  # the usual case: a few short tags, within every limit
+    # The usual case, a few short tags: a line no longer than one key may be is within every
+    # limit at once (max_key_bytes <= max_line_bytes <= max_total_bytes).
+    if len(line) <= dialect.max_key_bytes and (dialect.max_keys is None or len(keys) <= dialect.max_keys):
+        return ((dialect.header, line),)
     fitting = []
     for key in keys:
         if len(key) > dialect.max_key_bytes:
