@@ -76,8 +76,8 @@ class WSGICDN:
 
     def __call__(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
         preconditions = None
-        if ("HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ
-                or "HTTP_IF_MATCH" in environ or "HTTP_IF_UNMODIFIED_SINCE" in environ):
+        if ("HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MATCH" in environ
+                or "HTTP_IF_MODIFIED_SINCE" in environ or "HTTP_IF_UNMODIFIED_SINCE" in environ):
             preconditions = collect_preconditions(
                 {name: environ[key] for name, key in _WSGI_PRECONDITIONS if key in environ})
         ctx: RequestContext | None = environ.get(CONTEXT_KEY)
@@ -167,20 +167,20 @@ class _WSGIExchange:
             raise
 
     def _respond(self, iterable: Iterable[bytes], prefix: list[bytes], rest: Iterable[bytes]) -> Iterable[bytes]:
-        # The hot path of every response: kept to few calls on purpose (bench/cdn.py).
+        # The hot path of every response: kept to few calls and lookups on purpose (bench/cdn.py).
         app_headers = [(name.lower(), value) for name, value in self.headers]
-        ctx = self.ctx
+        ctx, environ, layer = self.ctx, self.environ, self.layer
         status_text: str = self.status  # type: ignore[assignment]  # run() checked it is set
-        status = _status_code(status_text)
-        outcome = self.layer.stamper.stamp(
-            self.method, self.environ.get("PATH_INFO", ""), "HTTP_AUTHORIZATION" in self.environ,
+        status = _STATUS_CODES.get(status_text) or _status_code(status_text)
+        outcome = layer.stamper.stamp(
+            self.method, environ.get("PATH_INFO", ""), "HTTP_AUTHORIZATION" in environ,
             status, app_headers, ctx.tags if ctx is not None else ())
         headers = outcome.headers
         unchanged = headers == app_headers
         body: bytes | None = None
         if outcome.generate_etag:
             length = outcome.content_length
-            if length is not None and length <= self.layer.max_body_bytes and not prefix:
+            if length is not None and length <= layer.max_body_bytes and not prefix:
                 # The common case, inlined: a declared length within the limit.
                 body = b"".join(rest)
                 if not isinstance(iterable, list):

@@ -301,24 +301,10 @@ def _surrogate_keys(headers: Headers, names: set[str], tags: Iterable[str], dial
         keys = merged
         headers = [(name, value) for name, value in headers if name not in KEY_HEADERS]
     if keys:
-        headers.extend(_emitted(frozenset(keys), dialect))
+        headers.extend(emit_surrogate_keys(keys, dialect))
     return headers
 
 
-_EMITTED: dict[tuple[frozenset[str], str], tuple[tuple[str, str], ...]] = {}
-EMITTED_CACHE_ENTRIES = 4096
-
-
-def _emitted(keys: frozenset[str], dialect: Dialect) -> tuple[tuple[str, str], ...]:
-    """:func:`emit_surrogate_keys`, memoised: a page's tag set repeats on every request for it."""
-    memo_key = (keys, dialect.name)
-    lines = _EMITTED.get(memo_key)
-    if lines is None:
-        lines = emit_surrogate_keys(keys, dialect)
-        if len(_EMITTED) >= EMITTED_CACHE_ENTRIES:
-            _EMITTED.clear()
-        _EMITTED[memo_key] = lines
-    return lines
 
 
 def _make_private(headers: Headers) -> Headers:
