@@ -160,6 +160,12 @@ class CachePolicy(OriginAnswers):
         if special and self._client_demands_origin(request, directives, age, lifetime):
             return self._forward(request, directives, "request", entry, tier)
         if age < lifetime:
+            if not special:
+                # The hot path: stored headers, Age and Cache-Status, nothing else to decide.
+                extra = self.responses.hit_headers(tier, age, lifetime)
+                return Serve(entry.status, entry.headers + extra,
+                             b"" if request.method == "HEAD" else entry.body, "hit", None,
+                             entry.route, entry.headers)
             return self._serve(entry, tier, request, now, "hit", age=age)
         staleness = age - lifetime
         if staleness < entry.stale_while_revalidate_seconds:

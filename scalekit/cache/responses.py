@@ -81,6 +81,10 @@ class ResponseBuilder:
             parts.append(f"detail={detail or tier}")
         return "; ".join(parts)
 
+    def hit_headers(self, tier: str, age: float, lifetime: float) -> tuple[tuple[str, str], ...]:
+        """``Age`` and ``Cache-Status`` of a fresh hit (the only per-hit work on headers)."""
+        return (("age", str(int(age))), ("cache-status", self._hit_status(tier, int(lifetime - age))))
+
     def _hit_status(self, tier: str, ttl: int) -> str:
         prefix = self._hit_prefix.get(tier)
         if prefix is None:
