@@ -81,14 +81,15 @@ class OriginAnswers:
                 return self._head_update(request, forward, headers, now=now,
                                          request_time=request_time, rule=rule)
         fields = combine_fields(headers)
-        pass_headers = self.responses.forwarded(headers, forward.fwd, now=now,
-                                                request_time=request_time, fields=fields)
+        initial_age = corrected_initial_age(fields, request_time=request_time, response_time=now)
+        pass_headers = self.responses.forwarded(headers, forward.fwd, now=now, request_time=request_time,
+                                                initial_age=initial_age)
         if not forward.may_store:
             return PassThrough(pass_headers)
         plan = analyse_response(status, headers, request.header, now=now, request_time=request_time,
                                 rule=rule or self.rules.match(request.path), settings=self.settings,
                                 authorization=request.header("authorization") is not None,
-                                fields=fields)
+                                fields=fields, initial_age=initial_age)
         if isinstance(plan, NotStorable):
             return PassThrough(pass_headers)
         return Buffer(plan, pass_headers)

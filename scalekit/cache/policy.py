@@ -225,7 +225,7 @@ class CachePolicy(OriginAnswers):
     def _strip_client_conditionals(self, request: RequestView) -> tuple[tuple[str, str | None], ...]:
         # Fetch the complete response so it can be stored; the client's conditionals are then
         # answered from the stored entry.
-        if any(request.header(name) is not None for name in _CLIENT_CONDITIONALS):
+        if request.special and any(request.header(name) is not None for name in _CLIENT_CONDITIONALS):
             return tuple((name, None) for name in _CLIENT_CONDITIONALS)
         return ()
 

@@ -149,16 +149,18 @@ class ResponseBuilder:
     # ----------------------------------------------------------------- forwarded responses
     def forwarded(self, headers: list[tuple[str, str]], fwd: str, *, now: float,
                   request_time: float, stored: bool = False, ttl: int | None = None,
-                  fields: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+                  fields: dict[str, str] | None = None,
+                  initial_age: float | None = None) -> tuple[tuple[str, str], ...]:
         """The origin's headers for the client: Surrogate-Control consumed, Age set to the
         corrected age, our Cache-Status appended.
 
         Date is not synthesised: the HTTP server adds one to every response (RFC 9110 §6.6.1),
         and a second Date field would contradict it.
         """
-        if fields is None:
-            fields = combine_fields(headers)
-        age = corrected_initial_age(fields, request_time=request_time, response_time=now)
+        if initial_age is None:
+            initial_age = corrected_initial_age(fields if fields is not None else combine_fields(headers),
+                                                request_time=request_time, response_time=now)
+        age = initial_age
         out = [(name, value) for name, value in headers
                if name.lower() not in ("surrogate-control", "age")]
         out.append(("age", str(int(age))))

@@ -125,10 +125,12 @@ def analyse_response(
     settings: StoreSettings,
     authorization: bool = False,
     fields: dict[str, str] | None = None,
+    initial_age: float | None = None,
 ) -> StorePlan | NotStorable:
     """Decide whether a response to a GET may be stored, per RFC 9111 §3 for a shared cache.
 
-    ``fields`` is ``combine_fields(headers)`` when the caller already has it.
+    ``fields`` (``combine_fields(headers)``) and ``initial_age`` (``corrected_initial_age``)
+    may be passed when the caller already has them.
     """
     if fields is None:
         fields = combine_fields(headers)
@@ -182,7 +184,7 @@ def analyse_response(
         headers=stored_headers(headers, fields, directives),
         request_time=request_time,
         response_time=now,
-        corrected_initial_age_seconds=corrected_initial_age(
+        corrected_initial_age_seconds=initial_age if initial_age is not None else corrected_initial_age(
             fields, request_time=request_time, response_time=now),
         freshness_lifetime_seconds=float(lifetime),
         stale_while_revalidate_seconds=float(swr),
