@@ -3,7 +3,7 @@
 The query string scripts the response, so one app serves every scenario in-process and under
 real servers: ``cc`` (Cache-Control), ``sc`` (Surrogate-Control), ``vary``, ``status``,
 ``etag=1`` (a tag that changes with the resource's version), ``lm=1`` (fixed Last-Modified),
-``expires``, ``cookie=1`` (Set-Cookie), ``tag`` (Surrogate-Key), ``rule=TTL`` (the app calls
+``expires``, ``age`` (an upstream Age), ``cookie=1`` (Set-Cookie), ``tag`` (Surrogate-Key), ``rule=TTL`` (the app calls
 ``cache_response``), ``size=N`` (N-byte body), ``sleep=MS``, ``location``, ``partial=1``.
 The body names the path, how many times the origin ran for it, the version, and the Vary'd
 request header values, so a test can tell exactly which origin response it got.
@@ -81,7 +81,8 @@ class Origin:
         if self.clock is not None:
             headers.append(("date", format_http_date(self.clock())))
         for param, name in (("cc", "cache-control"), ("sc", "surrogate-control"), ("vary", "vary"),
-                            ("expires", "expires"), ("tag", "surrogate-key"), ("location", "location")):
+                            ("expires", "expires"), ("tag", "surrogate-key"), ("location", "location"),
+                            ("age", "age")):
             if param in params:
                 headers.append((name, params[param]))
         if header("x-origin-location") is not None:
