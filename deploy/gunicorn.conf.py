@@ -54,27 +54,9 @@ if workers > 1:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/scalekit-metrics")
 
 
-def on_starting(server: Any) -> None:
-    """Start each run with an empty metrics directory (files of an earlier run would be summed).
-
-    Same as scalekit.gunicorn_conf.on_starting, repeated because importing scalekit here would
-    import prometheus_client in the master, before the directory exists. Only ``*.db`` files
-    are removed.
-    """
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-        for name in os.listdir(directory):
-            if name.endswith(".db"):
-                os.unlink(os.path.join(directory, name))
-
-
-def child_exit(server: Any, worker: Any) -> None:
-    """Drop a dead worker's live gauges (in-flight requests, pool connections) from the sums."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(worker.pid)
+# Empty the metrics directory at start (files of an earlier run would be summed) and drop a dead
+# worker's live gauges (in-flight requests, pool connections) from the sums.
+from scalekit.gunicorn_conf import child_exit, on_starting  # noqa: E402
 
 
 def post_worker_init(worker: Any) -> None:

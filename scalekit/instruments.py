@@ -8,6 +8,8 @@ come from closed sets: route templates, method names, status classes, tier names
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
@@ -35,6 +37,12 @@ __all__ = [
     "POOL_USE_TIME",
     "POOL_WAIT_TIME",
 ]
+
+# In multiprocess mode the unlabelled gauges below open their value file at declaration: a
+# directory that does not exist yet (a fresh container, a gunicorn master importing its
+# config) would make ``import scalekit`` fail.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 DURATION_BUCKETS_SECONDS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

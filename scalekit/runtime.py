@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import inspect
+import itertools
 import logging
 import threading
 import time
@@ -25,12 +26,14 @@ Hook = Callable[[], Any]
 Invalidator = Callable[[tuple[str, ...], str], Any]
 
 _LIVE: weakref.WeakSet[Runtime] = weakref.WeakSet()
+_CREATED = itertools.count()
 log = logging.getLogger("scalekit")
 
 
 def live_runtimes() -> list[Runtime]:
-    """Every runtime of this process that has not been closed."""
-    return [runtime for runtime in list(_LIVE) if not runtime.closed]
+    """Every runtime of this process that has not been closed, oldest first."""
+    return sorted((runtime for runtime in list(_LIVE) if not runtime.closed),
+                  key=lambda runtime: runtime.created_order)
 
 
 class Runtime:
@@ -54,6 +57,7 @@ class Runtime:
         self._started = False
         self._startup_lock = threading.Lock()
         self._astartup_lock: asyncio.Lock | None = None
+        self.created_order = next(_CREATED)
         _LIVE.add(self)
 
     # ----------------------------------------------------------------- lifecycle

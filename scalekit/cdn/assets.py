@@ -205,13 +205,14 @@ _fallback: dict[tuple[str | None, str, str | None], AssetIndex] = {}
 def asset_url(name: str) -> str:
     """The fingerprinted URL of static asset ``name`` (its path under the build's SRC).
 
-    Uses the manifest of a wrapped app of this process (they normally share one), or else the
+    Uses the manifest of the newest wrapped app of this process that has one (apps of one
+    process normally share it), or else the
     configuration found in the environment / scalekit.toml. ``asset_url("css/app.css")`` ->
     ``"https://cdn.example.com/static/css/app.3f2a1b9c0d4e.css"``.
     """
     from ..runtime import live_runtimes
 
-    for runtime in live_runtimes():
+    for runtime in reversed(live_runtimes()):
         index = runtime.services.get("cdn.assets")
         if index is not None:
             return index.url(name)  # type: ignore[no-any-return]

@@ -298,11 +298,12 @@ def _on_event_loop() -> bool:
 
 
 def _caller_site() -> CheckoutSite | None:
-    """The first stack frame outside scalekit: where app code asked for the connection."""
+    """The first stack frame outside scalekit and its adapters (``scalekit_flask``, ...): where
+    app code asked for the connection."""
     frame = sys._getframe(2)
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
-        if module != "scalekit" and not module.startswith("scalekit."):
+        if not module.startswith("scalekit"):
             code = frame.f_code
             return CheckoutSite(code.co_filename, frame.f_lineno, code.co_name)
         frame = frame.f_back  # type: ignore[assignment]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ... import instruments
 from ..codec import Codec
@@ -24,14 +24,14 @@ from ..generations import HostGenerations, LocalGenerations
 from ..store import Generations, Store
 from .breaker import CircuitBreaker
 from .disk import DiskTier
-from .lease import Lease, Leases
 from .memory import MemoryTier
 from .tiered import TieredStore
 
+if TYPE_CHECKING:  # lease.py needs redis-py, an optional extra: imported only with redis.url
+    from .lease import Lease, Leases
+
 __all__ = [
     "DiskTier",
-    "Lease",
-    "Leases",
     "MemoryTier",
     "TieredStore",
     "build_generations",
@@ -133,6 +133,8 @@ def build_leases(runtime: Any) -> Leases | None:
     connections = redis_connections(runtime)
     if connections is None:
         return None
+    from .lease import Leases
+
     leases = Leases(connections, lease_seconds=runtime.config.cache.l2.lease_seconds)
     runtime.services["cache.leases"] = leases
     return leases
