@@ -68,3 +68,16 @@ def sqlite_table(sqlite_url: str) -> tuple[str, str]:
         connection.exec_driver_sql(f"INSERT INTO {name} (name, price) VALUES ('a', 1), ('b', 2), ('c', 3)")
     engine.dispose()
     return sqlite_url, name
+
+
+@pytest.fixture(autouse=True)
+def close_runtimes_made_by_the_test() -> Iterator[None]:
+    """Close the runtimes a test wrapped, so their pools and test-only invalidators (which
+    probe tables dropped at teardown) do not outlive it and answer scalekit.invalidate()."""
+    from scalekit.runtime import live_runtimes
+
+    before = set(map(id, live_runtimes()))
+    yield
+    for runtime in live_runtimes():
+        if id(runtime) not in before:
+            runtime.close()
