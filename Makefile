@@ -3,7 +3,7 @@
 # Run the demo shop on embedded defaults (SQLite, memory + disk cache; no Redis needed).
 demo:
 	python3 -m pip install -q -e ".[server,flask]"
-	python3 -m scalekit.cli demo
+	python3 -m scalekit.cli demo --framework flask
 
 # Install what is missing, start Redis/PostgreSQL if they are not running, run the tests.
 test:

@@ -1,4 +1,4 @@
-"""The minimal apps of adapters/README.md (pasted into the project README) run as written."""
+"""The minimal apps of the project README run as written."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 
 from .support import assert_hit, assert_not_hit
 
-README = Path(__file__).resolve().parents[2] / "adapters" / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def snippet(name: str) -> str:
     match = re.search(rf"<!-- snippet: {name} -->\n```python\n(.*?)```", README.read_text(), re.DOTALL)
-    assert match, f"adapters/README.md has no snippet {name!r}"
+    assert match, f"README.md has no snippet {name!r}"
     return match.group(1)
 
 
