@@ -21,6 +21,7 @@ __all__ = [
     "StartResponse",
     "WSGIApp",
     "WSGIRoot",
+    "close_body",
     "context_of",
     "send_response",
 ]
@@ -79,6 +80,13 @@ def send_response(start_response: StartResponse, response: Response, *, head: bo
     return [] if head or not response.body else [response.body]
 
 
+def close_body(body: Iterable[bytes]) -> None:
+    """Call the response iterable's ``close()`` if it has one (PEP 3333: always, exactly once)."""
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
+
+
 class ClosingBody:
     """Wraps a response iterable so ``on_close(failed)`` runs once the server has sent it.
 
@@ -128,8 +136,6 @@ class ClosingBody:
             return
         self._closed = True
         try:
-            close = getattr(self._iterable, "close", None)
-            if close is not None:
-                close()
+            close_body(self._iterable)
         finally:
             self._on_close(self._failed)

@@ -9,6 +9,7 @@ from typing import Any
 from .. import wsgi
 from ..context import CONTEXT_KEY, UNMATCHED_ROUTE
 from ..messages import status_line
+from ..wsgi import close_body
 from .decisions import SPECIAL_REQUEST_HEADERS, RequestView
 
 __all__ = [
@@ -120,12 +121,6 @@ class PassBody:
 
     def close(self) -> None:
         close_body(self.body)
-
-
-def close_body(body: Iterable[bytes]) -> None:
-    close = getattr(body, "close", None)
-    if close is not None:
-        close()
 
 
 def send_whole(start_response: wsgi.StartResponse, status: int, headers: tuple[tuple[str, str], ...],

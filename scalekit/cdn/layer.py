@@ -155,7 +155,7 @@ class _WSGIExchange:
             except StopIteration:
                 pass
             except BaseException:
-                _close(iterable)
+                wsgi.close_body(iterable)
                 raise
             rest = iterator
         if self.sent or self.status is None:
@@ -163,7 +163,7 @@ class _WSGIExchange:
         try:
             return self._respond(iterable, prefix, rest)
         except BaseException:
-            _close(iterable)
+            wsgi.close_body(iterable)
             raise
 
     def _respond(self, iterable: Iterable[bytes], prefix: list[bytes], rest: Iterable[bytes]) -> Iterable[bytes]:
@@ -184,7 +184,7 @@ class _WSGIExchange:
                 # The common case, inlined: a declared length within the limit.
                 body = b"".join(rest)
                 if not isinstance(iterable, list):
-                    _close(iterable)
+                    wsgi.close_body(iterable)
                 if len(body) == length:  # a HEAD without its body is not hashed (see _buffer)
                     headers.append(("etag", body_etag(body)))
             else:
@@ -196,7 +196,7 @@ class _WSGIExchange:
         if self.preconditions is not None:
             answer = answer_conditional(self.method, self.preconditions, status, headers)
             if answer is not None:
-                _close(iterable)
+                wsgi.close_body(iterable)
                 _record_answer(answer, headers, body)
                 self._send(list(answer.headers), status_line(answer.status))
                 return [] if answer.status == 304 or self.method == "HEAD" else [answer.body]
@@ -224,7 +224,7 @@ class _WSGIExchange:
             body = b"".join(chunks)
         else:
             body = b"".join(rest)
-        _close(iterable)
+        wsgi.close_body(iterable)
         # A HEAD answered without its body (or a lying Content-Length) cannot be hashed: the
         # ETag must be the one the GET representation gets.
         return body, len(body) == limit
@@ -243,13 +243,7 @@ class _Prefixed:
         yield from self.rest
 
     def close(self) -> None:
-        _close(self.iterable)
-
-
-def _close(iterable: Iterable[bytes]) -> None:
-    close = getattr(iterable, "close", None)
-    if close is not None:
-        close()
+        wsgi.close_body(self.iterable)
 
 
 _STREAM, _BUFFER, _DROP = 0, 1, 2

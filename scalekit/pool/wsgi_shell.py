@@ -128,9 +128,7 @@ class ReleasingBody:
             return
         self._closed = True
         try:
-            close = getattr(self._iterable, "close", None)
-            if close is not None:
-                close()
+            wsgi.close_body(self._iterable)
         finally:
             self._exchange.requests.finish()
 
@@ -168,7 +166,7 @@ class WSGIPool:
             requests.finish()
             raise
         if exchange.replacement is not None:
-            _close_quietly(iterable)
+            wsgi.close_body(iterable)
             requests.finish()
             return [exchange.replacement.body]
         exchange.returned = True
@@ -188,9 +186,3 @@ def _is_inert(iterable: Iterable[bytes], environ: wsgi.Environ) -> bool:
         return True
     file_wrapper = environ.get("wsgi.file_wrapper")
     return isinstance(file_wrapper, type) and isinstance(iterable, file_wrapper)
-
-
-def _close_quietly(iterable: Iterable[bytes]) -> None:
-    close = getattr(iterable, "close", None)
-    if close is not None:
-        close()

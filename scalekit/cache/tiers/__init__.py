@@ -28,7 +28,7 @@ from .memory import MemoryTier
 from .tiered import TieredStore
 
 if TYPE_CHECKING:  # lease.py needs redis-py, an optional extra: imported only with redis.url
-    from .lease import Lease, Leases
+    from .lease import Leases
 
 __all__ = [
     "DiskTier",
