@@ -8,6 +8,7 @@ every cached page that showed the product is refreshed on its next request.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import (
@@ -23,6 +24,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 __all__ = ["PRODUCTS", "get_product", "list_products", "prepare_database", "product_json", "products",
            "set_price"]
@@ -59,13 +61,24 @@ PRODUCTS: tuple[dict[str, Any], ...] = tuple(
 
 
 def prepare_database(url: str) -> None:
-    """Create the table and seed it on first start (idempotent; the file for SQLite)."""
+    """Create the table and seed it on first start (idempotent; the file for SQLite).
+
+    Several workers start at once: one may create or seed between another's check and its
+    write ("table already exists", a duplicate key). That worker then simply checks again.
+    """
     engine = create_engine(url)
     try:
-        metadata.create_all(engine)
-        with engine.begin() as connection:
-            if connection.execute(select(func.count()).select_from(products)).scalar_one() == 0:
-                connection.execute(products.insert(), list(PRODUCTS))
+        for attempt in range(10):
+            try:
+                metadata.create_all(engine)
+                with engine.begin() as connection:
+                    if connection.execute(select(func.count()).select_from(products)).scalar_one() == 0:
+                        connection.execute(products.insert(), list(PRODUCTS))
+                return
+            except (OperationalError, IntegrityError, ProgrammingError):
+                if attempt == 9:
+                    raise
+                time.sleep(0.1)
     finally:
         engine.dispose()
 
