@@ -9,7 +9,9 @@ then (it is then given back when the app returns, so one connection never serves
 The connection is sync SQLAlchemy: ``await db().aconnection()`` does a checkout that has to
 wait for a busy pool in a worker thread, so the event loop keeps serving the requests that will
 give connections back; statements then run on the calling thread, as with any sync driver.
-Giving a connection back (rollback, session reset) is two short round trips, done in place.
+Giving a connection back costs the loop no round trip: an untouched one goes straight back to
+the pool, and one the request used is handed to the database's resetter thread, which rolls
+it back and resets its session before the pool lends it again (``reset_in_background``).
 """
 
 from __future__ import annotations

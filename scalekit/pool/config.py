@@ -58,6 +58,11 @@ class DatabaseConfig:
     # tables, prepared statements) never leaks into the next request. "auto": DISCARD ALL for
     # Postgres via psycopg2, RESET ALL for other Postgres drivers, nothing for SQLite; "": none.
     reset_statement: str = AUTO_RESET
+    # Roll back and reset a connection the request used on a background thread (one per
+    # database and process) once the request gives it back, so the response never waits for
+    # those round trips; the connection is lent again only once reset. False: reset inline,
+    # before the request's return finishes. SQLite always resets inline (no round trip).
+    reset_in_background: bool = True
     # Shed at once (503) when this many requests already wait for a connection (None: no cap).
     max_waiting: int | None = None
     # Warn (log + metric) when a request holds a connection longer than this (None: never).

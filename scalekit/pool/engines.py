@@ -1,6 +1,7 @@
 """One :class:`Database` per configured database: its SQLAlchemy engine (QueuePool), the
-checkout/return accounting (waiting requests, shedding, timeouts), the session reset run on
-every returned connection, fork safety and the pool metrics.
+checkout/return accounting (waiting requests, shedding, timeouts), the session reset of every
+returned connection the request used (on a background thread, see :mod:`.resetter`), fork
+safety and the pool metrics.
 
 Nothing connects until the first request uses the database; the engine itself is created then
 too, so a bare ``wrap(app)`` never creates the SQLite file of an app that has no database.
@@ -41,6 +42,7 @@ from ..instruments import (
 from .config import DatabaseConfig
 from .errors import DatabaseUnavailableError, PoolShedError, PoolTimeoutError
 from .policy import Admission, decide_admission, default_sqlite_url, resolve_reset_statement
+from .resetter import BackgroundResetter, reset_session
 from .tracking import install_events
 
 __all__ = ["Database", "engine_url"]
@@ -53,6 +55,9 @@ _DATABASES: weakref.WeakSet[Database] = weakref.WeakSet()
 # install_liveness_check); recycle_seconds bounds its age regardless.
 PING_WHEN_IDLE_SECONDS = 5.0
 RETURNED_AT = "scalekit.returned_at"  # connection record info: when it was last given back
+# Connection record info: the layer already reset this connection (or it needed none), so the
+# pool "reset" hook, which resets connections checked out by other code, skips it once.
+SESSION_RESET_DONE = "scalekit.session_reset_done"
 
 
 def engine_url(config: DatabaseConfig, state_dir: str) -> URL:
@@ -85,6 +90,11 @@ class Database:
         self.pending = 0
         self._slots = threading.Semaphore(self.max_connections)
         self.holders: dict[int, Any] = {}  # id(handle) -> handle holding a connection
+        # Set with the engine (it depends on the driver); None: the rollback is the whole reset.
+        self._reset_statement: str | None = None
+        # SQLite's rollback is a call into the library, not a round trip: nothing to move away.
+        self.background_reset = config.reset_in_background and self.url.get_backend_name() != "sqlite"
+        self._resetter = BackgroundResetter(name, self._reset_and_return)
         self._used = POOL_CONNECTIONS.labels(name, "used")
         self._idle = POOL_CONNECTIONS.labels(name, "idle")
         self._pending_gauge = POOL_PENDING.labels(name)
@@ -137,6 +147,7 @@ class Database:
             event.listen(engine, "connect", _tune_default_sqlite)
         reset = resolve_reset_statement(config.reset_statement, dialect=engine.dialect.name,
                                         driver=engine.dialect.driver)
+        self._reset_statement = reset
         if reset is not None:
             event.listen(engine, "reset", _resetter(reset))
         install_events(engine, track_tables=self.track_tables)
@@ -191,22 +202,48 @@ class Database:
     def _wait_for_slot(self, may_wait: bool) -> None:
         with self._lock:
             admission = decide_admission(pending=self.pending, max_waiting=self.config.max_waiting,
-                                         may_wait=may_wait)
-            if admission is not Admission.CHECKOUT:
+                                         may_wait=may_wait, resetting=self._resetter.in_flight)
+            if admission in (Admission.SHED_QUEUE_FULL, Admission.SHED_ON_EVENT_LOOP):
                 self._shed.inc()
                 raise PoolShedError(self._shed_message(admission), database=self.name,
                                     retry_after_seconds=self.config.retry_after_seconds)
             self.pending += 1
             self._pending_gauge.set(self.pending)
         try:
-            acquired = self._slots.acquire(timeout=self.config.pool_timeout_seconds)
+            if admission is Admission.WAIT_FOR_RESET:
+                acquired = self._acquire_after_resets()
+            else:
+                acquired = self._slots.acquire(timeout=self.config.pool_timeout_seconds)
         finally:
             with self._lock:
                 self.pending -= 1
                 self._pending_gauge.set(self.pending)
-        if not acquired:
-            self._timeouts.inc()
-            raise self._timeout_error()
+        if acquired:
+            return
+        if admission is Admission.WAIT_FOR_RESET:
+            self._shed.inc()
+            raise PoolShedError(self._shed_message(Admission.SHED_ON_EVENT_LOOP), database=self.name,
+                                retry_after_seconds=self.config.retry_after_seconds)
+        self._timeouts.inc()
+        raise self._timeout_error()
+
+    def _acquire_after_resets(self) -> bool:
+        """A slot freed by the resetter, waited for only while resets are in flight.
+
+        Used on an event loop: the resetter frees slots without the loop's help, so this wait
+        ends within the resets' round trips (or pool_timeout_seconds), never on requests that
+        need the loop to give their connections back.
+        """
+        resetter = self._resetter
+        deadline = time.monotonic() + self.config.pool_timeout_seconds
+        while resetter.in_flight:
+            finished = resetter.finished
+            if self._slots.acquire(blocking=False):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not resetter.wait_for_progress(finished, remaining):
+                return False
+        return self._slots.acquire(blocking=False)
 
     def _timeout_error(self) -> PoolTimeoutError:
         return PoolTimeoutError(
@@ -222,30 +259,76 @@ class Database:
         with self._lock:
             self.holders[id(holder)] = holder
 
-    def checkin(self, holder: Any | None, connection: Connection, held_seconds: float) -> None:
-        """Give ``connection`` back: rollback, session reset (pool "reset" event), return."""
+    def checkin(self, holder: Any | None, connection: Connection, held_seconds: float, *,
+                touched: bool = True) -> None:
+        """The request gives ``connection`` back; its use (holder, use-time histogram) ends now.
+
+        ``touched``: the request may have left session state on it (see
+        ConnectionWatch.touched). Such a connection is rolled back and reset before it goes back
+        into the pool: by the resetter thread when ``background_reset`` is on, so the request
+        does not wait for those round trips (the slot stays taken until then, so nobody gets it
+        unreset), else right here. An untouched one goes straight back, sending nothing.
+        """
         try:
-            connection.close()
-        except Exception:  # a broken connection must still leave the request
-            log.warning("scalekit: returning a connection to database %r failed; discarding it",
-                        self.name, exc_info=True)
-            _discard(connection)
-        finally:
-            self._slots.release()
             if holder is not None:
                 with self._lock:
                     self.holders.pop(id(holder), None)
             self._use_time.observe(held_seconds)
+        finally:
+            if not (touched and self.background_reset and not connection.invalidated
+                    and self._resetter.submit(connection)):
+                self._reset_and_return(connection, reset=touched)
+
+    def _reset_and_return(self, connection: Connection, reset: bool = True) -> None:
+        """Reset ``connection`` (if ``reset``), check it into the pool, free its slot.
+
+        Never raises an Exception: a connection whose reset or return fails is discarded (the
+        pool opens a fresh one when needed), and a broken connection must still leave.
+        """
+        try:
+            statement = self._reset_statement
+            if not connection.invalidated and (reset or statement is not None):
+                proxied = connection.connection
+                if reset and statement is not None:
+                    reset_session(proxied.dbapi_connection, statement)
+                if statement is not None:
+                    proxied.info[SESSION_RESET_DONE] = True
+            # Without a statement the reset is the rollback close() does; after reset_session,
+            # psycopg2's rollback() there is a no-op (no round trip), as is SQLAlchemy's own
+            # reset-on-return rollback that follows.
+            connection.close()
+        except Exception:
+            log.warning("scalekit: resetting or returning a connection to database %r failed; "
+                        "discarding it", self.name, exc_info=True)
+            _discard(connection)
+        finally:
+            self._slots.release()
 
     def has_idle_connection(self) -> bool:
         """True when a checkout would not have to open or wait for a connection."""
         return self._engine is not None and self._engine.pool.checkedin() > 0  # type: ignore[attr-defined]
 
     def checked_out(self) -> int:
-        """Connections of this process's pool currently lent out."""
+        """Connections of this process's pool not in it: lent to requests, or given back and
+        still waiting for their reset (see :meth:`resetting`, :meth:`wait_idle`)."""
         if self._engine is None:
             return 0
         return int(self._engine.pool.checkedout())  # type: ignore[attr-defined]
+
+    def resetting(self) -> int:
+        """Connections given back by requests whose background reset has not finished yet."""
+        return self._resetter.in_flight
+
+    def wait_idle(self, timeout_seconds: float | None = 10.0) -> bool:
+        """Wait until every connection given back has been reset and is back in the pool.
+
+        For tests and shutdown: after a response, ``checked_out()`` may still count its
+        connection for a round trip or two. True when idle, False on timeout.
+
+        >>> Database("doc", DatabaseConfig(url="sqlite://"), state_dir=".scalekit").wait_idle(1)
+        True
+        """
+        return self._resetter.wait_idle(timeout_seconds)
 
     def update_gauges(self) -> None:
         """Sample the used/idle gauges (the pool's background worker does it every tick).
@@ -276,6 +359,7 @@ class Database:
         self.pending = 0
         self._slots = threading.Semaphore(self.max_connections)  # the parent's are not ours
         self.holders = {}
+        self._resetter.forget_parent()
         self._pid = os.getpid()
         if self._engine is not None:
             # close=False: closing would send Terminate on sockets the parent still uses.
@@ -284,8 +368,16 @@ class Database:
             POOL_MAX.labels(self.name).set(self.max_connections)
 
     def dispose(self) -> None:
-        """Close idle connections (shutdown); connections still lent out close on return."""
-        if self._engine is not None and self._pid == os.getpid():
+        """Shutdown: finish the resets in flight, stop the resetter, close idle connections.
+
+        Connections still lent out close on return. A later use starts a fresh resetter.
+        """
+        if self._pid != os.getpid():
+            return
+        resetter = self._resetter
+        self._resetter = BackgroundResetter(self.name, self._reset_and_return)
+        resetter.close()
+        if self._engine is not None:
             self._engine.dispose()
             self.update_gauges()
 
@@ -334,26 +426,16 @@ def _is_quiet(dbapi_connection: Any) -> bool:
 
 
 def _resetter(statement: str) -> Any:
-    """The pool "reset" hook: roll back, then run ``statement`` outside any transaction."""
+    """The pool "reset" hook, for connections checked out by other code than the request
+    handles (``db().engine.connect()``): roll back, then run ``statement``. The handles'
+    connections were reset already (or needed no reset) and are flagged so."""
 
     def reset(dbapi_connection: Any, record: Any, reset_state: Any) -> None:
         if reset_state.terminate_only:
             return  # the connection is being closed, nothing to clean
-        dbapi_connection.rollback()
-        # DISCARD ALL refuses to run inside a transaction block, and psycopg2 would open one.
-        has_autocommit = hasattr(dbapi_connection, "autocommit")
-        previous = dbapi_connection.autocommit if has_autocommit else None
-        if has_autocommit:
-            dbapi_connection.autocommit = True
-        try:
-            cursor = dbapi_connection.cursor()
-            try:
-                cursor.execute(statement)
-            finally:
-                cursor.close()
-        finally:
-            if has_autocommit:
-                dbapi_connection.autocommit = previous
+        if record.info.pop(SESSION_RESET_DONE, False):
+            return
+        reset_session(dbapi_connection, statement)
         # An exception here makes SQLAlchemy discard the connection rather than reuse it.
 
     return reset

@@ -25,7 +25,7 @@ from ..context import RequestContext, current
 from .engines import Database
 from .errors import RequestDatabaseError
 from .policy import CheckoutSite
-from .tracking import ConnectionWatch, attach, detach
+from .tracking import ConnectionWatch, attach, detach, mark_touched
 
 __all__ = ["RequestDatabase", "RequestDatabases", "db", "release_at_response_start"]
 
@@ -112,9 +112,12 @@ class RequestDatabase:
 
         Statements run on it directly are not seen by table tracking: tag with
         ``scalekit.tag("table:NAME")`` and commit through :meth:`connection` to keep the
-        automatic invalidation.
+        automatic invalidation. Whatever is done with it, the connection is rolled back and
+        reset before another request gets it.
         """
-        return self.connection().connection.dbapi_connection
+        connection = self.connection()
+        mark_touched(connection)  # nothing run on it can be seen from here
+        return connection.connection.dbapi_connection
 
     @overload
     def _checkout(self, site: CheckoutSite | None, may_wait: bool) -> Connection: ...
@@ -154,7 +157,7 @@ class RequestDatabase:
         if lost_race:
             # The request ended while this checkout waited (a cancelled ASGI task), or another
             # thread of the request got there first: this connection goes straight back.
-            self._database.checkin(None, connection, 0.0)
+            self._database.checkin(None, connection, 0.0, touched=False)
             if self._connection is not None and not self._released:
                 return self._connection
             raise self._released_error()
@@ -177,7 +180,9 @@ class RequestDatabase:
             self._connection = self._watch = None
             held_seconds = self._requests.monotonic() - self.checked_out_at
         detach(connection)
-        self._database.checkin(self, connection, held_seconds)
+        # A transaction begun without a statement (begin()) counts too: if in doubt, reset.
+        touched = watch is None or watch.touched or connection.in_transaction()
+        self._database.checkin(self, connection, held_seconds, touched=touched)
         return True
 
     def _released_error(self) -> RequestDatabaseError:

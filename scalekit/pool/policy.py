@@ -21,6 +21,7 @@ __all__ = [
     "decide_admission",
     "default_sqlite_url",
     "is_leak",
+    "reset_queries",
     "resolve_reset_statement",
     "shed_response",
     "should_replace_response",
@@ -33,19 +34,25 @@ class Admission(enum.Enum):
     CHECKOUT = "checkout"  # queue for the next connection given back
     SHED_QUEUE_FULL = "queue_full"  # max_waiting requests already wait: 503 at once
     SHED_ON_EVENT_LOOP = "event_loop"  # waiting would block the event loop: 503 at once
+    WAIT_FOR_RESET = "wait_for_reset"  # on the loop, but a connection given back is being reset
 
 
-def decide_admission(*, pending: int, max_waiting: int | None, may_wait: bool) -> Admission:
+def decide_admission(*, pending: int, max_waiting: int | None, may_wait: bool,
+                     resetting: int = 0) -> Admission:
     """Whether a request that found every connection in use may queue for one.
 
-    ``pending`` requests already wait. Called only when no connection slot was free, so the
-    waiting rules are the whole decision.
+    ``pending`` requests already wait; ``resetting`` connections were given back and are being
+    reset in the background. Called only when no connection slot was free, so the waiting rules
+    are the whole decision. On an event loop (``may_wait`` False) a request may still wait for
+    a reset in flight: the resetter frees that slot within a round trip or two without needing
+    the loop, whereas the requests holding the other connections need the loop to give them
+    back.
     """
-    if not may_wait:
+    if not may_wait and resetting == 0:
         return Admission.SHED_ON_EVENT_LOOP
     if max_waiting is not None and pending >= max_waiting:
         return Admission.SHED_QUEUE_FULL
-    return Admission.CHECKOUT
+    return Admission.CHECKOUT if may_wait else Admission.WAIT_FOR_RESET
 
 
 def shed_response(retry_after_seconds: int) -> Response:
@@ -73,6 +80,34 @@ def should_replace_response(status: int, pool_failed: bool) -> bool:
 # resets settings only.
 _POSTGRES_RESETS = {"psycopg2": "DISCARD ALL"}
 _POSTGRES_FALLBACK_RESET = "RESET ALL"
+
+# What DISCARD ALL does, statement by statement (PostgreSQL docs, DISCARD: "DISCARD ALL" is
+# equivalent to this sequence). DISCARD ALL refuses to run inside a transaction block, and a
+# multi-statement query is one (an implicit one) after a ROLLBACK in it; each of these runs
+# there (tests/pool/test_reset.py checks it), so "ROLLBACK; " + this is a whole reset in one
+# round trip.
+DISCARD_ALL_STATEMENTS = (
+    "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; "
+    "SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES; UNLISTEN *"
+)
+
+
+def reset_queries(statement: str | None, *, in_transaction: bool) -> tuple[str, ...]:
+    """The queries that reset a session once the driver's own rollback() has run.
+
+    ``in_transaction``: the server still reports a transaction (one begun by SQL text behind
+    the driver's back, which the driver's rollback() does not know to end). Then a ROLLBACK
+    goes first, in the same query for DISCARD ALL (as its parts) and separately for any other
+    configured statement, which may refuse a transaction block as DISCARD ALL does.
+
+    >>> reset_queries("DISCARD ALL", in_transaction=False)
+    ('DISCARD ALL',)
+    """
+    if not in_transaction:
+        return (statement,) if statement else ()
+    if statement is not None and " ".join(statement.upper().split()).rstrip(";") == "DISCARD ALL":
+        return ("ROLLBACK; " + DISCARD_ALL_STATEMENTS,)
+    return ("ROLLBACK", statement) if statement else ("ROLLBACK",)
 
 
 def resolve_reset_statement(configured: str, *, dialect: str, driver: str) -> str | None:

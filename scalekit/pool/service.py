@@ -13,6 +13,7 @@ import collections
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from ..context import RequestContext
@@ -158,8 +159,19 @@ class PoolService:
 
     # ----------------------------------------------------------------- status / shutdown
     def checked_out(self) -> int:
-        """Connections lent out by every database of this process (0 when all are back)."""
+        """Connections of every database of this process not in their pool: lent to requests,
+        or given back and still being reset (0 when all are back; see :meth:`wait_idle`)."""
         return sum(database.checked_out() for database in self.databases.values())
+
+    def wait_idle(self, timeout_seconds: float = 10.0) -> bool:
+        """Wait until every connection given back is reset and back in its pool.
+
+        Responses end before the background reset of their connections does; tests (and
+        anything else that counts connections) wait here instead of sleeping.
+        """
+        deadline = time.monotonic() + timeout_seconds
+        return all(database.wait_idle(max(0.0, deadline - time.monotonic()))
+                   for database in self.databases.values())
 
     def close(self) -> None:
         """Stop the worker and the change feed, close idle connections."""

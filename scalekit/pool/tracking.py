@@ -41,11 +41,13 @@ from .errors import RequestDatabaseError
 __all__ = [
     "ConnectionWatch",
     "TableAccess",
+    "TrackedConnection",
     "access_of_sql",
     "access_of_statement",
     "attach",
     "detach",
     "install_events",
+    "mark_touched",
     "set_parse_cache_size",
     "table_tag",
     "watch_of",
@@ -203,7 +205,9 @@ class ConnectionWatch:
     ``executing`` lets the layer give the connection back early (client disconnect, release at
     response start) only when no statement is running on it in another thread; ``released``
     (set under ``lock``) makes a statement that races with that release fail instead of running
-    on a connection that is already back in the pool.
+    on a connection that is already back in the pool. ``touched`` turns True as soon as the
+    request may have changed the session (a statement, the raw DBAPI connection handed out,
+    a transaction begun): only a touched connection needs the rollback and session reset.
     """
 
     __slots__ = (
@@ -214,6 +218,7 @@ class ConnectionWatch:
         "invalidate",
         "lock",
         "released",
+        "touched",
         "track_tables",
     )
 
@@ -225,6 +230,7 @@ class ConnectionWatch:
         self.lock = threading.Lock()
         self.executing: set[int] = set()
         self.released = False
+        self.touched = False
         self._pending: list[set[str]] = [set()]  # written tables, one set per savepoint level
 
     def start_release(self, *, only_if_idle: bool) -> bool:
@@ -301,9 +307,39 @@ def watch_of(connection: Connection) -> ConnectionWatch | None:
     return _WATCHES.get(id(connection))
 
 
+def mark_touched(connection: Connection) -> None:
+    """Record that the request may have changed ``connection``'s session (it needs a reset)."""
+    watch = _WATCHES.get(id(connection))
+    if watch is not None:
+        watch.touched = True
+
+
+class TrackedConnection(Connection):
+    """The engine's Connection class: reaching the pooled DBAPI connection marks it touched.
+
+    Statements are seen by the cursor events, but ``connection.connection`` (the pool's proxy
+    of the DBAPI connection) lets code change the session without any: a raw cursor, a
+    ``set_session()``, an isolation level through ``execution_options()``, SQLAlchemy's own
+    begin/commit/rollback. Each of those goes through this property, so whoever reaches it
+    is counted as having touched the session (conservative: a reset too many costs a round
+    trip in the background, a reset too few leaks state into another request).
+    """
+
+    @property
+    def connection(self) -> Any:  # the PoolProxiedConnection, as in the base class
+        watch = _WATCHES.get(id(self))
+        if watch is not None:
+            watch.touched = True
+        return super().connection
+
+
 def install_events(engine: Engine, *, track_tables: bool) -> None:
-    """Register the statement (and, when tracking, transaction) events on ``engine``."""
+    """Register the statement (and, when tracking, transaction) events on ``engine``, and make
+    its connections :class:`TrackedConnection`."""
     dialect = engine.dialect.name
+    # Engine._connection_cls is what Engine.connect() instantiates (SQLAlchemy 1.4 to 2.1);
+    # tests/pool/test_reset.py fails if a release stops honouring it.
+    engine._connection_cls = TrackedConnection
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before_cursor_execute(conn: Connection, cursor: Any, statement: str, parameters: Any,
@@ -311,6 +347,7 @@ def install_events(engine: Engine, *, track_tables: bool) -> None:
         watch = _WATCHES.get(id(conn))
         if watch is None:
             return
+        watch.touched = True
         with watch.lock:
             if watch.released:
                 raise RequestDatabaseError(

@@ -30,6 +30,7 @@ def wait_until_returned(app: Any, timeout_seconds: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_seconds
     while service(app).checked_out() and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert service(app).wait_idle()
     assert service(app).checked_out() == 0
 
 
@@ -303,6 +304,7 @@ def test_no_transaction_is_left_open_in_postgres(pg_table: str) -> None:
             pass
         if call is not None:
             call.close()
+    assert service(app).wait_idle()  # the background resets have run
     assert service(app).checked_out() == 0
     assert pg_sessions(name).get("idle in transaction", 0) == 0
     assert pg_execute_price(pg_table) == 2  # the open_txn UPDATE was rolled back

@@ -35,6 +35,7 @@ def assert_nothing_checked_out(app: Any) -> None:
     while service.checked_out() and time.monotonic() < deadline:
         gc.collect()
         time.sleep(0.005)
+    assert service.wait_idle()
     assert service.checked_out() == 0
     database = service.databases["default"]
     assert database.pending == 0 and not database.holders

@@ -42,6 +42,7 @@ def test_pool_recovers_after_every_connection_is_cut(proxy: Any, pg_table: str) 
     # ...and every later request succeeds: pre-ping replaced the dead idle connections.
     codes = [wsgi_get(app, path).code for path in ("/ok", "/write", "/stream", "/ok") * 5]
     assert codes == [200] * 20
+    assert app.runtime.services["pool"].wait_idle()  # the background resets have run
     assert app.runtime.services["pool"].checked_out() == 0
     assert proxy.open_connections >= 1
     assert pg_sessions(name).get("idle in transaction", 0) == 0

@@ -55,6 +55,7 @@ def assert_all_returned(app: Any, application_name: str | None) -> None:
     while service.checked_out() and time.monotonic() < deadline:
         gc.collect()
         time.sleep(0.01)
+    assert service.wait_idle()  # the background resets have run
     assert service.checked_out() == 0
     for database in service.databases.values():
         assert database.pending == 0 and not database.holders
