@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from scalekit.pool.policy import (
+    DISCARD_ALL_STATEMENTS,
     Admission,
     CheckoutSite,
     capacity_warning,
     decide_admission,
     default_sqlite_url,
     is_leak,
+    reset_queries,
     resolve_reset_statement,
     shed_response,
     should_replace_response,
@@ -84,3 +86,26 @@ def test_default_sqlite_url_lives_under_state_dir(tmp_path: object) -> None:
 
 def test_checkout_site_reads_like_a_traceback_line() -> None:
     assert str(CheckoutSite("app.py", 42, "report")) == "app.py:42 in report()"
+
+
+def test_on_the_event_loop_a_reset_in_flight_is_worth_waiting_for() -> None:
+    assert decide_admission(pending=0, max_waiting=None, may_wait=False,
+                            resetting=1) is Admission.WAIT_FOR_RESET
+    assert decide_admission(pending=0, max_waiting=None, may_wait=False,
+                            resetting=0) is Admission.SHED_ON_EVENT_LOOP
+    assert decide_admission(pending=2, max_waiting=2, may_wait=False,
+                            resetting=1) is Admission.SHED_QUEUE_FULL
+
+
+@pytest.mark.parametrize(("statement", "in_transaction", "expected"), [
+    pytest.param("DISCARD ALL", False, ("DISCARD ALL",), id="idle: the statement alone"),
+    pytest.param(None, False, (), id="no statement, idle: nothing"),
+    pytest.param(" discard  all; ", True, ("ROLLBACK; " + DISCARD_ALL_STATEMENTS,),
+                 id="DISCARD ALL after a rollback: its parts, one query"),
+    pytest.param("RESET ALL", True, ("ROLLBACK", "RESET ALL"),
+                 id="another statement after a rollback: as configured, on its own"),
+    pytest.param(None, True, ("ROLLBACK",), id="no statement, in a transaction: the rollback"),
+])
+def test_reset_queries(statement: str | None, in_transaction: bool,
+                       expected: tuple[str, ...]) -> None:
+    assert reset_queries(statement, in_transaction=in_transaction) == expected
