@@ -23,6 +23,7 @@ True
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -44,7 +45,7 @@ from ..entry import CachedEntry
 from .base import TierMetrics, kept_until
 from .breaker import CircuitBreaker
 
-__all__ = ["RedisConnections", "RedisTier", "entry_key"]
+__all__ = ["RedisConnections", "RedisTier", "entry_key", "fast_incrementer", "packed_get"]
 
 log = logging.getLogger("scalekit.cache")
 
@@ -55,11 +56,56 @@ log = logging.getLogger("scalekit.cache")
 REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException, OSError,
                 asyncio.TimeoutError)
 
+# GET in RESP, the same bytes redis-py's packer writes for one str argument (utf-8): built
+# with one %-format instead of the packer's per-call encoding and list building.
+_GET_COMMAND = b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n"
+
+# Idle hit-path connections kept per event loop once a burst of concurrent L2 lookups is
+# over; the rest are closed. Enough for the concurrency of one worker without holding a
+# connection per request ever seen.
+ASYNC_IDLE_CONNECTIONS = 64
+
+# Forks this process has gone through. A per-thread GET connection made before a fork shares
+# its socket with the parent and must not be used; comparing this counter costs nothing,
+# where os.getpid() is a system call on every hit.
+_forks = [0]
+
+
+def _count_fork() -> None:
+    _forks[0] += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
 
 def entry_key(prefix: str, key: str) -> str:
     """The Redis key of cache key ``key``: fixed length, spread over cluster slots."""
     digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
     return f"{prefix}e:{digest}"
+
+
+def packed_get(key: str) -> bytes:
+    """The RESP bytes of ``GET key``, as redis-py would send them.
+
+    >>> packed_get("k")
+    b'*2\\r\\n$3\\r\\nGET\\r\\n$1\\r\\nk\\r\\n'
+    """
+    encoded = key.encode("utf-8")
+    return _GET_COMMAND % (len(encoded), encoded)
+
+
+def fast_incrementer(counter: Any) -> Callable[[], None]:
+    """A no-argument ``counter.inc()`` for the hit path.
+
+    prometheus_client's ``Counter.inc`` re-checks observability and the sign of the amount
+    on every call; the value object behind a child (the same one ``scalekit.metrics`` binds,
+    file-backed in multiprocess mode) is a locked addition. Should a prometheus_client
+    version lay children out differently, the public ``inc`` is used.
+    """
+    value = getattr(counter, "_value", None)
+    if callable(getattr(value, "inc", None)):
+        return functools.partial(value.inc, 1)  # type: ignore[union-attr]
+    return counter.inc  # type: ignore[no-any-return]
 
 
 class RedisConnections:
@@ -72,6 +118,9 @@ class RedisConnections:
                                       monotonic=monotonic)
         self._sync: Any = None
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary())
+        # Per event loop: connections of aget_bytes that finished their last GET cleanly.
+        self._async_idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
             weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
         self._thread = threading.local()
@@ -97,23 +146,71 @@ class RedisConnections:
         """GET ``key`` (sync): the hit path of L2, on this thread's own connection.
 
         Why not ``client.get``: redis-py's command path (pool checkout, retries, observability
-        hooks) costs more than the loopback round trip itself; a plain server gets a
-        per-thread connection with the same options and pays only the round trip. Any error
-        drops that connection (the next call reconnects) and is raised to the tier.
+        hooks, packing) costs more than the loopback round trip itself; a plain server gets a
+        per-thread connection with the same options (so the same socket timeout) and pays
+        only the round trip. Any error drops that connection (the next call reconnects) and
+        is raised to the tier.
         """
         if self.config.cluster:
             return self.sync().get(key)  # type: ignore[no-any-return]
         connection = getattr(self._thread, "connection", None)
-        if connection is None or self._thread.pid != os.getpid():
+        if connection is None or self._thread.forks != _forks[0]:
             pool = self.sync().connection_pool
             connection = pool.connection_class(**pool.connection_kwargs)
-            self._thread.connection, self._thread.pid = connection, os.getpid()
+            self._thread.connection, self._thread.forks = connection, _forks[0]
         try:
-            connection.send_command("GET", key)
+            # health_check_interval is never set, so there is no health check to skip.
+            connection.send_packed_command((packed_get(key),), check_health=False)
             return connection.read_response()  # type: ignore[no-any-return]
         except BaseException:
             connection.disconnect()
             raise
+
+    async def aget_bytes(self, key: str) -> bytes | None:
+        """GET ``key`` (asyncio): the hit path of L2, on an idle connection of this event loop.
+
+        Why not ``client.get``: redis-py's asyncio command path takes the pool lock, probes
+        the connection on checkout and, with a socket timeout, runs every write in a task of
+        its own (``asyncio.wait_for``); together several times the loopback round trip.
+        Here the connection has no timeout of its own and the whole GET runs under one
+        ``asyncio.timeout(socket_timeout_seconds)``, so a request still waits no longer than
+        the configured timeout. A connection whose GET did not finish (error, timeout,
+        cancellation) is closed, never reused: its reply could still arrive.
+        """
+        if self.config.cluster:
+            return await self.async_client().get(key)  # type: ignore[no-any-return]
+        loop = asyncio.get_running_loop()
+        idle = self._async_idle.get(loop)
+        if idle is None:
+            idle = self._async_idle[loop] = []
+        connection = idle.pop() if idle else await self._new_async_connection()
+        try:
+            async with asyncio.timeout(self.config.socket_timeout_seconds):
+                await connection.send_packed_command((packed_get(key),), check_health=False)
+                data = await connection.read_response()
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
+        if len(idle) < ASYNC_IDLE_CONNECTIONS:
+            idle.append(connection)
+        else:
+            await connection.disconnect(nowait=True)
+        return data  # type: ignore[no-any-return]
+
+    async def _new_async_connection(self) -> Any:
+        pool = self.async_client().connection_pool
+        # No socket timeout on the connection: aget_bytes bounds each GET as a whole.
+        connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        try:
+            # The handshake (AUTH, SELECT) reads with the connection's timeout, which is
+            # none: bound connect + handshake here as a client with timeouts would.
+            async with asyncio.timeout(self.config.connect_timeout_seconds
+                                       + self.config.socket_timeout_seconds):
+                await connection.connect()
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
+        return connection
 
     def new_sync_client(self, *, socket_timeout_seconds: float | None = None) -> Any:
         """A new sync client (the pub/sub listener uses its own, with a longer read timeout)."""
@@ -158,7 +255,10 @@ class RedisConnections:
                 pass
 
     async def aclose(self) -> None:
+        """Close this event loop's asyncio client and its idle GET connections."""
         loop = asyncio.get_running_loop()
+        for connection in self._async_idle.pop(loop, ()):
+            await connection.disconnect(nowait=True)
         client = self._async.pop(loop, None)
         if client is not None:
             try:
@@ -188,6 +288,7 @@ class RedisTier:
         self.retain_stale_seconds = retain_stale_seconds
         self.breaker = connections.breaker
         self._metrics = TierMetrics(self.name)
+        self._count_hit = fast_incrementer(self._metrics.hit)
 
     # ----------------------------------------------------------------- helpers
     def _decode(self, key: str, data: bytes | None) -> CachedEntry | None:
@@ -201,7 +302,7 @@ class RedisTier:
         if kept_until(entry, retain_stale_seconds=self.retain_stale_seconds) <= self.clock():
             self._metrics.miss.inc()  # Redis keeps time on its own clock; ours decides
             return None
-        self._metrics.hit.inc()
+        self._count_hit()
         return entry
 
     def _encode(self, key: str, entry: CachedEntry) -> tuple[bytes, int] | None:
@@ -277,8 +378,7 @@ class RedisTier:
             self._metrics.bypass.inc()
             return None
         try:
-            data = await self.connections.async_client().get(
-                entry_key(self.connections.prefix, key))
+            data = await self.connections.aget_bytes(entry_key(self.connections.prefix, key))
         except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
             self._failed(error, self._metrics.error)
             return None
