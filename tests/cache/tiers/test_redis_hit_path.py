@@ -1,0 +1,196 @@
+"""The L2 hit path's own GET (sync and asyncio): same bytes as redis-py, either parser, bounded
+by the timeout, and a connection whose reply is still due is never used again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+
+import pytest
+import redis
+import redis.connection
+import redis.utils
+
+from scalekit.cache.tiers.redis import ASYNC_IDLE_CONNECTIONS, RedisConnections, packed_get
+from scalekit.config import RedisConfig
+
+from .conftest import FakeClock
+from .servers import RedisServer
+
+pytestmark = pytest.mark.redis
+
+
+def connections(url: str, *, timeout_seconds: float = 0.2) -> RedisConnections:
+    return RedisConnections(RedisConfig(url=url, socket_timeout_seconds=timeout_seconds,
+                                        connect_timeout_seconds=timeout_seconds),
+                            monotonic=FakeClock())
+
+
+@pytest.fixture()
+def blackhole() -> Iterator[int]:
+    """A port whose kernel completes TCP handshakes but nobody ever answers."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+@pytest.mark.parametrize("key", [
+    pytest.param("scalekit:e:2aba2669c6ddead94354f879ff4f017f", id="entry key"),
+    pytest.param("préfixe:e:0", id="non-ASCII prefix"),
+    pytest.param("", id="empty"),
+])
+def test_packed_get_is_what_redis_py_sends(key: str) -> None:
+    packer = redis.connection.PythonRespSerializer(
+        6000, redis.connection.Encoder("utf-8", "strict", False).encode)
+    assert packed_get(key) == b"".join(packer.pack("GET", key))
+
+
+def test_the_parser_in_use_is_hiredis_exactly_when_installed(redis_server: RedisServer) -> None:
+    hub = connections(redis_server.url)
+    assert hub.get_bytes("absent") is None
+    parser = hub._thread.connection._parser
+    assert isinstance(parser, redis._parsers._HiredisParser) == redis.utils.HIREDIS_AVAILABLE
+    hub.close()
+
+
+WITHOUT_HIREDIS = r"""
+import asyncio, json, sys
+sys.modules["hiredis"] = None  # import hiredis now fails: redis-py falls back to its own parser
+import redis._parsers, redis.utils
+from scalekit.cache.codec import Codec
+from scalekit.cache.entry import CachedEntry
+from scalekit.cache.tiers.redis import RedisConnections, RedisTier
+from scalekit.config import RedisConfig
+tier = RedisTier(RedisConnections(RedisConfig(url=sys.argv[1], key_prefix="nohiredis:")),
+                 codec=Codec(secret=b"a-secret-of-16-bytes-or-more"))
+entry = CachedEntry(200, (("content-type", "text/plain"),), b"x" * 3000, 9e9, 9e9, 0.0, 60.0)
+tier.set("k", entry)
+async def aget():
+    found = await tier.aget("k")
+    await tier.connections.aclose()
+    return found
+print(json.dumps({
+    "hiredis": redis.utils.HIREDIS_AVAILABLE,
+    "sync": tier.get("k") == (entry, "redis"),
+    "hiredis_parser": isinstance(tier.connections._thread.connection._parser,
+                                 redis._parsers._HiredisParser),
+    "async": asyncio.run(aget()) == (entry, "redis"),
+}))
+"""
+
+
+def test_hit_path_works_without_hiredis(redis_server: RedisServer) -> None:
+    done = subprocess.run([sys.executable, "-c", WITHOUT_HIREDIS, redis_server.url],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(done.stdout) == {"hiredis": False, "sync": True, "hiredis_parser": False,
+                                       "async": True}
+
+
+# ------------------------------------------------------------------------- asyncio GET
+def run(scenario: Callable[[], object]) -> None:
+    asyncio.run(scenario())  # type: ignore[arg-type]
+
+
+def test_async_gets_reuse_one_idle_connection(redis_server: RedisServer) -> None:
+    hub = connections(redis_server.url)
+    hub.sync().set("idle:k", b"v")
+
+    async def scenario() -> None:
+        assert [await hub.aget_bytes("idle:k") for _ in range(5)] == [b"v"] * 5
+        idle = hub._async_idle[asyncio.get_running_loop()]
+        assert len(idle) == 1
+        found = await asyncio.gather(*(hub.aget_bytes("idle:k") for _ in range(8)))
+        assert found == [b"v"] * 8
+        assert 1 <= len(idle) <= min(8, ASYNC_IDLE_CONNECTIONS)
+        await hub.aclose()
+        assert not any(connection.is_connected for connection in idle)
+
+    run(scenario)
+    hub.close()
+
+
+@pytest.mark.parametrize("url", [
+    pytest.param("redis://127.0.0.1:{port}/0", id="GET never answered"),
+    pytest.param("redis://:secret@127.0.0.1:{port}/3", id="AUTH + SELECT never answered"),
+])
+def test_async_get_costs_at_most_its_timeouts(blackhole: int, url: str) -> None:
+    # The hit path's connection has no socket timeout of its own: aget_bytes bounds it.
+    hub = connections(url.format(port=blackhole), timeout_seconds=0.2)
+
+    async def scenario() -> None:
+        started = time.monotonic()
+        with pytest.raises((TimeoutError, redis.RedisError)):
+            await hub.aget_bytes("k")
+        assert time.monotonic() - started < 0.2 + 0.2 + 0.3
+
+    run(scenario)
+
+
+async def read_command(reader: asyncio.StreamReader) -> list[bytes]:
+    header = await reader.readline()
+    if not header:
+        return []
+    arguments = []
+    for _ in range(int(header[1:])):
+        size = int((await reader.readline())[1:])
+        arguments.append((await reader.readexactly(size + 2))[:-2])
+    return arguments
+
+
+@asynccontextmanager
+async def slow_server(delay_seconds: float) -> AsyncIterator[int]:
+    """A RESP server answering ``GET key`` with ``key``; keys starting "slow" after a delay."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while command := await read_command(reader):
+                if command[0] == b"HELLO":
+                    writer.write(b"%0\r\n")  # RESP3 handshake: an empty map will do
+                    continue
+                key = command[1]
+                if key.startswith(b"slow"):
+                    await asyncio.sleep(delay_seconds)
+                writer.write(b"$%d\r\n%b\r\n" % (len(key), key))
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+def test_connection_of_a_cancelled_get_is_never_reused() -> None:
+    async def scenario() -> None:
+        async with slow_server(delay_seconds=0.1) as port:
+            hub = connections(f"redis://127.0.0.1:{port}/0", timeout_seconds=1.0)
+            assert await hub.aget_bytes("warm") == b"warm"
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(hub.aget_bytes("slow-reply"), 0.02)
+            await asyncio.sleep(0.15)  # the late reply has arrived on the cancelled connection
+            assert await hub.aget_bytes("mine") == b"mine"
+            await hub.aclose()
+
+    run(scenario)
+
+
+def test_async_get_timeout_closes_the_connection() -> None:
+    async def scenario() -> None:
+        async with slow_server(delay_seconds=0.3) as port:
+            hub = connections(f"redis://127.0.0.1:{port}/0", timeout_seconds=0.1)
+            with pytest.raises(TimeoutError):
+                await hub.aget_bytes("slow-reply")
+            assert hub._async_idle[asyncio.get_running_loop()] == []
+            await asyncio.sleep(0.3)
+            assert await hub.aget_bytes("mine") == b"mine"
+            await hub.aclose()
+
+    run(scenario)
