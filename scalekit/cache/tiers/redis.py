@@ -45,7 +45,7 @@ from ..entry import CachedEntry
 from .base import TierMetrics, kept_until
 from .breaker import CircuitBreaker
 
-__all__ = ["RedisConnections", "RedisTier", "entry_key", "fast_incrementer", "packed_get"]
+__all__ = ["RedisConnections", "RedisTier", "entry_key", "packed_get"]
 
 log = logging.getLogger("scalekit.cache")
 
@@ -94,7 +94,7 @@ def packed_get(key: str) -> bytes:
     return _GET_COMMAND % (len(encoded), encoded)
 
 
-def fast_incrementer(counter: Any) -> Callable[[], None]:
+def _incrementer(counter: Any) -> Callable[[], None]:
     """A no-argument ``counter.inc()`` for the hit path.
 
     prometheus_client's ``Counter.inc`` re-checks observability and the sign of the amount
@@ -288,7 +288,7 @@ class RedisTier:
         self.retain_stale_seconds = retain_stale_seconds
         self.breaker = connections.breaker
         self._metrics = TierMetrics(self.name)
-        self._count_hit = fast_incrementer(self._metrics.hit)
+        self._count_hit = _incrementer(self._metrics.hit)
 
     # ----------------------------------------------------------------- helpers
     def _decode(self, key: str, data: bytes | None) -> CachedEntry | None:

@@ -17,6 +17,7 @@ import redis
 import redis.connection
 import redis.utils
 
+from scalekit.cache.tiers import redis as redis_tier
 from scalekit.cache.tiers.redis import ASYNC_IDLE_CONNECTIONS, RedisConnections, packed_get
 from scalekit.config import RedisConfig
 
@@ -194,3 +195,15 @@ def test_async_get_timeout_closes_the_connection() -> None:
             await hub.aclose()
 
     run(scenario)
+
+
+def test_a_forked_child_opens_its_own_get_connection(redis_server: RedisServer) -> None:
+    hub = connections(redis_server.url)
+    hub.sync().set("fork:k", b"v")
+    assert hub.get_bytes("fork:k") == b"v"
+    parent = hub._thread.connection
+    redis_tier._count_fork()  # what os.register_at_fork runs in a child
+    assert hub.get_bytes("fork:k") == b"v"
+    assert hub._thread.connection is not parent  # the parent's socket is never read in a child
+    parent.disconnect()
+    hub.close()
