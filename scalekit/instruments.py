@@ -9,6 +9,7 @@ come from closed sets: route templates, method names, status classes, tier names
 from __future__ import annotations
 
 import os
+from typing import Any, Protocol, cast
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -36,6 +37,10 @@ __all__ = [
     "POOL_TIMEOUTS",
     "POOL_USE_TIME",
     "POOL_WAIT_TIME",
+    "Increment",
+    "Settable",
+    "counter_handle",
+    "gauge_handle",
 ]
 
 # In multiprocess mode the unlabelled gauges below open their value file at declaration: a
@@ -144,3 +149,30 @@ POOL_SHED = Counter(
 POOL_LEAKS = Counter(
     "scalekit_pool_leak_warnings", "Connections held longer than leak_warning_seconds.", ["database"],
 )
+
+
+class Increment(Protocol):
+    def inc(self, amount: float, /) -> None: ...
+
+
+def counter_handle(child: Any) -> Increment:
+    """What a hot path calls ``inc(1)`` on to count with ``child`` (a labelled counter).
+
+    prometheus_client's public ``inc`` re-checks that the child is observable on every call;
+    its value object (the same in multiprocess mode, where it is file-backed) is one locked
+    addition. Should a prometheus_client version lay children out differently, the child
+    itself is returned, whose public ``inc(1)`` does the same.
+    """
+    value = getattr(child, "_value", None)
+    return cast(Increment, value if callable(getattr(value, "inc", None)) else child)
+
+
+class Settable(Protocol):
+    def set(self, value: float, /) -> None: ...
+
+
+def gauge_handle(child: Any) -> Settable:
+    """What a hot path calls ``set(value)`` on to move ``child`` (a labelled gauge): its value
+    object, one locked store (see :func:`counter_handle`), or the child itself."""
+    value = getattr(child, "_value", None)
+    return cast(Settable, value if callable(getattr(value, "set", None)) else child)

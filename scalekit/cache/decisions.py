@@ -7,9 +7,9 @@ WSGI/ASGI shells (which ``match`` on the decisions).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
+from ..records import record
 from .entry import CachedEntry
 from .storable import StorePlan
 
@@ -70,7 +70,7 @@ class RequestView:
 # --------------------------------------------------------------------------- request decisions
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Serve:
     """Answer from the cache; ``refresh`` set: revalidate in the background once (RFC 5861)."""
 
@@ -85,7 +85,7 @@ class Serve:
     base: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Forward:
     """Go to the origin. ``stored`` is the selected entry (validators, stale-if-error)."""
 
@@ -99,7 +99,7 @@ class Forward:
     validating: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Refuse:
     """Answer with a response of the cache's own (504 for ``only-if-cached``)."""
 
@@ -114,7 +114,7 @@ Decision = Serve | Forward | Refuse
 # --------------------------------------------------------------------------- response decisions
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PassThrough:
     """Send the origin's response on with these headers; ``delete_stored``: drop the entry."""
 
@@ -122,7 +122,7 @@ class PassThrough:
     delete_stored: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Buffer:
     """Read the body (up to max_body_bytes) and store it; over the limit, pass through."""
 
@@ -130,7 +130,7 @@ class Buffer:
     pass_headers: tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Freshen:
     """The origin confirmed the stored entry (304, or a matching HEAD): store ``entry`` (None:
     delete it, it may no longer be stored) and answer from it."""
@@ -141,7 +141,7 @@ class Freshen:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ServeStale:
     """The origin failed; RFC 5861 stale-if-error allows the stored entry instead."""
 

@@ -29,6 +29,7 @@ from ..headers import (
     parse_tags,
     parse_vary,
 )
+from ..records import record
 from .keys import secondary_key
 from .rules import ResponseRule
 
@@ -71,12 +72,12 @@ class StoreSettings:
     max_body_bytes: int = 8 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NotStorable:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StorePlan:
     """A storable response's metadata; the entry is built once its body has been read."""
 
