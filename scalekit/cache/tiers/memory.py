@@ -1,7 +1,10 @@
 """L1: an in-process LRU bounded in bytes, with a per-entry lifetime and a per-entry size cap.
 
-Built on ``cachetools.TLRUCache`` (time-aware LRU: each entry expires at its own time). The
-size of an entry is what it really costs in this process (measured with ``sys.getsizeof`` on
+Built on ``cachetools.LRUCache`` with a size function. Each entry keeps its own lifetime
+(``kept_until``), checked when it is read: an entry past it is a miss and is dropped then, and
+the LRU order pushes expired entries out first anyway, since nothing reads them. (cachetools'
+TLRUCache drops them eagerly, but pays a timer, an expiry scan and a heap push on every write,
+a third of the cost of storing an entry.) The size of an entry is what it really costs in this process (measured with ``sys.getsizeof`` on
 the stored objects plus the cache's own bookkeeping), so ``max_bytes`` bounds real memory,
 not just body bytes: a flood of small distinct keys cannot grow the process past the bound.
 
@@ -22,79 +25,84 @@ from collections.abc import Callable
 from itertools import chain
 from typing import Any
 
-from cachetools import TLRUCache
+from cachetools import Cache, LRUCache
 
+from ...instruments import counter_handle, gauge_handle
 from ..entry import CachedEntry
 from .base import TierMetrics, kept_until
 
 __all__ = ["MemoryTier", "memory_footprint"]
 
-# Bookkeeping per item inside TLRUCache, measured with tracemalloc on CPython 3.11 (see
-# bench/cache_tiers.py): the data and size dict slots, the OrderedDict link, the heap slot, the
-# _Item (expires/key/removed) and the float of its expiry time.
+# Bookkeeping per item inside the LRUCache, measured with tracemalloc on CPython 3.11 (see
+# bench/cache_tiers.py): the data and size dict slots, the OrderedDict link, and the
+# (entry, kept-until) pair with its float, and the slack of the dicts under evictions.
 ITEM_OVERHEAD_BYTES = 232
+_cache_contains = Cache.__contains__
+_cache_getitem = Cache.__getitem__
 _getsizeof = sys.getsizeof
 _PAIR_BYTES = sys.getsizeof(("", ""))
-_OTHER_FIELD_NAMES = tuple(field.name for field in dataclasses.fields(CachedEntry)
-                           if field.name not in ("body", "headers", "tags"))
+_FLOAT_BYTES = sys.getsizeof(0.0)
+_FLOAT_FIELDS = ("request_time", "response_time", "corrected_initial_age_seconds",
+                 "freshness_lifetime_seconds", "stale_while_revalidate_seconds",
+                 "stale_if_error_seconds")
+# Fields that cost nothing of their own: the status (a small int, cached by CPython, counted
+# below when it is not) and the booleans (singletons).
+_SHARED_FIELDS = ("status", "requires_revalidation", "must_revalidate", "is_vary_index")
+_SEQUENCE_FIELDS = ("headers", "body", "tags", "vary", "secondary_key", "variants_id", "route")
+_KNOWN_FIELDS = {*_FLOAT_FIELDS, *_SHARED_FIELDS, *_SEQUENCE_FIELDS}
+if {field.name for field in dataclasses.fields(CachedEntry)} != _KNOWN_FIELDS:
+    # Loud at import, not a silent undercount of L1's memory: a new field needs a line below.
+    raise RuntimeError("CachedEntry's fields changed: count the new ones in memory_footprint() "
+                       "(scalekit/cache/tiers/memory.py)")
 
 
 def memory_footprint(key: str, entry: CachedEntry) -> int:
     """Bytes ``entry`` stored under ``key`` occupies in L1, every field counted (objects shared
     with other entries are counted too, so the bound errs on the safe side).
 
-    The miss path pays this on every store, so the big fields (body, header and tag pairs) are
-    measured with C-level iteration; the other fields are walked generically, so a field added
-    to CachedEntry is counted without a change here.
+    The miss path pays this on every store: each field is measured where it is, the sequences
+    with C-level iteration, nothing walked generically.
     """
-    size = _getsizeof(key) + _getsizeof(entry) + ITEM_OVERHEAD_BYTES + _getsizeof(entry.body)
+    size = (_getsizeof(key) + _getsizeof(entry) + ITEM_OVERHEAD_BYTES + _getsizeof(entry.body)
+            + 6 * _FLOAT_BYTES)
     headers = entry.headers
     if headers:
         size += _getsizeof(headers) + len(headers) * _PAIR_BYTES + sum(map(_getsizeof, chain.from_iterable(headers)))
     tags = entry.tags
     if tags:
-        size += _getsizeof(tags) + len(tags) * _PAIR_BYTES + sum(map(_deep_size, chain.from_iterable(tags)))
-    for name in _OTHER_FIELD_NAMES:
-        size += _deep_size(getattr(entry, name))
+        size += _getsizeof(tags) + len(tags) * _PAIR_BYTES + sum(map(_getsizeof, chain.from_iterable(tags)))
+    vary = entry.vary
+    if vary:
+        size += _getsizeof(vary) + sum(map(_getsizeof, vary))
+    if not -5 <= entry.status <= 256:
+        size += _getsizeof(entry.status)
+    # The empty string and one-character latin-1 strings are shared singletons.
+    for text in (entry.secondary_key, entry.variants_id, entry.route):
+        if len(text) > 1:
+            size += _getsizeof(text)
     return size
 
 
-def _deep_size(value: object) -> int:
-    kind = type(value)
-    if kind is tuple:
-        items: tuple[object, ...] = value  # type: ignore[assignment]
-        return _getsizeof(items) + sum(map(_deep_size, items)) if items else 0
-    if kind is int:
-        return 0 if -5 <= value <= 256 else _getsizeof(value)  # type: ignore[operator]
-    if kind is str or kind is bytes:
-        # The empty string and one-character latin-1 strings are shared singletons.
-        return _getsizeof(value) if len(value) > 1 else 0  # type: ignore[arg-type]
-    if value is None or value is True or value is False:
-        return 0
-    return _getsizeof(value)
+class _ByteBoundedLRU(LRUCache):  # type: ignore[type-arg]
+    """LRUCache of ``(entry, kept_until)`` whose size function sees the key, counting evictions."""
 
-
-class _ByteBoundedLRU(TLRUCache):  # type: ignore[type-arg]
-    """TLRUCache whose size function sees the key, and which counts evictions."""
-
-    def __init__(self, max_bytes: int, ttu: Callable[[Any, Any, float], float],
-                 timer: Callable[[], float], metrics: TierMetrics) -> None:
-        super().__init__(max_bytes, ttu, timer=timer, getsizeof=self._size_of)
+    def __init__(self, max_bytes: int, metrics: TierMetrics) -> None:
+        super().__init__(max_bytes, getsizeof=self._size_of)
         self._pending_size = 0
-        self._metrics = metrics
+        self._evicted = counter_handle(metrics.evicted)
         self.evictions = 0
 
     def _size_of(self, _value: Any) -> int:
         return self._pending_size
 
-    def put(self, key: str, entry: CachedEntry, size: int) -> None:
+    def put(self, key: str, value: tuple[CachedEntry, float], size: int) -> None:
         self._pending_size = size  # read by _size_of inside Cache.__setitem__
-        self[key] = entry
+        self[key] = value
 
     def popitem(self) -> tuple[Any, Any]:
         item = super().popitem()
         self.evictions += 1
-        self._metrics.evicted.inc()
+        self._evicted.inc(1)
         return item
 
 
@@ -115,21 +123,31 @@ class MemoryTier:
         self.max_entry_bytes = min(max_entry_bytes, max_bytes)
         self.retain_stale_seconds = retain_stale_seconds
         self._metrics = TierMetrics(self.name)
+        self._hits = counter_handle(self._metrics.hit)
+        self._misses = counter_handle(self._metrics.miss)
+        self._stored = counter_handle(self._metrics.stored)
+        self._bytes = gauge_handle(self._metrics.bytes)
+        self._entries = gauge_handle(self._metrics.entries)
         self._lock = threading.Lock()
-        self._cache = _ByteBoundedLRU(max_bytes, self._expires_at, clock, self._metrics)
-
-    def _expires_at(self, _key: Any, entry: CachedEntry, _now: float) -> float:
-        return kept_until(entry, retain_stale_seconds=self.retain_stale_seconds)
+        self._clock = clock
+        self._cache = _ByteBoundedLRU(max_bytes, self._metrics)
 
     # ----------------------------------------------------------------- sync face
     def get(self, key: str) -> tuple[CachedEntry, str] | None:
         """The entry under ``key`` if still kept (LRU order refreshed), else None."""
+        cache = self._cache
         with self._lock:
-            entry = self._cache.get(key)
+            if _cache_contains(cache, key):
+                entry, until = cache[key]  # the LRU order refreshed
+                if self._clock() >= until:
+                    del cache[key]
+                    entry = None
+            else:
+                entry = None
         if entry is None:
-            self._metrics.miss.inc()
+            self._misses.inc(1)
             return None
-        self._metrics.hit.inc()
+        self._hits.inc(1)
         return entry, self.name
 
     def set(self, key: str, entry: CachedEntry) -> None:
@@ -140,8 +158,12 @@ class MemoryTier:
                 self._cache.pop(key, None)
                 self._metrics.too_large.inc()
             else:
-                self._cache.put(key, entry, size)
-                self._metrics.stored.inc()
+                until = kept_until(entry, retain_stale_seconds=self.retain_stale_seconds)
+                if self._clock() < until:
+                    self._cache.put(key, (entry, until), size)
+                    self._stored.inc(1)
+                else:  # nothing left to keep; an older entry under the key goes too
+                    self._cache.pop(key, None)
             self._publish_gauges()
 
     def delete(self, key: str) -> None:
@@ -181,9 +203,11 @@ class MemoryTier:
         return len(self._cache)
 
     def __contains__(self, key: str) -> bool:
+        cache = self._cache
         with self._lock:
-            return key in self._cache
+            # Cache.__getitem__: a look that leaves the LRU order alone.
+            return _cache_contains(cache, key) and self._clock() < _cache_getitem(cache, key)[1]
 
     def _publish_gauges(self) -> None:
-        self._metrics.bytes.set(self._cache.currsize)
-        self._metrics.entries.set(len(self._cache))
+        self._bytes.set(self._cache.currsize)
+        self._entries.set(len(self._cache))
