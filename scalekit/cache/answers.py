@@ -7,6 +7,8 @@ serve it stale when the origin failed. Pure, like the rest of the policy.
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 from .decisions import (
     Buffer,
     Forward,
@@ -106,14 +108,16 @@ class OriginAnswers:
         """
         if entry is None:
             return status, pass_headers, body
-        header = request.header
-        if any(header(name) is not None for name in ("if-none-match", "if-modified-since", "range")):
-            return self.responses.from_entry(entry, request, now=now, tier="", fwd=forward.fwd,
-                                             stored=True)
+        if request.special:
+            header = request.header
+            if any(header(name) is not None for name in ("if-none-match", "if-modified-since", "range")):
+                return self.responses.from_entry(entry, request, now=now, tier="", fwd=forward.fwd,
+                                                 stored=True)
         ttl = int(entry.freshness_lifetime_seconds - self.responses.current_age(entry, now))
-        present = {name.lower() for name, _ in pass_headers}
-        added = tuple(item for item in entry.headers
-                      if item[0] in ("content-length", "etag") and item[0] not in present)
+        # What the entry has and the origin's headers lack: complete() appended them last.
+        present = set(map(str.lower, map(itemgetter(0), pass_headers)))
+        added = tuple(item for item in entry.headers[-2:]
+                      if item[0] in _SYNTHESISED and item[0] not in present)
         kept = pass_headers[:-1]  # forwarded() put our Cache-Status last; an upstream one stays
         stored_status = self.responses.cache_status(fwd=forward.fwd, stored=True, ttl=ttl)
         return status, kept + added + (("cache-status", stored_status),), body
@@ -173,3 +177,5 @@ class OriginAnswers:
             stored.body, request_time, now,
             corrected_initial_age(fields, request_time=request_time, response_time=now), 0.0)
 
+
+_SYNTHESISED = ("etag", "content-length")

@@ -103,9 +103,12 @@ class KeyBuilder:
         found = self._queries_seen.get(query)
         if found is not None:
             return found
-        kept = [part for part in query.split("&") if part and not self._is_ignored(part)]
-        kept.sort()
-        result = "&".join(kept)
+        if "&" not in query:
+            result = "" if self._is_ignored(query) else query  # one parameter: nothing to sort
+        else:
+            kept = [part for part in query.split("&") if part and not self._is_ignored(part)]
+            kept.sort()
+            result = "&".join(kept)
         if len(self._queries_seen) >= _CACHE_LIMIT:
             self._queries_seen.clear()
         self._queries_seen[query] = result

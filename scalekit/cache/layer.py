@@ -60,7 +60,8 @@ class CacheCore:
         self.leases = build_leases(runtime)
         self._executor: ThreadPoolExecutor | None = None
         self._refresh_threads = config.cache.refresh_threads
-        self.outcomes = {name: instruments.CACHE_REQUESTS.labels(name) for name in OUTCOMES}
+        self.outcomes = {name: instruments.counter_handle(instruments.CACHE_REQUESTS.labels(name))
+                         for name in OUTCOMES}
         self.hosts_rejected = instruments.HOST_REJECTED.labels("cache")
         self.uri_invalidations = instruments.CACHE_INVALIDATIONS.labels("unsafe_method")
         invalidate, ainvalidate = build_invalidator(self.generations)
@@ -69,7 +70,7 @@ class CacheCore:
 
     # ----------------------------------------------------------------- per request helpers
     def count(self, outcome: str) -> None:
-        self.outcomes[outcome].inc()
+        self.outcomes[outcome].inc(1)
 
     def rule(self, ctx: Any, request: RequestView) -> ResponseRule | None:
         """``cache_response()`` of this request, else the first matching config rule."""

@@ -268,7 +268,7 @@ class WSGICache:
         core, policy = self.core, self.policy
         limit = core.max_body_bytes
         chunks = capture.written
-        size = sum(len(chunk) for chunk in chunks)
+        size = sum(map(len, chunks))
         try:
             if size <= limit:
                 for chunk in iterator:
@@ -300,9 +300,10 @@ class WSGICache:
                                                           new_variants_id=core.new_variants_id):
                 self.store.set(store_key, value)
         count("miss")
-        status, headers, out = policy.stored_miss_response(view, forward, capture.code, entry,
+        code = capture.code
+        status, headers, out = policy.stored_miss_response(view, forward, code, entry,
                                                            pass_headers, data, now=self.clock())
-        line = capture.status if status == capture.code and capture.status else status_line(status)
+        line = capture.status if status == code and capture.status else status_line(status)
         start_response(line, list(headers))
         return [out] if out else []
 

@@ -50,7 +50,7 @@ class EnvironHeaders:
         return value
 
 
-_SPECIAL_KEYS = tuple(environ_key(name) for name in SPECIAL_REQUEST_HEADERS)
+_SPECIAL_KEYS = frozenset(environ_key(name) for name in SPECIAL_REQUEST_HEADERS)
 
 
 def request_view(environ: wsgi.Environ) -> RequestView:
@@ -65,11 +65,7 @@ def request_view(environ: wsgi.Environ) -> RequestView:
     host = environ.get("HTTP_HOST")
     if host is None:
         host = f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
-    special = False
-    for name in _SPECIAL_KEYS:
-        if name in environ:
-            special = True
-            break
+    special = not environ.keys().isdisjoint(_SPECIAL_KEYS)
     return RequestView(environ.get("REQUEST_METHOD", "GET"), environ.get("wsgi.url_scheme", "http"),
                        host, path, environ.get("QUERY_STRING", ""), EnvironHeaders(environ).get, special)
 
