@@ -119,7 +119,7 @@ class OriginAnswers:
         added = tuple(item for item in entry.headers[-2:]
                       if item[0] in _SYNTHESISED and item[0] not in present)
         kept = pass_headers[:-1]  # forwarded() put our Cache-Status last; an upstream one stays
-        stored_status = self.responses.cache_status(fwd=forward.fwd, stored=True, ttl=ttl)
+        stored_status = self.responses.stored_status(forward.fwd, ttl)
         return status, kept + added + (("cache-status", stored_status),), body
 
     def _freshen(self, request: RequestView, forward: Forward, headers: list[tuple[str, str]], *,

@@ -67,6 +67,7 @@ class KeyBuilder:
         self._ignored_glob = re.compile("|".join(globs)) if globs else None
         self._hosts_seen: dict[tuple[str, str], str | None] = {}
         self._queries_seen: dict[str, str] = {}
+        self._names_seen: dict[str, bool] = {}
 
     def host(self, scheme: str, host: str | None) -> str | None:
         """The normalised ``host[:port]`` for the key, or None if absent, malformed or not allowed."""
@@ -115,12 +116,17 @@ class KeyBuilder:
         return result
 
     def _is_ignored(self, part: str) -> bool:
-        name = part.partition("=")[0]
-        if "%" in name or "+" in name:
-            name = unquote_plus(name)
-        if name in self._ignored_exact:
-            return True
-        return self._ignored_glob is not None and self._ignored_glob.match(name) is not None
+        raw = part.partition("=")[0]
+        found = self._names_seen.get(raw)
+        if found is not None:
+            return found
+        name = unquote_plus(raw) if "%" in raw or "+" in raw else raw
+        ignored = name in self._ignored_exact or (
+            self._ignored_glob is not None and self._ignored_glob.match(name) is not None)
+        if len(self._names_seen) >= _CACHE_LIMIT:
+            self._names_seen.clear()  # parameter names are client-controlled: bound the memo
+        self._names_seen[raw] = ignored
+        return ignored
 
     def primary_key(self, scheme: str, host: str | None, path: str, query: str) -> str | None:
         """``scheme://host/path?query`` or None when the Host is not allowed (never a key)."""

@@ -44,6 +44,7 @@ class ResponseBuilder:
         # the CDN layer's etag / etag_max_body_bytes settings.
         self.etag_max_body_bytes = etag_max_body_bytes
         self._hit_prefix: dict[str, str] = {}
+        self._forwarded_status: dict[str, str] = {}  # keyed by the closed set of fwd values
         self._date: tuple[int, str] = (-1, "")
 
     # ----------------------------------------------------------------- time
@@ -84,6 +85,10 @@ class ResponseBuilder:
     def hit_headers(self, tier: str, age: float, lifetime: float) -> tuple[tuple[str, str], ...]:
         """``Age`` and ``Cache-Status`` of a fresh hit (the only per-hit work on headers)."""
         return (("age", str(int(age))), ("cache-status", self._hit_status(tier, int(lifetime - age))))
+
+    def stored_status(self, fwd: str, ttl: int) -> str:
+        """Cache-Status of the response whose miss filled the cache: ``name; fwd=...; stored``."""
+        return f"{self.name}; fwd={fwd}; stored; ttl={ttl}"
 
     def _hit_status(self, tier: str, ttl: int) -> str:
         prefix = self._hit_prefix.get(tier)
@@ -164,7 +169,12 @@ class ResponseBuilder:
         out = [(name, value) for name, value in headers
                if name.lower() not in ("surrogate-control", "age")]
         out.append(("age", str(int(age))))
-        out.append(("cache-status", self.cache_status(fwd=fwd, stored=stored, ttl=ttl)))
+        if stored or ttl is not None:
+            status = self.cache_status(fwd=fwd, stored=stored, ttl=ttl)
+        else:  # the usual forward: one string per fwd value, built once
+            status = self._forwarded_status.get(fwd) or self._forwarded_status.setdefault(
+                fwd, self.cache_status(fwd=fwd))
+        out.append(("cache-status", status))
         return tuple(out)
 
     def refusal(self, status: int, detail: str) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
