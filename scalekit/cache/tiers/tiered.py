@@ -27,29 +27,26 @@ __all__ = ["TieredStore"]
 MAX_MASKED_KEYS = 10_000
 
 
-class _Mask:
-    """Keys whose newest write or delete a tier missed (oldest dropped past the bound)."""
+class _Mask(OrderedDict[str, None]):
+    """Keys whose newest write or delete a tier missed (oldest dropped past the bound).
+
+    An OrderedDict itself, so the per-request ``if mask`` and ``key in mask`` stay in C.
+    """
 
     def __init__(self) -> None:
-        self._keys: OrderedDict[str, None] = OrderedDict()
+        super().__init__()
         self._lock = threading.Lock()
-
-    def __bool__(self) -> bool:
-        return bool(self._keys)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._keys
 
     def add(self, key: str) -> None:
         with self._lock:
-            self._keys[key] = None
-            self._keys.move_to_end(key)
-            while len(self._keys) > MAX_MASKED_KEYS:
-                self._keys.popitem(last=False)
+            self[key] = None
+            self.move_to_end(key)
+            while len(self) > MAX_MASKED_KEYS:
+                self.popitem(last=False)
 
     def discard(self, key: str) -> None:
         with self._lock:
-            self._keys.pop(key, None)
+            self.pop(key, None)
 
 
 def _try_set(tier: Any, key: str, entry: CachedEntry) -> bool:
