@@ -39,6 +39,7 @@ from ..instruments import (
     POOL_USE_TIME,
     POOL_WAIT_TIME,
 )
+from .accounting import ConnectionSlots, histogram_observer
 from .config import DatabaseConfig
 from .errors import DatabaseUnavailableError, PoolShedError, PoolTimeoutError
 from .policy import Admission, decide_admission, default_sqlite_url, resolve_reset_statement
@@ -55,6 +56,7 @@ _DATABASES: weakref.WeakSet[Database] = weakref.WeakSet()
 # install_liveness_check); recycle_seconds bounds its age regardless.
 PING_WHEN_IDLE_SECONDS = 5.0
 RETURNED_AT = "scalekit.returned_at"  # connection record info: when it was last given back
+POLLER = "scalekit.poller"  # connection record info: (socket descriptor, poll object on it)
 # Connection record info: the layer already reset this connection (or it needed none), so the
 # pool "reset" hook, which resets connections checked out by other code, skips it once.
 SESSION_RESET_DONE = "scalekit.session_reset_done"
@@ -84,12 +86,15 @@ class Database:
         self.max_connections = config.max_connections
         self._engine: Engine | None = None
         self._pid = os.getpid()
-        # Guards the waiting count and the holders; re-entrant so that nothing that runs
-        # inside it (a gauge, a log handler) can deadlock this thread by coming back in.
+        # Guards the waiting count; re-entrant so that nothing that runs inside it (a gauge, a
+        # log handler) can deadlock this thread by coming back in.
         self._lock = threading.RLock()
         self.pending = 0
-        self._slots = threading.Semaphore(self.max_connections)
-        self.holders: dict[int, Any] = {}  # id(handle) -> handle holding a connection
+        self._slots = ConnectionSlots(self.max_connections)
+        # id(handle) -> handle holding a connection. Each change is one dict operation and the
+        # leak check copies the values in one C call (list(...values())), both atomic under
+        # the GIL (and per-dict locked without it), so no lock of ours is taken for them.
+        self.holders: dict[int, Any] = {}
         # Set with the engine (it depends on the driver); None: the rollback is the whole reset.
         self._reset_statement: str | None = None
         # SQLite's rollback is a call into the library, not a round trip: nothing to move away.
@@ -98,8 +103,8 @@ class Database:
         self._used = POOL_CONNECTIONS.labels(name, "used")
         self._idle = POOL_CONNECTIONS.labels(name, "idle")
         self._pending_gauge = POOL_PENDING.labels(name)
-        self._wait_time = POOL_WAIT_TIME.labels(name)
-        self._use_time = POOL_USE_TIME.labels(name)
+        self._observe_wait_time = histogram_observer(POOL_WAIT_TIME.labels(name))
+        self._observe_use_time = histogram_observer(POOL_USE_TIME.labels(name))
         self._timeouts = POOL_TIMEOUTS.labels(name)
         self._shed = POOL_SHED.labels(name)
         self.leaks = POOL_LEAKS.labels(name)
@@ -165,14 +170,14 @@ class Database:
         loop would also block the requests about to give connections back.
         """
         started = time.perf_counter()
-        if not self._slots.acquire(blocking=False):
+        if not self._slots.try_take():
             self._wait_for_slot(may_wait)
         return self._connect(started)
 
     def try_checkout(self) -> Connection | None:
         """A connection if one is free right now, else None (nothing waits, nothing is shed)."""
         started = time.perf_counter()
-        if not self._slots.acquire(blocking=False):
+        if not self._slots.try_take():
             return None
         return self._connect(started)
 
@@ -184,19 +189,19 @@ class Database:
         except sqlalchemy.exc.TimeoutError:
             # Only when something else took connections from this engine (engine.connect()
             # in app code): the slots cannot see those.
-            self._slots.release()
+            self._slots.give()
             self._timeouts.inc()
             raise self._timeout_error() from None
         except sqlalchemy.exc.DBAPIError as exc:
-            self._slots.release()
+            self._slots.give()
             raise DatabaseUnavailableError(
                 f"cannot connect to database {self.name!r} ({self.url.render_as_string()}): "
                 f"{exc.orig}; check that it is running and reachable.",
                 database=self.name, retry_after_seconds=self.config.retry_after_seconds) from exc
         except BaseException:
-            self._slots.release()
+            self._slots.give()
             raise
-        self._wait_time.observe(time.perf_counter() - started)
+        self._observe_wait_time(time.perf_counter() - started)
         return connection
 
     def _wait_for_slot(self, may_wait: bool) -> None:
@@ -213,7 +218,7 @@ class Database:
             if admission is Admission.WAIT_FOR_RESET:
                 acquired = self._acquire_after_resets()
             else:
-                acquired = self._slots.acquire(timeout=self.config.pool_timeout_seconds)
+                acquired = self._slots.take(self.config.pool_timeout_seconds)
         finally:
             with self._lock:
                 self.pending -= 1
@@ -238,12 +243,12 @@ class Database:
         deadline = time.monotonic() + self.config.pool_timeout_seconds
         while resetter.in_flight:
             finished = resetter.finished
-            if self._slots.acquire(blocking=False):
+            if self._slots.try_take():
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not resetter.wait_for_progress(finished, remaining):
                 return False
-        return self._slots.acquire(blocking=False)
+        return self._slots.try_take()
 
     def _timeout_error(self) -> PoolTimeoutError:
         return PoolTimeoutError(
@@ -256,8 +261,7 @@ class Database:
 
     def hold(self, holder: Any) -> None:
         """Register a request holding a connection (for leak warnings)."""
-        with self._lock:
-            self.holders[id(holder)] = holder
+        self.holders[id(holder)] = holder
 
     def checkin(self, holder: Any | None, connection: Connection, held_seconds: float, *,
                 touched: bool = True) -> None:
@@ -271,9 +275,8 @@ class Database:
         """
         try:
             if holder is not None:
-                with self._lock:
-                    self.holders.pop(id(holder), None)
-            self._use_time.observe(held_seconds)
+                self.holders.pop(id(holder), None)
+            self._observe_use_time(held_seconds)
         finally:
             if not (touched and self.background_reset and not connection.invalidated
                     and self._resetter.submit(connection)):
@@ -302,7 +305,7 @@ class Database:
                         "discarding it", self.name, exc_info=True)
             _discard(connection)
         finally:
-            self._slots.release()
+            self._slots.give()
 
     def has_idle_connection(self) -> bool:
         """True when a checkout would not have to open or wait for a connection."""
@@ -357,7 +360,7 @@ class Database:
         """In a forked child: never touch the parent's connections (their sockets are shared)."""
         self._lock = threading.RLock()  # the parent's lock may have been held at fork time
         self.pending = 0
-        self._slots = threading.Semaphore(self.max_connections)  # the parent's are not ours
+        self._slots = ConnectionSlots(self.max_connections)  # the parent's are not ours
         self.holders = {}
         self._resetter.forget_parent()
         self._pid = os.getpid()
@@ -402,10 +405,11 @@ def install_liveness_check(engine: Engine) -> None:
 
     @event.listens_for(engine, "checkout")
     def _check_alive(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        returned_at = record.info.get(RETURNED_AT)
+        info = record.info
+        returned_at = info.get(RETURNED_AT)
         if returned_at is None:
             return  # opened for this checkout
-        if time.monotonic() - returned_at < PING_WHEN_IDLE_SECONDS and _is_quiet(dbapi_connection):
+        if time.monotonic() - returned_at < PING_WHEN_IDLE_SECONDS and _is_quiet(dbapi_connection, info):
             return
         try:
             dialect.do_ping(dbapi_connection)
@@ -413,16 +417,32 @@ def install_liveness_check(engine: Engine) -> None:
             raise sqlalchemy.exc.InvalidatePoolError(f"pre-ping failed: {exc}") from exc
 
 
-def _is_quiet(dbapi_connection: Any) -> bool:
-    """True when an idle connection's socket has nothing to read (no error, no end of file)."""
+_poll = getattr(select, "poll", None)  # not on Windows
+
+
+def _is_quiet(dbapi_connection: Any, info: dict[Any, Any]) -> bool:
+    """True when an idle connection's socket has nothing to read (no error, no end of file).
+
+    ``info`` (the pool record's) keeps a poll object registered on the socket's descriptor, so
+    each check is one zero-timeout poll() call. poll() always reports POLLHUP and POLLERR, and
+    POLLNVAL for a closed descriptor, so "no event" means what an unreadable select() means
+    (without select()'s limit on descriptor numbers). The descriptor is asked for every time,
+    and the poll object replaced when it changed, so the socket polled is always the
+    connection's current one.
+    """
     fileno = getattr(dbapi_connection, "fileno", None)
-    if fileno is None or getattr(dbapi_connection, "closed", False):
-        return False
+    if fileno is None or _poll is None or getattr(dbapi_connection, "closed", False):
+        return False  # nothing to poll: ping
     try:
-        readable, _, _ = select.select([fileno()], [], [], 0)
+        descriptor = fileno()
+        poller = info.get(POLLER)
+        if poller is None or poller[0] != descriptor:
+            watcher = _poll()
+            watcher.register(descriptor, select.POLLIN)
+            poller = info[POLLER] = (descriptor, watcher)
+        return not poller[1].poll(0)
     except (OSError, ValueError):
         return False
-    return not readable
 
 
 def _resetter(statement: str) -> Any:

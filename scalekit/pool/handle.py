@@ -295,11 +295,9 @@ def release_at_response_start() -> None:
 
 
 def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+    # asyncio._get_running_loop() (in asyncio's __all__, implemented in C) answers None off the
+    # loop; get_running_loop() would raise and catch an exception on every sync checkout.
+    return asyncio._get_running_loop() is not None
 
 
 def _caller_site() -> CheckoutSite | None:
