@@ -154,10 +154,21 @@ class RedisConnections:
         if self.config.cluster:
             return self.sync().get(key)  # type: ignore[no-any-return]
         connection = getattr(self._thread, "connection", None)
-        if connection is None or self._thread.forks != _forks[0]:
-            pool = self.sync().connection_pool
-            connection = pool.connection_class(**pool.connection_kwargs)
-            self._thread.connection, self._thread.forks = connection, _forks[0]
+        if connection is not None and self._thread.forks == _forks[0]:
+            try:
+                return self._sync_get(connection, key)
+            except redis.exceptions.ConnectionError:
+                # The kept connection was closed while idle (Redis `timeout`, a proxy, a
+                # restart): GET is safe to repeat, once, on a new connection. Timeouts are
+                # not retried, so a request never waits more than one socket timeout.
+                pass
+        pool = self.sync().connection_pool
+        connection = pool.connection_class(**pool.connection_kwargs)
+        self._thread.connection, self._thread.forks = connection, _forks[0]
+        return self._sync_get(connection, key)
+
+    @staticmethod
+    def _sync_get(connection: Any, key: str) -> bytes | None:
         try:
             # health_check_interval is never set, so there is no health check to skip.
             connection.send_packed_command((packed_get(key),), check_health=False)
@@ -183,19 +194,31 @@ class RedisConnections:
         idle = self._async_idle.get(loop)
         if idle is None:
             idle = self._async_idle[loop] = []
-        connection = idle.pop() if idle else await self._new_async_connection()
-        try:
-            async with asyncio.timeout(self.config.socket_timeout_seconds):
-                await connection.send_packed_command((packed_get(key),), check_health=False)
-                data = await connection.read_response()
-        except BaseException:
-            await connection.disconnect(nowait=True)
-            raise
+        data: bytes | None = None
+        connection = None
+        if idle:
+            connection = idle.pop()
+            try:
+                data = await self._async_get(connection, key)
+            except redis.exceptions.ConnectionError:
+                connection = None  # closed while idle: once more on a new one (see get_bytes)
+        if connection is None:
+            connection = await self._new_async_connection()
+            data = await self._async_get(connection, key)
         if len(idle) < ASYNC_IDLE_CONNECTIONS:
             idle.append(connection)
         else:
             await connection.disconnect(nowait=True)
-        return data  # type: ignore[no-any-return]
+        return data
+
+    async def _async_get(self, connection: Any, key: str) -> bytes | None:
+        try:
+            async with asyncio.timeout(self.config.socket_timeout_seconds):
+                await connection.send_packed_command((packed_get(key),), check_health=False)
+                return await connection.read_response()  # type: ignore[no-any-return]
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
 
     async def _new_async_connection(self) -> Any:
         pool = self.async_client().connection_pool

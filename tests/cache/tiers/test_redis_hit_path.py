@@ -22,7 +22,7 @@ from scalekit.cache.tiers.redis import ASYNC_IDLE_CONNECTIONS, RedisConnections,
 from scalekit.config import RedisConfig
 
 from .conftest import FakeClock
-from .servers import RedisServer
+from .servers import RedisServer, TcpProxy
 
 pytestmark = pytest.mark.redis
 
@@ -206,4 +206,51 @@ def test_a_forked_child_opens_its_own_get_connection(redis_server: RedisServer) 
     assert hub.get_bytes("fork:k") == b"v"
     assert hub._thread.connection is not parent  # the parent's socket is never read in a child
     parent.disconnect()
+    hub.close()
+
+
+
+def test_sync_get_survives_its_kept_connection_being_closed_while_idle(
+        redis_server: RedisServer, redis_proxy: TcpProxy) -> None:
+    """What Redis's idle ``timeout``, a proxy or a failover does to a kept connection: the next
+    GET is repeated once on a new connection, without an error or an open breaker."""
+    hub = connections(redis_proxy.url)
+    writer = redis.Redis.from_url(redis_server.url)
+    writer.set("k", b"v")
+    writer.close()
+    assert hub.get_bytes("k") == b"v"
+    kept = hub._thread.connection
+    redis_proxy.cut()
+    redis_proxy.restore()
+    assert hub.get_bytes("k") == b"v"
+    assert hub._thread.connection is not kept
+    assert hub.breaker.allow()
+    hub.close()
+
+
+def test_async_get_survives_its_idle_connection_being_closed(
+        redis_server: RedisServer, redis_proxy: TcpProxy) -> None:
+    hub = connections(redis_proxy.url)
+    writer = redis.Redis.from_url(redis_server.url)
+    writer.set("k", b"v")
+    writer.close()
+
+    async def scenario() -> tuple[bytes | None, bytes | None]:
+        first = await hub.aget_bytes("k")
+        redis_proxy.cut()
+        redis_proxy.restore()
+        second = await hub.aget_bytes("k")
+        await hub.aclose()
+        return first, second
+
+    assert asyncio.run(scenario()) == (b"v", b"v")
+    hub.close()
+
+def test_a_timeout_is_not_retried(blackhole: int) -> None:
+    """Only a closed connection is retried: a GET that times out costs one timeout, not two."""
+    hub = connections(f"redis://127.0.0.1:{blackhole}/0", timeout_seconds=0.2)
+    started = time.monotonic()
+    with pytest.raises(redis.exceptions.TimeoutError):
+        hub.get_bytes("k")
+    assert time.monotonic() - started < 0.4 + 0.2  # one connect + one read at most
     hub.close()
