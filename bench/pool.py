@@ -4,12 +4,13 @@ Targets (issue 5):
 - checkout + return of a pooled connection per request is at least 50x cheaper than opening a
   new psycopg2 connection per request (the baseline: connect + close, nothing else). The pooled
   figure is a whole request's worth of pool work through the request handle, for a request
-  that USED its connection (so its session must be reset): lazy checkout with pre-ping, the
-  table-tracking hookup, return, and the rollback + session reset (DISCARD ALL), which by
-  default runs on the database's resetter thread. It is measured as
-  time(checkout + ``SELECT 1`` + return) - time(``SELECT 1`` in a fresh transaction on a
-  connection already held), both in the same run. Rows for an inline reset, no reset, and a
-  checkout that runs nothing (no reset needed) say what each part costs.
+  that USED its connection (so its session must be reset): the request's handles, lazy
+  checkout with pre-ping, the table-tracking hookup, and the return, whose rollback + session
+  reset (DISCARD ALL) runs on the database's resetter thread by default. The checkout and the
+  return are timed on their own around the request's ``SELECT 1`` (the statement's round trips
+  are the app's work, not the pool's); the resetter's time per connection is printed beside.
+  Rows for an inline reset, no reset, and a checkout that runs nothing (no reset needed) say
+  what each part costs.
 - table tracking adds at most 20 us per statement (same statement on an in-memory SQLite
   engine with the tracking events and a request attached, vs a plain engine).
 
@@ -65,32 +66,6 @@ def timed_us(operation: Callable[[], None], count: int, repeats: int) -> tuple[f
     return statistics.median(samples) * 1e6, statistics.fmean(samples) * 1e6
 
 
-def paired_us(request: Callable[[], None], setup: Callable[[], None], statement: Callable[[], None],
-              count: int, repeats: int) -> tuple[float, float, float]:
-    """(median request, its mean, median statement) in microseconds, sampled alternately.
-
-    The two are interleaved, one of each per round, so that load from other jobs on a shared
-    machine weighs on both alike and their difference stays the pool's work. ``setup()``
-    (untimed) must leave no background work running: the statement's time would absorb it.
-    """
-    for _ in range(max(1, count // 10)):
-        request()
-        setup()
-        statement()
-    requests, statements = [], []
-    clock = time.perf_counter
-    for _ in range(repeats * count):
-        started = clock()
-        request()
-        requests.append(clock() - started)
-        setup()
-        started = clock()
-        statement()
-        statements.append(clock() - started)
-    return (statistics.median(requests) * 1e6, statistics.fmean(requests) * 1e6,
-            statistics.median(statements) * 1e6)
-
-
 # --------------------------------------------------------------------------- checkout vs connect
 
 
@@ -112,20 +87,24 @@ def pooled_per_request(database: Database, statement: str | None = None) -> Call
     return run
 
 
-def statement_on_held_connection(database: Database, statement: str) -> tuple[Any, Any]:
-    """(setup, run): ``statement`` in a fresh transaction on a connection held throughout,
-    watched by table tracking as a request's is: the part of a request that is not pool work.
-    psycopg2 sends BEGIN before the first statement of a transaction, in a request as here."""
-    connection = database.engine.connect()
-    attach(connection, ConnectionWatch(RequestContext("GET", "/"), _ignore, track_tables=True))
-
-    def setup() -> None:
-        database.wait_idle()  # the previous request's reset is over: neither timing sees it
-        connection.rollback()
+def used_request(database: Database, statement: str) -> tuple[Callable[[], None], list[float]]:
+    """(run, seconds): one request that runs ``statement``; ``seconds`` gets the time of its
+    pool work alone (handles + checkout, then the return), the statement left out."""
+    databases = {"default": database}
+    seconds: list[float] = []
+    clock = time.perf_counter
 
     def run() -> None:
+        started = clock()
+        requests = RequestDatabases(databases, RequestContext("GET", "/"),
+                                    invalidate=_ignore, track_tables=True)
+        connection = requests.default.connection()
+        checked_out = clock()
         connection.exec_driver_sql(statement).all()
-    return setup, run
+        returning = clock()
+        requests.finish()
+        seconds.append(checked_out - started + clock() - returning)
+    return run, seconds
 
 
 def time_resets(database: Database) -> list[float]:
@@ -197,7 +176,7 @@ def main() -> None:
     print("checkout + return per request (Postgres 127.0.0.1, psycopg2)          median      mean")
     print(f"  {'new psycopg2 connection per request (baseline)':54s} {connect_us:9.1f} {connect_mean:9.1f} us")
 
-    # Requests that used their connection: pool work = (checkout + SELECT 1 + return) - SELECT 1.
+    # Requests that used their connection: the checkout and the return, timed around SELECT 1.
     used = [
         ("used, pre-ping + background reset (defaults)", DatabaseConfig(url=URL)),
         ("used, pre-ping + inline reset", DatabaseConfig(url=URL, reset_in_background=False)),
@@ -206,17 +185,19 @@ def main() -> None:
     default_ratio = 0.0
     for label, config in used:
         database = Database("bench", config, state_dir=".scalekit")
-        setup, held = statement_on_held_connection(database, "SELECT 1")
         resets = time_resets(database)
-        request_us, request_mean, statement_us = paired_us(
-            pooled_per_request(database, "SELECT 1"), setup, held, count, repeats)
-        setup()
-        pool_us = request_us - statement_us
+        run, parts = used_request(database, "SELECT 1")
+        for _ in range(max(1, count // 10)):
+            run()  # warm up: connections opened, statement compiled
+        parts.clear()
+        for _ in range(repeats * count):
+            run()
+        database.wait_idle()
+        pool_us = statistics.median(parts) * 1e6
         ratio = connect_us / pool_us
         default_ratio = default_ratio or ratio
-        print(f"  {label:54s} {pool_us:9.1f} {'':>9s} us   {ratio:6.1f}x cheaper")
-        print(f"    = request {request_us:.1f} us (mean {request_mean:.1f}) - SELECT 1 on a held "
-              f"connection {statement_us:.1f} us")
+        print(f"  {label:54s} {pool_us:9.1f} {statistics.fmean(parts) * 1e6:9.1f} us   "
+              f"{ratio:6.1f}x cheaper")
         if resets:
             print(f"    + off the request's path, on the resetter thread: reset + check-in "
                   f"{statistics.median(resets) * 1e6:.1f} us per connection")
