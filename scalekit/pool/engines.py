@@ -46,7 +46,7 @@ from .policy import Admission, decide_admission, default_sqlite_url, resolve_res
 from .resetter import BackgroundResetter, reset_session
 from .tracking import install_events
 
-__all__ = ["Database", "engine_url"]
+__all__ = ["Database", "engine_url", "postgres_socket_defaults"]
 
 log = logging.getLogger("scalekit.pool")
 
@@ -72,6 +72,28 @@ def engine_url(config: DatabaseConfig, state_dir: str) -> URL:
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg2")
     return url
+
+
+# TCP keepalives on every pooled Postgres connection, and (libpq 12+) a bound on how long sent
+# data may stay unacknowledged. Without them, a database host that vanishes without a reset
+# (power loss, a partition, a dropped NAT entry) leaves each query waiting for the kernel's
+# retransmission timeout, about 15 minutes, and the pool's connections with it. A long query
+# is unaffected: the server acknowledges the probes while it works.
+KEEPALIVE_IDLE_SECONDS = 30
+KEEPALIVE_INTERVAL_SECONDS = 10
+KEEPALIVE_COUNT = 3
+TCP_USER_TIMEOUT_MILLISECONDS = 30_000
+
+
+def postgres_socket_defaults() -> dict[str, int]:
+    """libpq connection parameters scalekit sets unless the database URL sets them."""
+    defaults = {"keepalives": 1, "keepalives_idle": KEEPALIVE_IDLE_SECONDS,
+                "keepalives_interval": KEEPALIVE_INTERVAL_SECONDS, "keepalives_count": KEEPALIVE_COUNT}
+    import psycopg2  # type: ignore[import-untyped]
+
+    if psycopg2.__libpq_version__ >= 120000:  # tcp_user_timeout is a libpq 12 parameter
+        defaults["tcp_user_timeout"] = TCP_USER_TIMEOUT_MILLISECONDS
+    return defaults
 
 
 class Database:
@@ -136,6 +158,9 @@ class Database:
             connect_args["connect_timeout"] = max(1, math.ceil(config.connect_timeout_seconds))
             if "application_name" not in url.query:
                 connect_args["application_name"] = "scalekit"  # findable in pg_stat_activity
+            for name, value in postgres_socket_defaults().items():
+                if name not in url.query:  # a libpq parameter in the URL wins
+                    connect_args[name] = value
         engine = create_engine(
             url,
             poolclass=QueuePool,

@@ -5,12 +5,19 @@ database is down requests get 503, not a hang; a forked child never shares the p
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 import pytest
 import sqlalchemy.exc
 
 from scalekit.pool import db
+from scalekit.pool.engines import (
+    KEEPALIVE_COUNT,
+    KEEPALIVE_IDLE_SECONDS,
+    KEEPALIVE_INTERVAL_SECONDS,
+    TCP_USER_TIMEOUT_MILLISECONDS,
+)
 
 from .apps import make_wsgi_app, wrap
 from .helpers import WSGICall, pg_sessions, pg_url, unique, wsgi_get
@@ -93,3 +100,40 @@ def test_pid_check_replaces_a_pool_inherited_without_fork_hooks(postgres_availab
     assert int(wsgi_get(app, "/").chunks[0]) != first
     assert database.engine.pool is not old_pool
     app.runtime.services["pool"].close()
+
+
+def _socket_options(dbapi_connection: Any) -> dict[str, int]:
+    sock = socket.socket(fileno=os.dup(dbapi_connection.fileno()))
+    try:
+        return {
+            "keepalive": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            "idle": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            "interval": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+            "count": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+            "user_timeout_ms": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+        }
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(("query", "expected_idle", "expected_user_timeout_ms"), [
+    pytest.param("", KEEPALIVE_IDLE_SECONDS, TCP_USER_TIMEOUT_MILLISECONDS, id="defaults"),
+    pytest.param("&keepalives_idle=7&tcp_user_timeout=4500", 7, 4500, id="the URL wins"),
+])
+def test_pooled_postgres_sockets_detect_a_vanished_server(
+        postgres_available: None, query: str, expected_idle: int,
+        expected_user_timeout_ms: int) -> None:
+    """A host that disappears without a reset must not hold queries for the kernel's ~15 min
+    retransmission timeout: keepalive probes and TCP_USER_TIMEOUT are on every pooled socket."""
+    seen: list[dict[str, int]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(_socket_options(db().dbapi_connection()))
+        start_response("200 OK", [("content-type", "text/plain")])
+        return [b"ok"]
+
+    wrapped = wrap(app, pg_url(unique("sk_keepalive")) + query, pool_size=1, max_overflow=0)
+    assert wsgi_get(wrapped, "/").status.startswith("200")
+    wrapped.runtime.services["pool"].close()
+    assert seen == [{"keepalive": 1, "idle": expected_idle, "interval": KEEPALIVE_INTERVAL_SECONDS,
+                     "count": KEEPALIVE_COUNT, "user_timeout_ms": expected_user_timeout_ms}]
