@@ -63,6 +63,12 @@ class DatabaseConfig:
     # those round trips; the connection is lent again only once reset. False: reset inline,
     # before the request's return finishes. SQLite always resets inline (no round trip).
     reset_in_background: bool = True
+    # Keep the SQLAlchemy Connections requests give back (once reset) and lend them to the next
+    # requests as they are, instead of returning them to the engine's QueuePool and building new
+    # ones: a checkout and return then cost no pool events. One is kept only when it is as a new
+    # one would be (no execution options, listeners or driver settings of the app's). False:
+    # every request's connection goes through QueuePool (its checkout/checkin events fire).
+    reuse_connections: bool = True
     # Shed at once (503) when this many requests already wait for a connection (None: no cap).
     max_waiting: int | None = None
     # Warn (log + metric) when a request holds a connection longer than this (None: never).

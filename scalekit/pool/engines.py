@@ -42,6 +42,7 @@ from ..instruments import (
 from .accounting import ConnectionSlots, histogram_observer
 from .config import DatabaseConfig
 from .errors import DatabaseUnavailableError, PoolShedError, PoolTimeoutError
+from .idle import DBAPI_SETTINGS, FRESH_KEYS, IdleRules, Verdict, dbapi_settings, renewed
 from .policy import Admission, decide_admission, default_sqlite_url, resolve_reset_statement
 from .resetter import BackgroundResetter, reset_session
 from .tracking import install_events
@@ -51,6 +52,10 @@ __all__ = ["Database", "engine_url", "postgres_socket_defaults"]
 log = logging.getLogger("scalekit.pool")
 
 _DATABASES: weakref.WeakSet[Database] = weakref.WeakSet()
+# Idle stacks a parent process had when it forked. The child must neither use nor close those
+# Connections (their sockets are the parent's), nor let garbage collection return them to a
+# pool (which rolls back on the socket): they are kept, unused.
+_PARENT_IDLE: list[list[Connection]] = []
 
 # An idle connection whose socket stayed quiet is pinged anyway after this long (see
 # install_liveness_check); recycle_seconds bounds its age regardless.
@@ -122,8 +127,15 @@ class Database:
         # SQLite's rollback is a call into the library, not a round trip: nothing to move away.
         self.background_reset = config.reset_in_background and self.url.get_backend_name() != "sqlite"
         self._resetter = BackgroundResetter(name, self._reset_and_return)
-        self._used = POOL_CONNECTIONS.labels(name, "used")
-        self._idle = POOL_CONNECTIONS.labels(name, "idle")
+        # Connections given back and kept for the next request (see .idle), newest last. Each
+        # push and pop is one list operation, atomic under the GIL. A kept Connection holds no
+        # slot: it is pushed before its slot is freed and popped after one is taken, so kept +
+        # lent never exceed max_connections.
+        self._idle: list[Connection] = []
+        self._idle_rules: IdleRules | None = None  # set with the engine when reuse is on
+        self._check_liveness = config.pre_ping and self.url.get_backend_name() != "sqlite"
+        self._used_gauge = POOL_CONNECTIONS.labels(name, "used")
+        self._idle_gauge = POOL_CONNECTIONS.labels(name, "idle")
         self._pending_gauge = POOL_PENDING.labels(name)
         self._observe_wait_time = histogram_observer(POOL_WAIT_TIME.labels(name))
         self._observe_use_time = histogram_observer(POOL_USE_TIME.labels(name))
@@ -171,8 +183,9 @@ class Database:
             pool_recycle=config.recycle_seconds if config.recycle_seconds > 0 else -1,
             connect_args=connect_args,
         )
-        if config.pre_ping and url.get_backend_name() != "sqlite":  # a file cannot disconnect
+        if self._check_liveness:  # a file cannot disconnect
             install_liveness_check(engine)
+        event.listen(engine, "connect", _record_dbapi_settings)
         if config.url is None:
             event.listen(engine, "connect", _tune_default_sqlite)
         reset = resolve_reset_statement(config.reset_statement, dialect=engine.dialect.name,
@@ -181,6 +194,8 @@ class Database:
         if reset is not None:
             event.listen(engine, "reset", _resetter(reset))
         install_events(engine, track_tables=self.track_tables)
+        if config.reuse_connections:
+            self._idle_rules = IdleRules(engine, config.recycle_seconds)
         POOL_MAX.labels(self.name).set(self.max_connections)
         return engine
 
@@ -207,8 +222,18 @@ class Database:
         return self._connect(started)
 
     def _connect(self, started: float) -> Connection:
-        """Check a connection out of the engine's pool; the caller holds a slot."""
-        engine = self.engine
+        """A kept connection that is still good, else one checked out of the engine's pool;
+        the caller holds a slot."""
+        engine = self.engine  # first: in a forked child, this drops the parent's stack
+        idle = self._idle
+        while idle:
+            try:
+                connection = idle.pop()
+            except IndexError:  # another thread took the last one
+                break
+            if self._is_lendable(connection):
+                self._observe_wait_time(time.perf_counter() - started)
+                return connection
         try:
             connection = engine.connect()
         except sqlalchemy.exc.TimeoutError:
@@ -226,8 +251,47 @@ class Database:
         except BaseException:
             self._slots.give()
             raise
+        if self._idle_rules is not None and not IdleRules.fresh_layout_is_known(frozenset(connection.__dict__)):
+            # Not the Connection layout renewed() rebuilds (another SQLAlchemy release, or an
+            # engine_connect listener adding attributes): keep none, as with reuse off.
+            log.warning("scalekit: database %r: SQLAlchemy's Connection has attributes %s; "
+                        "connections go back to the engine's pool instead of being kept",
+                        self.name, sorted(set(connection.__dict__) ^ FRESH_KEYS))
+            self._idle_rules = None
         self._observe_wait_time(time.perf_counter() - started)
         return connection
+
+    def _is_lendable(self, connection: Connection) -> bool:
+        """Whether a kept connection may be lent (else it is discarded here, never raising).
+
+        The checks QueuePool's checkout would run, which a kept connection skips: the pool's
+        (age, invalidation, disposal), then the liveness check (pre_ping).
+        """
+        rules = self._idle_rules
+        if rules is None or not rules.is_current(connection, time.time()):
+            _discard(connection)
+            return False
+        if not self._check_liveness:
+            return True
+        proxied = connection._dbapi_connection
+        assert proxied is not None  # kept connections are open (IdleRules.verdict)
+        info = proxied.info
+        dbapi_connection = proxied.dbapi_connection
+        assert dbapi_connection is not None  # a valid pool proxy has one
+        returned_at = info.get(RETURNED_AT)
+        if (returned_at is not None and time.monotonic() - returned_at < PING_WHEN_IDLE_SECONDS
+                and _is_quiet(dbapi_connection, info)):
+            return True
+        try:
+            rules.engine.dialect.do_ping(dbapi_connection)
+            return True
+        except Exception as exc:  # noqa: BLE001  (whatever the failure, this one is dead)
+            log.info("scalekit: an idle connection to database %r failed its liveness check "
+                     "(%s); discarding it", self.name, exc)
+            # As SQLAlchemy's pre-ping does: every connection opened before it is suspect.
+            rules.engine.pool._invalidate(proxied, exc, _checkin=False)
+            _discard(connection)
+            return False
 
     def _wait_for_slot(self, may_wait: bool) -> None:
         with self._lock:
@@ -308,23 +372,16 @@ class Database:
                 self._reset_and_return(connection, reset=touched)
 
     def _reset_and_return(self, connection: Connection, reset: bool = True) -> None:
-        """Reset ``connection`` (if ``reset``), check it into the pool, free its slot.
+        """Reset ``connection`` (if ``reset``), keep it or check it into the pool, free its slot.
 
         Never raises an Exception: a connection whose reset or return fails is discarded (the
         pool opens a fresh one when needed), and a broken connection must still leave.
         """
         try:
-            statement = self._reset_statement
-            if not connection.invalidated and (reset or statement is not None):
-                proxied = connection.connection
-                if reset and statement is not None:
-                    reset_session(proxied.dbapi_connection, statement)
-                if statement is not None:
-                    proxied.info[SESSION_RESET_DONE] = True
-            # Without a statement the reset is the rollback close() does; after reset_session,
-            # psycopg2's rollback() there is a no-op (no round trip), as is SQLAlchemy's own
-            # reset-on-return rollback that follows.
-            connection.close()
+            if self._idle_rules is not None:
+                self._reset_and_keep(connection, reset)
+            else:
+                self._reset_and_close(connection, reset)
         except Exception:
             log.warning("scalekit: resetting or returning a connection to database %r failed; "
                         "discarding it", self.name, exc_info=True)
@@ -332,16 +389,77 @@ class Database:
         finally:
             self._slots.give()
 
+    def _reset_and_keep(self, connection: Connection, reset: bool) -> None:
+        """Reset ``connection`` (if ``reset``), then keep it for the next request if it is as
+        a fresh one would be, else close or invalidate it (see :class:`.idle.IdleRules`)."""
+        rules = self._idle_rules
+        assert rules is not None  # the caller checked
+        statement = self._reset_statement
+        if reset and not connection.invalidated:
+            if connection.in_transaction():
+                connection.rollback()  # SQLAlchemy's transaction too, not only the driver's
+            proxied = connection._dbapi_connection
+            assert proxied is not None  # not invalidated, and only the layer closes it
+            reset_session(proxied.dbapi_connection, statement)
+        verdict = rules.verdict(connection, touched=reset)
+        # rules.engine, not self.engine: this runs on the resetter thread, which must never be
+        # the one to act on a fork (forget_parent_pool).
+        idle_in_pool = rules.engine.pool.checkedin()  # type: ignore[attr-defined]
+        if verdict is Verdict.KEEP and len(self._idle) + idle_in_pool >= self.config.pool_size:
+            # pool_size connections are idle already: like QueuePool with an overflow
+            # connection, close this one (detached: its socket closes, its pool record goes
+            # back empty and connects again when needed).
+            connection.detach()
+            connection.close()
+        elif verdict is Verdict.KEEP:
+            kept = renewed(connection)  # the app's object is closed from here on
+            proxied = kept._dbapi_connection
+            assert proxied is not None  # KEEP: open and valid
+            proxied.info[RETURNED_AT] = time.monotonic()
+            self._idle.append(kept)
+        elif verdict is Verdict.INVALIDATE:
+            _discard(connection)
+        else:
+            proxied = connection._dbapi_connection
+            if proxied is not None and statement is not None:
+                proxied.info[SESSION_RESET_DONE] = True  # reset above, or untouched
+            connection.close()
+
+    def _reset_and_close(self, connection: Connection, reset: bool) -> None:
+        """The path without reuse: reset ``connection`` (if ``reset``), check it into the pool."""
+        statement = self._reset_statement
+        if not connection.invalidated and (reset or statement is not None):
+            proxied = connection.connection
+            if reset and statement is not None:
+                reset_session(proxied.dbapi_connection, statement)
+            if dbapi_settings(proxied.dbapi_connection) != proxied.info.get(DBAPI_SETTINGS):
+                _discard(connection)  # the pool would lend it with the app's driver settings
+                return
+            if statement is not None:
+                proxied.info[SESSION_RESET_DONE] = True
+        # Without a statement the reset is the rollback close() does; after reset_session,
+        # psycopg2's rollback() there is a no-op (no round trip), as is SQLAlchemy's own
+        # reset-on-return rollback that follows.
+        connection.close()
+
     def has_idle_connection(self) -> bool:
         """True when a checkout would not have to open or wait for a connection."""
-        return self._engine is not None and self._engine.pool.checkedin() > 0  # type: ignore[attr-defined]
+        return bool(self._idle) or (self._engine is not None
+                                    and self._engine.pool.checkedin() > 0)  # type: ignore[attr-defined]
 
     def checked_out(self) -> int:
-        """Connections of this process's pool not in it: lent to requests, or given back and
-        still waiting for their reset (see :meth:`resetting`, :meth:`wait_idle`)."""
+        """Connections of this process's pool lent to requests, or given back and still
+        waiting for their reset (see :meth:`resetting`, :meth:`wait_idle`); kept ones (idle,
+        see :mod:`.idle`) are not counted, though the engine's pool sees them checked out."""
         if self._engine is None:
             return 0
-        return int(self._engine.pool.checkedout())  # type: ignore[attr-defined]
+        return int(self._engine.pool.checkedout()) - len(self._idle)  # type: ignore[attr-defined]
+
+    def idle_count(self) -> int:
+        """Connections open and free for the next request: kept ones and the pool's own."""
+        if self._engine is None:
+            return 0
+        return len(self._idle) + int(self._engine.pool.checkedin())  # type: ignore[attr-defined]
 
     def resetting(self) -> int:
         """Connections given back by requests whose background reset has not finished yet."""
@@ -365,11 +483,10 @@ class Database:
         the pool rather than moved on every checkout, which keeps the checkout path short;
         Prometheus scrapes far less often than the worker ticks (at most once a second).
         """
-        pool = self._engine.pool if self._engine is not None else None
-        if pool is None:
+        if self._engine is None:
             return
-        self._used.set(pool.checkedout())  # type: ignore[attr-defined]
-        self._idle.set(pool.checkedin())  # type: ignore[attr-defined]
+        self._used_gauge.set(self.checked_out())
+        self._idle_gauge.set(self.idle_count())
 
     def _shed_message(self, admission: Admission) -> str:
         if admission is Admission.SHED_ON_EVENT_LOOP:
@@ -388,6 +505,8 @@ class Database:
         self._slots = ConnectionSlots(self.max_connections)  # the parent's are not ours
         self.holders = {}
         self._resetter.forget_parent()
+        _PARENT_IDLE.append(self._idle)  # neither used nor closed here (nor collected)
+        self._idle = []
         self._pid = os.getpid()
         if self._engine is not None:
             # close=False: closing would send Terminate on sockets the parent still uses.
@@ -405,6 +524,17 @@ class Database:
         resetter = self._resetter
         self._resetter = BackgroundResetter(self.name, self._reset_and_return)
         resetter.close()
+        idle = self._idle
+        while idle:
+            try:
+                connection = idle.pop()
+            except IndexError:
+                break
+            try:
+                connection.close()  # back to the pool, which dispose() then closes
+            except Exception:
+                log.debug("scalekit: closing an idle connection failed", exc_info=True)
+                _discard(connection)
         if self._engine is not None:
             self._engine.dispose()
             self.update_gauges()
@@ -484,6 +614,11 @@ def _resetter(statement: str) -> Any:
         # An exception here makes SQLAlchemy discard the connection rather than reuse it.
 
     return reset
+
+
+def _record_dbapi_settings(dbapi_connection: Any, record: Any) -> None:
+    # After the dialect's own on-connect setup (registered first): what a fresh one looks like.
+    record.info[DBAPI_SETTINGS] = dbapi_settings(dbapi_connection)
 
 
 def _tune_default_sqlite(dbapi_connection: Any, record: Any) -> None:
