@@ -1,0 +1,275 @@
+"""Connections kept between requests (scalekit.pool.idle): a request gets the SQLAlchemy
+Connection the previous one gave back only when it is as a fresh one would be. Each rule that
+makes the layer close or invalidate instead is shown here by what the NEXT request would
+otherwise see; every test runs on a one-connection pool, so the next request gets the same
+connection unless a rule discarded it."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy.exc
+from sqlalchemy import event
+
+from scalekit.pool import db
+from scalekit.pool.engines import Database
+from scalekit.pool.service import PoolService
+
+from .apps import wrap
+from .helpers import pg_execute, pg_sessions, pg_url, sample, unique, wsgi_get
+
+ONE_CONNECTION = {"pool_size": 1, "max_overflow": 0, "pool_timeout_seconds": 5}
+
+App = Callable[[dict[str, Any], Any], list[bytes]]
+
+
+def service(app: Any) -> PoolService:
+    return app.runtime.services["pool"]  # type: ignore[no-any-return]
+
+
+def database_of(app: Any) -> Database:
+    return service(app).databases["default"]
+
+
+def routed(routes: dict[str, Callable[[Any], Any]]) -> App:
+    """A WSGI app answering ``/<name>`` with ``routes[name](db().connection())``."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        answer = routes[environ["PATH_INFO"].strip("/")](db().connection())
+        start_response("200 OK", [("content-type", "text/plain")])
+        return [str(answer).encode()]
+
+    return app
+
+
+def backend_pid(connection: Any) -> int:
+    return int(connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+
+def get(app: Any, path: str) -> str:
+    answer = wsgi_get(app, path)
+    assert answer.code == 200, answer.chunks
+    assert service(app).wait_idle()
+    return b"".join(answer.chunks).decode()
+
+
+@pytest.fixture
+def make_app(postgres_available: None) -> Any:
+    made: list[Any] = []
+
+    def make(routes: dict[str, Callable[[Any], Any]], **settings: Any) -> Any:
+        app = wrap(routed({"pid": backend_pid, **routes}), pg_url(unique("sk_reuse")),
+                   **{**ONE_CONNECTION, **settings})
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        service(app).close()
+
+
+# --------------------------------------------------------------------------- kept
+
+
+def test_a_pool_listener_of_the_apps_sees_every_checkout(make_app: Any) -> None:
+    app = make_app({})
+    first = get(app, "/pid")
+    pool = database_of(app).engine.pool
+    checkouts: list[object] = []
+
+    def on_checkout(*args: Any) -> None:
+        checkouts.append(args)
+
+    event.listen(pool, "checkout", on_checkout)
+    try:
+        # Kept connections skip QueuePool's events: once the app listens, they go through it.
+        assert [get(app, "/pid") for _ in range(3)] == [first] * 3
+        assert len(checkouts) >= 2
+    finally:
+        event.remove(pool, "checkout", on_checkout)
+    assert database_of(app).checked_out() == 0
+
+
+def test_kept_connections_skip_the_pool_and_keep_their_backend(make_app: Any) -> None:
+    app = make_app({})
+    first = get(app, "/pid")
+    database = database_of(app)
+    assert len(database._idle) == 1  # kept, not given back to QueuePool
+    kept = database._idle[0]
+    assert [get(app, "/pid") for _ in range(3)] == [first] * 3
+    assert database._idle[0] is not kept  # the same DBAPI connection, a new Connection object
+
+
+def test_a_connection_kept_by_the_app_after_its_response_is_closed(make_app: Any) -> None:
+    held: list[Any] = []
+    app = make_app({"hold": lambda connection: held.append(connection) or backend_pid(connection)})
+    first = get(app, "/hold")
+    with pytest.raises(sqlalchemy.exc.ResourceClosedError):
+        held[0].exec_driver_sql("SELECT 1")  # never on the next request's connection
+    assert get(app, "/pid") == first
+
+
+# --------------------------------------------------------------------------- discard rules
+
+
+def test_an_isolation_level_set_by_one_request_is_not_seen_by_the_next(make_app: Any) -> None:
+    def serializable(connection: Any) -> str:
+        connection.execution_options(isolation_level="SERIALIZABLE")
+        return str(connection.exec_driver_sql("SHOW transaction_isolation").scalar_one())
+
+    app = make_app({
+        "serializable": serializable,
+        "show": lambda c: c.exec_driver_sql("SHOW transaction_isolation").scalar_one(),
+        "options": lambda c: sorted(c.get_execution_options()),
+    })
+    assert get(app, "/serializable") == "serializable"
+    assert get(app, "/show") == "read committed"
+    assert get(app, "/options") == "[]"
+
+
+def test_an_execution_option_without_driver_effect_is_not_seen_by_the_next(make_app: Any) -> None:
+    app = make_app({
+        "set": lambda c: c.execution_options(schema_translate_map={None: "elsewhere"}) and "set",
+        "options": lambda c: sorted(c.get_execution_options()),
+    })
+    assert get(app, "/set") == "set"
+    assert get(app, "/options") == "[]"
+
+
+def test_a_listener_added_on_one_requests_connection_never_fires_in_the_next(
+        make_app: Any) -> None:
+    fired: list[str] = []
+
+    def listen(connection: Any) -> int:
+        event.listen(connection, "before_cursor_execute", lambda *args: fired.append("fired"))
+        return backend_pid(connection)
+
+    app = make_app({"listen": listen})
+    get(app, "/listen")
+    assert fired == ["fired"]  # it does fire in the request that added it
+    get(app, "/pid")
+    get(app, "/pid")
+    assert fired == ["fired"]
+
+
+def test_a_read_only_session_set_on_the_raw_connection_does_not_leak(make_app: Any) -> None:
+    def read_only(connection: Any) -> str:
+        db().dbapi_connection().set_session(readonly=True)
+        return str(connection.exec_driver_sql("SHOW transaction_read_only").scalar_one())
+
+    app = make_app({
+        "read_only": read_only,
+        "show": lambda c: (c.exec_driver_sql("SHOW transaction_read_only").scalar_one(),
+                           db().dbapi_connection().readonly),
+    })
+    assert get(app, "/read_only") == "on"
+    assert get(app, "/show") == "('off', None)"
+
+
+def test_autocommit_left_on_the_raw_connection_does_not_leak(make_app: Any) -> None:
+    def autocommit(connection: Any) -> str:
+        db().dbapi_connection().autocommit = True
+        return "on"
+
+    app = make_app({"autocommit": autocommit,
+                    "show": lambda c: db().dbapi_connection().autocommit})
+    get(app, "/autocommit")
+    assert get(app, "/show") == "False"
+
+
+def test_a_connection_older_than_recycle_seconds_is_replaced(make_app: Any) -> None:
+    app = make_app({}, recycle_seconds=600)
+    first = get(app, "/pid")
+    kept = database_of(app)._idle[0]
+    kept.connection._connection_record.starttime -= 601  # opened 601 s ago
+    second = get(app, "/pid")
+    assert second != first
+    assert get(app, "/pid") == second
+
+
+def test_a_connection_killed_while_kept_is_replaced_at_checkout(make_app: Any) -> None:
+    app = make_app({})
+    first = int(get(app, "/pid"))
+    assert pg_execute("SELECT pg_terminate_backend(%s, 5000)", (first,)) == [(True,)]
+    second = int(get(app, "/pid"))  # the request succeeds, on a new connection
+    assert second != first
+    assert database_of(app).checked_out() == 0
+
+
+def test_gauges_and_counts_see_kept_connections_as_idle(make_app: Any) -> None:
+    app = make_app({}, pool_size=2)
+    get(app, "/pid")
+    database = database_of(app)
+    database.update_gauges()
+    labels = {"database": "default"}
+    assert sample("scalekit_pool_connections", {**labels, "state": "used"}) == 0
+    assert sample("scalekit_pool_connections", {**labels, "state": "idle"}) == 1
+    assert database.checked_out() == 0 and database.idle_count() == 1
+    assert database.has_idle_connection()
+
+
+def test_dispose_closes_kept_connections(make_app: Any) -> None:
+    app = make_app({})
+    get(app, "/pid")
+    name = str(database_of(app).url.query["application_name"])
+    assert sum(pg_sessions(name).values()) == 1
+    service(app).close()
+    deadline = time.monotonic() + 5
+    while pg_sessions(name) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert pg_sessions(name) == {}
+
+
+def test_a_forked_child_neither_uses_nor_closes_the_parents_kept_connections(
+        make_app: Any) -> None:
+    app = make_app({})
+    first = get(app, "/pid")
+    kept = database_of(app)._idle[0]
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (runs in the child)
+        try:
+            os.close(read_end)
+            answer = wsgi_get(app, "/pid")
+            database_of(app).dispose()  # closes the child's own idle connections only
+            os.write(write_end, b"".join(answer.chunks))
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    child_backend = os.read(read_end, 64).decode()
+    os.close(read_end)
+    assert os.waitpid(child, 0)[1] == 0
+    assert child_backend != first
+    assert database_of(app)._idle == [kept] and not kept.closed
+    assert get(app, "/pid") == first  # the parent's connection still works, still the same
+
+
+# --------------------------------------------------------------------------- SQLite, switch
+
+
+def test_sqlite_connections_are_kept_too(sqlite_url: str) -> None:
+    raw_ids: list[int] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        connection = db().connection()
+        connection.exec_driver_sql("SELECT 1")
+        raw_ids.append(id(connection.connection.dbapi_connection))
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    wrapped = wrap(app, sqlite_url, **ONE_CONNECTION)
+    for _ in range(3):
+        assert wsgi_get(wrapped, "/").code == 200
+    assert len(set(raw_ids)) == 1 and len(database_of(wrapped)._idle) == 1
+    service(wrapped).close()
+
+
+def test_reuse_can_be_switched_off(make_app: Any) -> None:
+    app = make_app({}, reuse_connections=False)
+    first = get(app, "/pid")
+    assert database_of(app)._idle == []
+    assert get(app, "/pid") == first  # QueuePool lends the same one, through its events
