@@ -373,6 +373,8 @@ def hop_by_hop_names(connection: str | None) -> frozenset[str]:
 
 def parse_tags(surrogate_key: str | None, cache_tag: str | None) -> tuple[str, ...]:
     """Cache tags from ``Surrogate-Key`` (space-separated) and ``Cache-Tag`` (comma-separated)."""
+    if not surrogate_key and not cache_tag:
+        return ()
     tags: dict[str, None] = {}
     for tag in (surrogate_key or "").split():
         tags.setdefault(tag, None)

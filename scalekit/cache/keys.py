@@ -170,6 +170,8 @@ def secondary_key(vary: tuple[str, ...], header: HeaderGetter, *, max_value_byte
     An absent header and an empty one differ. None when a value is longer than
     ``max_value_bytes``: such a variant is not stored.
     """
+    if not vary:
+        return ""
     parts = []
     for name in vary:
         value = header(name)

@@ -191,23 +191,19 @@ class ResponseBuilder:
         if plan.content_length is not None and plan.content_length != len(body):
             return None
         headers = [item for item in plan.headers if item[0] != "content-length"]
-        names = {name for name, _ in headers}
-        if plan.status == 200 and "etag" not in names and len(body) <= self.etag_max_body_bytes:
+        if (plan.status == 200 and len(body) <= self.etag_max_body_bytes
+                and not any(name == "etag" for name, _ in headers)):
             # Same tag the CDN layer would compute, so a hit never re-hashes the body.
             headers.append(("etag", body_etag(body)))
         if plan.status not in (204, 304):
             headers.append(("content-length", str(len(body))))
+        # Positional, in CachedEntry's field order (keywords cost a name search per field).
         return CachedEntry(
-            status=plan.status, headers=tuple(headers), body=body,
-            request_time=plan.request_time, response_time=plan.response_time,
-            corrected_initial_age_seconds=plan.corrected_initial_age_seconds,
-            freshness_lifetime_seconds=plan.freshness_lifetime_seconds,
-            stale_while_revalidate_seconds=plan.stale_while_revalidate_seconds,
-            stale_if_error_seconds=plan.stale_if_error_seconds,
-            requires_revalidation=plan.requires_revalidation,
-            must_revalidate=plan.must_revalidate,
-            tags=tags, vary=plan.vary, secondary_key=plan.secondary_key, route=route,
-        )
+            plan.status, tuple(headers), body, plan.request_time, plan.response_time,
+            plan.corrected_initial_age_seconds, plan.freshness_lifetime_seconds,
+            plan.stale_while_revalidate_seconds, plan.stale_if_error_seconds,
+            plan.requires_revalidation, plan.must_revalidate, tags, plan.vary, plan.secondary_key,
+            False, "", route)
 
     @staticmethod
     def kept_past(index: CachedEntry, entry: CachedEntry) -> bool:

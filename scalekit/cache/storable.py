@@ -108,6 +108,8 @@ def combine_fields(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 def corrected_initial_age(fields: dict[str, str], *, request_time: float, response_time: float) -> float:
     """RFC 9111 §4.2.3: the age the response had when it arrived here."""
+    if "date" not in fields and "age" not in fields:  # most apps: the server adds Date later
+        return response_time - request_time if response_time > request_time else 0.0
     date = parse_http_date(fields.get("date"))
     apparent_age = max(0.0, response_time - date) if date is not None else 0.0
     age_value = parse_delta_seconds(fields.get("age")) or 0
@@ -180,27 +182,19 @@ def analyse_response(
         return NotStorable("no-cache-without-validators")
     if lifetime <= 0 and swr <= 0 and sie <= 0 and not has_validators:
         return NotStorable("no-freshness")
-    return StorePlan(
-        status=status,
-        headers=stored_headers(headers, fields, directives),
-        request_time=request_time,
-        response_time=now,
-        corrected_initial_age_seconds=initial_age if initial_age is not None else corrected_initial_age(
-            fields, request_time=request_time, response_time=now),
-        freshness_lifetime_seconds=float(lifetime),
-        stale_while_revalidate_seconds=float(swr),
-        stale_if_error_seconds=float(sie),
-        requires_revalidation=directives.no_cache,
-        # §5.2.2.10: s-maxage "incorporates the semantics of the proxy-revalidate response
-        # directive for a shared cache": no client max-stale. Explicit stale-while-revalidate /
-        # stale-if-error beside s-maxage still apply (they are in-protocol permissions).
-        must_revalidate=(directives.must_revalidate or directives.proxy_revalidate
-                         or directives.s_maxage is not None),
-        vary=vary,
-        secondary_key=secondary,
-        header_tags=parse_tags(fields.get("surrogate-key"), fields.get("cache-tag")),
-        content_length=content_length,
-    )
+    if initial_age is None:
+        initial_age = corrected_initial_age(fields, request_time=request_time, response_time=now)
+    # §5.2.2.10: s-maxage "incorporates the semantics of the proxy-revalidate response directive
+    # for a shared cache": no client max-stale. Explicit stale-while-revalidate / stale-if-error
+    # beside s-maxage still apply (they are in-protocol permissions).
+    must_revalidate = (directives.must_revalidate or directives.proxy_revalidate
+                       or directives.s_maxage is not None)
+    # Positional, in StorePlan's field order: keyword arguments cost a name search per field
+    # (three times the construction), on every storable miss.
+    return StorePlan(status, stored_headers(headers, fields, directives), request_time, now,
+                     initial_age, float(lifetime), float(swr), float(sie), directives.no_cache,
+                     must_revalidate, vary, secondary,
+                     parse_tags(fields.get("surrogate-key"), fields.get("cache-tag")), content_length)
 
 
 def _freshness_lifetime(
@@ -273,4 +267,4 @@ def stored_headers(headers: Iterable[tuple[str, str]], fields: dict[str, str],
     dropped = _ALWAYS_DROPPED if connection is None else hop_by_hop_names(connection) | CONSUMED_FIELDS
     if directives.private_fields or directives.no_cache_fields:
         dropped = dropped | set(directives.private_fields) | set(directives.no_cache_fields)
-    return tuple((name.lower(), value) for name, value in headers if name.lower() not in dropped)
+    return tuple([(lower, value) for name, value in headers if (lower := name.lower()) not in dropped])

@@ -41,6 +41,10 @@ _cache_contains = Cache.__contains__
 _cache_getitem = Cache.__getitem__
 _getsizeof = sys.getsizeof
 _PAIR_BYTES = sys.getsizeof(("", ""))
+_EMPTY_TUPLE_BYTES = sys.getsizeof(())
+_TUPLE_SLOT_BYTES = sys.getsizeof((None,)) - _EMPTY_TUPLE_BYTES
+_EMPTY_STR_BYTES = sys.getsizeof("")  # a compact ASCII str: this plus one byte per character
+_EMPTY_BYTES_BYTES = sys.getsizeof(b"")
 _FLOAT_BYTES = sys.getsizeof(0.0)
 _FLOAT_FIELDS = ("request_time", "response_time", "corrected_initial_age_seconds",
                  "freshness_lifetime_seconds", "stale_while_revalidate_seconds",
@@ -54,20 +58,27 @@ if {field.name for field in dataclasses.fields(CachedEntry)} != _KNOWN_FIELDS:
     # Loud at import, not a silent undercount of L1's memory: a new field needs a line below.
     raise RuntimeError("CachedEntry's fields changed: count the new ones in memory_footprint() "
                        "(scalekit/cache/tiers/memory.py)")
+_ENTRY_BYTES = sys.getsizeof(CachedEntry(200, (), b"", 0.0, 0.0, 0.0, 0.0))  # slots: fixed size
 
 
 def memory_footprint(key: str, entry: CachedEntry) -> int:
     """Bytes ``entry`` stored under ``key`` occupies in L1, every field counted (objects shared
     with other entries are counted too, so the bound errs on the safe side).
 
-    The miss path pays this on every store: each field is measured where it is, the sequences
-    with C-level iteration, nothing walked generically.
+    The miss path pays this on every store, so the common shapes are computed rather than
+    asked for (``sys.getsizeof`` is a method call per object): bytes and tuples from their
+    lengths, and header text, when all ASCII as it nearly always is, from its total length.
     """
-    size = (_getsizeof(key) + _getsizeof(entry) + ITEM_OVERHEAD_BYTES + _getsizeof(entry.body)
-            + 6 * _FLOAT_BYTES)
+    size = (_getsizeof(key) + _ENTRY_BYTES + ITEM_OVERHEAD_BYTES + _EMPTY_BYTES_BYTES
+            + len(entry.body) + 6 * _FLOAT_BYTES)
     headers = entry.headers
     if headers:
-        size += _getsizeof(headers) + len(headers) * _PAIR_BYTES + sum(map(_getsizeof, chain.from_iterable(headers)))
+        count = len(headers)
+        size += _EMPTY_TUPLE_BYTES + count * (_TUPLE_SLOT_BYTES + _PAIR_BYTES)
+        if all(map(str.isascii, chain.from_iterable(headers))):
+            size += 2 * count * _EMPTY_STR_BYTES + sum(map(len, chain.from_iterable(headers)))
+        else:  # latin-1 or wider text: ask each string
+            size += sum(map(_getsizeof, chain.from_iterable(headers)))
     tags = entry.tags
     if tags:
         size += _getsizeof(tags) + len(tags) * _PAIR_BYTES + sum(map(_getsizeof, chain.from_iterable(tags)))

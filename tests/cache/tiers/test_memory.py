@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from scalekit.cache.entry import CachedEntry
-from scalekit.cache.tiers.memory import MemoryTier, memory_footprint
+from scalekit.cache.tiers.memory import ITEM_OVERHEAD_BYTES, MemoryTier, memory_footprint
 
 
 class FakeClock:
@@ -66,3 +71,26 @@ def test_delete_and_clear() -> None:
     assert tier.get("a") is None and tier.get("b") is not None
     tier.clear()
     assert tier.current_bytes == 0 and len(tier) == 0
+
+
+_header_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+
+
+@given(headers=st.lists(st.tuples(_header_text, _header_text), max_size=8),
+       body=st.binary(max_size=3000), key=st.text(max_size=60),
+       tags=st.lists(st.tuples(st.text(max_size=20), st.integers(0, 2**40)), max_size=4))
+def test_footprint_is_what_each_object_reports(headers: list[tuple[str, str]], body: bytes, key: str,
+                                                tags: list[tuple[str, int]]) -> None:
+    """The computed footprint equals sys.getsizeof over every object the entry holds (ASCII,
+    latin-1 and wider header text alike), so the byte bound counts real memory."""
+    entry = CachedEntry(200, tuple(headers), body, 1000.0, 1000.0, 0.0, 60.0, tags=tuple(tags))
+    texts = [text for pair in headers for text in pair]
+    walked = (sys.getsizeof(key) + sys.getsizeof(entry) + ITEM_OVERHEAD_BYTES + sys.getsizeof(body)
+              + 6 * sys.getsizeof(0.0))
+    if headers:
+        walked += (sys.getsizeof(entry.headers) + sum(sys.getsizeof(pair) for pair in entry.headers)
+                   + sum(map(sys.getsizeof, texts)))
+    if tags:
+        walked += (sys.getsizeof(entry.tags) + sum(sys.getsizeof(pair) for pair in entry.tags)
+                   + sum(sys.getsizeof(part) for pair in entry.tags for part in pair))
+    assert memory_footprint(key, entry) == walked
