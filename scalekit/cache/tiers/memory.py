@@ -18,9 +18,11 @@ not just body bytes: a flood of small distinct keys cannot grow the process past
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from itertools import chain
 from typing import Any
@@ -94,6 +96,14 @@ def memory_footprint(key: str, entry: CachedEntry) -> int:
     return size
 
 
+def _reading(cache: weakref.ref[_ByteBoundedLRU], name: str) -> float:
+    """``currsize`` or ``len()`` of a tier's LRU for a gauge, 0 once the tier is gone."""
+    lru = cache()
+    if lru is None:
+        return 0.0
+    return float(lru.currsize if name == "currsize" else len(lru))
+
+
 class _ByteBoundedLRU(LRUCache):  # type: ignore[type-arg]
     """LRUCache of ``(entry, kept_until)`` whose size function sees the key, counting evictions."""
 
@@ -139,9 +149,18 @@ class MemoryTier:
         self._stored = counter_handle(self._metrics.stored)
         self._bytes = gauge_handle(self._metrics.bytes)
         self._entries = gauge_handle(self._metrics.entries)
+        # In one process the gauges are read from the LRU when scraped, so a write pays
+        # nothing for them; gunicorn's multiprocess mode reads files each worker writes, so
+        # there every write publishes (set_function does not reach those files).
+        self._publish_on_write = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self._lock = threading.Lock()
         self._clock = clock
         self._cache = _ByteBoundedLRU(max_bytes, self._metrics)
+        if not self._publish_on_write:
+            # A weak reference: the registry outlives the tier, and must not keep its entries.
+            cache = weakref.ref(self._cache)
+            self._metrics.bytes.set_function(lambda: _reading(cache, "currsize"))
+            self._metrics.entries.set_function(lambda: _reading(cache, "__len__"))
 
     # ----------------------------------------------------------------- sync face
     def get(self, key: str) -> tuple[CachedEntry, str] | None:
@@ -220,5 +239,7 @@ class MemoryTier:
             return _cache_contains(cache, key) and self._clock() < _cache_getitem(cache, key)[1]
 
     def _publish_gauges(self) -> None:
+        if not self._publish_on_write:
+            return
         self._bytes.set(self._cache.currsize)
         self._entries.set(len(self._cache))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 
 from prometheus_client import REGISTRY
@@ -63,3 +65,16 @@ def test_corrupt_disk_entry_is_counted(tmp_path: Path, clock: FakeClock) -> None
     assert tier.get("k") is None
     assert sample("scalekit_cache_lookups_total", tier="disk", outcome="corrupt") == corrupt + 1
     assert sample("scalekit_cache_entries", tier="disk") >= 1  # published on the first write
+
+
+def test_memory_gauges_are_read_at_scrape_time_without_keeping_the_tier(clock: FakeClock) -> None:
+    tier = MemoryTier(max_bytes=100_000, clock=clock)
+    tier.set("a", make_entry(clock, b"a" * 1000))
+    tier.set("b", make_entry(clock, b"b" * 1000))
+    assert sample("scalekit_cache_entries", tier="memory") == 2
+    assert sample("scalekit_cache_bytes", tier="memory") == tier.current_bytes
+    lru = weakref.ref(tier._cache)
+    del tier
+    gc.collect()
+    assert lru() is None  # the registry's reading function does not keep the entries alive
+    assert sample("scalekit_cache_entries", tier="memory") == 0
