@@ -85,7 +85,7 @@ class OriginAnswers:
         fields = combine_fields(headers)
         initial_age = corrected_initial_age(fields, request_time=request_time, response_time=now)
         pass_headers = self.responses.forwarded(headers, forward.fwd, now=now, request_time=request_time,
-                                                initial_age=initial_age)
+                                                fields=fields, initial_age=initial_age)
         if not forward.may_store:
             return PassThrough(pass_headers)
         plan = analyse_response(status, headers, request.header, now=now, request_time=request_time,

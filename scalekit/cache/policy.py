@@ -208,10 +208,9 @@ class CachePolicy(OriginAnswers):
         may_store = is_get and not directives.no_store
         changes = self._revalidation_headers(stored, request) if stored is not None else (
             self._strip_client_conditionals(request) if may_store else ())
-        return Forward(fwd, stored, tier, may_store=may_store,
-                       coalesce=self.coalesce and may_store and fwd != "request",
-                       request_headers=changes,
-                       validating=stored is not None and has_validators(stored))
+        # Positional, in Forward's field order: built on every miss.
+        return Forward(fwd, stored, tier, may_store, self.coalesce and may_store and fwd != "request",
+                       changes, stored is not None and has_validators(stored))
 
     def _revalidation_headers(self, entry: CachedEntry,
                               request: RequestView) -> tuple[tuple[str, str | None], ...]:

@@ -166,8 +166,11 @@ class ResponseBuilder:
             initial_age = corrected_initial_age(fields if fields is not None else combine_fields(headers),
                                                 request_time=request_time, response_time=now)
         age = initial_age
-        out = [(name, value) for name, value in headers
-               if name.lower() not in ("surrogate-control", "age")]
+        if fields is not None and "surrogate-control" not in fields and "age" not in fields:
+            out = list(headers)  # nothing to drop: a copy in C
+        else:
+            out = [(name, value) for name, value in headers
+                   if name.lower() not in ("surrogate-control", "age")]
         out.append(("age", str(int(age))))
         if stored or ttl is not None:
             status = self.cache_status(fwd=fwd, stored=stored, ttl=ttl)

@@ -131,6 +131,7 @@ class MemoryTier:
     """L1 store: sync and async faces over the same locked LRU (no I/O, so async is direct)."""
 
     name = "memory"
+    in_process = True  # no I/O: TieredStore's async face calls the sync methods directly
 
     def __init__(
         self,

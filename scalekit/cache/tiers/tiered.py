@@ -71,6 +71,8 @@ class TieredStore:
     def __init__(self, tiers: Sequence[Any]) -> None:
         self.tiers = tuple(tiers)
         self._masks = tuple(_Mask() for _ in self.tiers)
+        # Tiers without I/O (L1): the async face calls their sync methods, no coroutine each.
+        self._in_process = tuple(bool(getattr(tier, "in_process", False)) for tier in self.tiers)
 
     # ----------------------------------------------------------------- sync face
     def get(self, key: str) -> tuple[CachedEntry, str] | None:
@@ -117,7 +119,8 @@ class TieredStore:
                     continue
                 mask.discard(key)
                 continue
-            found: tuple[CachedEntry, str] | None = await tier.aget(key)
+            found: tuple[CachedEntry, str] | None = (
+                tier.get(key) if self._in_process[index] else await tier.aget(key))
             if found is not None:
                 for upper in range(index):
                     await self._aset_one(upper, key, found[0])
@@ -129,6 +132,9 @@ class TieredStore:
             await self._aset_one(index, key, entry)
 
     async def _aset_one(self, index: int, key: str, entry: CachedEntry) -> None:
+        if self._in_process[index]:
+            self._set_one(index, key, entry)
+            return
         mask = self._masks[index]
         if await _atry_set(self.tiers[index], key, entry):
             if mask:
