@@ -14,6 +14,7 @@ too, so a bare ``wrap(app)`` never creates the SQLite file of an app that has no
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import os
@@ -590,6 +591,13 @@ def _is_quiet(dbapi_connection: Any, info: dict[Any, Any]) -> bool:
         return False  # nothing to poll: ping
     try:
         descriptor = fileno()
+        if descriptor < 0:
+            return False  # poll() would skip it and report nothing
+        if _held_poll is not None:
+            watched = info.get(POLLER)
+            if not isinstance(watched, _PollFd) or watched.fd != descriptor:
+                watched = info[POLLER] = _PollFd(descriptor, select.POLLIN, 0)
+            return bool(_held_poll(ctypes.byref(watched), 1, 0) == 0)
         poller = info.get(POLLER)
         if poller is None or poller[0] != descriptor:
             watcher = _poll()
@@ -598,6 +606,32 @@ def _is_quiet(dbapi_connection: Any, info: dict[Any, Any]) -> bool:
         return not poller[1].poll(0)
     except (OSError, ValueError):
         return False
+
+
+class _PollFd(ctypes.Structure):
+    """``struct pollfd``."""
+
+    _fields_ = [("fd", ctypes.c_int), ("events", ctypes.c_short), ("revents", ctypes.c_short)]
+
+
+def _poll_holding_the_gil() -> Any:
+    """libc's poll() called without releasing the GIL, or None where there is none.
+
+    select.poll() lets other threads run during its (zero-timeout) system call; the resetter
+    thread then takes the GIL for a stretch of its own work, and the request checking out
+    waits for it, which doubled a checkout. A zero-timeout poll never blocks, so holding the
+    GIL through it costs nothing.
+    """
+    try:
+        function = ctypes.PyDLL(None).poll  # PyDLL: the call keeps the GIL
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = [ctypes.POINTER(_PollFd), ctypes.c_ulong, ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+_held_poll = _poll_holding_the_gil() if os.name == "posix" else None
 
 
 def _resetter(statement: str) -> Any:

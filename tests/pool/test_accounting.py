@@ -10,8 +10,19 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from scalekit.instruments import DURATION_BUCKETS_SECONDS
+from scalekit.pool import engines
 from scalekit.pool.accounting import ConnectionSlots, histogram_observer
 from scalekit.pool.engines import _is_quiet
+
+
+@pytest.fixture(params=["poll holding the GIL", "select.poll"])
+def poll_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways the liveness check polls: libc's poll() through ctypes, and the fallback."""
+    if request.param == "select.poll":
+        monkeypatch.setattr(engines, "_held_poll", None)
+    elif engines._held_poll is None:
+        pytest.skip("no libc poll() on this platform")
+    return str(request.param)
 
 
 def test_slots_count_like_a_semaphore() -> None:
@@ -82,7 +93,7 @@ class _FakeConnection:
         return self.sock.fileno()
 
 
-def test_a_quiet_socket_is_quiet_and_a_readable_or_closed_one_is_not() -> None:
+def test_a_quiet_socket_is_quiet_and_a_readable_or_closed_one_is_not(poll_kind: str) -> None:
     ours, server = socket.socketpair()
     connection, info = _FakeConnection(ours), {}
     try:
@@ -100,7 +111,7 @@ def test_a_quiet_socket_is_quiet_and_a_readable_or_closed_one_is_not() -> None:
         ours.close()
 
 
-def test_the_poll_follows_a_new_descriptor() -> None:
+def test_the_poll_follows_a_new_descriptor(poll_kind: str) -> None:
     first, first_peer = socket.socketpair()
     second, second_peer = socket.socketpair()
     connection, info = _FakeConnection(first), {}
@@ -114,7 +125,7 @@ def test_the_poll_follows_a_new_descriptor() -> None:
             sock.close()
 
 
-def test_no_socket_means_not_quiet() -> None:
+def test_no_socket_means_not_quiet(poll_kind: str) -> None:
     class NoSocket:
         pass
 
@@ -126,3 +137,49 @@ def test_no_socket_means_not_quiet() -> None:
 
     assert not _is_quiet(NoSocket(), {})
     assert not _is_quiet(Broken(), {})
+
+
+def test_the_poll_keeps_the_gil(poll_kind: str) -> None:
+    """The zero-timeout poll gives no other thread a turn. select.poll() releases the GIL
+    around its system call, which let the resetter thread's work land in the middle of a
+    checkout (how often depends on the threads' timing, so only the held poll is asserted)."""
+    import sys
+
+    if poll_kind == "select.poll":
+        pytest.skip("select.poll() releases the GIL by design")
+
+    left, right = socket.socketpair()
+    turns = 0
+    stop = threading.Event()
+
+    def spin() -> None:
+        nonlocal turns
+        while not stop.is_set():
+            turns += 1
+
+    class Connection:
+        closed = 0
+
+        def fileno(self) -> int:
+            return left.fileno()
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.2)  # between forced switches, only a released GIL gives a turn
+    spinner = threading.Thread(target=spin)
+    try:
+        connection, info = Connection(), {}
+        assert _is_quiet(connection, info)  # set up outside the measured polls
+        spinner.start()
+        while turns == 0:
+            threading.Event().wait(0.001)  # the spinner runs while this thread sleeps
+        before = turns
+        for _ in range(2000):
+            assert _is_quiet(connection, info)
+        gave_turns = turns != before
+    finally:
+        stop.set()
+        sys.setswitchinterval(switch)
+        spinner.join()
+        left.close()
+        right.close()
+    assert not gave_turns
