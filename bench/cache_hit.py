@@ -178,16 +178,10 @@ SERVERS = (
 )
 
 
-def _has_httptools() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(name) is not None for name in ("httptools", "uvloop"))
-
-
 def over_http(rounds: int, seconds: int) -> bool:
     """Bare and cached apps run side by side under the same server; wrk alternates between
     them ``rounds`` times, so load from anything else on the machine hits both alike."""
-    from tests.servers import run_server
+    from tests.servers import has_httptools, run_server
 
     if shutil.which("wrk") is None:
         print("over HTTP: wrk not installed, skipped")
@@ -198,7 +192,7 @@ def over_http(rounds: int, seconds: int) -> bool:
             SERVER_MODULE.format(root=str(ROOT), bench=str(ROOT / "bench")))
         env = {"PYTHONPATH": folder}
         for label, server, bare, cached, extra in SERVERS:
-            if server == "uvicorn" and "httptools" in extra and not _has_httptools():
+            if server == "uvicorn" and "httptools" in extra and not has_httptools():
                 print(f"{label:18s} skipped: httptools/uvloop not installed (uvicorn[standard])")
                 continue
             rates: dict[str, list[float]] = {bare: [], cached: []}

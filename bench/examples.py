@@ -261,13 +261,9 @@ def in_process(shop: Shop, *, database_url: str | None) -> dict[str, float]:
     return out
 
 
-def _has_httptools() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(name) is not None for name in ("httptools", "uvloop"))
-
-
 def main() -> int:
+    from tests.servers import has_httptools
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repeat of 2 s per measurement")
     parser.add_argument("--framework", choices=[shop.framework for shop in SHOPS], action="append")
@@ -287,7 +283,7 @@ def main() -> int:
     client = f"wrk -t1 -c{CONNECTIONS}" if use_wrk else f"httpx x{CONNECTIONS} threads (wrk not installed)"
     print(f"example shops, GET {PAGE} over HTTP, {client}, median of {repeats} x {seconds:.0f} s; "
           f"database: {args.database_url or 'SQLite (default)'}; uvicorn's HTTP stack: "
-          f"{'httptools + uvloop' if _has_httptools() else 'h11 + asyncio (uvicorn[standard] not installed)'}")
+          f"{'httptools + uvloop' if has_httptools() else 'h11 + asyncio (uvicorn[standard] not installed)'}")
     print(f"{'shop':8s} {'server':9s} {'bare':>7s} {'miss':>7s} {'(/bare)':>7s} {'hit':>7s} "
           f"{'hit/bare':>8s} {'ceiling':>7s} {'(hit/c)':>7s} | {'in process: bare':>16s} {'hit':>7s} "
           f"{'speed-up':>8s}  target hit/bare >= {HIT_SPEEDUP_TARGET:.0f}x")

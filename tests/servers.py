@@ -119,3 +119,10 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> None:
     # Workers that outlived the master (they should not) still belong to the group.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
+
+
+def has_httptools() -> bool:
+    """Whether uvicorn has its C HTTP stack here (httptools and uvloop: ``uvicorn[standard]``)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("httptools", "uvloop"))

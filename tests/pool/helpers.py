@@ -4,6 +4,7 @@ that can drop every connection, unique table names, Postgres probes."""
 from __future__ import annotations
 
 import asyncio
+import os
 import selectors
 import socket
 import threading
@@ -243,3 +244,30 @@ class TCPProxy:
         self._stopped = True
         self._listener.close()
         self.drop_all()
+
+
+def in_forked_child(work: Callable[[], bytes]) -> bytes:
+    """What ``work()`` returns when run in a forked child (a fork-safety test's other side).
+
+    The child exits at once afterwards, whatever happened; a child that raised answers with
+    its exception's repr, so the test's assertion shows it.
+    """
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (runs in the child)
+        try:
+            os.close(read_end)
+            try:
+                answer = work()
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent, not lost
+                answer = f"child raised {exc!r}".encode()
+            os.write(write_end, answer)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    assert os.waitpid(child, 0)[1] == 0
+    return b"".join(chunks)

@@ -20,7 +20,7 @@ from scalekit.pool.engines import (
 )
 
 from .apps import make_wsgi_app, wrap
-from .helpers import WSGICall, pg_sessions, pg_url, unique, wsgi_get
+from .helpers import WSGICall, in_forked_child, pg_sessions, pg_url, unique, wsgi_get
 
 pytestmark = pytest.mark.postgres
 
@@ -73,18 +73,7 @@ def test_database_down_answers_503_then_recovers(proxy: Any, pg_table: str) -> N
 def test_forked_child_never_uses_the_parents_connections(postgres_available: None) -> None:
     app = wrap(backend_pid_app, pg_url(unique("sk_fork")), pool_size=1, max_overflow=0)
     parent_backend = int(wsgi_get(app, "/").chunks[0])  # now idle in the parent's pool
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover (runs in the child)
-        try:
-            os.close(read_end)
-            os.write(write_end, wsgi_get(app, "/").chunks[0])
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    child_backend = int(os.read(read_end, 64))
-    os.close(read_end)
-    assert os.waitpid(child, 0)[1] == 0
+    child_backend = int(in_forked_child(lambda: wsgi_get(app, "/").chunks[0]))
     assert child_backend != parent_backend
     # The child neither used nor closed the parent's connection: it still serves the parent.
     assert int(wsgi_get(app, "/").chunks[0]) == parent_backend

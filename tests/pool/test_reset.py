@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import threading
 import time
@@ -28,7 +27,7 @@ from scalekit.pool.service import PoolService
 from scalekit.pool.tracking import TrackedConnection
 
 from .apps import wrap
-from .helpers import PG_DSN, ASGICall, pg_execute, pg_url, unique, wsgi_get
+from .helpers import PG_DSN, ASGICall, in_forked_child, pg_execute, pg_url, unique, wsgi_get
 
 pytestmark = pytest.mark.postgres
 
@@ -349,22 +348,14 @@ def test_forked_child_starts_its_own_resetter_and_ignores_the_parents_queue(
     wsgi_get(app, "/set_committed")  # its reset is running in the parent when it forks
     database = service(app).databases["default"]
     assert database.resetting() == 1
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover (runs in the child)
-        try:
-            os.close(read_end)
-            ok = database.resetting() == 0
-            ok = ok and wsgi_get(app, "/everything").code == 200 and database.wait_idle(10)
-            ok = ok and wsgi_get(app, "/show").code == 200 and seen[-1] == (0, *CLEAN)
-            os.write(write_end, b"ok" if ok else repr(seen).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    answer = os.read(read_end, 4096)
-    os.close(read_end)
-    assert os.waitpid(child, 0)[1] == 0
-    assert answer == b"ok"
+
+    def child() -> bytes:
+        ok = database.resetting() == 0
+        ok = ok and wsgi_get(app, "/everything").code == 200 and database.wait_idle(10)
+        ok = ok and wsgi_get(app, "/show").code == 200 and seen[-1] == (0, *CLEAN)
+        return b"ok" if ok else repr(seen).encode()
+
+    assert in_forked_child(child) == b"ok"
     assert database.wait_idle()
     wsgi_get(app, "/show")
     assert seen == [(0, *CLEAN)]  # the parent's connection, reset by the parent only

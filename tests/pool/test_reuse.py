@@ -6,7 +6,6 @@ connection unless a rule discarded it."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +19,7 @@ from scalekit.pool.engines import Database
 from scalekit.pool.service import PoolService
 
 from .apps import wrap
-from .helpers import pg_execute, pg_sessions, pg_url, sample, unique, wsgi_get
+from .helpers import in_forked_child, pg_execute, pg_sessions, pg_url, sample, unique, wsgi_get
 
 ONE_CONNECTION = {"pool_size": 1, "max_overflow": 0, "pool_timeout_seconds": 5}
 
@@ -229,20 +228,13 @@ def test_a_forked_child_neither_uses_nor_closes_the_parents_kept_connections(
     app = make_app({})
     first = get(app, "/pid")
     kept = database_of(app)._idle[0]
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover (runs in the child)
-        try:
-            os.close(read_end)
-            answer = wsgi_get(app, "/pid")
-            database_of(app).dispose()  # closes the child's own idle connections only
-            os.write(write_end, b"".join(answer.chunks))
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    child_backend = os.read(read_end, 64).decode()
-    os.close(read_end)
-    assert os.waitpid(child, 0)[1] == 0
+
+    def child() -> bytes:
+        answer = wsgi_get(app, "/pid")
+        database_of(app).dispose()  # closes the child's own idle connections only
+        return b"".join(answer.chunks)
+
+    child_backend = in_forked_child(child).decode()
     assert child_backend != first
     assert database_of(app)._idle == [kept] and not kept.closed
     assert get(app, "/pid") == first  # the parent's connection still works, still the same

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +22,14 @@ def redis_cluster() -> Iterator[RedisCluster]:
     cluster = RedisCluster().start()
     yield cluster
     cluster.close()
+
+
+@pytest.fixture()
+def blackhole() -> Iterator[int]:
+    """A port whose kernel completes TCP handshakes but nobody ever answers."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    yield listener.getsockname()[1]
+    listener.close()
 
 
 @pytest.fixture()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
-
 import pytest
 import redis
 import redis.utils
@@ -29,14 +26,6 @@ def make_tier(url: str, clock: FakeClock, *, prefix: str = "t:", **codec: object
                          connect_timeout_seconds=0.2, circuit_cool_down_seconds=5.0)
     return RedisTier(RedisConnections(config, monotonic=clock), codec=Codec(**codec),  # type: ignore[arg-type]
                      clock=clock, retain_stale_seconds=0)
-
-
-@pytest.fixture()
-def blackhole() -> Iterator[int]:
-    """A port whose kernel completes TCP handshakes but nobody ever answers."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
-    yield listener.getsockname()[1]
-    listener.close()
 
 
 def test_the_test_server_forbids_config_and_client(redis_server: RedisServer) -> None:

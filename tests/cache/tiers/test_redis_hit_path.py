@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -31,14 +30,6 @@ def connections(url: str, *, timeout_seconds: float = 0.2) -> RedisConnections:
     return RedisConnections(RedisConfig(url=url, socket_timeout_seconds=timeout_seconds,
                                         connect_timeout_seconds=timeout_seconds),
                             monotonic=FakeClock())
-
-
-@pytest.fixture()
-def blackhole() -> Iterator[int]:
-    """A port whose kernel completes TCP handshakes but nobody ever answers."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
-    yield listener.getsockname()[1]
-    listener.close()
 
 
 @pytest.mark.parametrize("key", [
