@@ -39,9 +39,13 @@ class ASGIRoot:
 
     def __init__(self, app: ASGIApp, chain: ASGIApp, runtime: Any) -> None:
         self.app = app  # the user's app, unwrapped
-        self.chain = chain
         self.runtime = runtime
         self._started = False  # a plain attribute: checked on every request
+        # An outermost layer that can answer without a request context (the cache's plain
+        # hits) is asked first; what it leaves goes to the rest of it, then inward.
+        self.serve_early: Callable[[Scope], tuple[Message, Message] | None] | None = getattr(
+            chain, "serve_early", None)
+        self.chain: ASGIApp = getattr(chain, "handle", chain) if self.serve_early is not None else chain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -50,6 +54,12 @@ class ASGIRoot:
                 # Servers (and test clients) that skip lifespan still get the layers started.
                 await self.runtime.astartup()
                 self._started = True
+            if self.serve_early is not None:
+                early = self.serve_early(scope)
+                if early is not None:
+                    await send(early[0])
+                    await send(early[1])
+                    return
             ctx = RequestContext(scope["method"], scope["path"])
             scope[CONTEXT_KEY] = ctx
             # Servers run each request in its own task, so this value is private to it; reset

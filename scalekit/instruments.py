@@ -8,7 +8,11 @@ come from closed sets: route templates, method names, status classes, tier names
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
+import weakref
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -39,6 +43,7 @@ __all__ = [
     "POOL_WAIT_TIME",
     "Increment",
     "Settable",
+    "Tally",
     "counter_handle",
     "gauge_handle",
 ]
@@ -176,3 +181,66 @@ def gauge_handle(child: Any) -> Settable:
     object, one locked store (see :func:`counter_handle`), or the child itself."""
     value = getattr(child, "_value", None)
     return cast(Settable, value if callable(getattr(value, "set", None)) else child)
+
+
+_TALLIES: dict[int, weakref.WeakSet[Tally]] = {}
+
+
+class Tally:
+    """Counts one event for several counters at the cost of one C call (``itertools.count``,
+    atomic under the GIL), added to the counters just before the registry reads them.
+
+    For the cache's plain hits, where two locked additions were a tenth of the request. The
+    counters' ``collect`` flushes every tally feeding them first, so any scrape or
+    ``get_sample_value`` sees every event. In multiprocess mode another process reads the
+    counters' files, so there each event is added at once.
+    """
+
+    def __init__(self, counters: tuple[Any, ...], increments: tuple[Callable[[int], None], ...]) -> None:
+        self._increments = increments
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            self.tick: Callable[[], object] = self._add_each
+            return
+        self._events = itertools.count()
+        self.tick = self._events.__next__
+        self._reads = 0  # next() calls made by flush(), not events
+        self._flushed = 0
+        self._lock = threading.Lock()
+        for counter in counters:
+            _flush_before_collect(counter, self)
+
+    def _add_each(self) -> None:
+        for increment in self._increments:
+            increment(1)
+
+    def flush(self) -> None:
+        """Add the events counted since the last flush to every counter."""
+        if self.tick == self._add_each:
+            return
+        with self._lock:
+            events = next(self._events) - self._reads
+            self._reads += 1
+            pending = events - self._flushed
+            self._flushed = events
+        if pending:
+            for increment in self._increments:
+                increment(pending)
+
+    def __del__(self) -> None:
+        self.flush()
+
+
+def _flush_before_collect(counter: Any, tally: Tally) -> None:
+    tallies = _TALLIES.get(id(counter))
+    if tallies is None:
+        tallies = _TALLIES[id(counter)] = weakref.WeakSet()
+        collect = counter.collect
+        feeding = tallies
+
+        def collect_flushed() -> Any:
+            for each in list(feeding):
+                each.flush()
+            return collect()
+
+        counter.collect = collect_flushed  # the registry calls the instance's collect
+    tallies.add(tally)

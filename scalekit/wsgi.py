@@ -44,15 +44,24 @@ class WSGIRoot:
 
     def __init__(self, app: WSGIApp, chain: WSGIApp, runtime: Any) -> None:
         self.app = app  # the user's app, unwrapped
-        self.chain = chain
         self.runtime = runtime
         self._started = False  # a plain attribute: checked on every request
+        # An outermost layer that can answer without a request context (the cache's plain
+        # hits) is asked first; what it leaves goes to the rest of it, then inward.
+        self.serve_early: Callable[[Environ], tuple[str, list[tuple[str, str]], list[bytes]] | None] | None = (
+            getattr(chain, "serve_early", None))
+        self.chain: WSGIApp = getattr(chain, "handle", chain) if self.serve_early is not None else chain
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self._started:
             # WSGI has no lifespan: the first request of each (forked) worker starts the layers.
             self.runtime.startup()
             self._started = True
+        if self.serve_early is not None:
+            early = self.serve_early(environ)
+            if early is not None:
+                start_response(early[0], early[1])
+                return early[2]
         ctx = RequestContext(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", ""))
         environ[CONTEXT_KEY] = ctx
         # Each WSGI request runs on its own thread (or sequentially on one), so setting the

@@ -16,6 +16,7 @@ from typing import Any, assert_never
 from .. import asgi
 from ..context import CONTEXT_KEY, RequestContext, activate
 from .asgi_io import (
+    SPECIAL_HEADER_NAMES,
     Exchange,
     HeaderEncoder,
     discard_message,
@@ -26,6 +27,7 @@ from .asgi_io import (
     send_whole,
 )
 from .entry import CachedEntry
+from .hot import PlainHits
 from .layer import CacheCore
 from .policy import (
     SAFE_METHODS,
@@ -53,8 +55,46 @@ class ASGICache:
         self.clock = core.clock
         self._tasks: set[asyncio.Task[None]] = set()
         self.encoder = HeaderEncoder()
+        self.plain_hits = PlainHits(core, encode_headers)
 
     async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        if scope["type"] == "http":
+            early = self.serve_early(scope)
+            if early is not None:
+                await send(early[0])
+                await send(early[1])
+                return
+        await self.handle(scope, receive, send)
+
+    def serve_early(self, scope: asgi.Scope) -> tuple[asgi.Message, asgi.Message] | None:
+        """Both messages of a plain fresh L1 hit (a GET or HEAD with no special header), or
+        None: :meth:`handle` decides. Needs no request context, so the pipeline root calls it
+        before making one when this layer is the outermost."""
+        method = scope["method"]
+        if method != "GET" and method != "HEAD":
+            return None
+        host = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                if host is not None:
+                    return None  # two Host lines: request_view joins them, the policy rejects
+                host = value
+            elif name in SPECIAL_HEADER_NAMES:
+                return None
+        if host is None:
+            return None
+        found = self.plain_hits.serve(scope.get("scheme", "http"), host, scope["path"],
+                                      scope.get("query_string", b""))
+        if found is None:
+            return None
+        entry, headers = found
+        if entry.route:
+            restore_route(scope, entry.route)
+        return ({"type": "http.response.start", "status": entry.status, "headers": headers},
+                {"type": "http.response.body", "body": b"" if method == "HEAD" else entry.body})
+
+    async def handle(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        """The whole layer but :meth:`serve_early`: every request it did not answer."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

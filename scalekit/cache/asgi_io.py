@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .asgi import ASGICache
 
 __all__ = [
+    "SPECIAL_HEADER_NAMES",
     "Exchange",
     "HeaderEncoder",
     "ScopeHeaders",
@@ -36,7 +37,7 @@ __all__ = [
     "send_whole",
 ]
 
-_SPECIAL = frozenset(name.encode("latin-1") for name in SPECIAL_REQUEST_HEADERS)
+SPECIAL_HEADER_NAMES = frozenset(name.encode("latin-1") for name in SPECIAL_REQUEST_HEADERS)
 _NAME_BYTES: dict[str, bytes] = {}
 
 
@@ -80,7 +81,7 @@ def request_view(scope: asgi.Scope) -> RequestView:
         host = None
     return RequestView(scope.get("method", "GET"), scope.get("scheme", "http"), host,
                        scope.get("path", ""), scope.get("query_string", b"").decode("latin-1"),
-                       headers.get, not _SPECIAL.isdisjoint(headers.raw))
+                       headers.get, not SPECIAL_HEADER_NAMES.isdisjoint(headers.raw))
 
 
 def encode_headers(headers: tuple[tuple[str, str], ...]) -> list[tuple[bytes, bytes]]:

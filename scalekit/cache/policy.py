@@ -76,6 +76,8 @@ __all__ = [
 ]
 
 _CLIENT_CONDITIONALS = ("if-none-match", "if-modified-since")
+# Float rounding of clock arithmetic near 2**31 seconds is under a microsecond.
+PLAIN_HIT_MARGIN_SECONDS = 1e-4
 
 
 class CachePolicy(OriginAnswers):
@@ -179,6 +181,31 @@ class CachePolicy(OriginAnswers):
             # exceeded its freshness lifetime" by up to that many seconds.
             return self._serve(entry, tier, request, now, "stale")
         return self._forward(request, directives, "stale", entry, tier)
+
+    def plain_hit(self, entry: CachedEntry, now: float) -> tuple[int, int, float] | None:
+        """``(Age, ttl, until)`` when ``entry`` (current, from L1) answers a GET or HEAD that
+        carries no special request header as a fresh hit: Age and ttl in whole seconds, and the
+        instant before which both keep those values (the hit's headers can be reused until
+        then). None when the request must go through :meth:`decide_request` (Vary,
+        revalidation, stale, a variant index).
+
+        The shells' hot path: it answers what :meth:`decide_request` would for such a request
+        (property tests hold the two equal, and the values constant before ``until``).
+        """
+        if entry.vary or entry.requires_revalidation or entry.is_vary_index:
+            return None
+        age = self.responses.current_age(entry, now)
+        remaining = entry.freshness_lifetime_seconds - age
+        if remaining <= 0:
+            return None
+        if now < entry.response_time:
+            until = now  # the resident time is clamped at 0 until then: recompute each time
+        else:
+            # Age grows with the clock and the ttl shrinks: int(age) holds until age reaches
+            # the next whole second, int(remaining) while remaining stays at or above its
+            # whole part. The margin keeps float rounding on the early side.
+            until = now + min(1.0 - age % 1.0, remaining % 1.0) - PLAIN_HIT_MARGIN_SECONDS
+        return int(age), int(remaining), until
 
     def _client_demands_origin(self, request: RequestView, directives: CacheControl,
                                age: float, lifetime: float) -> bool:

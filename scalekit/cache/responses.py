@@ -84,7 +84,11 @@ class ResponseBuilder:
 
     def hit_headers(self, tier: str, age: float, lifetime: float) -> tuple[tuple[str, str], ...]:
         """``Age`` and ``Cache-Status`` of a fresh hit (the only per-hit work on headers)."""
-        return (("age", str(int(age))), ("cache-status", self._hit_status(tier, int(lifetime - age))))
+        return self.plain_hit_headers(tier, int(age), int(lifetime - age))
+
+    def plain_hit_headers(self, tier: str, age: int, ttl: int) -> tuple[tuple[str, str], ...]:
+        """:meth:`hit_headers` from the whole seconds :meth:`CachePolicy.plain_hit` gives."""
+        return (("age", str(age)), ("cache-status", self._hit_status(tier, ttl)))
 
     def stored_status(self, fwd: str, ttl: int) -> str:
         """Cache-Status of the response whose miss filled the cache: ``name; fwd=...; stored``."""
@@ -224,3 +228,4 @@ class ResponseBuilder:
             freshness_lifetime_seconds=max(usable_until(entry) - entry.response_time, INDEX_MIN_SECONDS),
             vary=entry.vary, is_vary_index=True, variants_id=variants_id,
         )
+

@@ -18,6 +18,7 @@ from .. import wsgi
 from ..context import CONTEXT_KEY, RequestContext, activate
 from ..messages import status_line
 from .entry import CachedEntry
+from .hot import PlainHits
 from .layer import CacheCore
 from .policy import (
     SAFE_METHODS,
@@ -33,6 +34,7 @@ from .policy import (
 from .rules import rule_of
 from .storable import StorePlan
 from .wsgi_io import (
+    SPECIAL_ENVIRON_KEYS,
     Capture,
     PassBody,
     close_body,
@@ -61,8 +63,40 @@ class WSGICache:
         self.store = core.store
         self.generations = core.generations
         self.clock = core.clock
+        self.plain_hits = PlainHits(core, list)
 
     def __call__(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
+        early = self.serve_early(environ)
+        if early is not None:
+            start_response(early[0], early[1])
+            return early[2]
+        return self.handle(environ, start_response)
+
+    def serve_early(self, environ: wsgi.Environ) -> tuple[str, list[tuple[str, str]], list[bytes]] | None:
+        """Status line, headers and body of a plain fresh L1 hit (a GET or HEAD with no special
+        header), or None: :meth:`handle` decides. Needs no request context, so the pipeline
+        root calls it before making one when this layer is the outermost."""
+        method = environ.get("REQUEST_METHOD")
+        if method != "GET" and method != "HEAD":
+            return None
+        host = environ.get("HTTP_HOST")
+        if host is None or not environ.keys().isdisjoint(SPECIAL_ENVIRON_KEYS):
+            return None
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        if not path.isascii():
+            return None  # request_view decodes it
+        found = self.plain_hits.serve(environ.get("wsgi.url_scheme", "http"), host, path,
+                                      environ.get("QUERY_STRING", ""))
+        if found is None:
+            return None
+        entry, headers = found
+        if entry.route:
+            restore_route(environ, entry.route)
+        return (status_line(entry.status), headers,
+                [] if method == "HEAD" or not entry.body else [entry.body])
+
+    def handle(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
+        """The whole layer but :meth:`serve_early`: every request it did not answer."""
         core = self.core
         if core.purge.enabled:
             purged = core.purge.handle_wsgi(environ)

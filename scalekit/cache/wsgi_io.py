@@ -13,6 +13,7 @@ from ..wsgi import close_body
 from .decisions import SPECIAL_REQUEST_HEADERS, RequestView
 
 __all__ = [
+    "SPECIAL_ENVIRON_KEYS",
     "Capture",
     "EnvironHeaders",
     "PassBody",
@@ -50,7 +51,7 @@ class EnvironHeaders:
         return value
 
 
-_SPECIAL_KEYS = frozenset(environ_key(name) for name in SPECIAL_REQUEST_HEADERS)
+SPECIAL_ENVIRON_KEYS = frozenset(environ_key(name) for name in SPECIAL_REQUEST_HEADERS)
 
 
 def request_view(environ: wsgi.Environ) -> RequestView:
@@ -65,7 +66,7 @@ def request_view(environ: wsgi.Environ) -> RequestView:
     host = environ.get("HTTP_HOST")
     if host is None:
         host = f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
-    special = not environ.keys().isdisjoint(_SPECIAL_KEYS)
+    special = not environ.keys().isdisjoint(SPECIAL_ENVIRON_KEYS)
     return RequestView(environ.get("REQUEST_METHOD", "GET"), environ.get("wsgi.url_scheme", "http"),
                        host, path, environ.get("QUERY_STRING", ""), EnvironHeaders(environ).get, special)
 

@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from itertools import chain
 from typing import Any
@@ -112,6 +113,24 @@ class _ByteBoundedLRU(LRUCache):  # type: ignore[type-arg]
         self._pending_size = 0
         self._evicted = counter_handle(metrics.evicted)
         self.evictions = 0
+        # cachetools keeps the items in a dict and the LRU order in an OrderedDict (private
+        # attributes, read here only): a hit then costs one dict read and one move_to_end in C,
+        # not three Python-level calls. A release that lays them out differently gets the
+        # public path.
+        data, order = getattr(self, "_Cache__data", None), getattr(self, "_LRUCache__order", None)
+        usable = type(data) is dict and isinstance(order, OrderedDict) and not data and not order
+        self._items: dict[str, tuple[CachedEntry, float]] | None = data if usable else None
+        self._order: OrderedDict[str, None] | None = order if usable else None
+
+    def lookup(self, key: str) -> tuple[CachedEntry, float] | None:
+        """The value under ``key`` with its LRU order refreshed, or None (no exception)."""
+        items = self._items
+        if items is None:  # the public path
+            return self[key] if _cache_contains(self, key) else None
+        value = items.get(key)
+        if value is not None:
+            self._order.move_to_end(key)  # type: ignore[union-attr]
+        return value
 
     def _size_of(self, _value: Any) -> int:
         return self._pending_size
@@ -157,6 +176,9 @@ class MemoryTier:
         self._lock = threading.Lock()
         self._clock = clock
         self._cache = _ByteBoundedLRU(max_bytes, self._metrics)
+        # The LRU's item dict, read without the lock by the cache's hot path, which only asks
+        # whether a key still holds an entry it served a moment ago (None: layout unknown).
+        self.items = self._cache._items
         if not self._publish_on_write:
             # A weak reference: the registry outlives the tier, and must not keep its entries.
             cache = weakref.ref(self._cache)
@@ -166,20 +188,28 @@ class MemoryTier:
     # ----------------------------------------------------------------- sync face
     def get(self, key: str) -> tuple[CachedEntry, str] | None:
         """The entry under ``key`` if still kept (LRU order refreshed), else None."""
-        cache = self._cache
-        with self._lock:
-            if _cache_contains(cache, key):
-                entry, until = cache[key]  # the LRU order refreshed
-                if self._clock() >= until:
-                    del cache[key]
-                    entry = None
-            else:
-                entry = None
+        entry = self.peek(key)
         if entry is None:
             self._misses.inc(1)
             return None
         self._hits.inc(1)
         return entry, self.name
+
+    def peek(self, key: str) -> CachedEntry | None:
+        """:meth:`get` without counting: the cache's hot path counts a hit only once it serves
+        it (:meth:`count_hit`), and otherwise asks the tiered store again, which counts."""
+        cache = self._cache
+        with self._lock:
+            value = cache.lookup(key)
+            if value is None:
+                return None
+            if self._clock() >= value[1]:
+                del cache[key]
+                return None
+            return value[0]
+
+    def count_hit(self, amount: int = 1) -> None:
+        self._hits.inc(amount)
 
     def set(self, key: str, entry: CachedEntry) -> None:
         """Keep ``entry`` unless it is larger than ``max_entry_bytes`` (then drop any old one)."""

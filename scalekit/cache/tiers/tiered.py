@@ -73,6 +73,19 @@ class TieredStore:
         self._masks = tuple(_Mask() for _ in self.tiers)
         # Tiers without I/O (L1): the async face calls their sync methods, no coroutine each.
         self._in_process = tuple(bool(getattr(tier, "in_process", False)) for tier in self.tiers)
+        # The first tier when it is L1 (has peek/count_hit): the cache's hot path reads it alone.
+        first = self.tiers[0] if self.tiers else None
+        self.memory = first if first is not None and hasattr(first, "peek") else None
+        self.memory_mask = self._masks[0] if self.memory is not None else None
+
+    def memory_peek(self, key: str) -> CachedEntry | None:
+        """L1's entry for ``key``, uncounted and not promoted (None: not in L1, or no L1).
+        A hit served from it is counted with ``memory.count_hit()``."""
+        mask = self._masks[0]
+        if mask and key in mask:
+            return None
+        memory = self.memory
+        return None if memory is None else memory.peek(key)
 
     # ----------------------------------------------------------------- sync face
     def get(self, key: str) -> tuple[CachedEntry, str] | None:

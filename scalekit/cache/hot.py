@@ -1,0 +1,107 @@
+"""The cache's hot path: plain fresh hits from L1, answered before any request view exists.
+
+A plain hit is a GET or HEAD with no special request header (no conditionals, Range,
+Cache-Control, Authorization...) for a current, fresh, non-Vary'd entry in L1: what
+:meth:`~.policy.CachePolicy.decide_request` would serve with the stored headers plus ``Age``
+and ``Cache-Status``. Both shells ask :class:`PlainHits` first and take the full path on None.
+
+What the last plain hit of a request target sent is memoised, for as long as the policy says
+its ``Age`` and ``ttl`` keep their whole seconds (at most a second). A memoised answer is
+reused only while L1 still holds that very entry (not deleted, replaced, evicted or masked)
+and its tags are current, so it serves exactly what a fresh decision would. The memo is
+emptied each new second, so it never keeps an entry L1 has let go of for longer than that.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from .. import instruments
+from .entry import CachedEntry
+
+__all__ = ["PlainHits"]
+
+Encoded = TypeVar("Encoded")
+Target = tuple[Any, ...]  # (scheme, host, path, query) as the driver has them (str or bytes)
+MEMO_LIMIT = 4096
+
+
+class PlainHits(Generic[Encoded]):
+    """Plain L1 hits for one shell; ``encode`` turns header tuples into what the driver sends
+    (ASGI: a list of bytes pairs; WSGI: a list of str pairs)."""
+
+    def __init__(self, core: Any,
+                 encode: Callable[[tuple[tuple[str, str], ...]], list[Encoded]]) -> None:
+        self._encode = encode
+        self._policy = core.policy
+        self._keys = core.policy.keys
+        self._responses = core.policy.responses
+        self._generations = core.generations
+        self._clock = core.clock
+        store = core.store
+        memory = getattr(store, "memory", None)
+        # L1's own dict (identity checks without its lock), its mask in the tiered store, and
+        # its lookup. Without them (no L1, a test's store) there is no hot path.
+        self._items: dict[str, tuple[CachedEntry, float]] | None = getattr(memory, "items", None)
+        self._peek = getattr(store, "memory_peek", None) if self._items is not None else None
+        self._mask = getattr(store, "memory_mask", None)
+        # Each plain hit counts as a cache hit and an L1 lookup hit, in one C call.
+        # (The tally is kept here: its counters hold it only weakly.)
+        self._tally = instruments.Tally((instruments.CACHE_REQUESTS, instruments.CACHE_LOOKUPS),
+                                        (core.outcomes["hit"].inc, memory.count_hit)) if memory is not None else None
+        self._count = self._tally.tick if self._tally is not None else None
+        self._purge_path = core.purge.policy.path if core.purge.enabled else None
+        # target -> (until, key, entry, headers): what the last plain hit of ``target`` sent.
+        self._memo: dict[Target, tuple[float, str, CachedEntry, list[Encoded]]] = {}
+        self._memo_second = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self._peek is not None
+
+    def serve(self, scheme: str, host: str | bytes, path: str, query: str | bytes
+              ) -> tuple[CachedEntry, list[Encoded]] | None:
+        """The entry and a new list of response headers for a plain hit on this target, counted
+        as a hit; None when the full path must decide (or when this is not a plain hit)."""
+        now = self._clock()
+        target = (scheme, host, path, query)
+        memo = self._memo.get(target)
+        if memo is not None and now < memo[0]:
+            key, entry = memo[1], memo[2]
+            held = self._items.get(key)  # type: ignore[union-attr]
+            mask = self._mask
+            if (held is not None and held[0] is entry and not (mask and key in mask)
+                    and self._generations.is_current(entry.tags)):
+                self._count()  # type: ignore[misc]
+                return entry, memo[3].copy()
+        return self._decide(target, now)
+
+    def _decide(self, target: Target, now: float) -> tuple[CachedEntry, list[Encoded]] | None:
+        peek = self._peek
+        scheme, host, path, query = target
+        if peek is None or path == self._purge_path:
+            return None
+        if type(host) is bytes:
+            host = host.decode("latin-1")
+        if type(query) is bytes:
+            query = query.decode("latin-1")
+        key = self._keys.primary_key(scheme, host, path, query)
+        if key is None:
+            return None
+        entry = peek(key)  # refreshes the LRU order (hot hits refresh it once a second)
+        if entry is None or not self._generations.is_current(entry.tags):
+            return None
+        answer = self._policy.plain_hit(entry, now)
+        if answer is None:
+            return None
+        age, ttl, until = answer
+        headers = self._encode(entry.headers + self._responses.plain_hit_headers("memory", age, ttl))
+        memo = self._memo
+        if now >= self._memo_second or len(memo) >= MEMO_LIMIT:
+            memo.clear()
+            self._memo_second = math.floor(now) + 1.0
+        memo[target] = (until, key, entry, headers)
+        self._count()  # type: ignore[misc]
+        return entry, headers.copy()
