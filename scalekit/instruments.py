@@ -8,6 +8,7 @@ come from closed sets: route templates, method names, status classes, tier names
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -227,7 +228,9 @@ class Tally:
                 increment(pending)
 
     def __del__(self) -> None:
-        self.flush()
+        # At interpreter exit the counters may already be gone: nothing left to count into.
+        with contextlib.suppress(Exception):
+            self.flush()
 
 
 def _flush_before_collect(counter: Any, tally: Tally) -> None:

@@ -57,10 +57,6 @@ class PlainHits(Generic[Encoded]):
         self._memo: dict[Target, tuple[float, str, CachedEntry, list[Encoded]]] = {}
         self._memo_second = 0.0
 
-    @property
-    def enabled(self) -> bool:
-        return self._peek is not None
-
     def serve(self, scheme: str, host: str | bytes, path: str, query: str | bytes
               ) -> tuple[CachedEntry, list[Encoded]] | None:
         """The entry and a new list of response headers for a plain hit on this target, counted

@@ -81,11 +81,10 @@ class TieredStore:
     def memory_peek(self, key: str) -> CachedEntry | None:
         """L1's entry for ``key``, uncounted and not promoted (None: not in L1, or no L1).
         A hit served from it is counted with ``memory.count_hit()``."""
-        mask = self._masks[0]
-        if mask and key in mask:
+        memory, mask = self.memory, self.memory_mask
+        if memory is None or (mask and key in mask):
             return None
-        memory = self.memory
-        return None if memory is None else memory.peek(key)
+        return memory.peek(key)  # type: ignore[no-any-return]
 
     # ----------------------------------------------------------------- sync face
     def get(self, key: str) -> tuple[CachedEntry, str] | None:
