@@ -98,7 +98,7 @@ class DiskTier:
         connection = sqlite3.connect(self.path, timeout=SETUP_TIMEOUT_SECONDS,
                                      isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only effective on a new file
-        connection.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(connection)
         connection.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: atomic, durable enough
         connection.executescript(_SCHEMA)
         connection.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_seconds * 1000)}")
@@ -301,3 +301,20 @@ class DiskTier:
         if connection is not None:
             connection.close()
             self._local.connection = None
+
+
+def _switch_to_wal(connection: sqlite3.Connection) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while SQLITE_BUSY: connections opening a new file
+    together race for the switch, and SQLite answers the losers BUSY at once, without waiting
+    on the busy timeout. The mode is stored in the file, so the first switch settles it."""
+    deadline = time.monotonic() + SETUP_TIMEOUT_SECONDS
+    delay = 0.001
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if getattr(error, "sqlite_errorcode", None) not in BUSY_CODES or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)

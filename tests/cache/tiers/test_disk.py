@@ -108,7 +108,10 @@ def test_processes_sharing_the_file_keep_the_bound(tmp_path: Path) -> None:
 def test_async_face_runs_in_a_thread(tmp_path: Path, clock: FakeClock, entries: int) -> None:
     import asyncio
 
-    tier = make_tier(tmp_path, clock)
+    # Up to 25 writers queue for SQLite's write lock at once: a slow CI machine can keep one
+    # waiting past the 0.2 s default, and a write that waits too long is skipped by design.
+    # This test is about the async face, so each writer may wait as long as it needs.
+    tier = make_tier(tmp_path, clock, busy_timeout_seconds=30.0)
 
     async def scenario() -> None:
         await asyncio.gather(*(tier.aset(f"k{i}", make_entry(clock)) for i in range(entries)))
