@@ -199,6 +199,7 @@ class Tally:
 
     def __init__(self, counters: tuple[Any, ...], increments: tuple[Callable[[int], None], ...]) -> None:
         self._increments = increments
+        self._events: itertools.count[int] | None = None
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             self.tick: Callable[[], object] = self._add_each
             return
@@ -216,7 +217,7 @@ class Tally:
 
     def flush(self) -> None:
         """Add the events counted since the last flush to every counter."""
-        if self.tick == self._add_each:
+        if self._events is None:
             return
         with self._lock:
             events = next(self._events) - self._reads
@@ -238,10 +239,9 @@ def _flush_before_collect(counter: Any, tally: Tally) -> None:
     if tallies is None:
         tallies = _TALLIES[id(counter)] = weakref.WeakSet()
         collect = counter.collect
-        feeding = tallies
 
         def collect_flushed() -> Any:
-            for each in list(feeding):
+            for each in list(tallies):
                 each.flush()
             return collect()
 

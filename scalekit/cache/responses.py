@@ -228,4 +228,3 @@ class ResponseBuilder:
             freshness_lifetime_seconds=max(usable_until(entry) - entry.response_time, INDEX_MIN_SECONDS),
             vary=entry.vary, is_vary_index=True, variants_id=variants_id,
         )
-
