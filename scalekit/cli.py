@@ -1,6 +1,7 @@
 """The ``scalekit`` command line: ``serve``, ``check``, ``demo``, and each layer's commands.
 
-``scalekit serve MODULE:APP`` wraps the app and runs it under gunicorn (WSGI) or uvicorn (ASGI);
+``scalekit serve MODULE:APP`` wraps the app and runs it under gunicorn (WSGI) or uvicorn (ASGI),
+or granian (``--server granian``, either kind);
 ``scalekit check`` validates the configuration and says which backends answer; ``scalekit
 demo`` serves a small shop on embedded defaults. A layer package may ship
 ``scalekit/<layer>/commands.py`` with ``COMMANDS: list[click.Command]`` (added here as
@@ -128,10 +129,21 @@ class ServePlan:
     url: str
 
 
+SERVERS = ("auto", "gunicorn", "uvicorn", "granian")
+_SERVER_KINDS = {"gunicorn": ("wsgi",), "uvicorn": ("asgi",), "granian": ("wsgi", "asgi")}
+
+
 def plan_serve(target: str, *, kind: str, workers: int = 1, bind: str = "127.0.0.1:8000",
-               threads: int = 1, environ: dict[str, str] | None = None) -> ServePlan:
-    """Build the gunicorn (WSGI) or uvicorn (ASGI) command for ``target``; pure, no I/O
-    except creating the metrics directory for several workers."""
+               threads: int = 1, server: str = "auto", environ: dict[str, str] | None = None) -> ServePlan:
+    """Build the server command for ``target``: gunicorn (WSGI) or uvicorn (ASGI) by default,
+    or granian (either kind); pure, no I/O except creating the metrics directory for several
+    workers."""
+    if server == "auto":
+        server = "gunicorn" if kind == "wsgi" else "uvicorn"
+    if kind not in _SERVER_KINDS.get(server, ()):
+        accepted = [name for name, kinds in _SERVER_KINDS.items() if kind in kinds]
+        raise click.BadParameter(f"{server} does not serve {kind.upper()} apps; use one of {accepted}",
+                                 param_hint="--server")
     host, port = _split_bind(bind)
     env = dict(os.environ if environ is None else environ)
     env[SERVE_APP_ENV], env[SERVE_KIND_ENV] = target, kind
@@ -140,14 +152,22 @@ def plan_serve(target: str, *, kind: str, workers: int = 1, bind: str = "127.0.0
         # One /metrics for all workers: prometheus_client's multiprocess mode needs a directory.
         env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="scalekit-metrics-")
     url_host = f"[{host}]" if ":" in host else host
-    if kind == "wsgi":
+    url = f"http://{url_host}:{port}/"
+    if server == "gunicorn":
         argv = [sys.executable, "-m", "gunicorn", "scalekit.cli:load_served_app()",
                 "--config", "python:scalekit.gunicorn_conf", "--bind", bind,
                 "--workers", str(workers), "--threads", str(threads)]
-        return ServePlan("gunicorn", argv, env, f"http://{url_host}:{port}/")
-    argv = [sys.executable, "-m", "uvicorn", "scalekit.cli:load_served_app", "--factory",
-            "--host", host, "--port", str(port), "--workers", str(workers)]
-    return ServePlan("uvicorn", argv, env, f"http://{url_host}:{port}/")
+    elif server == "uvicorn":
+        argv = [sys.executable, "-m", "uvicorn", "scalekit.cli:load_served_app", "--factory",
+                "--host", host, "--port", str(port), "--workers", str(workers)]
+    else:
+        # granian: a Rust HTTP server; WSGI apps run on its blocking threads.
+        argv = [sys.executable, "-m", "granian", "scalekit.cli:load_served_app", "--factory",
+                "--interface", kind, "--host", host, "--port", str(port), "--workers", str(workers),
+                "--no-ws"]
+        if kind == "wsgi":
+            argv += ["--blocking-threads", str(threads)]
+    return ServePlan(server, argv, env, url)
 
 
 def _split_bind(bind: str) -> tuple[str, int]:
@@ -162,7 +182,15 @@ def _split_bind(bind: str) -> tuple[str, int]:
 def exec_server(plan: ServePlan) -> None:
     """Replace this process with the server (signals then reach it directly)."""
     if importlib.util.find_spec(plan.server) is None:
-        raise click.ClickException(f"{plan.server} is not installed: pip install 'scalekit[server]'")
+        extra = "granian" if plan.server == "granian" else "server"
+        raise click.ClickException(f"{plan.server} is not installed: pip install 'scalekit[{extra}]'")
+    directory = plan.env.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory and plan.server != "gunicorn":
+        # gunicorn empties it in its on_starting hook; the others have no such hook, and metric
+        # files of an earlier run would be added into this one's sums.
+        from .gunicorn_conf import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir(directory)
     sys.stdout.flush()
     os.execvpe(plan.argv[0], plan.argv, plan.env)
 
@@ -182,12 +210,15 @@ def _validated_config() -> Config:
 @click.option("--bind", "-b", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
 @click.option("--kind", type=click.Choice(["wsgi", "asgi"]), help="Force the app kind (detected by default).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Threads per gunicorn worker (WSGI only).")
-def serve(target: str, workers: int, bind: str, kind: str | None, threads: int) -> None:
-    """Wrap MODULE:APP with scalekit and serve it: gunicorn for WSGI, uvicorn for ASGI."""
+              help="Threads per worker for WSGI apps (gunicorn threads, granian blocking threads).")
+@click.option("--server", type=click.Choice(SERVERS), default="auto", show_default=True,
+              help="auto: gunicorn for WSGI, uvicorn for ASGI; granian serves either, with less "
+                   "overhead per request (pip install 'scalekit[granian]').")
+def serve(target: str, workers: int, bind: str, kind: str | None, threads: int, server: str) -> None:
+    """Wrap MODULE:APP with scalekit and serve it: gunicorn for WSGI, uvicorn for ASGI, or granian."""
     _validated_config()  # fail here, clearly, not in every worker
     app_kind = _kind_of(import_target(target), kind)
-    plan = plan_serve(target, kind=app_kind, workers=workers, bind=bind, threads=threads)
+    plan = plan_serve(target, kind=app_kind, workers=workers, bind=bind, threads=threads, server=server)
     click.echo(f"scalekit: serving {target} ({app_kind}) with {plan.server}, {workers} worker(s), "
                f"at {plan.url}")
     exec_server(plan)

@@ -64,12 +64,15 @@ def _command(kind: str, target: str, port: int, workers: int, extra_args: Sequen
         return [sys.executable, "-m", "gunicorn", target, "--bind", f"127.0.0.1:{port}",
                 "--workers", str(workers), "--log-level", "warning", "--graceful-timeout", "5",
                 *extra_args]
-    raise ValueError(f"kind must be 'uvicorn' or 'gunicorn'; got {kind!r}")
+    if kind == "granian":  # extra_args name the interface: ("--interface", "wsgi")
+        return [sys.executable, "-m", "granian", target, "--host", "127.0.0.1", "--port", str(port),
+                "--workers", str(workers), "--log-level", "warning", "--no-ws", *extra_args]
+    raise ValueError(f"kind must be 'uvicorn', 'gunicorn' or 'granian'; got {kind!r}")
 
 
 @contextlib.contextmanager
 def run_server(
-    kind: Literal["uvicorn", "gunicorn"],
+    kind: Literal["uvicorn", "gunicorn", "granian"],
     target: str,
     *,
     env: Mapping[str, str] | None = None,
@@ -77,7 +80,7 @@ def run_server(
     cwd: str | os.PathLike[str] | None = None,
     extra_args: Sequence[str] = (),
 ) -> Iterator[str]:
-    """Run ``target`` ("module:attr") under uvicorn or gunicorn; yield ``http://127.0.0.1:PORT``.
+    """Run ``target`` ("module:attr") under uvicorn, gunicorn or granian; yield ``http://127.0.0.1:PORT``.
 
     ``env`` is added to this process's environment; the repository root is put on PYTHONPATH so
     ``tests.apps...`` targets import from any ``cwd``.

@@ -57,6 +57,12 @@ def test_help_lists_core_and_plugin_commands(runner: CliRunner) -> None:
     pytest.param(["tests.apps.plain:wrapped_asgi_app"], "uvicorn", ["--factory"], id="already wrapped"),
     pytest.param(["tests.apps.flask_app:app", "--threads", "8"], "gunicorn", ["--threads", "8"], id="flask"),
     pytest.param(["tests.apps.starlette_app:app"], "uvicorn", ["--factory"], id="starlette"),
+    pytest.param(["tests.apps.flask_app:app", "--server", "granian", "--threads", "4"], "granian",
+                 ["scalekit.cli:load_served_app", "--factory", "--interface", "wsgi", "--host", "127.0.0.1",
+                  "--port", "8000", "--workers", "1", "--no-ws", "--blocking-threads", "4"],
+                 id="wsgi app under granian"),
+    pytest.param(["tests.apps.plain:asgi_app", "--server", "granian"], "granian",
+                 ["--factory", "--interface", "asgi"], id="asgi app under granian"),
 ])
 def test_serve_plans_the_right_server(runner: CliRunner, planned: list[cli.ServePlan], args: list[str],
                                       server: str, expected: list[str]) -> None:
@@ -92,6 +98,31 @@ def test_serve_refuses_bad_input(runner: CliRunner, planned: list[cli.ServePlan]
     assert result.exit_code != 0
     assert fragment in result.output
     assert planned == []
+
+
+@pytest.mark.parametrize(("target", "server", "accepted"), [
+    pytest.param("tests.apps.plain:asgi_app", "gunicorn", "['uvicorn', 'granian']", id="asgi under gunicorn"),
+    pytest.param("tests.apps.plain:wsgi_app", "uvicorn", "['gunicorn', 'granian']", id="wsgi under uvicorn"),
+])
+def test_serve_refuses_a_server_that_cannot_serve_the_app(
+        runner: CliRunner, planned: list[cli.ServePlan], target: str, server: str, accepted: str) -> None:
+    result = runner.invoke(cli.main, ["serve", target, "--server", server])
+    assert result.exit_code == 2
+    assert f"{server} does not serve" in result.output and accepted in result.output
+    assert planned == []
+
+
+def test_exec_server_empties_the_metrics_directory_for_servers_without_hooks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    execs: list[list[str]] = []
+    monkeypatch.setattr(cli.os, "execvpe", lambda file, argv, env: execs.append(argv))
+    stale, kept = tmp_path / "counter_123.db", tmp_path / "notes.txt"
+    stale.write_bytes(b"old run"), kept.write_text("not a metric file")
+    plan = cli.plan_serve("m:app", kind="wsgi", workers=2, server="granian",
+                          environ={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    cli.exec_server(plan)
+    assert execs == [plan.argv]
+    assert not stale.exists() and kept.exists()
 
 
 def test_serve_refuses_bad_config(runner: CliRunner, planned: list[cli.ServePlan]) -> None:
@@ -238,12 +269,16 @@ def _port_args(args: list[str], port: int) -> list[str]:
 
 
 @pytest.mark.server
-@pytest.mark.parametrize(("target", "workers"), [
-    pytest.param("tests.apps.plain:wsgi_app", "2", id="wsgi, gunicorn with two workers"),
-    pytest.param("tests.apps.plain:asgi_app", "1", id="asgi, uvicorn"),
+@pytest.mark.parametrize(("target", "workers", "server"), [
+    pytest.param("tests.apps.plain:wsgi_app", "2", "auto", id="wsgi, gunicorn with two workers"),
+    pytest.param("tests.apps.plain:asgi_app", "1", "auto", id="asgi, uvicorn"),
+    pytest.param("tests.apps.plain:wsgi_app", "2", "granian", id="wsgi, granian with two workers"),
+    pytest.param("tests.apps.plain:asgi_app", "1", "granian", id="asgi, granian"),
 ])
-def test_scalekit_serve_really_serves_the_wrapped_app(target: str, workers: str, tmp_path: Path) -> None:
-    with running(["serve", target, "--workers", workers], REPO_ROOT, tmp_path / "serve.log") as url:
+def test_scalekit_serve_really_serves_the_wrapped_app(target: str, workers: str, server: str,
+                                                      tmp_path: Path) -> None:
+    args = ["serve", target, "--workers", workers, "--server", server]
+    with running(args, REPO_ROOT, tmp_path / "serve.log") as url:
         assert httpx.get(f"{url}/hello", timeout=20).text == "hello /hello"
         metrics = httpx.get(f"{url}/metrics", timeout=20)
     assert metrics.status_code == 200

@@ -1,5 +1,5 @@
 """Every adapter under a real server: gunicorn for WSGI (Flask, Django), uvicorn for ASGI
-(FastAPI both ways, Django both ways). One scenario per server, over HTTP:
+(FastAPI both ways, Django both ways), and granian for both kinds. One scenario per server, over HTTP:
 route labels are templates, a cached endpoint hits (its view ran once), a committed update
 invalidates the next request, failures and streams answer, and afterwards no pooled
 connection is still checked out (the pool's own gauge, read from /metrics)."""
@@ -35,6 +35,7 @@ class Case:
     item_route: str  # the template /items/1 must be counted under
     slash: str = ""  # Django's URLs end with a slash
     env: dict[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()  # the server's own options
 
 
 DJANGO = {"DJANGO_SETTINGS_MODULE": "tests.adapters.django_site.settings"}
@@ -53,6 +54,14 @@ CASES = [
                       "/", DJANGO), id="django-asgi-middleware-uvicorn"),
     pytest.param(Case("uvicorn", "tests.adapters.django_site.asgi:wrapped", "/items/<int:item_id>/",
                       "/", DJANGO), id="django-asgi-wrap-uvicorn"),
+    # granian (scalekit serve --server granian): WSGI on its blocking threads, and ASGI.
+    pytest.param(Case("granian", "tests.adapters.apps.flask_items:app", "/items/<int:item_id>",
+                      args=("--interface", "wsgi", "--blocking-threads", "4")), id="flask-granian"),
+    pytest.param(Case("granian", "tests.adapters.django_site.wsgi:application", "/items/<int:item_id>/",
+                      "/", DJANGO, ("--interface", "wsgi", "--blocking-threads", "4")),
+                 id="django-wsgi-middleware-granian"),
+    pytest.param(Case("granian", "tests.adapters.apps.fastapi_items:wrapped_app", "/items/{item_id}",
+                      args=("--interface", "asgi")), id="fastapi-wrap-granian"),
 ]
 
 
@@ -70,7 +79,7 @@ def test_adapter_under_a_real_server(case: Case, tmp_path: Path) -> None:
     env = {"SCALEKIT_STATE_DIR": str(tmp_path / "state"), "SCALEKIT_POOL_DATABASES_DEFAULT_URL": url,
            "ADAPTER_TESTS_DJANGO_DB": str(database), **case.env}
     s = case.slash
-    with run_server(case.server, case.target, env=env) as base_url, \
+    with run_server(case.server, case.target, env=env, extra_args=case.args) as base_url, \
             httpx.Client(base_url=base_url, timeout=20) as client:
         # A cached endpoint: the view runs once, the second answer is a hit.
         first, second = client.get(f"/items/1{s}"), client.get(f"/items/1{s}")
