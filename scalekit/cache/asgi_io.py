@@ -242,9 +242,7 @@ class Exchange:
         if stamp is not None and core.recent.allows(self.key, self.uri_mark):  # invariant 2
             entry = policy.responses.complete(plan, data, stamp, route_of(self.ctx))
         if entry is not None:
-            for store_key, value in policy.storage_writes(self.key, entry, self.index,
-                                                          new_variants_id=core.new_variants_id):
-                await shell.store.aset(store_key, value)
+            await core.astore_entry(self.key, entry, self.index, self.uri_mark)
         self.count("miss")
         status, headers, body = policy.stored_miss_response(
             self.view, self.forward, self.status, entry, self.decision.pass_headers, data,
@@ -259,11 +257,9 @@ class Exchange:
             await self._flush_unstored(more_body=False)  # the app ended without a final body
         elif isinstance(decision, Freshen):
             shell, core = self.shell, self.shell.core
-            if decision.entry is not None and core.recent.allows(self.key, self.uri_mark):
-                for store_key, value in shell.policy.storage_writes(
-                        self.key, decision.entry, self.index, new_variants_id=core.new_variants_id):
-                    await shell.store.aset(store_key, value)
-            elif decision.entry is None:
+            if decision.entry is not None:
+                await core.astore_entry(self.key, decision.entry, self.index, self.uri_mark)
+            else:
                 await shell.store.adelete(self.entry_key)
             self.count("revalidated")
             await send_whole(self.downstream, decision.status, decision.headers, decision.body)

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import asgi, instruments, wsgi
 from .coalesce import AsyncFlights, RecentInvalidations, RefreshRegistry, ThreadFlights
+from .entry import CachedEntry
 from .policy import CachePolicy, RequestView
 from .purge import PurgeEndpoint
 from .rules import ResponseRule, rule_of
@@ -90,6 +91,30 @@ class CacheCore:
         return secrets.token_hex(8)
 
     # ----------------------------------------------------------------- invalidation (§4.4)
+    def store_entry(self, key: str, entry: CachedEntry, index: CachedEntry | None, mark: int) -> None:
+        """Store ``entry`` for primary ``key`` (its variant index too), unless an unsafe method
+        invalidated ``key`` since ``mark`` (RFC 9111 §4.4) — also while the tiers were being
+        written, when the invalidation's delete may have landed before this write."""
+        if not self.recent.allows(key, mark):
+            return
+        writes = self.policy.storage_writes(key, entry, index, new_variants_id=self.new_variants_id)
+        for store_key, value in writes:
+            self.store.set(store_key, value)
+        if not self.recent.allows(key, mark):
+            for store_key, _ in writes:
+                self.store.delete(store_key)
+
+    async def astore_entry(self, key: str, entry: CachedEntry, index: CachedEntry | None, mark: int) -> None:
+        """:meth:`store_entry` through the stores' async face."""
+        if not self.recent.allows(key, mark):
+            return
+        writes = self.policy.storage_writes(key, entry, index, new_variants_id=self.new_variants_id)
+        for store_key, value in writes:
+            await self.store.aset(store_key, value)
+        if not self.recent.allows(key, mark):
+            for store_key, _ in writes:
+                await self.store.adelete(store_key)
+
     def invalidate_keys(self, keys: Iterable[str]) -> None:
         key_list = list(keys)
         if not key_list:

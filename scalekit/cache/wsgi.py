@@ -279,11 +279,9 @@ class WSGICache:
                                     since, uri_mark, ctx, count)
             case Freshen():
                 close_body(body)
-                if decision.entry is not None and core.recent.allows(key, uri_mark):
-                    for store_key, entry in policy.storage_writes(
-                            key, decision.entry, index, new_variants_id=core.new_variants_id):
-                        self.store.set(store_key, entry)
-                elif decision.entry is None:
+                if decision.entry is not None:
+                    core.store_entry(key, decision.entry, index, uri_mark)
+                else:
                     self.store.delete(entry_key)
                 count("revalidated")
                 return send_whole(start_response, decision.status, decision.headers, decision.body)
@@ -330,9 +328,7 @@ class WSGICache:
         if stamp is not None and core.recent.allows(key, uri_mark):  # invariant 2
             entry = policy.responses.complete(plan, data, stamp, route_of(ctx))
         if entry is not None:
-            for store_key, value in policy.storage_writes(key, entry, index,
-                                                          new_variants_id=core.new_variants_id):
-                self.store.set(store_key, value)
+            core.store_entry(key, entry, index, uri_mark)
         count("miss")
         code = capture.code
         status, headers, out = policy.stored_miss_response(view, forward, code, entry,
