@@ -161,12 +161,13 @@ def plan_serve(target: str, *, kind: str, workers: int = 1, bind: str = "127.0.0
         argv = [sys.executable, "-m", "uvicorn", "scalekit.cli:load_served_app", "--factory",
                 "--host", host, "--port", str(port), "--workers", str(workers)]
     else:
-        # granian: a Rust HTTP server; WSGI apps run on its blocking threads.
+        # granian: a Rust HTTP server; WSGI apps run on its blocking threads. WSGI has no
+        # WebSockets, so there an upgrade request reaches the app as plain HTTP; ASGI apps get
+        # granian's WebSockets (its default) as they do uvicorn's.
         argv = [sys.executable, "-m", "granian", "scalekit.cli:load_served_app", "--factory",
-                "--interface", kind, "--host", host, "--port", str(port), "--workers", str(workers),
-                "--no-ws"]
+                "--interface", kind, "--host", host, "--port", str(port), "--workers", str(workers)]
         if kind == "wsgi":
-            argv += ["--blocking-threads", str(threads)]
+            argv += ["--no-ws", "--blocking-threads", str(threads)]
     return ServePlan(server, argv, env, url)
 
 
@@ -213,7 +214,8 @@ def _validated_config() -> Config:
               help="Threads per worker for WSGI apps (gunicorn threads, granian blocking threads).")
 @click.option("--server", type=click.Choice(SERVERS), default="auto", show_default=True,
               help="auto: gunicorn for WSGI, uvicorn for ASGI; granian serves either, with less "
-                   "overhead per request (pip install 'scalekit[granian]').")
+                   "overhead per request (pip install 'scalekit[granian]'). WebSockets work "
+                   "under uvicorn and granian (ASGI apps); WSGI has no WebSockets.")
 def serve(target: str, workers: int, bind: str, kind: str | None, threads: int, server: str) -> None:
     """Wrap MODULE:APP with scalekit and serve it: gunicorn for WSGI, uvicorn for ASGI, or granian."""
     _validated_config()  # fail here, clearly, not in every worker

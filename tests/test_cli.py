@@ -77,6 +77,12 @@ def test_serve_plans_the_right_server(runner: CliRunner, planned: list[cli.Serve
     assert plan.url in result.output
 
 
+def test_serve_keeps_websockets_on_under_every_asgi_server(planned: list[cli.ServePlan]) -> None:
+    for server in ("uvicorn", "granian"):
+        plan = cli.plan_serve("m:app", kind="asgi", server=server, environ={})
+        assert "--no-ws" not in plan.argv, (server, plan.argv)
+
+
 def test_serve_with_several_workers_sets_a_metrics_directory(planned: list[cli.ServePlan]) -> None:
     plan = cli.plan_serve("m:app", kind="wsgi", workers=3, environ={})
     assert Path(plan.env["PROMETHEUS_MULTIPROC_DIR"]).is_dir()

@@ -1,0 +1,1 @@
+"""Real app shapes, written as their frameworks' tutorials write them, served by `scalekit serve`."""
