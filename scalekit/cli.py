@@ -14,8 +14,10 @@ subcommands) and ``check(config) -> list[(component, reachable, detail)]`` (run 
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
+import inspect
 import os
 import pkgutil
 import re
@@ -35,6 +37,7 @@ __all__ = ["ServePlan", "exec_server", "import_target", "load_served_app", "main
 
 SERVE_APP_ENV = "SCALEKIT_SERVE_APP"
 SERVE_KIND_ENV = "SCALEKIT_SERVE_KIND"
+SERVE_FACTORY_ENV = "SCALEKIT_SERVE_FACTORY"  # "1": the target is a factory to call (--factory)
 FRAMEWORKS = ("builtin", "flask", "fastapi", "django")
 _SECRET = re.compile(r"token|secret|password", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
@@ -51,30 +54,111 @@ def main() -> None:
 # --------------------------------------------------------------------------- importing apps
 
 
-def import_target(target: str) -> Any:
-    """The object named by ``"package.module:attribute"`` (attribute may be dotted; default
-    ``app``), importing from the current directory like gunicorn and uvicorn do."""
+def import_target(target: str, *, factory: bool = False) -> Any:
+    """The app named by ``"package.module:attribute"``, importing from the current directory
+    like gunicorn and uvicorn do.
+
+    The attribute may be dotted, and may be a call of an app factory with literal arguments as
+    gunicorn and ``flask --app`` accept (``flaskr:create_app()``,
+    ``app:create_app('production', debug=False)``); ``factory=True`` calls it without
+    arguments, as ``uvicorn --factory`` does. Without an attribute, ``app`` is served, else
+    ``application`` (Django's name).
+    """
     module_name, _, attribute = target.partition(":")
     if not module_name:
         raise click.BadParameter(f"{target!r} is not MODULE:APP (e.g. myproject.wsgi:app)")
+    expression = attribute.strip()
+    path, arguments = _parse_attribute(expression) if expression else ([], None)
+    if factory and arguments is not None:
+        raise click.BadParameter(f"{expression!r} already calls the factory, and --factory would "
+                                 f"call what it returns; use one: '{module_name}:{path[-1]}' "
+                                 "with --factory, or the call without it.", param_hint="--factory")
+    module = _import_module(module_name)
+    if not path:
+        path = ["application"] if not hasattr(module, "app") and hasattr(module, "application") else ["app"]
+    value: Any = module
+    for part in path:
+        if not hasattr(value, part):
+            names = sorted(name for name in vars(module) if not name.startswith("_"))
+            raise click.ClickException(f"{module_name!r} has no attribute {'.'.join(path)!r}; "
+                                       f"it defines: {', '.join(names[:20])}")
+        value = getattr(value, part)
+    if factory:
+        return _call_factory(value, f"{'.'.join(path)}()", ((), {}),
+                             hint=f" (--factory calls it; if {path[-1]} is the app itself, drop --factory)")
+    if arguments is not None:
+        value = _call_factory(value, expression, arguments)
+    return value
+
+
+_ATTRIBUTE_HELP = ("an attribute name (app, api.app) or a call of one with literal arguments "
+                   "(create_app(), create_app('production', debug=False))")
+
+
+def _parse_attribute(expression: str) -> tuple[list[str], tuple[tuple[Any, ...], dict[str, Any]] | None]:
+    """``"a.b"`` -> (["a", "b"], None); ``"f(1, x=2)"`` -> (["f"], ((1,), {"x": 2}))."""
+    try:
+        node = ast.parse(expression, mode="eval").body
+    except SyntaxError:
+        raise click.BadParameter(f"{expression!r} is not {_ATTRIBUTE_HELP}.",
+                                 param_hint="MODULE:APP") from None
+    arguments: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+    if isinstance(node, ast.Call):
+        if any(keyword.arg is None for keyword in node.keywords) or any(
+                isinstance(arg, ast.Starred) for arg in node.args):
+            raise click.BadParameter(f"{expression!r}: *args and **kwargs are not accepted; "
+                                     "write the literal arguments out.", param_hint="MODULE:APP")
+        try:
+            arguments = (tuple(ast.literal_eval(arg) for arg in node.args),
+                         {str(k.arg): ast.literal_eval(k.value) for k in node.keywords})
+        except ValueError:
+            raise click.BadParameter(f"the arguments of {expression!r} must be literal values "
+                                     "(strings, numbers, True/False/None, lists, dicts), as "
+                                     "gunicorn accepts them.", param_hint="MODULE:APP") from None
+        node = node.func
+    path: list[str] = []
+    while isinstance(node, ast.Attribute):
+        path.insert(0, node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        raise click.BadParameter(f"{expression!r} is not {_ATTRIBUTE_HELP}.", param_hint="MODULE:APP")
+    return [node.id, *path], arguments
+
+
+def _import_module(module_name: str) -> ModuleType:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
             raise click.ClickException(
                 f"cannot import {module_name!r} ({exc}); run from the folder that contains it, or "
                 "add that folder to PYTHONPATH.") from None
         raise
-    value: Any = module
-    for part in (attribute or "app").split("."):
-        if not hasattr(value, part):
-            names = sorted(name for name in vars(module) if not name.startswith("_"))
-            raise click.ClickException(f"{module_name!r} has no attribute {attribute or 'app'!r}; "
-                                       f"it defines: {', '.join(names[:20])}")
-        value = getattr(value, part)
-    return value
+
+
+def _call_factory(factory: Any, shown: str, arguments: tuple[tuple[Any, ...], dict[str, Any]],
+                  hint: str = "") -> Any:
+    """Call an app factory; wrong arguments and a None result are the caller's error, not a
+    traceback. An exception inside the factory is the app's own and propagates as it is."""
+    args, kwargs = arguments
+    if not callable(factory):
+        raise click.ClickException(f"{shown}{hint}: {factory!r} is not callable, so it is no "
+                                   "factory; name the app without parentheses or --factory.")
+    try:
+        signature: inspect.Signature | None = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin without a signature: the call itself will say
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise click.ClickException(f"cannot call {shown}{hint}: {exc}.") from None
+    app = factory(*args, **kwargs)
+    if app is None:
+        raise click.ClickException(f"{shown} returned None; an app factory must return the app.")
+    return app
 
 
 def load_served_app() -> Any:
@@ -85,7 +169,7 @@ def load_served_app() -> Any:
     """
     from .pipeline import wrap
 
-    app = import_target(os.environ[SERVE_APP_ENV])
+    app = import_target(os.environ[SERVE_APP_ENV], factory=bool(os.environ.get(SERVE_FACTORY_ENV)))
     kind = os.environ.get(SERVE_KIND_ENV) or None
     return app if _is_wrapped(app) else wrap(app, kind=kind)  # type: ignore[arg-type]
 
@@ -113,7 +197,18 @@ def _kind_of(app: Any, forced: str | None) -> str:
     try:
         return detect_kind(app)
     except WrapError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(f"{exc}{_factory_hint(app)}") from None
+
+
+def _factory_hint(app: Any) -> str:
+    """A callable that takes no arguments is an app factory named without its call."""
+    try:
+        inspect.signature(app).bind()
+    except (TypeError, ValueError):
+        return ""
+    name = getattr(app, "__name__", "create_app")
+    return (f" {name} looks like an app factory: serve 'MODULE:{name}()' (arguments allowed, as "
+            "gunicorn accepts them) or pass --factory.")
 
 
 # --------------------------------------------------------------------------- serve
@@ -134,7 +229,8 @@ _SERVER_KINDS = {"gunicorn": ("wsgi",), "uvicorn": ("asgi",), "granian": ("wsgi"
 
 
 def plan_serve(target: str, *, kind: str, workers: int = 1, bind: str = "127.0.0.1:8000",
-               threads: int = 1, server: str = "auto", environ: dict[str, str] | None = None) -> ServePlan:
+               threads: int = 1, server: str = "auto", environ: dict[str, str] | None = None,
+               factory: bool = False) -> ServePlan:
     """Build the server command for ``target``: gunicorn (WSGI) or uvicorn (ASGI) by default,
     or granian (either kind); pure, no I/O except creating the metrics directory for several
     workers."""
@@ -147,6 +243,10 @@ def plan_serve(target: str, *, kind: str, workers: int = 1, bind: str = "127.0.0
     host, port = _split_bind(bind)
     env = dict(os.environ if environ is None else environ)
     env[SERVE_APP_ENV], env[SERVE_KIND_ENV] = target, kind
+    if factory:
+        env[SERVE_FACTORY_ENV] = "1"
+    else:
+        env.pop(SERVE_FACTORY_ENV, None)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), env.get("PYTHONPATH")) if p)
     if workers > 1 and not env.get("PROMETHEUS_MULTIPROC_DIR"):
         # One /metrics for all workers: prometheus_client's multiprocess mode needs a directory.
@@ -216,11 +316,20 @@ def _validated_config() -> Config:
               help="auto: gunicorn for WSGI, uvicorn for ASGI; granian serves either, with less "
                    "overhead per request (pip install 'scalekit[granian]'). WebSockets work "
                    "under uvicorn and granian (ASGI apps); WSGI has no WebSockets.")
-def serve(target: str, workers: int, bind: str, kind: str | None, threads: int, server: str) -> None:
-    """Wrap MODULE:APP with scalekit and serve it: gunicorn for WSGI, uvicorn for ASGI, or granian."""
+@click.option("--factory", is_flag=True,
+              help="MODULE:APP names a factory to call without arguments for the app, as with "
+                   "uvicorn --factory; 'MODULE:create_app(...)' with literal arguments works too.")
+def serve(target: str, workers: int, bind: str, kind: str | None, threads: int, server: str,
+          factory: bool) -> None:
+    """Wrap MODULE:APP with scalekit and serve it: gunicorn for WSGI, uvicorn for ASGI, or granian.
+
+    MODULE:APP may call an app factory, as gunicorn and flask --app accept it:
+    'flaskr:create_app()' or 'app:create_app("production", debug=False)'.
+    """
     _validated_config()  # fail here, clearly, not in every worker
-    app_kind = _kind_of(import_target(target), kind)
-    plan = plan_serve(target, kind=app_kind, workers=workers, bind=bind, threads=threads, server=server)
+    app_kind = _kind_of(import_target(target, factory=factory), kind)
+    plan = plan_serve(target, kind=app_kind, workers=workers, bind=bind, threads=threads, server=server,
+                      factory=factory)
     click.echo(f"scalekit: serving {target} ({app_kind}) with {plan.server}, {workers} worker(s), "
                f"at {plan.url}")
     exec_server(plan)

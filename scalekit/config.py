@@ -41,7 +41,8 @@ __all__ = [
 ENV_PREFIX = "SCALEKIT_"
 # Environment variables that steer loading or serving rather than name a key (the serve ones
 # tell `scalekit serve`'s server processes what to import; see scalekit.cli).
-LOADER_ENV = frozenset({"SCALEKIT_CONFIG", "SCALEKIT_SERVE_APP", "SCALEKIT_SERVE_KIND"})
+LOADER_ENV = frozenset({"SCALEKIT_CONFIG", "SCALEKIT_SERVE_APP", "SCALEKIT_SERVE_KIND",
+                        "SCALEKIT_SERVE_FACTORY"})
 
 DEFAULT_BUCKETS_SECONDS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
