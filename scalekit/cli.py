@@ -21,6 +21,7 @@ import inspect
 import os
 import pkgutil
 import re
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -222,6 +223,9 @@ class ServePlan:
     argv: list[str]
     env: dict[str, str]
     url: str
+    # Directories serve made for this run (the multiprocess metrics one), removed once the
+    # server and every worker have exited.
+    cleanup_dirs: tuple[str, ...] = ()
 
 
 SERVERS = ("auto", "gunicorn", "uvicorn", "granian")
@@ -248,9 +252,11 @@ def plan_serve(target: str, *, kind: str, workers: int = 1, bind: str = "127.0.0
     else:
         env.pop(SERVE_FACTORY_ENV, None)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), env.get("PYTHONPATH")) if p)
+    cleanup_dirs: tuple[str, ...] = ()
     if workers > 1 and not env.get("PROMETHEUS_MULTIPROC_DIR"):
         # One /metrics for all workers: prometheus_client's multiprocess mode needs a directory.
         env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="scalekit-metrics-")
+        cleanup_dirs = (env["PROMETHEUS_MULTIPROC_DIR"],)
     url_host = f"[{host}]" if ":" in host else host
     url = f"http://{url_host}:{port}/"
     if server == "gunicorn":
@@ -268,7 +274,7 @@ def plan_serve(target: str, *, kind: str, workers: int = 1, bind: str = "127.0.0
                 "--interface", kind, "--host", host, "--port", str(port), "--workers", str(workers)]
         if kind == "wsgi":
             argv += ["--no-ws", "--blocking-threads", str(threads)]
-    return ServePlan(server, argv, env, url)
+    return ServePlan(server, argv, env, url, cleanup_dirs)
 
 
 def _split_bind(bind: str) -> tuple[str, int]:
@@ -292,8 +298,31 @@ def exec_server(plan: ServePlan) -> None:
         from .gunicorn_conf import prepare_multiprocess_dir
 
         prepare_multiprocess_dir(directory)
+    if plan.cleanup_dirs:
+        _remove_after_exit(plan.cleanup_dirs)
     sys.stdout.flush()
     os.execvpe(plan.argv[0], plan.argv, plan.env)
+
+
+# Waits for end-of-file on the pipe, then removes the directories. Every process of the server
+# holds the write end (inherited through exec and fork), so the end of file comes when the
+# last of them has exited, however it exits (signal, crash, SIGKILL).
+_REMOVER = ("import os, shutil, sys\n"
+            "while os.read(int(sys.argv[1]), 512): pass\n"
+            "for path in sys.argv[2:]: shutil.rmtree(path, ignore_errors=True)\n")
+
+
+def _remove_after_exit(directories: tuple[str, ...]) -> None:
+    """Start a small process that removes ``directories`` once the server about to be exec'd
+    here, and every process it forks, has exited. The server replaces this process, so nothing
+    of this one can run after it; the remover is in its own session, so a Ctrl-C or a signal
+    to the server's process group does not stop it before it has cleaned up."""
+    read_end, write_end = os.pipe()
+    subprocess.Popen([sys.executable, "-c", _REMOVER, str(read_end), *directories],
+                     pass_fds=(read_end,), start_new_session=True, stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(read_end)
+    os.set_inheritable(write_end, True)  # kept open across exec: closed when the server is gone
 
 
 def _validated_config() -> Config:

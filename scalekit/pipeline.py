@@ -122,7 +122,9 @@ def wrap(app: Any, *, kind: Kind | None = None, config: Config | None = None, **
     if config is not None:
         settings["config"] = config
     runtime = Runtime(load_config(settings))
-    _warn_about_defaults(runtime.config)
+    # Said when the app starts serving, not when it is wrapped: a process that only imports
+    # the app (a `flask` CLI command, `scalekit serve` choosing a server) serves nothing.
+    runtime.on_startup(functools.partial(_warn_about_defaults, runtime.config))
     chain = app
     for name in reversed(LAYER_ORDER):
         if getattr(runtime.config, name).enabled:
@@ -137,7 +139,7 @@ _warned: set[str] = set()
 
 
 def _warn_about_defaults(config: Config) -> None:
-    # Once per process: a test suite or a multi-app process wraps many times.
+    # Once per process: a test suite or a multi-app process wraps (and starts) many times.
     if "*" in config.allowed_hosts and "allowed_hosts" not in _warned:
         _warned.add("allowed_hosts")
         log.warning("scalekit: allowed_hosts is '*' (any Host is served, each in its own cache key "

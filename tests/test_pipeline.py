@@ -261,3 +261,16 @@ def test_wsgi_and_asgi_drivers_give_identical_responses(response: Any, variant: 
     assert via_wsgi.status_code == via_asgi.status == status
     assert comparable_headers(via_wsgi.headers) == comparable_headers(via_asgi.headers)
     assert via_wsgi.body == via_asgi.body == b"".join(SCRIPTED.chunks)
+
+
+def test_the_allowed_hosts_warning_comes_when_serving_starts_once_per_process(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "_warned", set())
+    with caplog.at_level("WARNING", logger="scalekit"):
+        first = scalekit.wrap(wsgi_function, cache=False, cdn=False, pool=False)
+        second = scalekit.wrap(wsgi_function, cache=False, cdn=False, pool=False)
+        assert "allowed_hosts" not in caplog.text  # wrapping serves nothing yet
+        call_wsgi(first, "GET", "/")
+        call_wsgi(second, "GET", "/")
+    assert caplog.text.count("allowed_hosts is '*'") == 1
+    first.runtime.close(), second.runtime.close()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,8 +15,10 @@ from click.testing import CliRunner
 
 import scalekit
 from scalekit import cli
+from tests.adapters.support import wait_until
 from tests.apps import factories, plain
 from tests.realapps.support import serving
+from tests.servers import REPO_ROOT
 
 
 @pytest.fixture
@@ -110,3 +116,56 @@ def test_serve_passes_the_factory_to_the_workers(planned: list[cli.ServePlan],
 def test_a_factory_with_arguments_is_served(server: str) -> None:
     with serving("tests.apps.factories:create_app('bonjour')", server) as served:
         assert httpx.get(f"{served.url}/x", timeout=20).text == "bonjour /x"
+
+
+# --------------------------------------------------------------------------- what serve leaves
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(("target", "server"), [
+    pytest.param("tests.apps.plain:wsgi_app", "gunicorn", id="gunicorn"),
+    pytest.param("tests.apps.plain:asgi_app", "uvicorn", id="uvicorn"),
+    pytest.param("tests.apps.plain:wsgi_app", "granian", id="granian"),
+])
+def test_several_workers_leave_no_metrics_directory_behind(target: str, server: str, tmp_path: Path) -> None:
+    with serving(target, server, args=["--workers", "2"], tmp_dir=tmp_path) as served:
+        assert httpx.get(f"{served.url}/m", timeout=20).text == "hello /m"
+        (directory,) = tmp_path.glob("scalekit-metrics-*")
+        assert any(directory.iterdir())  # the workers' metric files are there while it runs
+    wait_until(lambda: not list(tmp_path.glob("scalekit-metrics-*")),
+               what="the multiprocess metrics directory to be removed after the server stopped")
+
+
+def test_a_metrics_directory_scalekit_did_not_create_is_kept(tmp_path: Path) -> None:
+    plan = cli.plan_serve("m:app", kind="wsgi", workers=2, environ={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    assert plan.cleanup_dirs == ()
+    made = cli.plan_serve("m:app", kind="wsgi", workers=2, environ={})
+    try:
+        assert made.cleanup_dirs == (made.env["PROMETHEUS_MULTIPROC_DIR"],)
+    finally:
+        shutil.rmtree(made.env["PROMETHEUS_MULTIPROC_DIR"])
+
+
+ALLOWED_HOSTS_WARNING = "allowed_hosts is '*'"
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(("target", "server"), [
+    pytest.param("tests.apps.flask_app:app", "gunicorn", id="ScaleKit(app) at import, gunicorn"),
+    pytest.param("tests.apps.starlette_app:app", "uvicorn", id="wrapped by serve, uvicorn"),
+])
+def test_the_allowed_hosts_warning_is_said_once(target: str, server: str) -> None:
+    with serving(target, server) as served:
+        for _ in range(3):
+            httpx.get(f"{served.url}/", timeout=20)
+        log = served.log()
+    assert log.count(ALLOWED_HOSTS_WARNING) == 1, log
+
+
+def test_a_flask_cli_command_says_nothing_about_allowed_hosts(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "FLASK_APP": "tests.apps.factories:create_flask_app"}
+    result = subprocess.run([sys.executable, "-m", "flask", "routes"], env=env, cwd=tmp_path, check=False,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "/hello" in result.stdout
+    assert ALLOWED_HOSTS_WARNING not in result.stdout + result.stderr

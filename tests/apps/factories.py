@@ -39,3 +39,18 @@ class Factories:
     @staticmethod
     def make() -> Any:
         return wsgi_app
+
+
+def create_flask_app() -> Any:
+    """Flask's tutorial shape: the factory installs scalekit on the app it builds."""
+    from flask import Flask
+    from scalekit_flask import ScaleKit
+
+    app = Flask(__name__)
+
+    @app.get("/hello")
+    def hello() -> str:
+        return "hello"
+
+    ScaleKit(app)
+    return app
