@@ -38,6 +38,7 @@ __all__ = [
     "format_cache_control",
     "format_http_date",
     "hop_by_hop_names",
+    "parse_age",
     "parse_cache_control",
     "parse_delta_seconds",
     "parse_http_date",
@@ -136,6 +137,19 @@ def parse_delta_seconds(value: str | None) -> int | None:
     if not (value.isascii() and value.isdigit()):
         return None
     return min(int(value), DELTA_SECONDS_MAX)
+
+
+def parse_age(value: str | None) -> int | None:
+    """Age in seconds (RFC 9111 §5.1); None when absent or invalid.
+
+    "a cache encountering a message with a list-based Age field value SHOULD use the first
+    member of the field value, discarding subsequent ones", and "If the field value (after
+    discarding additional members, as per above) is invalid ... a cache SHOULD ignore the
+    field". Repeated lines arrive joined with ", ", so they are a list too.
+    """
+    if value is None:
+        return None
+    return parse_delta_seconds(value.partition(",")[0])
 
 
 def _field_names(value: str) -> tuple[str, ...]:

@@ -77,6 +77,10 @@ class CacheConfig:
     ignored_query_params: tuple[str, ...] = ("utm_*", "fbclid", "gclid", "msclkid", "mc_cid", "mc_eid")
     # Larger bodies are streamed through untouched and never stored.
     max_body_bytes: int = 8 * MIB
+    # RFC 9111 §3 lets a shared cache store any final status that carries explicit freshness
+    # (a 503 with max-age=5 shields a struggling origin). False: 5xx responses are never
+    # stored, whatever they say.
+    store_server_errors: bool = True
     # RFC 9111 §4.2.2 heuristic freshness (a fraction of the time since Last-Modified) for
     # responses without explicit freshness. Off: only explicit freshness and rules cache.
     heuristic_freshness: bool = False

@@ -95,6 +95,7 @@ class CachePolicy(OriginAnswers):
             heuristic_max_seconds=config.heuristic_max_seconds,
             max_vary_value_bytes=config.max_vary_value_bytes,
             max_body_bytes=config.max_body_bytes,
+            store_server_errors=config.store_server_errors,
         )
         self.responses = ResponseBuilder(config.status_name, etag_max_body_bytes=etag_max_body_bytes)
         self.honour_client_no_cache = config.honour_client_no_cache

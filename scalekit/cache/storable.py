@@ -22,6 +22,7 @@ from ..headers import (
     HOP_BY_HOP,
     CacheControl,
     hop_by_hop_names,
+    parse_age,
     parse_cache_control,
     parse_delta_seconds,
     parse_http_date,
@@ -35,7 +36,7 @@ from .rules import ResponseRule
 
 __all__ = [
     "HEURISTIC_STATUSES",
-    "STORABLE_STATUSES",
+    "UNDERSTOOD_STATUSES",
     "NotStorable",
     "StorePlan",
     "StoreSettings",
@@ -49,10 +50,13 @@ __all__ = [
 # can be reused by a cache with heuristic expiration". 206 is left out: partial responses are
 # passed through, never stored (we only build ranges from complete 200s).
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
-# RFC 9111 §3: other final statuses "understood" by the cache may be stored with explicit
-# freshness. Redirects 302/307 are common with max-age; 5xx are never stored so that an outage
-# cannot overwrite a good entry that stale-if-error would serve.
-STORABLE_STATUSES = HEURISTIC_STATUSES | {302, 307}
+# The status codes whose caching requirements this cache implements, "understands" in RFC 9111
+# §3 and §5.2.2.3: those RFC 9110 §15 defines, and 429 / 431 (RFC 6585) and 451 (RFC 7725).
+# 206 and 304 are not: a 304 updates a stored response (§4.3.4) and is never stored itself.
+UNDERSTOOD_STATUSES = frozenset({
+    200, 201, 202, 203, 204, 205, 300, 301, 302, 303, 305, 307, 308,
+    *range(400, 418), 421, 422, 426, 429, 431, 451, *range(500, 506),
+})
 # Fields the cache consumes: Age is recomputed on every hit (RFC 9111 §5.1), Surrogate-Control
 # is addressed to surrogates and removed by them (Edge Architecture §2.1), Cache-Status of this
 # cache is added per response.
@@ -70,6 +74,7 @@ class StoreSettings:
     heuristic_max_seconds: float = 86400.0
     max_vary_value_bytes: int = 512
     max_body_bytes: int = 8 * 1024 * 1024
+    store_server_errors: bool = True
 
 
 @record
@@ -112,7 +117,7 @@ def corrected_initial_age(fields: dict[str, str], *, request_time: float, respon
         return response_time - request_time if response_time > request_time else 0.0
     date = parse_http_date(fields.get("date"))
     apparent_age = max(0.0, response_time - date) if date is not None else 0.0
-    age_value = parse_delta_seconds(fields.get("age")) or 0
+    age_value = parse_age(fields.get("age")) or 0
     response_delay = max(0.0, response_time - request_time)
     return max(apparent_age, age_value + response_delay)
 
@@ -140,14 +145,17 @@ def analyse_response(
     # Never stored, whatever any directive or rule says: a cookie is one user's state.
     if "set-cookie" in fields:
         return NotStorable("set-cookie")
-    if status not in STORABLE_STATUSES or "content-range" in fields:
-        return NotStorable("status")
     directives = parse_cache_control(fields.get("cache-control"))
     surrogate = parse_surrogate_control(fields.get("surrogate-control"))
-    # §3: "the no-store cache directive is not present in the response"; §3: "if the cache is
-    # shared: the private response directive is either not present or allows a shared cache
-    # to store a modified response" (private="x" does).
-    if directives.no_store or surrogate.no_store:
+    refused = _status_refusal(status, directives, settings)
+    if refused is not None:
+        return refused
+    # §3: "the no-store cache directive is not present in the response"; §5.2.2.3: a cache that
+    # understands the status of a must-understand response "SHOULD ignore the no-store
+    # directive" (the status was checked above). §3: "if the cache is shared: the private
+    # response directive is either not present or allows a shared cache to store a modified
+    # response" (private="x" does).
+    if (directives.no_store and not directives.must_understand) or surrogate.no_store:
         return NotStorable("no-store")
     if directives.private:
         return NotStorable("private")
@@ -197,6 +205,20 @@ def analyse_response(
                      parse_tags(fields.get("surrogate-key"), fields.get("cache-tag")), content_length)
 
 
+def _status_refusal(status: int, directives: CacheControl, settings: StoreSettings) -> NotStorable | None:
+    # RFC 9111 §3: "the response status code is final" (RFC 9110 §15: 2xx to 5xx); "if the
+    # response status code is 206 or 304, or the must-understand cache directive is present:
+    # the cache understands the response status code". Any other final status with explicit
+    # freshness may be stored: its stale handling then applies to it like to a 200.
+    if not 200 <= status <= 599 or status == 304 or status == 206:
+        return NotStorable("status")
+    if directives.must_understand and status not in UNDERSTOOD_STATUSES:
+        return NotStorable("must-understand")
+    if status >= 500 and not settings.store_server_errors:
+        return NotStorable("server-error")  # the operator's choice: cache.store_server_errors
+    return None
+
+
 def _freshness_lifetime(
     status: int,
     directives: CacheControl,
@@ -229,7 +251,9 @@ def _freshness_lifetime(
     # specified ... If the response has a Last-Modified header field, caches are encouraged to
     # use a heuristic expiration value that is no more than some fraction of the interval
     # since that time. A typical setting of this fraction might be 10%."
-    if settings.heuristic_freshness and status in HEURISTIC_STATUSES:
+    # §5.2.2.9: "If a response with the public directive has no explicit freshness
+    # information, it is heuristically cacheable".
+    if settings.heuristic_freshness and (status in HEURISTIC_STATUSES or directives.public):
         modified = parse_http_date(fields.get("last-modified"))
         if modified is not None and date > modified:
             return min(settings.heuristic_fraction * (date - modified), settings.heuristic_max_seconds)

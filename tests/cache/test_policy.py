@@ -61,9 +61,19 @@ def test_freshness_lifetime(headers: list[tuple[str, str]], expected: float) -> 
     pytest.param([("cache-control", "max-age=60"), ("vary", "Accept, *")], {}, "vary-star", id="§4.1 Vary: *"),
     pytest.param([("cache-control", "max-age=60")], {"request": {"authorization": "x"}}, "authorization",
                  id="§3.5 Authorization needs permission"),
-    pytest.param([("cache-control", "max-age=60")], {"status": 500}, "status", id="§3 5xx not stored"),
-    pytest.param([("cache-control", "max-age=60"), ("content-range", "bytes 0-1/9")], {"status": 206},
-                 "status", id="§3.3 partial responses pass through"),
+    pytest.param([("cache-control", "max-age=60")], {"status": 304}, "status",
+                 id="§3 a 304 updates a stored response, it is never one"),
+    pytest.param([("cache-control", "max-age=60")], {"status": 199}, "status", id="§3 only final statuses"),
+    pytest.param([("cache-control", "max-age=60")], {"status": 600}, "status",
+                 id="RFC 9110 §15 statuses beyond 599 are invalid"),
+    pytest.param([("cache-control", "max-age=60, must-understand")], {"status": 599}, "must-understand",
+                 id="§5.2.2.3 must-understand: only statuses the cache understands"),
+    pytest.param([("cache-control", "max-age=60, must-understand")], {"status": 299}, "must-understand",
+                 id="§5.2.2.3 must-understand, unknown 2xx"),
+    pytest.param([("cache-control", "max-age=60")], {"status": 503, "store_server_errors": False},
+                 "server-error", id="the switch that keeps 5xx out of the cache"),
+    pytest.param([("last-modified", format_http_date(NOW - 1000))], {"status": 500, "heuristic_freshness": True},
+                 "no-freshness", id="RFC 9110 §15.1 heuristics only for heuristically cacheable statuses"),
     pytest.param([], {}, "no-freshness", id="no explicit freshness, heuristics off, no rule"),
     pytest.param([("cache-control", "public")], {}, "no-freshness", id="public alone needs a heuristic"),
     pytest.param([("cache-control", "max-age=60"), ("vary", "accept")],
@@ -76,6 +86,46 @@ def test_freshness_lifetime(headers: list[tuple[str, str]], expected: float) -> 
 ])
 def test_not_storable(headers: list[tuple[str, str]], kwargs: dict[str, Any], expected: str) -> None:
     assert analyse(headers, **kwargs) == NotStorable(expected)
+
+
+@pytest.mark.parametrize("status", [400, 303, 299, 500, 502, 503, 504, 599])
+@pytest.mark.parametrize("freshness", ["max-age=60", "s-maxage=60"])
+def test_every_final_status_with_explicit_freshness_is_stored(status: int, freshness: str) -> None:
+    # RFC 9111 §3: a response with explicit freshness may be stored whatever its final status
+    # (only 206 and 304, or must-understand, require the cache to understand the status).
+    plan = analyse([("cache-control", freshness)], status=status)
+    assert isinstance(plan, StorePlan) and plan.status == status
+    assert plan.freshness_lifetime_seconds == 60
+
+
+def test_must_understand_overrides_no_store_for_understood_statuses() -> None:
+    # §5.2.2.3: "the cache SHOULD ignore the no-store directive if it understands and implements
+    # the status code's caching requirements".
+    plan = analyse([("cache-control", "max-age=60, no-store, must-understand")], status=404)
+    assert isinstance(plan, StorePlan)
+    assert analyse([("cache-control", "max-age=60, no-store, must-understand")], status=599) == \
+        NotStorable("must-understand")
+    assert analyse([("cache-control", "max-age=60, no-store")], status=404) == NotStorable("no-store")
+
+
+def test_public_makes_any_status_heuristically_cacheable() -> None:
+    # §5.2.2.9: "If a response with the public directive has no explicit freshness
+    # information, it is heuristically cacheable".
+    headers = [("cache-control", "public"), ("last-modified", format_http_date(NOW - 1000))]
+    plan = analyse(headers, status=400, heuristic_freshness=True)
+    assert isinstance(plan, StorePlan) and plan.freshness_lifetime_seconds == 100
+
+
+@pytest.mark.parametrize("age_lines, expected", [
+    pytest.param([("age", "7200, 0")], 7200, id="§5.1 a list-valued Age: the first member"),
+    pytest.param([("age", "7200"), ("age", "0")], 7200, id="§5.1 a repeated Age: the first line"),
+    pytest.param([("age", " 30 ")], 30, id="§5.1 whitespace around the value"),
+    pytest.param([("age", "abc")], 0, id="§5.1 an invalid Age is ignored"),
+    pytest.param([("age", "-5, 7")], 0, id="§5.1 an invalid first member is ignored, not skipped"),
+])
+def test_age_uses_the_first_member(age_lines: list[tuple[str, str]], expected: float) -> None:
+    plan = analyse([("cache-control", "max-age=3600"), *age_lines])
+    assert isinstance(plan, StorePlan) and plan.corrected_initial_age_seconds == expected
 
 
 @pytest.mark.parametrize("headers, request_headers", [

@@ -142,6 +142,25 @@ def test_concurrent_misses_make_one_upstream_call(proxy: httpx.Client, upstream:
     assert calls(upstream, path) == 1
 
 
+@pytest.mark.parametrize("status", [400, 503])
+def test_any_final_status_with_explicit_freshness_is_stored(proxy: httpx.Client, upstream: httpx.Client,
+                                                            path: str, status: int) -> None:
+    # RFC 9111 §3.
+    url = f"{path}?{FRESH}&status={status}"
+    assert proxy.get(url).status_code == status
+    second = proxy.get(url)
+    assert second.status_code == status and second.headers["cache-status"].startswith("scalekit; hit")
+    assert calls(upstream, path) == 1
+
+
+def test_a_list_valued_age_uses_its_first_member(proxy: httpx.Client, upstream: httpx.Client, path: str) -> None:
+    # RFC 9111 §5.1: "Age: 7200, 0" is 7200 s old, so stale against max-age=3600.
+    url = f"{path}?{FRESH}&age=7200,%200"
+    assert proxy.get(url).headers["age"] == "7200"
+    assert not proxy.get(url).headers["cache-status"].startswith("scalekit; hit")
+    assert calls(upstream, path) == 2
+
+
 def test_unreachable_upstream_is_502(tmp_path: Path) -> None:
     from tests.servers import free_port
 
