@@ -27,6 +27,7 @@ from .cdn.config import CDNConfig
 # errors first: section modules import ``require`` from here while this module is loading.
 from .errors import ConfigError, require
 from .pool.config import PoolConfig
+from .secrets import check_password_source, password_of
 
 __all__ = [
     "Config",
@@ -90,6 +91,10 @@ class RedisConfig:
     """The Redis shared by the fleet: L2 cache, tag generations, invalidation channel, leases."""
 
     url: str | None = None
+    # AUTH password apart from the URL (no percent-encoding), or a file holding it (a Docker
+    # or Kubernetes secret), read at start-up. Set at most one, and then no password in url.
+    password: str | None = field(default=None, repr=False)
+    password_file: str | None = None
     cluster: bool = False
     socket_timeout_seconds: float = 0.05
     connect_timeout_seconds: float = 0.1
@@ -100,12 +105,17 @@ class RedisConfig:
         if self.url is not None:
             require(self.url.startswith(("redis://", "rediss://", "unix://")), "url", self.url,
                     "'redis://host:port/db', 'rediss://…' or 'unix:///path'")
+        check_password_source(self.url, password=self.password, password_file=self.password_file)
         require(self.socket_timeout_seconds > 0, "socket_timeout_seconds",
                 self.socket_timeout_seconds, "a positive number of seconds")
         require(self.connect_timeout_seconds > 0, "connect_timeout_seconds",
                 self.connect_timeout_seconds, "a positive number of seconds")
         require(self.circuit_cool_down_seconds >= 0, "circuit_cool_down_seconds",
                 self.circuit_cool_down_seconds, "zero or more seconds")
+
+    def resolved_password(self) -> str | None:
+        """``password``, else the content of ``password_file``, else None (the URL's)."""
+        return password_of(password=self.password, password_file=self.password_file)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..secrets import check_password_source, password_of
 
 __all__ = ["AUTO_RESET", "ChangeFeedConfig", "DatabaseConfig", "PoolConfig"]
 
@@ -45,6 +46,11 @@ class DatabaseConfig:
     # SQLAlchemy URL (``postgresql://user@host/db`` uses psycopg2). None: a SQLite file
     # ``<state_dir>/scalekit.sqlite3``, created on first use.
     url: str | None = None
+    # The password apart from the URL, passed to the driver as it is: a secret with '@', ':'
+    # or '/' needs no percent-encoding. password_file reads it from a file (a Docker or
+    # Kubernetes secret) at start-up. Set at most one, and then no password in url.
+    password: str | None = field(default=None, repr=False)
+    password_file: str | None = None
     pool_size: int = 5
     max_overflow: int = 10
     # How long a request waits for a free connection before it is answered 503.
@@ -81,6 +87,7 @@ class DatabaseConfig:
             require("://" in self.url or self.url.startswith("sqlite:"), "url", _hide_password(self.url),
                     "a SQLAlchemy URL such as 'postgresql://user@host:5432/db' or "
                     "'sqlite:///path/app.db', or unset for the default SQLite file")
+        check_password_source(self.url, password=self.password, password_file=self.password_file)
         require(self.pool_size >= 1, "pool_size", self.pool_size, "a positive number of connections")
         require(self.max_overflow >= 0, "max_overflow", self.max_overflow, "zero or more connections")
         require(self.pool_timeout_seconds > 0, "pool_timeout_seconds", self.pool_timeout_seconds,
@@ -95,6 +102,10 @@ class DatabaseConfig:
                 "zero or more whole seconds")
         require(self.connect_timeout_seconds > 0, "connect_timeout_seconds",
                 self.connect_timeout_seconds, "a positive number of seconds")
+
+    def resolved_password(self) -> str | None:
+        """``password``, else the content of ``password_file``, else None (the URL's)."""
+        return password_of(password=self.password, password_file=self.password_file)
 
     @property
     def max_connections(self) -> int:

@@ -77,6 +77,9 @@ def engine_url(config: DatabaseConfig, state_dir: str) -> URL:
     url = make_url(config.url or default_sqlite_url(state_dir))
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg2")
+    password = config.resolved_password()  # given apart from the URL: no encoding needed
+    if password is not None:
+        url = url.set(password=password)
     return url
 
 

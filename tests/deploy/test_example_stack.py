@@ -51,6 +51,7 @@ def test_example_shop_runs_behind_the_edge_with_the_shipped_settings(tmp_path: P
     prefix = f"scalekit-deploy-example-{uuid.uuid4().hex}:"
     environment = compose_app_environment(SAMPLE_SECRETS)
     environment.pop("APP_MODULE")   # gunicorn.conf.py's own default must be the example shop
+    environment.pop("SCALEKIT_POOL_DATABASES_DEFAULT_PASSWORD")   # Postgres's; SQLite has none
     environment.update({
         "FORWARDED_ALLOW_IPS": "127.0.0.1",
         "SCALEKIT_POOL_DATABASES_DEFAULT_URL": f"sqlite:///{tmp_path / 'shop.sqlite3'}",

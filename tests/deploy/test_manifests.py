@@ -74,7 +74,8 @@ def test_compose_app_environment_is_accepted_by_scalekit(tmp_path: Path) -> None
     environment = compose_app_environment(SAMPLE_SECRETS)
     config = load_config(environ=environment, cwd=tmp_path)   # unknown or malformed keys raise
     database = config.pool.databases["default"]
-    assert database.url == "postgresql://scalekit:s3cret-password@postgres:5432/shop"
+    assert database.url == "postgresql://scalekit@postgres:5432/shop"   # the password is apart
+    assert database.resolved_password() == SAMPLE_SECRETS["POSTGRES_PASSWORD"]
     assert (database.pool_size, database.max_overflow) == (4, 3)
     assert config.redis.url == "redis://redis:6379/0"
     assert config.cache.invalidation.purge_token == SAMPLE_SECRETS["SCALEKIT_PURGE_TOKEN"]

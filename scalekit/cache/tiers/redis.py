@@ -126,11 +126,15 @@ class RedisConnections:
         self._thread = threading.local()
 
     def _options(self) -> dict[str, Any]:
-        return {
+        options: dict[str, Any] = {
             "socket_timeout": self.config.socket_timeout_seconds,
             "socket_connect_timeout": self.config.connect_timeout_seconds,
             "driver_info": None,  # no CLIENT SETINFO: managed Redis may forbid CLIENT
         }
+        password = self.config.resolved_password()  # given apart from the URL (then it has none)
+        if password is not None:
+            options["password"] = password
+        return options
 
     def sync(self) -> Any:
         """The sync client (raises a Redis error if a cluster cannot be reached to build it)."""
