@@ -7,9 +7,13 @@ when large. Fields are found by :func:`dataclasses.fields`, so a field added to 
 a default needs no change here; a field this version does not know is ignored, a missing one
 takes its default.
 
-Decoding never raises: garbage, an unknown version, a bad signature, a wrong key or a value of
-the wrong type gives ``None`` and a reason (the caller counts it as a miss). Pickle is never
-used: whoever can write to Redis would run code in every app process.
+Decoding never raises: garbage, an unknown version, a bad signature, a wrong key, a value of
+the wrong type or out of range, or a payload that inflates past ``max_payload_bytes`` gives
+``None`` and a reason (the caller counts it as a miss and deletes it). Values are checked by
+range as well as type, because a tier hands back whatever was written to it (by another version,
+by whoever can write to Redis, by a flipped bit): a status outside 200-599 or a header value with
+CR/LF would otherwise be served on every request, and an infinite or NaN time never expires.
+Pickle is never used: whoever can write to Redis would run code in every app process.
 
 >>> from scalekit.cache.entry import CachedEntry
 >>> entry = CachedEntry(200, (("content-type", "text/plain"),), b"hi", 1.0, 1.0, 0.0, 60.0)
@@ -27,6 +31,7 @@ import hashlib
 import hmac
 import itertools
 import operator
+import re
 import types
 import typing
 import zlib
@@ -37,7 +42,7 @@ import msgpack  # type: ignore[import-untyped]
 
 from .entry import CachedEntry
 
-__all__ = ["FORMAT_VERSION", "Codec", "DecodeOutcome"]
+__all__ = ["FORMAT_VERSION", "MAX_SECONDS", "Codec", "DecodeOutcome", "is_in_range"]
 
 MAGIC = b"SK"
 FORMAT_VERSION = 1
@@ -45,10 +50,14 @@ FLAG_COMPRESSED = 0x01
 FLAG_SIGNED = 0x02
 MAC_BYTES = 32
 HEADER_BYTES = 4
-# A compressed payload may not inflate past this (a zip bomb in Redis is a miss, not an OOM).
-MAX_PAYLOAD_BYTES = 256 * 1024 * 1024
+# A compressed payload inflates at most this far unless the codec is told otherwise (the
+# tiers pass their largest entry): a zlib bomb in Redis is a quick miss, not a stall and an OOM.
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+# Every stored time and duration is finite, non-negative and below this (about 31,700 years).
+MAX_SECONDS = 1e12
 
-DecodeOutcome = Literal["ok", "garbage", "unknown_version", "bad_signature", "unsigned", "wrong_key"]
+DecodeOutcome = Literal["ok", "garbage", "unknown_version", "bad_signature", "unsigned", "wrong_key",
+                        "out_of_range", "too_large"]
 
 _FIELDS = tuple(dataclasses.fields(CachedEntry))
 _HINTS = typing.get_type_hints(CachedEntry)
@@ -61,9 +70,11 @@ class Codec:
     still read (the signature cannot be checked, so it is ignored).
     """
 
-    def __init__(self, *, compress_min_bytes: int = 2048, secret: bytes | None = None) -> None:
+    def __init__(self, *, compress_min_bytes: int = 2048, secret: bytes | None = None,
+                 max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> None:
         self.compress_min_bytes = compress_min_bytes
         self.secret = secret
+        self.max_payload_bytes = max_payload_bytes
         # HMAC of the secret alone, copied per entry: the key schedule (two SHA-256 blocks)
         # is paid once here instead of on every L2/L3 hit.
         self._signer = None if secret is None else hmac.new(secret, digestmod=hashlib.sha256)
@@ -105,9 +116,9 @@ class Codec:
             return None, "unsigned"
         payload: bytes | memoryview = view[start:]
         if flags & FLAG_COMPRESSED:
-            inflated = _inflate(payload)
+            inflated, outcome = _inflate(payload, self.max_payload_bytes)
             if inflated is None:
-                return None, "garbage"
+                return None, outcome
             payload = inflated
         return _unpack(key, payload)
 
@@ -127,15 +138,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _inflate(payload: bytes | memoryview) -> bytes | None:
+def _inflate(payload: bytes | memoryview, limit: int) -> tuple[bytes | None, DecodeOutcome]:
+    """The inflated payload, or None and why: past ``limit`` bytes inflating stops there."""
     try:
         inflater = zlib.decompressobj()
-        out = inflater.decompress(payload, MAX_PAYLOAD_BYTES)
-        if inflater.unconsumed_tail or not inflater.eof:
-            return None
-        return out
+        out = inflater.decompress(payload, limit + 1)
     except zlib.error:
-        return None
+        return None, "garbage"
+    if len(out) > limit:
+        return None, "too_large"
+    if inflater.unconsumed_tail or not inflater.eof:
+        return None, "garbage"
+    return out, "ok"
 
 
 def _unpack(key: str, payload: bytes | memoryview) -> tuple[CachedEntry | None, DecodeOutcome]:
@@ -152,9 +166,10 @@ def _unpack(key: str, payload: bytes | memoryview) -> tuple[CachedEntry | None, 
         if (tuple(map(type, _SCALAR_VALUES(values))) == _SCALAR_TYPES
                 and all(map(operator.call, _CONTAINER_CHECKS, _CONTAINER_VALUES(values)))):
             try:
-                return CachedEntry(*values), "ok"
+                entry = CachedEntry(*values)
             except Exception:  # noqa: BLE001 - a future __post_init__ check: still a miss
                 return None, "garbage"
+            return (entry, "ok") if is_in_range(entry) else (None, "out_of_range")
     converted: dict[str, Any] = {}
     for name, required, convert in _CONVERTERS:
         if name not in fields:
@@ -166,11 +181,44 @@ def _unpack(key: str, payload: bytes | memoryview) -> tuple[CachedEntry | None, 
             return None, "garbage"
         converted[name] = value
     try:
-        return CachedEntry(**converted), "ok"
+        entry = CachedEntry(**converted)
     except Exception:  # noqa: BLE001 - a future __post_init__ check: still only a miss
         return None, "garbage"
+    return (entry, "ok") if is_in_range(entry) else (None, "out_of_range")
 
 
+# A stored header name: a lower-case token (RFC 9110 §5.1), one per line here.
+_FIELD_NAMES = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+(?:\n[!#$%&'*+\-.^_`|~0-9a-z]+)*")
+# RFC 9110 §5.5: a field value is field-vchar, SP and HTAB, obs-text allowed; never CR, LF or
+# NUL (they would end or split the header block) nor text beyond latin-1 (drivers send bytes).
+_FIELD_VALUE_INVALID = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+
+
+def is_in_range(entry: CachedEntry) -> bool:
+    """Whether every value of ``entry`` can be served as HTTP: a final status (a variant index,
+    never served, has none), header names and values HTTP can carry, finite non-negative times and durations."""
+    if not 200 <= entry.status <= 599 and not entry.is_vary_index:  # an index is never served
+        return False
+    top = MAX_SECONDS
+    # Chained comparisons are False for NaN, so NaN is out of range too.
+    if not (0.0 <= entry.request_time <= top and 0.0 <= entry.response_time <= top
+            and 0.0 <= entry.corrected_initial_age_seconds <= top
+            and 0.0 <= entry.freshness_lifetime_seconds <= top
+            and 0.0 <= entry.stale_while_revalidate_seconds <= top
+            and 0.0 <= entry.stale_if_error_seconds <= top):
+        return False
+    headers = entry.headers
+    if headers:
+        if _FIELD_NAMES.fullmatch("\n".join(map(_NAME, headers))) is None:
+            return False
+        values = "".join(map(_VALUE, headers))
+        if not (values.isascii() and values.isprintable()) and _FIELD_VALUE_INVALID.search(values):
+            return False
+    return not entry.vary or _FIELD_NAMES.fullmatch("\n".join(entry.vary)) is not None
+
+
+_NAME = operator.itemgetter(0)
+_VALUE = operator.itemgetter(1)
 _INVALID: Any = object()
 Converter = Callable[[Any], Any]
 Check = Callable[[Any], bool]

@@ -49,9 +49,12 @@ def state_path(runtime: Any, *parts: str) -> Path:
 
 def codec_for(runtime: Any) -> Codec:
     """The codec of L2 and L3: compression threshold and signing secret from ``cache.l2``."""
-    l2 = runtime.config.cache.l2
+    cache = runtime.config.cache
+    l2 = cache.l2
     secret = l2.signing_secret.encode("utf-8") if l2.signing_secret else None
-    return Codec(compress_min_bytes=l2.compress_min_bytes, secret=secret)
+    # Inflating stops past the largest entry a tier keeps or a stored body can make.
+    largest = max(l2.max_entry_bytes, cache.disk.max_entry_bytes, cache.max_body_bytes + 1024 * 1024)
+    return Codec(compress_min_bytes=l2.compress_min_bytes, secret=secret, max_payload_bytes=largest)
 
 
 def redis_connections(runtime: Any) -> Any:

@@ -2,31 +2,39 @@
 
 from __future__ import annotations
 
+import math
+import zlib
+
 import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scalekit.cache.codec import FORMAT_VERSION, Codec
+from scalekit.cache.codec import FORMAT_VERSION, MAX_SECONDS, Codec
 from scalekit.cache.entry import CachedEntry
 
 text = st.text(max_size=20)
-finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+# Entries as the cache writes them: every value in the range decode accepts (statuses a
+# response can have, header text HTTP can carry, finite non-negative times). Out-of-range
+# values are the subject of tests of their own below.
+seconds = st.floats(min_value=0, max_value=MAX_SECONDS, allow_nan=False, width=64)
+names = st.text("abcdefghijklmnopqrstuvwxyz0123456789-_.!#$%&'*+^`|~", min_size=1, max_size=12)
+values = st.text("".join(map(chr, [9, *range(0x20, 0x7F), *range(0x80, 0x100)])), max_size=20)
 entries = st.builds(
     CachedEntry,
-    status=st.integers(0, 999),
-    headers=st.lists(st.tuples(text, text), max_size=6).map(tuple),
+    status=st.integers(200, 599),
+    headers=st.lists(st.tuples(names, values), max_size=6).map(tuple),
     body=st.binary(max_size=3000),
-    request_time=finite,
-    response_time=finite,
-    corrected_initial_age_seconds=finite,
-    freshness_lifetime_seconds=finite,
-    stale_while_revalidate_seconds=finite,
-    stale_if_error_seconds=finite,
+    request_time=seconds,
+    response_time=seconds,
+    corrected_initial_age_seconds=seconds,
+    freshness_lifetime_seconds=seconds,
+    stale_while_revalidate_seconds=seconds,
+    stale_if_error_seconds=seconds,
     requires_revalidation=st.booleans(),
     must_revalidate=st.booleans(),
     tags=st.lists(st.tuples(text, st.integers(0, 2**62)), max_size=4).map(tuple),
-    vary=st.lists(text, max_size=3).map(tuple),
+    vary=st.lists(names, max_size=3).map(tuple),
     secondary_key=text,
 )
 codecs = st.sampled_from([
@@ -108,3 +116,53 @@ def test_pickle_is_never_involved() -> None:
     import pickle
 
     assert Codec().decode("k", pickle.dumps(sample()))[0] is None
+
+
+def entry_with(**fields: object) -> CachedEntry:
+    base = {"status": 200, "headers": (("content-type", "text/plain"),), "body": b"hi",
+            "request_time": 1.0, "response_time": 1.0, "corrected_initial_age_seconds": 0.0,
+            "freshness_lifetime_seconds": 60.0}
+    return CachedEntry(**{**base, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("entry", [
+    pytest.param(entry_with(status=0), id="status 0 on a response"),
+    pytest.param(entry_with(status=99), id="status 99"),
+    pytest.param(entry_with(status=1000), id="status 1000"),
+    pytest.param(entry_with(status=-200), id="negative status"),
+    pytest.param(entry_with(headers=(("x-a", "1\r\nset-cookie: a=b"),)), id="CR LF in a value"),
+    pytest.param(entry_with(headers=(("x-a", "a\nb"),)), id="LF in a value"),
+    pytest.param(entry_with(headers=(("x-a", "a\x00b"),)), id="NUL in a value"),
+    pytest.param(entry_with(headers=(("x-a", "caf\u00e9 \u20ac"),)), id="value beyond latin-1"),
+    pytest.param(entry_with(headers=(("x a", "1"),)), id="space in a name"),
+    pytest.param(entry_with(headers=(("x:a", "1"),)), id="colon in a name"),
+    pytest.param(entry_with(headers=(("", "1"),)), id="empty name"),
+    pytest.param(entry_with(freshness_lifetime_seconds=math.inf), id="infinite lifetime"),
+    pytest.param(entry_with(freshness_lifetime_seconds=-1.0), id="negative lifetime"),
+    pytest.param(entry_with(response_time=math.nan), id="NaN response time"),
+    pytest.param(entry_with(request_time=-math.inf), id="minus infinity request time"),
+    pytest.param(entry_with(corrected_initial_age_seconds=math.nan), id="NaN age"),
+    pytest.param(entry_with(stale_while_revalidate_seconds=math.inf), id="infinite swr"),
+    pytest.param(entry_with(stale_if_error_seconds=MAX_SECONDS * 2), id="sie past the bound"),
+    pytest.param(entry_with(vary=("accept language",)), id="Vary names a non-token"),
+])
+def test_values_out_of_range_are_refused(entry: CachedEntry) -> None:
+    codec = Codec(compress_min_bytes=0)
+    assert codec.decode("k", codec.encode("k", entry)) == (None, "out_of_range")
+
+
+def test_a_vary_index_keeps_its_status_zero() -> None:
+    index = entry_with(status=0, headers=(), body=b"", vary=("accept",), is_vary_index=True,
+                       variants_id="abc")
+    codec = Codec()
+    assert codec.decode("k", codec.encode("k", index)) == (index, "ok")
+
+
+def test_inflating_stops_at_the_payload_bound() -> None:
+    codec = Codec(max_payload_bytes=64 * 1024)
+    honest = entry_with(body=b"a" * 60_000)
+    assert codec.decode("k", codec.encode("k", honest)) == (honest, "ok")
+    bomb = msgpack.packb({"__key__": "k", "body": b"\0" * (4 * 1024 * 1024)}, use_bin_type=True)
+    data = b"SK" + bytes((FORMAT_VERSION, 0x01)) + zlib.compress(bomb, 9)
+    assert len(data) < 8 * 1024
+    assert codec.decode("k", data) == (None, "too_large")
