@@ -20,7 +20,6 @@ import importlib.util
 import inspect
 import os
 import pkgutil
-import re
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import click
 
 from .config import Config, iter_settings, load_config
 from .errors import ConfigError, WrapError
+from .loader import display_value
 
 __all__ = ["ServePlan", "exec_server", "import_target", "load_served_app", "main", "plan_serve"]
 
@@ -40,8 +40,6 @@ SERVE_APP_ENV = "SCALEKIT_SERVE_APP"
 SERVE_KIND_ENV = "SCALEKIT_SERVE_KIND"
 SERVE_FACTORY_ENV = "SCALEKIT_SERVE_FACTORY"  # "1": the target is a factory to call (--factory)
 FRAMEWORKS = ("builtin", "flask", "fastapi", "django")
-_SECRET = re.compile(r"token|secret|password", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -168,11 +166,34 @@ def load_served_app() -> Any:
     It reads ``SCALEKIT_SERVE_APP`` / ``SCALEKIT_SERVE_KIND``; an app already wrapped with
     :func:`scalekit.wrap` is served as it is.
     """
-    from .pipeline import wrap
-
     app = import_target(os.environ[SERVE_APP_ENV], factory=bool(os.environ.get(SERVE_FACTORY_ENV)))
     kind = os.environ.get(SERVE_KIND_ENV) or None
-    return app if _is_wrapped(app) else wrap(app, kind=kind)  # type: ignore[arg-type]
+    return app if _is_wrapped(app) else wrap_served_app(app, kind=kind)
+
+
+# The adapter that wraps an app of each framework (by the top package of the app's class) as
+# its users configure it: Django from settings.SCALEKIT, Flask from app.config["SCALEKIT"],
+# and both with route labels, so `scalekit serve` honours the same settings as the app's own
+# install would, and one configuration wins however the app is served.
+_FRAMEWORK_WRAPPERS = {
+    "django": "scalekit_django.handlers:wrap",
+    "flask": "scalekit_flask.extension:install",
+    "starlette": "scalekit_fastapi.middleware:wrap",
+    "fastapi": "scalekit_fastapi.middleware:wrap",
+}
+
+
+def wrap_served_app(app: Any, *, kind: str | None = None) -> Any:
+    """Wrap an app that is not wrapped yet, as ``scalekit serve`` does in each server process:
+    through its framework's adapter when there is one, else with :func:`scalekit.wrap`."""
+    from .pipeline import wrap
+
+    framework = type(app).__module__.partition(".")[0]
+    wrapper = _FRAMEWORK_WRAPPERS.get(framework)
+    if wrapper is None or kind not in (None, _kind_of(app, None)):
+        return wrap(app, kind=kind)  # type: ignore[arg-type]
+    module_name, _, function = wrapper.partition(":")
+    return getattr(importlib.import_module(module_name), function)(app)
 
 
 def _is_wrapped(app: Any) -> bool:
@@ -367,14 +388,6 @@ def serve(target: str, workers: int, bind: str, kind: str | None, threads: int, 
 # --------------------------------------------------------------------------- check
 
 
-def _shown(key: str, value: Any) -> str:
-    if _SECRET.search(key.rsplit(".", 1)[-1]):
-        return "<set>" if value else "<unset>"
-    if isinstance(value, str):
-        value = _URL_PASSWORD.sub(r"\1***@", value)
-    return repr(value)
-
-
 def summary_lines(config: Config) -> list[str]:
     """Each section with its on/off state, then every setting (secrets hidden)."""
     lines: list[str] = []
@@ -386,7 +399,7 @@ def summary_lines(config: Config) -> list[str]:
         enabled = dict(settings).get(f"{section}.enabled")
         state = "" if enabled is None else (" on" if enabled else " off")
         lines.append(f"[{section or 'general'}]{state}")
-        lines.extend(f"    {key} = {_shown(key, value)}" for key, value in settings
+        lines.extend(f"    {key} = {display_value(key, value)}" for key, value in settings
                      if key != f"{section}.enabled")
     return lines
 

@@ -36,6 +36,7 @@ __all__ = [
     "env_name",
     "iter_settings",
     "load_config",
+    "load_config_reporting",
     "require",
 ]
 
@@ -147,6 +148,7 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     config_file: str | os.PathLike[str] | None = None,
+    source: str = "arguments",
 ) -> Config:
     """Build a :class:`Config` from keyword arguments, ``SCALEKIT_*`` env and toml, in that order.
 
@@ -155,6 +157,28 @@ def load_config(
     ``config=Config(...)`` (then the environment and files are not read; other kwargs still
     apply on top). The toml file is ``config_file``, else ``$SCALEKIT_CONFIG``, else
     ``scalekit.toml`` in ``cwd``, else ``[tool.scalekit]`` of ``cwd/pyproject.toml``.
+    ``source`` names where ``kwargs`` came from in errors (``"settings.SCALEKIT"``).
+    """
+    config, _ = load_config_reporting(kwargs, environ=environ, cwd=cwd, config_file=config_file,
+                                      source=source)
+    return config
+
+
+def load_config_reporting(
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    source: str = "arguments",
+) -> tuple[Config, list[loader.Overridden]]:
+    """:func:`load_config`, and every key that two sources set to different values (the one
+    used and the ones ignored), for the start-up log.
+
+    >>> config, overridden = load_config_reporting({"metrics": {"path": "/m"}},
+    ...     environ={"SCALEKIT_METRICS_PATH": "/e"}, cwd="/nonexistent")
+    >>> overridden[0].used
+    ('arguments', '/m')
     """
     kwargs = dict(kwargs or {})
     environ = os.environ if environ is None else environ
@@ -165,18 +189,19 @@ def load_config(
             raise ConfigError(key="config", value=given, expected="a scalekit.Config instance",
                               source="arguments")
         if not kwargs:
-            return given
-        return cast(Config, loader.build(Config, [(_fields_of(given), "config=Config(...)"),
-                                                  (kwargs, "arguments")]))
+            return given, []
+        layers: list[loader.Layer] = [(_fields_of(given), "config=Config(...)"), (kwargs, source)]
+        return cast(Config, loader.build(Config, layers)), loader.overridden(Config, layers)
     explicit = config_file or kwargs.pop("config_file", None) or environ.get("SCALEKIT_CONFIG")
-    layers: list[loader.Layer] = []
+    layers = []
     file_path = _find_config_file(base, explicit)
     if file_path is not None:
         layers.append((loader.read_toml(file_path), _file_label(file_path)))
     layers.extend(loader.read_environ(Config, environ, ENV_PREFIX, LOADER_ENV))
     if kwargs:
-        layers.append((kwargs, "arguments"))
-    return cast(Config, loader.build(Config, layers))
+        layers.append((kwargs, source))
+    config = cast(Config, loader.build(Config, layers))
+    return config, loader.overridden(Config, layers)
 
 
 def _find_config_file(base: Path, explicit: str | os.PathLike[str] | None) -> Path | None:

@@ -19,16 +19,28 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import tomllib
 import types
 import typing
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeGuard, Union
 
 from .errors import ConfigError, UnknownKeyError
 
-__all__ = ["Layer", "build", "field_types", "leaf_paths", "read_environ", "read_toml"]
+__all__ = [
+    "Layer",
+    "Overridden",
+    "build",
+    "display_value",
+    "field_types",
+    "leaf_paths",
+    "overridden",
+    "read_environ",
+    "read_toml",
+]
 
 Layer = tuple[Mapping[str, Any], str]  # values, and where they came from
 KeyPath = tuple[str, ...]
@@ -197,6 +209,85 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+# --------------------------------------------------------------------------- disagreements
+
+_SECRET_KEY = re.compile(r"token|secret|password", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def display_value(key: str, value: Any) -> str:
+    """``value`` as it may be printed: secrets (keys naming a token, secret or password) as
+    ``<set>``/``<unset>``, and the password of a URL as ``***``."""
+    if _SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+        return "<set>" if value else "<unset>"
+    if isinstance(value, str):
+        value = _URL_PASSWORD.sub(r"\1***@", value)
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class Overridden:
+    """A key that several sources set to different values: the one used, and those ignored."""
+
+    key: str
+    used: tuple[str, Any]  # (source, value)
+    ignored: tuple[tuple[str, Any], ...]  # lower layers first
+
+    def message(self) -> str:
+        """One line for the start-up log, secrets hidden."""
+        ignored = "; ".join(f"{source} = {display_value(self.key, value)}" for source, value in self.ignored)
+        source, value = self.used
+        return (f"{self.key} is set by several sources; using {source} = "
+                f"{display_value(self.key, value)}, ignoring {ignored}.")
+
+
+def overridden(root: type, layers: list[Layer]) -> list[Overridden]:
+    """Every key that more than one of ``layers`` sets, to values that differ once converted
+    (``"false"`` from the environment and ``False`` from a file agree); the last layer wins."""
+    settings: dict[KeyPath, list[tuple[str, Any]]] = {}
+    for values, source in layers:
+        for path, raw in _leaves(root, _normalise(root, values, (), source)):
+            settings.setdefault(path, []).append((source, raw))
+    found: list[Overridden] = []
+    for path, values_set in settings.items():
+        if len(values_set) < 2:
+            continue
+        converted = [(source, _convert_or_raw(raw, path, root)) for source, raw in values_set]
+        used = converted[-1]
+        ignored = tuple(entry for entry in converted[:-1] if entry[1] != used[1])
+        if ignored:
+            found.append(Overridden(key=".".join(path), used=used, ignored=ignored))
+    return found
+
+
+def _leaves(cls: type, values: Mapping[str, Any], path: KeyPath = ()) -> Iterator[tuple[KeyPath, Any]]:
+    hints = field_types(cls)
+    for key, value in values.items():
+        target = hints.get(key)
+        entry_type = _dict_value_type(target)
+        if _is_dataclass_type(target) and isinstance(value, Mapping):
+            yield from _leaves(target, value, (*path, key))
+        elif _is_dataclass_type(entry_type) and isinstance(value, Mapping):
+            for name, entry in value.items():
+                if isinstance(entry, Mapping):
+                    yield from _leaves(entry_type, entry, (*path, key, str(name)))
+        else:
+            yield (*path, key), value
+
+
+def _convert_or_raw(raw: Any, path: KeyPath, root: type) -> Any:
+    target: Any = root
+    for step in path:
+        entry_type = _dict_value_type(target)
+        target = entry_type if entry_type is not None else field_types(target).get(step)
+        if target is None:
+            return raw
+    try:
+        return _convert(raw, target, path, ".".join(path), _Sources())
+    except ConfigError:
+        return raw  # an unusable value: building the config reports it if it is the one used
 
 
 # --------------------------------------------------------------------------- conversion

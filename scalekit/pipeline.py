@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from .asgi import ASGIRoot
-from .config import Config, load_config
+from .config import Config, load_config_reporting
 from .errors import WrapError
+from .loader import Overridden
 from .runtime import Runtime
 from .wsgi import WSGIRoot
 
@@ -98,11 +99,15 @@ def _describe(app: object) -> str:
     return f"{type(app).__name__} {text[:80]}"
 
 
-def wrap(app: Any, *, kind: Kind | None = None, config: Config | None = None, **settings: Any) -> Any:
+def wrap(app: Any, *, kind: Kind | None = None, config: Config | None = None,
+         settings_source: str = "arguments", **settings: Any) -> Any:
     """Wrap a WSGI or ASGI app with scalekit's layers; returns an app of the same kind.
 
     Settings come from ``settings`` (``cache={"enabled": False}``, ``metrics=False``), then
-    ``SCALEKIT_*`` env, then ``scalekit.toml`` / ``[tool.scalekit]``, then defaults.
+    ``SCALEKIT_*`` env, then ``scalekit.toml`` / ``[tool.scalekit]``, then defaults. A key set
+    by several of them to different values is logged when the app starts serving, naming the
+    value used; ``settings_source`` names ``settings`` there and in errors (an adapter passes
+    ``"settings.SCALEKIT"``).
 
     >>> def hello(environ, start_response):
     ...     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -121,10 +126,11 @@ def wrap(app: Any, *, kind: Kind | None = None, config: Config | None = None, **
                         "which is not callable.")
     if config is not None:
         settings["config"] = config
-    runtime = Runtime(load_config(settings))
+    loaded, overridden = load_config_reporting(settings, source=settings_source)
+    runtime = Runtime(loaded)
     # Said when the app starts serving, not when it is wrapped: a process that only imports
     # the app (a `flask` CLI command, `scalekit serve` choosing a server) serves nothing.
-    runtime.on_startup(functools.partial(_warn_about_defaults, runtime.config))
+    runtime.on_startup(functools.partial(_warn_at_start, loaded, tuple(overridden)))
     chain = app
     for name in reversed(LAYER_ORDER):
         if getattr(runtime.config, name).enabled:
@@ -138,9 +144,14 @@ def wrap(app: Any, *, kind: Kind | None = None, config: Config | None = None, **
 _warned: set[str] = set()
 
 
-def _warn_about_defaults(config: Config) -> None:
+def _warn_at_start(config: Config, overridden: tuple[Overridden, ...]) -> None:
     # Once per process: a test suite or a multi-app process wraps (and starts) many times.
     if "*" in config.allowed_hosts and "allowed_hosts" not in _warned:
         _warned.add("allowed_hosts")
         log.warning("scalekit: allowed_hosts is '*' (any Host is served, each in its own cache key "
                     "space); list your hosts in allowed_hosts for production.")
+    for entry in overridden:
+        message = entry.message()
+        if message not in _warned:
+            _warned.add(message)
+            log.warning("scalekit: %s", message)

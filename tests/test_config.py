@@ -11,7 +11,14 @@ from typing import Any, Literal
 import pytest
 
 from scalekit import loader
-from scalekit.config import Config, MetricsConfig, env_name, iter_settings, load_config
+from scalekit.config import (
+    Config,
+    MetricsConfig,
+    env_name,
+    iter_settings,
+    load_config,
+    load_config_reporting,
+)
 from scalekit.errors import ConfigError, UnknownKeyError
 from scalekit.pipeline import LAYER_ORDER
 
@@ -313,3 +320,33 @@ def test_named_sections_from_environment_and_toml(tmp_path: Path) -> None:
     with pytest.raises(UnknownKeyError) as caught:
         load(tmp_path, env={"SCALEKIT_POOL_DATABASES_DEFAULT_POOL_SIZ": "9"})
     assert caught.value.key == "SCALEKIT_POOL_DATABASES_DEFAULT_POOL_SIZ"
+
+
+# --------------------------------------------------------------------------- sources that disagree
+
+
+def test_a_key_set_by_several_sources_reports_the_one_used(tmp_path: Path) -> None:
+    (tmp_path / "scalekit.toml").write_text('[cache]\nenabled = true\nstatus_name = "same"\n'
+                                            '[metrics]\npath = "/from-file"\n')
+    config, overridden = load_config_reporting(
+        {"cache": {"enabled": False}}, source="settings.SCALEKIT", cwd=tmp_path,
+        environ={"SCALEKIT_CACHE_ENABLED": "yes", "SCALEKIT_CACHE_STATUS_NAME": "same",
+                 "SCALEKIT_METRICS_PATH": "/from-env"})
+    assert config.cache.enabled is False and config.metrics.path == "/from-env"
+    by_key = {entry.key: entry for entry in overridden}
+    assert set(by_key) == {"cache.enabled", "metrics.path"}  # status_name: all sources agree
+    assert by_key["cache.enabled"].used == ("settings.SCALEKIT", False)
+    assert by_key["cache.enabled"].ignored == ((str(tmp_path / "scalekit.toml"), True),
+                                               ("environment variable SCALEKIT_CACHE_ENABLED", True))
+    message = by_key["metrics.path"].message()
+    assert "metrics.path" in message and "SCALEKIT_METRICS_PATH" in message and "'/from-file'" in message
+
+
+def test_a_disagreement_never_shows_a_secret(tmp_path: Path) -> None:
+    _, overridden = load_config_reporting(
+        {"metrics": {"token": "k" * 20}, "redis": {"url": "redis://u:hunter2@h:1/0"}}, cwd=tmp_path,
+        environ={"SCALEKIT_METRICS_TOKEN": "e" * 20, "SCALEKIT_REDIS_URL": "redis://u:swordfish@h:1/0"})
+    text = " ".join(entry.message() for entry in overridden)
+    assert "metrics.token" in text and "redis.url" in text
+    for secret in ("k" * 20, "e" * 20, "hunter2", "swordfish"):
+        assert secret not in text

@@ -169,3 +169,54 @@ def test_a_flask_cli_command_says_nothing_about_allowed_hosts(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     assert "/hello" in result.stdout
     assert ALLOWED_HOSTS_WARNING not in result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- the framework's own settings
+
+
+def test_serve_installs_a_flask_app_with_its_config_and_route_labels(tmp_path: Path) -> None:
+    from flask import Flask
+    from werkzeug.test import Client
+
+    from tests.adapters.support import exposition_text, route_labels
+
+    app = Flask("served_flask")
+    app.config["SCALEKIT"] = {"state_dir": str(tmp_path), "cache": {"status_name": "flask-config",
+                                                                     "rules": [{"path": "/p/*"}]}}
+
+    @app.get("/p/<int:number>")
+    def page(number: int) -> str:
+        return f"page {number}"
+
+    served = cli.wrap_served_app(app, kind="wsgi")
+    try:
+        assert served is app and app.extensions["scalekit"] is not None
+        client = Client(served)
+        client.get("/p/1").close()
+        second = client.get("/p/1")
+        second.close()  # a WSGI response is counted once the server has closed it
+        assert second.headers["Cache-Status"].startswith("flask-config; hit")
+        assert "/p/<int:number>" in route_labels(exposition_text())
+    finally:
+        app.extensions["scalekit"].close()
+
+
+def test_serve_gives_a_starlette_app_its_route_labels(tmp_path: Path) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from tests.adapters.support import exposition_text, route_labels
+
+    async def thing(request: object) -> PlainTextResponse:
+        return PlainTextResponse("thing")
+
+    app = Starlette(routes=[Route("/things/{name}", thing)])
+    served = cli.wrap_served_app(app, kind="asgi")
+    try:
+        with TestClient(served) as client:
+            assert client.get("/things/spoon").text == "thing"
+        assert "/things/{name}" in route_labels(exposition_text())
+    finally:
+        served.runtime.close()

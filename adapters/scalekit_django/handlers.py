@@ -21,7 +21,8 @@ from django.conf import settings
 import scalekit
 
 from . import signals
-from .conf import MIDDLEWARE_PATHS, scalekit_settings
+from .checks import WRAPPED_WITH_SETTINGS, startup_checks
+from .conf import MIDDLEWARE_PATHS, SETTINGS_NAME, scalekit_settings
 
 __all__ = ["wrap"]
 
@@ -34,4 +35,7 @@ def wrap(application: Any, **overrides: Any) -> Any:
         log.warning("scalekit: add 'scalekit_django.middleware.ScaleKitMiddleware' to MIDDLEWARE; "
                     "without it every request is counted under the route 'unmatched'.")
     signals.install()
-    return scalekit.wrap(application, **scalekit_settings(**overrides))
+    startup_checks()
+    WRAPPED_WITH_SETTINGS.set()
+    source = f"settings.{SETTINGS_NAME}" + (" and wrap() arguments" if overrides else "")
+    return scalekit.wrap(application, settings_source=source, **scalekit_settings(**overrides))

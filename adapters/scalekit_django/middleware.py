@@ -24,9 +24,9 @@ from django.http import HttpRequest, HttpResponseBase
 import scalekit
 from scalekit.context import CONTEXT_KEY
 
-from . import signals
+from . import checks, signals
 from .bridge import RestOfDjango, run_asgi, run_wsgi
-from .conf import context_of_request, route_of, scalekit_settings
+from .conf import SETTINGS_NAME, context_of_request, route_of, scalekit_settings
 
 __all__ = ["ScaleKitMiddleware"]
 
@@ -43,24 +43,33 @@ class ScaleKitMiddleware:
         if self.is_async:
             markcoroutinefunction(self)
         signals.install()
+        checks.startup_checks()
         self._pipeline: Any = None  # built on the first request that needs it (middleware-only)
+        self._outside_checked = False
 
     def pipeline(self) -> Any:
         """The pipeline around the rest of Django, of the kind this middleware runs in."""
         if self._pipeline is None:
             kind: Literal["wsgi", "asgi"] = "asgi" if self.is_async else "wsgi"
-            self._pipeline = scalekit.wrap(RestOfDjango(), kind=kind, **scalekit_settings())
+            self._pipeline = scalekit.wrap(RestOfDjango(), kind=kind, settings_source=f"settings.{SETTINGS_NAME}",
+                                           **scalekit_settings())
         return self._pipeline
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
         if _wrapped_outside(request):
+            if not self._outside_checked:
+                self._outside_checked = True
+                checks.warn_settings_unused()
             return self.get_response(request)
         return run_wsgi(self.pipeline(), request, self.get_response)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         if _wrapped_outside(request):
+            if not self._outside_checked:
+                self._outside_checked = True
+                checks.warn_settings_unused()
             response: HttpResponseBase = await self.get_response(request)
             return response
         return await run_asgi(self.pipeline(), request, self.get_response)

@@ -21,7 +21,7 @@ from flask import Flask, g, request
 import scalekit
 from scalekit.context import CONTEXT_KEY
 
-__all__ = ["EXTENSION_KEY", "ScaleKit"]
+__all__ = ["EXTENSION_KEY", "ScaleKit", "install"]
 
 # app.extensions[EXTENSION_KEY] is the ScaleKit instance, as Flask extensions conventionally do.
 EXTENSION_KEY = "scalekit"
@@ -51,8 +51,11 @@ class ScaleKit:
             raise RuntimeError(f"scalekit is already installed on Flask app {app.name!r}; call "
                                "ScaleKit(app) or init_app(app) once per app.")
         from_config: Mapping[str, Any] = app.config.get(CONFIG_KEY) or {}
-        merged = {**from_config, **self.settings, **settings}
-        wrapped = scalekit.wrap(app.wsgi_app, kind="wsgi", **merged)
+        arguments = {**self.settings, **settings}
+        source = " and ".join(name for name, given in (
+            (f"app.config[{CONFIG_KEY!r}]", from_config), ("ScaleKit() arguments", arguments)) if given)
+        wrapped = scalekit.wrap(app.wsgi_app, kind="wsgi", settings_source=source or "arguments",
+                                **{**from_config, **arguments})
         app.wsgi_app = wrapped  # type: ignore[method-assign]
         self.runtime = wrapped.runtime
         app.extensions[EXTENSION_KEY] = self
@@ -67,6 +70,13 @@ class ScaleKit:
         """Stop what the layers started (pools, listeners); for tests and app shutdown."""
         if self.runtime is not None:
             self.runtime.close()
+
+
+def install(app: Flask) -> Flask:
+    """``ScaleKit(app)``, returning the app: what ``scalekit serve`` does to a Flask app it is
+    given without scalekit, so ``app.config["SCALEKIT"]`` and the route labels apply there too."""
+    ScaleKit(app)
+    return app
 
 
 def _name_route() -> None:

@@ -9,6 +9,7 @@ whichever SQLite file Django already uses; the pool is pointed at the same file.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ import scalekit
 
 SETTINGS_MODULE = "tests.adapters.django_site.settings"
 MODES = ["middleware-wsgi", "middleware-asgi", "middleware-asgi-sync", "wrap-wsgi", "wrap-asgi"]
+# What `scalekit serve` makes of the middleware-only application, WSGI and ASGI.
+SERVE_MODES = ["serve-wsgi", "serve-asgi"]
 # Below scalekit's middleware, one that is sync only: Django then runs scalekit's in sync mode
 # under ASGI (an ASGIRequest, no WSGI environ).
 SYNC_ONLY_MIDDLEWARE = "tests.adapters.django_site.catalog.views.SyncOnlyMiddleware"
@@ -86,18 +89,27 @@ class Site:
             from django.test import AsyncClient
             self.client = AsyncClient(raise_request_exception=False)
             self.runner = asyncio.Runner()
-        elif self.mode == "wrap-wsgi":
-            import scalekit_django
-            from django.core.wsgi import get_wsgi_application
+        elif self.mode in ("wrap-wsgi", "serve-wsgi"):
             from werkzeug.test import Client as WerkzeugClient
-            self.wrapped = scalekit_django.wrap(get_wsgi_application())
+            self.wrapped = self._wrapped("wsgi")
             self.client = WerkzeugClient(self.wrapped)
         else:
-            import scalekit_django
-            from django.core.asgi import get_asgi_application
             from starlette.testclient import TestClient
-            self.wrapped = scalekit_django.wrap(get_asgi_application())
+            self.wrapped = self._wrapped("asgi")
             self.client = TestClient(self.wrapped, raise_server_exceptions=False)
+
+    def _wrapped(self, kind: str) -> Any:
+        """``scalekit_django.wrap(application)``, or what ``scalekit serve`` makes of the
+        middleware-only application in each of its server processes."""
+        from django.core.asgi import get_asgi_application
+        from django.core.wsgi import get_wsgi_application
+
+        application = get_wsgi_application() if kind == "wsgi" else get_asgi_application()
+        if self.mode.startswith("serve"):
+            from scalekit import cli
+            return cli.wrap_served_app(application, kind=kind)
+        import scalekit_django
+        return scalekit_django.wrap(application)
 
     @property
     def runtime(self) -> scalekit.Runtime:
@@ -107,11 +119,12 @@ class Site:
         assert len(new) == 1, f"expected the middleware to build one pipeline, found {len(new)}"
         return new[0]
 
-    def request(self, method: str, path: str) -> Result:
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> Result:
+        headers = headers or {}
         if self.mode.startswith("middleware"):
-            return self._django_request(method, path)
-        if self.mode == "wrap-wsgi":
-            response = self.client.open(path, method=method)
+            return self._django_request(method, path, headers)
+        if self.mode in ("wrap-wsgi", "serve-wsgi"):
+            response = self.client.open(path, method=method, headers=headers)
             try:
                 cookies = SimpleCookie()
                 for value in response.headers.getlist("Set-Cookie"):
@@ -120,12 +133,12 @@ class Site:
                               response.get_data(), {name: morsel.value for name, morsel in cookies.items()})
             finally:
                 response.close()
-        response = self.client.request(method, path)
+        response = self.client.request(method, path, headers=headers)
         return Result(response.status_code, {k.lower(): v for k, v in response.headers.items()},
                       response.content, dict(response.cookies))
 
-    def _django_request(self, method: str, path: str) -> Result:
-        call = getattr(self.client, method.lower())
+    def _django_request(self, method: str, path: str, headers: dict[str, str]) -> Result:
+        call = functools.partial(getattr(self.client, method.lower()), headers=headers)
         if self.runner is None:
             response = call(path)
             body = b"".join(response.streaming_content) if response.streaming else response.content
@@ -141,11 +154,11 @@ class Site:
         return Result(response.status_code, {k.lower(): v for k, v in response.items()}, body,
                       {name: morsel.value for name, morsel in response.cookies.items()})
 
-    def get(self, path: str) -> Result:
-        return self.request("GET", path)
+    def get(self, path: str, headers: dict[str, str] | None = None) -> Result:
+        return self.request("GET", path, headers)
 
-    def post(self, path: str) -> Result:
-        return self.request("POST", path)
+    def post(self, path: str, headers: dict[str, str] | None = None) -> Result:
+        return self.request("POST", path, headers)
 
     def close(self) -> None:
         runtimes = [r for r in scalekit.live_runtimes() if id(r) not in self.runtime_before]
