@@ -89,8 +89,9 @@ def start_edge(workdir: Path, count: int = 3) -> Iterator[Edge]:
             yield Edge(url, fleet, workdir, static_root)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
-    """One fleet of three behind nginx, shared by the read-only tests of a module."""
+    """One fleet of three behind nginx, shared by the read-only tests (each asks for its own
+    URLs, and counts what the fleet saw as a difference)."""
     with start_edge(tmp_path_factory.mktemp("edge")) as running:
         yield running

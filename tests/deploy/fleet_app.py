@@ -7,8 +7,10 @@ about HTTP):
 - ``/private``: ``Cache-Control: private, max-age=60``, never stored by a shared cache.
 - ``/maxage``: ``max-age=60`` only (shareable, but not for requests carrying Authorization).
 - ``/short``: ``public, s-maxage=1``, for stale-on-error at the edge.
-- ``/whoami``: JSON naming the instance (``INSTANCE_ID`` env), the client address the app saw and
-  the X-Forwarded-For header it received.
+- ``/whoami``: JSON naming the instance (``INSTANCE_ID`` env), the client address, scheme and
+  Host the app saw, and every request header it received.
+- ``/links``: ``public, s-maxage=60``, a page whose body is the absolute URL the app built from
+  the request (scheme, host, forwarded headers): what a poisoned edge entry would show.
 - ``/slow?seconds=S``: answers after S seconds (at most 5), for load tests.
 - ``/slow-cacheable?seconds=S``: the same, but ``public, s-maxage=60`` (edge cache lock).
 - ``/upload`` (POST): the number of body bytes received.
@@ -57,8 +59,9 @@ def _json(payload: dict[str, Any], cache_control: str = "no-store") -> Answer:
 
 
 def answer(method: str, path: str, query: str, client: str | None, forwarded_for: str | None,
-           body_size: int) -> Answer:
-    """The whole app, as a pure function of the request's plain values."""
+           body_size: int, *, scheme: str = "http", headers: dict[str, str] | None = None) -> Answer:
+    """The whole app, as a pure function of the request's plain values (``headers`` lower-case)."""
+    headers = headers or {}
     if path == "/cacheable":
         return Answer(200, (("Content-Type", "text/plain"), ("Cache-Control", "public, s-maxage=60")),
                       f"cacheable page from {INSTANCE_ID} at {time.time()}\n".encode())
@@ -73,7 +76,11 @@ def answer(method: str, path: str, query: str, client: str | None, forwarded_for
         return Answer(200, (("Content-Type", "text/plain"), ("Cache-Control", "private, max-age=60")),
                       f"private page from {INSTANCE_ID} at {time.time()}\n".encode())
     if path == "/whoami":
-        return _json({"instance": INSTANCE_ID, "client": client, "x_forwarded_for": forwarded_for})
+        return _json({"instance": INSTANCE_ID, "client": client, "x_forwarded_for": forwarded_for,
+                      "scheme": scheme, "host": headers.get("host"), "headers": headers})
+    if path == "/links":
+        return Answer(200, (("Content-Type", "text/plain"), ("Cache-Control", "public, s-maxage=60")),
+                      (absolute_url(scheme, headers, path) + "\n").encode())
     if path == "/slow":
         seconds = min(float(parse_qs(query).get("seconds", ["0.5"])[0]), MAX_SLOW_SECONDS)
         return Answer(200, (("Content-Type", "text/plain"), ("Cache-Control", "no-store")),
@@ -97,6 +104,18 @@ def answer(method: str, path: str, query: str, client: str | None, forwarded_for
     return Answer(404, (("Content-Type", "text/plain"), ("Cache-Control", "no-store")), b"not found\n")
 
 
+def absolute_url(scheme: str, headers: dict[str, str], path: str) -> str:
+    """The URL a framework that believes forwarded headers would build (werkzeug's ProxyFix and
+    Django's USE_X_FORWARDED_HOST read these), to show what such an app renders."""
+    host = headers.get("x-forwarded-host") or headers.get("host", "")
+    port = headers.get("x-forwarded-port")
+    prefix = headers.get("x-forwarded-prefix", "")
+    forwarded = headers.get("forwarded", "")
+    if "host=" in forwarded:
+        host = forwarded.split("host=", 1)[1].split(";")[0].split(",")[0].strip('"')
+    return f"{scheme}://{host}{':' + port if port else ''}{prefix}{path}"
+
+
 def _touch_database() -> str:
     """Run SELECT 1 on the request's pooled connection (SQLite under state_dir by default)."""
     db().connection().execute(text("SELECT 1"))
@@ -109,8 +128,11 @@ def _touch_database() -> str:
 def inner_wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body_size = len(environ["wsgi.input"].read(length)) if length else 0
+    headers = {name[5:].replace("_", "-").lower(): value for name, value in environ.items()
+               if name.startswith("HTTP_")}
     result = answer(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""),
-                    environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"), body_size)
+                    environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"), body_size,
+                    scheme=environ.get("wsgi.url_scheme", "http"), headers=headers)
     if result.delay_seconds:
         time.sleep(result.delay_seconds)
     headers = [*result.headers, ("Content-Length", str(len(result.body)))]
@@ -157,11 +179,11 @@ async def inner_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         message = await receive()
         body_size += len(message.get("body", b""))
         more = message.get("more_body", False)
-    headers = dict(scope["headers"])
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
     client = scope.get("client")
-    forwarded = headers.get(b"x-forwarded-for")
     result = answer(scope["method"], scope["path"], scope.get("query_string", b"").decode(),
-                    client[0] if client else None, forwarded.decode() if forwarded else None, body_size)
+                    client[0] if client else None, headers.get("x-forwarded-for"), body_size,
+                    scheme=scope.get("scheme", "http"), headers=headers)
     if result.delay_seconds:
         await asyncio.sleep(result.delay_seconds)
     await send({"type": "http.response.start", "status": result.status,

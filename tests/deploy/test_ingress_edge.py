@@ -1,7 +1,8 @@
-"""The ingress-nginx edge cache (deploy/k8s/ingress.yaml + ingress-nginx/controller-configmap.yaml)
-is the same as deploy/nginx/, and really works: its snippets, dropped into an nginx config the
-way the controller places them (http-snippet at http level, configuration-snippet inside the
-location), pass ``nginx -t`` and cache in front of a real instance.
+"""The ingress-nginx edge (deploy/k8s/ingress.yaml + ingress-nginx/controller-configmap.yaml) is
+the same as deploy/nginx/, and really works: its snippets, dropped into an nginx config the way
+the controller places them (http-snippet at http level, location-snippet inside each location,
+after the headers the controller's own template sets), pass ``nginx -t``, cache in front of a
+real instance and keep a client's forwarded headers from the app.
 """
 
 from __future__ import annotations
@@ -19,18 +20,43 @@ from tests.servers import free_port
 from .artefacts import K8S_DIR, k8s_object
 from .conftest import require_binary
 from .harness import NGINX_DIR, AppInstance, nginx_test, run_nginx
+from .test_forwarded import POISON
 
 pytestmark = [pytest.mark.nginx]
 
-CACHE_DIRECTIVE = re.compile(r"^\s*((?:proxy_cache|proxy_no_cache|add_header X-Cache-Status|proxy_set_header Accept-Encoding)[^;]*;)",
-                             flags=re.MULTILINE)
+EDGE_DIRECTIVE = re.compile(
+    r"^\s*((?:proxy_cache\w*|proxy_no_cache|proxy_hide_header|proxy_pass_header|add_header|proxy_set_header)\b[^;]*;)",
+    flags=re.MULTILINE)
+# What ingress-nginx's own location template sends the app with use-forwarded-headers "false"
+# (its nginx.tmpl): the controller's values, so the snippet must not set them a second time.
+CONTROLLER_SETS = ("Host", "Connection", "X-Real-IP", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Port",
+                   "X-Forwarded-Proto", "X-Forwarded-Scheme", "X-Scheme")
+# The template's maps for use-forwarded-headers "false": nothing taken from the client.
+CONTROLLER_MAPS = """
+    map '' $pass_access_scheme { default $scheme; }
+    map '' $pass_server_port { default $server_port; }
+    map $http_host $best_http_host { default $http_host; '' $host; }
+    map '' $pass_port { default $pass_server_port; }
+"""
+CONTROLLER_HEADERS = """
+            proxy_set_header Host $best_http_host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Host $best_http_host;
+            proxy_set_header X-Forwarded-Port $pass_port;
+            proxy_set_header X-Forwarded-Proto $pass_access_scheme;
+            proxy_set_header X-Forwarded-Scheme $pass_access_scheme;
+            proxy_set_header X-Scheme $pass_access_scheme;
+"""
+
+
+def _controller() -> dict[str, str]:
+    return dict(k8s_object("ConfigMap", "ingress-nginx-controller")["data"])
 
 
 def _snippets() -> tuple[str, str]:
-    http_snippet = k8s_object("ConfigMap", "ingress-nginx-controller")["data"]["http-snippet"]
-    location_snippet = k8s_object("Ingress", "scalekit-shop")["metadata"]["annotations"][
-        "nginx.ingress.kubernetes.io/configuration-snippet"]
-    return http_snippet, location_snippet
+    data = _controller()
+    return data["http-snippet"], data["location-snippet"]
 
 
 def _without_comments(text: str) -> str:
@@ -39,8 +65,14 @@ def _without_comments(text: str) -> str:
 
 def _map_blocks(text: str) -> dict[str, str]:
     """{variable: normalised body} of every ``map ... $variable { ... }`` block."""
-    blocks = re.findall(r"map (\S+) (\$\w+) \{(.*?)\n\s*\}", _without_comments(text), flags=re.DOTALL)
+    blocks = re.findall(r"map (\S+|\"[^\"]*\") (\$\w+) \{(.*?)\n\s*\}", _without_comments(text), flags=re.DOTALL)
     return {variable: f"{source} " + " ".join(body.split()) for source, variable, body in blocks}
+
+
+def _edge_directives(text: str) -> list[str]:
+    """The edge's directives of a location, less those the controller's template sets itself."""
+    return [directive for directive in EDGE_DIRECTIVE.findall(_without_comments(text))
+            if not any(directive.startswith(f"proxy_set_header {name} ") for name in CONTROLLER_SETS)]
 
 
 def render(workdir: Path, *, listen_port: int, upstream_port: int) -> Path:
@@ -56,6 +88,7 @@ events {{ worker_connections 256; }}
 http {{
 {temp_paths}
     access_log {workdir}/access.log;
+{CONTROLLER_MAPS}
 {http_snippet}
     upstream upstream_balancer {{
         server 127.0.0.1:{upstream_port};
@@ -67,7 +100,7 @@ http {{
             proxy_pass http://upstream_balancer;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_set_header Host $host;
+{CONTROLLER_HEADERS}
 {location_snippet}
         }}
     }}
@@ -80,15 +113,30 @@ http {{
 
 def test_controller_maps_are_the_nginx_tier_maps() -> None:
     http_snippet, _ = _snippets()
-    assert _map_blocks(http_snippet) == _map_blocks((NGINX_DIR / "nginx.conf").read_text())
-    assert len(_map_blocks(http_snippet)) == 5
+    controller, shipped = _map_blocks(http_snippet), _map_blocks((NGINX_DIR / "nginx.conf").read_text())
+    # The scheme: nginx/ trusts its load balancer's X-Forwarded-Proto; here it is the one the
+    # controller sends the app (TLS terminates at the controller). Every other map is the same.
+    assert set(controller) == set(shipped) - {"$scalekit_via_load_balancer"}
+    assert {variable: body for variable, body in controller.items() if variable != "$scalekit_scheme"} == {
+        variable: body for variable, body in shipped.items() if variable in controller and variable != "$scalekit_scheme"}
+    assert controller["$scalekit_scheme"].startswith("$pass_access_scheme ")
 
 
-def test_ingress_cache_directives_are_the_nginx_tier_directives() -> None:
+def test_ingress_edge_directives_are_the_nginx_tier_directives() -> None:
     _, location_snippet = _snippets()
-    shipped = CACHE_DIRECTIVE.findall((NGINX_DIR / "scalekit.conf").read_text())
-    assert CACHE_DIRECTIVE.findall(location_snippet) == shipped
-    assert len(shipped) >= 12
+    location = (NGINX_DIR / "scalekit.conf").read_text()
+    location = location[location.index("location / {"):]
+    assert sorted(_edge_directives(location_snippet)) == sorted(_edge_directives(location))
+    assert len(_edge_directives(location_snippet)) >= 25
+
+
+def test_no_forwarded_header_is_trusted_and_no_snippet_annotation_is_allowed() -> None:
+    controller = _controller()
+    assert controller["use-forwarded-headers"] == "false"
+    assert controller["enable-real-ip"] == "false" or "0.0.0.0/0" not in controller.get("proxy-real-ip-cidr", "0.0.0.0/0")
+    assert controller["allow-snippet-annotations"] == "false"
+    for path in sorted(K8S_DIR.rglob("*.yaml")):
+        assert "-snippet:" not in path.read_text().replace("http-snippet:", "").replace("location-snippet:", ""), path
 
 
 def test_ingress_snippets_pass_nginx_t(tmp_path: Path) -> None:
@@ -98,7 +146,7 @@ def test_ingress_snippets_pass_nginx_t(tmp_path: Path) -> None:
 
 
 @pytest.mark.server
-def test_ingress_edge_cache_serves_hits_in_front_of_an_instance(tmp_path: Path) -> None:
+def test_ingress_edge_caches_and_keeps_forwarded_headers_from_the_app(tmp_path: Path) -> None:
     binary = require_binary("nginx")
     instance = AppInstance("pod", tmp_path)
     instance.start()
@@ -107,10 +155,19 @@ def test_ingress_edge_cache_serves_hits_in_front_of_an_instance(tmp_path: Path) 
         config = render(tmp_path / "nginx", listen_port=port, upstream_port=instance.port)
         with run_nginx(binary, config, port) as url, httpx.Client(base_url=url, timeout=10) as client:
             page = f"/cacheable?v={uuid.uuid4().hex}"
-            assert client.get(page).headers["x-cache-status"] == "MISS"
-            assert client.get(page).headers["x-cache-status"] == "HIT"
+            first = client.get(page)
+            assert first.headers["x-cache-status"] == "MISS" and first.headers["age"] == "0"
+            hit = client.get(page)
+            assert hit.headers["x-cache-status"] == "HIT" and "age" not in hit.headers
             assert client.get(page + "&utm_source=x").headers["x-cache-status"] == "HIT"
             assert "HIT" not in {client.get("/private").headers["x-cache-status"] for _ in range(3)}
+            links = f"/links?v={uuid.uuid4().hex}"
+            poisoned = client.get(links, headers={"Host": "shop.test", **POISON})
+            assert poisoned.text == f"http://shop.test:{port}/links\n"   # the controller's own port
+            assert client.get(links, headers={"Host": "shop.test"}).headers["x-cache-status"] == "HIT"
+            seen = client.get("/whoami", headers={"Host": "shop.test", **POISON}).json()["headers"]
+            assert not {"forwarded", "x-forwarded-prefix", "x-forwarded-ssl", "x-original-url"} & set(seen)
+            assert seen["x-forwarded-host"] == "shop.test" and seen["x-forwarded-proto"] == "http"
     finally:
         instance.stop()
 
