@@ -59,8 +59,10 @@ HOP_BY_HOP = frozenset({
     "trailer", "proxy-authenticate", "proxy-authorization",
 })
 
-# Parsed values are immutable, so parsers memoise them; bounded, as values come from clients.
+# Parsed values are immutable, so parsers memoise them; bounded in entries and, since values
+# come from clients, in bytes: longer values are parsed each time, never remembered.
 MEMO_SIZE = 2048
+MEMO_MAX_CHARS = 256
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
@@ -165,14 +167,23 @@ def parse_cache_control(value: str | None) -> CacheControl:
     """
     if not value:
         return EMPTY_CACHE_CONTROL
+    if len(value) > MEMO_MAX_CHARS:
+        return _read_cache_control(value)
     return _parse_cache_control(value)
 
 
-@lru_cache(maxsize=MEMO_SIZE)
-def _parse_cache_control(value: str) -> CacheControl:
+def _list_items(value: str) -> list[str]:
+    """The members of a comma-separated list; werkzeug's parser when quoted strings need it
+    (it reads a character at a time: about 1.5 ms for an 8 KiB value, where split takes µs)."""
+    if '"' in value:
+        return parse_list_header(value)
+    return [item for item in map(str.strip, value.split(",")) if item]
+
+
+def _read_cache_control(value: str) -> CacheControl:
     found: dict[str, object] = {}
     extensions: list[tuple[str, str | None]] = []
-    for item in parse_list_header(value):
+    for item in _list_items(value):
         name, argument = _split_directive(item)
         if not name:
             continue
@@ -193,6 +204,9 @@ def _parse_cache_control(value: str) -> CacheControl:
     if extensions:
         found["extensions"] = tuple(extensions)
     return CacheControl(**found)  # type: ignore[arg-type]
+
+
+_parse_cache_control = lru_cache(maxsize=MEMO_SIZE)(_read_cache_control)
 
 
 def _parse_delta_directive(found: dict[str, object], field_name: str, argument: str | None) -> None:
@@ -266,15 +280,16 @@ def parse_surrogate_control(value: str | None) -> SurrogateControl:
     """
     if not value:
         return _NO_SURROGATE_CONTROL
+    if len(value) > MEMO_MAX_CHARS:
+        return _read_surrogate_control(value)
     return _parse_surrogate_control(value)
 
 
-@lru_cache(maxsize=MEMO_SIZE)
-def _parse_surrogate_control(value: str) -> SurrogateControl:
+def _read_surrogate_control(value: str) -> SurrogateControl:
     max_age: int | None = None
     stale: int | None = None
     no_store = False
-    for item in parse_list_header(value):
+    for item in _list_items(value):
         if ";" in item:
             continue  # targeted at another surrogate
         name, argument = _split_directive(item)
@@ -287,6 +302,9 @@ def _parse_surrogate_control(value: str) -> SurrogateControl:
             max_age = 0 if max_age is None else max_age
             stale = parse_delta_seconds(stale_text) if stale_text else None
     return SurrogateControl(max_age=max_age, stale_seconds=stale, no_store=no_store)
+
+
+_parse_surrogate_control = lru_cache(maxsize=MEMO_SIZE)(_read_surrogate_control)
 
 
 _NO_SURROGATE_CONTROL = SurrogateControl()

@@ -26,6 +26,7 @@ __all__ = ["PlainHits"]
 Encoded = TypeVar("Encoded")
 Target = tuple[Any, ...]  # (scheme, host, path, query) as the driver has them (str or bytes)
 MEMO_LIMIT = 4096
+MEMO_MAX_TARGET_CHARS = 1024
 
 
 class PlainHits(Generic[Encoded]):
@@ -94,10 +95,11 @@ class PlainHits(Generic[Encoded]):
             return None
         age, ttl, until = answer
         headers = self._encode(entry.headers + self._responses.plain_hit_headers("memory", age, ttl))
-        memo = self._memo
-        if now >= self._memo_second or len(memo) >= MEMO_LIMIT:
-            memo.clear()
-            self._memo_second = math.floor(now) + 1.0
-        memo[target] = (until, key, entry, headers)
+        if len(path) + len(query) + len(host) <= MEMO_MAX_TARGET_CHARS:  # client text: bytes bounded
+            memo = self._memo
+            if now >= self._memo_second or len(memo) >= MEMO_LIMIT:
+                memo.clear()
+                self._memo_second = math.floor(now) + 1.0
+            memo[target] = (until, key, entry, headers)
         self._count()  # type: ignore[misc]
         return entry, headers.copy()

@@ -17,11 +17,15 @@ True
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import re
 from collections.abc import Callable, Iterable
 from urllib.parse import unquote_plus, urljoin, urlsplit
 
+from ..memo import TextMemo
+
 __all__ = [
+    "MAX_KEY_CHARS",
     "HostAllowlist",
     "KeyBuilder",
     "secondary_key",
@@ -36,7 +40,18 @@ _HOST = re.compile(r"^(?:[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?\.?|\[[0-9a-f:.]+\])
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 # Separates the parts of a variant key; cannot appear in a URL or a header value.
 _SEPARATOR = "\x1f"
-_CACHE_LIMIT = 4096
+# A key longer than this is stored as its first characters and a SHA-256 of the whole (after
+# this separator, which no URL-made key contains): every tier, the coalescing maps and the
+# invalidation marks then hold a few hundred bytes per key, however long the client's URL.
+MAX_KEY_CHARS = 512
+_DIGEST_SEPARATOR = "\x1e"
+_DIGEST_HEAD_CHARS = MAX_KEY_CHARS - 65
+# Memos of client-supplied text: entries, and the longest text worth remembering.
+_MEMO_ENTRIES = 4096
+_MAX_MEMO_HOST_CHARS = 260  # a DNS name (253) and a port
+_MAX_MEMO_QUERY_CHARS = 512
+_MAX_MEMO_NAME_CHARS = 64
+_REFUSED_HOST: tuple[str, str | None, str] = ("", None, "")
 
 
 class HostAllowlist:
@@ -65,37 +80,39 @@ class KeyBuilder:
         globs = [fnmatch.translate(p) for p in patterns if p not in exact]
         self._ignored_exact = exact
         self._ignored_glob = re.compile("|".join(globs)) if globs else None
-        self._hosts_seen: dict[tuple[str, str], str | None] = {}
-        self._queries_seen: dict[str, str] = {}
-        self._names_seen: dict[str, bool] = {}
+        # Host -> (name, port, "name:port"), name "" when refused; the scheme's default port is
+        # dropped after.
+        self._hosts_seen: TextMemo[tuple[str, str | None, str]] = TextMemo(
+            max_entries=_MEMO_ENTRIES, max_text_chars=_MAX_MEMO_HOST_CHARS)
+        self._queries_seen: TextMemo[str] = TextMemo(max_entries=_MEMO_ENTRIES,
+                                                     max_text_chars=_MAX_MEMO_QUERY_CHARS)
+        self._names_seen: TextMemo[bool] = TextMemo(max_entries=_MEMO_ENTRIES,
+                                                    max_text_chars=_MAX_MEMO_NAME_CHARS)
 
     def host(self, scheme: str, host: str | None) -> str | None:
         """The normalised ``host[:port]`` for the key, or None if absent, malformed or not allowed."""
         if not host:
             return None
-        cache_key = (scheme, host)
-        found = self._hosts_seen.get(cache_key, False)
-        if found is not False:
-            return found  # type: ignore[return-value]
-        result = self._normalise_host(scheme, host)
-        if len(self._hosts_seen) >= _CACHE_LIMIT:
-            self._hosts_seen.clear()  # Host is client-controlled: bound the memo
-        self._hosts_seen[cache_key] = result
-        return result
+        parsed = self._hosts_seen.get(host)
+        if parsed is None:
+            parsed = self._parse_host(host)
+            self._hosts_seen.put(host, parsed)
+        name, port, with_port = parsed
+        if port is None or port == _DEFAULT_PORTS.get(scheme):
+            return name or None
+        return with_port
 
-    def _normalise_host(self, scheme: str, host: str) -> str | None:
+    def _parse_host(self, host: str) -> tuple[str, str | None, str]:
         text = host.strip().lower()
         match = _HOST.match(text)
         if match is None:
-            return None
+            return _REFUSED_HOST
         port = match.group(1)
         name = text[: -len(port) - 1] if port else text
         name = name.rstrip(".") if not name.startswith("[") else name
         if not name or not self.hosts.allows(name):
-            return None
-        if port is None or port == _DEFAULT_PORTS.get(scheme):
-            return name
-        return f"{name}:{int(port)}"
+            return _REFUSED_HOST
+        return name, port, f"{name}:{int(port)}" if port is not None else name
 
     def normalise_query(self, query: str) -> str:
         """Parameters sorted (stable on raw text), ignored ones dropped, empty pieces removed."""
@@ -110,9 +127,7 @@ class KeyBuilder:
             kept = [part for part in query.split("&") if part and not self._is_ignored(part)]
             kept.sort()
             result = "&".join(kept)
-        if len(self._queries_seen) >= _CACHE_LIMIT:
-            self._queries_seen.clear()
-        self._queries_seen[query] = result
+        self._queries_seen.put(query, result)
         return result
 
     def _is_ignored(self, part: str) -> bool:
@@ -123,9 +138,7 @@ class KeyBuilder:
         name = unquote_plus(raw) if "%" in raw or "+" in raw else raw
         ignored = name in self._ignored_exact or (
             self._ignored_glob is not None and self._ignored_glob.match(name) is not None)
-        if len(self._names_seen) >= _CACHE_LIMIT:
-            self._names_seen.clear()  # parameter names are client-controlled: bound the memo
-        self._names_seen[raw] = ignored
+        self._names_seen.put(raw, ignored)
         return ignored
 
     def primary_key(self, scheme: str, host: str | None, path: str, query: str) -> str | None:
@@ -134,9 +147,8 @@ class KeyBuilder:
         if key_host is None:
             return None
         query = self.normalise_query(query) if query else ""
-        if query:
-            return f"{scheme}://{key_host}{path or '/'}?{query}"
-        return f"{scheme}://{key_host}{path or '/'}"
+        key = f"{scheme}://{key_host}{path or '/'}?{query}" if query else f"{scheme}://{key_host}{path or '/'}"
+        return key if len(key) <= MAX_KEY_CHARS else _digested(key)
 
     def same_origin_key(self, scheme: str, host: str | None, path: str, url: str | None) -> str | None:
         """The primary key of ``url`` (a Location or Content-Location, maybe relative) when it
@@ -154,6 +166,11 @@ class KeyBuilder:
             return None
         target_path = parts.path or "/"
         return self.primary_key(scheme, host, target_path, parts.query)
+
+
+def _digested(key: str) -> str:
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{key[:_DIGEST_HEAD_CHARS]}{_DIGEST_SEPARATOR}{digest}"
 
 
 def _normalise_value(value: str) -> str:

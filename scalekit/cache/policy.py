@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from ..headers import CacheControl, parse_cache_control
+from ..memo import TextMemo
 from .answers import OriginAnswers
 from .config import CacheConfig
 from .decisions import (
@@ -100,7 +101,8 @@ class CachePolicy(OriginAnswers):
         self.responses = ResponseBuilder(config.status_name, etag_max_body_bytes=etag_max_body_bytes)
         self.honour_client_no_cache = config.honour_client_no_cache
         self.coalesce = config.coalesce
-        self._request_directives: dict[str, CacheControl] = {}
+        # Request Cache-Control values are client-controlled: only short ones are remembered.
+        self._request_directives: TextMemo[CacheControl] = TextMemo(max_entries=1024, max_text_chars=256)
 
     # ----------------------------------------------------------------- keys
     def primary_key(self, request: RequestView) -> str | None:
@@ -120,9 +122,7 @@ class CachePolicy(OriginAnswers):
         found = self._request_directives.get(raw)
         if found is None:
             found = parse_cache_control(raw)
-            if len(self._request_directives) >= 1024:
-                self._request_directives.clear()  # client-controlled: bound the memo
-            self._request_directives[raw] = found
+            self._request_directives.put(raw, found)
         return found
 
     # ----------------------------------------------------------------- the request

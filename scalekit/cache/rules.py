@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..context import current
+from ..memo import TextMemo
 from .config import DEFAULT_RULE_TTL_SECONDS, CacheRule
 
 __all__ = ["ResponseRule", "RuleMatcher", "cache_response", "rule_of"]
@@ -85,7 +86,8 @@ class RuleMatcher:
                           rule.stale_if_error_seconds, rule.tags))
             for rule in rules
         )
-        self._seen: dict[str, ResponseRule | None] = {}
+        # Paths are client-controlled: only short ones are remembered.
+        self._seen: TextMemo[ResponseRule | None] = TextMemo(max_entries=4096, max_text_chars=512)
 
     def __bool__(self) -> bool:
         return bool(self._rules)
@@ -98,7 +100,5 @@ class RuleMatcher:
         if found is not False:
             return found  # type: ignore[return-value]
         result = next((rule for pattern, rule in self._rules if pattern.match(path)), None)
-        if len(self._seen) >= 4096:
-            self._seen.clear()  # paths are client-controlled: bound the memo
-        self._seen[path] = result
+        self._seen.put(path, result)
         return result
