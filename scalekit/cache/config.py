@@ -45,6 +45,12 @@ class CacheRule:
     included), ``?`` one character; the first matching rule wins. A rule only supplies the
     lifetime a response lacks: explicit ``Cache-Control`` / ``Expires`` / ``Surrogate-Control``
     from the app still win, and private, no-store or Set-Cookie responses are never stored.
+
+    A lifetime given by a rule never stores the answer to a request that carried ``Cookie`` or
+    ``Authorization`` (a ``*.css`` rule would otherwise store ``/account/settings-x.css``
+    fetched with a session cookie: web cache deception), unless the response itself says
+    ``public`` or ``s-maxage``, or the rule says ``public = true``: the operator's word, like
+    ``Cache-Control: public``, that every response on these paths is the same for every user.
     """
 
     path: str
@@ -52,6 +58,7 @@ class CacheRule:
     stale_while_revalidate_seconds: float = 0.0
     stale_if_error_seconds: float = 0.0
     tags: tuple[str, ...] = ()
+    public: bool = False
 
     def __post_init__(self) -> None:
         _require(self.path.startswith("/") or self.path.startswith("*"), "path", self.path,

@@ -38,6 +38,9 @@ class ResponseRule:
     stale_while_revalidate_seconds: float = 0.0
     stale_if_error_seconds: float = 0.0
     tags: tuple[str, ...] = ()
+    # The operator's word that the response is the same for every user (CacheRule.public):
+    # stored even when the request carried Cookie or Authorization.
+    public: bool = False
 
 
 def cache_response(
@@ -46,11 +49,14 @@ def cache_response(
     tags: Iterable[str] = (),
     stale_while_revalidate_seconds: float = 0,
     stale_if_error_seconds: float = 0,
+    public: bool = False,
 ) -> None:
     """Make the current response storable for ``ttl_seconds`` (unless it says otherwise).
 
     Call it while handling a request; outside one it does nothing, like ``scalekit.tag``.
-    ``tags`` are added to the request's tags for invalidation.
+    ``tags`` are added to the request's tags for invalidation. The answer to a request that
+    carried Cookie or Authorization is not stored unless ``public=True`` (the response is the
+    same for every user) or the response itself says ``public`` / ``s-maxage``.
     """
     if ttl_seconds < 0 or stale_while_revalidate_seconds < 0 or stale_if_error_seconds < 0:
         raise ValueError("cache_response() takes zero or more seconds; got "
@@ -65,7 +71,7 @@ def cache_response(
             raise ValueError(f"cache tags are non-empty strings; got {value!r}")
     ctx.tags.update(tag_tuple)
     ctx.state[STATE_KEY] = ResponseRule(float(ttl_seconds), float(stale_while_revalidate_seconds),
-                                        float(stale_if_error_seconds), tag_tuple)
+                                        float(stale_if_error_seconds), tag_tuple, bool(public))
 
 
 def rule_of(ctx: Any) -> ResponseRule | None:
@@ -83,7 +89,7 @@ class RuleMatcher:
         self._rules = tuple(
             (re.compile(fnmatch.translate(rule.path)),
              ResponseRule(rule.ttl_seconds, rule.stale_while_revalidate_seconds,
-                          rule.stale_if_error_seconds, rule.tags))
+                          rule.stale_if_error_seconds, rule.tags, rule.public))
             for rule in rules
         )
         # Paths are client-controlled: only short ones are remembered.

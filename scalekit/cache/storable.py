@@ -164,10 +164,12 @@ def analyse_response(
     # fails to match", so storing it would only waste space.
     if vary == ("*",):
         return NotStorable("vary-star")
+    said_shared = directives.public or directives.s_maxage is not None
+    opted_in = rule is not None and rule.public
     # §3.5: "A shared cache MUST NOT use a cached response to a request with an Authorization
-    # header field ... unless" must-revalidate, public or s-maxage is present.
-    if authorization and not (directives.public or directives.must_revalidate
-                              or directives.s_maxage is not None):
+    # header field ... unless" must-revalidate, public or s-maxage is present. A rule with
+    # public = true is the origin's operator saying public for the response.
+    if authorization and not (said_shared or directives.must_revalidate or opted_in):
         return NotStorable("authorization")
     secondary = secondary_key(vary, request_header, max_value_bytes=settings.max_vary_value_bytes)
     if secondary is None:
@@ -178,6 +180,14 @@ def analyse_response(
     date = parse_http_date(fields.get("date"))
     lifetime = _freshness_lifetime(status, directives, surrogate.max_age, fields,
                                    date if date is not None else now, rule, settings)
+    if (lifetime is not None and not (said_shared or opted_in)
+            and (authorization or request_header("cookie"))
+            and not _states_freshness(directives, surrogate.max_age, fields)):
+        # Web cache deception: a rule (or a heuristic) grants freshness by path, and a path can
+        # be made to look like a stylesheet (/account/settings-x.css); the answer to a request
+        # carrying credentials may be that user's page. Only the response itself, or a rule
+        # that says public, may share it.
+        return NotStorable("credentialed-request")
     has_validators = "etag" in fields or "last-modified" in fields
     if lifetime is None and directives.no_cache and has_validators and status in HEURISTIC_STATUSES:
         # §3 allows storing a heuristically cacheable status; no-cache means every use is
@@ -217,6 +227,13 @@ def _status_refusal(status: int, directives: CacheControl, settings: StoreSettin
     if status >= 500 and not settings.store_server_errors:
         return NotStorable("server-error")  # the operator's choice: cache.store_server_errors
     return None
+
+
+def _states_freshness(directives: CacheControl, surrogate_max_age: int | None,
+                      fields: dict[str, str]) -> bool:
+    """Whether the response gave its own lifetime (RFC 9111 §4.2.1), rather than a rule."""
+    return (surrogate_max_age is not None or directives.s_maxage is not None
+            or directives.max_age is not None or "expires" in fields)
 
 
 def _freshness_lifetime(

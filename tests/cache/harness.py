@@ -94,6 +94,9 @@ class HTTPHarness(Harness):
         self.client = httpx.Client(base_url=base_url, timeout=WAIT_SECONDS)
 
     def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> Reply:
+        # Every request is a new visitor: no Cookie picked up from an earlier Set-Cookie (a
+        # rule never stores the answer to a request with credentials).
+        self.client.cookies.clear()
         return _reply(self.client.request(method, path, headers=headers))
 
     def close(self) -> None:

@@ -28,7 +28,8 @@ def upstream() -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def proxy(upstream: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     state = tmp_path_factory.mktemp("proxy-state")
-    env = {"UPSTREAM_URL": str(upstream.base_url).rstrip("/"), "SCALEKIT_STATE_DIR": str(state)}
+    env = {"UPSTREAM_URL": str(upstream.base_url).rstrip("/"), "SCALEKIT_STATE_DIR": str(state),
+           "SCALEKIT_CACHE_RULES": '[{"path": "*.css"}]'}
     with run_server("uvicorn", "examples.proxy.app:app", env=env) as base_url, \
             httpx.Client(base_url=base_url, timeout=20) as client:
         yield client
@@ -140,6 +141,19 @@ def test_concurrent_misses_make_one_upstream_call(proxy: httpx.Client, upstream:
         replies = list(pool.map(lambda _: proxy.get(url), range(6)))
     assert len({reply.content for reply in replies}) == 1
     assert calls(upstream, path) == 1
+
+
+def test_web_cache_deception(proxy: httpx.Client, upstream: httpx.Client) -> None:
+    # A "*.css" rule, a private page reached as a stylesheet with a session cookie: not stored.
+    path = "/account/settings-x.css"
+    with httpx.Client(base_url=proxy.base_url, timeout=20) as fresh:  # no cookie jar from other tests
+        alice = fresh.get(path, headers={"cookie": "session=alice"})
+        assert "stored" not in alice.headers["cache-status"]
+        stranger = fresh.get(path)
+        assert not stranger.headers["cache-status"].startswith("scalekit; hit")
+        assert calls(upstream, path) == 2
+        fresh.get("/assets/site.css")
+        assert fresh.get("/assets/site.css").headers["cache-status"].startswith("scalekit; hit")
 
 
 @pytest.mark.parametrize("status", [400, 503])
