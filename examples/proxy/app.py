@@ -9,33 +9,48 @@ can be used, and tested, as a standalone shared cache::
 
 Hop-by-hop headers (RFC 9110 §7.6.1) are dropped in both directions; ``Host`` becomes the
 upstream's, the client's goes in ``X-Forwarded-Host`` (the cache keys on the client's Host,
-from ``allowed_hosts``). An unreachable upstream is a 502, which the cache's stale-if-error
-turns into the last good response where the origin allowed it. The CDN and pool layers are off:
+from ``allowed_hosts``). A response without ``Date`` gets one (RFC 9110 §6.6.1), so run the
+server with ``--no-date-header`` (else uvicorn adds a second). The CDN and pool layers are off:
 header stamping is the origin's business, and a proxy has no database.
+
+An upstream that cannot be reached (refused, reset, timed out: ``UPSTREAM_TIMEOUT_SECONDS``,
+default 30) is a 502 (504 for a timeout) with ``Proxy-Status`` naming the error (RFC 9209), from
+which the cache serves a stale entry where no directive forbids it (RFC 9111 §4.2.4). A safe
+request whose connection fails before any response byte (a kept-alive connection the origin
+closed, or poisoned by sending more than its Content-Length) is retried once on a new one.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
 import scalekit
-from scalekit.headers import hop_by_hop_names
+from scalekit.headers import format_http_date, hop_by_hop_names
 
-__all__ = ["app", "make_proxy"]
+__all__ = ["app", "make_proxy", "upstream_error"]
 
 Scope = dict[str, Any]
-TIMEOUT_SECONDS = 30.0
+TIMEOUT_SECONDS = float(os.environ.get("UPSTREAM_TIMEOUT_SECONDS", "30"))
+PROXY_NAME = "scalekit"
+# RFC 9110 §9.2.1: safe methods carry no body here, so a failed attempt can be replayed as it was.
+RETRIED_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# Failures of a connection that was taken from the pool, before any response byte: the origin
+# closed it while it sat idle, or left bytes in it. A new connection may well succeed.
+STALE_CONNECTION_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 def forwarded_request_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
     """The client's end-to-end headers for the upstream, plus X-Forwarded-*."""
     raw: list[tuple[bytes, bytes]] = scope.get("headers", [])
     connection = b", ".join(value for name, value in raw if name == b"connection").decode("latin-1")
-    dropped = hop_by_hop_names(connection or None) | {"host", "content-length"}
+    # Expect: uvicorn has already answered 100-continue when the body is read (RFC 9110 §10.1.1).
+    dropped = hop_by_hop_names(connection or None) | {"host", "content-length", "expect"}
     out = [(name, value) for name, value in raw if name.decode("latin-1") not in dropped]
     host = next((value for name, value in raw if name == b"host"), None)
     if host is not None:
@@ -47,11 +62,56 @@ def forwarded_request_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def returned_response_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
-    """The upstream's end-to-end headers for the client (raw bytes, order kept)."""
+def returned_response_headers(response: httpx.Response, received: float) -> list[tuple[bytes, bytes]]:
+    """The upstream's end-to-end headers for the client (raw bytes, order kept).
+
+    RFC 9110 §6.6.1: "A recipient with a clock that receives a response message without a Date
+    header field MUST record the time it was received and append a corresponding Date header
+    field to the message's header section if it is cached or forwarded downstream."
+    """
     dropped = hop_by_hop_names(response.headers.get("connection"))
-    return [(name, value) for name, value in response.headers.raw
-            if name.decode("latin-1").lower() not in dropped]
+    out = [(name, value) for name, value in response.headers.raw
+           if name.decode("latin-1").lower() not in dropped]
+    if "date" not in response.headers:
+        out.append((b"date", format_http_date(received).encode("latin-1")))
+    return out
+
+
+def upstream_error(exc: httpx.HTTPError) -> tuple[int, str]:
+    """The gateway status and RFC 9209 §2.3 error type for an upstream call that failed."""
+    if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, httpx.PoolTimeout):
+            return 503, "connection_limit_reached"
+        kind = {httpx.ConnectTimeout: "connection_timeout", httpx.WriteTimeout: "connection_write_timeout"}
+        return 504, kind.get(type(exc), "connection_read_timeout")
+    if isinstance(exc, httpx.ConnectError):
+        return 502, "dns_error" if _caused_by(exc, socket.gaierror) else "connection_refused"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return 502, "connection_terminated" if "disconnected" in str(exc) else "http_protocol_error"
+    if isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.CloseError)):
+        return 502, "connection_terminated"
+    return 502, "proxy_internal_error"
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def gateway_error(exc: httpx.HTTPError) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The proxy's own answer (start and body messages) when the upstream could not answer."""
+    status, error = upstream_error(exc)
+    body = f"{status} upstream unreachable: {error}\n".encode()
+    return ({"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"cache-control", b"no-store"),
+                         (b"content-length", str(len(body)).encode()),
+                         (b"proxy-status", f"{PROXY_NAME}; error={error}".encode()),
+                         (b"date", format_http_date(time.time()).encode())]},
+            {"type": "http.response.body", "body": body})
 
 
 def make_proxy(upstream: str, *, client: httpx.AsyncClient | None = None) -> Any:
@@ -61,10 +121,21 @@ def make_proxy(upstream: str, *, client: httpx.AsyncClient | None = None) -> Any
     if client is not None:
         state["client"] = client
 
-    def http_client() -> httpx.AsyncClient:
-        if "client" not in state:
-            state["client"] = httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False)
-        return state["client"]
+    def http_client(*, fresh: bool = False) -> httpx.AsyncClient:
+        """The pooled client, or (``fresh``) one that never reuses a connection, for retries."""
+        name = "fresh" if fresh else "client"
+        if name not in state:
+            limits = httpx.Limits(max_keepalive_connections=0) if fresh else httpx.Limits()
+            state[name] = httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False, limits=limits)
+        return state[name]
+
+    async def send_upstream(request: httpx.Request) -> httpx.Response:
+        try:
+            return await http_client().send(request, stream=True)
+        except STALE_CONNECTION_ERRORS:
+            if request.method not in RETRIED_METHODS:
+                raise
+            return await http_client(fresh=True).send(request, stream=True)
 
     async def request_body(receive: Any) -> AsyncIterator[bytes]:
         while True:
@@ -83,8 +154,8 @@ def make_proxy(upstream: str, *, client: httpx.AsyncClient | None = None) -> Any
                 if message["type"] == "lifespan.startup":
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
-                    if "client" in state:
-                        await state.pop("client").aclose()
+                    for name in list(state):
+                        await state.pop(name).aclose()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
@@ -98,17 +169,14 @@ def make_proxy(upstream: str, *, client: httpx.AsyncClient | None = None) -> Any
             scope["method"], url, headers=forwarded_request_headers(scope),
             content=request_body(receive) if has_body else None)
         try:
-            response = await http_client().send(request, stream=True)
+            response = await send_upstream(request)
         except httpx.HTTPError as exc:
-            body = f"502 upstream unreachable: {type(exc).__name__}\n".encode()
-            await send({"type": "http.response.start", "status": 502,
-                        "headers": [(b"content-type", b"text/plain"), (b"cache-control", b"no-store"),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            for message in gateway_error(exc):
+                await send(message)
             return
         try:
             await send({"type": "http.response.start", "status": response.status_code,
-                        "headers": returned_response_headers(response)})
+                        "headers": returned_response_headers(response, time.time())})
             # Raw bytes: Content-Encoding and Content-Length stay true to the upstream's body.
             async for chunk in response.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})

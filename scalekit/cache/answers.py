@@ -20,6 +20,7 @@ from .decisions import (
     merge_headers,
 )
 from .entry import CachedEntry
+from .fields import UNREACHABLE_ERRORS, proxy_status_error
 from .responses import ResponseBuilder
 from .rules import ResponseRule, RuleMatcher
 from .storable import (
@@ -41,20 +42,35 @@ class OriginAnswers:
     settings: StoreSettings
 
     def stale_fallback(self, forward: Forward, request: RequestView, *, now: float,
-                       origin_status: int | None, any_age: bool = False) -> ServeStale | None:
-        """RFC 5861 §4 stale-if-error: the stale entry to serve when the origin raised or
-        answered 5xx (``any_age``: a coalescing wait timed out; any stale entry will do)."""
+                       origin_status: int | None, any_age: bool = False,
+                       unreachable: bool = False) -> ServeStale | None:
+        """The stale entry to serve instead of the origin's answer, or None.
+
+        ``origin_status`` a 5xx: within RFC 5861 §4 stale-if-error. ``origin_status`` None (the
+        app raised) or ``unreachable`` (a gateway said it could not reach the origin): RFC 9111
+        §4.2.4 lets a "disconnected" cache serve any stale entry no directive forbids.
+        ``any_age``: a coalescing wait timed out; the same directives apply.
+        """
         entry = forward.stored
         if entry is None:
             return None
-        if any_age:
+        disconnected = unreachable or (origin_status is None and not any_age)
+        within_window = (origin_status is not None and self.responses.current_age(entry, now)
+                         - entry.freshness_lifetime_seconds < entry.stale_if_error_seconds)
+        if not within_window:
+            if not (disconnected or any_age):
+                return None
+            # §4.2.4: "A cache MUST NOT generate a stale response if it is prohibited by an
+            # explicit in-protocol directive (e.g., by a no-cache response directive, a
+            # must-revalidate response directive, or an applicable s-maxage or proxy-revalidate
+            # response directive" (the last three are must_revalidate) "... unless it is
+            # disconnected or doing so is explicitly permitted".
             if entry.must_revalidate or entry.requires_revalidation:
                 return None
-        elif self.responses.current_age(entry, now) - entry.freshness_lifetime_seconds \
-                >= entry.stale_if_error_seconds:
-            return None
+        detail = UNREACHABLE_DETAIL if disconnected and not within_window else None
         status, headers, body = self.responses.from_entry(
-            entry, request, now=now, tier=forward.tier, fwd="stale", fwd_status=origin_status)
+            entry, request, now=now, tier=forward.tier, fwd="stale",
+            fwd_status=None if detail else origin_status, detail=detail)
         return ServeStale(status, headers, body)
 
     # ----------------------------------------------------------------- the response
@@ -76,7 +92,8 @@ class OriginAnswers:
                 return self._freshen(request, forward, headers, now=now, request_time=request_time,
                                      rule=rule, fwd_status=304)
             if status >= 500:
-                stale = self.stale_fallback(forward, request, now=now, origin_status=status)
+                stale = self.stale_fallback(forward, request, now=now, origin_status=status,
+                                            unreachable=_reports_unreachable(status, headers))
                 if stale is not None:
                     return stale
             if request.method == "HEAD" and status == 200:
@@ -179,3 +196,16 @@ class OriginAnswers:
 
 
 _SYNTHESISED = ("etag", "content-length")
+UNREACHABLE_DETAIL = "origin-unreachable"
+
+
+def _reports_unreachable(status: int, headers: list[tuple[str, str]]) -> bool:
+    """A gateway error whose Proxy-Status (RFC 9209) says the origin could not be reached:
+    what a reverse proxy in front of the cache's origin answers when it is disconnected."""
+    if status not in (502, 503, 504):
+        return False
+    value = None
+    for name, field in headers:
+        if name.lower() == "proxy-status":
+            value = field if value is None else f"{value}, {field}"
+    return proxy_status_error(value) in UNREACHABLE_ERRORS

@@ -103,10 +103,10 @@ class ResponseBuilder:
     # ----------------------------------------------------------------- from a stored entry
     def from_entry(self, entry: CachedEntry, request: Any, *, now: float, tier: str,
                    fwd: str | None = None, fwd_status: int | None = None, stored: bool = False,
-                   collapsed: bool = False,
-                   age: float | None = None) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+                   collapsed: bool = False, age: float | None = None,
+                   detail: str | None = None) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
         """Status, headers and body answering ``request`` from ``entry`` (``age``: its current
-        age, when the caller has it)."""
+        age, when the caller has it; ``detail``: Cache-Status detail instead of the tier)."""
         if age is None:
             age = self.current_age(entry, now)
         ttl = int(entry.freshness_lifetime_seconds - age)
@@ -114,7 +114,7 @@ class ResponseBuilder:
             status_value = self._hit_status(tier, ttl)
         else:
             status_value = self.cache_status(tier=tier, fwd=fwd or "miss", fwd_status=fwd_status,
-                                             stored=stored, ttl=ttl, collapsed=collapsed)
+                                             stored=stored, ttl=ttl, collapsed=collapsed, detail=detail)
         extra = (("age", str(int(age))), ("cache-status", status_value))
         if request is None:
             return entry.status, entry.headers + extra, entry.body

@@ -340,3 +340,48 @@ def test_answers_from_a_fresh_entry(headers: dict[str, str], status: int, body: 
     decision = POLICY.decide_request(view(**headers), (entry(), "memory"), now=NOW + 1)
     assert isinstance(decision, Serve)
     assert (decision.status, decision.body) == (status, body)
+
+
+# --------------------------------------------------------------------------- origin unreachable
+
+UNREACHABLE = [("content-type", "text/plain"), ("cache-control", "no-store"),
+               ("proxy-status", "scalekit; error=connection_refused")]
+
+
+@pytest.mark.parametrize("stored, status, headers, served", [
+    pytest.param(entry(), 502, UNREACHABLE, True, id="§4.2.4 disconnected: stale without stale-if-error"),
+    pytest.param(entry(), 504, [("proxy-status", 'edge, "origin"; error=connection_read_timeout')], True,
+                 id="RFC 9209 the last hop timed out reading"),
+    pytest.param(entry(must_revalidate=True), 502, UNREACHABLE, False,
+                 id="§4.2.4 must-revalidate (also proxy-revalidate, s-maxage) forbids it"),
+    pytest.param(entry(no_cache=True), 502, UNREACHABLE, False, id="§4.2.4 no-cache forbids it"),
+    pytest.param(entry(), 502, [("proxy-status", "scalekit; received-status=502")], False,
+                 id="a 502 the origin sent is an answer, not a disconnection"),
+    pytest.param(entry(), 502, [], False, id="a plain 502: stale-if-error only"),
+    pytest.param(entry(), 502, [("proxy-status", "scalekit; error=")], False, id="an invalid Proxy-Status"),
+    pytest.param(entry(), 200, [("proxy-status", "scalekit; error=connection_refused")], False,
+                 id="only a gateway error status"),
+])
+def test_stale_when_the_origin_cannot_be_reached(stored: CachedEntry, status: int,
+                                                 headers: list[tuple[str, str]], served: bool) -> None:
+    forward = POLICY.decide_request(view(), (stored, "memory"), now=NOW + 3600)
+    assert isinstance(forward, Forward)
+    decision = POLICY.decide_response(view(), forward, status, headers, now=NOW + 3600,
+                                      request_time=NOW + 3600, rule=None)
+    if served:
+        assert isinstance(decision, ServeStale) and decision.body == b"body"
+        cache_status = dict(decision.headers)["cache-status"]
+        assert "fwd=stale" in cache_status and "detail=origin-unreachable" in cache_status
+    else:
+        assert not isinstance(decision, ServeStale)
+
+
+def test_an_exception_in_the_app_is_a_disconnection() -> None:
+    # §4.2.4: an origin that raised could not answer; any stale entry nothing forbids is served.
+    forward = POLICY.decide_request(view(), (entry(), "memory"), now=NOW + 3600)
+    assert isinstance(forward, Forward)
+    stale = POLICY.stale_fallback(forward, view(), now=NOW + 3600, origin_status=None)
+    assert stale is not None and "detail=origin-unreachable" in dict(stale.headers)["cache-status"]
+    strict = POLICY.decide_request(view(), (entry(must_revalidate=True), "memory"), now=NOW + 3600)
+    assert isinstance(strict, Forward)
+    assert POLICY.stale_fallback(strict, view(), now=NOW + 3600, origin_status=None) is None

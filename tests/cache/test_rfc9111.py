@@ -49,3 +49,33 @@ def test_store_server_errors_is_validated_at_start_up() -> None:
     assert load_config(environ={}, cwd="/nonexistent").cache.store_server_errors is True
     with pytest.raises(ConfigError, match="cache.store_server_errors"):
         load_config(environ={"SCALEKIT_CACHE_STORE_SERVER_ERRORS": "sometimes"}, cwd="/nonexistent")
+
+
+def test_stale_when_the_app_raises(make: Make, path: str) -> None:
+    # RFC 9111 §4.2.4: an origin that raised could not be reached; a stale entry nothing
+    # forbids is served (no stale-if-error needed), and Cache-Status says why.
+    h = make()
+    url = f"{path}?cc=max-age%3D10&etag=1"
+    good = h.get(url)
+    h.advance(20)
+    h.fail("raise")
+    try:
+        reply = h.get(url)
+    finally:
+        h.fail("")
+    assert reply.status == 200 and reply.body == good.body
+    assert "fwd=stale" in reply.cache_status and "detail=origin-unreachable" in reply.cache_status
+
+
+@pytest.mark.parametrize("directive", ["must-revalidate", "proxy-revalidate", "no-cache"])
+def test_no_stale_when_a_directive_forbids_it(make: Make, path: str, directive: str) -> None:
+    h = make()
+    url = f"{path}?cc=max-age%3D10%2C%20{directive}&etag=1&s={directive}"
+    h.get(url)
+    h.advance(20)
+    h.fail("raise")
+    try:
+        with pytest.raises(RuntimeError, match="origin failure"):
+            h.get(url)
+    finally:
+        h.fail("")

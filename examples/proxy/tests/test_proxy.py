@@ -4,6 +4,7 @@ uvicorn in front of it, httpx as the client. No sleeps for timing: freshness com
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,16 @@ from tests.servers import run_server
 
 pytestmark = pytest.mark.server
 FRESH = "cc=max-age%3D3600"
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_server_args() -> list[str]:
+    """The uvicorn options of the README's proxy command, but its --port (the test picks one)."""
+    line = next(line for line in README.read_text().splitlines() if "uvicorn examples.proxy.app:app" in line)
+    words = shlex.split(line)
+    options = words[words.index("examples.proxy.app:app") + 1:]
+    port = options.index("--port")
+    return options[:port] + options[port + 2:]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +41,7 @@ def proxy(upstream: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> I
     state = tmp_path_factory.mktemp("proxy-state")
     env = {"UPSTREAM_URL": str(upstream.base_url).rstrip("/"), "SCALEKIT_STATE_DIR": str(state),
            "SCALEKIT_CACHE_RULES": '[{"path": "*.css"}]'}
-    with run_server("uvicorn", "examples.proxy.app:app", env=env) as base_url, \
+    with run_server("uvicorn", "examples.proxy.app:app", env=env, extra_args=readme_server_args()) as base_url, \
             httpx.Client(base_url=base_url, timeout=20) as client:
         yield client
 
@@ -49,6 +60,17 @@ def eventually(condition: Callable[[], bool]) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.02)
+
+
+def test_one_date_and_one_server_header_as_the_readme_runs_it(proxy: httpx.Client, path: str) -> None:
+    # RFC 9110 §6.6.1: one Date; a hit keeps the Date the origin sent.
+    first = proxy.get(f"{path}?{FRESH}")
+    second = proxy.get(f"{path}?{FRESH}")
+    assert second.headers["cache-status"].startswith("scalekit; hit")
+    for reply in (first, second):
+        assert len(reply.headers.get_list("date")) == 1
+        assert len(reply.headers.get_list("server")) == 1  # the upstream's (uvicorn's)
+    assert second.headers["date"] == first.headers["date"]
 
 
 def test_miss_then_hit(proxy: httpx.Client, upstream: httpx.Client, path: str) -> None:
@@ -179,5 +201,8 @@ def test_unreachable_upstream_is_502(tmp_path: Path) -> None:
     from tests.servers import free_port
 
     env = {"UPSTREAM_URL": f"http://127.0.0.1:{free_port()}", "SCALEKIT_STATE_DIR": str(tmp_path)}
-    with run_server("uvicorn", "examples.proxy.app:app", env=env) as base_url:
-        assert httpx.get(base_url + "/x", timeout=20).status_code == 502
+    with run_server("uvicorn", "examples.proxy.app:app", env=env, extra_args=readme_server_args()) as base_url:
+        reply = httpx.get(base_url + "/x", timeout=20)
+        assert reply.status_code == 502
+        assert reply.headers["proxy-status"] == "scalekit; error=connection_refused"  # RFC 9209
+        assert len(reply.headers.get_list("date")) == 1
