@@ -22,6 +22,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
 import scalekit
+import scalekit.pool
 from scalekit.context import CONTEXT_KEY
 
 from . import checks, signals
@@ -29,6 +30,8 @@ from .bridge import RestOfDjango, run_asgi, run_wsgi
 from .conf import SETTINGS_NAME, context_of_request, route_of, scalekit_settings
 
 __all__ = ["ScaleKitMiddleware"]
+
+DATABASES_KEY = "scalekit.databases"  # in the environ / scope when the pool layer is on
 
 
 class ScaleKitMiddleware:
@@ -62,7 +65,7 @@ class ScaleKitMiddleware:
             if not self._outside_checked:
                 self._outside_checked = True
                 checks.warn_settings_unused()
-            return self.get_response(request)
+            return _release_whole_body_early(request, self.get_response(request))
         return run_wsgi(self.pipeline(), request, self.get_response)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -71,7 +74,7 @@ class ScaleKitMiddleware:
                 self._outside_checked = True
                 checks.warn_settings_unused()
             response: HttpResponseBase = await self.get_response(request)
-            return response
+            return _release_whole_body_early(request, response)
         return await run_asgi(self.pipeline(), request, self.get_response)
 
     def process_view(self, request: HttpRequest, view_func: Any, view_args: Any, view_kwargs: Any) -> None:
@@ -80,6 +83,16 @@ class ScaleKitMiddleware:
         route = route_of(request.resolver_match)
         if ctx is not None and route is not None:
             ctx.route = route
+
+
+def _release_whole_body_early(request: HttpRequest, response: Any) -> Any:
+    """A non-streaming response is whole: the pipeline outside gives the request's pooled
+    connections back before the server sends it, so a slow client never holds one."""
+    scope = getattr(request, "scope", None)
+    environ = scope if isinstance(scope, dict) else request.META
+    if not getattr(response, "streaming", True) and DATABASES_KEY in environ:
+        scalekit.pool.release_at_response_start()
+    return response
 
 
 def _wrapped_outside(request: HttpRequest) -> bool:

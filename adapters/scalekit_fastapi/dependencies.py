@@ -37,7 +37,8 @@ def db(request: Request) -> Connection:
 
     A plain ``def``, so FastAPI runs it in its thread pool: checking a connection out may wait
     for the pool (up to ``pool_timeout``) and must not block the event loop. The pool layer
-    gives the connection back once the response has been sent, background tasks included.
+    gives the connection back once the response body is complete (a stream's at its end), so
+    background tasks open their own: ``scalekit.pool.db().engine.connect()``.
     """
     handle = request.scope.get(DEFAULT_DATABASE_KEY)
     if handle is None:

@@ -16,9 +16,10 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 
 import scalekit
+import scalekit.pool
 from scalekit.context import CONTEXT_KEY
 
 __all__ = ["EXTENSION_KEY", "ScaleKit", "install"]
@@ -65,6 +66,7 @@ class ScaleKit:
         # (auth, maintenance mode) is still counted under its route.
         app.before_request_funcs.setdefault(None, []).insert(0, _name_route)
         app.teardown_request(_return_connections)
+        app.after_request(_release_whole_body_early)
 
     def close(self) -> None:
         """Stop what the layers started (pools, listeners); for tests and app shutdown."""
@@ -90,14 +92,22 @@ def _name_route() -> None:
         g.scalekit_db = database  # the lazy handle: nothing is checked out until used
 
 
+def _release_whole_body_early(response: Response) -> Response:
+    """A body Flask holds whole (not streamed) needs no pooled connection while the server
+    sends it: they go back when Flask is done (after teardown), before a slow client reads."""
+    if not response.is_streamed and DATABASES_KEY in request.environ:
+        scalekit.pool.release_at_response_start()
+    return response
+
+
 def _return_connections(exc: BaseException | None) -> None:
     """After a failed request, roll back and return its pooled connections at once.
 
     Teardown runs after Flask's error handlers, so the error page has been rendered by then;
     handing the connection back here means a failing route never holds it while the server
     sends the page, and its half-done transaction is rolled back, never committed. A request
-    that succeeded keeps its connection until the server has sent the whole response (the pool
-    layer returns it then), because a streamed body may still be reading from it.
+    that succeeded gives it back when Flask returns if its body is whole, else (a streamed
+    body may still be reading from it) once the server has sent the whole response.
     """
     if exc is None:
         return

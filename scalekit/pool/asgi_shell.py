@@ -1,10 +1,15 @@
 """The pool layer's ASGI 3 shell.
 
-The request's connections are given back when the app returns — normally, by raising, or by
-being cancelled (the server cancels the app task when the client goes away, Starlette cancels a
-streaming response on ``http.disconnect``) — and as soon as the app *receives*
-``http.disconnect``, unless a statement is running on the connection in another thread right
-then (it is then given back when the app returns, so one connection never serves two requests).
+The request's connections are given back as soon as the app sends its last body message
+(``more_body`` false), before the server transfers it: the body is whole by then, and a slow
+reader must not hold a connection while the server drains it (work after that, such as
+Starlette's background tasks, opens its own). They are given back at the latest when the app
+returns — normally, by raising, or by being cancelled (the server cancels the app task when
+the client goes away, Starlette cancels a streaming response on ``http.disconnect``) — and as
+soon as the app *receives* ``http.disconnect``, or sends ``http.response.start`` after
+``release_at_response_start()``. Each early release waits while a statement is running on the
+connection in another thread (it is then given back when the app returns, so one connection
+never serves two requests).
 
 The connection is sync SQLAlchemy: ``await db().aconnection()`` does a checkout that has to
 wait for a busy pool in a worker thread, so the event loop keeps serving the requests that will
@@ -24,6 +29,9 @@ from .service import PoolService
 from .wsgi_shell import DATABASES_KEY, DB_KEY
 
 __all__ = ["ASGIPool"]
+
+# Messages that end a response body when their more_body is false (pathsend: a whole file).
+_LAST_BODY_MESSAGES = frozenset({"http.response.body", "http.response.pathsend"})
 
 
 class _Exchange:
@@ -55,6 +63,8 @@ class _Exchange:
                 await self._send_503_body()
             # the rest of the app's error page is dropped
         else:
+            if kind in _LAST_BODY_MESSAGES and not message.get("more_body", False):
+                self.requests.release_all(only_if_idle=True)  # the body is whole: no need to hold
             await self._send(message)
 
     async def answer_503(self) -> None:

@@ -46,7 +46,7 @@ from .errors import DatabaseUnavailableError, PoolShedError, PoolTimeoutError
 from .idle import DBAPI_SETTINGS, FRESH_KEYS, IdleRules, Verdict, dbapi_settings, renewed
 from .policy import Admission, decide_admission, default_sqlite_url, resolve_reset_statement
 from .resetter import BackgroundResetter, reset_session
-from .tracking import install_events
+from .tracking import detach, install_events
 
 __all__ = ["Database", "engine_url", "postgres_socket_defaults"]
 
@@ -391,6 +391,7 @@ class Database:
                         "discarding it", self.name, exc_info=True)
             _discard(connection)
         finally:
+            detach(connection)  # the request's object is closed now: nothing left to refuse
             self._slots.give()
 
     def _reset_and_keep(self, connection: Connection, reset: bool) -> None:

@@ -25,7 +25,7 @@ from ..context import RequestContext, current
 from .engines import Database
 from .errors import RequestDatabaseError
 from .policy import CheckoutSite
-from .tracking import ConnectionWatch, attach, detach, mark_touched
+from .tracking import ConnectionWatch, attach, mark_touched
 
 __all__ = ["RequestDatabase", "RequestDatabases", "db", "release_at_response_start"]
 
@@ -179,7 +179,9 @@ class RequestDatabase:
             self._released = True
             self._connection = self._watch = None
             held_seconds = self._requests.monotonic() - self.checked_out_at
-        detach(connection)
+        # Still observed (and refusing statements: the watch says released) until the database
+        # has closed this Connection object, so one kept by app code can never run a statement
+        # on a connection that is being reset or already serves another request.
         # A transaction begun without a statement (begin()) counts too: if in doubt, reset.
         touched = watch is None or watch.touched or connection.in_transaction()
         self._database.checkin(self, connection, held_seconds, touched=touched)
@@ -281,14 +283,26 @@ def db(name: str = "default") -> RequestDatabase:
 
 
 def release_at_response_start() -> None:
-    """Give this request's connections back as soon as its response starts.
+    """Give this request's connections back as soon as its response starts, not at its end.
 
-    For long streams and server-sent events, so a slow client does not pin a connection; the
-    body must not use the database after that.
+    For streams, server-sent events and long downloads whose body needs no database: a slow
+    client then never pins a connection. The body must not use the database after that (it
+    raises :class:`RequestDatabaseError`; open your own with ``db().engine.connect()``).
+    Under ASGI the connections go back when the app sends ``http.response.start``; under WSGI
+    once ``start_response`` has been called and the app has returned, so code in between
+    (Flask's teardown) may still use them. Bodies that are whole when the app is done (a WSGI
+    list, an ASGI response's last body message, Flask's and Django's non-streaming responses
+    through their adapters) need no call: their connections go back before the transfer.
+
+    >>> def events(environ, start_response):                           # doctest: +SKIP
+    ...     rows = db().connection().exec_driver_sql("select id from jobs").all()
+    ...     release_at_response_start()
+    ...     start_response("200 OK", [("content-type", "text/event-stream")])
+    ...     return (f"data: {row.id}\n\n".encode() for row in rows)
     """
     ctx = current()
     requests = ctx.state.get(STATE_KEY) if ctx is not None else None
-    if requests is None:
+    if requests is None or requests.finished:
         raise RequestDatabaseError("release_at_response_start() needs a request handled by "
                                    "scalekit.wrap() with the pool layer on.")
     requests.release_at_start = True

@@ -1,11 +1,16 @@
 """The pool layer's PEP 3333 shell.
 
-A WSGI response is over when the server calls the iterable's ``close()`` — after the last
-chunk, after the client went away mid-stream, or after iteration raised — not when the app
-returns, so the request's connections are given back there (:class:`ReleasingBody`). A body the
-server drops without ``close()`` gives them back when it is garbage collected. An app that
-raises gives them back at once. A request that met a pool timeout is answered 503 +
-Retry-After, also when the framework already turned the exception into its own 500 page.
+A body that is plain data (a list, a tuple, the server's file wrapper) was fully produced when
+the app returned: the request's connections are given back then, before the server sends a
+byte of it, so a slow reader never holds one. Any other body may still run app code that uses
+them, so they go back when the server calls its ``close()`` — after the last chunk, after the
+client went away mid-stream, or after iteration raised (:class:`ReleasingBody`); a body the
+server drops without ``close()`` gives them back when it is garbage collected. After
+``release_at_response_start()`` they go back once the response has started and the app has
+returned (code between ``start_response`` and the return, such as Flask's teardown, may still
+use them; the body may not). An app that raises gives them back at once. A request that met a
+pool timeout is answered 503 + Retry-After, also when the framework already turned the
+exception into its own 500 page.
 """
 
 from __future__ import annotations
@@ -58,12 +63,12 @@ class _Exchange:
         if failure is not None and should_replace_response(code, True):
             return self.answer_503(exc_info)
         self.started = True
-        if requests.release_at_start:
-            requests.release_all(only_if_idle=True)
         server_start_response = self.server_start_response
         assert server_start_response is not None  # only dropped after the start
         if self.returned:  # a generator app starting from its body: no later use
             self.server_start_response = None
+            if requests.release_at_start:
+                requests.release_all(only_if_idle=True)
         if exc_info is not None:
             return server_start_response(status, headers, exc_info)
         return server_start_response(status, headers)
@@ -172,9 +177,12 @@ class WSGIPool:
         exchange.returned = True
         if exchange.started:
             exchange.server_start_response = None
-        if not requests.any_checked_out() and _is_inert(iterable, environ):
-            # Nothing to give back and a body that cannot run app code: hand it over as is
-            # (a list keeps its length, a file wrapper its sendfile path).
+            if requests.release_at_start:
+                requests.release_all(only_if_idle=True)
+        if _is_inert(iterable, environ) and requests.release_all(only_if_idle=True):
+            # A body that cannot run app code, and nothing left to give back: hand it over as
+            # is (a list keeps its length, a file wrapper its sendfile path). A statement still
+            # running in another thread of the request keeps its connection until close().
             requests.finish()
             return iterable
         return ReleasingBody(iterable, exchange, self.service)

@@ -127,7 +127,7 @@ def test_the_connection_is_back_in_the_pool_whatever_happened(app: Any, client: 
     assert checked_out(runtime_of(app)) == 0
 
 
-def test_background_tasks_run_with_the_request_connection(app: Any, client: TestClient) -> None:
+def test_background_tasks_open_their_own_connection(app: Any, client: TestClient) -> None:
     assert client.get("/background").json() == {"scheduled": True}
     assert f"background saw {len(ITEMS)} items" in client.get("/events").json()
 

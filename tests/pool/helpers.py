@@ -4,6 +4,7 @@ that can drop every connection, unique table names, Postgres probes."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import selectors
 import socket
@@ -58,7 +59,7 @@ def environ_for(path: str, method: str = "GET") -> dict[str, Any]:
         "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "testserver",
         "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
         "HTTP_HOST": "testserver", "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
-        "wsgi.input": None, "wsgi.errors": None, "wsgi.multithread": True,
+        "wsgi.input": io.BytesIO(b""), "wsgi.errors": None, "wsgi.multithread": True,
         "wsgi.multiprocess": False, "wsgi.run_once": False,
     }
 

@@ -26,6 +26,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+import scalekit.pool
+
 __all__ = ["app", "create_app", "wrapped_app"]
 
 
@@ -90,8 +92,11 @@ def create_app(install: Literal["middleware", "wrap"] = "middleware", **settings
 
     @app.get("/background")
     def background(tasks: BackgroundTasks, connection: DB) -> dict[str, bool]:
-        def count_items() -> None:  # runs after the response was sent, same request
-            events.append(f"background saw {connection.execute(text('SELECT count(*) FROM items')).scalar_one()} items")
+        connection.execute(text("SELECT 1"))
+
+        def count_items() -> None:  # after the response: the request's connection is back
+            with scalekit.pool.db().engine.connect() as own:
+                events.append(f"background saw {own.execute(text('SELECT count(*) FROM items')).scalar_one()} items")
         tasks.add_task(count_items)
         return {"scheduled": True}
 
