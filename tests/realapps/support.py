@@ -59,7 +59,9 @@ def serving(target: str, server: str, *, env: Mapping[str, str] | None = None,
     handle, log_name = tempfile.mkstemp(prefix="scalekit-serve-", suffix=".log")
     os.close(handle)
     log_path = Path(log_name)
-    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TMPDIR": str(tmp_dir), **(env or {})}
+    # Its own state directory: one server's disk tier must not answer for the next one.
+    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TMPDIR": str(tmp_dir),
+                "SCALEKIT_STATE_DIR": str(tmp_dir / "scalekit-state"), **(env or {})}
     argv = [sys.executable, "-m", "scalekit.cli", "serve", target, "--server", server,
             "--bind", f"127.0.0.1:{port}", *args]
     with log_path.open("wb") as log:
