@@ -25,6 +25,7 @@ from .asgi_io import (
     restore_route,
     send_served,
     send_whole,
+    with_header,
 )
 from .entry import CachedEntry
 from .hot import PlainHits
@@ -116,7 +117,7 @@ class ASGICache:
         if key is None:
             core.hosts_rejected.inc()
             core.count("bypass")
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, with_header(send, core.host_rejected_status))
             return
         now = self.clock()
         found = await self.store.aget(key)

@@ -35,6 +35,7 @@ __all__ = [
     "route_of",
     "send_served",
     "send_whole",
+    "with_header",
 ]
 
 SPECIAL_HEADER_NAMES = frozenset(name.encode("latin-1") for name in SPECIAL_REQUEST_HEADERS)
@@ -266,3 +267,15 @@ class Exchange:
         elif isinstance(decision, ServeStale):
             self.count("stale")
             await send_whole(self.downstream, decision.status, decision.headers, decision.body)
+
+
+def with_header(send: asgi.Send, header: tuple[str, str]) -> asgi.Send:
+    """``send`` that adds ``header`` to the response the app starts."""
+    encoded = (header[0].encode("latin-1"), header[1].encode("latin-1"))
+
+    async def send_with_header(message: asgi.Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), encoded]}
+        await send(message)
+
+    return send_with_header

@@ -64,6 +64,10 @@ class CacheCore:
         self.outcomes = {name: instruments.counter_handle(instruments.CACHE_REQUESTS.labels(name))
                          for name in OUTCOMES}
         self.hosts_rejected = instruments.HOST_REJECTED.labels("cache")
+        # Said on every response to a Host outside allowed_hosts, so nobody wonders why it is
+        # never cached (RFC 9211: fwd=bypass, the cache was configured not to handle it).
+        self.host_rejected_status = ("cache-status", self.policy.responses.cache_status(
+            fwd="bypass", detail="host-not-allowed"))
         self.uri_invalidations = instruments.CACHE_INVALIDATIONS.labels("unsafe_method")
         invalidate, ainvalidate = build_invalidator(self.generations)
         runtime.add_invalidator(invalidate, ainvalidate)

@@ -44,6 +44,7 @@ from .wsgi_io import (
     restore_route,
     route_of,
     send_whole,
+    with_header,
 )
 
 __all__ = ["WSGICache", "request_view"]
@@ -112,7 +113,7 @@ class WSGICache:
         if key is None:
             core.hosts_rejected.inc()
             core.count("bypass")
-            return self.app(environ, start_response)
+            return self.app(environ, with_header(start_response, core.host_rejected_status))
         now = self.clock()
         found = self.store.get(key)
         if found is not None and not found[0].is_vary_index and self.generations.is_current(found[0].tags):

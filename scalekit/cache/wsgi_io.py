@@ -24,6 +24,7 @@ __all__ = [
     "restore_route",
     "route_of",
     "send_whole",
+    "with_header",
 ]
 
 _ENVIRON_KEYS: dict[str, str] = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
@@ -138,3 +139,13 @@ def restore_route(environ: wsgi.Environ, route: str) -> None:
 
 def discard_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
     return lambda data: None
+
+
+def with_header(start_response: wsgi.StartResponse, header: tuple[str, str]) -> wsgi.StartResponse:
+    """``start_response`` that adds ``header`` to whatever the app sends."""
+
+    def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        return start_response(status, [*headers, header], exc_info) if exc_info else start_response(
+            status, [*headers, header])
+
+    return start

@@ -23,6 +23,7 @@ DASHBOARD_FILE = DEPLOY / "grafana" / "dashboards" / "scalekit.json"
 
 # Values for the variables docker-compose.prod.yml requires (${VAR:?...}).
 SAMPLE_SECRETS = {
+    "SCALEKIT_ALLOWED_HOSTS": "shop.example.com",
     "POSTGRES_PASSWORD": "s3cret-password",
     "SCALEKIT_PURGE_TOKEN": "purge-token-0123456789abcdef",
     "SCALEKIT_CACHE_SIGNING_SECRET": "signing-secret-0123456789abcdef",

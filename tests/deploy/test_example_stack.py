@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import REPO_ROOT, free_port
 
@@ -44,6 +45,17 @@ def build_assets_as_the_dockerfile_does(destination: Path) -> None:
     assert (destination / "manifest.json").is_file()
 
 
+def sample(instance: AppInstance, name: str, **labels: str) -> float:
+    """The sum of metric ``name``'s samples with ``labels``, from the instance's own /metrics."""
+    text = httpx.get(instance.url + "/metrics", timeout=10).text
+    return sum(found.value for family in text_string_to_metric_families(text) for found in family.samples
+               if found.name == name and labels.items() <= found.labels.items())
+
+
+def app_requests(instance: AppInstance, route: str) -> float:
+    return sample(instance, "scalekit_http_requests_total", route=route, method="GET")
+
+
 def test_example_shop_runs_behind_the_edge_with_the_shipped_settings(tmp_path: Path) -> None:
     binary = require_binary("nginx")
     static_root = tmp_path / "srv"
@@ -68,8 +80,23 @@ def test_example_shop_runs_behind_the_edge_with_the_shipped_settings(tmp_path: P
                                      static_root=static_root)
         host = {"Host": environment["SCALEKIT_ALLOWED_HOSTS"].split(",")[0]}
         with run_nginx(binary, config, port) as url, httpx.Client(base_url=url, headers=host, timeout=10) as client:
+            # As shipped, pages are cached at the edge and in the app: the app stamps shared
+            # freshness (the CDN policy), stores the page in its own tiers, and nginx answers
+            # the second request without asking the app.
+            for target in ("/", "/products/1", "/api/products/1"):
+                first = client.get(target)
+                assert first.status_code == 200 and first.headers["x-cache-status"] == "MISS", target
+                assert "s-maxage=" in first.headers["cache-control"], target
+                assert "stored" in first.headers["cache-status"], target
+                second = client.get(target)
+                assert second.headers["x-cache-status"] == "HIT" and second.content == first.content, target
+            assert app_requests(instance, "/") == 1
+            # Another host is served, never cached by the app, and says why.
+            other = client.get("/", headers={"Host": "elsewhere.example"})
+            assert other.status_code == 200
+            assert other.headers["cache-status"] == "scalekit; fwd=bypass; detail=host-not-allowed"
+            assert sample(instance, "scalekit_host_rejected_total", layer="cache") >= 1
             page = client.get("/")
-            assert page.status_code == 200 and "x-cache-status" in page.headers
             assets = re.findall(r'"(/static/[^"]+)"', page.text)
             assert assets, "the shop links its fingerprinted assets"
             for asset in assets:

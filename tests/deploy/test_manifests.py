@@ -81,9 +81,29 @@ def test_compose_app_environment_is_accepted_by_scalekit(tmp_path: Path) -> None
     assert config.cache.invalidation.purge_token == SAMPLE_SECRETS["SCALEKIT_PURGE_TOKEN"]
 
 
-def test_compose_requires_its_secrets() -> None:
-    with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
-        compose_app_environment({k: v for k, v in SAMPLE_SECRETS.items() if k != "POSTGRES_PASSWORD"})
+@pytest.mark.parametrize("variable", ["POSTGRES_PASSWORD", "SCALEKIT_ALLOWED_HOSTS", "SCALEKIT_PURGE_TOKEN",
+                                      "SCALEKIT_CACHE_SIGNING_SECRET"])
+def test_compose_requires_its_secrets_and_the_sites_hosts(variable: str) -> None:
+    with pytest.raises(KeyError, match=variable):
+        compose_app_environment({k: v for k, v in SAMPLE_SECRETS.items() if k != variable})
+
+
+def _k8s_app_environment() -> dict[str, str]:
+    environment = dict(k8s_object("ConfigMap", "scalekit-config")["data"])
+    (container,) = k8s_object("Deployment", "scalekit-shop")["spec"]["template"]["spec"]["containers"]
+    for variable in container["env"]:   # secrets get sample values
+        environment[variable["name"]] = variable.get("value", "postgresql://app@db:5432/shop"
+                                                     if "URL" in variable["name"] else "x" * 24)
+    return environment
+
+
+@pytest.mark.parametrize("fleet", ["compose", "kubernetes"])
+def test_the_shipped_fleet_caches_pages_at_the_edge_and_in_the_app(fleet: str, tmp_path: Path) -> None:
+    environment = (compose_app_environment(SAMPLE_SECRETS) if fleet == "compose" else _k8s_app_environment())
+    config = load_config(environ=environment, cwd=tmp_path)
+    assert config.cdn.enabled and config.cdn.default_policy == "page"   # shared freshness on pages
+    assert [(rule.path, rule.policy) for rule in config.cdn.rules] == [("/api/**", "api")]
+    assert config.cache.enabled and "*" not in config.allowed_hosts    # the app's tiers, for its hosts
 
 
 def test_compose_services_are_wired_together() -> None:
@@ -201,11 +221,7 @@ def test_k8s_pods_drain_before_they_stop() -> None:
 
 
 def test_k8s_configuration_is_accepted_by_scalekit(tmp_path: Path) -> None:
-    environment = dict(k8s_object("ConfigMap", "scalekit-config")["data"])
-    (container,) = k8s_object("Deployment", "scalekit-shop")["spec"]["template"]["spec"]["containers"]
-    for variable in container["env"]:   # secrets get sample values
-        environment[variable["name"]] = variable.get("value", "postgresql://app@db:5432/shop"
-                                                     if "URL" in variable["name"] else "x" * 24)
+    environment = _k8s_app_environment()
     config = load_config(environ=environment, cwd=tmp_path)
     assert config.pool.databases["default"].pool_size == int(environment["SCALEKIT_POOL_DATABASES_DEFAULT_POOL_SIZE"])
 
