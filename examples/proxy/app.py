@@ -26,11 +26,13 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
 import scalekit
+from scalekit.config import load_config
 from scalekit.headers import format_http_date, hop_by_hop_names
 
 __all__ = ["app", "make_proxy", "upstream_error"]
@@ -38,6 +40,7 @@ __all__ = ["app", "make_proxy", "upstream_error"]
 Scope = dict[str, Any]
 TIMEOUT_SECONDS = float(os.environ.get("UPSTREAM_TIMEOUT_SECONDS", "30"))
 PROXY_NAME = "scalekit"
+TARGETED_FIELDS = ("CDN-Cache-Control",)
 # RFC 9110 §9.2.1: safe methods carry no body here, so a failed attempt can be replayed as it was.
 RETRIED_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Failures of a connection that was taken from the pool, before any response byte: the origin
@@ -188,13 +191,21 @@ def make_proxy(upstream: str, *, client: httpx.AsyncClient | None = None) -> Any
 
 
 def build(upstream: str | None = None, **settings: Any) -> Any:
-    """The proxy for ``upstream`` (default ``UPSTREAM_URL``) wrapped with scalekit."""
+    """The proxy for ``upstream`` (default ``UPSTREAM_URL``) wrapped with scalekit.
+
+    Settings come as for any scalekit app (arguments, ``SCALEKIT_*``, ``scalekit.toml``); where
+    none sets ``cache.targeted_cache_control``, the proxy, which stands where a CDN would,
+    obeys ``CDN-Cache-Control`` (RFC 9213).
+    """
     upstream = upstream or os.environ.get("UPSTREAM_URL")
     if not upstream:
         raise SystemExit("examples.proxy: set UPSTREAM_URL to the origin, e.g. http://127.0.0.1:8000")
     settings.setdefault("cdn", False)
     settings.setdefault("pool", False)
-    return scalekit.wrap(make_proxy(upstream), kind="asgi", **settings)
+    config = load_config(settings)
+    if config.cache.targeted_cache_control is None:
+        config = replace(config, cache=replace(config.cache, targeted_cache_control=TARGETED_FIELDS))
+    return scalekit.wrap(make_proxy(upstream), kind="asgi", config=config)
 
 
 app = build() if os.environ.get("UPSTREAM_URL") else None

@@ -29,6 +29,8 @@ MIB = 1024 * 1024
 # rule names never get a default lifetime.
 DEFAULT_RULE_TTL_SECONDS = 300.0
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Fields with a syntax of their own: a targeted field is an RFC 8941 Dictionary.
+_NOT_TARGETED = frozenset({"cache-control", "surrogate-control"})
 
 
 def _require(condition: bool, key: str, value: Any, expected: str) -> None:
@@ -108,6 +110,13 @@ class CacheConfig:
     max_vary_value_bytes: int = 512
     # The cache's name in Cache-Status (RFC 9211 §2).
     status_name: str = "scalekit"
+    # RFC 9213 targeted cache control: response fields, in precedence order, whose directives
+    # replace Cache-Control and Expires for this cache when one is present and valid, such as
+    # ["CDN-Cache-Control"]. Unset: off (examples/proxy, a CDN-like cache, then obeys
+    # CDN-Cache-Control); [] is off too. The fields still reach downstream caches, unless
+    # strip_targeted_cache_control removes the ones on this list from what is stored and sent.
+    targeted_cache_control: tuple[str, ...] | None = None
+    strip_targeted_cache_control: bool = False
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     l2: L2Config = field(default_factory=L2Config)
     disk: DiskConfig = field(default_factory=DiskConfig)
@@ -130,3 +139,8 @@ class CacheConfig:
                  "a positive number of bytes")
         _require(bool(_TOKEN.match(self.status_name)), "status_name", self.status_name,
                  "an HTTP token such as 'scalekit' (letters, digits, '-', '_', '.')")
+        for name in self.targeted_cache_control or ():
+            _require(bool(_TOKEN.match(name)) and name.lower() not in _NOT_TARGETED,
+                     "targeted_cache_control", name,
+                     "response field names such as 'CDN-Cache-Control' (RFC 9213), other than "
+                     "Cache-Control and Surrogate-Control")

@@ -97,8 +97,12 @@ class CachePolicy(OriginAnswers):
             max_vary_value_bytes=config.max_vary_value_bytes,
             max_body_bytes=config.max_body_bytes,
             store_server_errors=config.store_server_errors,
+            targeted_fields=tuple(name.lower() for name in config.targeted_cache_control or ()),
+            strip_targeted=config.strip_targeted_cache_control,
         )
-        self.responses = ResponseBuilder(config.status_name, etag_max_body_bytes=etag_max_body_bytes)
+        consumed = frozenset(self.settings.targeted_fields) if self.settings.strip_targeted else frozenset()
+        self.responses = ResponseBuilder(config.status_name, etag_max_body_bytes=etag_max_body_bytes,
+                                         consumed=consumed)
         self.honour_client_no_cache = config.honour_client_no_cache
         self.coalesce = config.coalesce
         # Request Cache-Control values are client-controlled: only short ones are remembered.

@@ -38,8 +38,13 @@ def usable_until(entry: CachedEntry) -> float:
 class ResponseBuilder:
     """Builds headers and bodies; ``status_name`` is this cache's name in Cache-Status."""
 
-    def __init__(self, status_name: str, *, etag_max_body_bytes: int = -1) -> None:
+    def __init__(self, status_name: str, *, etag_max_body_bytes: int = -1,
+                 consumed: frozenset[str] = frozenset()) -> None:
         self.name = status_name
+        # Fields this cache removes from what it forwards, besides Surrogate-Control and Age
+        # (stripped targeted cache-control fields); lower-case names.
+        self.consumed = consumed
+        self._dropped = frozenset({"surrogate-control", "age"}) | consumed
         # Bodies up to this size get an ETag when stored without one (-1: never), mirroring
         # the CDN layer's etag / etag_max_body_bytes settings.
         self.etag_max_body_bytes = etag_max_body_bytes
@@ -170,11 +175,13 @@ class ResponseBuilder:
             initial_age = corrected_initial_age(fields if fields is not None else combine_fields(headers),
                                                 request_time=request_time, response_time=now)
         age = initial_age
-        if fields is not None and "surrogate-control" not in fields and "age" not in fields:
+        consumed = self.consumed
+        if (fields is not None and "surrogate-control" not in fields and "age" not in fields
+                and (not consumed or consumed.isdisjoint(fields))):
             out = list(headers)  # nothing to drop: a copy in C
         else:
-            out = [(name, value) for name, value in headers
-                   if name.lower() not in ("surrogate-control", "age")]
+            dropped = self._dropped
+            out = [(name, value) for name, value in headers if name.lower() not in dropped]
         out.append(("age", str(int(age))))
         if stored or ttl is not None:
             status = self.cache_status(fwd=fwd, stored=stored, ttl=ttl)

@@ -31,6 +31,7 @@ from ..headers import (
     parse_vary,
 )
 from ..records import record
+from .fields import parse_targeted
 from .keys import secondary_key
 from .rules import ResponseRule
 
@@ -75,6 +76,10 @@ class StoreSettings:
     max_vary_value_bytes: int = 512
     max_body_bytes: int = 8 * 1024 * 1024
     store_server_errors: bool = True
+    # RFC 9213 target list (lower-case field names, in precedence order), and whether the
+    # fields on it are removed from what is stored and sent on.
+    targeted_fields: tuple[str, ...] = ()
+    strip_targeted: bool = False
 
 
 @record
@@ -145,7 +150,11 @@ def analyse_response(
     # Never stored, whatever any directive or rule says: a cookie is one user's state.
     if "set-cookie" in fields:
         return NotStorable("set-cookie")
-    directives = parse_cache_control(fields.get("cache-control"))
+    targeted = _targeted_directives(fields, settings.targeted_fields) if settings.targeted_fields else None
+    directives = targeted if targeted is not None else parse_cache_control(fields.get("cache-control"))
+    # RFC 9213 §2.2: with a valid targeted field the cache "MUST ignore the Cache-Control and
+    # Expires header fields in that response".
+    expires = fields.get("expires") if targeted is None else None
     surrogate = parse_surrogate_control(fields.get("surrogate-control"))
     refused = _status_refusal(status, directives, settings)
     if refused is not None:
@@ -178,11 +187,10 @@ def analyse_response(
     if content_length is not None and content_length > settings.max_body_bytes:
         return NotStorable("too-large")
     date = parse_http_date(fields.get("date"))
-    lifetime = _freshness_lifetime(status, directives, surrogate.max_age, fields,
+    lifetime = _freshness_lifetime(status, directives, surrogate.max_age, fields, expires,
                                    date if date is not None else now, rule, settings)
-    if (lifetime is not None and not (said_shared or opted_in)
-            and (authorization or request_header("cookie"))
-            and not _states_freshness(directives, surrogate.max_age, fields)):
+    if (lifetime is not None and not _states_freshness(directives, surrogate.max_age, expires)
+            and not (said_shared or opted_in) and (authorization or request_header("cookie"))):
         # Web cache deception: a rule (or a heuristic) grants freshness by path, and a path can
         # be made to look like a stylesheet (/account/settings-x.css); the answer to a request
         # carrying credentials may be that user's page. Only the response itself, or a rule
@@ -209,7 +217,8 @@ def analyse_response(
                        or directives.s_maxage is not None)
     # Positional, in StorePlan's field order: keyword arguments cost a name search per field
     # (three times the construction), on every storable miss.
-    return StorePlan(status, stored_headers(headers, fields, directives), request_time, now,
+    dropped = frozenset(settings.targeted_fields) if settings.strip_targeted else frozenset()
+    return StorePlan(status, stored_headers(headers, fields, directives, dropped), request_time, now,
                      initial_age, float(lifetime), float(swr), float(sie), directives.no_cache,
                      must_revalidate, vary, secondary,
                      parse_tags(fields.get("surrogate-key"), fields.get("cache-tag")), content_length)
@@ -229,11 +238,21 @@ def _status_refusal(status: int, directives: CacheControl, settings: StoreSettin
     return None
 
 
+def _targeted_directives(fields: dict[str, str], targets: tuple[str, ...]) -> CacheControl | None:
+    # RFC 9213 §2.2: "the cache MUST select the first (in target-list order) field with a
+    # valid, non-empty value and use its value to determine the caching policy".
+    for name in targets:
+        directives = parse_targeted(fields.get(name))
+        if directives is not None:
+            return directives
+    return None
+
+
 def _states_freshness(directives: CacheControl, surrogate_max_age: int | None,
-                      fields: dict[str, str]) -> bool:
+                      expires: str | None) -> bool:
     """Whether the response gave its own lifetime (RFC 9111 §4.2.1), rather than a rule."""
     return (surrogate_max_age is not None or directives.s_maxage is not None
-            or directives.max_age is not None or "expires" in fields)
+            or directives.max_age is not None or expires is not None)
 
 
 def _freshness_lifetime(
@@ -241,6 +260,7 @@ def _freshness_lifetime(
     directives: CacheControl,
     surrogate_max_age: int | None,
     fields: dict[str, str],
+    expires_value: str | None,
     date: float,
     rule: ResponseRule | None,
     settings: StoreSettings,
@@ -257,9 +277,9 @@ def _freshness_lifetime(
         return float(directives.s_maxage)
     if directives.max_age is not None:
         return float(directives.max_age)
-    if "expires" in fields:
+    if expires_value is not None:
         # §5.3: an invalid Expires (e.g. "0", or two lines joined) means "already expired".
-        expires = parse_http_date(fields["expires"])
+        expires = parse_http_date(expires_value)
         return max(0.0, expires - date) if expires is not None else 0.0
     # A route rule or cache_response() gives the lifetime the response did not state.
     if rule is not None and status in HEURISTIC_STATUSES:
@@ -295,7 +315,8 @@ def _stale_windows(directives: CacheControl, surrogate_stale: int | None,
 
 
 def stored_headers(headers: Iterable[tuple[str, str]], fields: dict[str, str],
-                   directives: CacheControl) -> tuple[tuple[str, str], ...]:
+                   directives: CacheControl,
+                   also_dropped: frozenset[str] = frozenset()) -> tuple[tuple[str, str], ...]:
     """The end-to-end headers a shared cache keeps, lower-case names, in order.
 
     Dropped: hop-by-hop fields (RFC 9111 §3.1 "the Connection header field and header fields
@@ -303,9 +324,12 @@ def stored_headers(headers: Iterable[tuple[str, str]], fields: dict[str, str],
     (§5.2.2.7 "a shared cache MUST NOT store the specified field names") and ``no-cache="..."``
     (§5.2.2.4: they "MUST NOT be sent in the response to a subsequent request without
     successful revalidation": not storing them is the simple way to honour that).
+    ``also_dropped``: fields the cache consumes by configuration (stripped targeted fields).
     """
     connection = fields.get("connection")
     dropped = _ALWAYS_DROPPED if connection is None else hop_by_hop_names(connection) | CONSUMED_FIELDS
+    if also_dropped:
+        dropped = dropped | also_dropped
     if directives.private_fields or directives.no_cache_fields:
         dropped = dropped | set(directives.private_fields) | set(directives.no_cache_fields)
     return tuple([(lower, value) for name, value in headers if (lower := name.lower()) not in dropped])

@@ -1,7 +1,8 @@
 """A scripted origin behind the cache, as a WSGI and an ASGI app sharing one pure core.
 
 The query string scripts the response, so one app serves every scenario in-process and under
-real servers: ``cc`` (Cache-Control), ``sc`` (Surrogate-Control), ``vary``, ``status``,
+real servers: ``cc`` (Cache-Control), ``sc`` (Surrogate-Control), ``cdn`` (CDN-Cache-Control),
+``vary``, ``status``,
 ``etag=1`` (a tag that changes with the resource's version), ``lm=1`` (fixed Last-Modified),
 ``expires``, ``age`` (an upstream Age), ``cookie=1`` (Set-Cookie), ``tag`` (Surrogate-Key), ``rule=TTL`` (the app calls
 ``cache_response``), ``size=N`` (N-byte body), ``sleep=MS``, ``location``, ``partial=1``.
@@ -81,6 +82,7 @@ class Origin:
         if self.clock is not None:
             headers.append(("date", format_http_date(self.clock())))
         for param, name in (("cc", "cache-control"), ("sc", "surrogate-control"), ("vary", "vary"),
+                            ("cdn", "cdn-cache-control"),
                             ("expires", "expires"), ("tag", "surrogate-key"), ("location", "location"),
                             ("age", "age")):
             if param in params:

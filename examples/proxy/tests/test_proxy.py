@@ -165,6 +165,18 @@ def test_concurrent_misses_make_one_upstream_call(proxy: httpx.Client, upstream:
     assert calls(upstream, path) == 1
 
 
+def test_cdn_cache_control_is_obeyed_and_passed_on(proxy: httpx.Client, upstream: httpx.Client,
+                                                   path: str) -> None:
+    # RFC 9213: the proxy's target list is [CDN-Cache-Control]; Cache-Control is then ignored.
+    url = f"{path}?cc=no-store&cdn=max-age%3D3600"
+    first = proxy.get(url)
+    assert "fwd=uri-miss; stored" in first.headers["cache-status"]
+    second = proxy.get(url)
+    assert second.headers["cache-status"].startswith("scalekit; hit")
+    assert second.headers["cdn-cache-control"] == "max-age=3600" and second.headers["cache-control"] == "no-store"
+    assert calls(upstream, path) == 1
+
+
 def test_web_cache_deception(proxy: httpx.Client, upstream: httpx.Client) -> None:
     # A "*.css" rule, a private page reached as a stylesheet with a session cookie: not stored.
     path = "/account/settings-x.css"

@@ -2,7 +2,7 @@
 response headers, the body says how often the origin ran for that path.
 
 ``cc`` Cache-Control, ``vary``, ``etag=1`` (answers If-None-Match with 304), ``cookie=1``,
-``sleep=MS``, ``size=N``, ``status=N``, ``age`` (an upstream Age); ``/__calls?path=P`` counts, ``POST /__fail?mode=500`` breaks GETs,
+``sleep=MS``, ``size=N``, ``status=N``, ``age`` (an upstream Age), ``cdn`` (CDN-Cache-Control); ``/__calls?path=P`` counts, ``POST /__fail?mode=500`` breaks GETs,
 ``/__echo`` returns the request it received (method, headers, body) as JSON.
 """
 
@@ -46,7 +46,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if "sleep" in params:
         await asyncio.sleep(int(params["sleep"]) / 1000)
     out = [("content-type", "text/plain")]
-    for param, name in (("cc", "cache-control"), ("vary", "vary"), ("age", "age")):
+    for param, name in (("cc", "cache-control"), ("vary", "vary"), ("age", "age"), ("cdn", "cdn-cache-control")):
         if param in params:
             out.append((name, params[param]))
     if "cookie" in params:
