@@ -86,6 +86,8 @@ def test_adapter_under_a_real_server(case: Case, tmp_path: Path) -> None:
         assert first.json() == second.json() == {"id": 1, "name": ITEMS[1]}
         assert_not_hit(first.headers)
         assert_hit(second.headers)
+        if "DJANGO_SETTINGS_MODULE" in case.env:  # settings.SCALEKIT is used in every form
+            assert second.headers["cache-status"].startswith("django-site;")
         assert client.get(f"/calls{s}").json().get("item") == 1
 
         # A committed update through the pool invalidates (table tracking) the next request.

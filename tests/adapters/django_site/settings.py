@@ -21,4 +21,6 @@ MIDDLEWARE = ["scalekit_django.middleware.ScaleKitMiddleware"]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DATABASE_PATH}}
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 USE_TZ = True
-SCALEKIT = {"pool": {"databases": {"default": {"url": f"sqlite:///{DATABASE_PATH}"}}}}
+# Its own Cache-Status name: the server tests see that these settings are the ones used.
+SCALEKIT = {"pool": {"databases": {"default": {"url": f"sqlite:///{DATABASE_PATH}"}}},
+            "cache": {"status_name": "django-site"}}

@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from .models import Note
+
+admin.site.register(Note)
