@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import types
 from typing import Any
 
@@ -61,9 +62,10 @@ class Handlers:
 
 
 def _django_wsgi() -> Any:
-    from django.conf import settings as django_settings
-    if not django_settings.configured:
-        django_settings.configure(ROOT_URLCONF=__name__, ALLOWED_HOSTS=["*"], DEBUG=False)
+    # Django is configured once per process: with the adapter tests' project (its database in
+    # the suite's state directory), so the Django tests that run later in this process work.
+    from tests.adapters.django_support import configure_django
+    configure_django(os.path.join(os.environ["SCALEKIT_STATE_DIR"], "django-items.sqlite3"))
     from django.core.handlers.asgi import ASGIHandler
     from django.core.handlers.wsgi import WSGIHandler
     return WSGIHandler, ASGIHandler
