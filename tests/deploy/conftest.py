@@ -16,13 +16,21 @@ import pytest
 from scalekit.cdn.assets import build_assets
 from tests.servers import free_port
 
-from .harness import AppInstance, nginx_binary, render_nginx_config, run_fleet, run_nginx
+from .harness import (
+    AppInstance,
+    nginx_binary,
+    render_nginx_config,
+    resolving_nginx_binary,
+    run_fleet,
+    run_nginx,
+)
 
 # What the test command must install when a binary is missing (Debian 12 packages).
 INSTALL_HINT = {
     "nginx": "apt-get install -y nginx-light (Debian 12: gzip_static and realip are built in)",
     "promtool": "apt-get install -y prometheus (provides /usr/bin/promtool and /usr/bin/prometheus)",
     "prometheus": "apt-get install -y prometheus",
+    "nginx-resolve": "tests/deploy/fetch_nginx.sh (an nginx 1.27.3 or newer, for 'resolve' on upstream servers)",
 }
 
 STATIC_CSS = b"body { color: #123456; }\n" * 20
@@ -31,7 +39,7 @@ STATIC_CSS_GZ_MARKER = b"precompressed-by-the-build\n"
 
 def require_binary(name: str) -> str:
     """The binary's path, or a skip naming the package that provides it."""
-    path = nginx_binary() if name == "nginx" else shutil.which(name)
+    path = {"nginx": nginx_binary, "nginx-resolve": resolving_nginx_binary}.get(name, lambda: shutil.which(name))()
     if path is None:
         pytest.skip(f"{name} is not installed: {INSTALL_HINT.get(name, name)}")
     return path

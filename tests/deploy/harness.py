@@ -31,9 +31,30 @@ FLEET_WSGI = "tests.deploy.fleet_app:wsgi_app"
 TRUSTED_LOAD_BALANCER = "127.0.0.2"   # the test's stand-in for a load balancer in front of nginx
 
 
+# Where tests/deploy/fetch_nginx.sh puts an nginx new enough for "resolve".
+FETCHED_NGINX = Path(os.environ.get("SCALEKIT_TEST_NGINX_PREFIX", "/opt/scalekit-test-nginx")) / "nginx"
+RESOLVE_SINCE = (1, 27, 3)   # OSS nginx: "resolve" on upstream servers
+
+
 def nginx_binary() -> str | None:
     """The nginx executable, or None when the Debian package is not installed."""
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
+
+
+def nginx_version(binary: str) -> tuple[int, ...]:
+    """``(1, 22, 1)`` from ``nginx -v`` (which prints to stderr)."""
+    output = subprocess.run([binary, "-v"], check=False, capture_output=True, text=True, timeout=30).stderr
+    found = re.search(r"nginx/(\d+(?:\.\d+)+)", output)
+    return tuple(int(part) for part in found.group(1).split(".")) if found else ()
+
+
+def resolving_nginx_binary() -> str | None:
+    """An nginx whose upstream servers take "resolve": the machine's if new enough, else the
+    one tests/deploy/fetch_nginx.sh fetched, else None."""
+    for candidate in (nginx_binary(), str(FETCHED_NGINX)):
+        if candidate and os.access(candidate, os.X_OK) and nginx_version(candidate) >= RESOLVE_SINCE:
+            return candidate
+    return None
 
 
 def _replace(text: str, pattern: str, replacement: str | Callable[[re.Match[str]], str], *, where: str) -> str:
@@ -44,9 +65,16 @@ def _replace(text: str, pattern: str, replacement: str | Callable[[re.Match[str]
 
 
 def render_nginx_config(
-    workdir: Path, *, listen_port: int, upstream_ports: Sequence[int], static_root: Path,
+    workdir: Path, *, listen_port: int, upstream_ports: Sequence[int] = (), static_root: Path,
+    resolver: str | None = None, upstream_port: int | None = None,
 ) -> Path:
-    """Write the test copy of deploy/nginx/ into ``workdir``; return the main config's path."""
+    """Write the test copy of deploy/nginx/ into ``workdir``; return the main config's path.
+
+    By default the upstream name is replaced by ``upstream_ports`` on 127.0.0.1 (nginx 1.22 has
+    no "resolve"). With ``resolver`` (``127.0.0.1:PORT``) the upstream server stays as shipped,
+    looked up through that DNS server, with only its port changed to ``upstream_port``, and the
+    lookups repeat every second instead of every 10 s.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     main = (NGINX_DIR / "nginx.conf").read_text()
     site = (NGINX_DIR / "scalekit.conf").read_text()
@@ -62,10 +90,16 @@ def render_nginx_config(
                     where="nginx.conf")
 
     def servers(match: re.Match[str]) -> str:
-        indent, params = match.group(1), match.group(2)
+        indent, params = match.group(1), match.group(2).replace(" resolve", "")   # addresses: nothing to resolve
         return "\n".join(f"{indent}server 127.0.0.1:{port}{params};" for port in upstream_ports)
 
-    main = _replace(main, r"^(\s*)server app:8000([^;]*);", servers, where="nginx.conf upstream")
+    if resolver is None:
+        main = _replace(main, r"^(\s*)server app:8000([^;]*);", servers, where="nginx.conf upstream")
+    else:
+        main = _replace(main, r"^(\s*)server app:8000(\s[^;]* resolve;)", rf"\1server app:{upstream_port}\2",
+                        where="nginx.conf upstream")
+        main = _replace(main, r"^(\s*)resolver 127\.0\.0\.11 valid=10s", rf"\1resolver {resolver} valid=1s",
+                        where="nginx.conf resolver")
     temp_paths = "".join(f"    {name}_temp_path {workdir}/{name}_temp;\n"
                          for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     main = _replace(main, r"^\s*include /etc/nginx/conf.d/scalekit.conf;",
@@ -107,9 +141,10 @@ class AppInstance:
 
     def __init__(self, instance_id: str, workdir: Path, *, target: str | None = FLEET_WSGI, workers: int = 1,
                  threads: int = 8, env: Mapping[str, str] | None = None,
-                 ready_path: str = "/_test/counts") -> None:
+                 ready_path: str = "/_test/counts", address: str = "127.0.0.1", port: int | None = None) -> None:
         self.instance_id = instance_id
-        self.port = free_port()
+        self.address = address
+        self.port = port or free_port()
         self.workdir = workdir
         self.target = target
         self.workers = workers
@@ -121,13 +156,13 @@ class AppInstance:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.pop("APP_MODULE", None)   # target None: gunicorn.conf.py's default, the example shop
         env.update({
-            "BIND": f"127.0.0.1:{self.port}",
+            "BIND": f"{self.address}:{self.port}",
             "WEB_CONCURRENCY": str(self.workers),
             "THREADS": str(self.threads),
             "GRACEFUL_TIMEOUT": "5",
@@ -159,8 +194,9 @@ class AppInstance:
     def wait_ready(self) -> None:
         """Until a worker answers (gunicorn binds before its workers have imported the app)."""
         assert self.process is not None
-        wait_for_port(self.port, process=self.process, log_path=self.log_path)
-        deadline = time.monotonic() + 20.0
+        if self.address == "127.0.0.1":   # (another address: the loop below waits for it alone)
+            wait_for_port(self.port, process=self.process, log_path=self.log_path)
+        deadline = time.monotonic() + (20.0 if self.address == "127.0.0.1" else 60.0)
         while True:
             try:
                 if httpx.get(self.url + self.ready_path, timeout=5).status_code == 200:
@@ -181,16 +217,16 @@ class AppInstance:
             self.process.wait(timeout=10)
         stop_process_group(self.process)
         self.process = None
-        _wait_until_closed(self.port)
+        _wait_until_closed(self.port, self.address)
 
 
-def _wait_until_closed(port: int, timeout_seconds: float = 20.0) -> None:
+def _wait_until_closed(port: int, address: str = "127.0.0.1", timeout_seconds: float = 20.0) -> None:
     import socket
 
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection((address, port), timeout=0.5).close()
         except OSError:
             return
         time.sleep(0.05)

@@ -243,6 +243,10 @@ def test_dockerfile_copies_files_that_exist_and_runs_the_shipped_server_settings
     assert 'CMD ["gunicorn", "-c", "/app/deploy/gunicorn.conf.py"]' in text
     assert "/app/deploy/healthcheck.py" in text
     assert "COPY deploy/nginx/nginx.conf /etc/nginx/nginx.conf" in text
+    # The edge image's nginx takes "resolve" on upstream servers (1.27.3 or newer).
+    version = re.search(r"^ARG NGINX_VERSION=(\d+)\.(\d+)(?:\.(\d+))?$", text, flags=re.MULTILINE)
+    assert version is not None and tuple(int(part or 0) for part in version.groups()) >= (1, 27, 3)
+    assert "FROM nginx:${NGINX_VERSION} AS edge" in text
     assert "COPY deploy/nginx/scalekit.conf /etc/nginx/conf.d/scalekit.conf" in text
     # The image's state and metrics directories are the ones compose and Kubernetes mount.
     assert "PROMETHEUS_MULTIPROC_DIR=/tmp/scalekit-metrics" in text
