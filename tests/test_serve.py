@@ -111,13 +111,6 @@ def test_serve_passes_the_factory_to_the_workers(planned: list[cli.ServePlan],
     assert isinstance(served, scalekit.asgi.ASGIRoot) and served.app is plain.asgi_app
 
 
-@pytest.mark.server
-@pytest.mark.parametrize("server", ["gunicorn", "granian"])
-def test_a_factory_with_arguments_is_served(server: str) -> None:
-    with serving("tests.apps.factories:create_app('bonjour')", server) as served:
-        assert httpx.get(f"{served.url}/x", timeout=20).text == "bonjour /x"
-
-
 # --------------------------------------------------------------------------- what serve leaves
 
 
@@ -146,20 +139,8 @@ def test_a_metrics_directory_scalekit_did_not_create_is_kept(tmp_path: Path) -> 
         shutil.rmtree(made.env["PROMETHEUS_MULTIPROC_DIR"])
 
 
+# The served apps of tests/realapps check the warning is said once under each server.
 ALLOWED_HOSTS_WARNING = "allowed_hosts is '*'"
-
-
-@pytest.mark.server
-@pytest.mark.parametrize(("target", "server"), [
-    pytest.param("tests.apps.flask_app:app", "gunicorn", id="ScaleKit(app) at import, gunicorn"),
-    pytest.param("tests.apps.starlette_app:app", "uvicorn", id="wrapped by serve, uvicorn"),
-])
-def test_the_allowed_hosts_warning_is_said_once(target: str, server: str) -> None:
-    with serving(target, server) as served:
-        for _ in range(3):
-            httpx.get(f"{served.url}/", timeout=20)
-        log = served.log()
-    assert log.count(ALLOWED_HOSTS_WARNING) == 1, log
 
 
 def test_a_flask_cli_command_says_nothing_about_allowed_hosts(tmp_path: Path) -> None:

@@ -66,3 +66,8 @@ def test_flaskr_pages_stay_with_their_user_and_writes_show_at_once(flaskr: Serve
         for other in (carol, alice):
             assert "Incorrect password." not in other.get("/auth/login").text
             assert "Incorrect password." not in other.get("/").text
+
+
+def test_the_allowed_hosts_warning_was_said_once(flaskr: Served) -> None:
+    # Not in serve's own process, which imports the app too, and once in the one that serves.
+    assert flaskr.log().count("allowed_hosts is '*'") == 1, flaskr.log()

@@ -61,3 +61,8 @@ def test_server_sent_events_are_live_and_never_replayed(live: Served) -> None:
         first, second = _events(alice), _events(bob)
     assert len(first) == len(second) == EVENT_COUNT
     assert first[0].split()[2] != second[0].split()[2]  # each client its own stream
+
+
+def test_the_allowed_hosts_warning_was_said_once(live: Served) -> None:
+    # Not in serve's own process, which imports the app too, and once in the one that serves.
+    assert live.log().count("allowed_hosts is '*'") == 1, live.log()

@@ -42,3 +42,8 @@ def test_token_bound_answers_stay_with_their_bearer(oauth: Served) -> None:
             for headers in ({}, {"Authorization": "Bearer not-a-token"}):
                 refused = mallory.get("/users/me/", headers=headers)
                 assert refused.status_code == 401 and "alice" not in refused.text and "bob" not in refused.text
+
+
+def test_the_allowed_hosts_warning_was_said_once(oauth: Served) -> None:
+    # Not in serve's own process, which imports the app too, and once in the one that serves.
+    assert oauth.log().count("allowed_hosts is '*'") == 1, oauth.log()
