@@ -7,6 +7,7 @@ serve it stale when the origin failed. Pure, like the rest of the policy.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from operator import itemgetter
 
 from .decisions import (
@@ -111,6 +112,8 @@ class OriginAnswers:
                                 fields=fields, initial_age=initial_age)
         if isinstance(plan, NotStorable):
             return PassThrough(pass_headers)
+        if plan.status == 206 and forward.partial is not None:
+            plan = replace(plan, combine_with=forward.partial)  # RFC 9111 §3.4
         return Buffer(plan, pass_headers)
 
     def stored_miss_response(
@@ -123,7 +126,7 @@ class OriginAnswers:
         ``private="x"``, were addressed to it); conditionals and Range are answered from the
         new entry, and Cache-Status says ``stored``.
         """
-        if entry is None:
+        if entry is None or (entry.status == 206 and not self.responses.covers(entry, request)):
             return status, pass_headers, body
         if request.special:
             header = request.header

@@ -37,7 +37,7 @@ __all__ = [
 # ("including methods whose safety is unknown").
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
-Fwd = Literal["miss", "uri-miss", "vary-miss", "stale", "request", "method", "bypass"]
+Fwd = Literal["miss", "uri-miss", "vary-miss", "stale", "partial", "request", "method", "bypass"]
 HeaderGetter = Callable[[str], "str | None"]
 
 
@@ -97,6 +97,9 @@ class Forward:
     # Request header changes for the origin call: (lower-case name, value or None to remove).
     request_headers: tuple[tuple[str, str | None], ...] = ()
     validating: bool = False
+    # A stored 206 that could not answer the request (RFC 9211 fwd=partial): a new piece from
+    # the origin may combine with it (RFC 9111 §3.4).
+    partial: CachedEntry | None = None
 
 
 @record

@@ -154,6 +154,10 @@ class CachePolicy(OriginAnswers):
         if special and (header("if-match") is not None or header("if-unmodified-since") is not None):
             # RFC 9111 §4.3.2: preconditions that "only apply to an origin server" go there.
             return self._forward(request, directives, "request", None, "")
+        if entry.status == 206 and not self.responses.covers(entry, request):
+            # RFC 9111 §3.3: "A cache MUST NOT use an incomplete response to answer requests
+            # unless ... the request is partial and specifies a range wholly within" it.
+            return self._forward(request, directives, "partial", None, "", partial=entry)
         age = self.responses.current_age(entry, now)
         lifetime = entry.freshness_lifetime_seconds
         if collapsed_since is not None and entry.response_time >= collapsed_since:
@@ -197,7 +201,7 @@ class CachePolicy(OriginAnswers):
         The shells' hot path: it answers what :meth:`decide_request` would for such a request
         (property tests hold the two equal, and the values constant before ``until``).
         """
-        if entry.vary or entry.requires_revalidation or entry.is_vary_index:
+        if entry.vary or entry.requires_revalidation or entry.is_vary_index or entry.status == 206:
             return None
         age = self.responses.current_age(entry, now)
         remaining = entry.freshness_lifetime_seconds - age
@@ -229,7 +233,7 @@ class CachePolicy(OriginAnswers):
         return directives.min_fresh is not None and lifetime - age < directives.min_fresh
 
     def _forward(self, request: RequestView, directives: CacheControl, fwd: Fwd,
-                 stored: CachedEntry | None, tier: str) -> Decision:
+                 stored: CachedEntry | None, tier: str, *, partial: CachedEntry | None = None) -> Decision:
         if directives.only_if_cached:
             # §5.2.1.7: "respond using a stored response ... or ... with a 504 (Gateway Timeout)".
             status, headers, body = self.responses.refusal(504, "only-if-cached")
@@ -242,7 +246,7 @@ class CachePolicy(OriginAnswers):
             self._strip_client_conditionals(request) if may_store else ())
         # Positional, in Forward's field order: built on every miss.
         return Forward(fwd, stored, tier, may_store, self.coalesce and may_store and fwd != "request",
-                       changes, stored is not None and has_validators(stored))
+                       changes, stored is not None and has_validators(stored), partial)
 
     def _revalidation_headers(self, entry: CachedEntry,
                               request: RequestView) -> tuple[tuple[str, str | None], ...]:

@@ -20,7 +20,7 @@ from werkzeug.http import parse_range_header
 
 from ..headers import parse_http_date
 
-__all__ = ["UNSATISFIABLE", "content_range", "select_range"]
+__all__ = ["UNSATISFIABLE", "content_range", "parse_content_range", "select_range"]
 
 UNSATISFIABLE: Literal["unsatisfiable"] = "unsatisfiable"
 
@@ -67,3 +67,26 @@ def select_range(
 def content_range(start: int, stop: int, length: int) -> str:
     """``bytes start-last/length`` (RFC 9110 §14.4)."""
     return f"bytes {start}-{stop - 1}/{length}"
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int] | None:
+    """``(start, stop, complete length)`` of a single-part ``bytes first-last/length``, or None.
+
+    RFC 9110 §14.4: ``bytes 0-499/1234`` covers bytes 0 to 499 inclusive, so ``stop`` is 500. A
+    unit other than bytes (§14.4: "the recipient MUST NOT attempt to recombine it"), an unknown
+    length (``*``), a last before the first or past the length are all None.
+    """
+    if not value:
+        return None
+    unit, _, spec = value.strip().partition(" ")
+    span, _, length_text = spec.partition("/")
+    first_text, dash, last_text = span.partition("-")
+    if unit.lower() != "bytes" or not dash:
+        return None
+    numbers = (first_text, last_text, length_text)
+    if not all(text.isascii() and text.isdigit() for text in numbers):
+        return None
+    first, last, length = (int(text) for text in numbers)
+    if first > last or last >= length:
+        return None
+    return first, last + 1, length

@@ -2,7 +2,9 @@
 
 Pure. The hot path is :meth:`ResponseBuilder.from_entry` for a plain hit: it appends ``Age``
 and ``Cache-Status`` to the stored header tuple and returns the stored body; the conditional
-and Range branches run only when the request carries those headers.
+and Range branches run only when the request carries those headers. A stored 206 is a piece of
+its representation: it answers only the ranges it wholly contains (:meth:`covers`), and pieces
+of one representation combine when they are stored (RFC 9111 §3.3-§3.4).
 
 >>> from scalekit.cache.entry import CachedEntry
 >>> builder = ResponseBuilder("scalekit")
@@ -19,7 +21,7 @@ from ..cdn.etag import body_etag
 from ..conditional import evaluate_preconditions, not_modified_headers
 from ..headers import format_http_date
 from .entry import CachedEntry
-from .range import UNSATISFIABLE, content_range, select_range
+from .range import UNSATISFIABLE, content_range, parse_content_range, select_range
 from .storable import StorePlan, combine_fields, corrected_initial_age
 
 __all__ = ["ResponseBuilder", "usable_until"]
@@ -128,7 +130,48 @@ class ResponseBuilder:
         if entry.status == 200 and request.special and any(
                 header(name) is not None for name in _CONDITIONAL_OR_RANGE):
             return self._conditional_or_range(entry, request, extra, head)
+        if entry.status == 206 and self.covers(entry, request):
+            return self._from_piece(entry, request, extra)
         return entry.status, entry.headers + extra, b"" if head else entry.body
+
+    # ----------------------------------------------------------------- stored pieces (206)
+    @staticmethod
+    def covers(entry: CachedEntry, request: Any) -> bool:
+        """Whether the stored piece ``entry`` (a 206) can answer ``request``: a GET for one byte
+        range wholly within it, whose If-Range (if any) holds (RFC 9111 §3.3)."""
+        if request.method != "GET" or not request.special:
+            return False
+        fields = combine_fields(entry.headers)
+        piece = parse_content_range(fields.get("content-range"))
+        if piece is None:
+            return False
+        start, stop, length = piece
+        selected = select_range(request.header("range"), request.header("if-range"),
+                                etag=fields.get("etag"), last_modified=fields.get("last-modified"),
+                                length=length)
+        return isinstance(selected, tuple) and start <= selected[0] and selected[1] <= stop
+
+    @staticmethod
+    def _from_piece(entry: CachedEntry, request: Any,
+                    extra: tuple[tuple[str, str], ...]) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+        # Called when covers() holds. RFC 9110 §13.2.2: If-None-Match / If-Modified-Since are
+        # evaluated before Range, on the representation the piece belongs to.
+        header = request.header
+        fields = combine_fields(entry.headers)
+        etag, last_modified = fields.get("etag"), fields.get("last-modified")
+        if evaluate_preconditions("GET", None, header("if-none-match"), header("if-modified-since"), None,
+                                  etag=etag, last_modified=last_modified) == 304:
+            return 304, not_modified_headers(entry.headers) + extra, b""
+        piece = parse_content_range(fields.get("content-range"))
+        selected = None if piece is None else select_range(
+            header("range"), header("if-range"), etag=etag, last_modified=last_modified, length=piece[2])
+        if piece is None or not isinstance(selected, tuple):
+            return entry.status, entry.headers + extra, entry.body  # the piece as stored: still a 206
+        start, _, length = piece
+        first, stop = selected
+        kept = tuple(item for item in entry.headers if item[0] not in ("content-length", "content-range"))
+        return 206, kept + (("content-range", content_range(first, stop, length)),
+                            ("content-length", str(stop - first))) + extra, entry.body[first - start:stop - start]
 
     def _conditional_or_range(self, entry: CachedEntry, request: Any,
                               extra: tuple[tuple[str, str], ...],
@@ -205,15 +248,21 @@ class ResponseBuilder:
         if plan.content_length is not None and plan.content_length != len(body):
             return None
         headers = [item for item in plan.headers if item[0] != "content-length"]
-        if (plan.status == 200 and len(body) <= self.etag_max_body_bytes
+        status = plan.status
+        if status == 206:
+            joined = _join_pieces(headers, body, plan.combine_with)
+            if joined is None:
+                return None
+            status, body = joined
+        if (status == 200 and len(body) <= self.etag_max_body_bytes
                 and not any(name == "etag" for name, _ in headers)):
             # Same tag the CDN layer would compute, so a hit never re-hashes the body.
             headers.append(("etag", body_etag(body)))
-        if plan.status not in (204, 304):
+        if status not in (204, 304):
             headers.append(("content-length", str(len(body))))
         # Positional, in CachedEntry's field order (keywords cost a name search per field).
         return CachedEntry(
-            plan.status, tuple(headers), body, plan.request_time, plan.response_time,
+            status, tuple(headers), body, plan.request_time, plan.response_time,
             plan.corrected_initial_age_seconds, plan.freshness_lifetime_seconds,
             plan.stale_while_revalidate_seconds, plan.stale_if_error_seconds,
             plan.requires_revalidation, plan.must_revalidate, tags, plan.vary, plan.secondary_key,
@@ -235,3 +284,43 @@ class ResponseBuilder:
             freshness_lifetime_seconds=max(usable_until(entry) - entry.response_time, INDEX_MIN_SECONDS),
             vary=entry.vary, is_vary_index=True, variants_id=variants_id,
         )
+
+
+def _strong_etag(headers: Any) -> str | None:
+    for name, value in headers:
+        if name == "etag":
+            value = value.strip()
+            return None if value.startswith("W/") else value
+    return None
+
+
+def _join_pieces(headers: list[tuple[str, str]], body: bytes,
+                 stored: CachedEntry | None) -> tuple[int, bytes] | None:
+    """A new 206's piece, joined to the ``stored`` one where RFC 9111 §3.4 allows: "if they all
+    share the same strong validator". ``headers`` (the new response's, which RFC 9110
+    §15.3.7.3 says replace the stored ones) get the Content-Range of the result, or none when
+    the pieces make the whole representation: then it is a complete 200. None: the piece does
+    not match its Content-Range (truncated)."""
+    index = next(i for i, (name, _) in enumerate(headers) if name == "content-range")
+    piece = parse_content_range(headers[index][1])
+    if piece is None or piece[1] - piece[0] != len(body):
+        return None
+    start, stop, length = piece
+    etag = _strong_etag(headers)
+    if stored is not None and etag is not None and _strong_etag(stored.headers) == etag:
+        other = parse_content_range(next((v for n, v in stored.headers if n == "content-range"), None))
+        if other is not None and other[2] == length and other[0] <= stop and start <= other[1]:
+            # Contiguous or overlapping: one piece (same validator, so the overlap is the same bytes).
+            low, high = min(start, other[0]), max(stop, other[1])
+            joined = bytearray(high - low)
+            joined[other[0] - low:other[1] - low] = stored.body
+            joined[start - low:stop - low] = body
+            start, stop, body = low, high, bytes(joined)
+    del headers[index]
+    if start == 0 and stop == length:
+        # RFC 9110 §15.3.7.3: "If the union consists of the entire range of the representation,
+        # then the client MUST process the combined response as if it were a complete 200 (OK)
+        # response, including a Content-Length header field that reflects the complete length."
+        return 200, body
+    headers.append(("content-range", content_range(start, stop, length)))
+    return 206, body

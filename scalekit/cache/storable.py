@@ -31,8 +31,10 @@ from ..headers import (
     parse_vary,
 )
 from ..records import record
+from .entry import CachedEntry
 from .fields import parse_targeted
 from .keys import secondary_key
+from .range import parse_content_range
 from .rules import ResponseRule
 
 __all__ = [
@@ -48,14 +50,14 @@ __all__ = [
 
 # RFC 9110 §15.1: "Responses with status codes that are defined as heuristically cacheable
 # (e.g., 200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, and 501 in this specification)
-# can be reused by a cache with heuristic expiration". 206 is left out: partial responses are
-# passed through, never stored (we only build ranges from complete 200s).
-HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+# can be reused by a cache with heuristic expiration".
+HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
 # The status codes whose caching requirements this cache implements, "understands" in RFC 9111
 # §3 and §5.2.2.3: those RFC 9110 §15 defines, and 429 / 431 (RFC 6585) and 451 (RFC 7725).
-# 206 and 304 are not: a 304 updates a stored response (§4.3.4) and is never stored itself.
+# 206 is stored as a piece of its representation (§3.3); 304 is not: it updates a stored
+# response (§4.3.4) and is never stored itself.
 UNDERSTOOD_STATUSES = frozenset({
-    200, 201, 202, 203, 204, 205, 300, 301, 302, 303, 305, 307, 308,
+    200, 201, 202, 203, 204, 205, 206, 300, 301, 302, 303, 305, 307, 308,
     *range(400, 418), 421, 422, 426, 429, 431, 451, *range(500, 506),
 })
 # Fields the cache consumes: Age is recomputed on every hit (RFC 9111 §5.1), Surrogate-Control
@@ -105,6 +107,8 @@ class StorePlan:
     secondary_key: str
     header_tags: tuple[str, ...]
     content_length: int | None
+    # A 206: the stored piece of the same representation it may combine with (RFC 9111 §3.4).
+    combine_with: CachedEntry | None = None
 
 
 def combine_fields(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -156,7 +160,7 @@ def analyse_response(
     # Expires header fields in that response".
     expires = fields.get("expires") if targeted is None else None
     surrogate = parse_surrogate_control(fields.get("surrogate-control"))
-    refused = _status_refusal(status, directives, settings)
+    refused = _status_refusal(status, directives, settings, fields)
     if refused is not None:
         return refused
     # §3: "the no-store cache directive is not present in the response"; §5.2.2.3: a cache that
@@ -224,12 +228,17 @@ def analyse_response(
                      parse_tags(fields.get("surrogate-key"), fields.get("cache-tag")), content_length)
 
 
-def _status_refusal(status: int, directives: CacheControl, settings: StoreSettings) -> NotStorable | None:
+def _status_refusal(status: int, directives: CacheControl, settings: StoreSettings,
+                    fields: dict[str, str]) -> NotStorable | None:
     # RFC 9111 §3: "the response status code is final" (RFC 9110 §15: 2xx to 5xx); "if the
     # response status code is 206 or 304, or the must-understand cache directive is present:
     # the cache understands the response status code". Any other final status with explicit
     # freshness may be stored: its stale handling then applies to it like to a 200.
-    if not 200 <= status <= 599 or status == 304 or status == 206:
+    if not 200 <= status <= 599 or status == 304:
+        return NotStorable("status")
+    if status == 206 and parse_content_range(fields.get("content-range")) is None:
+        # Understood here: one byte range of a representation of known length. Multipart
+        # byteranges and other units pass through.
         return NotStorable("status")
     if directives.must_understand and status not in UNDERSTOOD_STATUSES:
         return NotStorable("must-understand")

@@ -5,7 +5,8 @@ real servers: ``cc`` (Cache-Control), ``sc`` (Surrogate-Control), ``cdn`` (CDN-C
 ``vary``, ``status``,
 ``etag=1`` (a tag that changes with the resource's version), ``lm=1`` (fixed Last-Modified),
 ``expires``, ``age`` (an upstream Age), ``cookie=1`` (Set-Cookie), ``tag`` (Surrogate-Key), ``rule=TTL`` (the app calls
-``cache_response``), ``size=N`` (N-byte body), ``sleep=MS``, ``location``, ``partial=1``.
+``cache_response``), ``size=N`` (N-byte body), ``sleep=MS``, ``location``, ``partial=1``,
+``ranges=1`` (a single byte Range is answered with 206).
 The body names the path, how many times the origin ran for it, the version, and the Vary'd
 request header values, so a test can tell exactly which origin response it got.
 
@@ -23,6 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
+
+from werkzeug.http import parse_range_header
 
 from scalekit.asgi import ASGIRoot
 from scalekit.cache import layer
@@ -102,6 +105,14 @@ class Origin:
         if "size" in params:
             body = (body + b" " + b"x" * int(params["size"]))[: int(params["size"])]
         status = int(params.get("status", "200"))
+        if "ranges" in params and header("range") and status == 200:
+            # Honour a single byte range, as a real origin would (RFC 9110 §14.2).
+            selected = parse_range_header(header("range"))
+            span = selected.range_for_length(len(body)) if selected and len(selected.ranges) == 1 else None
+            if span is not None:
+                status = 206
+                headers.append(("content-range", f"bytes {span[0]}-{span[1] - 1}/{len(body)}"))
+                body = body[span[0]:span[1]]
         if "partial" in params:
             status = 206
             headers.append(("content-range", f"bytes 0-{len(body) - 1}/{len(body) + 10}"))

@@ -137,6 +137,21 @@ def test_range_from_the_cache(proxy: httpx.Client, upstream: httpx.Client, path:
     assert calls(upstream, path) == 1
 
 
+def test_partial_content_is_stored_and_combined(proxy: httpx.Client, upstream: httpx.Client, path: str) -> None:
+    # RFC 9111 §3.3-§3.4: pieces are stored, answer the ranges they contain, and combine.
+    url = f"{path}?{FRESH}&etag=1&ranges=1&size=100"
+    head = proxy.get(url, headers={"range": "bytes=0-49"})
+    assert head.status_code == 206 and "stored" in head.headers["cache-status"]
+    inner = proxy.get(url, headers={"range": "bytes=5-9"})
+    assert inner.status_code == 206 and inner.content == head.content[5:10]
+    assert inner.headers["cache-status"].startswith("scalekit; hit")
+    tail = proxy.get(url, headers={"range": "bytes=50-99"})
+    assert tail.status_code == 206 and "fwd=partial" in tail.headers["cache-status"]
+    whole = proxy.get(url)
+    assert whole.status_code == 200 and whole.content == head.content + tail.content
+    assert whole.headers["cache-status"].startswith("scalekit; hit") and calls(upstream, path) == 2
+
+
 def test_stale_while_revalidate(proxy: httpx.Client, upstream: httpx.Client, path: str) -> None:
     url = f"{path}?cc=max-age%3D0%2C%20stale-while-revalidate%3D3600"
     first = proxy.get(url)

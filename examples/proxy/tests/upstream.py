@@ -2,7 +2,8 @@
 response headers, the body says how often the origin ran for that path.
 
 ``cc`` Cache-Control, ``vary``, ``etag=1`` (answers If-None-Match with 304), ``cookie=1``,
-``sleep=MS``, ``size=N``, ``status=N``, ``age`` (an upstream Age), ``cdn`` (CDN-Cache-Control); ``/__calls?path=P`` counts, ``POST /__fail?mode=500`` breaks GETs,
+``sleep=MS``, ``size=N``, ``status=N``, ``age`` (an upstream Age), ``cdn`` (CDN-Cache-Control),
+``ranges=1`` (a single byte Range gets a 206); ``/__calls?path=P`` counts, ``POST /__fail?mode=500`` breaks GETs,
 ``/__echo`` returns the request it received (method, headers, body) as JSON.
 """
 
@@ -12,6 +13,8 @@ import asyncio
 import json
 from typing import Any
 from urllib.parse import parse_qs
+
+from werkzeug.http import parse_range_header
 
 calls: dict[str, int] = {}
 failing = {"mode": ""}
@@ -60,6 +63,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         out.append(("etag", '"v1"'))
         if headers.get("if-none-match") == '"v1"':
             return await respond(send, 304, out, b"")
+    span = parse_range_header(headers.get("range")) if "ranges" in params else None
+    selected = span.range_for_length(len(text)) if span is not None and len(span.ranges) == 1 else None
+    if selected is not None:
+        start, stop = selected
+        out.append(("content-range", f"bytes {start}-{stop - 1}/{len(text)}"))
+        return await respond(send, 206, out, text[start:stop])
     return await respond(send, int(params.get("status", "200")), out, text)
 
 
