@@ -25,6 +25,7 @@ DASHBOARD_FILE = DEPLOY / "grafana" / "dashboards" / "scalekit.json"
 SAMPLE_SECRETS = {
     "SCALEKIT_ALLOWED_HOSTS": "shop.example.com",
     "POSTGRES_PASSWORD": "s3cret-password",
+    "REDIS_PASSWORD": 'redis:p@ss "word"',
     "SCALEKIT_PURGE_TOKEN": "purge-token-0123456789abcdef",
     "SCALEKIT_CACHE_SIGNING_SECRET": "signing-secret-0123456789abcdef",
     "GRAFANA_ADMIN_PASSWORD": "admin-password",

@@ -250,3 +250,34 @@ def run_fleet(workdir: Path, count: int = 3, **kwargs: object) -> Iterator[list[
                     os.killpg(instance.process.pid, signal.SIGTERM)
         for instance in instances:
             instance.stop()
+
+
+def shipped_redis_script() -> str:
+    """The shell script the compose file's redis service runs (``$$`` is compose's ``$``)."""
+    import yaml  # type: ignore[import-untyped]
+
+    command = yaml.safe_load((DEPLOY / "docker-compose.prod.yml").read_text())["services"]["redis"]["command"]
+    if command[:2] != ["sh", "-c"]:
+        raise AssertionError("the test harness expected the compose redis command to be sh -c SCRIPT; "
+                             "update tests/deploy/harness.py")
+    return str(command[2]).replace("$$", "$")
+
+
+@contextlib.contextmanager
+def run_shipped_redis(workdir: Path, password: str) -> Iterator[int]:
+    """Run the compose file's redis command here, on 127.0.0.1 and a free port; yield the port."""
+    port = free_port()
+    script = _replace(shipped_redis_script(), r"exec redis-server - ",
+                      f"exec redis-server - --port {port} --bind 127.0.0.1 --dir {workdir} ",
+                      where="the compose redis command")
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "redis.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(["sh", "-c", script], env={**os.environ, "REDIS_PASSWORD": password},
+                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    try:
+        wait_for_port(port, process=process, log_path=log_path)
+        yield port
+    finally:
+        stop_process_group(process)

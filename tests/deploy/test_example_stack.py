@@ -1,8 +1,8 @@
 """The container's defaults, run here: the example shop (gunicorn.conf.py's default APP_MODULE)
 with the compose file's app environment, its assets built by the Dockerfile's command, behind the
-shipped nginx. What cannot run on this machine is swapped for a local equivalent: Postgres for a
-SQLite file, the compose network's addresses for loopback, Redis for the machine's (under a key
-prefix of this test only).
+shipped nginx, and the compose file's Redis command with its password. What cannot run on this
+machine is swapped for a local equivalent: Postgres for a SQLite file, the compose network's
+addresses for loopback.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import httpx
@@ -23,7 +22,7 @@ from tests.servers import REPO_ROOT, free_port
 
 from .artefacts import SAMPLE_SECRETS, compose_app_environment
 from .conftest import require_binary
-from .harness import DEPLOY, AppInstance, render_nginx_config, run_nginx
+from .harness import DEPLOY, AppInstance, render_nginx_config, run_nginx, run_shipped_redis
 
 pytestmark = [pytest.mark.nginx, pytest.mark.server, pytest.mark.redis, pytest.mark.slow]
 
@@ -60,17 +59,25 @@ def test_example_shop_runs_behind_the_edge_with_the_shipped_settings(tmp_path: P
     binary = require_binary("nginx")
     static_root = tmp_path / "srv"
     build_assets_as_the_dockerfile_does(static_root / "static")
-    prefix = f"scalekit-deploy-example-{uuid.uuid4().hex}:"
     environment = compose_app_environment(SAMPLE_SECRETS)
     environment.pop("APP_MODULE")   # gunicorn.conf.py's own default must be the example shop
     environment.pop("SCALEKIT_POOL_DATABASES_DEFAULT_PASSWORD")   # Postgres's; SQLite has none
     environment.update({
         "FORWARDED_ALLOW_IPS": "127.0.0.1",
         "SCALEKIT_POOL_DATABASES_DEFAULT_URL": f"sqlite:///{tmp_path / 'shop.sqlite3'}",
-        "SCALEKIT_REDIS_URL": "redis://127.0.0.1:6379/0",
-        "SCALEKIT_REDIS_KEY_PREFIX": prefix,
         "SCALEKIT_CDN_ASSETS_MANIFEST": str(static_root / "static" / "manifest.json"),
     })
+    with run_shipped_redis(tmp_path / "redis", SAMPLE_SECRETS["REDIS_PASSWORD"]) as redis_port:
+        # The compose file's Redis (its command, its password); the app authenticates with
+        # SCALEKIT_REDIS_PASSWORD from the compose environment.
+        environment["SCALEKIT_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        run_the_shop(tmp_path, environment, binary, static_root)
+        l2 = redis.Redis(port=redis_port, password=SAMPLE_SECRETS["REDIS_PASSWORD"])
+        assert l2.dbsize() > 0   # the pages reached L2 too
+        l2.close()
+
+
+def run_the_shop(tmp_path: Path, environment: dict[str, str], binary: str, static_root: Path) -> None:
     instance = AppInstance("shop", tmp_path, target=None, workers=int(environment["WEB_CONCURRENCY"]),
                            threads=int(environment["THREADS"]), env=environment, ready_path="/metrics")
     try:
@@ -109,7 +116,3 @@ def test_example_shop_runs_behind_the_edge_with_the_shipped_settings(tmp_path: P
             assert client.get("/metrics").status_code == 404
     finally:
         instance.stop()
-        connection = redis.Redis(host="127.0.0.1", port=6379, db=0)
-        for key in connection.scan_iter(match=f"*{prefix}*"):
-            connection.delete(key)
-        connection.close()

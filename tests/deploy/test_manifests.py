@@ -125,13 +125,17 @@ def test_compose_services_are_wired_together() -> None:
     assert monitoring in app["environment"]["SCALEKIT_METRICS_ALLOW_FROM"].split(",")
     assert "monitoring" in app["networks"] and "monitoring" not in nginx["networks"]
     assert services["prometheus"]["networks"] == ["monitoring"]
-    # Redis evicts entries only (volatile-lru), never the tag generations; Postgres keeps data.
-    command = redis["command"]
-    assert command[command.index("--maxmemory-policy") + 1] == "volatile-lru" and "--maxmemory" in command
+    # Redis evicts entries only (volatile-lru), never the tag generations (test_secrets.py runs
+    # its command); Postgres keeps data.
+    assert "--maxmemory-policy volatile-lru" in redis["command"][-1] and "--maxmemory " in redis["command"][-1]
     assert any(volume.endswith(":/var/lib/postgresql/data") for volume in postgres["volumes"])
     assert any(arg.startswith("max_connections=") for arg in postgres["command"])
     for name in ("app", "nginx", "redis", "postgres"):
         assert "healthcheck" in services[name], name
+    # Every service's log rotates (Docker's json-file grows without bound by default).
+    for name, service in services.items():
+        options = service["logging"]["options"]
+        assert service["logging"]["driver"] == "json-file" and options["max-size"] and int(options["max-file"]) >= 2, name
 
 
 def test_compose_mounts_and_builds_files_that_exist() -> None:

@@ -5,6 +5,7 @@ or '/', which a URL would need percent-encoded; given separately, it reaches the
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from scalekit.pool.config import DatabaseConfig
 from scalekit.pool.engines import engine_url
 from tests.cache.tiers.servers import RedisServer
 
-from .artefacts import SAMPLE_SECRETS, compose_app_environment
+from .artefacts import SAMPLE_SECRETS, compose_app_environment, load_compose
+from .harness import run_shipped_redis
 
 PASSWORD = "p@ss:w/rd#%?1"
 DATABASE_URL = "postgresql://shop@db.internal:5432/shop"
@@ -122,3 +124,25 @@ def test_the_fleet_tier_authenticates_with_a_password_file(tmp_path: Path, redis
     # The same server refuses a client without the password: the setting is what opened it.
     refused = check(load_config({"redis": {"url": redis_with_password.url}}, environ={}, cwd=tmp_path))
     assert refused[0][1] is False and "Authentication" in refused[0][2]
+
+
+@pytest.mark.redis
+def test_compose_redis_requires_its_password_and_never_shows_it(tmp_path: Path) -> None:
+    password = 'p@ss "quoted" \\back:slash'   # quotes and backslashes survive the config line
+    with run_shipped_redis(tmp_path / "redis", password) as port:
+        with pytest.raises(redis.exceptions.RedisError, match="(?i)auth"):
+            redis.Redis(port=port).ping()
+        owner = redis.Redis(port=port, password=password)
+        assert owner.config_get("maxmemory-policy") == {"maxmemory-policy": "volatile-lru"}
+        assert owner.config_get("maxmemory") == {"maxmemory": str(256 * 1024 * 1024)}
+        arguments = Path(f"/proc/{owner.info('server')['process_id']}/cmdline").read_bytes()
+        assert b"p@ss" not in arguments and b"REDIS_PASSWORD" not in arguments
+        owner.close()
+        # The compose healthcheck: redis-cli with REDISCLI_AUTH, as the service's environment has.
+        healthcheck = load_compose()["services"]["redis"]["healthcheck"]["test"][1:]
+        result = subprocess.run([healthcheck[0], "-p", str(port), *healthcheck[1:]], capture_output=True, text=True, timeout=30,
+                                env={"PATH": "/usr/bin:/bin", "REDISCLI_AUTH": password}, check=False)
+        assert result.stdout.strip() == "PONG", result.stdout + result.stderr
+    environment = load_compose()["services"]["redis"]["environment"]
+    assert environment["REDISCLI_AUTH"] == environment["REDIS_PASSWORD"] == "${REDIS_PASSWORD:?set REDIS_PASSWORD}"
+    assert compose_app_environment(SAMPLE_SECRETS)["SCALEKIT_REDIS_PASSWORD"] == SAMPLE_SECRETS["REDIS_PASSWORD"]
