@@ -35,7 +35,8 @@ def wrap(application: Any, **overrides: Any) -> Any:
         log.warning("scalekit: add 'scalekit_django.middleware.ScaleKitMiddleware' to MIDDLEWARE; "
                     "without it every request is counted under the route 'unmatched'.")
     signals.install()
-    startup_checks()
     WRAPPED_WITH_SETTINGS.set()
     source = f"settings.{SETTINGS_NAME}" + (" and wrap() arguments" if overrides else "")
-    return scalekit.wrap(application, settings_source=source, **scalekit_settings(**overrides))
+    wrapped = scalekit.wrap(application, settings_source=source, **scalekit_settings(**overrides))
+    wrapped.runtime.on_startup(startup_checks)  # when it starts serving, as the middleware does
+    return wrapped

@@ -46,9 +46,10 @@ class ScaleKitMiddleware:
         if self.is_async:
             markcoroutinefunction(self)
         signals.install()
-        checks.startup_checks()
         self._pipeline: Any = None  # built on the first request that needs it (middleware-only)
-        self._outside_checked = False
+        # Start-up checks run at the first request, not here: a process that only loads the
+        # app (`scalekit serve` choosing a server, a management command) serves nothing.
+        self._checked = False
 
     def pipeline(self) -> Any:
         """The pipeline around the rest of Django, of the kind this middleware runs in."""
@@ -61,21 +62,25 @@ class ScaleKitMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
+        if not self._checked:
+            self._check(request)
         if _wrapped_outside(request):
-            if not self._outside_checked:
-                self._outside_checked = True
-                checks.warn_settings_unused()
             return _release_whole_body_early(request, self.get_response(request))
         return run_wsgi(self.pipeline(), request, self.get_response)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        if not self._checked:
+            self._check(request)
         if _wrapped_outside(request):
-            if not self._outside_checked:
-                self._outside_checked = True
-                checks.warn_settings_unused()
             response: HttpResponseBase = await self.get_response(request)
             return _release_whole_body_early(request, response)
         return await run_asgi(self.pipeline(), request, self.get_response)
+
+    def _check(self, request: HttpRequest) -> None:
+        self._checked = True
+        checks.startup_checks()
+        if _wrapped_outside(request):
+            checks.warn_settings_unused()
 
     def process_view(self, request: HttpRequest, view_func: Any, view_args: Any, view_kwargs: Any) -> None:
         """Name the route once the resolver has matched: ``/products/<int:pk>/``."""

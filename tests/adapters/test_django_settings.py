@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import scalekit
 from scalekit import pipeline
 
 from .django_support import MODES, SERVE_MODES, Site, configure_django, open_site
@@ -158,3 +159,29 @@ def test_settings_scalekit_ignored_by_an_outside_pipeline_is_said(
             app.runtime.close()
     assert "settings.SCALEKIT is not used" in caplog.text
     assert "scalekit_django.wrap(application)" in caplog.text
+
+
+def test_the_page_cache_warning_comes_with_the_first_request_not_the_import(
+        tmp_path: Path, django_database: tuple[str, dict[str, object]], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from django.core.wsgi import get_wsgi_application
+    from django.test.utils import override_settings
+    from scalekit_django import checks
+    from werkzeug.test import Client
+
+    monkeypatch.setattr(checks, "_said", set())
+    _, overlay = django_database
+    middleware = ["django.middleware.cache.UpdateCacheMiddleware",
+                  "scalekit_django.middleware.ScaleKitMiddleware"]
+    settings = {**overlay, "MIDDLEWARE": middleware, "CACHES": LOCMEM,
+                "SCALEKIT": {"state_dir": str(tmp_path)}}
+    with override_settings(**settings), caplog.at_level(logging.WARNING, logger="scalekit"):
+        application = get_wsgi_application()  # what a process that only loads the app does
+        assert "page cache" not in caplog.text
+        client = Client(application)
+        for _ in range(2):
+            client.get("/labels/1/").close()
+        for runtime in scalekit.live_runtimes():
+            if runtime.config.state_dir == str(tmp_path):
+                runtime.close()
+    assert caplog.text.count("Django's page cache is active") == 1
