@@ -77,7 +77,8 @@ def request_view(scope: asgi.Scope) -> RequestView:
         host: str | None = host_bytes.decode("latin-1")
     elif scope.get("server"):
         server_host, server_port = scope["server"][:2]
-        host = f"{server_host}:{server_port}" if server_port else str(server_host)
+        default_port = {"http": 80, "https": 443}.get(scope.get("scheme", "http"))
+        host = f"{server_host}:{server_port}" if server_port and server_port != default_port else str(server_host)
     else:
         host = None
     return RequestView(scope.get("method", "GET"), scope.get("scheme", "http"), host,

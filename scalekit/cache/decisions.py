@@ -11,6 +11,7 @@ from typing import Literal
 
 from ..records import record
 from .entry import CachedEntry
+from .keys import BODY_HEADERS
 from .storable import StorePlan
 
 __all__ = [
@@ -43,8 +44,9 @@ HeaderGetter = Callable[[str], "str | None"]
 
 # Request headers that change what the cache does with a stored response. A request without
 # any of them (most requests) skips every directive and conditional check on the hit path.
+# The request-body headers are among them: such a request bypasses the cache (keys.py).
 SPECIAL_REQUEST_HEADERS = ("cache-control", "pragma", "if-none-match", "if-modified-since",
-                           "if-match", "if-unmodified-since", "range", "if-range")
+                           "if-match", "if-unmodified-since", "range", "if-range", *BODY_HEADERS)
 
 
 class RequestView:

@@ -5,9 +5,25 @@ served from the cache), the host comes from ``allowed_hosts`` (an unlisted Host 
 all), and the query is normalised (parameters sorted, configured ones such as ``utm_*``
 dropped). The secondary key holds the values of the request headers the response's Vary names.
 
+Two requests the app could tell apart never share a key. The app sees the Host as sent, the
+decoded path, and each parameter's values in order, so:
+
+- the path is the decoded one servers hand over, with ``%``, ``?``, ``#`` and control characters
+  percent-encoded again, so that it cannot run into the query (``/a%3Fb=1`` is not ``/a?b=1``);
+- parameters are sorted by their decoded name only, stably: ``a=1&a=2`` and ``a=2&a=1`` differ
+  (frameworks read the first), ``b=1&a=2`` and ``a=2&b=1`` do not;
+- a Host not in its canonical form (``LOCALHOST``, ``localhost.``, ``localhost:80`` over http)
+  gets no key, so such a request is neither served from the cache nor stored: the app may
+  reflect the Host as sent, and handing it the canonical one instead would change the request;
+- a request carrying a body (:func:`has_request_body`) is answered by the app alone.
+
 >>> keys = KeyBuilder(allowed_hosts=(".example.com",), ignored_query_params=("utm_*",))
->>> keys.primary_key("https", "WWW.Example.com:443", "/p", "b=2&utm_source=x&a=1")
+>>> keys.primary_key("https", "www.example.com", "/p", "b=2&utm_source=x&a=1")
 'https://www.example.com/p?a=1&b=2'
+>>> keys.primary_key("https", "www.example.com", "/a?b", "")
+'https://www.example.com/a%3Fb'
+>>> keys.primary_key("https", "WWW.Example.com:443", "/p", "") is None
+True
 >>> keys.primary_key("https", "evil.test", "/p", "") is None
 True
 >>> secondary_key(("accept-language",), {"accept-language": "fr,  en"}.get, max_value_bytes=64)
@@ -20,14 +36,16 @@ import fnmatch
 import hashlib
 import re
 from collections.abc import Callable, Iterable
-from urllib.parse import unquote_plus, urljoin, urlsplit
+from urllib.parse import unquote, unquote_plus, urljoin, urlsplit
 
 from ..memo import TextMemo
 
 __all__ = [
+    "BODY_HEADERS",
     "MAX_KEY_CHARS",
     "HostAllowlist",
     "KeyBuilder",
+    "has_request_body",
     "secondary_key",
     "variant_key",
 ]
@@ -52,6 +70,15 @@ _MAX_MEMO_HOST_CHARS = 260  # a DNS name (253) and a port
 _MAX_MEMO_QUERY_CHARS = 512
 _MAX_MEMO_NAME_CHARS = 64
 _REFUSED_HOST: tuple[str, str | None, str] = ("", None, "")
+# Characters of a decoded path that are percent-encoded again in the key: they would let the
+# path run into the query (?), another encoding (%), or the key separators (control characters);
+# "#" too, so that the key reads as a URL. A path with none of the first three is kept as it is.
+_PATH_ESCAPES = re.compile(r"[%?#\x00-\x1f\x7f]")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+# RFC 9112 §6.1-6.3: a request has a body when it carries Transfer-Encoding or a Content-Length
+# other than 0. A GET or HEAD with one is answered by the app alone: the body may change what it
+# answers, and it is not in the key.
+BODY_HEADERS = ("content-length", "transfer-encoding")
 
 
 class HostAllowlist:
@@ -115,7 +142,8 @@ class KeyBuilder:
         return name, port, f"{name}:{int(port)}" if port is not None else name
 
     def normalise_query(self, query: str) -> str:
-        """Parameters sorted (stable on raw text), ignored ones dropped, empty pieces removed."""
+        """Parameters sorted by decoded name, stably (the values of one name keep their order),
+        ignored ones dropped, empty pieces removed, control characters percent-encoded."""
         if not query:
             return ""
         found = self._queries_seen.get(query)
@@ -125,8 +153,11 @@ class KeyBuilder:
             result = "" if self._is_ignored(query) else query  # one parameter: nothing to sort
         else:
             kept = [part for part in query.split("&") if part and not self._is_ignored(part)]
-            kept.sort()
+            kept.sort(key=_parameter_name)
             result = "&".join(kept)
+        if not result.isprintable():
+            # A raw control character reads as its %XX form in the app: the same parameter.
+            result = _CONTROLS.sub(_percent_encoded, result)
         self._queries_seen.put(query, result)
         return result
 
@@ -142,10 +173,14 @@ class KeyBuilder:
         return ignored
 
     def primary_key(self, scheme: str, host: str | None, path: str, query: str) -> str | None:
-        """``scheme://host/path?query`` or None when the Host is not allowed (never a key)."""
+        """``scheme://host/path?query``, or None when the Host is not allowed or not in its
+        canonical form (then the request never touches the cache). ``path`` is decoded."""
         key_host = self.host(scheme, host)
-        if key_host is None:
+        if key_host is None or key_host != host:
             return None
+        if "%" in path or "?" in path or not path.isprintable():
+            # Injective: an escaped path always holds a "%", an unescaped one never does.
+            path = _PATH_ESCAPES.sub(_percent_encoded, path)
         query = self.normalise_query(query) if query else ""
         key = f"{scheme}://{key_host}{path or '/'}?{query}" if query else f"{scheme}://{key_host}{path or '/'}"
         return key if len(key) <= MAX_KEY_CHARS else _digested(key)
@@ -157,15 +192,35 @@ class KeyBuilder:
             return None
         try:
             # RFC 3986 §5.2 reference resolution (dot segments too) against the request URI.
-            parts = urlsplit(urljoin(f"{scheme}://origin.invalid{path or '/'}", url.strip()))
+            base = _PATH_ESCAPES.sub(_percent_encoded, path or "/")  # ``path`` is decoded
+            parts = urlsplit(urljoin(f"{scheme}://origin.invalid{base}", url.strip()))
         except ValueError:
             return None
         if parts.scheme != scheme:
             return None
         if parts.netloc != "origin.invalid" and self.host(scheme, parts.netloc) != self.host(scheme, host):
             return None
-        target_path = parts.path or "/"
-        return self.primary_key(scheme, host, target_path, parts.query)
+        # Decoded, as servers hand a request's path over.
+        target_path = unquote(parts.path) if "%" in parts.path else parts.path
+        return self.primary_key(scheme, host, target_path or "/", parts.query)
+
+
+def has_request_body(header: HeaderGetter) -> bool:
+    """Whether the request carries a body (RFC 9112 §6.3): Transfer-Encoding, or a
+    Content-Length other than 0 (an invalid one counts as a body)."""
+    if header("transfer-encoding") is not None:
+        return True
+    length = header("content-length")
+    return length is not None and length.strip() not in ("", "0")
+
+
+def _parameter_name(part: str) -> str:
+    raw = part.partition("=")[0]
+    return unquote_plus(raw) if "%" in raw or "+" in raw else raw
+
+
+def _percent_encoded(match: re.Match[str]) -> str:
+    return f"%{ord(match.group()):02X}"
 
 
 def _digested(key: str) -> str:

@@ -49,7 +49,7 @@ from .decisions import (
     validators_of,
 )
 from .entry import CachedEntry
-from .keys import KeyBuilder, secondary_key, variant_key
+from .keys import KeyBuilder, has_request_body, secondary_key, variant_key
 from .responses import ResponseBuilder
 from .rules import RuleMatcher
 from .storable import StoreSettings, combine_fields
@@ -142,6 +142,10 @@ class CachePolicy(OriginAnswers):
         """What to do with a GET/HEAD given the entry the store selected (already checked to be
         current and to match the request's Vary'd headers), or None with ``miss`` saying why."""
         special = request.special
+        if special and has_request_body(request.header):
+            # The body may change what the app answers, and it is in no key: the app alone
+            # answers (RFC 9110 §9.3.1: content in a GET "has no generally defined semantics").
+            return _BYPASS
         directives = self.request_directives(request) if special else _NO_DIRECTIVES
         if found is None:
             return self._forward(request, directives, miss, None, "")
@@ -310,3 +314,4 @@ class CachePolicy(OriginAnswers):
 
 
 _NO_DIRECTIVES = CacheControl()
+_BYPASS = Forward(fwd="bypass", may_store=False)

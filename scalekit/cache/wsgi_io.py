@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 _ENVIRON_KEYS: dict[str, str] = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
 def environ_key(name: str) -> str:
     """The environ key of lower-case request header ``name`` (``HTTP_IF_NONE_MATCH``)."""
     key = _ENVIRON_KEYS.get(name)
@@ -65,11 +66,15 @@ def request_view(environ: wsgi.Environ) -> RequestView:
         except UnicodeEncodeError:
             pass
     host = environ.get("HTTP_HOST")
-    if host is None:
-        host = f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
+    scheme = environ.get("wsgi.url_scheme", "http")
+    if host is None:  # PEP 3333 URL reconstruction: the port only when not the scheme's default
+        host = environ.get("SERVER_NAME", "")
+        port = environ.get("SERVER_PORT", "")
+        if port and port != _DEFAULT_PORTS.get(scheme):
+            host = f"{host}:{port}"
     special = not environ.keys().isdisjoint(SPECIAL_ENVIRON_KEYS)
-    return RequestView(environ.get("REQUEST_METHOD", "GET"), environ.get("wsgi.url_scheme", "http"),
-                       host, path, environ.get("QUERY_STRING", ""), EnvironHeaders(environ).get, special)
+    return RequestView(environ.get("REQUEST_METHOD", "GET"), scheme, host, path,
+                       environ.get("QUERY_STRING", ""), EnvironHeaders(environ).get, special)
 
 
 class Capture:

@@ -40,7 +40,8 @@ def test_any_host_keeps_hosts_apart() -> None:
     ("b=2&a=1", "a=1&b=2"),
     ("a=1&&utm_source=x&utm_medium=y&fbclid=z", "a=1"),
     ("utm%5Fsource=x&a=1", "a=1"),
-    ("a=2&a=1", "a=1&a=2"),
+    ("a=2&a=1", "a=2&a=1"),  # a name's values keep their order (apps read the first)
+    ("b=2&a=1&a=0", "a=1&a=0&b=2"),
 ])
 def test_query_normalisation(query: str, expected: str) -> None:
     assert KEYS.normalise_query(query) == expected
