@@ -62,12 +62,26 @@ def compose_app_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return {key: interpolate(str(value), environ) for key, value in raw.items()}
 
 
+# Objects of custom resources (kube-prometheus-stack's CRDs): kubernetes-validate has no schema
+# for them, tests/deploy/test_k8s.py checks them structurally.
+CUSTOM_API_GROUPS = ("monitoring.coreos.com/",)
+
+
 def k8s_documents() -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every manifest under deploy/k8s (recursively), with the file it came from."""
+    """Every Kubernetes object under deploy/k8s (recursively), with the file it came from
+    (kustomization.yaml files are kustomize's, not objects)."""
     for path in sorted(K8S_DIR.rglob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
         for document in yaml.safe_load_all(path.read_text()):
             if document:
                 yield path, document
+
+
+def builtin_manifest_paths() -> list[Path]:
+    """The manifest files whose objects all have built-in kinds (what kubernetes-validate knows)."""
+    custom = {path for path, document in k8s_documents() if document["apiVersion"].startswith(CUSTOM_API_GROUPS)}
+    return sorted({path for path, _ in k8s_documents()} - custom)
 
 
 def k8s_object(kind: str, name: str) -> dict[str, Any]:

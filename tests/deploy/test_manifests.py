@@ -24,6 +24,7 @@ from .artefacts import (
     PROMETHEUS_DIR,
     SAMPLE_SECRETS,
     adapter_rules,
+    builtin_manifest_paths,
     compose_app_environment,
     k8s_documents,
     k8s_object,
@@ -88,18 +89,26 @@ def test_compose_requires_its_secrets_and_the_sites_hosts(variable: str) -> None
         compose_app_environment({k: v for k, v in SAMPLE_SECRETS.items() if k != variable})
 
 
-def _k8s_app_environment() -> dict[str, str]:
+def _k8s_app_environment(secrets_dir: Path) -> dict[str, str]:
+    """The app container's environment, with the Secret's keys as sample values and its volume
+    written into ``secrets_dir`` (the mount path adapted)."""
     environment = dict(k8s_object("ConfigMap", "scalekit-config")["data"])
-    (container,) = k8s_object("Deployment", "scalekit-shop")["spec"]["template"]["spec"]["containers"]
+    pod = k8s_object("Deployment", "scalekit-shop")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
     for variable in container["env"]:   # secrets get sample values
-        environment[variable["name"]] = variable.get("value", "postgresql://app@db:5432/shop"
-                                                     if "URL" in variable["name"] else "x" * 24)
-    return environment
+        environment[variable["name"]] = variable.get("value", "x" * 24)
+    (volume,) = [volume for volume in pod["volumes"] if "secret" in volume]
+    (mount,) = [mount for mount in container["volumeMounts"] if mount["name"] == volume["name"]]
+    secrets_dir.mkdir(parents=True, exist_ok=True)
+    for item in volume["secret"]["items"]:
+        (secrets_dir / item["path"]).write_text(f"sample {item['key']} with @:/ characters\n")
+    return {name: value.replace(mount["mountPath"], str(secrets_dir)) for name, value in environment.items()}
 
 
 @pytest.mark.parametrize("fleet", ["compose", "kubernetes"])
 def test_the_shipped_fleet_caches_pages_at_the_edge_and_in_the_app(fleet: str, tmp_path: Path) -> None:
-    environment = (compose_app_environment(SAMPLE_SECRETS) if fleet == "compose" else _k8s_app_environment())
+    environment = (compose_app_environment(SAMPLE_SECRETS) if fleet == "compose"
+                   else _k8s_app_environment(tmp_path / "secrets"))
     config = load_config(environ=environment, cwd=tmp_path)
     assert config.cdn.enabled and config.cdn.default_policy == "page"   # shared freshness on pages
     assert [(rule.path, rule.policy) for rule in config.cdn.rules] == [("/api/**", "api")]
@@ -164,7 +173,7 @@ def test_prometheus_scrapes_every_app_replica_by_dns() -> None:
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_k8s_manifests_validate_strictly_offline(version: str) -> None:
-    paths = sorted(K8S_DIR.rglob("*.yaml"))
+    paths = builtin_manifest_paths()
     result = kubernetes_validate(paths, version)
     assert result.returncode == 0, result.stdout + result.stderr
     validated = {line.split()[1] for line in result.stdout.splitlines() if " passed " in line}
@@ -225,8 +234,11 @@ def test_k8s_pods_drain_before_they_stop() -> None:
 
 
 def test_k8s_configuration_is_accepted_by_scalekit(tmp_path: Path) -> None:
-    environment = _k8s_app_environment()
+    environment = _k8s_app_environment(tmp_path / "secrets")
     config = load_config(environ=environment, cwd=tmp_path)
+    # The passwords come from the Secret's files, apart from the URLs.
+    assert config.pool.databases["default"].resolved_password() == "sample database-password with @:/ characters"
+    assert config.redis.resolved_password() == "sample redis-password with @:/ characters"
     assert config.pool.databases["default"].pool_size == int(environment["SCALEKIT_POOL_DATABASES_DEFAULT_POOL_SIZE"])
 
 
