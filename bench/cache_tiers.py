@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from scalekit.cache.codec import Codec
 from scalekit.cache.entry import CachedEntry
-from scalekit.cache.generations import HostGenerations, LocalGenerations
+from scalekit.cache.generations import LocalGenerations
+from scalekit.cache.hostgenerations import HostGenerations
 from scalekit.cache.tiers.fleet import FleetGenerations
 from scalekit.cache.tiers.memory import MemoryTier
 from scalekit.cache.tiers.redis import RedisConnections, RedisTier, entry_key

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import typing as _typing
 
+from .cache.invalidation import InvalidationResult
+from .cache.invalidation import combine as _combine
 from .config import Config, MetricsConfig, RedisConfig, load_config
 from .context import RequestContext, current, set_route, tag
 from .errors import (
@@ -32,6 +34,7 @@ __all__ = [
     "LAYER_ORDER",
     "Config",
     "ConfigError",
+    "InvalidationResult",
     "MetricsConfig",
     "PoolError",
     "PoolTimeoutError",
@@ -56,16 +59,22 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def invalidate(tags: Iterable[str], *, source: str = "api") -> None:
+def invalidate(tags: Iterable[str], *, source: str = "api") -> InvalidationResult:
     """Invalidate every cached response tagged with any of ``tags``, in every wrapped app here
-    and, when Redis is configured, across the fleet. ``invalidate(tags=["product:42"])``."""
+    and, when Redis is configured, across the fleet. ``invalidate(tags=["product:42"])``.
+
+    Returns how far it reached (an :class:`InvalidationResult`; ignoring it is fine): with
+    ``result.acknowledged`` every live instance had applied it when this returned, so a read
+    anywhere sees the change. Otherwise ``result.reach`` / ``result.queued`` say where it is
+    recorded, and the instances in ``result.unacknowledged`` catch up within
+    ``cache.invalidation.max_staleness_seconds``.
+    """
     tag_tuple = (tags,) if isinstance(tags, str) else tuple(tags)
-    for runtime in live_runtimes():
-        runtime.invalidate(tag_tuple, source=source)
+    return _combine(runtime.invalidate(tag_tuple, source=source) for runtime in live_runtimes())
 
 
-async def ainvalidate(tags: Iterable[str], *, source: str = "api") -> None:
+async def ainvalidate(tags: Iterable[str], *, source: str = "api") -> InvalidationResult:
     """Async :func:`invalidate`, for ASGI apps: never blocks the event loop on Redis."""
     tag_tuple = (tags,) if isinstance(tags, str) else tuple(tags)
-    for runtime in live_runtimes():
-        await runtime.ainvalidate(tag_tuple, source=source)
+    return _combine([await runtime.ainvalidate(tag_tuple, source=source)
+                    for runtime in live_runtimes()])

@@ -24,6 +24,7 @@ __all__ = [
     "CACHE_ENTRIES",
     "CACHE_EVICTIONS",
     "CACHE_INVALIDATIONS",
+    "CACHE_INVALIDATIONS_PENDING",
     "CACHE_INVALIDATION_PROPAGATION",
     "CACHE_LOOKUPS",
     "CACHE_REQUESTS",
@@ -110,6 +111,11 @@ CACHE_INVALIDATION_PROPAGATION = Histogram(
     "scalekit_cache_invalidation_propagation_seconds",
     "Delay from an invalidation published by one instance to its arrival here.",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+CACHE_INVALIDATIONS_PENDING = Gauge(
+    "scalekit_cache_invalidations_pending",
+    "Tags invalidated here that the fleet has not heard of yet (Redis unreachable; queued).",
+    multiprocess_mode="livesum",
 )
 CACHE_CIRCUIT_OPEN = Gauge(
     "scalekit_cache_circuit_open", "1 while a tier's circuit breaker is open (tier skipped).", ["tier"],

@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from .cache.invalidation import InvalidationResult, combine
 from .config import Config
 
 __all__ = ["Runtime", "live_runtimes"]
@@ -128,20 +129,23 @@ class Runtime:
         """Register a layer's ``invalidate(tags, source)`` (and its async twin, if it has one)."""
         self._invalidators.append((invalidate, ainvalidate))
 
-    def invalidate(self, tags: Iterable[str], *, source: str = "api") -> None:
-        """Invalidate ``tags`` in every layer of this runtime that holds tagged state."""
+    def invalidate(self, tags: Iterable[str], *, source: str = "api") -> InvalidationResult:
+        """Invalidate ``tags`` in every layer of this runtime that holds tagged state; how far
+        it reached (the narrowest of the layers' answers)."""
         tag_tuple = tuple(tags)
-        for invalidate, _ in self._invalidators:
-            invalidate(tag_tuple, source)
+        results = [invalidate(tag_tuple, source) for invalidate, _ in self._invalidators]
+        return combine(result for result in results if isinstance(result, InvalidationResult))
 
-    async def ainvalidate(self, tags: Iterable[str], *, source: str = "api") -> None:
+    async def ainvalidate(self, tags: Iterable[str], *, source: str = "api") -> InvalidationResult:
         """Async :meth:`invalidate`: network work runs without blocking the event loop."""
         tag_tuple = tuple(tags)
+        results = []
         for invalidate, ainvalidate in self._invalidators:
             if ainvalidate is not None:
-                await ainvalidate(tag_tuple, source)
+                results.append(await ainvalidate(tag_tuple, source))
             else:
-                await asyncio.to_thread(invalidate, tag_tuple, source)
+                results.append(await asyncio.to_thread(invalidate, tag_tuple, source))
+        return combine(result for result in results if isinstance(result, InvalidationResult))
 
 
 def _run_sync(result: Any) -> None:

@@ -239,7 +239,7 @@ class Exchange:
         plan = self.decision.plan
         self.mode = "done"
         data = b"".join(self.chunks)
-        stamp = await shell.generations.astamp(core.tags_for(self.ctx, plan, self.view), self.since)
+        stamp = await shell.generations.astamp(core.tags_for(self.ctx, plan, self.view, self.key), self.since)
         entry = None
         if stamp is not None and core.recent.allows(self.key, self.uri_mark):  # invariant 2
             entry = policy.responses.complete(plan, data, stamp, route_of(self.ctx))

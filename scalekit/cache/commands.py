@@ -1,10 +1,19 @@
 """``scalekit invalidate`` and the cache's part of ``scalekit check``.
 
-``scalekit invalidate --tag product:42 --tag category:7`` loads the same config as the app
-(scalekit.toml / SCALEKIT_* env) and bumps the tags' generations: through Redis for the whole
-fleet when ``redis.url`` is set, and in the host's generations file under ``state_dir`` (which
-the app processes of this host follow within ~50 ms). It exits 1 if Redis was configured but
-could not be reached, saying so: then only this host was invalidated.
+``scalekit invalidate --tag product:42 --tag category:7`` finds the app's state the way the app
+does: the config of the app's directory (``--app-dir``, default the current one: its
+scalekit.toml or ``[tool.scalekit]``, and ``SCALEKIT_*`` / ``SCALEKIT_CONFIG`` as usual), and a
+relative ``state_dir`` taken from that directory. Then:
+
+- with ``redis.url``: the invalidation goes into the fleet's log, and the command waits briefly
+  until every live instance has applied it (naming those that have not). Exit 1 if Redis could
+  not be reached: nothing reached the fleet (the host's generations file, if there is one, got
+  it, and the output says so).
+- without Redis: it goes into the host's generations file, which the app's processes on this
+  host follow (they acknowledge at once). Exit 1 if there is no such file: the app never ran
+  here with this config, so the command says where it looked and how to point it elsewhere.
+
+It never creates a state directory of its own, and never prints success for nothing.
 """
 
 from __future__ import annotations
@@ -19,40 +28,81 @@ import click
 __all__ = ["COMMANDS", "check", "invalidate_tags"]
 
 
-def invalidate_tags(config: Any, tags: tuple[str, ...]) -> tuple[bool, str]:
-    """Invalidate ``tags`` as configured; (reached the fleet or no fleet configured, detail)."""
-    from ..runtime import Runtime
-    from .generations import HostGenerations
-    from .tiers import build_generations
+def invalidate_tags(config: Any, tags: tuple[str, ...], *,
+                    app_dir: str | os.PathLike[str] | None = None) -> tuple[bool, str]:
+    """Invalidate ``tags`` as the app at ``app_dir`` would; (reached the fleet, what happened)."""
+    from .generations import LocalGenerations
+    from .hostgenerations import HostGenerations
+    from .tiers import generations_path
 
-    runtime = Runtime(config)
-    try:
-        generations = build_generations(runtime)
-        if runtime.config.redis.url is None:
-            generations.invalidate(tags)
-            if isinstance(generations, HostGenerations):
-                return True, f"invalidated {len(tags)} tag(s) in this host's generations file"
+    base = Path(app_dir) if app_dir is not None else Path.cwd()
+    host_file = generations_path(config)
+    if not host_file.is_absolute():
+        host_file = base / host_file
+    has_host_file = config.cache.disk.enabled and host_file.is_file()
+    if config.redis.url is None:
+        if not config.cache.disk.enabled:
             return False, ("nothing to invalidate from the command line: without redis.url and "
                            "with cache.disk off, generations live only inside each app process; "
                            "use the purge endpoint or scalekit.invalidate() in the app")
-        sequence = generations.publish(tags)  # type: ignore[attr-defined]
-        if sequence is None:
-            generations.local.invalidate(tags)  # type: ignore[attr-defined]
-            return False, ("Redis at redis.url could not be reached: invalidated on this host "
-                           "only; run the command again once Redis is back")
-        return True, f"invalidated {len(tags)} tag(s) across the fleet (generation {sequence})"
+        if not has_host_file:
+            return False, _no_state(host_file, base, config)
+        generations = HostGenerations(host_file)
+        try:
+            result = generations.invalidate(tags)
+        finally:
+            generations.close()
+        return result.reached_fleet, result.describe()
+    return _invalidate_fleet(config, tags, HostGenerations(host_file) if has_host_file
+                             else LocalGenerations())
+
+
+def _invalidate_fleet(config: Any, tags: tuple[str, ...], local: Any) -> tuple[bool, str]:
+    from .tiers.fleet import FleetGenerations
+    from .tiers.redis import RedisConnections
+
+    connections = RedisConnections(config.redis)
+    invalidation = config.cache.invalidation
+    generations = FleetGenerations(
+        local, connections, channel=invalidation.channel,
+        max_staleness_seconds=invalidation.max_staleness_seconds,
+        heartbeat_seconds=invalidation.heartbeat_seconds,
+        # A person waits at the terminal: give slow instances a moment longer than a request.
+        ack_timeout_seconds=max(invalidation.ack_timeout_seconds, 0.5))
+    try:
+        result = generations.invalidate(tags)
     finally:
-        runtime.close()
+        generations.close()
+        connections.close()
+    if result.reach == "fleet":
+        return True, result.describe()
+    where = "this host's generations file" if result.reach == "host" else "nowhere"
+    return False, (f"Redis at redis.url ({_redacted(config.redis.url)}) could not be reached: "
+                   f"the fleet was not invalidated (recorded in {where}); run the command again "
+                   "once Redis answers")
+
+
+def _no_state(host_file: Path, base: Path, config: Any) -> str:
+    return (f"no scalekit state at {host_file}: the app has not run from {base} with this "
+            f"config (state_dir = {config.state_dir!r}), so there is nothing here for its "
+            "processes to follow. Run this command from the app's directory, pass --app-dir DIR, "
+            "or set SCALEKIT_STATE_DIR (or state_dir in the app's scalekit.toml) to the "
+            "directory the app uses.")
 
 
 @click.command("invalidate")
 @click.option("--tag", "tags", multiple=True, required=True, metavar="TAG",
               help="A cache tag to invalidate (repeatable): --tag product:42 --tag category:7")
-def invalidate_command(tags: tuple[str, ...]) -> None:
+@click.option("--app-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, metavar="DIR",
+              help="The directory the app runs from (its config, and a relative state_dir, "
+                   "are read from there). Default: the current directory.")
+def invalidate_command(tags: tuple[str, ...], app_dir: Path | None) -> None:
     """Invalidate every cached response carrying any of the given tags."""
     from ..config import load_config
 
-    ok, detail = invalidate_tags(load_config(), tuple(tags))
+    config = load_config(cwd=app_dir)
+    ok, detail = invalidate_tags(config, tuple(tags), app_dir=app_dir)
     click.echo(detail, err=not ok)
     if not ok:
         sys.exit(1)

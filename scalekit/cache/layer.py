@@ -20,6 +20,7 @@ from typing import Any
 from .. import asgi, instruments, wsgi
 from .coalesce import AsyncFlights, RecentInvalidations, RefreshRegistry, ThreadFlights
 from .entry import CachedEntry
+from .invalidation import InvalidationResult, uri_tag
 from .policy import CachePolicy, RequestView
 from .purge import PurgeEndpoint
 from .rules import ResponseRule, rule_of
@@ -69,6 +70,9 @@ class CacheCore:
         self.host_rejected_status = ("cache-status", self.policy.responses.cache_status(
             fwd="bypass", detail="host-not-allowed"))
         self.uri_invalidations = instruments.CACHE_INVALIDATIONS.labels("unsafe_method")
+        # Entries carry their URI's tag only where another process may hold them (a host file
+        # or Redis carries invalidations there); alone, deleting the key here is enough.
+        self.uri_tags = bool(getattr(self.generations, "spans_processes", True))
         invalidate, ainvalidate = build_invalidator(self.generations)
         runtime.add_invalidator(invalidate, ainvalidate)
         runtime.on_shutdown(self.close)
@@ -81,13 +85,17 @@ class CacheCore:
         """``cache_response()`` of this request, else the first matching config rule."""
         return rule_of(ctx) or self.policy.rules.match(request.path)
 
-    def tags_for(self, ctx: Any, plan: StorePlan, request: RequestView) -> set[str]:
-        """Everything the response is tagged with: the app's, its headers', its rule's."""
+    def tags_for(self, ctx: Any, plan: StorePlan, request: RequestView,
+                 key: str | None = None) -> set[str]:
+        """Everything the response is tagged with: the app's, its headers', its rule's, and
+        (given its primary ``key``) its URI's, which unsafe methods invalidate fleet-wide."""
         tags = set(ctx.tags) if ctx is not None else set()
         tags.update(plan.header_tags)
         rule = self.policy.rules.match(request.path)
         if rule is not None:
             tags.update(rule.tags)
+        if key is not None and self.uri_tags:
+            tags.add(uri_tag(key))
         return tags
 
     @staticmethod
@@ -119,23 +127,32 @@ class CacheCore:
             for store_key, _ in writes:
                 await self.store.adelete(store_key)
 
-    def invalidate_keys(self, keys: Iterable[str]) -> None:
+    def invalidate_keys(self, keys: Iterable[str]) -> InvalidationResult | None:
+        """Invalidate primary keys after an unsafe method: here at once (every tier), and on
+        every instance through their URI tags (the same log, acknowledgements and bound as
+        tags). None when there was nothing to invalidate."""
         key_list = list(keys)
         if not key_list:
-            return
+            return None
         self.recent.invalidate(key_list)
         for key in key_list:
             self.store.delete(key)
+        result = self.generations.invalidate([uri_tag(key) for key in key_list]) if self.uri_tags else None
         self.uri_invalidations.inc()
+        return result
 
-    async def ainvalidate_keys(self, keys: Iterable[str]) -> None:
+    async def ainvalidate_keys(self, keys: Iterable[str]) -> InvalidationResult | None:
+        """:meth:`invalidate_keys` through the stores' and generations' async faces."""
         key_list = list(keys)
         if not key_list:
-            return
+            return None
         self.recent.invalidate(key_list)
         for key in key_list:
             await self.store.adelete(key)
+        result = (await self.generations.ainvalidate([uri_tag(key) for key in key_list])
+                  if self.uri_tags else None)
         self.uri_invalidations.inc()
+        return result
 
     # ----------------------------------------------------------------- background refreshes
     @property

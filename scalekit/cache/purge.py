@@ -18,7 +18,11 @@ request passes through untouched (the app answers that path like any other). A p
 <token>``, naming tags as ``?tag=a&tag=b`` and/or a ``Surrogate-Key: a b`` request header.
 Without a valid token the answer is 401: nothing a client sends on an ordinary request (no
 ``Cache-Control``, ``Pragma`` or custom header) ever invalidates anything. Answers are
-``no-store`` JSON and never cached.
+``no-store`` JSON and never cached, and say how far the purge reached: 200 only when the fleet
+has it (Redis, or without Redis the host's generations file) — ``"acknowledged"`` then tells
+whether every live instance had applied it; 202 when only this process has it and it is queued
+for the fleet; 503 with ``Retry-After`` when only this process has it and nothing will carry it
+further (purge again).
 
 :func:`purge_request` is the pure decision; :class:`PurgeEndpoint` adds the invalidation.
 
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -42,6 +47,7 @@ from urllib.parse import parse_qsl
 from .. import asgi
 from ..headers import parse_tags
 from ..messages import Response, simple_response
+from .invalidation import InvalidationResult
 
 __all__ = ["Purge", "PurgeEndpoint", "PurgePolicy", "purge_request"]
 
@@ -114,10 +120,26 @@ def _tags_of(query_string: str, surrogate_key: str | None) -> tuple[str, ...]:
     return tuple(tags)
 
 
-def purged_response(tags: tuple[str, ...]) -> Response:
-    body = (json.dumps({"purged": list(tags)}) + "\n").encode("utf-8")
-    return Response(200, (("content-type", "application/json"), ("content-length", str(len(body))),
-                          ("cache-control", "no-store")), body)
+def purged_response(tags: tuple[str, ...], result: InvalidationResult | None = None, *,
+                    retry_after_seconds: int = 1) -> Response:
+    """The answer to a purge: 200 when the fleet has it, 202 queued, 503 this process only."""
+    if result is None:
+        result = InvalidationResult(tags=tags, reach="fleet", acknowledged=True)
+    document = {"purged": list(tags), "reach": result.reach, "acknowledged": result.acknowledged,
+                "unacknowledged": list(result.unacknowledged), "queued": result.queued,
+                "detail": result.describe()}
+    body = (json.dumps(document) + "\n").encode("utf-8")
+    headers: tuple[tuple[str, str], ...] = (
+        ("content-type", "application/json"), ("content-length", str(len(body))),
+        ("cache-control", "no-store"))
+    if result.reached_fleet:
+        status = 200
+    elif result.queued:
+        status = 202
+    else:
+        status = 503
+        headers += (("retry-after", str(retry_after_seconds)),)
+    return Response(status, headers, body)
 
 
 class PurgeEndpoint:
@@ -128,6 +150,7 @@ class PurgeEndpoint:
         self.runtime = runtime
         self.policy = PurgePolicy(path=invalidation.purge_path, token=invalidation.purge_token)
         self.enabled = self.policy.token is not None
+        self.retry_after_seconds = max(1, math.ceil(runtime.config.redis.circuit_cool_down_seconds))
 
     def handle_wsgi(self, environ: dict[str, Any]) -> Response | None:
         """The response to send for a purge request, or None to carry on."""
@@ -138,8 +161,8 @@ class PurgeEndpoint:
             environ.get("QUERY_STRING", ""), environ.get("HTTP_AUTHORIZATION"),
             environ.get("HTTP_SURROGATE_KEY"))
         if isinstance(decision, Purge):
-            self.runtime.invalidate(decision.tags, source="http")
-            return purged_response(decision.tags)
+            result = self.runtime.invalidate(decision.tags, source="http")
+            return purged_response(decision.tags, result, retry_after_seconds=self.retry_after_seconds)
         return decision
 
     async def handle_asgi(self, scope: dict[str, Any]) -> Response | None:
@@ -150,6 +173,6 @@ class PurgeEndpoint:
             scope.get("query_string", b"").decode("latin-1"),
             asgi.header_value(scope, b"authorization"), asgi.header_value(scope, b"surrogate-key"))
         if isinstance(decision, Purge):
-            await self.runtime.ainvalidate(decision.tags, source="http")
-            return purged_response(decision.tags)
+            result = await self.runtime.ainvalidate(decision.tags, source="http")
+            return purged_response(decision.tags, result, retry_after_seconds=self.retry_after_seconds)
         return decision

@@ -324,7 +324,7 @@ class WSGICache:
             return PassBody(chunks, iterator, body)
         close_body(body)
         data = b"".join(chunks)
-        stamp = self.generations.stamp(core.tags_for(ctx, plan, view), since)
+        stamp = self.generations.stamp(core.tags_for(ctx, plan, view, key), since)
         entry = None
         if stamp is not None and core.recent.allows(key, uri_mark):  # invariant 2
             entry = policy.responses.complete(plan, data, stamp, route_of(ctx))

@@ -3,6 +3,7 @@ run over WSGI and ASGI in process by the ``make`` fixture."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 
@@ -149,5 +150,9 @@ def test_purge_endpoint_invalidates_tags(make: Make, path: str) -> None:
     h.get(url)
     assert h.get(url).hit
     assert h.request("POST", "/_scalekit/purge?tag=purge-me").status == 401
-    assert h.request("POST", "/_scalekit/purge?tag=purge-me", {"authorization": f"Bearer {token}"}).status == 200
-    assert not h.get(url).hit
+    purged = h.request("POST", "/_scalekit/purge?tag=purge-me", {"authorization": f"Bearer {token}"})
+    # Neither Redis nor a disk tier here: nothing carries the purge past this process, so the
+    # answer is not a 200 (tests/cache/tiers/test_purge.py has the 200 and 202 cases).
+    assert purged.status == 503 and purged.headers["retry-after"]
+    assert json.loads(purged.body)["reach"] == "process"
+    assert not h.get(url).hit  # applied in this process all the same

@@ -6,7 +6,7 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from scalekit.cache.generations import HostGenerations
+from scalekit.cache.hostgenerations import HostGenerations
 
 
 def _invalidate_in_another_process(path: str, tags: list[str]) -> None:

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from ... import instruments
 from ..codec import Codec
-from ..generations import HostGenerations, LocalGenerations
+from ..generations import LocalGenerations
+from ..hostgenerations import HostGenerations
+from ..invalidation import InvalidationResult
 from ..store import Generations, Store
 from .breaker import CircuitBreaker
 from .disk import DiskTier
@@ -38,6 +40,7 @@ __all__ = [
     "build_invalidator",
     "build_leases",
     "build_store",
+    "generations_path",
     "redis_connections",
 ]
 
@@ -105,24 +108,34 @@ def build_store(runtime: Any) -> Store:
     return store
 
 
+def generations_path(config: Any) -> Path:
+    """The host's generations file (under ``state_dir``, beside L3)."""
+    return Path(config.state_dir, config.cache.disk.path, "generations.sqlite3")
+
+
 def build_generations(runtime: Any) -> Generations:
     """Tag generations: persisted for the host when L3 is on, fleet-wide with Redis."""
     cache = runtime.config.cache
+    invalidation = cache.invalidation
     local: LocalGenerations
     if cache.disk.enabled:
-        local = HostGenerations(state_path(runtime, cache.disk.path, "generations.sqlite3"))
+        local = HostGenerations(generations_path(runtime.config),
+                                ack_timeout_seconds=invalidation.ack_timeout_seconds)
     else:
         local = LocalGenerations()
     generations: Any = local
-    connections = redis_connections(runtime) if cache.invalidation.enabled else None
+    connections = redis_connections(runtime) if invalidation.enabled else None
     if connections is not None:
         from .fleet import FleetGenerations
 
-        invalidation = cache.invalidation
         generations = FleetGenerations(
             local, connections, channel=invalidation.channel,
             max_staleness_seconds=invalidation.max_staleness_seconds,
-            heartbeat_seconds=invalidation.heartbeat_seconds, monotonic=runtime.monotonic)
+            heartbeat_seconds=invalidation.heartbeat_seconds,
+            ack_timeout_seconds=invalidation.ack_timeout_seconds, monotonic=runtime.monotonic)
+        store = runtime.services.get("cache.store")
+        if isinstance(store, TieredStore):
+            generations.add_lost_track_hook(store.clear_local)
     runtime.services["cache.generations"] = generations
     runtime.on_startup(generations.sequence)  # starts the listener / watcher thread
     runtime.on_shutdown(generations.close)
@@ -143,19 +156,21 @@ def build_leases(runtime: Any) -> Leases | None:
     return leases
 
 
-Invalidate = Callable[[tuple[str, ...], str], None]
-AInvalidate = Callable[[tuple[str, ...], str], Awaitable[None]]
+Invalidate = Callable[[tuple[str, ...], str], InvalidationResult]
+AInvalidate = Callable[[tuple[str, ...], str], Awaitable[InvalidationResult]]
 
 
 def build_invalidator(generations: Generations) -> tuple[Invalidate, AInvalidate]:
     """``(fn, afn)`` for ``runtime.add_invalidator``: bump generations, count by source."""
 
-    def invalidate(tags: tuple[str, ...], source: str) -> None:
-        generations.invalidate(tags)
+    def invalidate(tags: tuple[str, ...], source: str) -> InvalidationResult:
+        result = generations.invalidate(tags)
         instruments.CACHE_INVALIDATIONS.labels(source).inc()
+        return result
 
-    async def ainvalidate(tags: tuple[str, ...], source: str) -> None:
-        await generations.ainvalidate(tags)
+    async def ainvalidate(tags: tuple[str, ...], source: str) -> InvalidationResult:
+        result = await generations.ainvalidate(tags)
         instruments.CACHE_INVALIDATIONS.labels(source).inc()
+        return result
 
     return invalidate, ainvalidate

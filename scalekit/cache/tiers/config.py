@@ -94,13 +94,16 @@ class InvalidationConfig:
     """Tag generations, the pub/sub channel, and the protected purge endpoint."""
 
     enabled: bool = True
-    # Redis pub/sub channel (prefixed by redis.key_prefix) carrying invalidations to the fleet.
+    # Name of the Redis invalidation log (prefixed by redis.key_prefix) the fleet follows.
     channel: str = "invalidations"
-    # While this instance cannot hear the channel, L1/L3 entries are served for at most this
-    # long after the last sign of life; then every entry counts as not current (a miss).
+    # While this instance cannot hear the log, what it holds is served for at most this long
+    # after the last answer from Redis; then every entry counts as not current (a miss).
     max_staleness_seconds: float = 3.0
-    # How often the listener pings Redis to prove the channel is alive.
+    # How often the listener renews its lease and proves the log is heard when nothing happens.
     heartbeat_seconds: float = 0.5
+    # How long invalidate() waits for every live instance to acknowledge applying an
+    # invalidation (read-your-writes); the ones that have not are named in its result.
+    ack_timeout_seconds: float = 0.05
     # HTTP purge endpoint: POST/PURGE {purge_path}?tag=T&tag=T2 with "Authorization: Bearer
     # {purge_token}". Without a token the endpoint does not exist.
     purge_path: str = "/_scalekit/purge"
@@ -112,6 +115,8 @@ class InvalidationConfig:
                 self.max_staleness_seconds, "a positive number of seconds")
         require(0 < self.heartbeat_seconds < self.max_staleness_seconds, "heartbeat_seconds",
                 self.heartbeat_seconds, "a positive number of seconds below max_staleness_seconds")
+        require(0 <= self.ack_timeout_seconds <= 10, "ack_timeout_seconds",
+                self.ack_timeout_seconds, "between 0 (do not wait) and 10 seconds")
         require(self.purge_path.startswith("/"), "purge_path", self.purge_path,
                 "a path starting with '/'")
         require(self.purge_token is None or len(self.purge_token) >= 16, "purge_token",

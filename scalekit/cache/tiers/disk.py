@@ -266,6 +266,24 @@ class DiskTier:
         self.breaker.success()
         return True
 
+    def clear(self) -> bool:
+        """Drop every entry (the fleet's invalidation state they were checked against was
+        lost); False if the file could not be written."""
+        try:
+            connection = self._connection()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.execute("DELETE FROM entries")
+                connection.execute("UPDATE meta SET value = 0 WHERE name = 'total_bytes'")
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        except Exception as error:  # noqa: BLE001 - a disk fault never fails a request
+            self._fault(error, self._metrics.store_error)
+            return False
+        return True
+
     # ----------------------------------------------------------------- async face
     async def aget(self, key: str) -> tuple[CachedEntry, str] | None:
         return await asyncio.to_thread(self.get, key)

@@ -1,30 +1,29 @@
-"""Fleet-wide tag generations: Redis holds them, pub/sub spreads them, each instance keeps a copy.
+"""Fleet-wide tag generations: Redis keeps the invalidation log, each instance follows it.
 
-``invalidate(tags)`` runs one Lua script on Redis (INCR the sequence, HSET each tag to it,
-PUBLISH ``{sequence, tags, send time, origin}``) and applies the result locally before
-returning, so this instance stops serving the old entries at once (invariant 2). Every instance
-runs one listener thread (serving WSGI and ASGI alike: it only updates a dict) that applies
-published invalidations to its local generations, measures the propagation delay from the
-send time in the message, and pings Redis every ``heartbeat_seconds``.
+``invalidate(tags)`` runs one script on Redis (next sequence number, every tag set to it, one
+log entry), applies it here, then waits up to ``ack_timeout_seconds`` until every other live
+instance has acknowledged applying it, and says so in its
+:class:`~scalekit.cache.invalidation.InvalidationResult`. When Redis cannot be reached it is
+applied here (and on this host) under a local number, queued, and replayed by the listener as
+soon as Redis answers; the result says ``reach="process"``, ``queued=True``.
 
-Bounded staleness: an instance only trusts its local copy up to ``max_staleness_seconds`` after
-the last ping Redis answered (a pong proves every message published before the ping has
-arrived). Past that — channel down, Redis down, never connected — ``is_current`` is False for
-every tagged entry, so L1/L3 serve nothing that might have been invalidated meanwhile. On
-(re)connection the listener subscribes first, then resyncs: invalidations made here while
-Redis was unreachable are replayed with fresh sequence numbers; if Redis lost its data (its
-sequence is behind ours) ours is raised so generation numbers never repeat; then every tag's
-generation in Redis is adopted (generations only move forward).
+Every instance runs one listener thread (serving WSGI and ASGI alike: it only updates a dict)
+that drives a :class:`~.fleetlog.Follower`: join the state, replay the queue, then poll the log
+(renewing its lease and acknowledging what it applied, then reading the entries after its
+position, blocking up to ``heartbeat_seconds``). A second small thread turns ``trusted`` off
+when the last answered poll is older than ``max_staleness_seconds``: from then on
+``is_current`` is False for every entry, until the listener has caught up — whether Redis is
+down, stopped (SIGSTOP) or silently unreachable.
 
-Keys share one hash tag (``{prefix}{generations}:…``) so the scripts are Redis Cluster safe;
-PUBLISH reaches every node's subscribers in a cluster.
+The protocol is written down in docs/design/invalidation.md.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -32,35 +31,30 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ... import instruments
-from ..generations import LocalGenerations
+from ..generations import LocalGenerations, fleet_generation, fleet_sequence
+from ..invalidation import InvalidationResult
 from ..store import TagStamp
+from .fleetlog import Follower, LogEntry, Poll, Replay, Resync, Step
+from .fleetredis import AckReport, AsyncFleetScripts, FleetKeys, FleetScripts
 from .redis import REDIS_ERRORS, RedisConnections
 
 __all__ = ["FleetGenerations"]
 
 log = logging.getLogger("scalekit.cache")
 
-_INVALIDATE = """
-local sequence = redis.call('INCR', KEYS[1])
-for i = 4, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], sequence) end
-local tags = {}
-for i = 4, #ARGV do tags[#tags + 1] = ARGV[i] end
-redis.call('PUBLISH', ARGV[1], cjson.encode({s = sequence, t = tonumber(ARGV[2]), o = ARGV[3], g = tags}))
-return sequence
-"""
-# Raise the sequence to at least ARGV[1] (Redis restarted empty while instances remembered).
-_RAISE_SEQUENCE = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local floor = tonumber(ARGV[1])
-if current < floor then redis.call('SET', KEYS[1], floor); return floor end
-return current
-"""
-_RESYNC_PAGE = 5000
-_REPLAY_BATCH = 1000
+_FIRST_ACK_POLL_SECONDS = 0.0005
+_MAX_ACK_POLL_SECONDS = 0.008
+
+
+def instance_name() -> str:
+    """How this process appears in acknowledgements: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class FleetGenerations:
     """Generations shared by the fleet through Redis; reads are local dict lookups."""
+
+    spans_processes = True
 
     def __init__(
         self,
@@ -70,31 +64,35 @@ class FleetGenerations:
         channel: str = "invalidations",
         max_staleness_seconds: float = 3.0,
         heartbeat_seconds: float = 0.5,
+        ack_timeout_seconds: float = 0.05,
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.local = local
         self.connections = connections
-        prefix = connections.prefix
-        self.sequence_key = f"{prefix}{{generations}}:sequence"
-        self.tags_key = f"{prefix}{{generations}}:tags"
-        self.channel = f"{prefix}{channel}"
+        self.keys = FleetKeys.of(connections.prefix, channel)
         self.max_staleness_seconds = max_staleness_seconds
         self.heartbeat_seconds = heartbeat_seconds
+        self.ack_timeout_seconds = ack_timeout_seconds
         self._monotonic = monotonic
         self._wall_clock = wall_clock
-        self.origin = uuid.uuid4().hex[:12]
-        # Trust the local copy until this monotonic time; -inf: never heard from Redis yet.
-        self._trusted_until = float("-inf")
-        self._pending: set[str] = set()  # invalidated here, not yet in Redis
-        self._pending_lock = threading.Lock()
+        self.name = instance_name()
+        self._lost_track_hooks: list[Callable[[], None]] = []
+        self.follower = Follower(local, max_staleness_seconds=max_staleness_seconds,
+                                 on_lost_track=self._lost_track)
+        # Read on every hit; turned on by the listener, off by the watchdog (see the module).
+        self.trusted = False
+        self._is_current_here = local.is_current
         self._listener: threading.Thread | None = None
         self._listener_pid = 0
         self._stop = threading.Event()
-        self._scripts: dict[int, tuple[Any, Any]] = {}
+        self._scripts: dict[int, Any] = {}
         self.connected = threading.Event()
         self._remote = instruments.CACHE_INVALIDATIONS.labels("remote")
         self._delay = instruments.CACHE_INVALIDATION_PROPAGATION
+        self._pending_gauge = instruments.CACHE_INVALIDATIONS_PENDING
+        self._warned_pending = False
+        self._report_pending()
 
     # ----------------------------------------------------------------- reads (hit path)
     def sequence(self) -> int:
@@ -106,70 +104,18 @@ class FleetGenerations:
         return self.local.stamp(tags, since)
 
     def is_current(self, stamp: TagStamp) -> bool:
-        """Local comparisons; False for tagged entries once the channel has been silent too long."""
-        if stamp and self._monotonic() >= self._trusted_until:
-            return False
-        return self.local.is_current(stamp)
+        """Local comparisons; False for every entry while the log has not been heard recently."""
+        return self.trusted and self._is_current_here(stamp)
 
     @property
     def is_trusted(self) -> bool:
-        """Whether the channel has been heard within ``max_staleness_seconds``."""
-        return self._monotonic() < self._trusted_until
+        """Whether the log has been heard within ``max_staleness_seconds``."""
+        return self.follower.is_trusted(self._monotonic())
 
-    # ----------------------------------------------------------------- writes
-    def invalidate(self, tags: Iterable[str]) -> None:
-        """Invalidate ``tags`` here at once and, through Redis, in the whole fleet."""
-        tag_list = sorted({tag for tag in tags if tag})
-        if tag_list and self.publish(tag_list) is None:
-            self._invalidate_offline(tag_list)
-
-    def publish(self, tags: Iterable[str]) -> int | None:
-        """Invalidate ``tags`` in Redis and here; the new sequence, or None if Redis failed
-        (then nothing was applied: the caller decides, e.g. the CLI reports it)."""
-        tag_list = sorted({tag for tag in tags if tag})
-        breaker = self.connections.breaker
-        if not tag_list or not breaker.allow():
-            return None
-        try:
-            sequence = int(self._script(self.connections.sync(), _INVALIDATE)(
-                keys=[self.sequence_key, self.tags_key], args=self._args(tag_list)))
-        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            breaker.failure(error)
-            return None
-        breaker.success()
-        self.local.apply(sequence, tag_list)
-        return sequence
-
-    async def ainvalidate(self, tags: Iterable[str]) -> None:
-        tag_list = sorted({tag for tag in tags if tag})
-        if not tag_list:
-            return
-        breaker = self.connections.breaker
-        if breaker.allow():
-            try:
-                client = self.connections.async_client()
-                sequence = await client.eval(_INVALIDATE, 2, self.sequence_key, self.tags_key,
-                                             *self._args(tag_list))
-            except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-                breaker.failure(error)
-            else:
-                breaker.success()
-                self.local.apply(int(sequence), tag_list)
-                return
-        self._invalidate_offline(tag_list)
-
-    def _invalidate_offline(self, tag_list: list[str]) -> None:
-        # Redis unreachable: effective here now, replayed to the fleet on reconnection (also
-        # after a restart, when the local generations keep an outbox on disk).
-        self.local.invalidate(tag_list)
-        remember = getattr(self.local, "remember_unpublished", None)
-        if remember is not None:
-            remember(tag_list)
-        with self._pending_lock:
-            self._pending.update(tag_list)
-
-    def _args(self, tag_list: list[str]) -> list[str]:
-        return [self.channel, repr(self._wall_clock()), self.origin, *tag_list]
+    def review_trust(self) -> bool:
+        """Recompute ``trusted`` from the clock now (the watchdog does this on its own)."""
+        self.trusted = self.is_trusted
+        return self.trusted
 
     async def asequence(self) -> int:
         return self.sequence()
@@ -177,49 +123,197 @@ class FleetGenerations:
     async def astamp(self, tags: Iterable[str], since: int) -> TagStamp | None:
         return self.stamp(tags, since)
 
-    def _script(self, client: Any, source: str) -> Any:
+    # ----------------------------------------------------------------- writes
+    def invalidate(self, tags: Iterable[str]) -> InvalidationResult:
+        """Invalidate ``tags`` here at once and, through Redis, in the whole fleet."""
+        tag_list = sorted({tag for tag in tags if tag})
+        if not tag_list:
+            return InvalidationResult(tags=(), reach="fleet", acknowledged=True)
+        breaker = self.connections.breaker
+        if breaker.allow():
+            try:
+                scripts = self._sync_scripts()
+                sequence, epoch = scripts.invalidate(
+                    tag_list, origin=self.name, sent_at=self._wall_clock(),
+                    floor=fleet_sequence(self.local.sequence()), epoch_candidate=uuid.uuid4().hex)
+            except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
+                self._failed(error)
+            else:
+                breaker.success()
+                self.local.apply(fleet_generation(sequence), tag_list)
+                report = self._wait_for_acks(scripts, sequence, epoch)
+                return self._fleet_result(tag_list, sequence, report)
+        return self._invalidate_offline(tag_list)
+
+    async def ainvalidate(self, tags: Iterable[str]) -> InvalidationResult:
+        tag_list = sorted({tag for tag in tags if tag})
+        if not tag_list:
+            return InvalidationResult(tags=(), reach="fleet", acknowledged=True)
+        breaker = self.connections.breaker
+        if breaker.allow():
+            try:
+                scripts = self._async_scripts()
+                sequence, epoch = await scripts.invalidate(
+                    tag_list, origin=self.name, sent_at=self._wall_clock(),
+                    floor=fleet_sequence(self.local.sequence()), epoch_candidate=uuid.uuid4().hex)
+            except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
+                self._failed(error)
+            else:
+                breaker.success()
+                self.local.apply(fleet_generation(sequence), tag_list)
+                report = await self._await_acks(scripts, sequence, epoch)
+                return self._fleet_result(tag_list, sequence, report)
+        return await asyncio.to_thread(self._invalidate_offline, tag_list)
+
+    def _failed(self, error: BaseException) -> None:
+        if not isinstance(error, REDIS_ERRORS):
+            log.error("unexpected error invalidating through Redis", exc_info=error)
+        self.connections.breaker.failure(error)
+
+    def _wait_for_acks(self, scripts: FleetScripts, sequence: int, epoch: str) -> AckReport:
+        deadline = time.monotonic() + self.ack_timeout_seconds
+        pause = _FIRST_ACK_POLL_SECONDS
+        while True:
+            try:
+                report = scripts.acked(sequence, instance=self.name, epoch=epoch)
+            except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
+                self._failed(error)
+                return AckReport(missing=("(Redis did not answer)",))
+            if not report.missing or report.lost or time.monotonic() + pause > deadline:
+                return report
+            time.sleep(pause)
+            pause = min(pause * 2, _MAX_ACK_POLL_SECONDS)
+
+    async def _await_acks(self, scripts: AsyncFleetScripts, sequence: int, epoch: str) -> AckReport:
+        deadline = time.monotonic() + self.ack_timeout_seconds
+        pause = _FIRST_ACK_POLL_SECONDS
+        while True:
+            try:
+                report = await scripts.acked(sequence, instance=self.name, epoch=epoch)
+            except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
+                self._failed(error)
+                return AckReport(missing=("(Redis did not answer)",))
+            if not report.missing or report.lost or time.monotonic() + pause > deadline:
+                return report
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _MAX_ACK_POLL_SECONDS)
+
+    def _fleet_result(self, tags: list[str], sequence: int, report: AckReport) -> InvalidationResult:
+        if report.lost:
+            # Redis lost its state between the write and the check: the fleet may never hear
+            # it from there. Replay it like an invalidation Redis never had.
+            self.follower.queue(tags)
+            self._report_pending()
+            return InvalidationResult(tags=tuple(tags), reach="process", queued=True,
+                                      detail="Redis lost its invalidation state meanwhile")
+        detail = ""
+        complete = not report.missing
+        age = report.recovered_age_seconds
+        if age is not None and age < self.max_staleness_seconds:
+            complete = False
+            detail = (f"Redis's invalidation state was recreated {age:.1f} s ago; instances that "
+                      "followed the lost one may not have rejoined yet")
+        return InvalidationResult(tags=tuple(tags), reach="fleet", acknowledged=complete,
+                                  unacknowledged=report.missing, detail=detail, sequence=sequence)
+
+    def _invalidate_offline(self, tag_list: list[str]) -> InvalidationResult:
+        # Redis unreachable: effective here (and on this host) now, replayed to the fleet by
+        # the listener as soon as Redis answers (also after a restart: the host file keeps it).
+        here = self.local.invalidate(tag_list)
+        self.follower.queue(tag_list)
+        self._report_pending()
+        return InvalidationResult(
+            tags=tuple(tag_list), reach="host" if here.reach == "host" else "process",
+            queued=True, acknowledged=False, unacknowledged=here.unacknowledged,
+            detail="Redis unreachable: queued for the fleet")
+
+    def _report_pending(self) -> None:
+        pending = self.follower.pending
+        self._pending_gauge.set(pending)
+        if pending and not self._warned_pending:
+            self._warned_pending = True
+            log.warning("invalidations of %d tag(s) could not reach Redis; applied on this host "
+                        "and queued for the fleet until Redis answers", pending)
+        elif not pending and self._warned_pending:
+            self._warned_pending = False
+            log.warning("queued invalidations reached the fleet")
+
+    # ----------------------------------------------------------------- clients and scripts
+    def _sync_scripts(self) -> FleetScripts:
+        return self._scripts_for(self.connections.sync(), FleetScripts)  # type: ignore[no-any-return]
+
+    def _async_scripts(self) -> AsyncFleetScripts:
+        return self._scripts_for(self.connections.async_client(), AsyncFleetScripts)  # type: ignore[no-any-return]
+
+    def _scripts_for(self, client: Any, kind: type[Any]) -> Any:
         scripts = self._scripts.get(id(client))
-        if scripts is None or scripts[0] is not client:
-            scripts = (client, {})
-            self._scripts = {id(client): scripts}
-        registered = scripts[1].get(source)
-        if registered is None:
-            registered = scripts[1][source] = client.register_script(source)
-        return registered
+        if scripts is None or scripts.client is not client:
+            scripts = kind(client, self.keys)
+            self._scripts = {**self._scripts, id(client): scripts}
+        return scripts
+
+    # ----------------------------------------------------------------- lost track
+    def add_lost_track_hook(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` (drop what the local tiers hold) when Redis lost the state this
+        instance followed: invalidations it had not applied yet are gone with it."""
+        self._lost_track_hooks.append(hook)
+
+    def _lost_track(self) -> None:
+        log.warning("Redis lost the invalidation state this instance followed; dropping the "
+                    "entries held locally")
+        for hook in self._lost_track_hooks:
+            try:
+                hook()
+            except Exception:  # one failing tier must not keep the others
+                log.exception("dropping local entries after Redis lost its state failed")
 
     # ----------------------------------------------------------------- listener
     def start(self) -> None:
-        """Start (or restart after a fork) the listener thread; returns at once."""
+        """Start (or restart after a fork) the listener and the watchdog; returns at once."""
         if self._listener_pid == os.getpid():
             return
         self._listener_pid = os.getpid()
-        self._trusted_until = float("-inf")
+        self.name = instance_name()
+        self.trusted = False
+        self.follower.trusted_until = float("-inf")
         self._stop = threading.Event()
         self._listener = threading.Thread(target=self._listen, args=(self._stop,),
                                           name="scalekit-invalidations", daemon=True)
         self._listener.start()
+        threading.Thread(target=self._watch_trust, args=(self._stop,),
+                         name="scalekit-invalidations-trust", daemon=True).start()
 
     def wait_connected(self, timeout_seconds: float) -> bool:
-        """Block until the listener has subscribed and resynced (tests, start-up)."""
+        """Block until the listener has joined and heard the log once (tests, start-up)."""
         self.start()
         return self.connected.wait(timeout_seconds)
+
+    def _watch_trust(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            remaining = self.follower.trusted_until - self._monotonic()
+            if remaining <= 0:
+                self.trusted = False
+            stop.wait(min(max(remaining, 0.001), self.heartbeat_seconds))
 
     def _listen(self, stop: threading.Event) -> None:
         backoff = 0.05
         while not stop.is_set():
             client = None
             try:
+                # The read blocks up to a heartbeat: allow it that, plus a round trip or two.
                 client = self.connections.new_sync_client(
-                    socket_timeout_seconds=max(1.0, 2 * self.heartbeat_seconds))
-                self._follow(client, stop)
-                backoff = 0.05
+                    socket_timeout_seconds=self.heartbeat_seconds + max(0.25, self.heartbeat_seconds))
+                scripts = FleetScripts(client, self.keys)
+                while not stop.is_set():
+                    self._step(scripts, self.follower.next_step())
+                    backoff = 0.05
             except Exception as error:  # the listener must outlive any fault, ours included
                 if not isinstance(error, REDIS_ERRORS):
                     log.exception("invalidation listener failed; reconnecting")
                 if self.connected.is_set():
-                    log.warning("invalidation channel lost (%s: %s); local entries are trusted "
-                                "for %.1f s more", type(error).__name__, error,
-                                max(0.0, self._trusted_until - self._monotonic()))
+                    log.warning("invalidation log lost (%s: %s); local entries are trusted for "
+                                "%.1f s more", type(error).__name__, error,
+                                max(0.0, self.follower.trusted_until - self._monotonic()))
                 self.connected.clear()
             finally:
                 if client is not None:
@@ -230,112 +324,64 @@ class FleetGenerations:
             stop.wait(backoff)
             backoff = min(backoff * 2, 1.0)
 
-    def _follow(self, client: Any, stop: threading.Event) -> None:
-        pubsub = client.pubsub()
-        try:
-            pubsub.subscribe(self.channel)
-            ping_sent = self._monotonic()
-            self._resync(client)  # after subscribing: nothing published meanwhile is missed
-            self._trusted_until = ping_sent + self.max_staleness_seconds
-            self.connected.set()
-            next_ping = self._monotonic()
-            while not stop.is_set():
-                now = self._monotonic()
-                if now >= next_ping:
-                    pubsub.ping(repr(now))
-                    next_ping = now + self.heartbeat_seconds
-                if self._pending:
-                    self._flush_pending(client)
-                message = pubsub.get_message(timeout=self.heartbeat_seconds / 2)
-                if message is not None:
-                    self._handle(message)
-        finally:
-            try:
-                pubsub.close()
-            except REDIS_ERRORS:
-                pass
+    def _step(self, scripts: FleetScripts, step: Step) -> None:
+        match step:
+            case Resync():
+                sent = self._monotonic()
+                epoch, sequence, remote = scripts.resync(
+                    floor=step.floor, epoch_candidate=step.epoch_candidate,
+                    recovering=step.recovering, instance=self.name,
+                    lease_seconds=self.max_staleness_seconds)
+                self.follower.resynced(sent_at=sent, epoch=epoch, sequence=sequence, remote=remote)
+                self._trust()
+            case Replay():
+                counts = self.follower.outbox_counts(step.tags)
+                sequence, _ = scripts.invalidate(
+                    list(step.tags), origin=self.name, sent_at=self._wall_clock(),
+                    floor=step.floor, epoch_candidate=uuid.uuid4().hex)
+                self.follower.published(step.tags, sequence, counts=counts)
+                self._report_pending()
+            case Poll():
+                sent = self._monotonic()
+                if not scripts.heartbeat(epoch=step.epoch, instance=self.name,
+                                         applied=step.after,
+                                         lease_seconds=self.max_staleness_seconds):
+                    self.follower.epoch_changed()
+                    return
+                entries, complete, malformed = scripts.read(
+                    step.after, block_seconds=self.heartbeat_seconds)
+                if malformed:
+                    log.warning("ignored a malformed entry in the invalidation log; resyncing")
+                    self.follower.epoch_changed()
+                self._observe(self.follower.polled(sent_at=sent, entries=entries,
+                                                   complete=complete and not malformed))
+                self._trust()
+                self.connected.set()
 
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "pong":
-            try:
-                sent = float(message["data"])
-            except (TypeError, ValueError):
-                return
-            # Every message published before that ping reached us before this pong.
-            self._trusted_until = max(self._trusted_until, sent + self.max_staleness_seconds)
-        elif kind == "message":
-            try:
-                payload = json.loads(message["data"])
-                sequence, tags = int(payload["s"]), [str(tag) for tag in payload["g"]]
-            except (ValueError, KeyError, TypeError):
-                log.warning("ignored a malformed message on %s", self.channel)
-                return
-            self.local.apply(sequence, tags)
-            if payload.get("o") != self.origin:
+    def _trust(self) -> None:
+        if self.follower.is_trusted(self._monotonic()):
+            self.trusted = True
+
+    def _observe(self, entries: list[LogEntry]) -> None:
+        now = self._wall_clock()
+        for entry in entries:
+            if entry.origin != self.name and entry.tags:
                 self._remote.inc()
-                sent_at = payload.get("t")
-                if isinstance(sent_at, (int, float)):
-                    self._delay.observe(max(0.0, self._wall_clock() - sent_at))
-
-    def _resync(self, client: Any) -> None:
-        """Adopt every generation Redis has, then replay what Redis is missing."""
-        self._script(client, _RAISE_SEQUENCE)(keys=[self.sequence_key],
-                                              args=[self.local.sequence()])
-        remote: dict[str, int] = {}
-        cursor = 0
-        while True:
-            cursor, page = client.hscan(self.tags_key, cursor, count=_RESYNC_PAGE)
-            for tag, generation in page.items():
-                remote[tag.decode("utf-8")] = int(generation)
-            if cursor == 0:
-                break
-        with self._pending_lock:
-            missing, self._pending = set(self._pending), set()
-        unpublished = getattr(self.local, "unpublished", None)
-        if unpublished is not None:
-            missing.update(unpublished())  # queued before a restart of this instance
-        # Ahead of Redis: invalidated here while it was unreachable, or Redis lost its data.
-        missing.update(tag for tag, generation in self.local.snapshot().items()
-                       if generation > remote.get(tag, 0))
-        by_generation: dict[int, list[str]] = {}
-        for tag, generation in remote.items():
-            by_generation.setdefault(generation, []).append(tag)
-        for generation, tags in sorted(by_generation.items()):
-            self.local.apply(generation, tags)
-        self._replay(client, sorted(missing))
-        self.connections.breaker.success()
-
-    def _flush_pending(self, client: Any) -> None:
-        """Publish invalidations made here while the request path could not reach Redis
-        (its breaker open) although the channel stayed up: the fleet must not wait for a
-        reconnection to hear them."""
-        with self._pending_lock:
-            pending, self._pending = sorted(self._pending), set()
-        self._replay(client, pending)
-
-    def _replay(self, client: Any, tags: list[str]) -> None:
-        """Invalidate ``tags`` afresh through Redis (new sequence numbers), in batches."""
-        try:
-            for start in range(0, len(tags), _REPLAY_BATCH):
-                batch = tags[start:start + _REPLAY_BATCH]
-                sequence = self._script(client, _INVALIDATE)(
-                    keys=[self.sequence_key, self.tags_key], args=self._args(batch))
-                self.local.apply(int(sequence), batch)
-                forget = getattr(self.local, "forget_unpublished", None)
-                if forget is not None:
-                    forget(batch)
-        except BaseException:
-            with self._pending_lock:
-                self._pending.update(tags)  # again on the next tick or reconnection
-            raise
+                if entry.sent_at is not None:
+                    self._delay.observe(max(0.0, now - entry.sent_at))
 
     def close(self) -> None:
-        """Stop the listener (the connections' owner closes the clients)."""
+        """Stop the listener and leave the members (the connections' owner closes clients)."""
         self._stop.set()
         listener = self._listener
         if listener is not None and listener is not threading.current_thread():
             listener.join(timeout=2.0)
+        if self._listener_pid == os.getpid() and self.connected.is_set():
+            try:
+                FleetScripts(self.connections.sync(), self.keys).leave(self.name)
+            except Exception as error:  # noqa: BLE001 - best effort: the lease expires anyway
+                log.debug("could not leave the fleet's members (%s); the lease expires", error)
         self._listener_pid = 0
+        self.trusted = False
         self.connected.clear()
         self.local.close()

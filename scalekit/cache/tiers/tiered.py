@@ -15,6 +15,7 @@ a later write or delete of it succeeds there; each lookup of a masked key retrie
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from typing import Any
 from ..entry import CachedEntry
 
 __all__ = ["TieredStore"]
+
+log = logging.getLogger("scalekit.cache")
 
 MAX_MASKED_KEYS = 10_000
 
@@ -168,6 +171,16 @@ class TieredStore:
             if tier.name == name:
                 return tier
         return None
+
+    def clear_local(self) -> None:
+        """Drop every entry of the tiers kept on this host (L1, L3): the fleet's invalidation
+        state they were checked against was lost. L2 is shared; its entries carry stamps the
+        new state no longer matches."""
+        for tier in self.tiers:
+            clear = getattr(tier, "clear", None)
+            if tier.name != "redis" and clear is not None and clear() is False:
+                log.error("could not drop the entries of cache tier %s after Redis lost its "
+                          "invalidation state; they may be stale until they expire", tier.name)
 
     def close(self) -> None:
         for tier in self.tiers:

@@ -7,9 +7,13 @@ fails the test. No persistence: a restart loses the data, like a cache-only Redi
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import selectors
 import shutil
+import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -62,6 +66,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)
@@ -73,6 +78,15 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP the server: connections stay open, nothing is answered (a silent Redis)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def cli(self, *args: str) -> str:
         return subprocess.run(["redis-cli", "-p", str(self.port), *args], check=True,
@@ -131,8 +145,17 @@ class RedisCluster:
 
 
 class TcpProxy:
-    """A loopback TCP proxy to ``target_port``; ``cut()`` drops every connection and refuses
-    new ones until ``restore()`` — Redis "stopped" in a few microseconds, without a restart."""
+    """A loopback TCP proxy to ``target_port`` whose faults the test switches on and off.
+
+    - ``cut()``: drop every connection and refuse new ones until ``restore()`` (Redis "stopped"
+      in a few microseconds, without a restart);
+    - ``stall()``: forward nothing either way (connections stay open, bytes wait in the kernel)
+      until ``restore()``, which delivers them: a Redis paused for a while;
+    - ``blackhole()``: like a stall, but ``restore()`` then drops the held connections without
+      delivering anything (packets lost, the peers never told);
+    - ``reset()``: close every connection with a TCP RST, then carry on accepting;
+    - ``delay(seconds)``: deliver every chunk ``seconds`` late (0 to stop).
+    """
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -143,6 +166,11 @@ class TcpProxy:
         self._selector.register(self._listener, selectors.EVENT_READ, None)
         self._pairs: dict[socket.socket, socket.socket] = {}
         self._cut = False
+        self._held = threading.Event()  # set while stalled or blackholed: nothing is pumped
+        self._blackholed = False
+        self._delay_seconds = 0.0
+        self._late: list[tuple[float, int, socket.socket, bytes]] = []  # (due, order, to, data)
+        self._order = itertools.count()
         self._lock = threading.Lock()
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True, name="tcp-proxy")
@@ -158,12 +186,40 @@ class TcpProxy:
             for sock in list(self._pairs):
                 self._drop(sock)
 
+    def stall(self) -> None:
+        with self._lock:
+            self._held.set()
+
+    def blackhole(self) -> None:
+        with self._lock:
+            self._blackholed = True
+            self._held.set()
+
+    def reset(self) -> None:
+        with self._lock:
+            for sock in list(self._pairs):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self._drop(sock)
+
+    def delay(self, seconds: float) -> None:
+        with self._lock:
+            self._delay_seconds = seconds
+
     def restore(self) -> None:
+        """Back to a plain proxy: no cut, stall, blackhole or delay."""
         with self._lock:
             self._cut = False
+            self._delay_seconds = 0.0
+            if self._blackholed:
+                for sock in list(self._pairs):
+                    self._drop(sock)
+                self._blackholed = False
+            self._held.clear()
 
     def close(self) -> None:
         self._stop = True
+        self._held.clear()
         self._thread.join(timeout=5)
         with self._lock:
             for sock in list(self._pairs):
@@ -184,12 +240,22 @@ class TcpProxy:
 
     def _run(self) -> None:
         while not self._stop:
-            for key, _ in self._selector.select(timeout=0.05):
-                with self._lock:
+            if self._held.is_set():
+                time.sleep(0.005)  # bytes wait in the kernel's buffers; handshakes still complete
+                continue
+            timeout = 0.05
+            if self._late:
+                timeout = max(0.0, min(timeout, self._late[0][0] - time.monotonic()))
+            events = self._selector.select(timeout=timeout)
+            with self._lock:
+                if self._held.is_set():
+                    continue
+                for key, _ in events:
                     if key.fileobj is self._listener:
                         self._accept()
                     else:
                         self._pump(key.fileobj)  # type: ignore[arg-type]
+                self._send_due()
 
     def _accept(self) -> None:
         try:
@@ -217,14 +283,31 @@ class TcpProxy:
             return
         try:
             data = sock.recv(65536)
-            if data:
-                peer.setblocking(True)
-                peer.sendall(data)
-                peer.setblocking(False)
-                return
         except OSError:
-            pass
-        self._drop(sock)
+            data = b""
+        if not data:
+            self._drop(sock)
+            return
+        if self._delay_seconds > 0:
+            heapq.heappush(self._late, (time.monotonic() + self._delay_seconds,
+                                        next(self._order), peer, data))
+            return
+        self._send(peer, data)
+
+    def _send_due(self) -> None:
+        now = time.monotonic()
+        while self._late and (self._late[0][0] <= now or self._delay_seconds <= 0):
+            _, _, peer, data = heapq.heappop(self._late)
+            if peer in self._pairs:
+                self._send(peer, data)
+
+    def _send(self, peer: socket.socket, data: bytes) -> None:
+        try:
+            peer.setblocking(True)
+            peer.sendall(data)
+            peer.setblocking(False)
+        except OSError:
+            self._drop(peer)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from scalekit.cache.commands import check, invalidate_command
-from scalekit.cache.generations import HostGenerations
+from scalekit.cache.hostgenerations import HostGenerations
 from scalekit.cache.purge import Purge, PurgePolicy
 from scalekit.config import load_config
 from scalekit.messages import Response
@@ -70,7 +70,9 @@ def test_purge_through_a_wrapped_app(tmp_path: Path) -> None:
     assert client.post("/_scalekit/purge?tag=product:1").status_code == 401
     assert client.get("/p", environ_overrides={"test.version": "v2"}).text == "v1"
     response = client.post("/_scalekit/purge?tag=product:1", headers={"authorization": f"Bearer {TOKEN}"})
-    assert response.status_code == 200 and response.json == {"purged": ["product:1"]}
+    assert response.status_code == 200 and response.json["purged"] == ["product:1"]
+    # No Redis: the host's generations file has it, and no other process had to acknowledge.
+    assert response.json["reach"] == "host" and response.json["acknowledged"] is True
     assert client.get("/p", environ_overrides={"test.version": "v2"}).text == "v2"
 
 
@@ -97,8 +99,8 @@ def test_cli_invalidate_reaches_the_fleet(tmp_path: Path, redis_server: Any) -> 
     env = {"SCALEKIT_STATE_DIR": str(tmp_path), "SCALEKIT_REDIS_URL": redis_server.url,
            "SCALEKIT_REDIS_KEY_PREFIX": "cli:"}
     result = CliRunner().invoke(invalidate_command, ["--tag", "t"], env=env)
-    assert result.exit_code == 0 and "across the fleet" in result.output
-    assert redis_server.cli("hget", "cli:{generations}:tags", "t").strip() == "1"
+    assert result.exit_code == 0 and "in the fleet" in result.output, result.output
+    assert redis_server.cli("hget", "{cli:invalidations}:state", "t:t").strip() == "1"
 
 
 @pytest.mark.redis

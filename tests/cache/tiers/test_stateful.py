@@ -36,7 +36,7 @@ from hypothesis.stateful import (
 
 from scalekit.cache.codec import Codec
 from scalekit.cache.entry import CachedEntry
-from scalekit.cache.generations import HostGenerations
+from scalekit.cache.hostgenerations import HostGenerations
 from scalekit.cache.tiers.base import kept_until
 from scalekit.cache.tiers.breaker import CircuitBreaker
 from scalekit.cache.tiers.disk import DB_NAME, DiskTier

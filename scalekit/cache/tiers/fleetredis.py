@@ -1,0 +1,272 @@
+"""The invalidation log's Redis side: key layout and the scripts every instance runs.
+
+Four keys under one hash tag (``{<key_prefix><channel>}``), so every script is Redis Cluster
+safe: ``state`` (hash: ``m:seq`` the fleet's sequence, ``m:epoch`` the state's random name,
+``m:born`` when it was created and ``m:recovered`` whether an instance then followed an older
+one; ``t:<tag>`` each tag's latest sequence), ``log`` (stream, id ``<sequence>-0``, fields
+``p`` previous sequence, ``g`` JSON list of tags, ``t`` sender's wall clock, ``o`` sender),
+``acks`` (sorted set: instance -> last sequence applied) and ``leases`` (sorted set:
+instance -> expiry in Redis's own milliseconds; expired members are pruned by every script).
+
+Every script that finds no epoch creates a new state (and drops the log and members of the
+lost one), so a Redis that restarted empty or evicted the state is noticed by the epoch.
+:class:`FleetScripts` runs them on a sync client; :class:`AsyncFleetScripts` on an asyncio one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .fleetlog import LogEntry, parse_entry
+
+__all__ = ["AckReport", "AsyncFleetScripts", "FleetKeys", "FleetScripts"]
+
+LOG_LENGTH = 10_000  # entries kept (approximately); a follower further behind resyncs
+LOG_BATCH = 1_000  # entries read per poll
+
+_PRELUDE = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function prune(now)
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)
+  for _, name in ipairs(gone) do
+    redis.call('ZREM', KEYS[4], name)
+    redis.call('ZREM', KEYS[3], name)
+  end
+end
+local function ensure_state(now, candidate, recovering)
+  local epoch = redis.call('HGET', KEYS[1], 'm:epoch')
+  if epoch then return epoch end
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+  redis.call('HSET', KEYS[1], 'm:epoch', candidate, 'm:born', now, 'm:seq', 0,
+             'm:recovered', recovering)
+  return candidate
+end
+"""
+
+# ARGV: origin, sent wall clock, floor, epoch candidate, log length, tags...
+_INVALIDATE = _PRELUDE + """
+local now = now_ms()
+local epoch = ensure_state(now, ARGV[4], 1)
+local previous = tonumber(redis.call('HGET', KEYS[1], 'm:seq') or '0')
+local sequence = math.max(previous, tonumber(ARGV[3])) + 1
+redis.call('HSET', KEYS[1], 'm:seq', sequence)
+local tags = {}
+for i = 6, #ARGV do
+  redis.call('HSET', KEYS[1], 't:' .. ARGV[i], sequence)
+  tags[#tags + 1] = ARGV[i]
+end
+local encoded = '[]'
+if #tags > 0 then encoded = cjson.encode(tags) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], sequence .. '-0', 'p', previous,
+           'g', encoded, 't', ARGV[2], 'o', ARGV[1])
+return {sequence, epoch}
+"""
+
+# ARGV: floor, epoch candidate, recovering (0/1), instance, lease ms, log length
+_RESYNC = _PRELUDE + """
+local now = now_ms()
+local epoch = ensure_state(now, ARGV[2], ARGV[3])
+local sequence = tonumber(redis.call('HGET', KEYS[1], 'm:seq') or '0')
+local floor = tonumber(ARGV[1])
+if sequence < floor then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], floor .. '-0', 'p', sequence,
+             'g', '[]', 't', '', 'o', ARGV[4])
+  redis.call('HSET', KEYS[1], 'm:seq', floor)
+  sequence = floor
+end
+prune(now)
+redis.call('ZADD', KEYS[3], 0, ARGV[4])
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[5]), ARGV[4])
+return {epoch, sequence}
+"""
+
+# ARGV: epoch, instance, applied sequence, lease ms. 0: the epoch is not ours (resync).
+_HEARTBEAT = _PRELUDE + """
+if redis.call('HGET', KEYS[1], 'm:epoch') ~= ARGV[1] then return 0 end
+local now = now_ms()
+prune(now)
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[2])
+return 1
+"""
+
+# ARGV: sequence, asking instance, epoch. Returns {state age ms or -1 (not recovered),
+# names of live instances that have not applied the sequence...}; {-2}: another epoch.
+_ACKED = _PRELUDE + """
+if redis.call('HGET', KEYS[1], 'm:epoch') ~= ARGV[3] then return {-2} end
+local now = now_ms()
+prune(now)
+local age = -1
+if redis.call('HGET', KEYS[1], 'm:recovered') == '1' then
+  age = now - tonumber(redis.call('HGET', KEYS[1], 'm:born') or '0')
+end
+local out = {age}
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1])) do
+  if name ~= ARGV[2] then out[#out + 1] = name end
+end
+return out
+"""
+
+# ARGV: instance. Leave the members (a clean shutdown is not waited for).
+_LEAVE = _PRELUDE + """
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetKeys:
+    """The four keys of one log (see the module docstring)."""
+
+    state: str
+    log: str
+    acks: str
+    leases: str
+
+    @classmethod
+    def of(cls, prefix: str, channel: str) -> FleetKeys:
+        tag = "{" + prefix + channel + "}"
+        return cls(state=f"{tag}:state", log=f"{tag}:log", acks=f"{tag}:acks",
+                   leases=f"{tag}:leases")
+
+    @property
+    def all(self) -> list[str]:
+        return [self.state, self.log, self.acks, self.leases]
+
+
+@dataclass(frozen=True, slots=True)
+class AckReport:
+    """Who had not applied a sequence: ``lost`` if the state changed meanwhile; ``age_seconds``
+    of a state recreated after a loss (members may still be rejoining), else None."""
+
+    missing: tuple[str, ...]
+    lost: bool = False
+    recovered_age_seconds: float | None = None
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _ack_report(reply: list[Any]) -> AckReport:
+    age = int(reply[0])
+    if age == -2:
+        return AckReport(missing=(), lost=True)
+    return AckReport(missing=tuple(_text(name) for name in reply[1:]),
+                     recovered_age_seconds=None if age < 0 else age / 1000.0)
+
+
+def _entries(reply: Any, log: str) -> tuple[list[LogEntry], bool, bool]:
+    """(entries, complete, malformed) from an XREAD reply (RESP2 list or RESP3 dict)."""
+    if not reply:
+        return [], True, False
+    items = reply.get(log.encode()) or reply.get(log) if isinstance(reply, dict) else reply[0][1]
+    if items and isinstance(items[0], list) and len(items) == 1 and isinstance(reply, dict):
+        items = items[0]
+    entries: list[LogEntry] = []
+    for entry_id, fields in items or ():
+        entry = parse_entry(entry_id, fields)
+        if entry is None:
+            return entries, False, True
+        entries.append(entry)
+    return entries, len(entries) < LOG_BATCH, False
+
+
+class FleetScripts:
+    """The log's scripts on one sync client (a plain or cluster redis-py client)."""
+
+    def __init__(self, client: Any, keys: FleetKeys) -> None:
+        self.client = client
+        self.keys = keys
+        self._invalidate = client.register_script(_INVALIDATE)
+        self._resync = client.register_script(_RESYNC)
+        self._heartbeat = client.register_script(_HEARTBEAT)
+        self._acked = client.register_script(_ACKED)
+        self._leave = client.register_script(_LEAVE)
+
+    def invalidate(self, tags: list[str], *, origin: str, sent_at: float, floor: int,
+                   epoch_candidate: str) -> tuple[int, str]:
+        """Record an invalidation of ``tags``: (its sequence, the state's epoch)."""
+        sequence, epoch = self._invalidate(keys=self.keys.all, args=[
+            origin, repr(sent_at), floor, epoch_candidate, LOG_LENGTH, *tags])
+        return int(sequence), _text(epoch)
+
+    def resync(self, *, floor: int, epoch_candidate: str, recovering: bool, instance: str,
+               lease_seconds: float) -> tuple[str, int, dict[str, int]]:
+        """Join the state; (epoch, sequence, every tag's sequence)."""
+        epoch, sequence = self._resync(keys=self.keys.all, args=[
+            floor, epoch_candidate, int(recovering), instance, int(lease_seconds * 1000),
+            LOG_LENGTH])
+        remote: dict[str, int] = {}
+        for field, value in self.client.hscan_iter(self.keys.state, match="t:*", count=5000):
+            remote[_text(field)[2:]] = int(value)
+        return _text(epoch), int(sequence), remote
+
+    def heartbeat(self, *, epoch: str, instance: str, applied: int, lease_seconds: float) -> bool:
+        """Renew the lease and acknowledge ``applied``; False if the epoch is not ``epoch``."""
+        return bool(self._heartbeat(keys=self.keys.all, args=[
+            epoch, instance, applied, int(lease_seconds * 1000)]))
+
+    def read(self, after: int, *, block_seconds: float) -> tuple[list[LogEntry], bool, bool]:
+        """Log entries after sequence ``after``, waiting up to ``block_seconds`` for one."""
+        reply = self.client.xread({self.keys.log: f"{after}-0"}, count=LOG_BATCH,
+                                  block=max(1, int(block_seconds * 1000)))
+        return _entries(reply, self.keys.log)
+
+    def acked(self, sequence: int, *, instance: str, epoch: str) -> AckReport:
+        return _ack_report(self._acked(keys=self.keys.all, args=[sequence, instance, epoch]))
+
+    def leave(self, instance: str) -> None:
+        self._leave(keys=self.keys.all, args=[instance])
+
+
+class AsyncFleetScripts:
+    """The same scripts on an asyncio client (ASGI request paths and the bench's listeners)."""
+
+    def __init__(self, client: Any, keys: FleetKeys) -> None:
+        self.client = client
+        self.keys = keys
+        self._invalidate = client.register_script(_INVALIDATE)
+        self._resync = client.register_script(_RESYNC)
+        self._heartbeat = client.register_script(_HEARTBEAT)
+        self._acked = client.register_script(_ACKED)
+
+    async def invalidate(self, tags: list[str], *, origin: str, sent_at: float, floor: int,
+                         epoch_candidate: str) -> tuple[int, str]:
+        sequence, epoch = await self._invalidate(keys=self.keys.all, args=[
+            origin, repr(sent_at), floor, epoch_candidate, LOG_LENGTH, *tags])
+        return int(sequence), _text(epoch)
+
+    async def resync(self, *, floor: int, epoch_candidate: str, recovering: bool, instance: str,
+                     lease_seconds: float) -> tuple[str, int, dict[str, int]]:
+        epoch, sequence = await self._resync(keys=self.keys.all, args=[
+            floor, epoch_candidate, int(recovering), instance, int(lease_seconds * 1000),
+            LOG_LENGTH])
+        remote: dict[str, int] = {}
+        async for field, value in self.client.hscan_iter(self.keys.state, match="t:*", count=5000):
+            remote[_text(field)[2:]] = int(value)
+        return _text(epoch), int(sequence), remote
+
+    async def heartbeat(self, *, epoch: str, instance: str, applied: int,
+                        lease_seconds: float) -> bool:
+        return bool(await self._heartbeat(keys=self.keys.all, args=[
+            epoch, instance, applied, int(lease_seconds * 1000)]))
+
+    async def read(self, after: int, *, block_seconds: float) -> tuple[list[LogEntry], bool, bool]:
+        reply = await self.client.xread({self.keys.log: f"{after}-0"}, count=LOG_BATCH,
+                                        block=max(1, int(block_seconds * 1000)))
+        return _entries(reply, self.keys.log)
+
+    async def acked(self, sequence: int, *, instance: str, epoch: str) -> AckReport:
+        return _ack_report(await self._acked(keys=self.keys.all, args=[sequence, instance, epoch]))
+
+
+def encode_tags(tags: list[str]) -> str:
+    """The ``g`` field as the scripts write it (tests compare against it)."""
+    return json.dumps(tags) if tags else "[]"
