@@ -16,6 +16,7 @@ about HTTP):
 - ``/upload`` (POST): the number of body bytes received.
 - ``/db``: runs ``SELECT 1`` on the request's pooled connection (for the pool's series).
 - ``/invalidate``: calls ``scalekit.invalidate`` (for the invalidation series).
+- ``/fail``: answers 500 (for the 5xx series the error-ratio alert reads).
 
 A counting shell *outside* ``scalekit.wrap`` counts every request that reached this process, by
 path; ``/_test/counts`` returns them. That is "what the app saw", whatever scalekit's own cache
@@ -32,6 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -98,6 +100,8 @@ def answer(method: str, path: str, query: str, client: str | None, forwarded_for
                       b"<!doctype html><p>" + b"scalekit " * 400 + b"</p>\n")
     if path == "/db":
         return _json({"instance": INSTANCE_ID, "db": _touch_database()})
+    if path == "/fail":
+        return Answer(500, (("Content-Type", "text/plain"), ("Cache-Control", "no-store")), b"failed\n")
     if path == "/invalidate":
         scalekit.invalidate(["product:1"])
         return _json({"instance": INSTANCE_ID, "invalidated": True})
@@ -135,8 +139,8 @@ def inner_wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> I
                     scheme=environ.get("wsgi.url_scheme", "http"), headers=headers)
     if result.delay_seconds:
         time.sleep(result.delay_seconds)
-    headers = [*result.headers, ("Content-Length", str(len(result.body)))]
-    start_response(f"{result.status} {'OK' if result.status == 200 else 'Not Found'}", headers)
+    response_headers = [*result.headers, ("Content-Length", str(len(result.body)))]
+    start_response(f"{result.status} {HTTPStatus(result.status).phrase}", response_headers)
     return [result.body]
 
 

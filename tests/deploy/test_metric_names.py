@@ -84,6 +84,7 @@ def exercise(client: httpx.Client) -> None:
     client.get("/invalidate")                                        # invalidation
     client.get("/private")
     client.post("/upload", content=b"x" * 1000)
+    assert client.get("/fail").status_code == 500                  # status="5xx"
 
 
 def live_families(text: str, label_values: LabelValues) -> tuple[dict[str, str], set[str]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
@@ -24,6 +25,21 @@ from .conftest import require_binary
 from .harness import DEPLOY
 
 GRAFANA_DIR = DEPLOY / "grafana"
+RUNBOOK = DEPLOY / "RUNBOOK.md"
+# Where the rules say the runbook is served (a placeholder the operator replaces with their
+# repository's URL for deploy/RUNBOOK.md; the README says so).
+RUNBOOK_URL = "https://git.example.com/your-team/scalekit/blob/main/deploy/RUNBOOK.md"
+
+
+def _alert_rules() -> list[dict[str, Any]]:
+    groups = yaml.safe_load(RULES_FILE.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def _anchors(markdown: str) -> set[str]:
+    """The anchors GitHub and GitLab give the headings of ``markdown``."""
+    headings = re.findall(r"^#{1,6} (.+?)\s*$", markdown, flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
 
 
 def promtool(*args: str, cwd: Path = PROMETHEUS_DIR) -> subprocess.CompletedProcess[str]:
@@ -67,7 +83,7 @@ def test_every_alert_the_issue_asks_for_exists_and_is_unit_tested() -> None:
     groups = yaml.safe_load(RULES_FILE.read_text())["groups"]
     alerts = {rule["alert"] for group in groups for rule in group["rules"] if "alert" in rule}
     assert {"ScalekitHighLatencyP99", "ScalekitPoolSaturated", "ScalekitCacheHitRatioCollapse",
-            "ScalekitRedisDown"} <= alerts
+            "ScalekitRedisDown", "ScalekitHighErrorRatio", "ScalekitFleetDown", "ScalekitFleetAbsent"} <= alerts
     tests = yaml.safe_load((PROMETHEUS_DIR / "tests" / "scalekit_test.yml").read_text())["tests"]
     tested = {case["alertname"] for test in tests for case in test.get("alert_rule_test", [])
               if case.get("exp_alerts")}
@@ -115,3 +131,32 @@ def test_grafana_provisioning_points_at_the_dashboard_and_datasource() -> None:
 def test_prometheus_configs_load_the_shipped_rules(name: str) -> None:
     config = yaml.safe_load((PROMETHEUS_DIR / name).read_text())
     assert config["rule_files"] == ["rules/*.yml"]
+
+
+def test_every_alert_links_its_own_runbook_section() -> None:
+    text = RUNBOOK.read_text()
+    anchors = _anchors(text)
+    linked = set()
+    for rule in _alert_rules():
+        url, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+        assert url == RUNBOOK_URL and anchor == rule["alert"].lower(), rule["alert"]
+        assert anchor in anchors, f"deploy/RUNBOOK.md has no section for {rule['alert']}"
+        linked.add(anchor)
+    sections = set(re.findall(r"^## (Scalekit\w+)$", text, flags=re.MULTILINE))
+    assert {name.lower() for name in sections} == linked, "a runbook section for every alert, and only those"
+    for target in re.findall(r"\]\(#([^)]+)\)", text):   # the runbook's own cross-references
+        assert target in anchors, target
+
+
+def test_alerts_are_per_namespace_and_job() -> None:
+    groups = yaml.safe_load(RULES_FILE.read_text())["groups"]
+    expressions = [rule["expr"] for group in groups for rule in group["rules"]]
+    for grouping in re.findall(r"\b(?:sum|max|min|avg|count) by \(([^)]*)\)", " ".join(expressions)):
+        labels = {label.strip() for label in grouping.split(",")}
+        assert {"namespace", "job"} <= labels, grouping
+    for group in groups:
+        for rule in group["rules"]:
+            if "record" in rule:
+                assert rule["record"].startswith("namespace_job"), rule["record"]
+            else:
+                assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
