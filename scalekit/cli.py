@@ -309,6 +309,8 @@ def _split_bind(bind: str) -> tuple[str, int]:
 
 def exec_server(plan: ServePlan) -> None:
     """Replace this process with the server (signals then reach it directly)."""
+    if plan.cleanup_dirs:  # first: if anything below fails, this process's exit cleans up
+        _remove_after_exit(plan.cleanup_dirs)
     if importlib.util.find_spec(plan.server) is None:
         extra = "granian" if plan.server == "granian" else "server"
         raise click.ClickException(f"{plan.server} is not installed: pip install 'scalekit[{extra}]'")
@@ -319,8 +321,6 @@ def exec_server(plan: ServePlan) -> None:
         from .gunicorn_conf import prepare_multiprocess_dir
 
         prepare_multiprocess_dir(directory)
-    if plan.cleanup_dirs:
-        _remove_after_exit(plan.cleanup_dirs)
     sys.stdout.flush()
     os.execvpe(plan.argv[0], plan.argv, plan.env)
 
@@ -334,8 +334,8 @@ _REMOVER = ("import os, shutil, sys\n"
 
 
 def _remove_after_exit(directories: tuple[str, ...]) -> None:
-    """Start a small process that removes ``directories`` once the server about to be exec'd
-    here, and every process it forks, has exited. The server replaces this process, so nothing
+    """Start a small process that removes ``directories`` once this process (soon the server
+    exec'd here) and every process it forks have exited. The server replaces this process, so nothing
     of this one can run after it; the remover is in its own session, so a Ctrl-C or a signal
     to the server's process group does not stop it before it has cleaned up."""
     read_end, write_end = os.pipe()

@@ -86,6 +86,7 @@ def test_serve_keeps_websockets_on_under_every_asgi_server(planned: list[cli.Ser
 def test_serve_with_several_workers_sets_a_metrics_directory(planned: list[cli.ServePlan]) -> None:
     plan = cli.plan_serve("m:app", kind="wsgi", workers=3, environ={})
     assert Path(plan.env["PROMETHEUS_MULTIPROC_DIR"]).is_dir()
+    Path(plan.env["PROMETHEUS_MULTIPROC_DIR"]).rmdir()
     assert "PROMETHEUS_MULTIPROC_DIR" not in cli.plan_serve("m:app", kind="wsgi", workers=1, environ={}).env
     kept = cli.plan_serve("m:app", kind="wsgi", workers=3, environ={"PROMETHEUS_MULTIPROC_DIR": "/srv/m"})
     assert kept.env["PROMETHEUS_MULTIPROC_DIR"] == "/srv/m"

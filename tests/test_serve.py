@@ -201,3 +201,22 @@ def test_serve_gives_a_starlette_app_its_route_labels(tmp_path: Path) -> None:
         assert "/things/{name}" in route_labels(exposition_text())
     finally:
         served.runtime.close()
+
+
+def test_a_server_that_cannot_start_leaves_no_metrics_directory(tmp_path: Path) -> None:
+    script = (
+        "import importlib.util, click\n"
+        "from scalekit import cli\n"
+        "plan = cli.plan_serve('m:app', kind='wsgi', workers=2, environ={})\n"
+        "print(plan.env['PROMETHEUS_MULTIPROC_DIR'], flush=True)\n"
+        "importlib.util.find_spec = lambda name: None  # as if gunicorn were not installed\n"
+        "try:\n"
+        "    cli.exec_server(plan)\n"
+        "except click.ClickException as exc:\n"
+        "    print(exc.message)\n")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                            timeout=60, check=True)
+    directory, message = result.stdout.splitlines()
+    assert Path(directory).parent == tmp_path and "gunicorn is not installed" in message
+    wait_until(lambda: not Path(directory).exists(), what="the directory of a server that never started")
