@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from .keys import FORWARDED_HEADERS
 from .tiers.config import DiskConfig, InvalidationConfig, L2Config, MemoryConfig
 
 __all__ = ["DEFAULT_RULE_TTL_SECONDS", "CacheConfig", "CacheRule"]
@@ -110,6 +111,11 @@ class CacheConfig:
     max_vary_value_bytes: int = 512
     # The cache's name in Cache-Status (RFC 9211 §2).
     status_name: str = "scalekit"
+    # Proxy headers (X-Forwarded-Host/-Proto/-Port/-Prefix, Forwarded, X-Original-URL,
+    # X-Rewrite-URL, X-HTTP-Method-Override) that a trusted proxy in front sets: their values
+    # become part of the key. A request carrying one not listed here is neither served from the
+    # cache nor stored (the app may answer it differently, e.g. through ProxyFix).
+    keyed_forwarded_headers: tuple[str, ...] = ()
     # RFC 9213 targeted cache control: response fields, in precedence order, whose directives
     # replace Cache-Control and Expires for this cache when one is present and valid, such as
     # ["CDN-Cache-Control"]. Unset: off (examples/proxy, a CDN-like cache, then obeys
@@ -139,6 +145,9 @@ class CacheConfig:
                  "a positive number of bytes")
         _require(bool(_TOKEN.match(self.status_name)), "status_name", self.status_name,
                  "an HTTP token such as 'scalekit' (letters, digits, '-', '_', '.')")
+        for name in self.keyed_forwarded_headers:
+            _require(isinstance(name, str) and name.lower() in FORWARDED_HEADERS, "keyed_forwarded_headers",
+                     name, "names among " + ", ".join(FORWARDED_HEADERS))
         for name in self.targeted_cache_control or ():
             _require(bool(_TOKEN.match(name)) and name.lower() not in _NOT_TARGETED,
                      "targeted_cache_control", name,

@@ -11,7 +11,7 @@ from typing import Literal
 
 from ..records import record
 from .entry import CachedEntry
-from .keys import BODY_HEADERS
+from .keys import BODY_HEADERS, FORWARDED_HEADERS
 from .storable import StorePlan
 
 __all__ = [
@@ -44,9 +44,11 @@ HeaderGetter = Callable[[str], "str | None"]
 
 # Request headers that change what the cache does with a stored response. A request without
 # any of them (most requests) skips every directive and conditional check on the hit path.
-# The request-body headers are among them: such a request bypasses the cache (keys.py).
+# The request-body and proxy headers are among them: such a request bypasses the cache or is
+# keyed on them (keys.py), so the plain-hit path, which never reads them, pays nothing for them.
 SPECIAL_REQUEST_HEADERS = ("cache-control", "pragma", "if-none-match", "if-modified-since",
-                           "if-match", "if-unmodified-since", "range", "if-range", *BODY_HEADERS)
+                           "if-match", "if-unmodified-since", "range", "if-range", *BODY_HEADERS,
+                           *FORWARDED_HEADERS)
 
 
 class RequestView:

@@ -42,7 +42,9 @@ from ..memo import TextMemo
 
 __all__ = [
     "BODY_HEADERS",
+    "FORWARDED_HEADERS",
     "MAX_KEY_CHARS",
+    "ForwardedHeaders",
     "HostAllowlist",
     "KeyBuilder",
     "has_request_body",
@@ -79,6 +81,13 @@ _CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
 # other than 0. A GET or HEAD with one is answered by the app alone: the body may change what it
 # answers, and it is not in the key.
 BODY_HEADERS = ("content-length", "transfer-encoding")
+# Headers a proxy uses to tell the app what the client asked for: the app (through Werkzeug's
+# ProxyFix, Django's USE_X_FORWARDED_HOST, a rewrite module) may answer differently when one is
+# present, and none is in the key unless cache.keyed_forwarded_headers names it.
+FORWARDED_HEADERS = ("x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "x-forwarded-prefix",
+                     "forwarded", "x-original-url", "x-rewrite-url", "x-http-method-override")
+# Separates the keyed forwarded headers from the URL in a key; no URL-made key contains it.
+_FORWARDED_SEPARATOR = "\x1d"
 
 
 class HostAllowlist:
@@ -172,9 +181,11 @@ class KeyBuilder:
         self._names_seen.put(raw, ignored)
         return ignored
 
-    def primary_key(self, scheme: str, host: str | None, path: str, query: str) -> str | None:
+    def primary_key(self, scheme: str, host: str | None, path: str, query: str,
+                    forwarded: str = "") -> str | None:
         """``scheme://host/path?query``, or None when the Host is not allowed or not in its
-        canonical form (then the request never touches the cache). ``path`` is decoded."""
+        canonical form (then the request never touches the cache). ``path`` is decoded;
+        ``forwarded`` is :meth:`ForwardedHeaders.key_part` of the request."""
         key_host = self.host(scheme, host)
         if key_host is None or key_host != host:
             return None
@@ -183,6 +194,8 @@ class KeyBuilder:
             path = _PATH_ESCAPES.sub(_percent_encoded, path)
         query = self.normalise_query(query) if query else ""
         key = f"{scheme}://{key_host}{path or '/'}?{query}" if query else f"{scheme}://{key_host}{path or '/'}"
+        if forwarded:
+            key += forwarded
         return key if len(key) <= MAX_KEY_CHARS else _digested(key)
 
     def same_origin_key(self, scheme: str, host: str | None, path: str, url: str | None) -> str | None:
@@ -203,6 +216,55 @@ class KeyBuilder:
         # Decoded, as servers hand a request's path over.
         target_path = unquote(parts.path) if "%" in parts.path else parts.path
         return self.primary_key(scheme, host, target_path or "/", parts.query)
+
+
+class ForwardedHeaders:
+    """What the :data:`FORWARDED_HEADERS` of a request add to its key, ``keyed`` being the ones a
+    trusted proxy sets (``cache.keyed_forwarded_headers``).
+
+    >>> forwarded = ForwardedHeaders(keyed=("x-forwarded-host",))
+    >>> forwarded.key_part("GET", "http", "shop.test", {"x-forwarded-host": "shop.test"}.get)
+    ''
+    >>> forwarded.key_part("GET", "http", "shop.test", {"x-forwarded-host": "a.test"}.get)
+    '\\x1dx-forwarded-host=a.test'
+    >>> forwarded.key_part("GET", "http", "shop.test", {"x-forwarded-prefix": "/a"}.get) is None
+    True
+    """
+
+    def __init__(self, keyed: Iterable[str] = ()) -> None:
+        names = {name.lower() for name in keyed}
+        unknown = names.difference(FORWARDED_HEADERS)
+        if unknown:
+            raise ValueError(f"not forwarded headers: {sorted(unknown)}; expected some of {FORWARDED_HEADERS}")
+        self.keyed = frozenset(names)
+
+    def key_part(self, method: str, scheme: str, host: str | None, header: HeaderGetter) -> str | None:
+        """``""`` when none of the headers changes what the app sees beyond the URL (absent, or
+        restating it), the keyed values to add to the key, or None: an unkeyed one is present,
+        so the request must neither be served from the cache nor stored."""
+        part = ""
+        for name in FORWARDED_HEADERS:
+            value = header(name)
+            if value is None or _restates(name, value, method, scheme, host):
+                continue
+            if name not in self.keyed:
+                return None
+            if not value.isprintable():
+                value = _CONTROLS.sub(_percent_encoded, value)
+            part += f"{_FORWARDED_SEPARATOR}{name}={value}"
+        return part
+
+
+def _restates(name: str, value: str, method: str, scheme: str, host: str | None) -> bool:
+    """Whether a proxy fix applying ``name: value`` would leave the request as it is: the same
+    Host, the same scheme, the port the Host already names, the same method."""
+    if name == "x-forwarded-host":
+        return value == host
+    if name == "x-forwarded-proto":
+        return value == scheme
+    if name == "x-forwarded-port":
+        return host is not None and host.endswith(f":{value}") and value.isdigit()
+    return name == "x-http-method-override" and value == method
 
 
 def has_request_body(header: HeaderGetter) -> bool:

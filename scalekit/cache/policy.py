@@ -49,7 +49,7 @@ from .decisions import (
     validators_of,
 )
 from .entry import CachedEntry
-from .keys import KeyBuilder, has_request_body, secondary_key, variant_key
+from .keys import ForwardedHeaders, KeyBuilder, has_request_body, secondary_key, variant_key
 from .responses import ResponseBuilder
 from .rules import RuleMatcher
 from .storable import StoreSettings, combine_fields
@@ -89,6 +89,7 @@ class CachePolicy(OriginAnswers):
         self.config = config
         self.keys = KeyBuilder(allowed_hosts=allowed_hosts,
                                ignored_query_params=config.ignored_query_params)
+        self.forwarded = ForwardedHeaders(config.keyed_forwarded_headers)
         self.rules = RuleMatcher(config.rules)
         self.settings = StoreSettings(
             heuristic_freshness=config.heuristic_freshness,
@@ -110,8 +111,13 @@ class CachePolicy(OriginAnswers):
 
     # ----------------------------------------------------------------- keys
     def primary_key(self, request: RequestView) -> str | None:
-        """The request's primary key, or None when its Host is not allowed."""
-        return self.keys.primary_key(request.scheme, request.host, request.path, request.query)
+        """The request's primary key (with the values of keyed proxy headers), or None when its
+        Host is not allowed or not in canonical form."""
+        forwarded = ""
+        if request.special and self.forwarded.keyed:
+            forwarded = self.forwarded.key_part(request.method, request.scheme, request.host,
+                                                request.header) or ""
+        return self.keys.primary_key(request.scheme, request.host, request.path, request.query, forwarded)
 
     def variant_lookup(self, primary: str, index: CachedEntry, request: RequestView) -> str | None:
         """Where this request's variant of a Vary'd URL would be (None: not storable)."""
@@ -142,9 +148,11 @@ class CachePolicy(OriginAnswers):
         """What to do with a GET/HEAD given the entry the store selected (already checked to be
         current and to match the request's Vary'd headers), or None with ``miss`` saying why."""
         special = request.special
-        if special and has_request_body(request.header):
-            # The body may change what the app answers, and it is in no key: the app alone
-            # answers (RFC 9110 §9.3.1: content in a GET "has no generally defined semantics").
+        if special and (has_request_body(request.header) or self.forwarded.key_part(
+                request.method, request.scheme, request.host, request.header) is None):
+            # A body, or a proxy header the key does not hold, may change what the app answers:
+            # the app alone answers (RFC 9110 §9.3.1: content in a GET "has no generally defined
+            # semantics").
             return _BYPASS
         directives = self.request_directives(request) if special else _NO_DIRECTIVES
         if found is None:
