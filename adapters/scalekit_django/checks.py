@@ -22,7 +22,7 @@ from django.conf import settings
 from django.middleware.cache import CacheMiddleware, FetchFromCacheMiddleware, UpdateCacheMiddleware
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from .conf import SETTINGS_NAME
+from .conf import MIDDLEWARE_PATHS, SETTINGS_NAME
 
 __all__ = [
     "WRAPPED_WITH_SETTINGS",
@@ -45,9 +45,13 @@ _said: set[str] = set()
 _lock = threading.Lock()
 
 
-def startup_checks() -> None:
-    """Run the checks once per process (the middleware and ``wrap`` call it at start-up)."""
+def startup_checks(*, wrapped: bool = False) -> None:
+    """Say what the checks find, each once per process (the middleware calls this at its first
+    request; ``wrap`` when the wrapped app starts serving, with ``wrapped=True``)."""
     _say(django_page_cache_warning())
+    if wrapped and not MIDDLEWARE_PATHS.intersection(getattr(settings, "MIDDLEWARE", ())):
+        _say("add 'scalekit_django.middleware.ScaleKitMiddleware' to MIDDLEWARE; without it every "
+             "request is counted under the route 'unmatched'.")
 
 
 def _say(message: str | None) -> None:

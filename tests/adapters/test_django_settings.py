@@ -185,3 +185,26 @@ def test_the_page_cache_warning_comes_with_the_first_request_not_the_import(
             if runtime.config.state_dir == str(tmp_path):
                 runtime.close()
     assert caplog.text.count("Django's page cache is active") == 1
+
+
+def test_a_wrap_without_the_middleware_says_so_when_it_starts_serving(
+        tmp_path: Path, django_database: tuple[str, dict[str, object]], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import scalekit_django
+    from django.core.wsgi import get_wsgi_application
+    from django.test.utils import override_settings
+    from scalekit_django import checks
+    from werkzeug.test import Client
+
+    monkeypatch.setattr(checks, "_said", set())
+    _, overlay = django_database
+    with override_settings(**{**overlay, "MIDDLEWARE": [], "SCALEKIT": {"state_dir": str(tmp_path)}}), \
+            caplog.at_level(logging.WARNING, logger="scalekit"):
+        app = scalekit_django.wrap(get_wsgi_application())
+        try:
+            assert "MIDDLEWARE" not in caplog.text
+            for _ in range(2):
+                Client(app).get("/labels/1/").close()
+        finally:
+            app.runtime.close()
+    assert caplog.text.count("add 'scalekit_django.middleware.ScaleKitMiddleware' to MIDDLEWARE") == 1
