@@ -1,6 +1,6 @@
 """Cost of the pool layer, beside its baselines measured in the same run.
 
-Targets (issue 5):
+Targets:
 - checkout + return of a pooled connection per request is at least 50x cheaper than opening a
   new psycopg2 connection per request (the baseline: connect + close, nothing else). The pooled
   figure is a whole request's worth of pool work through the request handle, for a request
@@ -9,8 +9,10 @@ Targets (issue 5):
   reset (DISCARD ALL) runs on the database's resetter thread by default. The checkout and the
   return are timed on their own around the request's ``SELECT 1`` (the statement's round trips
   are the app's work, not the pool's); the resetter's time per connection is printed beside.
-  Rows for an inline reset, no reset, and a checkout that runs nothing (no reset needed) say
-  what each part costs.
+  Rows for an inline reset, no reset, connections that go through SQLAlchemy's QueuePool on
+  every request instead of being kept (``reuse_connections = false``: what scalekit.pool.reuse
+  buys, with its ratio), and a checkout that runs nothing (no reset needed) say what each part
+  costs.
 - table tracking adds at most 20 us per statement (same statement on an in-memory SQLite
   engine with the tracking events and a request attached, vs a plain engine).
 
@@ -37,7 +39,7 @@ import sqlalchemy as sa
 
 from scalekit.context import RequestContext
 from scalekit.pool.config import DatabaseConfig
-from scalekit.pool.engines import Database
+from scalekit.pool.database import Database
 from scalekit.pool.handle import RequestDatabases
 from scalekit.pool.tracking import ConnectionWatch, attach, install_events
 
@@ -181,6 +183,7 @@ def main() -> None:
         ("used, pre-ping + background reset (defaults)", DatabaseConfig(url=URL)),
         ("used, pre-ping + inline reset", DatabaseConfig(url=URL, reset_in_background=False)),
         ("used, pre-ping, rollback only (background)", DatabaseConfig(url=URL, reset_statement="")),
+        ("used, defaults, no reuse: QueuePool every time", DatabaseConfig(url=URL, reuse_connections=False)),
     ]
     default_ratio = 0.0
     for label, config in used:

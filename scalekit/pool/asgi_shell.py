@@ -55,6 +55,7 @@ class _Exchange:
                 await self.answer_503()
                 return
             self.started = True
+            requests.confirm_commits()
             if requests.release_at_start:
                 requests.release_all(only_if_idle=True)
             await self._send(message)

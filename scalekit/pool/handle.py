@@ -22,7 +22,7 @@ from typing import Any, overload
 from sqlalchemy.engine import Connection, Engine
 
 from ..context import RequestContext, current
-from .engines import Database
+from .database import Database
 from .errors import RequestDatabaseError
 from .policy import CheckoutSite
 from .tracking import ConnectionWatch, attach, mark_touched
@@ -179,6 +179,8 @@ class RequestDatabase:
             self._released = True
             self._connection = self._watch = None
             held_seconds = self._requests.monotonic() - self.checked_out_at
+        if watch is not None:
+            watch.commit_confirmed()  # the request is past its last COMMIT
         # Still observed (and refusing statements: the watch says released) until the database
         # has closed this Connection object, so one kept by app code can never run a statement
         # on a connection that is being reset or already serves another request.
@@ -186,6 +188,12 @@ class RequestDatabase:
         touched = watch is None or watch.touched or connection.in_transaction()
         self._database.checkin(self, connection, held_seconds, touched=touched)
         return True
+
+    def confirm_commit(self) -> None:
+        """The request has gone on past any COMMIT it sent: invalidate what that wrote."""
+        watch = self._watch
+        if watch is not None:
+            watch.commit_confirmed()
 
     def _released_error(self) -> RequestDatabaseError:
         return RequestDatabaseError(
@@ -253,6 +261,12 @@ class RequestDatabases(Mapping[str, RequestDatabase]):
             if handle.failure is not None:
                 return handle.failure
         return None
+
+    def confirm_commits(self) -> None:
+        """The response starts: every COMMIT the request sent has succeeded by now, so the
+        tables they wrote are invalidated before the client sees the answer."""
+        for handle in self._handles.values():
+            handle.confirm_commit()
 
     def finish(self) -> None:
         """The response is over: give everything back for good."""

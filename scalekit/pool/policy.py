@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..messages import Response, simple_response
+from .config import DatabaseConfig
 
 __all__ = [
     "Admission",
@@ -23,8 +24,10 @@ __all__ = [
     "is_leak",
     "reset_queries",
     "resolve_reset_statement",
+    "shed_message",
     "shed_response",
     "should_replace_response",
+    "timeout_message",
 ]
 
 
@@ -53,6 +56,26 @@ def decide_admission(*, pending: int, max_waiting: int | None, may_wait: bool,
     if max_waiting is not None and pending >= max_waiting:
         return Admission.SHED_QUEUE_FULL
     return Admission.CHECKOUT if may_wait else Admission.WAIT_FOR_RESET
+
+
+def timeout_message(database: str, config: DatabaseConfig) -> str:
+    """What a request that waited pool_timeout_seconds in vain is told (and the log says)."""
+    return (f"no connection to database {database!r} became free within "
+            f"pool_timeout_seconds={config.pool_timeout_seconds} (all pool_size="
+            f"{config.pool_size} + max_overflow={config.max_overflow} in use); raise "
+            f"pool.databases.{database}.pool_size or max_overflow, or shorten how long "
+            "requests hold connections.")
+
+
+def shed_message(database: str, config: DatabaseConfig, admission: Admission) -> str:
+    """Why a request was shed at once, and what to change."""
+    if admission is Admission.SHED_ON_EVENT_LOOP:
+        return (f"database {database!r}: every connection is in use and waiting would block "
+                "the event loop; in async code use `await db().aconnection()`, which waits "
+                "in a worker thread.")
+    return (f"database {database!r}: every connection is in use and max_waiting="
+            f"{config.max_waiting} requests already wait; shed at once. Raise "
+            f"pool.databases.{database}.max_waiting or the pool size.")
 
 
 def shed_response(retry_after_seconds: int) -> Response:

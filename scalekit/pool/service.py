@@ -18,10 +18,10 @@ from typing import Any
 
 from ..context import RequestContext
 from .changefeed import ChangeFeedListener
-from .engines import Database
+from .database import Database
 from .handle import STATE_KEY, RequestDatabases
 from .policy import is_leak
-from .tracking import set_parse_cache_size
+from .tables import set_parse_cache_size
 
 __all__ = ["PoolService", "service_of"]
 

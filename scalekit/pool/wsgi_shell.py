@@ -63,6 +63,7 @@ class _Exchange:
         if failure is not None and should_replace_response(code, True):
             return self.answer_503(exc_info)
         self.started = True
+        requests.confirm_commits()
         server_start_response = self.server_start_response
         assert server_start_response is not None  # only dropped after the start
         if self.returned:  # a generator app starting from its body: no later use

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+import sqlalchemy.engine
 import sqlalchemy.exc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -228,11 +229,23 @@ def test_an_untouched_checkout_sends_no_statement(one_connection_app: Any) -> No
     assert app.seen == [(0, *CLEAN)]
 
 
-def test_the_engine_makes_tracked_connections(one_connection_app: Any) -> None:
-    wsgi_get(one_connection_app, "/nodb")
-    engine = service(one_connection_app).databases["default"].engine
-    with engine.connect() as connection:
-        assert isinstance(connection, TrackedConnection)
+def test_request_connections_are_tracked_and_the_engine_is_left_as_sqlalchemy_made_it(
+        sqlite_url: str) -> None:
+    # The handles build TrackedConnection(engine), SQLAlchemy's documented constructor, so
+    # reaching the raw connection marks the request's connection touched; engine.connect()
+    # still gives SQLAlchemy's own class.
+    kinds: list[type] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        kinds.append(type(db().connection()))
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    wrapped = wrap(app, sqlite_url)
+    wsgi_get(wrapped, "/")
+    assert kinds == [TrackedConnection]
+    with service(wrapped).databases["default"].engine.connect() as connection:
+        assert type(connection) is sqlalchemy.engine.Connection
 
 
 def test_connections_taken_outside_requests_are_still_reset_on_return(

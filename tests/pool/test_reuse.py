@@ -1,22 +1,27 @@
-"""Connections kept between requests (scalekit.pool.idle): a request gets the SQLAlchemy
+"""Connections kept between requests (scalekit.pool.reuse): a request gets the SQLAlchemy
 Connection the previous one gave back only when it is as a fresh one would be. Each rule that
 makes the layer close or invalidate instead is shown here by what the NEXT request would
 otherwise see; every test runs on a one-connection pool, so the next request gets the same
-connection unless a rule discarded it."""
+connection unless a rule discarded it. The first test fails loudly when a SQLAlchemy release
+changes one of the internals the module reads or writes."""
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy.exc
+import sqlalchemy.pool
 from sqlalchemy import event
 
 from scalekit.pool import db
-from scalekit.pool.engines import Database
+from scalekit.pool.database import Database
+from scalekit.pool.reuse import FRESH_KEYS, renewed
 from scalekit.pool.service import PoolService
+from scalekit.pool.tracking import TrackedConnection
 
 from .apps import wrap
 from .helpers import in_forked_child, pg_execute, pg_sessions, pg_url, sample, unique, wsgi_get
@@ -32,6 +37,12 @@ def service(app: Any) -> PoolService:
 
 def database_of(app: Any) -> Database:
     return service(app).databases["default"]
+
+
+def kept(app: Any) -> list[Any]:
+    """The database's kept connections, newest last."""
+    stack = database_of(app)._kept
+    return [] if stack is None else stack.stack
 
 
 def routed(routes: dict[str, Callable[[Any], Any]]) -> App:
@@ -71,6 +82,51 @@ def make_app(postgres_available: None) -> Any:
         service(app).close()
 
 
+# --------------------------------------------------------------------------- the internals
+
+
+def test_the_sqlalchemy_internals_reuse_relies_on(sqlite_url: str) -> None:
+    """Everything of SQLAlchemy's that scalekit.pool.reuse reads or writes without SQLAlchemy
+    documenting it. A failure here means a release changed one: update reuse.py for it (or turn
+    reuse_connections off by default) and the sqlalchemy pin in pyproject.toml."""
+    from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
+
+    engine = sqlalchemy.create_engine(sqlite_url, poolclass=sqlalchemy.pool.QueuePool)
+    connection = TrackedConnection(engine)
+    state = connection.__dict__
+    assert frozenset(state) == FRESH_KEYS  # renewed() builds exactly these
+    assert state["_execution_options"] is engine._execution_options
+    assert (state["_Connection__can_reconnect"], state["_Connection__in_begin"],
+            state["_Connection__savepoint_seq"], state["_allow_autobegin"]) == (True, False, 0, True)
+    assert isinstance(engine._should_log_info(), bool)
+    fairy = state["_dbapi_connection"]
+    record = fairy._connection_record
+    assert fairy._pool is engine.pool and fairy.is_valid
+    assert len(record.finalize_callback) == 0 and callable(record.finalize_callback.pop)
+    assert isinstance(record.starttime, float) and isinstance(engine.pool._invalidate_time, (int, float))
+    assert list(inspect.signature(engine.pool._invalidate).parameters)[:3] == [
+        "connection", "exception", "_checkin"]
+    counts = [len(events) for events in (engine.pool.dispatch.checkout, engine.pool.dispatch.checkin,
+                                         engine.pool.dispatch.reset, engine.dispatch.engine_connect)]
+    assert all(isinstance(count, int) for count in counts)
+    assert isinstance(PGDialect_psycopg2()._isolation_lookup["READ COMMITTED"], int)
+    connection.execution_options(isolation_level="SERIALIZABLE")
+    assert len(record.finalize_callback) == 1  # what undoes it at check-in
+    record.finalize_callback.pop()(fairy.dbapi_connection)
+    # A renewed Connection works on the same pooled connection; the old object is closed.
+    connection.exec_driver_sql("SELECT 1")
+    connection.rollback()
+    fresh = renewed(connection)
+    assert frozenset(fresh.__dict__) == FRESH_KEYS and fresh.connection is fairy
+    assert fresh.exec_driver_sql("SELECT 1").scalar_one() == 1
+    assert connection.closed and not connection.invalidated
+    with pytest.raises(sqlalchemy.exc.ResourceClosedError):
+        connection.exec_driver_sql("SELECT 1")
+    fresh.close()
+    assert engine.pool.checkedout() == 0  # back in the pool once, through the new object
+    engine.dispose()
+
+
 # --------------------------------------------------------------------------- kept
 
 
@@ -96,11 +152,10 @@ def test_a_pool_listener_of_the_apps_sees_every_checkout(make_app: Any) -> None:
 def test_kept_connections_skip_the_pool_and_keep_their_backend(make_app: Any) -> None:
     app = make_app({})
     first = get(app, "/pid")
-    database = database_of(app)
-    assert len(database._idle) == 1  # kept, not given back to QueuePool
-    kept = database._idle[0]
+    assert len(kept(app)) == 1  # kept, not given back to QueuePool
+    first_kept = kept(app)[0]
     assert [get(app, "/pid") for _ in range(3)] == [first] * 3
-    assert database._idle[0] is not kept  # the same DBAPI connection, a new Connection object
+    assert kept(app)[0] is not first_kept  # the same DBAPI connection, a new Connection object
 
 
 def test_a_connection_kept_by_the_app_after_its_response_is_closed(make_app: Any) -> None:
@@ -183,8 +238,7 @@ def test_autocommit_left_on_the_raw_connection_does_not_leak(make_app: Any) -> N
 def test_a_connection_older_than_recycle_seconds_is_replaced(make_app: Any) -> None:
     app = make_app({}, recycle_seconds=600)
     first = get(app, "/pid")
-    kept = database_of(app)._idle[0]
-    kept.connection._connection_record.starttime -= 601  # opened 601 s ago
+    kept(app)[0].connection._connection_record.starttime -= 601  # opened 601 s ago
     second = get(app, "/pid")
     assert second != first
     assert get(app, "/pid") == second
@@ -227,7 +281,7 @@ def test_a_forked_child_neither_uses_nor_closes_the_parents_kept_connections(
         make_app: Any) -> None:
     app = make_app({})
     first = get(app, "/pid")
-    kept = database_of(app)._idle[0]
+    parent_kept = kept(app)[0]
 
     def child() -> bytes:
         answer = wsgi_get(app, "/pid")
@@ -236,7 +290,7 @@ def test_a_forked_child_neither_uses_nor_closes_the_parents_kept_connections(
 
     child_backend = in_forked_child(child).decode()
     assert child_backend != first
-    assert database_of(app)._idle == [kept] and not kept.closed
+    assert kept(app) == [parent_kept] and not parent_kept.closed
     assert get(app, "/pid") == first  # the parent's connection still works, still the same
 
 
@@ -256,12 +310,12 @@ def test_sqlite_connections_are_kept_too(sqlite_url: str) -> None:
     wrapped = wrap(app, sqlite_url, **ONE_CONNECTION)
     for _ in range(3):
         assert wsgi_get(wrapped, "/").code == 200
-    assert len(set(raw_ids)) == 1 and len(database_of(wrapped)._idle) == 1
+    assert len(set(raw_ids)) == 1 and len(kept(wrapped)) == 1
     service(wrapped).close()
 
 
 def test_reuse_can_be_switched_off(make_app: Any) -> None:
     app = make_app({}, reuse_connections=False)
     first = get(app, "/pid")
-    assert database_of(app)._idle == []
+    assert kept(app) == []
     assert get(app, "/pid") == first  # QueuePool lends the same one, through its events

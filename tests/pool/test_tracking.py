@@ -11,7 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import scalekit
 from scalekit.pool import db
-from scalekit.pool.tracking import TableAccess, access_of_sql, access_of_statement
+from scalekit.pool.tables import TableAccess, access_of_sql, access_of_statement
 
 from .apps import wrap
 from .helpers import ASGICall, pg_execute, pg_url, unique, wsgi_get
@@ -252,3 +252,66 @@ def test_autocommit_writes_invalidate_per_statement(pg_table: str) -> None:
     wsgi_get(wrapped, "/")
     assert [call[:2] for call in recorder.calls] == [((f"table:{pg_table}",), "table")]
     assert pg_execute(f"SELECT price FROM {pg_table} WHERE id = 3") == [(9,)]
+
+
+@pytest.mark.parametrize("protocol", ["wsgi", "asgi"])
+def test_a_commit_is_invalidated_before_the_response_starts(two_tables: Any, protocol: str) -> None:
+    # No event follows a successful COMMIT; the invalidation must still reach the cache before
+    # the client can have the answer (and ask again).
+    url, table, _other, probe = two_tables
+    recorder = Recorder(probe)
+    at_start: list[int] = []
+
+    def write(connection: Any) -> None:
+        connection.execute(sa.text(f"UPDATE {table} SET price = 5 WHERE id = 1"))
+        connection.commit()
+
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        write(db().connection())
+        start_response("200 OK", [])
+        at_start.append(len(recorder.calls))
+        return [b"ok"]
+
+    async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        write(await db().aconnection())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        at_start.append(len(recorder.calls))
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    app = wrap(wsgi_app if protocol == "wsgi" else asgi_app, url)
+    app.runtime.add_invalidator(recorder)
+    if protocol == "wsgi":
+        wsgi_get(app, "/")
+    else:
+        asyncio.run(ASGICall("/").run(app))
+    assert at_start == [1]
+    assert recorder.calls == [((f"table:{table}",), "table", 5)]  # once, after the COMMIT
+
+
+@pytest.mark.postgres
+def test_a_commit_that_fails_invalidates_nothing(postgres_available: None) -> None:
+    table = unique("sk_deferred")
+    pg_execute(f"CREATE TABLE {table} (id int, CONSTRAINT {table}_once UNIQUE (id) "
+               "DEFERRABLE INITIALLY DEFERRED)")
+    failures: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        connection = db().connection()
+        connection.execute(sa.text(f"INSERT INTO {table} VALUES (1), (1)"))  # checked at COMMIT
+        try:
+            connection.commit()
+        except sa.exc.IntegrityError:
+            failures.append("commit refused")
+            connection.rollback()
+        connection.execute(sa.text("SELECT 1"))  # the request goes on: a new transaction
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    try:
+        wrapped = wrap(app, pg_url(unique("sk_failed_commit")))
+        recorder = Recorder()
+        wrapped.runtime.add_invalidator(recorder)
+        wsgi_get(wrapped, "/")
+        assert failures == ["commit refused"] and recorder.calls == []
+    finally:
+        pg_execute(f"DROP TABLE {table}")
