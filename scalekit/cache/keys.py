@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable
 from urllib.parse import unquote, unquote_plus, urljoin, urlsplit
 
 from ..memo import TextMemo
+from .vary import normalise_vary_value
 
 __all__ = [
     "BODY_HEADERS",
@@ -77,6 +78,7 @@ _REFUSED_HOST: tuple[str, str | None, str] = ("", None, "")
 # "#" too, so that the key reads as a URL. A path with none of the first three is kept as it is.
 _PATH_ESCAPES = re.compile(r"[%?#\x00-\x1f\x7f]")
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+_VALUE_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a field value may hold HTAB
 # RFC 9112 §6.1-6.3: a request has a body when it carries Transfer-Encoding or a Content-Length
 # other than 0. A GET or HEAD with one is answered by the app alone: the body may change what it
 # answers, and it is not in the key.
@@ -290,19 +292,12 @@ def _digested(key: str) -> str:
     return f"{key[:_DIGEST_HEAD_CHARS]}{_DIGEST_SEPARATOR}{digest}"
 
 
-def _normalise_value(value: str) -> str:
-    # RFC 9111 §4.1: a cache "MAY normalize ... by adding or removing whitespace, combining
-    # multiple field lines"; list members keep their order and case.
-    if "," in value:
-        return ",".join(part.strip() for part in value.split(","))
-    return value.strip()
-
-
 def secondary_key(vary: tuple[str, ...], header: HeaderGetter, *, max_value_bytes: int) -> str | None:
     """The request's values for the header names in ``vary`` (lower-case), as one string.
 
-    An absent header and an empty one differ. None when a value is longer than
-    ``max_value_bytes``: such a variant is not stored.
+    Values are normalised where the RFCs say spellings are equivalent (:mod:`.vary`). An absent
+    header and an empty one differ. None when a value is longer than ``max_value_bytes`` or
+    holds a control character: such a variant is not stored.
     """
     if not vary:
         return ""
@@ -314,7 +309,10 @@ def secondary_key(vary: tuple[str, ...], header: HeaderGetter, *, max_value_byte
             continue
         if len(value) > max_value_bytes:
             return None
-        parts.append(f"{name}={_normalise_value(value)}")
+        value = normalise_vary_value(name, value)
+        if not value.isprintable() and _VALUE_CONTROLS.search(value):
+            return None  # the parts of the key are separated by control characters
+        parts.append(f"{name}={value}")
     return "\n".join(parts)
 
 
