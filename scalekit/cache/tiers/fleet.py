@@ -36,7 +36,7 @@ from ..invalidation import InvalidationResult
 from ..store import TagStamp
 from .fleetlog import Follower, LogEntry, Poll, Replay, Resync, Step
 from .fleetredis import AckReport, AsyncFleetScripts, FleetKeys, FleetScripts
-from .redis import REDIS_ERRORS, RedisConnections
+from .redis import REDIS_ERRORS, RedisConnections, was_loop_late
 
 __all__ = ["FleetGenerations"]
 
@@ -151,13 +151,15 @@ class FleetGenerations:
             return InvalidationResult(tags=(), reach="fleet", acknowledged=True)
         breaker = self.connections.breaker
         if breaker.allow():
+            loop = asyncio.get_running_loop()
+            started = loop.time()
             try:
                 scripts = self._async_scripts()
                 sequence, epoch = await scripts.invalidate(
                     tag_list, origin=self.name, sent_at=self._wall_clock(),
                     floor=fleet_sequence(self.local.sequence()), epoch_candidate=uuid.uuid4().hex)
             except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-                self._failed(error)
+                self._failed(error, loop.time() - started)
             else:
                 breaker.success()
                 self.local.apply(fleet_generation(sequence), tag_list)
@@ -165,9 +167,12 @@ class FleetGenerations:
                 return self._fleet_result(tag_list, sequence, report)
         return await asyncio.to_thread(self._invalidate_offline, tag_list)
 
-    def _failed(self, error: BaseException) -> None:
+    def _failed(self, error: BaseException, elapsed_seconds: float | None = None) -> None:
         if not isinstance(error, REDIS_ERRORS):
             log.error("unexpected error invalidating through Redis", exc_info=error)
+        if elapsed_seconds is not None and was_loop_late(error, elapsed_seconds,
+                                                         self.connections.config):
+            return  # the event loop was busy; Redis may be fine
         self.connections.breaker.failure(error)
 
     def _wait_for_acks(self, scripts: FleetScripts, sequence: int, epoch: str) -> AckReport:

@@ -14,9 +14,9 @@ collision or a copied value is a miss, never someone else's response.
 >>> from scalekit.config import RedisConfig
 >>> connections = RedisConnections(RedisConfig(url="redis://127.0.0.1:1/0"))
 >>> tier = RedisTier(connections)
->>> tier.get("k") is None  # nothing listens on port 1: a miss, never an exception
-True
->>> connections.breaker.is_open
+>>> [tier.get("k") for _ in range(3)]  # nothing listens on port 1: misses, never exceptions
+[None, None, None]
+>>> connections.breaker.is_open  # three failures in a row
 True
 """
 
@@ -45,7 +45,8 @@ from ..entry import CachedEntry
 from .base import TierMetrics, kept_until
 from .breaker import CircuitBreaker
 
-__all__ = ["RedisConnections", "RedisTier", "entry_key", "packed_get"]
+__all__ = ["EventLoopLateError", "RedisConnections", "RedisTier", "entry_key", "packed_get",
+           "was_loop_late"]
 
 log = logging.getLogger("scalekit.cache")
 
@@ -76,6 +77,23 @@ def _count_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_count_fork)
+
+
+class EventLoopLateError(TimeoutError):
+    """A Redis call ran out of time because the event loop fired its timer late (busy with other
+    work), not because Redis was slow: a miss for that request, never counted against Redis."""
+
+
+def was_loop_late(error: BaseException, elapsed_seconds: float, config: Any) -> bool:
+    """Whether ``error`` after ``elapsed_seconds`` on the loop's clock says the event loop was
+    busy rather than Redis slow: a timeout that took half a socket timeout longer than any
+    connect plus read could (redis-py's own asyncio timeouts count loop time too)."""
+    if isinstance(error, EventLoopLateError):
+        return True
+    if not isinstance(error, (asyncio.TimeoutError, redis.exceptions.TimeoutError)):
+        return False
+    budget = float(config.connect_timeout_seconds) + 1.5 * float(config.socket_timeout_seconds)
+    return elapsed_seconds > budget
 
 
 def entry_key(prefix: str, key: str) -> str:
@@ -114,8 +132,10 @@ class RedisConnections:
     def __init__(self, config: Any, *, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.prefix: str = config.key_prefix
+        # Three failures in a row or half of twenty calls: one slow reply is not an outage.
         self.breaker = CircuitBreaker("redis", cool_down_seconds=config.circuit_cool_down_seconds,
-                                      monotonic=monotonic)
+                                      consecutive_failures=3, failure_rate=0.5,
+                                      window_seconds=10.0, min_calls=20, monotonic=monotonic)
         self._sync: Any = None
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary())
@@ -216,26 +236,39 @@ class RedisConnections:
         return data
 
     async def _async_get(self, connection: Any, key: str) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.socket_timeout_seconds
         try:
-            async with asyncio.timeout(self.config.socket_timeout_seconds):
+            async with asyncio.timeout_at(deadline):
                 await connection.send_packed_command((packed_get(key),), check_health=False)
                 return await connection.read_response()  # type: ignore[no-any-return]
-        except BaseException:
+        except BaseException as error:
             await connection.disconnect(nowait=True)
+            self._raise_if_loop_late(error, loop.time() - deadline)
             raise
+
+    def _raise_if_loop_late(self, error: BaseException, lateness_seconds: float) -> None:
+        # A healthy loop fires the timer within a millisecond or two of its deadline; one that
+        # fired it half a timeout late was busy, and the reply may well have been waiting.
+        if isinstance(error, TimeoutError) and lateness_seconds > self.config.socket_timeout_seconds / 2:
+            raise EventLoopLateError(
+                f"the event loop ran {lateness_seconds * 1000:.0f} ms late") from error
 
     async def _new_async_connection(self) -> Any:
         pool = self.async_client().connection_pool
         # No socket timeout on the connection: aget_bytes bounds each GET as a whole.
         connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        loop = asyncio.get_running_loop()
+        deadline = (loop.time() + self.config.connect_timeout_seconds
+                    + self.config.socket_timeout_seconds)
         try:
             # The handshake (AUTH, SELECT) reads with the connection's timeout, which is
             # none: bound connect + handshake here as a client with timeouts would.
-            async with asyncio.timeout(self.config.connect_timeout_seconds
-                                       + self.config.socket_timeout_seconds):
+            async with asyncio.timeout_at(deadline):
                 await connection.connect()
-        except BaseException:
+        except BaseException as error:
             await connection.disconnect(nowait=True)
+            self._raise_if_loop_late(error, loop.time() - deadline)
             raise
         return connection
 
@@ -343,10 +376,15 @@ class RedisTier:
             return None
         return data, ttl_ms
 
-    def _failed(self, error: BaseException, counter: Any) -> None:
+    def _failed(self, error: BaseException, counter: Any, elapsed_seconds: float | None = None) -> None:
+        """Count a failed call; the breaker hears of it unless the event loop, not Redis, was
+        late (``elapsed_seconds`` on the loop's clock, for calls made from asyncio)."""
         counter.inc()
         if not isinstance(error, REDIS_ERRORS):
             log.error("unexpected error in the Redis tier", exc_info=error)
+        if elapsed_seconds is not None and was_loop_late(error, elapsed_seconds,
+                                                         self.connections.config):
+            return
         self.breaker.failure(error)
 
     # ----------------------------------------------------------------- sync face
@@ -407,7 +445,7 @@ class RedisTier:
         try:
             data = await self.connections.aget_bytes(entry_key(self.connections.prefix, key))
         except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self._failed(error, self._metrics.error)
+            self._failed(error, self._metrics.error, 0.0)  # aget_bytes tells a late loop itself
             return None
         self.breaker.success()
         entry = self._decode(key, data)
@@ -422,11 +460,13 @@ class RedisTier:
         encoded = self._encode(key, entry)
         if encoded is None or not self.breaker.allow():
             return False
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             await self.connections.async_client().set(
                 entry_key(self.connections.prefix, key), encoded[0], px=encoded[1])
         except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self._failed(error, self._metrics.store_error)
+            self._failed(error, self._metrics.store_error, loop.time() - started)
             return False
         self.breaker.success()
         self._metrics.stored.inc()
@@ -438,10 +478,12 @@ class RedisTier:
     async def atry_delete(self, key: str) -> bool:
         if not self.breaker.allow():
             return False
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             await self.connections.async_client().delete(entry_key(self.connections.prefix, key))
         except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self._failed(error, self._metrics.store_error)
+            self._failed(error, self._metrics.store_error, loop.time() - started)
             return False
         self.breaker.success()
         return True

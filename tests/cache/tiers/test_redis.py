@@ -47,17 +47,20 @@ def test_hiredis_parser_is_used_when_installed() -> None:
     assert redis.utils.HIREDIS_AVAILABLE == ((major, minor) >= (3, 2))
 
 
-def test_refused_connection_is_a_miss_and_opens_the_breaker(clock: FakeClock) -> None:
+def test_refused_connections_are_misses_and_open_the_breaker(clock: FakeClock) -> None:
     tier = make_tier("redis://127.0.0.1:1/0", clock)
     assert tier.get("k") is None
-    assert tier.breaker.is_open
+    assert not tier.breaker.is_open  # one failure is not an outage
+    assert tier.get("k") is None and tier.get("k") is None
+    assert tier.breaker.is_open  # three in a row are
     tier.set("k", make_entry(clock))  # skipped, no raise
     assert tier.try_set("k", make_entry(clock)) is False
 
 
-def test_unresponsive_redis_costs_one_timeout_then_nothing(blackhole: int, clock: FakeClock) -> None:
+def test_unresponsive_redis_costs_three_timeouts_then_nothing(blackhole: int, clock: FakeClock) -> None:
     tier = make_tier(f"redis://127.0.0.1:{blackhole}/0", clock)
-    assert tier.get("k") is None  # waits socket_timeout once
+    for _ in range(3):
+        assert tier.get("k") is None  # waits the timeout, three times in a row
     assert tier.breaker.is_open
     before = tier.breaker.openings
     for _ in range(50):
@@ -70,7 +73,7 @@ def test_breaker_half_opens_after_the_cool_down_and_closes_on_success(
     tier = make_tier(redis_proxy.url, clock, prefix="breaker:")
     tier.set("k", make_entry(clock))
     redis_proxy.cut()
-    assert tier.get("k") is None and tier.breaker.is_open
+    assert [tier.get("k") for _ in range(3)] == [None, None, None] and tier.breaker.is_open
     redis_proxy.restore()
     assert tier.get("k") is None  # still cooling down: not even tried
     clock.advance(5.0)
