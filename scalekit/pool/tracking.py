@@ -46,7 +46,6 @@ __all__ = [
     "install_events",
     "mark_touched",
     "table_tag",
-    "watch_of",
 ]
 
 log = logging.getLogger("scalekit.pool")
@@ -179,11 +178,6 @@ def detach(connection: Connection) -> None:
     watch = _WATCHES.pop(id(connection), None)
     if watch is not None:
         watch.connection = None
-
-
-def watch_of(connection: Connection) -> ConnectionWatch | None:
-    """The watch observing ``connection``, if it belongs to a request."""
-    return _WATCHES.get(id(connection))
 
 
 def mark_touched(connection: Connection) -> None:

@@ -1,5 +1,6 @@
-"""Invariant 5 as a property: whatever sequence of request outcomes happens — overlapping,
-streaming, raising, disconnecting, abandoned, shed — no connection stays checked out."""
+"""Every pooled connection is back when the response ends, as a property: whatever sequence
+of request outcomes happens — overlapping, streaming, raising, disconnecting, abandoned, shed —
+no connection stays checked out."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Invariant 5 under load: after 10,000 requests mixing every way a response can end, under
-WSGI (threads) and ASGI (asyncio tasks), on SQLite and Postgres, no connection is checked out
-and no transaction is left open."""
+"""Every pooled connection is back when the response ends, under load: after 10,000 requests
+mixing every way a response can end, under WSGI (threads) and ASGI (asyncio tasks), on SQLite
+and Postgres, no connection is checked out and no transaction is left open."""
 
 from __future__ import annotations
 
