@@ -1,10 +1,11 @@
 """Run the shipped deploy/ artefacts on this machine: nginx with a test copy of the config, app
-instances under the shipped gunicorn settings, and Prometheus.
+instances under the shipped gunicorn settings, the compose file's Redis command, and Prometheus.
 
-Everything listens on 127.0.0.1 on free ports, runs in its own process group and is stopped by
-the context manager that started it. The test copy of the nginx config changes only what
-cannot work here (upstream host names, ports, absolute paths, the user); every rewrite must
-match, so a change to the shipped config that the harness does not understand fails loudly.
+Everything listens on 127.0.0.0/8 on free ports, runs in its own process group and is stopped
+by the context manager that started it. The test copy of the nginx config changes only what
+cannot work here (upstream host names or the resolver's address, ports, absolute paths, the
+user, the trusted load balancer's address); every rewrite must match, so a change to the
+shipped config that the harness does not understand fails loudly.
 """
 
 from __future__ import annotations

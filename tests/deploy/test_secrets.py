@@ -109,6 +109,10 @@ def test_the_fleet_tier_authenticates_with_a_password_file(tmp_path: Path, redis
     first = scalekit.wrap(_page, state_dir=str(tmp_path / "one"), **settings)
     second = scalekit.wrap(_page, state_dir=str(tmp_path / "two"), **settings)
     try:
+        # Each instance's invalidation listener (its own authenticated connection) has heard
+        # the fleet's log: until then entries count as possibly invalidated.
+        for wrapped in (first, second):
+            assert wrapped.runtime.services["cache.generations"].wait_connected(20.0)
         stored = Client(first).get("/", headers={"Host": "shop.test"})
         assert "stored" in stored.headers["cache-status"]
         # Another instance (its own L1 and L3) finds the entry in the password-protected L2.
