@@ -171,7 +171,7 @@ def load_served_app() -> Any:
     return app if _is_wrapped(app) else wrap_served_app(app, kind=kind)
 
 
-# The adapter that wraps an app of each framework (by the top package of the app's class) as
+# The adapter that wraps an app of each framework (by the top package of its class) as
 # its users configure it: Django from settings.SCALEKIT, Flask from app.config["SCALEKIT"],
 # and both with route labels, so `scalekit serve` honours the same settings as the app's own
 # install would, and one configuration wins however the app is served.
@@ -188,8 +188,9 @@ def wrap_served_app(app: Any, *, kind: str | None = None) -> Any:
     through its framework's adapter when there is one, else with :func:`scalekit.wrap`."""
     from .pipeline import wrap
 
-    framework = type(app).__module__.partition(".")[0]
-    wrapper = _FRAMEWORK_WRAPPERS.get(framework)
+    # The app's class or a base of it (an app class subclassing Starlette or Flask).
+    wrapper = next((_FRAMEWORK_WRAPPERS[top] for cls in type(app).__mro__
+                    if (top := cls.__module__.partition(".")[0]) in _FRAMEWORK_WRAPPERS), None)
     if wrapper is None or kind not in (None, _kind_of(app, None)):
         return wrap(app, kind=kind)  # type: ignore[arg-type]
     module_name, _, function = wrapper.partition(":")

@@ -193,7 +193,10 @@ def test_serve_gives_a_starlette_app_its_route_labels(tmp_path: Path) -> None:
     async def thing(request: object) -> PlainTextResponse:
         return PlainTextResponse("thing")
 
-    app = Starlette(routes=[Route("/things/{name}", thing)])
+    class ShopApp(Starlette):  # an app class of its own: its base says what framework it is
+        pass
+
+    app = ShopApp(routes=[Route("/things/{name}", thing)])
     served = cli.wrap_served_app(app, kind="asgi")
     try:
         with TestClient(served) as client:
