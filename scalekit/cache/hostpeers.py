@@ -56,11 +56,15 @@ class HostPeers:
     @staticmethod
     def _bind(address: str) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        if not _ABSTRACT:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(address)
-        sock.bind(address)
-        sock.setblocking(False)
+        try:
+            if not _ABSTRACT:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(address)
+            sock.bind(address)  # taken when a second runtime of this process shares the file
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
         return sock
 
     def fileno(self) -> int:
