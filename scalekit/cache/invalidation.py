@@ -50,16 +50,16 @@ class InvalidationResult:
 
     @property
     def reached_fleet(self) -> bool:
-        """Whether every instance will apply it: Redis (or, without Redis, the host) has it."""
-        return self.reach != "process"
+        """Whether every instance will apply it: Redis (or, without Redis, the host) has it,
+        and nothing waits in a queue for Redis to answer."""
+        return self.reach != "process" and not self.queued
 
     def describe(self) -> str:
         """One line for logs, the CLI and the purge endpoint."""
-        if self.reach == "process":
-            where = ("this process only; queued for the fleet until Redis answers" if self.queued
-                     else "this process only")
-        else:
-            where = "the fleet" if self.reach == "fleet" else "every process of this host"
+        where = {"fleet": "the fleet", "host": "every process of this host",
+                 "process": "this process only"}[self.reach]
+        if self.queued:
+            where += "; queued for the fleet until Redis answers"
         text = f"invalidated {len(self.tags)} tag(s) in {where}"
         if self.reached_fleet:
             text += ("; every live instance applied it" if self.acknowledged else

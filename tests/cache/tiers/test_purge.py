@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +115,81 @@ def test_check_reports_redis_reachability(tmp_path: Path, redis_server: Any) -> 
     assert ("redis", True) == up[0][:2]
     assert ("redis", False) == down[0][:2] and "pw" not in down[0][2]
     assert all(ok for name, ok, _ in up if name == "cache disk")
+
+
+# --------------------------------------------------------------------------- honest reach
+
+def _purging_app(state_dir: Path, **config: Any) -> Any:
+    import scalekit
+
+    return scalekit.wrap(_app, cdn=False, pool=False, metrics=False, state_dir=str(state_dir),
+                         cache={"invalidation": {"purge_token": TOKEN}}, **config)
+
+
+def test_purge_answers_202_when_redis_is_unreachable_and_the_purge_is_queued(tmp_path: Path) -> None:
+    from werkzeug.test import Client
+
+    wrapped = _purging_app(tmp_path, redis={"url": "redis://127.0.0.1:1/0"})
+    try:
+        client = Client(wrapped)
+        assert client.get("/p", environ_overrides={"test.version": "v1"}).text == "v1"
+        response = client.post("/_scalekit/purge?tag=product:1",
+                               headers={"authorization": f"Bearer {TOKEN}"})
+        assert response.status_code == 202
+        assert response.json is not None and response.json["queued"] is True
+        assert "queued for the fleet" in response.json["detail"]
+        assert client.get("/p", environ_overrides={"test.version": "v2"}).text == "v2"  # here: done
+    finally:
+        wrapped.runtime.close()
+
+
+def test_purge_answers_503_when_only_this_process_has_it(tmp_path: Path) -> None:
+    """No Redis and a state directory that cannot be written (root ignores permission bits,
+    so it is made impossible: it lies under a file): the other processes cannot hear it."""
+    from werkzeug.test import Client
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    wrapped = _purging_app(blocker / "state")
+    try:
+        response = Client(wrapped).post("/_scalekit/purge?tag=product:1",
+                                        headers={"authorization": f"Bearer {TOKEN}"})
+        assert response.status_code == 503 and response.headers["retry-after"] == "5"
+        assert response.json is not None and response.json["reach"] == "process"
+        assert response.json["queued"] is False
+    finally:
+        wrapped.runtime.close()
+
+
+# --------------------------------------------------------------------------- the CLI finds the app's state
+
+def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("SCALEKIT_")}
+    return subprocess.run([sys.executable, "-m", "scalekit.cli", "invalidate", *args], cwd=cwd,
+                          env={**clean, **(env or {})}, capture_output=True, text=True, timeout=60)
+
+
+def test_cli_elsewhere_without_redis_fails_saying_how_and_creates_nothing(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = _cli("--tag", "product:1", cwd=elsewhere)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no scalekit state at" in result.stderr and "--app-dir" in result.stderr
+    assert list(elsewhere.iterdir()) == []  # no stray ./.scalekit
+
+
+def test_cli_finds_the_apps_state_like_the_app(tmp_path: Path) -> None:
+    app_dir = tmp_path / "shop"
+    app_dir.mkdir()
+    (app_dir / "scalekit.toml").write_text('state_dir = "var/scalekit"\n')
+    holder = HostGenerations(app_dir / "var" / "scalekit" / "cache" / "generations.sqlite3")
+    stamp = holder.stamp(["product:1"], holder.sequence())  # the running app's view
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = _cli("--tag", "product:1", "--app-dir", str(app_dir), cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert "every process of this host" in result.stdout
+    assert stamp is not None and not holder.is_current(stamp)  # it answered the doorbell
+    assert _cli("--tag", "other", cwd=app_dir).returncode == 0  # from the app's directory
+    assert list(elsewhere.iterdir()) == []
+    holder.close()
