@@ -70,6 +70,8 @@ def redis_connections(runtime: Any) -> Any:
 
         connections = RedisConnections(runtime.config.redis, monotonic=runtime.monotonic)
         runtime.services["redis.connections"] = connections
+        # A tier that would fail on every call is an error in the log, never a silent miss.
+        runtime.on_startup(connections.report_start_up)
         runtime.on_shutdown(connections.close)
         # ASGI lifespan shutdown awaits this on the app's loop, closing that loop's asyncio
         # client (left open, its connections warn when collected); a no-op from sync close().

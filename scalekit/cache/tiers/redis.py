@@ -3,9 +3,9 @@
 :class:`RedisConnections` owns the clients of one runtime: a sync client (WSGI, listener
 thread), one asyncio client per event loop (ASGI), plain Redis or Redis Cluster, hiredis when
 installed (redis-py picks it up). It never sends CLIENT or CONFIG (managed Redis often forbids
-them): no client name, no ``CLIENT SETINFO`` (``driver_info=None``), no retries (a retry would
-multiply the timeout a request can pay). Clients are created lazily, so a Redis that is down
-at start-up is just an open breaker.
+them): no client name, no ``CLIENT SETINFO`` (:data:`NO_CLIENT_INFO`, for every redis-py from
+5.0), no retries (a retry would multiply the timeout a request can pay). Clients are created
+lazily, so a Redis that is down at start-up is just an open breaker.
 
 :class:`RedisTier` keeps entries under ``{key_prefix}e:{blake2b(key)}`` — a fixed-length key
 that spreads over cluster slots; the cache key itself is inside the signed payload, so a hash
@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import inspect
 import logging
 import os
 import threading
@@ -45,8 +46,8 @@ from ..entry import CachedEntry
 from .base import TierMetrics, kept_until
 from .breaker import CircuitBreaker
 
-__all__ = ["EventLoopLateError", "RedisConnections", "RedisTier", "entry_key", "packed_get",
-           "was_loop_late"]
+__all__ = ["NO_CLIENT_INFO", "EventLoopLateError", "RedisConnections", "RedisTier", "entry_key",
+           "packed_get", "redacted_url", "was_loop_late"]
 
 log = logging.getLogger("scalekit.cache")
 
@@ -56,6 +57,21 @@ log = logging.getLogger("scalekit.cache")
 # the same — a cache fault must never fail a request — and log the unexpected ones.
 REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException, OSError,
                 asyncio.TimeoutError)
+
+
+def _no_client_info() -> dict[str, Any]:
+    """The options that keep redis-py from sending ``CLIENT SETINFO`` on connect.
+
+    redis-py 7.2 and later take ``driver_info`` (and warn on ``lib_name``/``lib_version``);
+    5.0 to 7.1 know only ``lib_name``/``lib_version`` and refuse ``driver_info`` with a
+    TypeError on every connection. Which one is asked of the installed client's signature.
+    """
+    if "driver_info" in inspect.signature(redis.Redis.__init__).parameters:
+        return {"driver_info": None}
+    return {"lib_name": None, "lib_version": None}
+
+
+NO_CLIENT_INFO = _no_client_info()
 
 # GET in RESP, the same bytes redis-py's packer writes for one str argument (utf-8): built
 # with one %-format instead of the packer's per-call encoding and list building.
@@ -149,7 +165,7 @@ class RedisConnections:
         options: dict[str, Any] = {
             "socket_timeout": self.config.socket_timeout_seconds,
             "socket_connect_timeout": self.config.connect_timeout_seconds,
-            "driver_info": None,  # no CLIENT SETINFO: managed Redis may forbid CLIENT
+            **NO_CLIENT_INFO,  # no CLIENT SETINFO: managed Redis may forbid CLIENT
         }
         password = self.config.resolved_password()  # given apart from the URL (then it has none)
         if password is not None:
@@ -298,6 +314,53 @@ class RedisConnections:
                     self.config.url, retry=AsyncRetry(NoBackoff(), 0), **options)
             self._async[loop] = client
         return client
+
+    def probe(self, *, timeout_seconds: float | None = None) -> tuple[str, str]:
+        """One PING through the clients the tiers use: ``("ok" | "down" | "broken", detail)``.
+
+        ``"broken"`` means every call would fail whether Redis is up or not: redis-py refuses
+        our options (an unsupported version), or Redis refuses us (password, ACL). ``"down"``
+        is a fault the breaker rides out. The PING waits ``timeout_seconds`` (default: the
+        socket timeout a request would wait).
+        """
+        where = redacted_url(self.config.url)
+        try:
+            client = self.new_sync_client(socket_timeout_seconds=timeout_seconds)
+            try:
+                client.ping()  # PING only: managed Redis may forbid CLIENT / CONFIG / INFO
+                self._build_connections(client)
+            finally:
+                client.close()
+        except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError) as error:
+            return "broken", f"{where} refuses scalekit: {type(error).__name__}: {error}"
+        except REDIS_ERRORS as error:
+            return "down", f"{where}: {type(error).__name__}: {error}"
+        except Exception as error:  # noqa: BLE001 - what we report is exactly this
+            return "broken", (f"redis-py {redis.__version__} cannot be used as configured "
+                              f"({type(error).__name__}: {error}); install a supported one: "
+                              "pip install 'scalekit[redis]'")
+        kind = "cluster" if self.config.cluster else "server"
+        return "ok", f"{kind} at {where} answers PING"
+
+    def _build_connections(self, client: Any) -> None:
+        """Build (without connecting) the connections of the hit paths and the asyncio client,
+        so options a redis-py version refuses show now, not on every request."""
+        if self.config.cluster:
+            return
+        pool = client.connection_pool
+        pool.connection_class(**pool.connection_kwargs)
+        async_pool = redis.asyncio.Redis.from_url(self.config.url, **self._options()).connection_pool
+        async_pool.connection_class(**async_pool.connection_kwargs)
+
+    def report_start_up(self) -> None:
+        """Log what :meth:`probe` finds, once at start-up: an error when the tier cannot work."""
+        state, detail = self.probe()
+        if state == "broken":
+            log.error("cache tier redis unusable: %s. L2, fleet invalidation and leases are off "
+                      "until this is fixed (scalekit check shows it too)", detail)
+        elif state == "down":
+            log.warning("Redis does not answer at start-up (%s); the cache runs without L2 and "
+                        "queues invalidations until it does", detail)
 
     def close(self) -> None:
         """Close the sync client and this thread's GET connection (async ones close with
@@ -490,3 +553,11 @@ class RedisTier:
 
     def close(self) -> None:
         """The connections are shared with generations and leases; their owner closes them."""
+
+
+def redacted_url(url: str) -> str:
+    """The URL without its password."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
 import redis
 import redis.utils
 
 from scalekit.cache.codec import Codec
 from scalekit.cache.entry import CachedEntry
-from scalekit.cache.tiers.redis import RedisConnections, RedisTier, entry_key
+from scalekit.cache.tiers.redis import NO_CLIENT_INFO, RedisConnections, RedisTier, entry_key
 from scalekit.config import RedisConfig
 
 from .conftest import FakeClock
-from .servers import RedisServer, TcpProxy
+from .servers import RedisServer, TcpProxy, running_redis
 
 pytestmark = pytest.mark.redis
 
@@ -29,7 +32,7 @@ def make_tier(url: str, clock: FakeClock, *, prefix: str = "t:", **codec: object
 
 
 def test_the_test_server_forbids_config_and_client(redis_server: RedisServer) -> None:
-    client = redis.Redis.from_url(redis_server.url, driver_info=None)
+    client = redis.Redis.from_url(redis_server.url, **NO_CLIENT_INFO)
     with pytest.raises(redis.ResponseError):
         client.execute_command("CONFIG", "GET", "maxmemory")
     with pytest.raises(redis.ResponseError):
@@ -136,3 +139,46 @@ def test_redis_ttl_follows_the_entry_lifetime(redis_server: RedisServer, clock: 
     ttl_ms = tier.connections.sync().pttl(entry_key("ttl:", "k"))
     assert 55_000 < ttl_ms <= 60_000
     tier.connections.close()
+
+
+def test_options_that_redis_py_refuses_are_an_error_at_start_up_and_in_check(
+        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        tmp_path: Path) -> None:
+    """redis-py 5.0-7.1 refused ``driver_info`` on every call and the tier swallowed it (L2,
+    fleet invalidation and leases silently off). Whatever option the installed redis-py
+    refuses, start-up logs an error and ``scalekit check`` fails."""
+    import scalekit
+    import scalekit.cache.tiers.redis as tier_module
+    from scalekit.cache.commands import check
+    from scalekit.config import load_config
+
+    monkeypatch.setattr(tier_module, "NO_CLIENT_INFO", {"an_option_redis_py_lacks": None})
+    config = {"state_dir": str(tmp_path), "redis": {"url": redis_server.url}}
+    wrapped = scalekit.wrap(lambda environ, start_response: [], cdn=False, pool=False,
+                            metrics=False, **config)
+    with caplog.at_level(logging.ERROR, logger="scalekit.cache"):
+        wrapped.runtime.startup()
+    wrapped.runtime.close()
+    assert any("cache tier redis unusable" in record.getMessage() and "pip install" in
+               record.getMessage() for record in caplog.records)
+    name, ok, detail = check(load_config(config, environ={}, cwd=tmp_path))[0]
+    assert (name, ok) == ("redis", False) and "an_option_redis_py_lacks" in detail
+
+
+def test_a_redis_that_refuses_the_credentials_is_reported_broken() -> None:
+    with running_redis(extra_args=("--requirepass", "the-right-password")) as server:
+        state, detail = RedisConnections(RedisConfig(url=server.url)).probe()
+        assert state == "broken" and "refuses scalekit" in detail
+        good = RedisConnections(RedisConfig(url=f"redis://:the-right-password@127.0.0.1:{server.port}/0"))
+        assert good.probe()[0] == "ok"
+        good.close()
+
+
+def test_the_clients_are_built_without_client_setinfo_on_this_redis_py() -> None:
+    """The option that turns CLIENT SETINFO off is one this redis-py accepts (5.0 to 8.x)."""
+    client = redis.Redis.from_url("redis://127.0.0.1:1/0", **NO_CLIENT_INFO)
+    pool = client.connection_pool
+    connection = pool.connection_class(**pool.connection_kwargs)
+    assert getattr(connection, "driver_info", None) is None
+    assert getattr(connection, "lib_name", None) is None
+    client.close()

@@ -42,7 +42,7 @@ from scalekit.cache.tiers.breaker import CircuitBreaker
 from scalekit.cache.tiers.disk import DB_NAME, DiskTier
 from scalekit.cache.tiers.fleet import FleetGenerations
 from scalekit.cache.tiers.memory import MemoryTier
-from scalekit.cache.tiers.redis import RedisConnections, RedisTier, entry_key
+from scalekit.cache.tiers.redis import NO_CLIENT_INFO, RedisConnections, RedisTier, entry_key
 from scalekit.cache.tiers.tiered import TieredStore
 from scalekit.config import RedisConfig
 
@@ -85,7 +85,7 @@ class TieredCacheMachine(RuleBasedStateMachine):
             HostGenerations(self.directory / "generations.sqlite3"),
             RedisConnections(config), max_staleness_seconds=2.0, heartbeat_seconds=0.1)
         self.generations.wait_connected(20.0)
-        self.direct = redis.Redis.from_url(SERVER.url, driver_info=None)
+        self.direct = redis.Redis.from_url(SERVER.url, **NO_CLIENT_INFO)
         # The model.
         self.latest: dict[str, CachedEntry | None] = {key: None for key in KEYS}
         self.invalidations = {tag: 0 for tag in TAGS}
