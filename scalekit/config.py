@@ -42,7 +42,7 @@ __all__ = [
 
 ENV_PREFIX = "SCALEKIT_"
 # Environment variables that steer loading or serving rather than name a key (the serve ones
-# tell `scalekit serve`'s server processes what to import; see scalekit.cli).
+# tell `scalekit serve`'s server processes what to import; see scalekit.serving).
 LOADER_ENV = frozenset({"SCALEKIT_CONFIG", "SCALEKIT_SERVE_APP", "SCALEKIT_SERVE_KIND",
                         "SCALEKIT_SERVE_FACTORY"})
 

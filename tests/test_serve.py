@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 import scalekit
 from scalekit import cli
+from scalekit.serving import kind_of
 from tests.adapters.support import wait_until
 from tests.apps import factories, plain
 from tests.realapps.support import serving
@@ -51,7 +52,7 @@ def test_a_factory_target_is_called_to_get_the_app(target: str, factory: bool, e
                                                    calls: list[object]) -> None:
     app = cli.import_target(target, factory=factory)
     assert calls == [expected_call]
-    assert cli._kind_of(app, None) == "wsgi"
+    assert kind_of(app, None) == "wsgi"
 
 
 def test_a_factory_reached_through_an_attribute() -> None:
