@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scalekit import loader
 from scalekit.config import (
@@ -350,3 +352,41 @@ def test_a_disagreement_never_shows_a_secret(tmp_path: Path) -> None:
     assert "metrics.token" in text and "redis.url" in text
     for secret in ("k" * 20, "e" * 20, "hunter2", "swordfish"):
         assert secret not in text
+
+
+_PATHS = st.sampled_from(["/a", "/b", "/c"])
+_NAMES = st.sampled_from(["one", "two"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(file_path=st.none() | _PATHS, env_path=st.none() | _PATHS, kwarg_path=st.none() | _PATHS,
+       env_name=st.none() | _NAMES, kwarg_name=st.none() | _NAMES,
+       env_on=st.none() | st.sampled_from(["true", "false", "1", "off"]), kwarg_on=st.none() | st.booleans())
+def test_a_reported_disagreement_names_the_value_in_use(
+        file_path: str | None, env_path: str | None, kwarg_path: str | None, env_name: str | None,
+        kwarg_name: str | None, env_on: str | None, kwarg_on: bool | None) -> None:
+    layers: list[loader.Layer] = []
+    if file_path is not None:
+        layers.append(({"metrics": {"path": file_path}}, "file"))
+    environ = {name: value for name, value in (("SCALEKIT_METRICS_PATH", env_path),
+                                                ("SCALEKIT_CACHE_STATUS_NAME", env_name),
+                                                ("SCALEKIT_CACHE_ENABLED", env_on)) if value is not None}
+    layers.extend(loader.read_environ(Config, environ, "SCALEKIT_"))
+    kwargs: dict[str, Any] = {}
+    if kwarg_path is not None:
+        kwargs["metrics"] = {"path": kwarg_path}
+    if kwarg_name is not None or kwarg_on is not None:
+        kwargs["cache"] = {k: v for k, v in (("status_name", kwarg_name), ("enabled", kwarg_on)) if v is not None}
+    if kwargs:
+        layers.append((kwargs, "arguments"))
+    config = loader.build(Config, layers)
+    reported = {entry.key: entry for entry in loader.overridden(Config, layers)}
+    values = dict(iter_settings(config))
+    for key, entry in reported.items():
+        assert entry.used[1] == values[key]  # the value said to be used is the one in use
+        assert entry.ignored and all(value != values[key] for _, value in entry.ignored)
+    sets = {"metrics.path": [file_path, env_path, kwarg_path], "cache.status_name": [env_name, kwarg_name],
+            "cache.enabled": [None if env_on is None else env_on in ("true", "1"), kwarg_on]}
+    for key, given_values in sets.items():
+        distinct = {value for value in given_values if value is not None}
+        assert (key in reported) == (len(distinct) > 1)  # reported exactly when sources disagree
