@@ -27,8 +27,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 EVENT_COUNT = 5
-EVENT_INTERVAL_SECONDS = 0.3
+EVENT_INTERVAL_SECONDS = 0.1
+GATE_TIMEOUT_SECONDS = 60.0
 _streams = itertools.count(1)
+_gates: dict[str, asyncio.Event] = {}
 
 
 async def homepage(request: Request) -> Response:
@@ -47,14 +49,24 @@ async def login(request: Request) -> Response:
 
 
 async def events(request: Request) -> Response:
+    """Server-sent events; with ``?gate=NAME`` the stream holds after its first event until
+    ``POST /release?gate=NAME`` (a client can only see that event if it is passed through live)."""
     stream_number = next(_streams)
+    gate = _gates.setdefault(request.query_params["gate"], asyncio.Event()) if "gate" in request.query_params else None
 
     async def produce() -> AsyncIterator[str]:
         for number in range(EVENT_COUNT):
             yield f"id: {number}\ndata: stream {stream_number} event {number}\n\n"
+            if gate is not None and number == 0:
+                await asyncio.wait_for(gate.wait(), GATE_TIMEOUT_SECONDS)
             await asyncio.sleep(EVENT_INTERVAL_SECONDS)
 
     return StreamingResponse(produce(), media_type="text/event-stream")
+
+
+async def release(request: Request) -> Response:
+    _gates.setdefault(request.query_params["gate"], asyncio.Event()).set()
+    return PlainTextResponse("released")
 
 
 async def echo(websocket: WebSocket) -> None:
@@ -66,6 +78,7 @@ async def echo(websocket: WebSocket) -> None:
 
 app = Starlette(
     routes=[Route("/", homepage), Route("/greeting", greeting), Route("/login", login, methods=["POST"]),
-            Route("/events", events), WebSocketRoute("/ws", echo)],
+            Route("/events", events), Route("/release", release, methods=["POST"]),
+            WebSocketRoute("/ws", echo)],
     middleware=[Middleware(SessionMiddleware, secret_key="realapps-live-not-secret")],
 )
