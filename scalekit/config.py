@@ -190,8 +190,9 @@ def load_config_reporting(
                               source="arguments")
         if not kwargs:
             return given, []
+        # Arguments over a whole Config are one caller deriving a variant: nothing to report.
         layers: list[loader.Layer] = [(_fields_of(given), "config=Config(...)"), (kwargs, source)]
-        return cast(Config, loader.build(Config, layers)), loader.overridden(Config, layers)
+        return cast(Config, loader.build(Config, layers)), []
     explicit = config_file or kwargs.pop("config_file", None) or environ.get("SCALEKIT_CONFIG")
     layers = []
     file_path = _find_config_file(base, explicit)
