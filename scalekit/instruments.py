@@ -31,6 +31,11 @@ __all__ = [
     "CACHE_STORES",
     "CDN_BYTES_SAVED",
     "CDN_NOT_MODIFIED",
+    "EDGE_PURGE_CALLS",
+    "EDGE_PURGE_DROPPED",
+    "EDGE_PURGE_LAG",
+    "EDGE_PURGE_OLDEST",
+    "EDGE_PURGE_QUEUED",
     "HOST_REJECTED",
     "HTTP_DURATION",
     "HTTP_IN_FLIGHT",
@@ -128,6 +133,34 @@ CDN_NOT_MODIFIED = Counter(
 )
 CDN_BYTES_SAVED = Counter(
     "scalekit_cdn_bytes_saved", "Body bytes not sent thanks to 304 responses.",
+)
+
+# --- edge purges (cdn.purge): labels are configured target names and closed sets
+EDGE_PURGE_QUEUED = Counter(
+    "scalekit_edge_purges_queued",
+    "Invalidations queued for the edge, by queue: redis, local (the host's file), lost (neither took it).",
+    ["queue"],
+)
+EDGE_PURGE_CALLS = Counter(
+    "scalekit_edge_purge_calls",
+    "Purge calls to an edge target, by outcome: sent (accepted), failed (retried later), "
+    "rate_limited (429, retried after the wait asked), rejected (dropped).",
+    ["target", "outcome"],
+)
+EDGE_PURGE_LAG = Histogram(
+    "scalekit_edge_purge_lag_seconds",
+    "From an invalidation being queued to the edge target accepting its purge.", ["target"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0),
+)
+EDGE_PURGE_DROPPED = Counter(
+    "scalekit_edge_purges_dropped",
+    "Queued purges given up, by target and reason: rejected (the edge refused the request), "
+    "expired (unsent after give_up_after_seconds).", ["target", "reason"],
+)
+EDGE_PURGE_OLDEST = Gauge(
+    "scalekit_edge_purge_oldest_seconds",
+    "Age of the oldest purge a process holds unsent for a target (0: none).", ["target"],
+    multiprocess_mode="max",
 )
 
 # --- pool layer (modelled on OpenTelemetry's db.client.connection.* metrics)

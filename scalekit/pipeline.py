@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from .asgi import ASGIRoot
+from .cdn.purge import attach_edge_purges
 from .config import Config, load_config_reporting
 from .errors import WrapError
 from .loader import Overridden
@@ -136,6 +137,7 @@ def wrap(app: Any, *, kind: Kind | None = None, config: Config | None = None,
         if getattr(runtime.config, name).enabled:
             module = importlib.import_module(_LAYER_MODULES[name])
             chain = module.wrap_asgi(chain, runtime) if kind == "asgi" else module.wrap_wsgi(chain, runtime)
+    attach_edge_purges(runtime)  # after the layers: the edge hears of invalidations after the cache
     if kind == "asgi":
         return ASGIRoot(app, chain, runtime)
     return WSGIRoot(app, chain, runtime)

@@ -73,6 +73,7 @@ class CacheCore:
         # Entries carry their URI's tag only where another process may hold them (a host file
         # or Redis carries invalidations there); alone, deleting the key here is enough.
         self.uri_tags = bool(getattr(self.generations, "spans_processes", True))
+        self.services = runtime.services  # "cdn.purge": the edge purger, once wrap() built it
         invalidate, ainvalidate = build_invalidator(self.generations)
         runtime.add_invalidator(invalidate, ainvalidate)
         runtime.on_shutdown(self.close)
@@ -139,6 +140,9 @@ class CacheCore:
             self.store.delete(key)
         result = self.generations.invalidate([uri_tag(key) for key in key_list]) if self.uri_tags else None
         self.uri_invalidations.inc()
+        edge = self.services.get("cdn.purge")
+        if edge is not None:
+            edge.purge_urls(key_list)
         return result
 
     async def ainvalidate_keys(self, keys: Iterable[str]) -> InvalidationResult | None:
@@ -152,6 +156,9 @@ class CacheCore:
         result = (await self.generations.ainvalidate([uri_tag(key) for key in key_list])
                   if self.uri_tags else None)
         self.uri_invalidations.inc()
+        edge = self.services.get("cdn.purge")
+        if edge is not None:
+            await edge.apurge_urls(key_list)
         return result
 
     # ----------------------------------------------------------------- background refreshes

@@ -13,6 +13,8 @@ import click
 
 from ..errors import ConfigError
 from .assets import MANIFEST_NAME, build_assets, load_index
+from .purge.commands import check as purge_check
+from .purge.commands import purge_group
 
 __all__ = ["COMMANDS", "check"]
 
@@ -54,7 +56,11 @@ def url_command(name: str, manifest: str | None) -> None:
 
 
 def check(config: Any) -> list[tuple[str, bool, str]]:
-    """``scalekit check``: is the configured assets manifest readable?"""
+    """``scalekit check``: is the configured assets manifest readable? Do edge purges reach?"""
+    return _check_manifest(config) + purge_check(config)
+
+
+def _check_manifest(config: Any) -> list[tuple[str, bool, str]]:
     manifest = config.cdn.assets_manifest
     if manifest is None:
         return []
@@ -65,4 +71,4 @@ def check(config: Any) -> list[tuple[str, bool, str]]:
     return [("cdn assets manifest", True, f"{len(index.entries)} assets in {manifest}")]
 
 
-COMMANDS: list[click.Command] = [assets_group]
+COMMANDS: list[click.Command] = [assets_group, purge_group]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from ..errors import ConfigError
+from .purge.config import PurgeConfig
 
 __all__ = ["CDNConfig", "PolicyConfig", "RuleConfig", "SurrogateDialect"]
 
@@ -171,6 +172,8 @@ class CDNConfig:
     # Serve the built assets in-app (servestatic) when a manifest is configured; nginx or the
     # CDN serves them in deploy, so this can be switched off there.
     serve_assets: bool = True
+    # Edges to purge on every invalidation (Varnish, Fastly, Cloudflare, Akamai).
+    purge: PurgeConfig = field(default_factory=PurgeConfig)
 
     def __post_init__(self) -> None:
         _require(self.etag_max_body_bytes >= 0, "etag_max_body_bytes", self.etag_max_body_bytes,
@@ -195,3 +198,8 @@ class CDNConfig:
         if self.default_policy is not None:
             _require(self.default_policy in known, "default_policy", self.default_policy,
                      "one of " + ", ".join(sorted(known)))
+        for name, target in self.purge.targets.items():
+            # Purging tags the edge never received would silently purge nothing.
+            _require(target.kind == self.surrogate_keys, "surrogate_keys", self.surrogate_keys,
+                     f"{target.kind!r}, the dialect of purge target {name!r} (the edge must "
+                     "receive the tags it is asked to purge)")

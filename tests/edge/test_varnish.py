@@ -1,0 +1,103 @@
+"""Varnish for real (deploy/varnish/default.vcl, vmod_xkey) in front of a scalekit app under
+gunicorn with Postgres and Redis: a committed UPDATE makes Varnish stop serving the old page
+within 1 s (a deadline on correctness, polled), because the invalidation's purge reaches it
+through the fleet's queue. The VCL's own promises are checked on the way: PURGE refused on the
+traffic socket, tags hidden from clients, a URL purge drops that URL."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.servers import free_port, run_server
+
+from .harness import REDIS_URL, redis_prefix
+from .varnish import running_varnish
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.server]
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def table() -> Iterator[str]:
+    psycopg2 = pytest.importorskip("psycopg2")
+    name = f"sk_edge_products_{uuid.uuid4().hex[:8]}"
+    try:
+        connection = psycopg2.connect("host=127.0.0.1 dbname=test user=postgres", connect_timeout=3)
+    except psycopg2.OperationalError as error:
+        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {error}")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {name} (id int PRIMARY KEY, name text, price int)")
+        cursor.execute(f"INSERT INTO {name} VALUES (1, 'lamp', 10), (2, 'desk', 200)")
+    try:
+        yield name
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {name}")
+        connection.close()
+
+
+def _price(client: httpx.Client, url: str) -> tuple[int, str]:
+    response = client.get(url)
+    assert response.status_code == 200, response.text
+    assert "xkey" not in response.headers  # the tags are for Varnish only
+    return json.loads(response.text)["price"], response.headers["x-cache-status"]
+
+
+def test_a_committed_update_stops_varnish_serving_the_old_page_within_a_second(table: str) -> None:
+    with redis_prefix() as prefix:
+        purge_port = free_port()
+        environment = {
+            "SK_EDGE_TABLE": table,
+            "SCALEKIT_ALLOWED_HOSTS": "127.0.0.1",
+            "SCALEKIT_REDIS_URL": REDIS_URL, "SCALEKIT_REDIS_KEY_PREFIX": prefix,
+            "SCALEKIT_POOL_DATABASES_DEFAULT_URL": PG_URL,
+            "SCALEKIT_CDN_SURROGATE_KEYS": "varnish",
+            "SCALEKIT_CDN_RULES": json.dumps([{"path": "/**", "policy": {
+                "public": True, "shared_max_age_seconds": 300}}]),
+            "SCALEKIT_CDN_PURGE_TARGETS_EDGE_KIND": "varnish",
+            "SCALEKIT_CDN_PURGE_TARGETS_EDGE_URLS": f"http://127.0.0.1:{purge_port}",
+        }
+        with run_server("gunicorn", "tests.edge.varnish_app:app", env=environment) as app_url:
+            app_port = int(app_url.rsplit(":", 1)[1])
+            with running_varnish(app_port, purge_port=purge_port) as varnish, \
+                    httpx.Client(timeout=10) as client:
+                page = f"{varnish.url}/products/1"
+                assert _price(client, page) == (10, "MISS")
+                assert _price(client, page) == (10, "HIT")
+                assert _price(client, f"{varnish.url}/products/2") == (200, "MISS")
+
+                refused = client.request("PURGE", page, headers={"xkey-purge": f"table:{table}"})
+                assert refused.status_code == 403  # purges only on the purge socket
+                assert _price(client, page) == (10, "HIT")
+
+                assert client.post(f"{page}?price=11").status_code == 200  # passed to the app
+                committed = time.monotonic()
+                seen: list[tuple[float, int, str]] = []
+                while time.monotonic() < committed + 1.0:
+                    price, status = _price(client, page)
+                    seen.append((time.monotonic() - committed, price, status))
+                    if price == 11:
+                        break
+                    time.sleep(0.01)
+                assert seen and seen[-1][1] == 11, f"Varnish still served the old page 1 s after the commit: {seen[-3:]}"
+                # The other product carried the same table tag: purged too, fresh from the app.
+                assert _price(client, f"{varnish.url}/products/2") == (200, "MISS")
+                assert _price(client, page) == (11, "HIT")
+
+                # No tag on a note: a POST to its URL purges that URL (RFC 9111 §4.4).
+                note = f"{varnish.url}/notes/7"
+                assert client.post(note, content="first").status_code == 200
+                assert [client.get(note).headers["x-cache-status"] for _ in range(2)] == ["MISS", "HIT"]
+                assert client.post(note, content="second").status_code == 200
+                posted = time.monotonic()
+                while client.get(note).json()["note"] != "second" and time.monotonic() < posted + 1.0:
+                    time.sleep(0.01)
+                assert client.get(note).json() == {"note": "second"}
