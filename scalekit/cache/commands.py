@@ -104,6 +104,12 @@ def invalidate_command(tags: tuple[str, ...], app_dir: Path | None) -> None:
     config = load_config(cwd=app_dir)
     ok, detail = invalidate_tags(config, tuple(tags), app_dir=app_dir)
     click.echo(detail, err=not ok)
+    if ok:  # the edge too (cdn.purge); pointless while the fleet still has the old pages
+        from ..cdn.purge.service import queue_purges
+
+        ok, edge = queue_purges(config, tuple(tags), app_dir=app_dir)
+        if edge:
+            click.echo(edge, err=not ok)
     if not ok:
         sys.exit(1)
 

@@ -21,6 +21,7 @@ Where a purge is queued:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
@@ -249,13 +250,17 @@ def queue_status(config: PurgeConfig, connections: Any, local: LocalPurgeQueue, 
     return statuses
 
 
-def queue_purges(config: Any, tags: Sequence[str], *, source: str = "cli") -> str:
-    """Queue a purge of ``tags`` from outside the app (``scalekit invalidate``); one line
-    saying where it went, or "" when no target is configured."""
+def queue_purges(config: Any, tags: Sequence[str], *, app_dir: str | os.PathLike[str] | None = None,
+                 source: str = "cli") -> tuple[bool, str]:
+    """Queue a purge of ``tags`` from outside the app (``scalekit invalidate``): (queued or
+    nothing to do, one line saying where it went; "" when no target is configured). A relative
+    ``state_dir`` is taken from ``app_dir``, as the app would."""
     if not config.cdn.purge.active:
-        return ""
+        return True, ""
     from ...runtime import Runtime
 
+    if app_dir is not None and not Path(config.state_dir).is_absolute():
+        config = dataclasses.replace(config, state_dir=str(Path(app_dir, config.state_dir)))
     runtime = Runtime(config)
     try:
         purger = EdgePurger(runtime)
@@ -265,8 +270,8 @@ def queue_purges(config: Any, tags: Sequence[str], *, source: str = "cli") -> st
         runtime.close()
     targets = ", ".join(config.cdn.purge.targets)
     if queue == "redis":
-        return f"edge purge queued for {targets} (sent by the fleet's app processes)"
+        return True, f"edge purge queued for {targets} (sent by the fleet's app processes)"
     if queue == "local":
-        return (f"edge purge queued for {targets} in {local_queue_path(config)} (sent by this "
-                "host's app processes)")
-    return f"edge purge NOT queued for {targets}: neither Redis nor the local queue took it"
+        return True, (f"edge purge queued for {targets} in {local_queue_path(config)} (sent by "
+                      "this host's app processes)")
+    return False, f"edge purge NOT queued for {targets}: neither Redis nor the local queue took it"
