@@ -151,3 +151,31 @@ def test_while_redis_is_unreachable_purges_wait_in_the_hosts_file(tmp_path: Path
             app.runtime.close()
     assert [r.json() for r in received] == [{"tags": ["product:3"]}]
     assert received[0].at - before >= 1.0
+
+
+def test_consumers_of_processes_gone_are_forgotten(prefix: str) -> None:
+    """Restarted processes leave their consumer names behind: once silent for ten reclaim
+    periods and holding nothing, they are dropped from the group (the status counts those
+    that run)."""
+    from scalekit.cache.tiers.redis import RedisConnections
+    from scalekit.cdn.purge.redisqueue import GROUP, RedisJobSource, RedisPurgeQueue
+    from scalekit.config import RedisConfig
+
+    connections = RedisConnections(RedisConfig(url=REDIS_URL, key_prefix=prefix))
+    queue = RedisPurgeQueue(connections, queue="edge-purges", targets=["cdn"])
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        gone = RedisJobSource(queue, "cdn", client, consumer="gone", reclaim_after_seconds=0.01)
+        queue.enqueue(client, {"cdn": ["t:a"]}, source="test", now=0.0, due=0.0)
+        gone.done(gone.take(block_seconds=0.01, count=1))  # it took one, then its process ended
+        time.sleep(0.2)  # past ten reclaim periods of 10 ms
+        live = RedisJobSource(queue, "cdn", client, consumer="live", reclaim_after_seconds=0.01)
+        queue.enqueue(client, {"cdn": ["t:b"]}, source="test", now=0.0, due=0.0)
+        held = live.take(block_seconds=0.01, count=1)
+        live.reclaim(count=10)
+        names = {c["name"] for c in client.xinfo_consumers(queue.streams["cdn"], GROUP)}
+        assert [job.items for job in held] == [("t:b",)]
+    finally:
+        client.close()
+        connections.close()
+    assert names == {b"live"}

@@ -98,7 +98,7 @@ def _lines(config: Any, statuses: list[Any], problems: list[str]) -> list[str]:
     for status in statuses:
         oldest = "-" if status.oldest_age_seconds is None else f"{status.oldest_age_seconds:.1f} s"
         line = (f"  {status.target} [{status.queue}]: {status.length} queued, {status.pending} "
-                f"being sent, {status.consumers} consumer(s), oldest {oldest}")
+                f"being sent, {status.consumers} consumer(s) known, oldest {oldest}")
         failure = status.last_failure
         if failure:
             line += f"; last failure ({failure.get('count', 1)} in a row): {failure.get('reason')}"

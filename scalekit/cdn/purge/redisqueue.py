@@ -62,6 +62,22 @@ end
 return released
 """
 
+# Drop consumers of group ARGV[1] other than ARGV[2] that hold nothing and were idle longer
+# than ARGV[3] ms (XINFO and DELCONSUMER atomically: nothing is taken in between).
+_FORGET = """
+local forgotten = 0
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local field = {}
+  for i = 1, #consumer, 2 do field[consumer[i]] = consumer[i + 1] end
+  if field['name'] ~= ARGV[2] and tonumber(field['pending']) == 0
+      and tonumber(field['idle']) > tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], field['name'])
+    forgotten = forgotten + 1
+  end
+end
+return forgotten
+"""
+
 
 def consumer_name() -> str:
     """This process's consumer name: host, pid and a random part (a restarted pid differs)."""
@@ -149,6 +165,7 @@ class RedisJobSource:
         self.reclaim_after_ms = int(reclaim_after_seconds * 1000)
         self._group_ready = False
         self._release = client.register_script(_RELEASE)
+        self._forget = client.register_script(_FORGET)
 
     def _ensure_group(self) -> None:
         if self._group_ready:
@@ -179,7 +196,14 @@ class RedisJobSource:
         self._ensure_group()
         reply = self.client.xautoclaim(self.stream, GROUP, self.consumer,
                                        min_idle_time=self.reclaim_after_ms, start_id="0-0", count=count)
+        self._forget_dead_consumers()
         return self._jobs(reply[1])
+
+    def _forget_dead_consumers(self) -> None:
+        """Drop consumers idle for ten reclaim periods that hold nothing (restarted processes
+        leave their names behind). In one script, so a consumer that takes an entry meanwhile
+        is never dropped with it; a live one dropped while idle is made again by its next read."""
+        self._forget(keys=[self.stream], args=[GROUP, self.consumer, 10 * self.reclaim_after_ms])
 
     def release(self, jobs: Sequence[Job]) -> None:
         for job in jobs:
