@@ -21,6 +21,7 @@ import os
 import select
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -75,7 +76,7 @@ class HostGenerations(LocalGenerations):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
                                          check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
+            _use_wal(connection)
             # WAL + NORMAL: a commit survives the process crashing (what a restart needs)
             # without an fsync per invalidation.
             connection.execute("PRAGMA synchronous=NORMAL")
@@ -123,7 +124,7 @@ class HostGenerations(LocalGenerations):
                 except BaseException:
                     connection.execute("ROLLBACK")
                     raise
-                pids = [pid for (pid,) in connection.execute("SELECT pid FROM processes")]
+                followers = dict(connection.execute("SELECT address, pid FROM doorbells"))
         except (sqlite3.Error, OSError) as error:
             log.warning("could not persist invalidation of %s to %s (%s); applied in this "
                         "process only", tag_list, self.path, error)
@@ -132,23 +133,25 @@ class HostGenerations(LocalGenerations):
                 tags=tuple(tag_list), reach="process",
                 detail=f"the host's generations file {self.path} is not writable: {error}")
         super().apply(sequence, tag_list)
-        missing = self._await_peers(pids, written)
+        missing = self._await_followers(followers, written)
         return InvalidationResult(tags=tuple(tag_list), reach="host", acknowledged=not missing,
-                                  unacknowledged=tuple(f"pid {pid}" for pid in missing),
+                                  unacknowledged=tuple(f"pid {followers[address]}"
+                                                       for address in missing),
                                   sequence=sequence)
 
     async def ainvalidate(self, tags: Iterable[str]) -> InvalidationResult:
         return await asyncio.to_thread(self.invalidate, tags)
 
-    def _await_peers(self, pids: list[int], written: int) -> list[int]:
-        """Ring the other processes of the host about ``written``; those that did not answer."""
-        if not any(pid != os.getpid() for pid in pids):
+    def _await_followers(self, followers: dict[str, int], written: int) -> list[str]:
+        """Ring the other followers of the file about ``written``; those that did not answer."""
+        if not followers:
             return []
         self.start()  # the watcher receives the answers (the CLI has none running otherwise)
         peers = self._peers
-        if peers is None:
-            return [pid for pid in pids if pid != os.getpid()]
-        rung, gone = peers.ring(pids, written)
+        others = [address for address in followers if peers is None or address != peers.address]
+        if peers is None or not others:
+            return others
+        rung, gone = peers.ring(others, written)
         if gone:
             self._unregister(gone)
         if not rung:
@@ -222,8 +225,9 @@ class HostGenerations(LocalGenerations):
         except (sqlite3.Error, OSError) as error:
             log.warning("could not record fleet state in %s (%s)", self.path, error)
 
-    def _unregister(self, pids: Iterable[int]) -> None:
-        self._execute_many("DELETE FROM processes WHERE pid = ?", [(pid,) for pid in pids])
+    def _unregister(self, addresses: Iterable[str]) -> None:
+        self._execute_many("DELETE FROM doorbells WHERE address = ?",
+                           [(address,) for address in addresses])
 
     # ----------------------------------------------------------------- watcher
     def sequence(self) -> int:
@@ -253,7 +257,9 @@ class HostGenerations(LocalGenerations):
             self._watcher = threading.Thread(target=self._watch, args=(self._stop, self._peers),
                                              name="scalekit-generations", daemon=True)
             self._watcher.start()
-        self._execute_many("INSERT OR REPLACE INTO processes VALUES (?)", [(os.getpid(),)])
+        if self._peers is not None:
+            self._execute_many("INSERT OR REPLACE INTO doorbells VALUES (?, ?)",
+                               [(self._peers.address, os.getpid())])
 
     def _watch(self, stop: threading.Event, peers: HostPeers | None) -> None:
         version = None
@@ -292,15 +298,34 @@ class HostGenerations(LocalGenerations):
         self._stop.set()
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout=1.0)
-        if self._watcher_pid == os.getpid():
-            self._unregister([os.getpid()])
-        self._watcher_pid = 0
         if self._peers is not None:
+            if self._watcher_pid == os.getpid():
+                self._unregister([self._peers.address])
             self._peers.close()
             self._peers = None
+        self._watcher_pid = 0
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _use_wal(connection: sqlite3.Connection) -> None:
+    """Switch the file to WAL. Processes creating the file together race for the switch, and
+    SQLite answers the losers SQLITE_BUSY at once (the busy timeout does not apply), so the
+    switch is retried for a few seconds: the first one to win settles it for the file."""
+    pause = 0.001
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as error:
+            busy = getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(2 * pause, 0.05)
+        else:
+            return
 
 
 _GENERATIONS_SCHEMA = """
@@ -312,5 +337,5 @@ INSERT OR IGNORE INTO meta VALUES ('sequence', 0);
 INSERT OR IGNORE INTO meta VALUES ('writes', 0);
 CREATE TABLE IF NOT EXISTS unpublished (tag TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS labels (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS processes (pid INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS doorbells (address TEXT PRIMARY KEY, pid INTEGER NOT NULL);
 """

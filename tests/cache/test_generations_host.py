@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from scalekit.cache.hostgenerations import HostGenerations
+from tests.cache.tiers.servers import pause_process
 
 
 def _invalidate_in_another_process(path: str, tags: list[str]) -> None:
@@ -54,3 +58,91 @@ def test_unwritable_file_keeps_invalidation_in_process(tmp_path: Path) -> None:
     generations.invalidate(["t"])  # logged, applied here; never raises
     assert stamp is not None and not generations.is_current(stamp)
     generations.close()
+
+
+FOLLOWER = """
+import sys
+from scalekit.cache.hostgenerations import HostGenerations
+generations = HostGenerations(sys.argv[1], poll_interval_seconds=10.0)  # only the doorbell is fast
+stamp = generations.stamp(["price:1"], generations.sequence())  # sequence() starts the watcher
+print("ready", flush=True)
+for line in sys.stdin:
+    print(generations.is_current(stamp), flush=True)
+generations.close()
+"""
+
+
+def _follower(path: Path) -> subprocess.Popen[str]:
+    log = path.parent / f"follower-{time.monotonic_ns()}.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "-c", FOLLOWER, str(path)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                   text=True)
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready", log.read_text()
+    return process
+
+
+def _until_not_current(process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 5.0  # its own polling would take 10 s
+    while _ask(process) != "False":
+        assert time.monotonic() < deadline, "the follower never applied the invalidation"
+        time.sleep(0.01)
+
+
+def _ask(process: subprocess.Popen[str]) -> str:
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write("current?\n")
+    process.stdin.flush()
+    return process.stdout.readline().strip()
+
+
+def test_an_invalidation_returns_once_every_process_of_the_host_applied_it(tmp_path: Path) -> None:
+    """Read-your-writes between the workers of one host without Redis."""
+    path = tmp_path / "generations.sqlite3"
+    followers = [_follower(path) for _ in range(2)]
+    writer = HostGenerations(path)
+    try:
+        assert [_ask(process) for process in followers] == ["True", "True"]
+        result = writer.invalidate(["price:1"])
+        assert result.reach == "host" and result.acknowledged, result
+        # Asked right after: both had applied it (their own polling would take 10 s).
+        assert [_ask(process) for process in followers] == ["False", "False"]
+    finally:
+        writer.close()
+        for process in followers:
+            process.communicate(timeout=30)
+
+
+def test_a_process_that_does_not_answer_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "generations.sqlite3"
+    stopped = _follower(path)
+    writer = HostGenerations(path, ack_timeout_seconds=0.05)
+    try:
+        pause_process(stopped.pid)
+        result = writer.invalidate(["price:1"])
+        assert result.reach == "host" and not result.acknowledged
+        assert result.unacknowledged == (f"pid {stopped.pid}",)
+        stopped.send_signal(signal.SIGCONT)
+        _until_not_current(stopped)  # it answers the ring once it runs again
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+        writer.close()
+        stopped.communicate(timeout=30)
+
+
+def test_a_follower_that_exited_is_forgotten(tmp_path: Path) -> None:
+    path = tmp_path / "generations.sqlite3"
+    gone = subprocess.Popen([sys.executable, "-c", FOLLOWER, str(path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert gone.stdout is not None and gone.stdout.readline().strip() == "ready"
+    gone.kill()  # no clean close: its doorbell row stays in the file
+    gone.wait(timeout=30)
+    gone.stdout.close()
+    assert gone.stdin is not None
+    gone.stdin.close()
+    writer = HostGenerations(path)
+    try:
+        assert writer.invalidate(["price:1"]).acknowledged  # nobody bound there: not waited for
+        assert writer.invalidate(["price:2"]).acknowledged
+    finally:
+        writer.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import os
 import selectors
 import shutil
 import signal
@@ -23,10 +24,21 @@ from pathlib import Path
 
 from tests.servers import free_port, wait_for_port
 
-__all__ = ["RedisCluster", "RedisServer", "TcpProxy", "free_port"]
+__all__ = ["RedisCluster", "RedisServer", "TcpProxy", "free_port", "pause_process"]
 
 MANAGED_ARGS = ("--rename-command", "CONFIG", "", "--rename-command", "CLIENT", "")
 START_TIMEOUT_SECONDS = 20.0
+
+
+def pause_process(pid: int) -> None:
+    """SIGSTOP ``pid`` and return once it is stopped: delivery can lag by milliseconds on a
+    loaded machine, during which the process still answers."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1] not in ("T", "t"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process {pid} did not stop")
+        time.sleep(0.001)
 
 
 def _cluster_port() -> int:
@@ -82,7 +94,7 @@ class RedisServer:
     def pause(self) -> None:
         """SIGSTOP the server: connections stay open, nothing is answered (a silent Redis)."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
+        pause_process(self.process.pid)
 
     def resume(self) -> None:
         assert self.process is not None
