@@ -7,8 +7,18 @@ indexed query. Values are the codec's bytes (msgpack, compressed, optionally sig
 that does not decode is a miss, counted, and deleted. A database file that SQLite itself finds
 malformed is moved aside and recreated.
 
-The bound counts each row as its value, its key and a fixed per-row overhead; SQLite's page
-slack comes on top (freed pages are returned with incremental vacuum).
+The bound is on the bytes the files take. ``max_bytes`` covers the database (rows, indexes,
+SQLite's pages and their slack), its write-ahead log and the log's index: each write evicts
+least recently used rows until the pages in use fit the database's share, and free pages past
+it go back to the file system. The log is checkpointed every 32nd of the bound (at least 64 KiB,
+at most 4 MiB, as SQLite's default) and cut back to that much; twice that is set aside for it
+(a full log, then the pages of one write). The slack: a bound smaller than SQLite's own pages
+(``MIN_DATABASE_BYTES`` plus the log's share, about 288 KiB) is raised to them, and a log whose
+checkpoint a slow reader holds up may pass its share until the next write can cut it. Rows are
+kept in insertion order under a 64-bit hash of the key (the key itself is inside the value, where
+the codec checks it): a key is stored once, and evicting old rows frees whole pages. Whatever the
+shape of the rows, the estimate of their sizes (``current_bytes``) stays within ``max_bytes``
+too; it is what the bytes gauge reports.
 
 >>> import tempfile
 >>> from scalekit.cache.entry import CachedEntry
@@ -32,25 +42,25 @@ from ..codec import Codec
 from ..entry import CachedEntry
 from .base import TierMetrics, kept_until
 from .breaker import CircuitBreaker
+from .sqlite_file import (
+    BUSY_CODES,
+    DB_NAME,
+    MIN_DATABASE_BYTES,
+    key_hash,
+    open_database,
+    page_counts,
+)
 
-__all__ = ["DiskTier"]
+__all__ = ["DB_NAME", "MIN_DATABASE_BYTES", "DiskTier", "key_hash"]
 
-ROW_OVERHEAD_BYTES = 64
-SETUP_TIMEOUT_SECONDS = 5.0
+# A row's cost beyond its value: its id, hash, times and size, and its three index entries.
+ROW_OVERHEAD_BYTES = 128
 SWEEP_EVERY_WRITES = 16
 ENTRY_GAUGE_EVERY_WRITES = 64
-BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
-DB_NAME = "l3.sqlite3"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
-    key TEXT PRIMARY KEY, value BLOB NOT NULL, size INTEGER NOT NULL,
-    expires REAL NOT NULL, used REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS entries_used ON entries(used);
-CREATE INDEX IF NOT EXISTS entries_expires ON entries(expires);
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta VALUES ('total_bytes', 0);
-"""
+_WAL_SHARE = 32
+_MIN_WAL_BYTES = 64 * 1024
+_MAX_WAL_BYTES = 4 * 1024 * 1024
+_SHM_BYTES = 32 * 1024  # the log's shared-memory index, per 4,096 logged pages
 
 
 class DiskTier:
@@ -78,6 +88,9 @@ class DiskTier:
         self.retain_stale_seconds = retain_stale_seconds
         self.breaker = breaker or CircuitBreaker("disk")
         self.busy_timeout_seconds = busy_timeout_seconds
+        # The log's share of the bound (twice: a full log and one write), the database's the rest.
+        self.wal_bytes = min(max(max_bytes // _WAL_SHARE, _MIN_WAL_BYTES), _MAX_WAL_BYTES)
+        self.database_bytes = max(max_bytes - 2 * self.wal_bytes - _SHM_BYTES, MIN_DATABASE_BYTES)
         self._metrics = TierMetrics(self.name)
         self._local = threading.local()  # one connection per thread: sqlite3 objects are not shared
         self._generation = 0  # bumped when the file is recreated, to drop stale connections
@@ -93,15 +106,8 @@ class DiskTier:
         if self._pid != os.getpid():  # forked: never reuse the parent's connections
             self._pid = os.getpid()
             self._generation += 1
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Workers of one host start together: set-up may wait longer than a request would.
-        connection = sqlite3.connect(self.path, timeout=SETUP_TIMEOUT_SECONDS,
-                                     isolation_level=None, check_same_thread=False)
-        connection.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only effective on a new file
-        _switch_to_wal(connection)
-        connection.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: atomic, durable enough
-        connection.executescript(_SCHEMA)
-        connection.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_seconds * 1000)}")
+        connection, self._local.page_size = open_database(
+            self.path, wal_bytes=self.wal_bytes, busy_timeout_seconds=self.busy_timeout_seconds)
         self._local.connection = connection
         self._local.generation = self._generation
         return connection
@@ -135,9 +141,9 @@ class DiskTier:
         try:
             connection = self._connection()
             row = connection.execute(
-                "SELECT value, expires FROM entries WHERE key = ?", (key,)).fetchone()
+                "SELECT value, expires, id FROM entries WHERE hash = ?", (key_hash(key),)).fetchone()
             if row is not None and row[1] > now:
-                self._touch(connection, key, now)
+                self._touch(connection, row[2], now)
         except Exception as error:  # noqa: BLE001 - a disk fault never fails a request
             self._fault(error, self._metrics.error)
             return None
@@ -154,10 +160,10 @@ class DiskTier:
         return entry, self.name
 
     @staticmethod
-    def _touch(connection: sqlite3.Connection, key: str, now: float) -> None:
+    def _touch(connection: sqlite3.Connection, row_id: int, now: float) -> None:
         """Refresh recency for LRU; a disk that refuses writes can still serve reads."""
         try:
-            connection.execute("UPDATE entries SET used = ? WHERE key = ?", (now, key))
+            connection.execute("UPDATE entries SET used = ? WHERE id = ?", (now, row_id))
         except sqlite3.OperationalError:
             pass
 
@@ -171,7 +177,7 @@ class DiskTier:
         if expires <= now:
             return False
         value = self.codec.encode(key, entry)
-        size = len(value) + len(key.encode("utf-8", "surrogatepass")) + ROW_OVERHEAD_BYTES
+        size = len(value) + ROW_OVERHEAD_BYTES
         if size > self.max_entry_bytes:
             self._metrics.too_large.inc()
             self.try_delete(key)
@@ -179,7 +185,7 @@ class DiskTier:
         if not self.breaker.allow():
             return False
         try:
-            self._write(key, value, size, expires, now)
+            self._write(key_hash(key), value, size, expires, now)
         except Exception as error:  # noqa: BLE001 - a disk fault never fails a request
             self._fault(error, self._metrics.store_error)
             return False
@@ -187,47 +193,93 @@ class DiskTier:
         self._metrics.stored.inc()
         return True
 
-    def _write(self, key: str, value: bytes, size: int, expires: float, now: float) -> None:
+    def _write(self, row_hash: int, value: bytes, size: int, expires: float, now: float) -> None:
         connection = self._connection()
         connection.execute("BEGIN IMMEDIATE")
         try:
             total = self._total(connection)
-            old = connection.execute("SELECT size FROM entries WHERE key = ?", (key,)).fetchone()
-            if old is not None:
-                connection.execute("DELETE FROM entries WHERE key = ?", (key,))
-                total -= old[0]
+            total -= self._drop(connection, "SELECT id, size FROM entries WHERE hash = ?", (row_hash,))
             if self._writes % SWEEP_EVERY_WRITES == 0:
                 # Expired rows go in batches now and then (eviction frees room whenever the
                 # bound needs it): a query and a delete fewer on most writes of a miss.
-                total -= self._drop(connection, "SELECT key, size FROM entries WHERE expires <= ? "
+                total -= self._drop(connection, "SELECT id, size FROM entries WHERE expires <= ? "
                                                 "LIMIT 256", (now,))
-            evicted: list[tuple[str, int]] = []
+            evicted = 0
             if total + size > self.max_bytes:
                 # Least recently used first, only as many as the new entry needs.
-                for victim, victim_size in connection.execute(
-                        "SELECT key, size FROM entries ORDER BY used"):
-                    evicted.append((victim, victim_size))
-                    total -= victim_size
-                    if total + size <= self.max_bytes:
-                        break
-                connection.executemany("DELETE FROM entries WHERE key = ?",
-                                       [(victim,) for victim, _ in evicted])
-            connection.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?)",
-                               (key, value, size, expires, now))
+                freed, evicted = self._evict(connection, total + size - self.max_bytes, None)
+                total -= freed
+            row_id = connection.execute("INSERT INTO entries (hash, value, size, expires, used) "
+                                        "VALUES (?, ?, ?, ?, ?)", (row_hash, value, size, expires, now)).lastrowid
             total += size
+            freed, more, pages = self._fit_database(connection, row_id)
+            total -= freed
+            evicted += more
             connection.execute("UPDATE meta SET value = ? WHERE name = 'total_bytes'", (total,))
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
         if evicted:
-            self._metrics.evicted.inc(len(evicted))
-            connection.execute("PRAGMA incremental_vacuum(64)")
+            self._metrics.evicted.inc(evicted)
+        try:
+            self._shrink_files(connection, *pages)
+        except sqlite3.OperationalError:
+            pass  # another worker holds the lock: the next write shrinks them
         self._metrics.bytes.set(total)
         self._writes += 1
         if self._writes % ENTRY_GAUGE_EVERY_WRITES == 1:  # COUNT(*) scans: not on every write
             self._metrics.entries.set(
                 connection.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+    def _evict(self, connection: sqlite3.Connection, needed: int, keep: int | None) -> tuple[int, int]:
+        """Delete least recently used rows (never row ``keep``) whose sizes add up to ``needed``
+        bytes; (bytes freed by their sizes, rows deleted)."""
+        victims: list[tuple[int]] = []
+        freed = 0
+        for victim, victim_size in connection.execute("SELECT id, size FROM entries ORDER BY used"):
+            if victim == keep:
+                continue
+            victims.append((victim,))
+            freed += victim_size
+            if freed >= needed:
+                break
+        if victims:
+            connection.executemany("DELETE FROM entries WHERE id = ?", victims)
+        return freed, len(victims)
+
+    def _fit_database(self, connection: sqlite3.Connection, keep: int | None
+                      ) -> tuple[int, int, tuple[int, int]]:
+        """Evict until the pages in use fit the database's share of the bound: rows cost more
+        on disk than their sizes say (page slack, overflow pages, index pages). (Bytes freed by
+        row sizes, rows deleted, (pages in the file, pages in use).)"""
+        page_size = self._local.page_size
+        freed = evicted = 0
+        while True:
+            pages, in_use = page_counts(connection)
+            excess = in_use * page_size - self.database_bytes
+            if excess <= 0:
+                return freed, evicted, (pages, in_use)
+            more, count = self._evict(connection, excess, keep)
+            if not count:
+                return freed, evicted, (pages, in_use)  # the new row alone: within max_entry_bytes
+            freed += more
+            evicted += count
+
+    def _shrink_files(self, connection: sqlite3.Connection, pages: int, in_use: int) -> None:
+        """Hand free pages past the database's share back to the file system, and now and then
+        cut a log that grew past its share back (a checkpoint waits for busy readers)."""
+        limit = max(self.database_bytes // self._local.page_size, in_use)
+        if pages > limit:
+            connection.execute(f"PRAGMA incremental_vacuum({pages - limit})")
+        if self._writes % SWEEP_EVERY_WRITES:
+            return
+        try:
+            wal = os.path.getsize(f"{self.path}-wal")
+        except OSError:
+            return
+        if wal > 2 * self.wal_bytes:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @staticmethod
     def _total(connection: sqlite3.Connection) -> int:
@@ -238,8 +290,8 @@ class DiskTier:
     def _drop(connection: sqlite3.Connection, query: str, args: tuple[object, ...]) -> int:
         rows = connection.execute(query, args).fetchall()
         if rows:
-            connection.executemany("DELETE FROM entries WHERE key = ?", [(key,) for key, _ in rows])
-        return sum(size for _key, size in rows)
+            connection.executemany("DELETE FROM entries WHERE id = ?", [(row_id,) for row_id, _ in rows])
+        return sum(size for _row_id, size in rows)
 
     def delete(self, key: str) -> None:
         self.try_delete(key)
@@ -251,11 +303,10 @@ class DiskTier:
             connection = self._connection()
             connection.execute("BEGIN IMMEDIATE")
             try:
-                row = connection.execute("SELECT size FROM entries WHERE key = ?", (key,)).fetchone()
-                if row is not None:
-                    connection.execute("DELETE FROM entries WHERE key = ?", (key,))
+                freed = self._drop(connection, "SELECT id, size FROM entries WHERE hash = ?", (key_hash(key),))
+                if freed:
                     connection.execute(
-                        "UPDATE meta SET value = value - ? WHERE name = 'total_bytes'", (row[0],))
+                        "UPDATE meta SET value = value - ? WHERE name = 'total_bytes'", (freed,))
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -308,6 +359,17 @@ class DiskTier:
         except sqlite3.Error:
             return 0
 
+    @property
+    def file_bytes(self) -> int:
+        """What the tier's files take on disk: database, write-ahead log and its index."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                total += os.path.getsize(f"{self.path}{suffix}")
+            except OSError:
+                pass
+        return total
+
     def __len__(self) -> int:
         try:
             return int(self._connection().execute("SELECT COUNT(*) FROM entries").fetchone()[0])
@@ -319,20 +381,3 @@ class DiskTier:
         if connection is not None:
             connection.close()
             self._local.connection = None
-
-
-def _switch_to_wal(connection: sqlite3.Connection) -> None:
-    """``PRAGMA journal_mode=WAL``, retried while SQLITE_BUSY: connections opening a new file
-    together race for the switch, and SQLite answers the losers BUSY at once, without waiting
-    on the busy timeout. The mode is stored in the file, so the first switch settles it."""
-    deadline = time.monotonic() + SETUP_TIMEOUT_SECONDS
-    delay = 0.001
-    while True:
-        try:
-            connection.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as error:
-            if getattr(error, "sqlite_errorcode", None) not in BUSY_CODES or time.monotonic() >= deadline:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import shutil
 import sqlite3
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from scalekit.cache.codec import Codec
 from scalekit.cache.entry import CachedEntry
-from scalekit.cache.tiers.disk import DB_NAME, DiskTier
+from scalekit.cache.tiers.disk import DB_NAME, DiskTier, key_hash
 
 from .conftest import FakeClock
 
@@ -52,7 +56,7 @@ def test_corrupt_row_is_a_miss_and_is_removed(tmp_path: Path, clock: FakeClock) 
     tier = make_tier(tmp_path, clock)
     tier.set("k", make_entry(clock))
     with sqlite3.connect(tmp_path / DB_NAME) as connection:
-        connection.execute("UPDATE entries SET value = substr(value, 1, 20) WHERE key = 'k'")
+        connection.execute("UPDATE entries SET value = substr(value, 1, 20) WHERE hash = ?", (key_hash("k"),))
     assert tier.get("k") is None
     assert len(tier) == 0 and tier.current_bytes == 0
 
@@ -119,3 +123,44 @@ def test_async_face_runs_in_a_thread(tmp_path: Path, clock: FakeClock, entries: 
         assert all(item is not None for item in found)
 
     asyncio.run(scenario())
+
+
+@pytest.fixture
+def quick_directory(tmp_path: Path) -> Iterator[Path]:
+    """A directory on tmpfs when there is one: the bound is about bytes, and a small bound
+    checkpoints the log every few writes, which costs an fsync each on a real disk."""
+    if not os.access("/dev/shm", os.W_OK):
+        yield tmp_path
+        return
+    directory = Path(tempfile.mkdtemp(prefix="scalekit-l3-", dir="/dev/shm"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize("shape", ["2 KiB bodies", "3 KiB keys"])
+def test_the_files_stay_within_the_bound(quick_directory: Path, clock: FakeClock, shape: str) -> None:
+    max_bytes = 2 * 1024 * 1024
+    tier = DiskTier(quick_directory, max_bytes=max_bytes, codec=Codec(), clock=clock)
+    writes = 3 * max_bytes // 2048
+    for index in range(writes):
+        clock.advance(0.001)
+        if shape == "2 KiB bodies":
+            key, body = f"http://shop.test/p/{index}", os.urandom(2048)
+        else:
+            key, body = f"http://shop.test/p/{index}?q={os.urandom(1536).hex()}", b"ok"
+        tier.set(key, make_entry(clock, body))
+        assert tier.file_bytes <= max_bytes, f"{tier.file_bytes} bytes on disk after {index + 1} writes"
+    assert len(tier) < writes  # it had to evict
+    assert tier.file_bytes > max_bytes // 2  # and it used its room
+    assert tier.get(key) is not None
+
+
+def test_a_file_of_the_old_layout_is_laid_out_anew(tmp_path: Path, clock: FakeClock) -> None:
+    with sqlite3.connect(tmp_path / DB_NAME) as connection:
+        connection.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, value BLOB NOT NULL, "
+                           "size INTEGER NOT NULL, expires REAL NOT NULL, used REAL NOT NULL)")
+        connection.execute("INSERT INTO entries VALUES ('k', x'00', 1, 1e12, 0)")
+    tier = make_tier(tmp_path, clock)
+    assert tier.get("k") is None
+    tier.set("k", make_entry(clock))
+    assert tier.get("k") is not None and len(tier) == 1

@@ -39,7 +39,7 @@ from scalekit.cache.entry import CachedEntry
 from scalekit.cache.hostgenerations import HostGenerations
 from scalekit.cache.tiers.base import kept_until
 from scalekit.cache.tiers.breaker import CircuitBreaker
-from scalekit.cache.tiers.disk import DB_NAME, DiskTier
+from scalekit.cache.tiers.disk import DB_NAME, DiskTier, key_hash
 from scalekit.cache.tiers.fleet import FleetGenerations
 from scalekit.cache.tiers.memory import MemoryTier
 from scalekit.cache.tiers.redis import NO_CLIENT_INFO, RedisConnections, RedisTier, entry_key
@@ -202,10 +202,10 @@ class TieredCacheMachine(RuleBasedStateMachine):
     @rule(key=st.sampled_from(KEYS), cut=st.integers(0, 40))
     def corrupt_disk_entry(self, key: str, cut: int) -> None:
         with sqlite3.connect(self.directory / DB_NAME, timeout=5) as connection:
-            row = connection.execute("SELECT value FROM entries WHERE key = ?", (key,)).fetchone()
+            row = connection.execute("SELECT value FROM entries WHERE hash = ?", (key_hash(key),)).fetchone()
             changed = row is not None and connection.execute(
-                "UPDATE entries SET value = ? WHERE key = ?",
-                (bytes(row[0])[:cut] + b"\x00garbage", key)).rowcount
+                "UPDATE entries SET value = ? WHERE hash = ?",
+                (bytes(row[0])[:cut] + b"\x00garbage", key_hash(key))).rowcount
         if changed:
             self.intact[key] = False
 
