@@ -73,7 +73,7 @@ def serve_every_way(entry: CachedEntry) -> None:
                 POLICY.plain_hit(entry, now)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(fields=field_maps, compressed=st.booleans())
 def test_any_stored_map_is_a_valid_entry_or_a_miss(fields: dict[str, Any], compressed: bool) -> None:
     payload = msgpack.packb({**fields, "__key__": "k"}, use_bin_type=True)
