@@ -64,9 +64,17 @@ class MetricsConfig:
     token: str | None = None
     exclude_paths: tuple[str, ...] = ()
     buckets_seconds: tuple[float, ...] = DEFAULT_BUCKETS_SECONDS
+    # The live status page (and its JSON, read by `scalekit top`), guarded like the path above.
+    status_page: bool = True
+    status_path: str = "/_scalekit/"
 
     def __post_init__(self) -> None:
         require(self.path.startswith("/"), "path", self.path, "a path starting with '/'")
+        require(self.status_path.startswith("/") and self.status_path.endswith("/")
+                and len(self.status_path) > 1, "status_path", self.status_path,
+                "a path starting and ending with '/', such as '/_scalekit/'")
+        require(not self.path.startswith(self.status_path), "path", self.path,
+                f"a path outside status_path ({self.status_path!r})")
         require(self.token is None or len(self.token) >= 16, "token", "<hidden>",
                 "a bearer token of at least 16 characters")
         for address in self.allow_from or ():

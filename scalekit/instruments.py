@@ -21,13 +21,17 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "CACHE_BYTES",
     "CACHE_CIRCUIT_OPEN",
+    "CACHE_DB_SECONDS_SAVED",
     "CACHE_ENTRIES",
     "CACHE_EVICTIONS",
     "CACHE_INVALIDATIONS",
     "CACHE_INVALIDATIONS_PENDING",
     "CACHE_INVALIDATION_PROPAGATION",
     "CACHE_LOOKUPS",
+    "CACHE_MAX_BYTES",
+    "CACHE_ORIGIN_SECONDS_SAVED",
     "CACHE_REQUESTS",
+    "CACHE_ROUTE_HITS",
     "CACHE_STORES",
     "CDN_BYTES_SAVED",
     "CDN_NOT_MODIFIED",
@@ -104,6 +108,10 @@ CACHE_BYTES = Gauge(
 CACHE_ENTRIES = Gauge(
     "scalekit_cache_entries", "Entries held by a tier of this process.", ["tier"], multiprocess_mode="livesum",
 )
+CACHE_MAX_BYTES = Gauge(
+    "scalekit_cache_max_bytes", "The byte bound of a tier of this process (summed like scalekit_cache_bytes).",
+    ["tier"], multiprocess_mode="livesum",
+)
 CACHE_EVICTIONS = Counter(
     "scalekit_cache_evictions", "Entries evicted to respect a tier's byte bound.", ["tier"],
 )
@@ -125,6 +133,19 @@ CACHE_INVALIDATIONS_PENDING = Gauge(
 CACHE_CIRCUIT_OPEN = Gauge(
     "scalekit_cache_circuit_open", "1 while a tier's circuit breaker is open (tier skipped).", ["tier"],
     multiprocess_mode="max",
+)
+CACHE_ROUTE_HITS = Counter(
+    "scalekit_cache_route_hits", "Requests answered from the cache, by route template.", ["route"],
+)
+CACHE_ORIGIN_SECONDS_SAVED = Counter(
+    "scalekit_cache_origin_seconds_saved",
+    "Time the app took to produce the responses that cache hits answered instead, by route template.",
+    ["route"],
+)
+CACHE_DB_SECONDS_SAVED = Counter(
+    "scalekit_cache_db_seconds_saved",
+    "Database time of the requests that produced the responses cache hits answered, by route template.",
+    ["route"],
 )
 
 # --- CDN layer

@@ -8,6 +8,8 @@ functions; :class:`WSGIMetrics` and :class:`ASGIMetrics` only move bytes.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import ipaddress
 import logging
@@ -24,13 +26,14 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from . import asgi, wsgi
 from .config import MetricsConfig
 from .context import CONTEXT_KEY, UNMATCHED_ROUTE
-from .instruments import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
+from .instruments import CACHE_MAX_BYTES, HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
 from .messages import Response, simple_response
 
 __all__ = [
     "ASGIMetrics",
     "MetricsPolicy",
     "WSGIMetrics",
+    "current_registry",
     "render_exposition",
     "wrap_asgi",
     "wrap_wsgi",
@@ -53,16 +56,22 @@ def status_class(status: int) -> str:
     return f"{status // 100}xx" if 100 <= status <= 599 else "5xx"
 
 
+def current_registry() -> CollectorRegistry:
+    """The registry ``/metrics`` and the status page read: this process's, or in multiprocess
+    mode one merging every gunicorn worker's files."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+    return REGISTRY
+
+
 def render_exposition(accept: str | None = None) -> tuple[bytes, str]:
     """The exposition of every metric and its content type, negotiated from ``accept``
     (Prometheus text 0.0.4 by default, OpenMetrics when asked), merged over gunicorn workers
     in multiprocess mode."""
     encoder, content_type = choose_encoder(accept or "")
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return encoder(registry), content_type
-    return encoder(REGISTRY), content_type
+    return encoder(current_registry()), content_type
 
 
 class MetricsPolicy:
@@ -79,6 +88,12 @@ class MetricsPolicy:
         self._children: dict[tuple[str, str, int], _Handles] = {}
         self._routes: set[str] = {UNMATCHED_ROUTE, OVERFLOW_ROUTE}
         self._overflowed = False
+        self.status: Any = None
+        if config.status_page:
+            from .status import StatusPage  # not imported when the page is off
+            self.status = StatusPage(config.status_path, lambda: current_registry().collect())
+        # What the shells answer themselves, found with one set lookup per request.
+        self.endpoints = frozenset({self.path, *(self.status.paths if self.status else ())})
 
     def is_measured(self, path: str) -> bool:
         """False for the scrape itself and configured exclusions (health checks, say)."""
@@ -86,19 +101,34 @@ class MetricsPolicy:
             return False
         return not (self.exclude_paths and path.startswith(self.exclude_paths))
 
-    def authorize(self, client_address: str | None, authorization: str | None) -> Response | None:
-        """None when the scrape may proceed; otherwise the 401/403 to answer."""
-        if self.token is not None and authorization:
-            scheme, _, credentials = authorization.partition(" ")
-            if scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), self.token):
-                return None
+    def authorize(self, client_address: str | None, authorization: str | None, *,
+                  browser: bool = False) -> Response | None:
+        """None when the scrape may proceed; otherwise the 401/403 to answer.
+
+        The token is accepted as a bearer token or as the password of Basic credentials (any
+        user name): a browser cannot send a bearer token, but asks for a password when
+        challenged with Basic, which ``browser`` (the status page) adds to the 401.
+        """
+        if self.token is not None and authorization and _carries_token(authorization, self.token):
+            return None
         if client_address and self.networks and _in_networks(client_address, self.networks):
             return None
         if self.token is not None:
-            return simple_response(401, "metrics require a bearer token\n",
-                                   extra_headers=(("www-authenticate", 'Bearer realm="metrics"'),))
+            challenges: tuple[tuple[str, str], ...] = (("www-authenticate", 'Bearer realm="metrics"'),)
+            if browser:
+                challenges += (("www-authenticate", 'Basic realm="scalekit", charset="UTF-8"'),)
+            return simple_response(401, "metrics require a bearer token\n", extra_headers=challenges)
         return simple_response(403, "metrics are only served to allowed addresses "
                                     "(set metrics.allow_from or metrics.token)\n")
+
+    def answer(self, path: str, client_address: str | None, authorization: str | None,
+               accept: str | None) -> Response:
+        """The response for one of :attr:`endpoints`: the scrape or the status page, guarded."""
+        browser = path != self.path
+        denied = self.authorize(client_address, authorization, browser=browser)
+        if denied is not None:
+            return denied
+        return self.status.respond(path) if browser else self.exposition(accept)
 
     def exposition(self, accept: str | None = None) -> Response:
         """The scrape response (never stored by a cache on the way)."""
@@ -162,6 +192,22 @@ def _handles(counter: Any, histogram: Any) -> _Handles:
     return None, counter, histogram, ()
 
 
+def _carries_token(authorization: str, token: bytes) -> bool:
+    scheme, _, credentials = authorization.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        credentials_bytes = decoded.partition(b":")[2]
+    elif scheme == "bearer":
+        credentials_bytes = credentials.strip().encode()
+    else:
+        return False
+    return hmac.compare_digest(credentials_bytes, token)
+
+
 def _in_networks(address: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -197,15 +243,15 @@ class WSGIMetrics:
         self.policy = policy
         self._in_flight = in_flight_handle()
         self._exclude = policy.exclude_paths
+        self._endpoints = policy.endpoints
 
     def __call__(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
         policy = self.policy
         path = environ.get("PATH_INFO", "")
-        if path == policy.path:
-            denied = policy.authorize(environ.get("REMOTE_ADDR"), environ.get("HTTP_AUTHORIZATION"))
-            head = environ.get("REQUEST_METHOD") == "HEAD"
-            response = denied or policy.exposition(environ.get("HTTP_ACCEPT"))
-            return wsgi.send_response(start_response, response, head=head)
+        if path in self._endpoints:
+            response = policy.answer(path, environ.get("REMOTE_ADDR"), environ.get("HTTP_AUTHORIZATION"),
+                                     environ.get("HTTP_ACCEPT"))
+            return wsgi.send_response(start_response, response, head=environ.get("REQUEST_METHOD") == "HEAD")
         if self._exclude and path.startswith(self._exclude):
             return self.app(environ, start_response)
         exchange = _WSGIExchange(policy, self._in_flight, environ, start_response)
@@ -252,6 +298,7 @@ class ASGIMetrics:
         self.policy = policy
         self._in_flight = in_flight_handle()
         self._exclude = policy.exclude_paths
+        self._endpoints = policy.endpoints
 
     async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         if scope["type"] != "http":
@@ -259,11 +306,11 @@ class ASGIMetrics:
             return
         policy = self.policy
         path = scope["path"]
-        if path == policy.path:
+        if path in self._endpoints:
             client = scope.get("client")
-            denied = policy.authorize(client[0] if client else None,
-                                      asgi.header_value(scope, b"authorization"))
-            response = denied or policy.exposition(asgi.header_value(scope, b"accept"))
+            response = policy.answer(path, client[0] if client else None,
+                                     asgi.header_value(scope, b"authorization"),
+                                     asgi.header_value(scope, b"accept"))
             await asgi.send_response(send, response, head=scope["method"] == "HEAD")
             return
         if self._exclude and path.startswith(self._exclude):
@@ -293,9 +340,20 @@ class ASGIMetrics:
 
 def wrap_wsgi(app: wsgi.WSGIApp, runtime: Any) -> wsgi.WSGIApp:
     """The metrics layer around a WSGI app."""
+    record_bounds(runtime.config)
     return WSGIMetrics(app, MetricsPolicy(runtime.config.metrics))
 
 
 def wrap_asgi(app: asgi.ASGIApp, runtime: Any) -> asgi.ASGIApp:
     """The metrics layer around an ASGI app."""
+    record_bounds(runtime.config)
     return ASGIMetrics(app, MetricsPolicy(runtime.config.metrics))
+
+
+def record_bounds(config: Any) -> None:
+    """Publish the byte bound of each local cache tier the config turns on, beside its bytes."""
+    cache = config.cache
+    for tier in ("memory", "disk"):
+        tier_config = getattr(cache, tier)
+        if cache.enabled and tier_config.enabled:
+            CACHE_MAX_BYTES.labels(tier).set(tier_config.max_bytes)

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+from base64 import b64encode
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,10 @@ ACCESS = [
     pytest.param({"token": TOKEN}, "10.1.2.3", f"bearer {TOKEN}", 200, id="token: scheme case-insensitive"),
     pytest.param({"token": TOKEN}, "10.1.2.3", "Bearer wrong-token-wrong-token", 401, id="token: wrong token"),
     pytest.param({"token": TOKEN}, "10.1.2.3", f"Basic {TOKEN}", 401, id="token: wrong scheme"),
+    pytest.param({"token": TOKEN}, "10.1.2.3", "Basic " + b64encode(f"prometheus:{TOKEN}".encode()).decode(),
+                 200, id="token: as the password of Basic credentials"),
+    pytest.param({"token": TOKEN}, "10.1.2.3", "Basic " + b64encode(f"{TOKEN}:wrong".encode()).decode(),
+                 401, id="token: as a Basic user name, not its password"),
     pytest.param({"token": TOKEN, "allow_from": ["10.0.0.0/8"]}, "10.9.9.9", None, 200,
                  id="token + allowlist: allowed network without token"),
     pytest.param({"token": TOKEN, "allow_from": ["10.0.0.0/8"]}, "192.0.2.1", None, 401,
