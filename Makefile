@@ -1,9 +1,15 @@
 .PHONY: demo test bench check
 
-# Run the demo shop on embedded defaults (SQLite, memory + disk cache; no Redis needed).
+# Serve an example shop on embedded defaults (SQLite, memory + disk cache; no Redis needed), in a
+# new state folder each run. FRAMEWORK: flask (default), fastapi, django or builtin (plain WSGI).
+FRAMEWORK ?= flask
+PORT ?= 8000
+comma := ,
+DEMO_EXTRAS := demo$(if $(filter-out builtin,$(FRAMEWORK)),$(comma)$(FRAMEWORK))
+
 demo:
-	python3 -m pip install -q -e ".[server,flask]"
-	python3 -m scalekit.cli demo --framework flask
+	python3 -m pip install -q -e ".[$(DEMO_EXTRAS)]"
+	python3 -m scalekit.cli demo --framework $(FRAMEWORK) --port $(PORT)
 
 # Install what is missing, start Redis/PostgreSQL if they are not running, run the tests.
 test:

@@ -17,6 +17,7 @@ from .config import Config, MetricsConfig, RedisConfig, load_config
 from .context import RequestContext, current, set_route, tag
 from .errors import (
     ConfigError,
+    MissingExtraError,
     PoolError,
     PoolTimeoutError,
     ScalekitError,
@@ -36,6 +37,7 @@ __all__ = [
     "ConfigError",
     "InvalidationResult",
     "MetricsConfig",
+    "MissingExtraError",
     "PoolError",
     "PoolTimeoutError",
     "RedisConfig",

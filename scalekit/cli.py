@@ -14,19 +14,22 @@ subcommands) and ``check(config) -> list[(component, reachable, detail)]`` (run 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import os
 import pkgutil
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from .config import Config, iter_settings, load_config
-from .errors import ConfigError
+from .errors import ConfigError, MissingExtraError
+from .extras import check_config_extras, require_extras
 from .loader import display_value
 from .serving import (
     SERVE_APP_ENV,
@@ -69,10 +72,19 @@ def main() -> None:
 
 def _validated_config() -> Config:
     try:
-        return load_config()
+        config = load_config()
+        check_config_extras(config)
     except ConfigError as exc:
         click.echo(f"scalekit: configuration error: {exc}", err=True)
         sys.exit(2)
+    except MissingExtraError as exc:
+        _exit_missing(exc)
+    return config
+
+
+def _exit_missing(exc: MissingExtraError) -> NoReturn:
+    click.echo(f"scalekit: {exc}", err=True)
+    sys.exit(2)
 
 
 @main.command()
@@ -85,7 +97,7 @@ def _validated_config() -> Config:
               help="Threads per worker for WSGI apps (gunicorn threads, granian blocking threads).")
 @click.option("--server", type=click.Choice(SERVERS), default="auto", show_default=True,
               help="auto: gunicorn for WSGI, uvicorn for ASGI; granian serves either, with less "
-                   "overhead per request (pip install 'scalekit[granian]'). WebSockets work "
+                   "overhead per request (pip install \"scalekit[granian]\"). WebSockets work "
                    "under uvicorn and granian (ASGI apps); WSGI has no WebSockets.")
 @click.option("--factory", is_flag=True,
               help="MODULE:APP names a factory to call without arguments for the app, as with "
@@ -176,9 +188,21 @@ def find_example(framework: str, search: tuple[Path, ...] | None = None) -> Path
               help="builtin: a plain WSGI shop; the others run examples/<framework>_shop/app.py.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-def demo(framework: str, port: int, host: str) -> None:
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the shop's database, disk cache and built assets here between runs "
+                   "(default: a new, empty temporary folder for each run).")
+def demo(framework: str, port: int, host: str, state_dir: Path | None) -> None:
     """Serve a small shop wrapped with every enabled layer, on embedded defaults (SQLite,
     memory and disk cache; no Redis or Postgres needed)."""
+    try:  # what `make demo FRAMEWORK=...` installs
+        require_extras(["server"] if framework == "builtin" else ["demo", framework],
+                       needed_for=f"the {framework} demo")
+    except MissingExtraError as exc:
+        _exit_missing(exc)
+    # Each run starts empty, as the README's walkthrough does (a miss first, the seeded prices),
+    # and one framework's demo never serves another's cached pages; nothing lands in the checkout.
+    folder = str(state_dir) if state_dir else tempfile.mkdtemp(prefix=f"scalekit-demo-{framework}-")
+    os.environ["SCALEKIT_STATE_DIR"] = folder  # read by the import below and by the server
     _validated_config()
     if framework == "builtin":
         target = "scalekit.demo:app"
@@ -195,7 +219,10 @@ def demo(framework: str, port: int, host: str) -> None:
         target = f"{module}:{attribute}"
     app_kind = kind_of(import_target(target), None)
     plan = plan_serve(target, kind=app_kind, bind=f"{host}:{port}", threads=4)
-    click.echo(f"scalekit demo ({framework}): {plan.url}  (metrics at {plan.url}metrics; Ctrl-C stops)")
+    if state_dir is None:  # a folder of this run only: removed once the server has exited
+        plan = dataclasses.replace(plan, cleanup_dirs=(*plan.cleanup_dirs, folder))
+    click.echo(f"scalekit demo ({framework}): {plan.url}  (metrics at {plan.url}metrics; state in "
+               f"{folder}{'' if state_dir else ', removed at exit'}; Ctrl-C stops)")
     exec_server(plan)
 
 

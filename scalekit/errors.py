@@ -4,6 +4,7 @@
     ├── ConfigError (ValueError)   a bad configuration value; raised at start-up, names the key
     │   └── UnknownKeyError        a key or SCALEKIT_* variable that names no setting
     ├── WrapError (TypeError)  wrap() was given something that is neither WSGI nor ASGI
+    ├── MissingExtraError (ImportError)  a setting or command needs an extra that is not installed
     ├── TierError              a cache tier (Redis, disk) failed; caught by the cache, never reaches the app
     └── PoolError
         └── PoolTimeoutError   no pooled connection within pool_timeout; answered as 503 + Retry-After
@@ -15,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "ConfigError",
+    "MissingExtraError",
     "PoolError",
     "PoolTimeoutError",
     "ScalekitError",
@@ -122,6 +124,22 @@ def _shown(value: Any) -> str:
 
 class WrapError(ScalekitError, TypeError):
     """``wrap()`` received an object that is neither a WSGI nor an ASGI 3 application."""
+
+
+class MissingExtraError(ScalekitError, ImportError):
+    """A setting or command needs packages of an extra that is not installed.
+
+    Raised before anything starts (``wrap()``, ``scalekit serve``, ``check``, ``demo``), with
+    a one-line message ending in the command that installs ``extras``; no import traceback.
+
+    >>> str(MissingExtraError("redis.url is set, but redis is not installed", extras=("redis",)))
+    'redis.url is set, but redis is not installed: pip install "scalekit[redis]"'
+    """
+
+    def __init__(self, message: str, *, extras: tuple[str, ...]) -> None:
+        self.extras = extras
+        self.install_command = f'pip install "scalekit[{",".join(extras)}]"'
+        super().__init__(f"{message}: {self.install_command}")
 
 
 class TierError(ScalekitError):

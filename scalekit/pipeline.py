@@ -17,6 +17,7 @@ from .asgi import ASGIRoot
 from .cdn.purge import attach_edge_purges
 from .config import Config, load_config_reporting
 from .errors import WrapError
+from .extras import check_config_extras
 from .loader import Overridden
 from .runtime import Runtime
 from .wsgi import WSGIRoot
@@ -128,6 +129,7 @@ def wrap(app: Any, *, kind: Kind | None = None, config: Config | None = None,
     if config is not None:
         settings["config"] = config
     loaded, overridden = load_config_reporting(settings, source=settings_source)
+    check_config_extras(loaded)  # a missing extra: one line, before anything starts
     runtime = Runtime(loaded)
     # Said when the app starts serving, not when it is wrapped: a process that only imports
     # the app (a `flask` CLI command, `scalekit serve` choosing a server) serves nothing.

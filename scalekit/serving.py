@@ -29,7 +29,7 @@ from typing import Any
 
 import click
 
-from .errors import WrapError
+from .errors import MissingExtraError, WrapError
 
 __all__ = [
     "SERVERS",
@@ -313,7 +313,8 @@ def exec_server(plan: ServePlan) -> None:
         _remove_after_exit(plan.cleanup_dirs)
     if importlib.util.find_spec(plan.server) is None:
         extra = "granian" if plan.server == "granian" else "server"
-        raise click.ClickException(f"{plan.server} is not installed: pip install 'scalekit[{extra}]'")
+        click.echo(f"scalekit: {MissingExtraError(f'{plan.server} is not installed', extras=(extra,))}", err=True)
+        sys.exit(2)
     directory = plan.env.get("PROMETHEUS_MULTIPROC_DIR")
     if directory and plan.server != "gunicorn":
         # gunicorn empties it in its on_starting hook; the others have no such hook, and metric

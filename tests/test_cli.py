@@ -221,6 +221,28 @@ def test_demo_builtin_serves_the_shop(runner: CliRunner, planned: list[cli.Serve
     assert "http://127.0.0.1:8765/" in result.output
 
 
+def test_each_demo_run_starts_from_its_own_new_state_dir(runner: CliRunner, planned: list[cli.ServePlan],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCALEKIT_STATE_DIR", "/should/not/be/used")  # restored after the test
+    for _ in range(2):
+        result = runner.invoke(cli.main, ["demo"])
+        assert result.exit_code == 0, result.output
+    folders = [Path(plan.env["SCALEKIT_STATE_DIR"]) for plan in planned]
+    assert folders[0] != folders[1]
+    for folder in folders:
+        assert folder.is_dir() and folder.name.startswith("scalekit-demo-builtin-")
+        assert not folder.is_relative_to(Path.cwd())
+    assert str(folders[1]) in result.output  # the user is told where the state is
+
+
+def test_demo_state_dir_option_keeps_the_state_between_runs(runner: CliRunner, planned: list[cli.ServePlan],
+                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCALEKIT_STATE_DIR", str(tmp_path / "unused"))
+    result = runner.invoke(cli.main, ["demo", "--state-dir", str(tmp_path / "kept")])
+    assert result.exit_code == 0, result.output
+    assert planned[0].env["SCALEKIT_STATE_DIR"] == str(tmp_path / "kept")
+
+
 def test_demo_framework_without_example_fails_clearly(runner: CliRunner, planned: list[cli.ServePlan],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli, "find_example", lambda framework: None)
@@ -297,10 +319,10 @@ def test_scalekit_demo_runs_the_shop(tmp_path: Path) -> None:
     with running(["demo"], tmp_path, tmp_path / "demo.log") as url, \
             httpx.Client(base_url=url, timeout=20) as client:
         assert "scalekit demo shop" in client.get("/").text
-        first = client.get("/products/1")
+        first = client.get("/api/products/1")
         assert first.json()["id"] == 1
-        statuses = [client.get("/products/1").headers["cache-status"] for _ in range(3)]
+        statuses = [client.get("/api/products/1").headers["cache-status"] for _ in range(3)]
         assert any("hit" in status for status in statuses), statuses
-        assert client.post("/products/1/price", data={"price_cents": "999"}).json()["price_cents"] == 999
-        assert client.get("/products/1").json()["price_cents"] == 999  # invalidated by the write
+        assert client.post("/api/products/1/price", data={"price_cents": "999"}).json()["price_cents"] == 999
+        assert client.get("/api/products/1").json()["price_cents"] == 999  # invalidated by the write
         assert "scalekit_http_requests_total" in client.get("/metrics").text

@@ -38,7 +38,7 @@ def test_exported_names_are_scalekit_objects() -> None:
 
 @pytest.mark.parametrize("module_name", [
     "scalekit.asgi", "scalekit.cli", "scalekit.config", "scalekit.context", "scalekit.demo",
-    "scalekit.errors", "scalekit.gunicorn_conf", "scalekit.instruments", "scalekit.loader",
+    "scalekit.errors", "scalekit.extras", "scalekit.gunicorn_conf", "scalekit.instruments", "scalekit.loader",
     "scalekit.messages", "scalekit.metrics", "scalekit.pipeline", "scalekit.runtime", "scalekit.wsgi",
 ])
 def test_module_all_names_exist(module_name: str) -> None:

@@ -15,10 +15,25 @@ def test_configuration_table_lists_every_key_with_its_default() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def make_demo(*variables: str) -> str:
+    """The commands ``make demo`` would run (a dry run)."""
+    return subprocess.run(["make", "-n", "demo", *variables], check=True, capture_output=True, text=True,
+                          cwd=ROOT).stdout
+
+
 def test_the_two_commands_are_what_make_and_ci_run() -> None:
     readme = (ROOT / "README.md").read_text()
-    makefile = (ROOT / "Makefile").read_text()
     assert "make demo" in readme and "make test" in readme
-    assert "scalekit.cli demo --framework flask" in makefile
-    assert "scripts/test" in makefile
+    assert "scripts/test" in (ROOT / "Makefile").read_text()
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+    assert make_demo().splitlines() == ['python3 -m pip install -q -e ".[demo,flask]"',
+                                        "python3 -m scalekit.cli demo --framework flask --port 8000"]
+    assert '`pip install -e ".[demo,flask]"` then `scalekit demo --framework flask --port 8000`' in readme
+
+
+def test_make_demo_takes_the_framework_and_the_port_the_readme_names() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "make demo FRAMEWORK=fastapi PORT=8001" in readme
+    assert make_demo("FRAMEWORK=fastapi", "PORT=8001").splitlines() == [
+        'python3 -m pip install -q -e ".[demo,fastapi]"', "python3 -m scalekit.cli demo --framework fastapi --port 8001"]
+    assert '".[demo]"' in make_demo("FRAMEWORK=builtin")

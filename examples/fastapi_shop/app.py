@@ -8,7 +8,7 @@ Run it (SQLite and in-process caches by default; Postgres and Redis when their U
 
 Pages: ``/`` and ``/products/{product_id}`` (HTML), ``/api/products`` and
 ``/api/products/{product_id}`` (JSON), ``POST /api/products/{product_id}/price``
-(``{"price_cents": 1234}``), fingerprinted assets under ``/static/``, and ``/metrics``.
+(a form field or JSON ``price_cents``), fingerprinted assets under ``/static/``, and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -18,23 +18,20 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel
 from scalekit_fastapi import DB, ScaleKitMiddleware, ainvalidate, cached
 
 from examples.shop_common import (
+    PRICE_HINT,
     TEMPLATES_DIR,
     get_product,
     list_products,
     prepare_shop,
+    price_from_body,
     product_json,
     set_price,
 )
 
 __all__ = ["app", "create_app"]
-
-
-class PriceChange(BaseModel):
-    price_cents: int
 
 
 def create_app(**overrides: Any) -> FastAPI:
@@ -73,12 +70,17 @@ def create_app(**overrides: Any) -> FastAPI:
             raise HTTPException(404, "no such product")
         return product_json(product)
 
+    # The body is read by hand so that a form (`curl -d price_cents=999`) and JSON both work
+    # without python-multipart, which FastAPI's Form() would need.
     @app.post("/api/products/{product_id}/price")
-    async def change_price(product_id: int, change: PriceChange, connection: DB) -> dict[str, int]:
-        if not set_price(connection, product_id, change.price_cents):  # commit: table:products
+    async def change_price(product_id: int, request: Request, connection: DB) -> dict[str, int]:
+        price_cents = price_from_body(request.headers.get("content-type"), await request.body())
+        if price_cents is None:
+            raise HTTPException(400, PRICE_HINT)
+        if not set_price(connection, product_id, price_cents):  # commit: table:products
             raise HTTPException(404, "no such product")
         await ainvalidate([f"product:{product_id}", "products"])  # and by tag, explicitly
-        return {"id": product_id, "price_cents": change.price_cents}
+        return {"id": product_id, "price_cents": price_cents}
 
     app.add_middleware(ScaleKitMiddleware, **shop.settings)
     return app

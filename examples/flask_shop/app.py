@@ -7,7 +7,7 @@ Run it (SQLite and in-process caches by default; Postgres and Redis when their U
     SCALEKIT_REDIS_URL=redis://127.0.0.1:6379/0 scalekit serve examples.flask_shop.app:app
 
 Pages: ``/`` and ``/products/<id>`` (HTML), ``/api/products`` and ``/api/products/<id>``
-(JSON), ``POST /api/products/<id>/price`` (``{"price_cents": 1234}``), fingerprinted assets
+(JSON), ``POST /api/products/<id>/price`` (a form field or JSON ``price_cents``), fingerprinted assets
 under ``/static/``, and ``/metrics``.
 """
 
@@ -19,10 +19,12 @@ from flask import Flask, abort, jsonify, render_template, request
 from scalekit_flask import ScaleKit, cached, db, invalidate
 
 from examples.shop_common import (
+    PRICE_HINT,
     TEMPLATES_DIR,
     get_product,
     list_products,
     prepare_shop,
+    price_from_body,
     product_json,
     set_price,
 )
@@ -65,11 +67,9 @@ def create_app(**overrides: Any) -> Flask:
 
     @app.post("/api/products/<int:product_id>/price")
     def change_price(product_id: int) -> Any:
-        payload = request.get_json(silent=True) or request.form
-        try:
-            price_cents = int(payload["price_cents"])
-        except (KeyError, TypeError, ValueError):
-            abort(400, "send price_cents as a whole number")
+        price_cents = price_from_body(request.content_type, request.get_data())  # a form or JSON
+        if price_cents is None:
+            abort(400, PRICE_HINT)
         if not set_price(db, product_id, price_cents):  # the commit invalidates table:products
             abort(404)
         invalidate([f"product:{product_id}", "products"])  # and by tag, explicitly

@@ -7,16 +7,19 @@ Each framework's ``app.py`` is then only its own routing and glue, so the three 
 from __future__ import annotations
 
 from .data import (
+    PRICE_HINT,
     PRODUCTS,
     get_product,
     list_products,
     prepare_database,
+    price_from_body,
     product_json,
     set_price,
 )
 from .startup import STATIC_DIR, TEMPLATES_DIR, ShopSetup, prepare_shop
 
 __all__ = [
+    "PRICE_HINT",
     "PRODUCTS",
     "STATIC_DIR",
     "TEMPLATES_DIR",
@@ -25,6 +28,7 @@ __all__ = [
     "list_products",
     "prepare_database",
     "prepare_shop",
+    "price_from_body",
     "product_json",
     "set_price",
 ]

@@ -26,8 +26,11 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-__all__ = ["PRODUCTS", "get_product", "list_products", "prepare_database", "product_json", "products",
-           "set_price"]
+# The builtin demo's body parsing, so that every shop accepts the same price changes.
+from scalekit.demo import PRICE_HINT, price_from_body
+
+__all__ = ["PRICE_HINT", "PRODUCTS", "get_product", "list_products", "prepare_database", "price_from_body",
+           "product_json", "products", "set_price"]
 
 metadata = MetaData()
 products = Table(
@@ -115,3 +118,4 @@ def set_price(connection: Connection, product_id: int, price_cents: int) -> bool
 def product_json(product: dict[str, Any]) -> dict[str, Any]:
     """The API's view of a product (what ``GET /api/products/<id>`` answers)."""
     return {key: product[key] for key in ("id", "slug", "name", "description", "price_cents", "stock")}
+

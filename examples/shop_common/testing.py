@@ -21,10 +21,11 @@ from scalekit.metrics import render_exposition
 
 from .data import PRODUCTS
 
-__all__ = ["POSTGRES_URL", "REDIS_URL", "Page", "ShopChecks", "ShopClient", "asgi_client", "check_api",
-           "check_assets", "check_catalogue", "check_price_change", "check_product_page_is_cached",
-           "check_route_labels", "delete_redis_keys", "http_client", "isolate_state_dir",
-           "postgres_schema", "redis_keys", "wait_for", "wsgi_client"]
+__all__ = ["POSTGRES_URL", "REDIS_URL", "Page", "ShopChecks", "ShopClient", "asgi_client",
+           "check_a_price_change_without_a_price_is_refused", "check_api", "check_assets",
+           "check_catalogue", "check_price_change", "check_price_change_by_form",
+           "check_product_page_is_cached", "check_route_labels", "delete_redis_keys", "http_client",
+           "isolate_state_dir", "postgres_schema", "redis_keys", "wait_for", "wsgi_client"]
 
 FINGERPRINTED_CSS = re.compile(r'href="(/static/css/shop\.[0-9a-f]{12}\.css)"')
 HIT = re.compile(r";\s*hit\b")
@@ -104,7 +105,8 @@ class Page:
 
 
 class ShopClient:
-    """``get`` and ``post_json`` over a WSGI app (werkzeug's client) or an ASGI app (Starlette's)."""
+    """``get``, ``post_json`` and ``post_form`` over a WSGI app (werkzeug's client) or an ASGI app
+    (Starlette's)."""
 
     def __init__(self, client: Any, *, asgi: bool) -> None:
         self.client = client
@@ -117,6 +119,12 @@ class ShopClient:
         if self.asgi:
             return self._page(self.client.post(path, json=payload))
         return self._page(self.client.post(path, json=payload, buffered=True))
+
+    def post_form(self, path: str, fields: dict[str, str]) -> Page:
+        """A POST as ``curl -d name=value`` sends it (application/x-www-form-urlencoded)."""
+        if self.asgi:
+            return self._page(self.client.post(path, data=fields))
+        return self._page(self.client.post(path, data=fields, buffered=True))
 
     def _page(self, response: Any) -> Page:
         text = response.text if self.asgi else response.get_data(as_text=True)
@@ -181,6 +189,26 @@ def check_price_change(shop: ShopClient) -> None:
     assert shop.post_json("/api/products/999/price", {"price_cents": 1}).status == 404
 
 
+def check_price_change_by_form(shop: ShopClient) -> None:
+    shop.get("/products/5")
+    assert shop.get("/products/5").is_hit
+    changed = shop.post_form("/api/products/5/price", {"price_cents": "777"})
+    assert changed.status == 200 and changed.json() == {"id": 5, "price_cents": 777}
+    page = shop.get("/products/5")
+    assert not page.is_hit and 'data-cents="777"' in page.text
+    assert shop.post_form("/api/products/999/price", {"price_cents": "1"}).status == 404
+
+
+def check_a_price_change_without_a_price_is_refused(shop: ShopClient) -> None:
+    for refused in (shop.post_form("/api/products/5/price", {"price_cents": "lots"}),
+                    shop.post_form("/api/products/5/price", {}),
+                    shop.post_json("/api/products/5/price", {"price": 1}),
+                    shop.post_json("/api/products/5/price", ["price_cents", 1])):
+        assert refused.status == 400, refused
+        assert "price_cents" in refused.text
+    assert shop.get("/api/products/5").json()["price_cents"] == PRODUCTS[4]["price_cents"]
+
+
 def check_assets(shop: ShopClient) -> None:
     match = FINGERPRINTED_CSS.search(shop.get("/").text)
     assert match is not None
@@ -215,6 +243,12 @@ class ShopChecks:
 
     def test_a_price_change_refreshes_the_cached_pages(self, shop: ShopClient) -> None:
         check_price_change(shop)
+
+    def test_a_form_post_changes_the_price_as_curl_d_sends_it(self, shop: ShopClient) -> None:
+        check_price_change_by_form(shop)
+
+    def test_a_price_change_without_a_whole_number_price_is_a_400(self, shop: ShopClient) -> None:
+        check_a_price_change_without_a_price_is_refused(shop)
 
     def test_fingerprinted_assets_are_served_immutable(self, shop: ShopClient) -> None:
         check_assets(shop)

@@ -133,6 +133,9 @@ def build_assets(source: str | os.PathLike[str], destination: str | os.PathLike[
 
 
 def _compressor(log: Callable[[str], None]) -> Any:
+    from ..extras import require_extras
+
+    require_extras(["assets"], needed_for="precompressing assets (--no-compress skips it)")
     from servestatic.compress import Compressor  # type: ignore[import-untyped]  # assets extra
 
     # zstd would need Python 3.14's compression.zstd; gzip and brotli cover every browser.

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingExtraError
 from .assets import MANIFEST_NAME, build_assets, load_index
 from .purge.commands import check as purge_check
 from .purge.commands import purge_group
@@ -35,8 +35,11 @@ def build_command(source: Path, destination: Path, no_compress: bool, quiet: boo
     Point cdn.assets_manifest at DESTINATION/manifest.json and serve DESTINATION under
     cdn.assets_prefix (in-app through servestatic, or from nginx / the CDN).
     """
-    entries = build_assets(source, destination, compress=not no_compress,
-                           log=(lambda _: None) if quiet else click.echo)
+    try:
+        entries = build_assets(source, destination, compress=not no_compress,
+                               log=(lambda _: None) if quiet else click.echo)
+    except MissingExtraError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"{len(entries)} assets fingerprinted into {destination}; manifest: "
                f"{destination / MANIFEST_NAME}")
 

@@ -1,25 +1,23 @@
-"""The minimal apps of the project README run as written."""
+"""The minimal apps of the project README run as written: the Flask and FastAPI ``app.py``
+in-process, and the complete Django project built step by step and served with
+``scalekit serve``. (tests/fresh runs all three in virtualenvs with only the README's extras.)"""
 
 from __future__ import annotations
 
 import importlib.util
-import re
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 
-from .support import assert_hit, assert_not_hit
-
-README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def snippet(name: str) -> str:
-    match = re.search(rf"<!-- snippet: {name} -->\n```python\n(.*?)```", README.read_text(), re.DOTALL)
-    assert match, f"README.md has no snippet {name!r}"
-    return match.group(1)
+from tests.fresh.readme import build_django_project, check_snippet_app, snippet
+from tests.servers import free_port, stop_process_group, wait_for_port
 
 
 @pytest.fixture
@@ -44,28 +42,38 @@ def load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
             runtime.close()
 
 
-def body(response: Any) -> Any:
-    return response.get_json() if hasattr(response, "get_json") else response.json()
-
-
-def check(get: Any, post: Any) -> None:
-    first, second = get("/products/1"), get("/products/1")
-    assert first.status_code == 200 and body(first) == {"id": 1, "name": "Teapot", "price_cents": 4900}
-    assert_not_hit(first.headers)
-    assert_hit(second.headers)
-    assert post("/products/1/price/3900").status_code == 200
-    after = get("/products/1")
-    assert_not_hit(after.headers)
-    assert body(after)["price_cents"] == 3900
-
-
 def test_the_flask_snippet(load: Any) -> None:
     client = load("flask").app.test_client()
-    check(lambda path: client.get(path, buffered=True), lambda path: client.post(path, buffered=True))
+    check_snippet_app(lambda path: client.get(path, buffered=True), lambda path: client.post(path, buffered=True))
 
 
 def test_the_fastapi_snippet(load: Any) -> None:
     from starlette.testclient import TestClient
 
     with TestClient(load("fastapi").app) as client:
-        check(client.get, client.post)
+        check_snippet_app(client.get, client.post)
+
+
+@pytest.mark.server
+def test_the_complete_django_app(tmp_path: Path) -> None:
+    # Django's settings are per process (and this one's are the adapter tests'): build and
+    # serve the README's project in processes of its own, with this environment's tools.
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+
+    def shell(line: str) -> None:
+        subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
+
+    serve = build_django_project(tmp_path, shell)
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(["bash", "-c", f"exec {serve} --bind 127.0.0.1:{port}"], cwd=tmp_path, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  start_new_session=True)
+    try:
+        wait_for_port(port, process=server, log_path=log_path)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            check_snippet_app(client.get, client.post)
+    finally:
+        stop_process_group(server)

@@ -7,15 +7,19 @@ UPDATE invalidates ``table:products``.
 
 from __future__ import annotations
 
-import json
-
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from scalekit_django import cached, get_db, invalidate, model_tags, tag
 
-from examples.shop_common import get_product, list_products, product_json
+from examples.shop_common import (
+    PRICE_HINT,
+    get_product,
+    list_products,
+    price_from_body,
+    product_json,
+)
 
 from .models import Product
 
@@ -52,10 +56,9 @@ def api_product(request: HttpRequest, product_id: int) -> JsonResponse:
 @csrf_exempt  # a JSON API called by scripts; a real shop would authenticate it
 @require_POST
 def change_price(request: HttpRequest, product_id: int) -> JsonResponse:
-    try:
-        price_cents = int(json.loads(request.body or b"{}")["price_cents"])
-    except (KeyError, TypeError, ValueError):
-        return HttpResponseBadRequest("send {\"price_cents\": <whole number>}")  # type: ignore[return-value]
+    price_cents = price_from_body(request.content_type, request.body)  # a form or JSON
+    if price_cents is None:
+        return HttpResponseBadRequest(PRICE_HINT)  # type: ignore[return-value]
     updated = Product.objects.filter(pk=product_id).first()
     if updated is None:
         raise Http404("no such product")
