@@ -31,9 +31,7 @@ def table() -> str:
     config = load_config(environ={}, cwd="/nonexistent")
     rows = ["| key | default | environment |", "|---|---|---|"]
     for key, value in iter_settings(config):
-        text = _default(value).replace("|", "\\|")
-        if len(text) > 60:
-            text = text[:57] + "..."
+        text = _default(value).replace("|", "\\|")  # whole: a default cut short is a wrong one
         rows.append(f"| `{key}` | `{text}` | `{env_name(key)}` |")
     return "\n".join(rows)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,21 @@ def test_configuration_table_lists_every_key_with_its_default() -> None:
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "config_reference.py"), "--check"],
                             check=False, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
+
+
+def test_configuration_table_shows_whole_default_values() -> None:
+    from scalekit.config import iter_settings, load_config
+
+    readme = (ROOT / "README.md").read_text()
+    cells = dict(re.findall(r"^\| `([a-z0-9_.]+)` \| `(.*)` \| `SCALEKIT_", readme, re.MULTILINE))
+    for key, value in iter_settings(load_config(environ={}, cwd="/nonexistent")):
+        if value is None:
+            assert cells[key] == "unset", key
+            continue
+        parts = [str(item).lower() for item in (value if isinstance(value, (tuple, dict)) else [value])]
+        for part in parts:
+            assert part.replace("|", "\\|") in cells[key], f"{key}: {part!r} is not in the README's {cells[key]!r}"
+        assert not cells[key].endswith("..."), key
 
 
 def make_demo(*variables: str) -> str:
