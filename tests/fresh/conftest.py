@@ -1,18 +1,20 @@
 """Session-wide pieces of the fresh-environment checks: the wheelhouse, one copy of the
-checkout, and one virtualenv per set of extras (created on first use, shared by the tests)."""
+checkout and its wheel, and one virtualenv per set of extras.
+
+A test names its venv with ``@pytest.mark.fresh_venv(*extras)`` and takes the ``venv``
+fixture; every venv the selected tests name starts building when the first is asked for.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.servers import REPO_ROOT
 
-from .environments import Checkout, FreshVenv, Wheelhouse, copy_checkout
-
-VenvFactory = Callable[[Sequence[str]], FreshVenv]
+from .environments import Checkout, FreshVenv, Venvs, Wheelhouse, build_wheel, copy_checkout
 
 
 @pytest.fixture(scope="session")
@@ -26,19 +28,24 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Checkout:
 
 
 @pytest.fixture(scope="session")
-def venv_with(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Wheelhouse,
-              checkout: Checkout) -> VenvFactory:
-    """``venv_with(["demo", "fastapi"])``: the venv with exactly those extras of the checkout."""
-    made: dict[tuple[str, ...], FreshVenv] = {}
+def venvs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, wheelhouse: Wheelhouse,
+          checkout: Checkout) -> Iterator[Venvs]:
+    wheel = build_wheel(checkout, wheelhouse, tmp_path_factory.mktemp("wheel"))
+    pool = Venvs(tmp_path_factory.mktemp("venvs"), wheel=wheel, wheelhouse=wheelhouse)
+    for item in request.session.items:
+        marker = item.get_closest_marker("fresh_venv")
+        if marker is not None:
+            pool.prepare(marker.args)
+    yield pool
+    pool.close()
 
-    def venv(extras: Sequence[str]) -> FreshVenv:
-        key = tuple(sorted(extras))
-        if key not in made:
-            folder = tmp_path_factory.mktemp("venv-" + ("-".join(key) or "bare"))
-            made[key] = FreshVenv(folder / "venv", wheelhouse=wheelhouse).install(checkout, key)
-        return made[key]
 
-    return venv
+@pytest.fixture
+def venv(request: pytest.FixtureRequest, venvs: Venvs) -> FreshVenv:
+    """The venv with exactly the extras of the test's ``fresh_venv`` marker."""
+    marker = request.node.get_closest_marker("fresh_venv")
+    assert marker is not None, "mark the test with @pytest.mark.fresh_venv(*extras)"
+    return venvs.get(marker.args)
 
 
 @pytest.fixture

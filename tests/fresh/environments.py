@@ -19,12 +19,13 @@ import sys
 import tempfile
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.servers import REPO_ROOT, free_port, stop_process_group, wait_for_port
 
-__all__ = ["Checkout", "FreshVenv", "Wheelhouse", "copy_checkout", "serving"]
+__all__ = ["Checkout", "FreshVenv", "Venvs", "Wheelhouse", "build_wheel", "copy_checkout", "serving"]
 
 # hatchling builds the editable install (pip's isolated build environment needs it and its
 # `editables` from the wheelhouse too, since installs are --no-index).
@@ -106,7 +107,7 @@ def copy_checkout(destination: Path) -> Checkout:
 
 
 class FreshVenv:
-    """A virtualenv of the base interpreter with the checkout installed editable with ``extras``."""
+    """A virtualenv of the base interpreter (no system site-packages), pip-less unless asked."""
 
     def __init__(self, path: Path, *, wheelhouse: Wheelhouse, with_pip: bool = False) -> None:
         self.path = path
@@ -124,11 +125,15 @@ class FreshVenv:
         return clean_environ(PATH=f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
                              VIRTUAL_ENV=str(self.path), **self.wheelhouse.pip_environ(), **extra)
 
-    def install(self, checkout: Checkout, extras: Sequence[str]) -> FreshVenv:
-        """``pip install -e ".[extras]"``, with this process's pip driving the venv's python."""
-        spec = f"{checkout.root}[{','.join(extras)}]" if extras else str(checkout.root)
-        run([sys.executable, "-m", "pip", "--python", self.python, "install", "-q", "--no-index", "--no-compile",
-             "--find-links", str(self.wheelhouse.path), "-e", spec], cwd=checkout.root, env=self.environ())
+    def pip(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """This process's pip driving the venv's python, offline, from the wheelhouse."""
+        return subprocess.run([sys.executable, "-m", "pip", "--python", self.python, *args, "--no-index",
+                               "--find-links", str(self.wheelhouse.path)], env=self.environ(), capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL, timeout=COMMAND_TIMEOUT_SECONDS, check=True)
+
+    def install(self, wheel: Path, extras: Sequence[str]) -> FreshVenv:
+        """``pip install "scalekit[extras]"`` (from the checkout's wheel), bytecode left to imports."""
+        self.pip("install", "-q", "--no-compile", f"{wheel}[{','.join(extras)}]" if extras else str(wheel))
         return self
 
     def run(self, args: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None = None,
@@ -137,6 +142,41 @@ class FreshVenv:
         return subprocess.run([str(self.bin / args[0]), *args[1:]], cwd=cwd, env=self.environ(**(env or {})),
                               capture_output=True, text=True, stdin=subprocess.DEVNULL,
                               timeout=COMMAND_TIMEOUT_SECONDS, check=check)
+
+
+def build_wheel(checkout: Checkout, wheelhouse: Wheelhouse, destination: Path) -> Path:
+    """The checkout's wheel, built once for every venv (an editable install would build it in
+    each; ``make demo``'s own ``pip install -e`` is run as it is)."""
+    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-index", "--find-links",
+         str(wheelhouse.path), "-w", str(destination), str(checkout.root)], cwd=checkout.root, env=clean_environ())
+    (wheel,) = destination.glob("scalekit-*.whl")
+    return wheel
+
+
+class Venvs:
+    """One venv per set of extras, built in the background (two at a time, for two cores)
+    as soon as the session knows which its tests need, and handed out when ready."""
+
+    def __init__(self, folder: Path, *, wheel: Path, wheelhouse: Wheelhouse) -> None:
+        self.folder = folder
+        self.wheel = wheel
+        self.wheelhouse = wheelhouse
+        self._builds: dict[tuple[str, ...], Future[FreshVenv]] = {}
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fresh-venv")
+
+    def prepare(self, extras: Sequence[str]) -> Future[FreshVenv]:
+        key = tuple(sorted(extras))
+        if key not in self._builds:
+            path = self.folder / ("-".join(key) or "bare")
+            self._builds[key] = self._executor.submit(
+                lambda: FreshVenv(path, wheelhouse=self.wheelhouse).install(self.wheel, key))
+        return self._builds[key]
+
+    def get(self, extras: Sequence[str]) -> FreshVenv:
+        return self.prepare(extras).result(timeout=COMMAND_TIMEOUT_SECONDS)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def run(args: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> None:
@@ -162,6 +202,10 @@ def serving(args: Sequence[str], *, venv: FreshVenv, cwd: Path, port: int | None
     try:
         wait_for_port(port, process=process, log_path=log_path, timeout_seconds=SERVER_START_TIMEOUT_SECONDS)
         yield f"http://127.0.0.1:{port}"
+    except AssertionError as failed:
+        lines = log_path.read_text(errors="replace").splitlines()[-40:]
+        failed.add_note("the server's output:\n" + "\n".join(lines))
+        raise
     finally:
         stop_process_group(process)
         log_path.unlink(missing_ok=True)

@@ -17,7 +17,6 @@ import pytest
 
 from tests.servers import REPO_ROOT
 
-from .conftest import VenvFactory
 from .environments import Checkout, FreshVenv, Wheelhouse, serving
 from .readme import walkthrough
 
@@ -49,10 +48,12 @@ def test_make_demo_twice_in_a_new_virtualenv(tmp_path_factory: pytest.TempPathFa
     assert checkout.state_dirs() == [], "the demo wrote its state into the checkout"
 
 
-@pytest.mark.parametrize("framework", ["builtin", "fastapi", "django"])
+@pytest.mark.parametrize("framework", [
+    pytest.param(framework, marks=pytest.mark.fresh_venv(*make_demo_extras(framework)), id=framework)
+    for framework in ("builtin", "fastapi", "django")
+])
 def test_every_demo_walks_through_in_a_venv_with_what_make_demo_installs(
-        framework: str, venv_with: VenvFactory, checkout: Checkout) -> None:
-    venv = venv_with(make_demo_extras(framework))
+        framework: str, venv: FreshVenv, checkout: Checkout) -> None:
     with serving(["scalekit", "demo", "--framework", framework, "--port", "{port}"], venv=venv,
                  cwd=checkout.root) as url:
         walk(url)

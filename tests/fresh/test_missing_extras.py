@@ -5,26 +5,19 @@ a demo that needs another extra stops with one line naming the command that inst
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import VenvFactory
 from .environments import Checkout, FreshVenv
 from .readme import snippet, snippet_extras
 
-pytestmark = pytest.mark.fresh
+FLASK_APP_EXTRAS = snippet_extras("flask")
+assert sorted(FLASK_APP_EXTRAS) == ["flask", "server"], "these tests need a venv without redis, psycopg2, servestatic"
+pytestmark = [pytest.mark.fresh, pytest.mark.fresh_venv(*FLASK_APP_EXTRAS)]
 
 REDIS_URL = {"SCALEKIT_REDIS_URL": "redis://127.0.0.1:6379/0"}
 POSTGRES_URL = {"SCALEKIT_POOL_DATABASES_DEFAULT_URL": "postgresql://postgres@127.0.0.1:5432/test"}
-
-
-@pytest.fixture
-def venv(venv_with: VenvFactory) -> FreshVenv:
-    extras = snippet_extras("flask")
-    assert sorted(extras) == ["flask", "server"]
-    return venv_with(extras)
 
 
 def one_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -67,8 +60,5 @@ def test_demo_names_what_make_demo_installs(framework: str, message: str, venv: 
 
 
 def test_the_named_command_installs_what_was_missing(venv: FreshVenv, user_folder: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "pip", "--python", venv.python, "install", "--dry-run",
-                             "--no-index", "--find-links", str(venv.wheelhouse.path), "scalekit[redis]"],
-                            cwd=user_folder, env=venv.environ(), capture_output=True, text=True, timeout=120,
-                            check=True)
+    result = venv.pip("install", "--dry-run", "scalekit[redis]")
     assert "Would install" in result.stdout and "redis-" in result.stdout, result.stdout

@@ -10,7 +10,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import VenvFactory
 from .environments import FreshVenv, serving
 from .readme import build_django_project, check_snippet_app, snippet, snippet_extras
 
@@ -23,17 +22,17 @@ def serve_and_check(venv: FreshVenv, folder: Path, serve: str) -> None:
         check_snippet_app(client.get, client.post)
 
 
-@pytest.mark.parametrize("framework", ["flask", "fastapi"])
-def test_the_readme_app_served_with_scalekit_serve(framework: str, venv_with: VenvFactory,
-                                                  user_folder: Path) -> None:
-    venv = venv_with(snippet_extras(framework))
+@pytest.mark.parametrize("framework", [
+    pytest.param(framework, marks=pytest.mark.fresh_venv(*snippet_extras(framework)), id=framework)
+    for framework in ("flask", "fastapi")
+])
+def test_the_readme_app_served_with_scalekit_serve(framework: str, venv: FreshVenv, user_folder: Path) -> None:
     (user_folder / "app.py").write_text(snippet(framework))
     serve_and_check(venv, user_folder, "scalekit serve app:app")
 
 
-def test_the_readme_django_project_built_and_served(venv_with: VenvFactory, user_folder: Path) -> None:
-    venv = venv_with(snippet_extras("django"))
-
+@pytest.mark.fresh_venv(*snippet_extras("django"))
+def test_the_readme_django_project_built_and_served(venv: FreshVenv, user_folder: Path) -> None:
     def shell(line: str) -> None:
         result = subprocess.run(["bash", "-c", line], cwd=user_folder, env=venv.environ(), capture_output=True,
                                 text=True, timeout=120, check=False)
