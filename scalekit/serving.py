@@ -313,8 +313,7 @@ def exec_server(plan: ServePlan) -> None:
         _remove_after_exit(plan.cleanup_dirs)
     if importlib.util.find_spec(plan.server) is None:
         extra = "granian" if plan.server == "granian" else "server"
-        click.echo(f"scalekit: {MissingExtraError(f'{plan.server} is not installed', extras=(extra,))}", err=True)
-        sys.exit(2)
+        raise click.ClickException(str(MissingExtraError(f"{plan.server} is not installed", extras=(extra,))))
     directory = plan.env.get("PROMETHEUS_MULTIPROC_DIR")
     if directory and plan.server != "gunicorn":
         # gunicorn empties it in its on_starting hook; the others have no such hook, and metric
