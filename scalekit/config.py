@@ -33,6 +33,7 @@ __all__ = [
     "Config",
     "MetricsConfig",
     "RedisConfig",
+    "TracingConfig",
     "env_name",
     "iter_settings",
     "load_config",
@@ -128,6 +129,15 @@ class RedisConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """OpenTelemetry spans (the ``otel`` extra): a server span per request unless the app's own
+    instrumentation already made one, and inside it the cache lookups and stores, tag
+    invalidations and pool checkouts. Off: nothing of OpenTelemetry is imported."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration; build it with :func:`load_config`, derive with ``replace``."""
 
@@ -140,6 +150,7 @@ class Config:
     cdn: CDNConfig = field(default_factory=CDNConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
     def __post_init__(self) -> None:
         require(len(self.allowed_hosts) > 0, "allowed_hosts", self.allowed_hosts,

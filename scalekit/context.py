@@ -43,6 +43,7 @@ class RequestContext:
 
     __slots__ = (
         "__weakref__",
+        "db_seconds",
         "method",
         "path",
         "route",
@@ -59,6 +60,8 @@ class RequestContext:
         self.tags: set[str] = set()
         self.tables_read: set[str] = set()
         self.tables_written: set[str] = set()
+        # Time the request's statements took on its pooled connections (the pool adds to it).
+        self.db_seconds = 0.0
         # Per-layer scratch space, keyed by layer name ("cache", "pool", ...).
         self.state: dict[str, Any] = {}
 

@@ -26,10 +26,12 @@ __all__ = ["LAYER_ORDER", "detect_kind", "wrap"]
 
 log = logging.getLogger("scalekit")
 
-# Outermost first: metrics sees every request (cache hits and shed requests included), CDN
-# stamps what the cache serves, the cache answers before a pooled connection is ever lent.
-LAYER_ORDER = ("metrics", "cdn", "cache", "pool")
+# Outermost first: the request's span (tracing, off by default) holds everything, metrics
+# sees every request (cache hits and shed requests included), CDN stamps what the cache
+# serves, the cache answers before a pooled connection is ever lent.
+LAYER_ORDER = ("tracing", "metrics", "cdn", "cache", "pool")
 _LAYER_MODULES = {
+    "tracing": "scalekit.tracing.layer",
     "metrics": "scalekit.metrics",
     "cdn": "scalekit.cdn.layer",
     "cache": "scalekit.cache.layer",

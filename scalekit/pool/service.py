@@ -46,9 +46,13 @@ class PoolService:
         config = runtime.config.pool
         self.runtime = runtime
         self.config = config
+        database_class = Database
+        if runtime.config.tracing.enabled:  # checkouts as spans; off, nothing is imported
+            from ..tracing.spans import traced_database_class
+            database_class = traced_database_class()
         self.databases = {
-            name: Database(name, database, state_dir=runtime.config.state_dir,
-                           track_tables=config.track_tables)
+            name: database_class(name, database, state_dir=runtime.config.state_dir,
+                                 track_tables=config.track_tables)
             for name, database in config.databases.items()
         }
         set_parse_cache_size(config.parsed_statement_cache_size)

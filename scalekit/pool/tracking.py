@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -73,6 +74,7 @@ class ConnectionWatch:
         "invalidate",
         "lock",
         "released",
+        "started",
         "touched",
         "track_tables",
     )
@@ -84,6 +86,7 @@ class ConnectionWatch:
         self.track_tables = track_tables
         self.lock = threading.Lock()
         self.executing: set[int] = set()
+        self.started: dict[int, float] = {}  # when each statement in flight began
         self.released = False
         self.touched = False
         self._pending: list[set[str]] = [set()]  # written tables, one set per savepoint level
@@ -96,6 +99,13 @@ class ConnectionWatch:
                 return False
             self.released = True
             return True
+
+    def add_statement_time(self, statement: int) -> None:
+        """A statement ended (or failed): add its time to the request's database time."""
+        started = self.started.pop(statement, None)
+        if started is not None:
+            with self.lock:  # statements of one request may run in several threads
+                self.ctx.db_seconds += time.perf_counter() - started
 
     def record(self, access: TableAccess, *, autocommit: bool) -> None:
         """A statement ran: note what it read and wrote (``autocommit``: committed already)."""
@@ -225,6 +235,7 @@ def install_events(engine: Engine, *, track_tables: bool) -> None:
                     "this request's database connection was already given back (response "
                     "started with release_at_response_start(), or the client disconnected).")
             watch.executing.add(id(context))
+            watch.started[id(context)] = time.perf_counter()
 
     @event.listens_for(engine, "after_cursor_execute")
     def _after_cursor_execute(conn: Connection, cursor: Any, statement: str, parameters: Any,
@@ -233,6 +244,7 @@ def install_events(engine: Engine, *, track_tables: bool) -> None:
         if watch is None:
             return
         watch.executing.discard(id(context))
+        watch.add_statement_time(id(context))
         if not watch.track_tables:
             return
         compiled = context.compiled if context is not None else None
@@ -249,6 +261,7 @@ def install_events(engine: Engine, *, track_tables: bool) -> None:
         if watch is None:
             return
         watch.executing.discard(id(exception_context.execution_context))
+        watch.add_statement_time(id(exception_context.execution_context))
         if exception_context.statement is None:  # no statement: the COMMIT (or a rollback)
             watch.commit_failed(outcome_known=not exception_context.is_disconnect)
 
