@@ -117,9 +117,11 @@ class Snapshot:
 
     @property
     def hit_ratio(self) -> float | None:
-        """Fresh hits over the requests the cache looked up (None before the first)."""
+        """Requests answered from the cache (fresh or stale) over those it looked up, as the
+        dashboard's "Overall hit ratio" (None before the first)."""
         looked_up = sum(self.outcomes.get(outcome, 0.0) for outcome in LOOKED_UP)
-        return self.cache_hits / looked_up if looked_up else None
+        answered = self.cache_hits + self.outcomes.get("stale", 0.0)
+        return answered / looked_up if looked_up else None
 
     @property
     def lag_count(self) -> float:
