@@ -205,7 +205,8 @@ def is_in_range(entry: CachedEntry) -> bool:
             and 0.0 <= entry.corrected_initial_age_seconds <= top
             and 0.0 <= entry.freshness_lifetime_seconds <= top
             and 0.0 <= entry.stale_while_revalidate_seconds <= top
-            and 0.0 <= entry.stale_if_error_seconds <= top):
+            and 0.0 <= entry.stale_if_error_seconds <= top
+            and 0.0 <= entry.origin_seconds <= top and 0.0 <= entry.db_seconds <= top):
         return False
     headers = entry.headers
     if headers:

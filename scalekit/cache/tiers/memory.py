@@ -51,7 +51,7 @@ _EMPTY_BYTES_BYTES = sys.getsizeof(b"")
 _FLOAT_BYTES = sys.getsizeof(0.0)
 _FLOAT_FIELDS = ("request_time", "response_time", "corrected_initial_age_seconds",
                  "freshness_lifetime_seconds", "stale_while_revalidate_seconds",
-                 "stale_if_error_seconds")
+                 "stale_if_error_seconds", "origin_seconds", "db_seconds")
 # Fields that cost nothing of their own: the status (a small int, cached by CPython, counted
 # below when it is not) and the booleans (singletons).
 _SHARED_FIELDS = ("status", "requires_revalidation", "must_revalidate", "is_vary_index")
@@ -73,7 +73,7 @@ def memory_footprint(key: str, entry: CachedEntry) -> int:
     lengths, and header text, when all ASCII as it nearly always is, from its total length.
     """
     size = (_getsizeof(key) + _ENTRY_BYTES + ITEM_OVERHEAD_BYTES + _EMPTY_BYTES_BYTES
-            + len(entry.body) + 6 * _FLOAT_BYTES)
+            + len(entry.body) + len(_FLOAT_FIELDS) * _FLOAT_BYTES)
     headers = entry.headers
     if headers:
         count = len(headers)

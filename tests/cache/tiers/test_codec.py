@@ -36,6 +36,9 @@ entries = st.builds(
     tags=st.lists(st.tuples(text, st.integers(0, 2**62)), max_size=4).map(tuple),
     vary=st.lists(names, max_size=3).map(tuple),
     secondary_key=text,
+    route=text,
+    origin_seconds=seconds,
+    db_seconds=seconds,
 )
 codecs = st.sampled_from([
     Codec(compress_min_bytes=0),
@@ -145,6 +148,10 @@ def entry_with(**fields: object) -> CachedEntry:
     pytest.param(entry_with(stale_while_revalidate_seconds=math.inf), id="infinite swr"),
     pytest.param(entry_with(stale_if_error_seconds=MAX_SECONDS * 2), id="sie past the bound"),
     pytest.param(entry_with(vary=("accept language",)), id="Vary names a non-token"),
+    # Added to counters on every hit: one NaN or negative would corrupt them for good.
+    pytest.param(entry_with(origin_seconds=math.nan), id="NaN origin time"),
+    pytest.param(entry_with(origin_seconds=-0.5), id="negative origin time"),
+    pytest.param(entry_with(db_seconds=math.inf), id="infinite database time"),
 ])
 def test_values_out_of_range_are_refused(entry: CachedEntry) -> None:
     codec = Codec(compress_min_bytes=0)
