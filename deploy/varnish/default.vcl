@@ -1,24 +1,28 @@
 # scalekit edge cache for Varnish 7 with vmod_xkey (Debian: varnish + varnish-modules).
 #
-# Pages are stored as the app's Cache-Control says (s-maxage, max-age; never private, no-store
-# or Set-Cookie responses: Varnish's built-in rules) and tagged with the app's xkey header
-# (cdn.surrogate_keys = "varnish"). scalekit purges them on every invalidation (cdn.purge with
-# a varnish target): PURGE with "xkey-purge: tag1 tag2" (or "xkey-softpurge") drops every
-# object carrying one of the tags; PURGE of a URL drops that URL (all its variants).
+# Where it stands (deploy/docker-compose.prod.yml): nginx (TLS, static files, forwarded-header
+# rules, gzip) -> Varnish :6081 (this cache) -> nginx :8080 (balances over the app replicas)
+# -> the app. In Kubernetes: ingress-nginx -> Varnish -> the app's Service.
+#
+# Pages are stored as the app's Cache-Control says (s-maxage, max-age, Expires; never private,
+# no-store or Set-Cookie responses: Varnish's built-in rules) and tagged with the app's xkey
+# header (cdn.surrogate_keys = "varnish"). scalekit purges them on every invalidation (cdn.purge
+# with a varnish target): PURGE with "xkey-purge: tag1 tag2" (or "xkey-softpurge") drops every
+# object carrying one of the tags; PURGE of a URL drops that URL, every variant of it.
 #
 # Two listen addresses, started as:  varnishd -a :6081 -a purge=:6091 -f default.vcl ...
-#   :6081   traffic from the load balancer in front (nginx); never accepts PURGE.
+#   :6081   traffic from the load balancer in front; never accepts PURGE.
 #   :6091   purges only ("purge" socket), from the addresses in acl purgers: the app fleet.
-# Keep 6091 off any public network. Tested by tests/edge/test_varnish.py with the backend
-# address adapted (and by the deploy tests as shipped in the stack).
+# Keep 6091 off any public network. Tested by tests/edge/test_varnish.py and, in the shipped
+# stack, by tests/deploy (both with only the backend's address adapted).
 
 vcl 4.1;
 
 import std;
 import xkey;
 
-# The app fleet, behind the load balancer's internal port (nginx balances over the replicas
-# and follows their addresses; a Varnish backend is one address).
+# The app fleet, behind the load balancer's internal port: nginx balances over the replicas and
+# follows their addresses as they change (a Varnish backend is one address).
 backend fleet {
     .host = "nginx";
     .port = "8080";
@@ -27,8 +31,8 @@ backend fleet {
     .between_bytes_timeout = 30s;
 }
 
-# Who may purge, on the purge socket: loopback and private networks (the fleet's pods or
-# containers). Narrow it to your app's network if others share it.
+# Who may purge, on the purge socket: loopback and private networks (the fleet's containers or
+# pods). Narrow it to your app's network if others share it.
 acl purgers {
     "127.0.0.1";
     "::1";
@@ -51,33 +55,42 @@ sub vcl_recv {
             set req.http.n-gone = xkey.softpurge(req.http.xkey-softpurge);
             return (synth(200, "Soft-purged " + req.http.n-gone));
         }
-        return (purge);    # this URL (host, path, query, scheme), every variant
+        return (purge);    # this URL (scheme, host, path and query), every variant
     }
     if (local.socket == "purge") {
         return (synth(403, "Purges only"));
     }
+    unset req.http.X-Edge-Pass;
 
-    # The scheme is the load balancer's word (nginx sets it, replacing the client's); plain
-    # http when Varnish is reached directly. It is part of the key, as in the app's.
+    # The load balancer in front established who the client is (X-Real-IP): the app gets that
+    # one address, not a chain with the load balancer's own appended.
+    if (req.http.X-Real-IP) {
+        set req.http.X-Forwarded-For = req.http.X-Real-IP;
+    }
+    # The scheme is the load balancer's word (nginx replaces the client's); plain http when
+    # Varnish is reached directly. It is part of the key, as in the app's.
     if (!req.http.X-Forwarded-Proto) {
         set req.http.X-Forwarded-Proto = "http";
     }
-    # One key per page whatever the order of its query parameters, and tracking parameters
+    # One entry per page whatever the order of its query parameters, and tracking parameters
     # never make a new one (the app's key drops the same: cache.ignored_query_params).
     set req.url = regsuball(req.url, "(?<=[?&])(utm_[a-z_]+|fbclid|gclid|msclkid|mc_cid|mc_eid)=[^&]*(&|$)", "");
     set req.url = regsub(req.url, "[?&]$", "");
     set req.url = std.querysort(req.url);
 
     if (req.method != "GET" && req.method != "HEAD") {
+        set req.http.X-Edge-Pass = "method";
         return (pass);
     }
     # Credentials and logged-in sessions go to the app (its tiers key and tag per user where
-    # needed). List your app's session cookie names here, as in nginx.conf.
+    # needed) and never wait behind another request. List your app's session cookie names here.
     if (req.http.Authorization || req.http.Cookie ~ "(^|;\s*)(session|sessionid)=") {
+        set req.http.X-Edge-Pass = "credentials";
         return (pass);
     }
     # Other cookies (analytics, consent) do not keep a page out of the cache: a response that
-    # depends on one must say so (Vary, private), as it must for any shared cache.
+    # depends on one must say so (Vary, private), as it must for any shared cache. Concurrent
+    # misses for one page wait for the one request that fetches it.
     return (hash);
 }
 
@@ -89,19 +102,25 @@ sub vcl_hash {
 }
 
 sub vcl_backend_response {
+    # A refresh of a stale page that failed: keep serving the stale copy (the one below).
+    if (bereq.is_bgfetch && beresp.status >= 500) {
+        return (abandon);
+    }
+    # Past its lifetime a page is kept an hour: served stale while one request refreshes it in
+    # the background, and while the fleet cannot answer. A purge removes it at once all the same.
     # Varnish's built-in rules then refuse Set-Cookie, private, no-store and no-cache
     # responses, and take the lifetime from s-maxage / max-age / Expires.
-    # Served stale for 10 s while one request refreshes it, unless the app said otherwise
-    # (stale-while-revalidate sets beresp.grace).
-    if (beresp.grace < 10s) {
-        set beresp.grace = 10s;
-    }
+    set beresp.grace = 1h;
 }
 
 sub vcl_deliver {
     # The tags are for this cache only.
     unset resp.http.xkey;
-    if (obj.hits > 0) {
+    if (req.http.X-Edge-Pass) {
+        set resp.http.X-Cache-Status = "BYPASS";
+    } else if (obj.hits > 0 && obj.ttl <= 0s) {
+        set resp.http.X-Cache-Status = "STALE";
+    } else if (obj.hits > 0) {
         set resp.http.X-Cache-Status = "HIT";
     } else {
         set resp.http.X-Cache-Status = "MISS";

@@ -9,11 +9,13 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from scalekit.cdn.assets import build_assets
+from tests.edge.varnish import Varnish, running_varnish
 from tests.servers import free_port
 
 from .harness import (
@@ -47,12 +49,14 @@ def require_binary(name: str) -> str:
 
 @dataclass
 class Edge:
-    """nginx (test copy of deploy/nginx) in front of app instances, all on 127.0.0.1."""
+    """nginx (test copy of deploy/nginx) in front of Varnish (deploy/varnish) in front of
+    nginx's fleet server in front of app instances, all on 127.0.0.1."""
 
     url: str
     fleet: list[AppInstance]
     workdir: Path
     static_root: Path
+    cache: Varnish
 
     def counts(self, path: str) -> Counter[str]:
         """Requests to ``path`` each instance saw (asked directly, bypassing nginx)."""
@@ -84,17 +88,20 @@ def make_static_root(workdir: Path) -> Path:
 
 
 @contextlib.contextmanager
-def start_edge(workdir: Path, count: int = 3) -> Iterator[Edge]:
-    """Start ``count`` instances and nginx in front of them; stop everything on exit."""
+def start_edge(workdir: Path, count: int = 3, **instance_settings: Any) -> Iterator[Edge]:
+    """Start ``count`` instances and the edge in front of them; stop everything on exit."""
     binary = require_binary("nginx")
     static_root = make_static_root(workdir)
-    with run_fleet(workdir, count) as fleet:
+    fleet_port, purge_port = free_port(), free_port()
+    with running_varnish(fleet_port, purge_port=purge_port) as cache, \
+            run_fleet(workdir, count, **instance_settings) as fleet:
         port = free_port()
         config = render_nginx_config(workdir / "nginx", listen_port=port,
                                      upstream_ports=[instance.port for instance in fleet],
-                                     static_root=static_root)
+                                     static_root=static_root, cache_port=cache.port,
+                                     fleet_port=fleet_port)
         with run_nginx(binary, config, port) as url:
-            yield Edge(url, fleet, workdir, static_root)
+            yield Edge(url, fleet, workdir, static_root, cache)
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,13 @@
 """Run the shipped deploy/ artefacts on this machine: nginx with a test copy of the config, app
-instances under the shipped gunicorn settings, the compose file's Redis command, and Prometheus.
+instances under the shipped gunicorn settings, the compose file's Redis command, and Prometheus
+(Varnish with the shipped VCL runs through tests/edge/varnish.py).
 
 Everything listens on 127.0.0.0/8 on free ports, runs in its own process group and is stopped
 by the context manager that started it. The test copy of the nginx config changes only what
 cannot work here (upstream host names or the resolver's address, ports, absolute paths, the
-user, the trusted load balancer's address); every rewrite must match, so a change to the
-shipped config that the harness does not understand fails loudly.
+user, the trusted load balancer's address, the edge cache's address, the balancing server's
+listen address and the one address it admits, Varnish's); every rewrite must match, so a change
+to the shipped config that the harness does not understand fails loudly.
 """
 
 from __future__ import annotations
@@ -67,14 +69,17 @@ def _replace(text: str, pattern: str, replacement: str | Callable[[re.Match[str]
 
 def render_nginx_config(
     workdir: Path, *, listen_port: int, upstream_ports: Sequence[int] = (), static_root: Path,
-    resolver: str | None = None, upstream_port: int | None = None,
+    resolver: str | None = None, upstream_port: int | None = None, cache_port: int = 9,
+    fleet_port: int | None = None,
 ) -> Path:
     """Write the test copy of deploy/nginx/ into ``workdir``; return the main config's path.
 
     By default the upstream name is replaced by ``upstream_ports`` on 127.0.0.1 (nginx 1.22 has
     no "resolve"). With ``resolver`` (``127.0.0.1:PORT``) the upstream server stays as shipped,
     looked up through that DNS server, with only its port changed to ``upstream_port``, and the
-    lookups repeat every second instead of every 10 s.
+    lookups repeat every second instead of every 10 s. The edge cache (Varnish) is
+    127.0.0.1:``cache_port``; the server Varnish fetches from listens on 127.0.0.1:``fleet_port``
+    and admits 127.0.0.1 (Varnish's address here).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     main = (NGINX_DIR / "nginx.conf").read_text()
@@ -86,7 +91,6 @@ def render_nginx_config(
     main = _replace(main, r"^error_log \S+", f"error_log {workdir}/error.log", where="nginx.conf")
     main = _replace(main, r"access_log /var/log/nginx/access.log", f"access_log {workdir}/access.log",
                     where="nginx.conf")
-    main = _replace(main, r"proxy_cache_path \S+", f"proxy_cache_path {workdir}/cache", where="nginx.conf")
     main = _replace(main, r"^(\s*)set_real_ip_from .*$", rf"\1set_real_ip_from {TRUSTED_LOAD_BALANCER};",
                     where="nginx.conf")
 
@@ -103,6 +107,8 @@ def render_nginx_config(
                         where="nginx.conf resolver")
     temp_paths = "".join(f"    {name}_temp_path {workdir}/{name}_temp;\n"
                          for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    main = _replace(main, r"^(\s*)server varnish:6081([^;]*) resolve;", rf"\1server 127.0.0.1:{cache_port}\2;",
+                    where="nginx.conf edge cache upstream")
     main = _replace(main, r"^\s*include /etc/nginx/conf.d/scalekit.conf;",
                     f"{temp_paths}    include {workdir}/scalekit.conf;", where="nginx.conf")
 
@@ -110,6 +116,9 @@ def render_nginx_config(
                     where="scalekit.conf")
     site = _replace(site, r"^\s*listen \[::\]:80 default_server;\n", "", where="scalekit.conf")
     site = _replace(site, r"root /srv/scalekit;", f"root {static_root};", where="scalekit.conf")
+    site = _replace(site, r"^(\s*)listen 8080;", rf"\1listen 127.0.0.1:{fleet_port or free_port()};",
+                    where="scalekit.conf fleet server")
+    site = _replace(site, r"^(\s*)allow 172\.30\.0\.11;", r"\1allow 127.0.0.1;", where="scalekit.conf fleet server")
 
     (workdir / "scalekit.conf").write_text(site)
     (workdir / "nginx.conf").write_text(main)

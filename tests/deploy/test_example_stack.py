@@ -1,16 +1,23 @@
 """The container's defaults, run here: the example shop (gunicorn.conf.py's default APP_MODULE)
 with the compose file's app environment, its assets built by the Dockerfile's command, behind the
-shipped nginx, and the compose file's Redis command with its password. What cannot run on this
-machine is swapped for a local equivalent: Postgres for a SQLite file, the compose network's
-addresses for loopback.
+shipped edge (nginx, Varnish, nginx), and the compose file's Redis command with its password.
+What cannot run on this machine is swapped for a local equivalent: Postgres for a SQLite file,
+the compose network's addresses for loopback (Varnish's purge address among them).
+
+As shipped, the edge is purged: a price change made through the shop, and ``scalekit
+invalidate`` run with the compose environment, each make Varnish stop serving the old page
+within a second (polled against that deadline).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -18,6 +25,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.edge.varnish import running_varnish
 from tests.servers import REPO_ROOT, free_port
 
 from .artefacts import SAMPLE_SECRETS, compose_app_environment
@@ -78,41 +86,86 @@ def test_example_shop_runs_behind_the_edge_with_the_shipped_settings(tmp_path: P
 
 
 def run_the_shop(tmp_path: Path, environment: dict[str, str], binary: str, static_root: Path) -> None:
+    fleet_port, purge_port = free_port(), free_port()
+    assert environment["SCALEKIT_CDN_PURGE_TARGETS_EDGE_URLS"] == "http://varnish:6091"
+    environment["SCALEKIT_CDN_PURGE_TARGETS_EDGE_URLS"] = f"http://127.0.0.1:{purge_port}"
     instance = AppInstance("shop", tmp_path, target=None, workers=int(environment["WEB_CONCURRENCY"]),
                            threads=int(environment["THREADS"]), env=environment, ready_path="/metrics")
     try:
         instance.start()
         port = free_port()
-        config = render_nginx_config(tmp_path / "nginx", listen_port=port, upstream_ports=[instance.port],
-                                     static_root=static_root)
         host = {"Host": environment["SCALEKIT_ALLOWED_HOSTS"].split(",")[0]}
-        with run_nginx(binary, config, port) as url, httpx.Client(base_url=url, headers=host, timeout=10) as client:
-            # As shipped, pages are cached at the edge and in the app: the app stamps shared
-            # freshness (the CDN policy), stores the page in its own tiers, and nginx answers
-            # the second request without asking the app.
-            for target in ("/", "/products/1", "/api/products/1"):
-                first = client.get(target)
-                assert first.status_code == 200 and first.headers["x-cache-status"] == "MISS", target
-                assert "s-maxage=" in first.headers["cache-control"], target
-                assert "stored" in first.headers["cache-status"], target
-                second = client.get(target)
-                assert second.headers["x-cache-status"] == "HIT" and second.content == first.content, target
-            assert app_requests(instance, "/") == 1
-            # Another host is served, never cached by the app, and says why.
-            other = client.get("/", headers={"Host": "elsewhere.example"})
-            assert other.status_code == 200
-            assert other.headers["cache-status"] == "scalekit; fwd=bypass; detail=host-not-allowed"
-            assert sample(instance, "scalekit_host_rejected_total", layer="cache") >= 1
-            page = client.get("/")
-            assets = re.findall(r'"(/static/[^"]+)"', page.text)
-            assert assets, "the shop links its fingerprinted assets"
-            for asset in assets:
-                response = client.get(asset, headers={"Accept-Encoding": "gzip"})
-                assert response.status_code == 200, asset
-                assert "immutable" in response.headers["cache-control"]
-                assert "x-cache-status" not in response.headers   # from disk, never via the app
-            product = client.get("/api/products/1")
-            assert product.status_code == 200 and product.json()["id"] == 1
-            assert client.get("/metrics").status_code == 404
+        with running_varnish(fleet_port, purge_port=purge_port) as cache:
+            config = render_nginx_config(tmp_path / "nginx", listen_port=port, upstream_ports=[instance.port],
+                                         static_root=static_root, cache_port=cache.port, fleet_port=fleet_port)
+            with run_nginx(binary, config, port) as url, \
+                    httpx.Client(base_url=url, headers=host, timeout=10) as client:
+                shop_through_the_edge(client, instance)
+                the_edge_is_purged(client, environment)
     finally:
         instance.stop()
+
+
+def shop_through_the_edge(client: httpx.Client, instance: AppInstance) -> None:
+    """As shipped, pages are cached at the edge and in the app: the app stamps shared freshness
+    (the CDN policy), stores the page in its own tiers, and the edge answers the second request
+    without asking the app."""
+    for target in ("/", "/products/1", "/api/products/1"):
+        first = client.get(target)
+        assert first.status_code == 200 and first.headers["x-cache-status"] == "MISS", target
+        assert "s-maxage=" in first.headers["cache-control"], target
+        assert "stored" in first.headers["cache-status"], target
+        second = client.get(target)
+        assert second.headers["x-cache-status"] == "HIT" and second.content == first.content, target
+    assert app_requests(instance, "/") == 1
+    # Another host is served, never cached by the app, and says why.
+    other = client.get("/", headers={"Host": "elsewhere.example"})
+    assert other.status_code == 200
+    assert other.headers["cache-status"] == "scalekit; fwd=bypass; detail=host-not-allowed"
+    assert sample(instance, "scalekit_host_rejected_total", layer="cache") >= 1
+    page = client.get("/")
+    assets = re.findall(r'"(/static/[^"]+)"', page.text)
+    assert assets, "the shop links its fingerprinted assets"
+    for asset in assets:
+        response = client.get(asset, headers={"Accept-Encoding": "gzip"})
+        assert response.status_code == 200, asset
+        assert "immutable" in response.headers["cache-control"]
+        assert "x-cache-status" not in response.headers   # from disk, never via the app
+    product = client.get("/api/products/1")
+    assert product.status_code == 200 and product.json()["id"] == 1
+    assert client.get("/metrics").status_code == 404
+
+
+
+
+def until(predicate: Callable[[], bool], seconds: float = 1.0) -> bool:
+    """Poll ``predicate`` until it holds or ``seconds`` have passed (a bound, not a speed test)."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def the_edge_is_purged(client: httpx.Client, environment: dict[str, str]) -> None:
+    def price() -> int:
+        return int(client.get("/api/products/1").json()["price_cents"])
+
+    before = price()
+    assert client.get("/api/products/1").headers["x-cache-status"] == "HIT"
+    changed = client.post("/api/products/1/price", json={"price_cents": before + 100})
+    assert changed.status_code == 200 and changed.headers["x-cache-status"] == "BYPASS"
+    assert until(lambda: price() == before + 100), "Varnish served the old price 1 s after the change"
+    assert client.get("/api/products/1").headers["x-cache-status"] == "HIT"   # cached again
+
+    # scalekit invalidate, with the compose environment: the CLI reaches the edge too.
+    page = client.get("/products/1")
+    assert client.get("/products/1").headers["x-cache-status"] == "HIT"
+    result = subprocess.run([sys.executable, "-m", "scalekit.cli", "invalidate", "--tag", "product:1"],
+                            env={**os.environ, **environment}, cwd=REPO_ROOT, check=False,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "edge purge queued for edge" in result.stdout
+    assert until(lambda: client.get("/products/1").headers["x-cache-status"] == "MISS")
+    assert client.get("/products/1").text == page.text

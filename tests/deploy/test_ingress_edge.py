@@ -1,8 +1,9 @@
 """The ingress-nginx edge (deploy/k8s/ingress.yaml + ingress-nginx/controller-configmap.yaml) is
-the same as deploy/nginx/, and really works: its snippets, dropped into an nginx config the way
-the controller places them (http-snippet at http level, location-snippet inside each location,
-after the headers the controller's own template sets), pass ``nginx -t``, cache in front of a
-real instance and keep a client's forwarded headers from the app.
+the same as deploy/nginx/'s front, and really works: its location-snippet, dropped into an nginx
+config the way the controller places it (inside each location, after the headers the
+controller's own template sets), passes ``nginx -t`` and, in front of the shipped edge cache
+(Varnish with the Kubernetes VCL, deploy/k8s/edge-cache-vcl.yaml) in front of a real instance,
+caches and keeps a client's forwarded headers from the app.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.edge.varnish import running_varnish
 from tests.servers import free_port
 
 from .artefacts import K8S_DIR, k8s_object
@@ -54,19 +56,12 @@ def _controller() -> dict[str, str]:
     return dict(k8s_object("ConfigMap", "ingress-nginx-controller")["data"])
 
 
-def _snippets() -> tuple[str, str]:
-    data = _controller()
-    return data["http-snippet"], data["location-snippet"]
+def _location_snippet() -> str:
+    return _controller()["location-snippet"]
 
 
 def _without_comments(text: str) -> str:
     return "\n".join(line.split("#", 1)[0].rstrip() for line in text.splitlines() if line.split("#", 1)[0].strip())
-
-
-def _map_blocks(text: str) -> dict[str, str]:
-    """{variable: normalised body} of every ``map ... $variable { ... }`` block."""
-    blocks = re.findall(r"map (\S+|\"[^\"]*\") (\$\w+) \{(.*?)\n\s*\}", _without_comments(text), flags=re.DOTALL)
-    return {variable: f"{source} " + " ".join(body.split()) for source, variable, body in blocks}
 
 
 def _edge_directives(text: str) -> list[str]:
@@ -76,8 +71,7 @@ def _edge_directives(text: str) -> list[str]:
 
 
 def render(workdir: Path, *, listen_port: int, upstream_port: int) -> Path:
-    http_snippet, location_snippet = _snippets()
-    http_snippet = http_snippet.replace("/tmp/scalekit-edge-cache", str(workdir / "cache"))
+    location_snippet = _location_snippet()
     temp_paths = "".join(f"    {name}_temp_path {workdir}/{name}_temp;\n"
                          for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     config = f"""
@@ -89,7 +83,6 @@ http {{
 {temp_paths}
     access_log {workdir}/access.log;
 {CONTROLLER_MAPS}
-{http_snippet}
     upstream upstream_balancer {{
         server 127.0.0.1:{upstream_port};
         keepalive 8;
@@ -111,23 +104,21 @@ http {{
     return workdir / "nginx.conf"
 
 
-def test_controller_maps_are_the_nginx_tier_maps() -> None:
-    http_snippet, _ = _snippets()
-    controller, shipped = _map_blocks(http_snippet), _map_blocks((NGINX_DIR / "nginx.conf").read_text())
-    # The scheme: nginx/ trusts its load balancer's X-Forwarded-Proto; here it is the one the
-    # controller sends the app (TLS terminates at the controller). Every other map is the same.
-    assert set(controller) == set(shipped) - {"$scalekit_via_load_balancer"}
-    assert {variable: body for variable, body in controller.items() if variable != "$scalekit_scheme"} == {
-        variable: body for variable, body in shipped.items() if variable in controller and variable != "$scalekit_scheme"}
-    assert controller["$scalekit_scheme"].startswith("$pass_access_scheme ")
+def test_the_controller_keeps_no_cache_of_its_own() -> None:
+    # One edge cache, the purgeable one: Varnish (edge-cache.yaml), whose key has the scheme the
+    # controller sends (X-Forwarded-Proto from $pass_access_scheme) and the Host.
+    controller = _controller()
+    assert "http-snippet" not in controller and "proxy_cache" not in controller["location-snippet"]
+    assert "proxy_set_header X-Forwarded-Proto $pass_access_scheme;" in CONTROLLER_HEADERS
+    vcl = k8s_object("ConfigMap", "scalekit-edge-cache-vcl")["data"]["default.vcl"]
+    assert "hash_data(req.http.X-Forwarded-Proto);" in vcl and "hash_data(req.http.host);" in vcl
 
 
 def test_ingress_edge_directives_are_the_nginx_tier_directives() -> None:
-    _, location_snippet = _snippets()
     location = (NGINX_DIR / "scalekit.conf").read_text()
-    location = location[location.index("location / {"):]
-    assert sorted(_edge_directives(location_snippet)) == sorted(_edge_directives(location))
-    assert len(_edge_directives(location_snippet)) >= 25
+    location = location[location.index("location / {"):location.index("# -------", location.index("location / {"))]
+    assert sorted(_edge_directives(_location_snippet())) == sorted(_edge_directives(location))
+    assert len(_edge_directives(_location_snippet())) >= 12
 
 
 def test_no_forwarded_header_is_trusted_and_no_snippet_annotation_is_allowed() -> None:
@@ -150,24 +141,29 @@ def test_ingress_edge_caches_and_keeps_forwarded_headers_from_the_app(tmp_path: 
     binary = require_binary("nginx")
     instance = AppInstance("pod", tmp_path)
     instance.start()
+    vcl = k8s_object("ConfigMap", "scalekit-edge-cache-vcl")["data"]["default.vcl"]
+    vcl = vcl.replace('.host = "scalekit-shop";', '.host = "127.0.0.1";').replace(
+        '.port = "80";', f'.port = "{instance.port}";')
     try:
         port = free_port()
-        config = render(tmp_path / "nginx", listen_port=port, upstream_port=instance.port)
-        with run_nginx(binary, config, port) as url, httpx.Client(base_url=url, timeout=10) as client:
-            page = f"/cacheable?v={uuid.uuid4().hex}"
-            first = client.get(page)
-            assert first.headers["x-cache-status"] == "MISS" and first.headers["age"] == "0"
-            hit = client.get(page)
-            assert hit.headers["x-cache-status"] == "HIT" and "age" not in hit.headers
-            assert client.get(page + "&utm_source=x").headers["x-cache-status"] == "HIT"
-            assert "HIT" not in {client.get("/private").headers["x-cache-status"] for _ in range(3)}
-            links = f"/links?v={uuid.uuid4().hex}"
-            poisoned = client.get(links, headers={"Host": "shop.test", **POISON})
-            assert poisoned.text == f"http://shop.test:{port}/links\n"   # the controller's own port
-            assert client.get(links, headers={"Host": "shop.test"}).headers["x-cache-status"] == "HIT"
-            seen = client.get("/whoami", headers={"Host": "shop.test", **POISON}).json()["headers"]
-            assert not {"forwarded", "x-forwarded-prefix", "x-forwarded-ssl", "x-original-url"} & set(seen)
-            assert seen["x-forwarded-host"] == "shop.test" and seen["x-forwarded-proto"] == "http"
+        with running_varnish(instance.port, vcl_text=vcl) as cache:
+            config = render(tmp_path / "nginx", listen_port=port, upstream_port=cache.port)
+            with run_nginx(binary, config, port) as url, httpx.Client(base_url=url, timeout=10) as client:
+                page = f"/cacheable?v={uuid.uuid4().hex}"
+                first = client.get(page)
+                assert first.headers["x-cache-status"] == "MISS" and first.headers["age"] == "0"
+                hit = client.get(page)
+                assert hit.headers["x-cache-status"] == "HIT" and "x-varnish" not in hit.headers
+                assert client.get(page + "&utm_source=x").headers["x-cache-status"] == "HIT"
+                assert "HIT" not in {client.get("/private").headers["x-cache-status"] for _ in range(3)}
+                links = f"/links?v={uuid.uuid4().hex}"
+                poisoned = client.get(links, headers={"Host": "shop.test", **POISON})
+                assert poisoned.text == f"http://shop.test:{port}/links\n"   # the controller's own port
+                assert client.get(links, headers={"Host": "shop.test"}).headers["x-cache-status"] == "HIT"
+                seen = client.get("/whoami", headers={"Host": "shop.test", **POISON}).json()["headers"]
+                assert not {"forwarded", "x-forwarded-prefix", "x-forwarded-ssl", "x-original-url"} & set(seen)
+                assert seen["x-forwarded-host"] == "shop.test" and seen["x-forwarded-proto"] == "http"
+                assert seen["x-forwarded-for"] == "127.0.0.1"   # one address: the controller's word
     finally:
         instance.stop()
 

@@ -1,8 +1,10 @@
 """The Kubernetes quick-start, complete: one kustomization applies every manifest with the
 namespaces first; pods carry no API token; NetworkPolicies let only the app reach Redis and
-Postgres and only ingress-nginx and Prometheus reach the app; Redis requires its password as the
-compose one does; and kube-prometheus-stack gets a ServiceMonitor, the alert rules and the
-dashboard as objects generated from the files they mirror. (kubernetes-validate checks the
+Postgres, only ingress-nginx reach the edge cache's traffic port and only the app its purge
+port, and only the edge cache and Prometheus reach the app; Redis requires its password as the
+compose one does; the edge cache's VCL is the shipped one; and kube-prometheus-stack gets a
+ServiceMonitor, the alert rules and the dashboard as objects generated from the files they
+mirror. (kubernetes-validate checks the
 built-in kinds in test_manifests.py; the custom resources are checked here, structurally and
 with promtool.)
 """
@@ -29,6 +31,7 @@ REDIS = {"app.kubernetes.io/name": "redis", "app.kubernetes.io/part-of": "scalek
 POSTGRES = {"app.kubernetes.io/name": "postgres"}
 INGRESS_NGINX = {"app.kubernetes.io/name": "ingress-nginx", "app.kubernetes.io/component": "controller"}
 PROMETHEUS = {"app.kubernetes.io/name": "prometheus"}
+EDGE_CACHE = {"app.kubernetes.io/name": "scalekit-edge-cache", "app.kubernetes.io/part-of": "scalekit"}
 
 
 def kustomization(directory: Path) -> dict[str, Any]:
@@ -56,9 +59,10 @@ def test_namespaces_exist_before_what_lives_in_them() -> None:
     assert used <= created and {"scalekit", "monitoring"} <= created
 
 
-def test_the_image_to_build_and_push_is_the_one_the_deployment_runs() -> None:
-    (image,) = kustomization(K8S_DIR)["images"]
-    (container,) = k8s_object("Deployment", "scalekit-shop")["spec"]["template"]["spec"]["containers"]
+@pytest.mark.parametrize("deployment, position", [("scalekit-shop", 0), ("scalekit-edge-cache", 1)])
+def test_the_image_to_build_and_push_is_the_one_the_deployment_runs(deployment: str, position: int) -> None:
+    image = kustomization(K8S_DIR)["images"][position]
+    (container,) = k8s_object("Deployment", deployment)["spec"]["template"]["spec"]["containers"]
     assert container["image"].rsplit(":", 1)[0] == image["name"]
     assert image["newName"] and image["newTag"]
 
@@ -66,7 +70,7 @@ def test_the_image_to_build_and_push_is_the_one_the_deployment_runs() -> None:
 # --------------------------------------------------------------------------- identities, secrets
 
 
-@pytest.mark.parametrize("name", ["scalekit-shop", "redis"])
+@pytest.mark.parametrize("name", ["scalekit-shop", "redis", "scalekit-edge-cache"])
 def test_pods_run_as_their_own_service_account_without_an_api_token(name: str) -> None:
     pod = k8s_object("Deployment", name)["spec"]["template"]["spec"]
     account = k8s_object("ServiceAccount", pod["serviceAccountName"])
@@ -151,19 +155,43 @@ def test_only_the_app_reaches_redis_and_postgres(source_namespace: str, source: 
 
 
 @pytest.mark.parametrize("source_namespace, source, expected", [
-    pytest.param("ingress-nginx", INGRESS_NGINX, True, id="ingress-nginx"),
+    pytest.param("scalekit", EDGE_CACHE, True, id="the edge cache"),
     pytest.param("monitoring", PROMETHEUS, True, id="prometheus"),
-    pytest.param("ingress-nginx", {"app.kubernetes.io/name": "other"}, False, id="another pod of ingress-nginx"),
+    pytest.param("ingress-nginx", INGRESS_NGINX, False, id="ingress-nginx: through the edge cache only"),
     pytest.param("scalekit", REDIS, False, id="redis"),
-    pytest.param("default", INGRESS_NGINX, False, id="a pod labelled like ingress-nginx, elsewhere"),
+    pytest.param("default", EDGE_CACHE, False, id="a pod labelled like the edge cache, elsewhere"),
 ])
-def test_only_ingress_nginx_and_prometheus_reach_the_app(source_namespace: str, source: dict[str, str],
-                                                         expected: bool) -> None:
+def test_only_the_edge_cache_and_prometheus_reach_the_app(source_namespace: str, source: dict[str, str],
+                                                          expected: bool) -> None:
     # This is what makes FORWARDED_ALLOW_IPS (the pod network) safe: no other pod can connect
-    # and claim a client address or scheme.
+    # and claim a client address or scheme; the edge cache passes on ingress-nginx's word.
     ports = _container_ports("scalekit-shop")
     assert admitted(APP, ports["http"], namespace=source_namespace, labels=source, port_names=ports) is expected
     assert k8s_object("ConfigMap", "scalekit-config")["data"]["FORWARDED_ALLOW_IPS"] != "*"
+
+
+@pytest.mark.parametrize("source_namespace, source, port, expected", [
+    pytest.param("ingress-nginx", INGRESS_NGINX, "http", True, id="ingress-nginx sends traffic"),
+    pytest.param("ingress-nginx", INGRESS_NGINX, "purge", False, id="ingress-nginx cannot purge"),
+    pytest.param("scalekit", APP, "purge", True, id="the app purges"),
+    pytest.param("scalekit", APP, "http", False, id="the app sends no traffic"),
+    pytest.param("scalekit", REDIS, "purge", False, id="redis"),
+    pytest.param("default", APP, "purge", False, id="a pod labelled like the app, elsewhere"),
+])
+def test_only_ingress_nginx_sends_the_edge_cache_traffic_and_only_the_app_purges_it(
+        source_namespace: str, source: dict[str, str], port: str, expected: bool) -> None:
+    ports = _container_ports("scalekit-edge-cache")
+    assert admitted(EDGE_CACHE, ports[port], namespace=source_namespace, labels=source, port_names=ports) is expected
+
+
+def test_the_edge_caches_vcl_is_the_shipped_one() -> None:
+    spec = importlib.util.spec_from_file_location("varnish_k8s", K8S_DIR.parent / "varnish" / "k8s.py")
+    assert spec is not None and spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    assert generator.OUTPUT.read_text() == generator.configmap(), "stale: run python deploy/varnish/k8s.py"
+    vcl = k8s_object("ConfigMap", "scalekit-edge-cache-vcl")["data"]["default.vcl"]
+    assert vcl == generator.kubernetes_vcl()
 
 
 def test_every_other_pod_of_the_namespace_admits_nobody() -> None:

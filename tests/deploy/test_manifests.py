@@ -147,6 +147,33 @@ def test_compose_services_are_wired_together() -> None:
         assert service["logging"]["driver"] == "json-file" and options["max-size"] and int(options["max-file"]) >= 2, name
 
 
+def test_compose_edge_cache_sits_between_nginx_and_the_fleet_and_the_app_purges_it(tmp_path: Path) -> None:
+    compose = load_compose()
+    services, networks = compose["services"], compose["networks"]
+    varnish, nginx = services["varnish"], services["nginx"]
+    main = (DEPLOY / "nginx" / "nginx.conf").read_text()
+    site = (DEPLOY / "nginx" / "scalekit.conf").read_text()
+    vcl = (DEPLOY / "varnish" / "default.vcl").read_text()
+    # nginx -> varnish:6081 -> nginx:8080 (admitting Varnish's address only) -> app:8000.
+    assert re.search(r"^\s*server varnish:6081 [^;]*\bresolve;", main, flags=re.MULTILINE)
+    assert "varnish" in nginx["depends_on"] and varnish["build"]["target"] == "edge-cache"
+    assert '.host = "nginx";' in vcl and '.port = "8080";' in vcl and "listen 8080;" in site
+    varnish_ip = varnish["networks"]["backend"]["ipv4_address"]
+    assert f"allow {varnish_ip};" in site and "deny all;" in site
+    assert "frontend" not in varnish["networks"] and "healthcheck" in varnish
+    # The app purges it: tags as xkey, purges to the purge socket the image listens on, from the
+    # backend network the VCL's acl admits.
+    config = load_config(environ=compose_app_environment(SAMPLE_SECRETS), cwd=tmp_path)
+    assert config.cdn.surrogate_keys == "varnish"
+    (target,) = config.cdn.purge.targets.values()
+    assert target.kind == "varnish" and target.urls == ("http://varnish:6091",)
+    assert "-a purge=:6091" in _dockerfile() and "-a :6081" in _dockerfile()
+    backend = ipaddress.ip_network(networks["backend"]["ipam"]["config"][0]["subnet"])
+    acl = [ipaddress.ip_network(f"{address}/{bits}") for address, bits in
+           re.findall(r'^\s*"([0-9.]+)"/(\d+);', vcl, flags=re.MULTILINE)]
+    assert any(backend.subnet_of(network) for network in acl)
+
+
 def test_compose_mounts_and_builds_files_that_exist() -> None:
     compose = load_compose()
     for name, service in compose["services"].items():
@@ -196,13 +223,30 @@ def test_k8s_objects_reference_each_other() -> None:
     hpa = k8s_object("HorizontalPodAutoscaler", "scalekit-shop")
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "scalekit-shop"}
     assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
-    port_names = {port["name"] for port in service["spec"]["ports"]}
+    services = {name: k8s_object("Service", name) for name in ("scalekit-shop", "scalekit-edge-cache")}
     for _, document in k8s_documents():
         if document["kind"] == "Ingress":
             for rule in document["spec"]["rules"]:
                 for path in rule["http"]["paths"]:
                     backend = path["backend"]["service"]
-                    assert backend["name"] == "scalekit-shop" and backend["port"]["name"] in port_names
+                    assert backend["port"]["name"] in {port["name"] for port in services[backend["name"]]["spec"]["ports"]}
+    # The site goes through the edge cache (Varnish), which fetches from the app's Service.
+    (site,) = k8s_object("Ingress", "scalekit-shop")["spec"]["rules"]
+    assert {path["backend"]["service"]["name"] for path in site["http"]["paths"]} == {"scalekit-edge-cache"}
+    edge = k8s_object("Deployment", "scalekit-edge-cache")["spec"]["template"]
+    (varnish,) = edge["spec"]["containers"]
+    edge_ports = {port["name"] for port in varnish["ports"]}
+    for name in ("scalekit-edge-cache", "scalekit-edge-cache-purge"):
+        edge_service = k8s_object("Service", name)["spec"]
+        assert edge_service["selector"].items() <= edge["metadata"]["labels"].items()
+        assert {port["targetPort"] for port in edge_service["ports"]} <= edge_ports
+    assert k8s_object("Service", "scalekit-edge-cache-purge")["spec"]["clusterIP"] == "None"   # every pod
+    (vcl_volume,) = [volume for volume in edge["spec"]["volumes"] if "configMap" in volume]
+    vcl = k8s_object("ConfigMap", vcl_volume["configMap"]["name"])["data"]["default.vcl"]
+    assert '.host = "scalekit-shop";' in vcl and f'.port = "{services["scalekit-shop"]["spec"]["ports"][0]["port"]}";' in vcl
+    assert "-a" in varnish["command"] and "purge=:6091" in varnish["command"]
+    purge_url = k8s_object("ConfigMap", "scalekit-config")["data"]["SCALEKIT_CDN_PURGE_TARGETS_EDGE_URLS"]
+    assert purge_url == "http://scalekit-edge-cache-purge:6091"
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert {ref["configMapRef"]["name"] for ref in container["envFrom"]} == {"scalekit-config"}
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
@@ -264,6 +308,9 @@ def test_dockerfile_copies_files_that_exist_and_runs_the_shipped_server_settings
     assert version is not None and tuple(int(part or 0) for part in version.groups()) >= (1, 27, 3)
     assert "FROM nginx:${NGINX_VERSION} AS edge" in text
     assert "COPY deploy/nginx/scalekit.conf /etc/nginx/conf.d/scalekit.conf" in text
+    # The edge cache: Debian's Varnish and vmod_xkey (the ones the tests run), the shipped VCL.
+    assert "FROM debian:bookworm-slim AS edge-cache" in text and "varnish varnish-modules" in text
+    assert "COPY deploy/varnish/default.vcl /etc/varnish/default.vcl" in text
     # The image's state and metrics directories are the ones compose and Kubernetes mount.
     assert "PROMETHEUS_MULTIPROC_DIR=/tmp/scalekit-metrics" in text
     assert k8s_object("ConfigMap", "scalekit-config")["data"]["PROMETHEUS_MULTIPROC_DIR"] == "/tmp/scalekit-metrics"
@@ -273,5 +320,5 @@ def test_dockerignore_keeps_what_the_image_needs() -> None:
     ignored = {line.strip() for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}
     for needed in ("scalekit", "adapters", "examples", "pyproject.toml", "README.md", "deploy/nginx",
-                   "deploy/gunicorn.conf.py", "deploy/healthcheck.py"):
+                   "deploy/gunicorn.conf.py", "deploy/healthcheck.py", "deploy/varnish"):
         assert needed not in ignored

@@ -5,7 +5,8 @@ nginx reload, and a replaced one gets none.
 
 A DNS server of the test's own answers ``app`` (the compose service name) with addresses on
 127.0.0.0/8; the shipped config runs with only its addresses adapted (the resolver's, the
-upstream port) and lookups every second instead of every ten. Needs nginx 1.27.3 or newer:
+upstream port) and lookups every second instead of every ten. Requests go to the server that
+balances over the fleet (the one Varnish fetches from). Needs nginx 1.27.3 or newer:
 tests/deploy/fetch_nginx.sh fetches one where the machine's is older.
 """
 
@@ -111,11 +112,13 @@ def test_nginx_follows_the_fleets_addresses_without_a_reload(tmp_path: Path) -> 
         for instance in (old, new):
             instance.wait_ready()
         with dns_server(fleet_dns) as dns_port:
-            listen = free_port()
+            listen, balancer = free_port(), free_port()
             config = render_nginx_config(tmp_path / "nginx", listen_port=listen,
                                          static_root=make_static_root(tmp_path),
-                                         resolver=f"127.0.0.1:{dns_port}", upstream_port=port)
-            with run_nginx(binary, config, listen) as url:
+                                         resolver=f"127.0.0.1:{dns_port}", upstream_port=port,
+                                         fleet_port=balancer)
+            with run_nginx(binary, config, listen):
+                url = f"http://127.0.0.1:{balancer}"
                 assert set(answered(url)) == {(200, "old")}
                 # docker compose up --scale app=2: DNS answers both; nginx spreads over both.
                 fleet_dns.set(["127.0.0.5", "127.0.0.6"])

@@ -27,6 +27,10 @@ class Varnish:
     url: str        # traffic, as the load balancer would send it
     purge_url: str  # the purge socket
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
 
 def vcl_for(backend_host: str, backend_port: int) -> str:
     """The shipped VCL with its backend pointed at ``backend_host:backend_port``."""
@@ -39,9 +43,9 @@ def vcl_for(backend_host: str, backend_port: int) -> str:
 
 @contextlib.contextmanager
 def running_varnish(backend_port: int, *, backend_host: str = "127.0.0.1",
-                    purge_port: int | None = None) -> Iterator[Varnish]:
+                    purge_port: int | None = None, vcl_text: str | None = None) -> Iterator[Varnish]:
     """Varnish in front of ``backend_host:backend_port``; ``purge_port`` if the app must be
-    told it before Varnish starts."""
+    told it before Varnish starts; ``vcl_text``: another VCL, already pointed at its backend."""
     varnishd = shutil.which("varnishd") or ("/usr/sbin/varnishd" if Path("/usr/sbin/varnishd").exists() else None)
     if varnishd is None:
         pytest.skip("varnishd is not installed (apt-get install -y varnish varnish-modules)")
@@ -49,7 +53,7 @@ def running_varnish(backend_port: int, *, backend_host: str = "127.0.0.1",
         pytest.skip("vmod_xkey is not installed (apt-get install -y varnish-modules)")
     workdir = Path(tempfile.mkdtemp(prefix="sk-varnish-"))
     vcl = workdir / "default.vcl"
-    vcl.write_text(vcl_for(backend_host, backend_port))
+    vcl.write_text(vcl_text if vcl_text is not None else vcl_for(backend_host, backend_port))
     traffic, purge = free_port(), purge_port or free_port()
     log_path = workdir / "varnishd.log"
     with log_path.open("wb") as log:
