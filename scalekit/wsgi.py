@@ -23,6 +23,7 @@ __all__ = [
     "WSGIRoot",
     "close_body",
     "context_of",
+    "read_produced",
     "send_response",
 ]
 
@@ -148,3 +149,25 @@ class ClosingBody:
             close_body(self._iterable)
         finally:
             self._on_close(self._failed)
+
+
+def read_produced(body: Iterable[bytes], iterator: Iterator[bytes], chunks: list[bytes]) -> bool:
+    """Append to ``chunks`` what the app's ``body`` has produced without waiting for more, read
+    from ``iterator`` (``iter(body)``, made once); True when that is the whole body.
+
+    A list or tuple is in memory already and is read whole. Of anything else (a generator, a
+    framework's streaming body) at most the first non-empty chunk is pulled, which a server
+    waits for anyway before it sends the headers (PEP 3333); later chunks may not exist yet,
+    and a layer must not hold a stream back to wait for them. ``chunks`` may hold chunks
+    already pulled while waiting for ``start_response``.
+    """
+    if isinstance(body, (list, tuple)):
+        chunks.extend(iterator)
+        return True
+    if any(chunks):
+        return False
+    for chunk in iterator:
+        chunks.append(chunk)
+        if chunk:
+            return False
+    return True

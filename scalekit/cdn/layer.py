@@ -1,10 +1,11 @@
 """The CDN layer in the pipeline: thin WSGI and ASGI shells around :mod:`scalekit.cdn.policy`.
 
 Each shell holds the app's response start, asks the :class:`~scalekit.cdn.policy.Stamper`
-for the headers, and only then lets it out. The body is touched only to compute an ETag: it is
-buffered when the response declares a Content-Length within ``cdn.etag_max_body_bytes`` (or a
-WSGI app returned a list of bytes); everything else streams untouched, file wrappers and ASGI
-``pathsend`` included. A conditional GET/HEAD whose validators match is answered 304 (or 412)
+for the headers, and only then lets it out. The body is touched only to compute an ETag, and
+only when the app produced it whole at once: a WSGI list of bytes, a first WSGI chunk or a
+single ASGI body message of the declared Content-Length (within ``cdn.etag_max_body_bytes``).
+A body produced in pieces is a stream and is never held back to be hashed: it leaves chunk by
+chunk without an ETag, like everything else (file wrappers and ASGI ``pathsend`` included). A conditional GET/HEAD whose validators match is answered 304 (or 412)
 without sending the body (see :mod:`scalekit.cdn.respond` for why unsafe methods are the
 app's to answer). When ``cdn.assets_manifest`` is set, servestatic serves the built assets
 inside this layer, so they are stamped and answered 304 like everything else.
@@ -19,6 +20,7 @@ from .. import asgi, wsgi
 from ..context import CONTEXT_KEY, RequestContext
 from ..instruments import CDN_BYTES_SAVED, CDN_NOT_MODIFIED
 from ..messages import Response, status_line
+from ..wsgi import read_produced
 from .assets import load_index, serve_assets_asgi, serve_assets_wsgi
 from .config import CDNConfig
 from .etag import body_etag
@@ -109,7 +111,7 @@ class _WSGIExchange:
         self.start_response = start_response
         self.preconditions = preconditions if layer.conditional else None
         self.ctx = ctx
-        self.method = environ.get("REQUEST_METHOD", "GET").upper()
+        self.method: str = environ.get("REQUEST_METHOD", "GET").upper()
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
         self.sent = False
@@ -178,21 +180,20 @@ class _WSGIExchange:
         headers = outcome.headers
         unchanged = headers == app_headers
         body: bytes | None = None
-        if outcome.generate_etag:
-            length = outcome.content_length
-            if length is not None and length <= layer.max_body_bytes and not prefix:
-                # The common case, inlined: a declared length within the limit.
-                body = b"".join(rest)
-                if not isinstance(iterable, list):
-                    wsgi.close_body(iterable)
-                if len(body) == length:  # a HEAD without its body is not hashed (see _buffer)
+        length = outcome.content_length
+        if outcome.generate_etag and (length is not None and length <= layer.max_body_bytes
+                                      or isinstance(iterable, (list, tuple))):
+            # Hashed only when the whole body is in hand: a list, or a first chunk of the
+            # declared length (most frameworks' complete responses). A body produced in pieces
+            # is a stream and leaves as it comes, without an ETag.
+            iterator = iter(rest)
+            rest = iterator
+            if read_produced(iterable, iterator, prefix) or sum(map(len, prefix)) == length:
+                body = prefix[0] if len(prefix) == 1 else b"".join(prefix)
+                prefix = []
+                wsgi.close_body(iterable)
+                if self._hashable(body, length):
                     headers.append(("etag", body_etag(body)))
-            else:
-                buffered = self._buffer(iterable, prefix, rest, length)
-                if buffered is not None:
-                    body, hashable = buffered
-                    if hashable:
-                        headers.append(("etag", body_etag(body)))
         if self.preconditions is not None:
             answer = answer_conditional(self.method, self.preconditions, status, headers)
             if answer is not None:
@@ -207,27 +208,16 @@ class _WSGIExchange:
             return [body]
         return _Prefixed(prefix, rest, iterable) if prefix else iterable
 
-    def _buffer(self, iterable: Iterable[bytes], prefix: list[bytes], rest: Iterable[bytes],
-                content_length: int | None) -> tuple[bytes, bool] | None:
-        """The whole body and whether it may be hashed; None when it is to stream instead."""
-        limit = content_length if content_length is not None and content_length <= self.layer.max_body_bytes else None
-        if limit is None:
-            # A list of bytes is already in memory; only its size matters (GET: a HEAD's empty
-            # list says nothing about the GET body, so it gets no ETag).
-            if (self.method != "GET" or prefix or not isinstance(iterable, (list, tuple))
-                    or sum(len(chunk) for chunk in iterable) > self.layer.max_body_bytes):
-                return None
-            limit = sum(len(chunk) for chunk in iterable)
-        if prefix:
-            chunks = list(prefix)
-            chunks.extend(rest)
-            body = b"".join(chunks)
-        else:
-            body = b"".join(rest)
-        wsgi.close_body(iterable)
+    def _hashable(self, body: bytes, content_length: int | None) -> bool:
+        """Whether ``body``, whole, may be hashed for the ETag of the GET representation."""
+        if len(body) > self.layer.max_body_bytes:
+            return False
+        if content_length is None:
+            # A HEAD's empty body says nothing about the GET body, so it gets no ETag.
+            return self.method == "GET"
         # A HEAD answered without its body (or a lying Content-Length) cannot be hashed: the
         # ETag must be the one the GET representation gets.
-        return body, len(body) == limit
+        return len(body) == content_length
 
 
 class _Prefixed:
@@ -283,7 +273,7 @@ class ASGICDN:
 
 
 class _ASGIExchange:
-    """One request through the ASGI shell: its start message, mode and buffered body."""
+    """One request through the ASGI shell: its start message held until stamped, and its mode."""
 
     __slots__ = (
         "ctx",
@@ -294,10 +284,8 @@ class _ASGIExchange:
         "limit",
         "method",
         "mode",
-        "parts",
         "preconditions",
         "scope",
-        "size",
         "start",
         "status",
         "unchanged",
@@ -317,8 +305,6 @@ class _ASGIExchange:
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         self.unchanged = False
-        self.parts: list[bytes] = []
-        self.size = 0
         self.limit = 0
 
     async def send(self, message: asgi.Message) -> None:
@@ -329,19 +315,13 @@ class _ASGIExchange:
             await self.downstream(message)
         elif self.mode == _DROP:
             return
-        elif kind == "http.response.body":
-            self.parts.append(message.get("body", b""))
-            self.size += len(self.parts[-1])
-            if self.size > self.limit:
-                await self.flush(more_body=message.get("more_body", False))
-            elif not message.get("more_body", False):
-                await self._finish()
-        else:  # pathsend, trailers...: not a body we can hash
-            if self.parts:
-                await self.flush(more_body=True)
-            else:
-                self.mode = _STREAM
-                await self._send_start()
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            await self._finish(message.get("body", b""))  # the whole body, in one message
+        else:
+            # A body sent in pieces is a stream, never held back to be hashed; pathsend and
+            # trailers are not bodies we can hash either.
+            self.mode = _STREAM
+            await self._send_start()
             await self.downstream(message)
 
     async def _on_start(self, message: asgi.Message) -> None:
@@ -363,8 +343,7 @@ class _ASGIExchange:
             return
         await self._send_start()
 
-    async def _finish(self) -> None:
-        body = b"".join(self.parts)
+    async def _finish(self, body: bytes) -> None:
         if len(body) == self.limit:  # a HEAD without its body gets no ETag (see WSGI shell)
             with_etag(self.headers, body)
             self.unchanged = False
@@ -374,13 +353,11 @@ class _ASGIExchange:
         self.mode = _STREAM
         await self.downstream({"type": "http.response.body", "body": body, "more_body": False})
 
-    async def flush(self, *, more_body: bool = False) -> None:
-        """Give up buffering: send the start unchanged by an ETag and what was held back."""
+    async def flush(self) -> None:
+        """The app ended without a final body message: send the start it held, and an end."""
         self.mode = _STREAM
         await self._send_start()
-        await self.downstream({"type": "http.response.body", "body": b"".join(self.parts),
-                               "more_body": more_body})
-        self.parts = []
+        await self.downstream({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _answered(self, body: bytes | None) -> bool:
         answer = answer_conditional(self.method, self.preconditions, self.status, self.headers)

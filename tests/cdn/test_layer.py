@@ -1,6 +1,7 @@
 """The CDN layer in the pipeline: one scenario set, run under WSGI and ASGI.
 
-Stamping, ETag generation (buffered only within the limit and with a Content-Length),
+Stamping, ETag generation (only for a body produced whole, within the limit and with a
+Content-Length; a body produced in pieces is never held back),
 conditional GET/HEAD answered 304/412 with the right headers and no body, streaming left
 untouched, unsafe-method preconditions left to the app, and the 304 metrics.
 """
@@ -187,6 +188,44 @@ def test_streaming_response_is_not_held_back() -> None:
     wrapped = Driver("asgi").wrap(app_for)
     call_asgi(wrapped, send_hook=lambda message: order.append(message["type"]))
     assert order == ["http.response.start", "http.response.body", "app continues", "http.response.body"]
+
+
+def test_a_declared_length_body_sent_in_pieces_is_not_held_back_for_an_etag() -> None:
+    """ASGI and WSGI: a body of a declared length the app produces in pieces is a stream: each
+    piece leaves before the app makes the next, without an ETag (hashing it would mean holding
+    it all back). A WSGI list is in memory already and is still hashed."""
+    pieces = [b"a" * 10, b"b" * 10, b"c" * 10]
+    headers = [("content-type", "text/plain"), ("content-length", "30")]
+    order: list[str] = []
+
+    def asgi_for(calls: list[str]) -> Any:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(n.encode(), v.encode()) for n, v in headers]})
+            for index, piece in enumerate(pieces):
+                order.append(f"app sends {index}")
+                await send({"type": "http.response.body", "body": piece, "more_body": index < 2})
+        return app
+
+    def wsgi_for(calls: list[str]) -> Any:
+        def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+            start_response("200 OK", headers)
+            for index, piece in enumerate(pieces):
+                order.append(f"app sends {index}")
+                yield piece
+        return app
+
+    result = call_asgi(Driver("asgi").wrap(asgi_for),
+                       send_hook=lambda message: order.append(message["type"]))
+    assert order == ["app sends 0", "http.response.start", "http.response.body", "app sends 1",
+                     "http.response.body", "app sends 2", "http.response.body"]
+    assert b"etag" not in dict(result.headers) and result.body == b"".join(pieces)
+    order.clear()
+    wsgi_result = call_wsgi(Driver("wsgi").wrap(wsgi_for), on_chunk=lambda chunk: order.append("client"))
+    assert order == ["app sends 0", "client", "app sends 1", "client", "app sends 2", "client"]
+    assert "etag" not in dict(wsgi_result.headers) and wsgi_result.body == b"".join(pieces)
+    listed = call_wsgi(Driver("wsgi").wrap(lambda calls: lambda environ, start: (start("200 OK", headers), pieces)[1]))
+    assert dict(listed.headers)["etag"] == body_etag(b"".join(pieces))
 
 
 # --------------------------------------------------------------------------- conditional requests
