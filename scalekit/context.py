@@ -26,6 +26,7 @@ __all__ = [
     "deactivate",
     "set_route",
     "tag",
+    "wait_budget",
 ]
 
 CONTEXT_KEY = "scalekit.context"
@@ -51,6 +52,7 @@ class RequestContext:
         "tables_read",
         "tables_written",
         "tags",
+        "waited_seconds",
     )
 
     def __init__(self, method: str, path: str) -> None:
@@ -64,6 +66,9 @@ class RequestContext:
         self.db_seconds = 0.0
         # Per-layer scratch space, keyed by layer name ("cache", "pool", ...).
         self.state: dict[str, Any] = {}
+        # Time already spent waiting inside scalekit (a coalesced miss waiting for another
+        # request's answer); later waits take it off their own timeout (see wait_budget).
+        self.waited_seconds = 0.0
 
     def __repr__(self) -> str:
         return f"RequestContext({self.method} {self.path} route={self.route!r} tags={sorted(self.tags)})"
@@ -82,6 +87,26 @@ def deactivate(token: contextvars.Token[RequestContext | None]) -> None:
 def current() -> RequestContext | None:
     """The context of the request being handled here, or None outside a wrapped request."""
     return _current.get()
+
+
+def wait_budget(timeout_seconds: float) -> float:
+    """What is left of ``timeout_seconds`` for a wait of the current request.
+
+    The time the request already waited inside scalekit (``waited_seconds``: a coalesced miss
+    released after waiting for another request) is taken off, so one request's waits never add
+    up to more than the longest timeout: a request that waited a second for a coalesced answer
+    that did not come waits at most ``pool_timeout_seconds - 1`` for a pooled connection.
+
+    >>> ctx = RequestContext("GET", "/"); token = activate(ctx)
+    >>> ctx.waited_seconds = 0.25
+    >>> wait_budget(1.0)
+    0.75
+    >>> deactivate(token)
+    """
+    ctx = _current.get()
+    if ctx is None or not ctx.waited_seconds:
+        return timeout_seconds
+    return max(0.0, timeout_seconds - ctx.waited_seconds)
 
 
 def tag(*tags: str) -> None:

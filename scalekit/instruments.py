@@ -23,6 +23,8 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "CACHE_BYTES",
     "CACHE_CIRCUIT_OPEN",
+    "CACHE_COALESCED",
+    "CACHE_COALESCED_WAITING",
     "CACHE_DB_SECONDS_SAVED",
     "CACHE_ENTRIES",
     "CACHE_EVICTIONS",
@@ -97,6 +99,17 @@ CACHE_REQUESTS = Counter(
     "scalekit_cache_requests",
     "Requests seen by the cache layer, by outcome (hit, miss, stale, revalidated, bypass, uncacheable).",
     ["outcome"],
+)
+CACHE_COALESCED = Counter(
+    "scalekit_cache_coalesced",
+    "Coalesced misses (requests that waited for another request's origin call), by how the wait "
+    "ended: served (its stored answer), origin (nothing shareable: went to the origin itself), "
+    "timeout (coalesce_timeout_seconds passed: a stale entry, or the origin).",
+    ["outcome"],
+)
+CACHE_COALESCED_WAITING = Gauge(
+    "scalekit_cache_coalesced_waiting", "Requests waiting right now for another request's origin call.",
+    multiprocess_mode="livesum",
 )
 CACHE_LOOKUPS = Counter(
     "scalekit_cache_lookups", "Tier lookups, by tier (memory, redis, disk) and outcome (hit, miss, error).",

@@ -1,23 +1,27 @@
 """The cache layer's ASGI 3 shell: reads the scope, calls the store and the app, sends messages.
 
-Pure ASGI middleware (no request/response wrapper): a hit never calls the app; a miss wraps
-``send`` so the response start is held until the policy has decided, bodies to be stored are
-collected (up to ``max_body_bytes``, beyond that streamed on untouched), and everything else
-passes through message by message. Every decision comes from the policy.
+Pure ASGI middleware (no request/response wrapper): a hit never calls the app; a miss is
+coalesced with concurrent misses on its key (one origin call per process; the others wait for
+its headers only, see :mod:`scalekit.cache.coalesce`) and wraps ``send`` in an
+:class:`~.asgi_exchange.Exchange`, which holds the response start until the policy has decided,
+stores a body sent whole, and passes streams on message by message (copying them to store).
+Every decision comes from the policy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, assert_never
 
 from .. import asgi
 from ..context import CONTEXT_KEY, RequestContext, activate
+from .asgi_exchange import Exchange
 from .asgi_io import (
     SPECIAL_HEADER_NAMES,
-    Exchange,
     HeaderEncoder,
     discard_message,
     encode_headers,
@@ -27,6 +31,7 @@ from .asgi_io import (
     send_whole,
     with_header,
 )
+from .coalesce import Lead
 from .entry import CachedEntry
 from .hot import PlainHits
 from .layer import CacheCore
@@ -42,6 +47,12 @@ __all__ = ["ASGICache", "request_view"]
 
 log = logging.getLogger("scalekit.cache")
 Found = tuple[CachedEntry, str] | None
+
+
+async def _released(waiting: Awaitable[bool]) -> None:
+    """A fleet lease wait as a coalescing wait: TimeoutError when it timed out."""
+    if not await waiting:
+        raise TimeoutError
 
 
 class ASGICache:
@@ -113,6 +124,10 @@ class ASGICache:
                 await self._unsafe(scope, receive, send)
             return
         view = request_view(scope)
+        if view.special and self.policy.bypasses(view):
+            core.count("bypass")
+            await self.app(scope, receive, send)
+            return
         key = self.policy.primary_key(view)
         if key is None:
             core.hosts_rejected.inc()
@@ -174,49 +189,70 @@ class ASGICache:
     async def _forward(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send,
                        view: RequestView, key: str, forward: Forward, index: CachedEntry | None,
                        entry_key: str, arrived: float) -> None:
-        if not forward.coalesce:
+        core = self.core
+        if not forward.coalesce or key in core.pass_marks:
             await self._fetch(scope, receive, send, view, key, forward, index, entry_key)
             return
-        flights = self.core.async_flights
+        flights = core.async_flights
         flight, event = flights.join(key)
         if event is None:  # the leader
+            lead = Lead(flights, key, flight)
             try:
-                await self._lead(scope, receive, send, view, key, forward, index, entry_key, arrived)
+                await self._lead(scope, receive, send, view, key, forward, index, entry_key, arrived, lead)
             finally:
-                flights.finish(key, flight)
+                # Mostly done already, once the response was decided (the Exchange ends it).
+                lease = lead.finish()
+                if lease is not None:
+                    await self.release_lease(lease)
             return
-        try:
-            await asyncio.wait_for(event.wait(), self.core.coalesce_timeout_seconds)
-        except TimeoutError:
-            await self._waited_too_long(send, view, forward)
-            return
-        await self._after_wait(scope, receive, send, view, key, arrived)
+        if not await self._wait(scope, lambda seconds: asyncio.wait_for(event.wait(), seconds)):
+            await self._waited_too_long(scope, receive, send, view, key, forward, index, entry_key)
+        elif flight.alone:  # the leader's answer is not shared: no lookup, straight to the origin
+            core.count_wait("origin")
+            await self._fetch(scope, receive, send, view, key, replace(forward, coalesce=False),
+                              index, entry_key)
+        else:
+            await self._after_wait(scope, receive, send, view, key, arrived)
 
     async def _lead(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send,
                     view: RequestView, key: str, forward: Forward, index: CachedEntry | None,
-                    entry_key: str, arrived: float) -> None:
+                    entry_key: str, arrived: float, lead: Lead) -> None:
         """This process's one origin call for ``key``; with fleet leases, the fleet's one."""
         leases = self.core.leases
         if leases is None:
-            await self._fetch(scope, receive, send, view, key, forward, index, entry_key)
+            await self._fetch(scope, receive, send, view, key, forward, index, entry_key, lead=lead)
             return
         lease = await leases.aacquire(key)
         if lease is None:  # another instance is computing it: wait, then read the shared store
-            if await leases.await_release(key, timeout_seconds=self.core.coalesce_timeout_seconds):
+            if await self._wait(scope, lambda seconds: _released(leases.await_release(
+                    key, timeout_seconds=seconds))):
                 await self._after_wait(scope, receive, send, view, key, arrived)
-                return
-            stale = self.policy.stale_fallback(forward, view, now=self.clock(), origin_status=None,
-                                               any_age=True)
-            if stale is not None:
-                self.core.count("stale")
-                await send_whole(send, stale.status, stale.headers, stale.body)
-                return
-            await self._fetch(scope, receive, send, view, key, forward, index, entry_key)
+            else:
+                await self._waited_too_long(scope, receive, send, view, key, forward, index, entry_key)
             return
+        lead.lease = lease
+        await self._fetch(scope, receive, send, view, key, forward, index, entry_key, lead=lead)
+
+    async def _wait(self, scope: asgi.Scope, wait: Callable[[float], Awaitable[Any]]) -> bool:
+        """Wait up to coalesce_timeout_seconds for another request's answer (True: it came);
+        the time is added to the request's ``waited_seconds``, which later waits (the pool's)
+        take off their own timeouts."""
+        core = self.core
+        core.waiting.inc()
+        started = time.monotonic()
         try:
-            await self._fetch(scope, receive, send, view, key, forward, index, entry_key)
+            await wait(core.coalesce_timeout_seconds)
+            return True
+        except TimeoutError:
+            return False
         finally:
-            await leases.arelease(lease)
+            core.waiting.dec()
+            ctx = scope.get(CONTEXT_KEY)
+            if ctx is not None:
+                ctx.waited_seconds += time.monotonic() - started
+
+    async def release_lease(self, lease: Any) -> None:
+        await self.core.leases.arelease(lease)  # type: ignore[union-attr]  # set only with leases
 
     async def _after_wait(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send,
                           view: RequestView, key: str, arrived: float) -> None:
@@ -226,6 +262,7 @@ class ASGICache:
                                               collapsed_since=arrived)
         match decision:
             case Serve():
+                self.core.count_wait("served")
                 self.core.count(decision.outcome)
                 if decision.route:
                     restore_route(scope, decision.route)
@@ -234,27 +271,33 @@ class ASGICache:
                 await send_whole(send, decision.status, decision.headers, decision.body)
             case Forward():
                 # Nothing shareable came back (private, Set-Cookie, uncacheable): go alone.
+                self.core.count_wait("origin")
                 await self._fetch(scope, receive, send, view, key, replace(decision, coalesce=False),
                                   index, entry_key)
             case _:
                 assert_never(decision)
 
-    async def _waited_too_long(self, send: asgi.Send, view: RequestView, forward: Forward) -> None:
+    async def _waited_too_long(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send,
+                               view: RequestView, key: str, forward: Forward,
+                               index: CachedEntry | None, entry_key: str) -> None:
+        """The leader is slower than coalesce_timeout_seconds: a stale entry where RFC 5861
+        allows, else the origin, like a miss that was never coalesced (never an error of ours)."""
+        self.core.count_wait("timeout")
         stale = self.policy.stale_fallback(forward, view, now=self.clock(), origin_status=None, any_age=True)
         if stale is not None:
             self.core.count("stale")
             await send_whole(send, stale.status, stale.headers, stale.body)
             return
-        self.core.count("miss")
-        await send_whole(send, *self.policy.responses.refusal(504, "coalesce-timeout"))
+        await self._fetch(scope, receive, send, view, key, replace(forward, coalesce=False),
+                          index, entry_key)
 
     async def _fetch(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send,
                      view: RequestView, key: str, forward: Forward, index: CachedEntry | None,
-                     entry_key: str, *, background: bool = False) -> None:
+                     entry_key: str, *, background: bool = False, lead: Lead | None = None) -> None:
         # Invariant 2: generations are read before the origin is called.
         since = await self.generations.asequence()
         exchange = Exchange(self, send, view, key, forward, index, entry_key, since,
-                             scope.get(CONTEXT_KEY), background)
+                            scope.get(CONTEXT_KEY), background, lead)
         inner = scope
         if forward.request_headers:
             changed = {name.encode("latin-1") for name, _ in forward.request_headers}

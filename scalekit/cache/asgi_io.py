@@ -1,38 +1,20 @@
 """I/O helpers of the cache layer's ASGI shell: request views over the scope, header encoding
-cached per entry, and :class:`Exchange`, which carries one origin call's response messages."""
+cached per entry, whole responses sent (:mod:`.asgi_exchange` carries an origin call's)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, assert_never
-
 from .. import asgi
-from ..context import CONTEXT_KEY, UNMATCHED_ROUTE
-from .decisions import (
-    SPECIAL_REQUEST_HEADERS,
-    Buffer,
-    Forward,
-    Freshen,
-    PassThrough,
-    RequestView,
-    Serve,
-    ServeStale,
-)
-from .entry import CachedEntry
-from .rules import rule_of
-
-if TYPE_CHECKING:
-    from .asgi import ASGICache
+from ..context import CONTEXT_KEY
+from .decisions import SPECIAL_REQUEST_HEADERS, RequestView, Serve
 
 __all__ = [
     "SPECIAL_HEADER_NAMES",
-    "Exchange",
     "HeaderEncoder",
     "ScopeHeaders",
     "discard_message",
     "encode_headers",
     "request_view",
     "restore_route",
-    "route_of",
     "send_served",
     "send_whole",
     "with_header",
@@ -120,10 +102,6 @@ async def send_whole(send: asgi.Send, status: int, headers: tuple[tuple[str, str
     await send({"type": "http.response.body", "body": body})
 
 
-def route_of(ctx: Any) -> str:
-    return ctx.route if ctx is not None and ctx.route != UNMATCHED_ROUTE else ""
-
-
 def restore_route(scope: asgi.Scope, route: str) -> None:
     ctx = scope.get(CONTEXT_KEY)
     if ctx is not None:
@@ -138,136 +116,6 @@ async def send_served(send: asgi.Send, decision: Serve, encoder: HeaderEncoder) 
 
 async def discard_message(message: asgi.Message) -> None:
     return None
-
-
-class Exchange:
-    """One origin call: holds the response start until the policy decides, then passes
-    messages through, collects the body to store it, or swallows it (304, stale-if-error)."""
-
-    __slots__ = ("background", "chunks", "ctx", "decision", "downstream", "entry_key", "forward",
-                 "index", "key", "mode", "request_time", "shell", "since", "size", "start_message",
-                 "started", "status", "uri_mark", "view")
-
-    def __init__(self, shell: ASGICache, downstream: asgi.Send, view: RequestView, key: str,
-                 forward: Forward, index: CachedEntry | None, entry_key: str, since: int,
-                 ctx: Any, background: bool) -> None:
-        self.shell = shell
-        self.downstream = downstream
-        self.view = view
-        self.key = key
-        self.forward = forward
-        self.index = index
-        self.entry_key = entry_key
-        self.since = since
-        self.uri_mark = shell.core.recent.mark()
-        self.ctx = ctx
-        self.background = background
-        self.request_time = shell.clock()
-        self.started = False
-        self.mode = "start"
-        self.status = 500
-        self.decision: Any = None
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.start_message: asgi.Message = {}
-
-    def count(self, outcome: str) -> None:
-        if not self.background:
-            self.shell.core.count(outcome)
-
-    async def send(self, message: asgi.Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            await self._start(message)
-        elif kind == "http.response.body" and self.mode == "buffer":
-            await self._collect(message)
-        elif self.mode == "pass":
-            await self.downstream(message)
-        elif self.mode == "buffer":
-            # Trailers or an extension message: not a plain body, so it is not stored.
-            await self._flush_unstored(more_body=True)
-            await self.downstream(message)
-        # mode "discard" (answered from the stored entry) or "done": drop the message
-
-    async def _start(self, message: asgi.Message) -> None:
-        shell = self.shell
-        self.status = status = message["status"]
-        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", ())]
-        self.decision = decision = shell.policy.decide_response(
-            self.view, self.forward, status, headers, now=shell.clock(),
-            request_time=self.request_time, rule=rule_of(self.ctx))
-        match decision:
-            case PassThrough():
-                if decision.delete_stored:
-                    await shell.store.adelete(self.entry_key)
-                self.count("uncacheable" if self.view.method == "GET" else "miss")
-                self.mode = "pass"
-                self.started = True
-                await self.downstream({**message, "headers": encode_headers(decision.headers)})
-            case Buffer():
-                self.mode = "buffer"
-                self.start_message = message
-                if message.get("trailers"):
-                    await self._flush_unstored(more_body=True)
-            case Freshen() | ServeStale():
-                self.mode = "discard"
-            case _:
-                assert_never(decision)
-
-    async def _collect(self, message: asgi.Message) -> None:
-        chunk = message.get("body", b"")
-        if chunk:
-            self.chunks.append(chunk)
-            self.size += len(chunk)
-        more = message.get("more_body", False)
-        if self.size > self.shell.core.max_body_bytes:
-            await self._flush_unstored(more_body=more)  # too large: stream the rest untouched
-        elif not more:
-            await self._store_and_answer()
-
-    async def _flush_unstored(self, *, more_body: bool) -> None:
-        self.count("uncacheable")
-        self.mode = "pass"
-        self.started = True
-        await self.downstream({**self.start_message, "headers": encode_headers(self.decision.pass_headers)})
-        await self.downstream({"type": "http.response.body", "body": b"".join(self.chunks),
-                               "more_body": more_body})
-        self.chunks = []
-
-    async def _store_and_answer(self) -> None:
-        shell, core, policy = self.shell, self.shell.core, self.shell.policy
-        plan = self.decision.plan
-        self.mode = "done"
-        data = b"".join(self.chunks)
-        stamp = await shell.generations.astamp(core.tags_for(self.ctx, plan, self.view, self.key), self.since)
-        entry = None
-        if stamp is not None and core.recent.allows(self.key, self.uri_mark):  # invariant 2
-            entry = policy.responses.complete(plan, data, stamp, route_of(self.ctx))
-        if entry is not None:
-            await core.astore_entry(self.key, entry, self.index, self.uri_mark)
-        self.count("miss")
-        status, headers, body = policy.stored_miss_response(
-            self.view, self.forward, self.status, entry, self.decision.pass_headers, data,
-            now=shell.clock())
-        self.started = True
-        await send_whole(self.downstream, status, headers, body)
-
-    async def finish(self) -> None:
-        """After the app returned: answer from the stored entry if that was the decision."""
-        decision = self.decision
-        if self.mode == "buffer":
-            await self._flush_unstored(more_body=False)  # the app ended without a final body
-        elif isinstance(decision, Freshen):
-            shell, core = self.shell, self.shell.core
-            if decision.entry is not None:
-                await core.astore_entry(self.key, decision.entry, self.index, self.uri_mark)
-            else:
-                await shell.store.adelete(self.entry_key)
-            self.count("revalidated")
-            await send_whole(self.downstream, decision.status, decision.headers, decision.body)
-        elif isinstance(decision, ServeStale):
-            self.count("stale")
-            await send_whole(self.downstream, decision.status, decision.headers, decision.body)
 
 
 def with_header(send: asgi.Send, header: tuple[str, str]) -> asgi.Send:

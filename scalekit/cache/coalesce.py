@@ -2,7 +2,12 @@
 recent URI invalidations. No HTTP decisions here; the shells consult these around I/O.
 
 - :class:`ThreadFlights` / :class:`AsyncFlights`: N concurrent misses on one key make one
-  origin call per process; the first caller leads, the others wait on its event.
+  origin call per process; the first caller leads, the others wait on its event. The leader
+  ends its flight as soon as its response's headers are decided (a :class:`Lead`), not when
+  the body has been sent: once the answer is stored, or at once, marked ``alone``, when it will
+  not be (waiters then go to the origin themselves without looking the key up).
+- :class:`PassMarks`: keys whose last answer was not storable ("hit-for-miss"), remembered for
+  a short, bounded time in bounded memory: requests for them go to the origin without waiting.
 - :class:`RefreshRegistry`: a stale-while-revalidate refresh runs once per key at a time.
 - :class:`RecentInvalidations`: a response whose origin call overlapped an unsafe-method
   invalidation of its URI is not stored (the tag generations do the same for tags).
@@ -20,20 +25,52 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
-__all__ = ["AsyncFlights", "RecentInvalidations", "RefreshRegistry", "ThreadFlights"]
+__all__ = ["AsyncFlights", "Lead", "PassMarks", "RecentInvalidations", "RefreshRegistry",
+           "ThreadFlights"]
 
 
 class Flight:
     """One origin call in flight; the event is created only when someone waits for it
-    (most misses are never waited on, and creating an Event costs more than the lookup)."""
+    (most misses are never waited on, and creating an Event costs more than the lookup).
+    ``alone``: the leader's answer will not be stored; waiters go to the origin themselves."""
 
-    __slots__ = ("event",)
+    __slots__ = ("alone", "event")
 
     def __init__(self) -> None:
         self.event: Any = None
+        self.alone = False
+
+
+class Flights(Protocol):
+    def finish(self, key: str, flight: Flight) -> None: ...
+
+
+class Lead:
+    """A leader's hold on its key: this process's flight and, with fleet coalescing, the lease.
+
+    :meth:`finish` is called as soon as the answer's fate is known and again when the request
+    is over; only the first call does anything.
+    """
+
+    __slots__ = ("flight", "flights", "key", "lease")
+
+    def __init__(self, flights: Flights, key: str, flight: Flight) -> None:
+        self.flights = flights
+        self.key = key
+        self.flight = flight
+        self.lease: Any = None  # the fleet lease, set by the shell once acquired
+
+    def finish(self, *, alone: bool = False) -> Any:
+        """Wake the waiters (``alone``: to go to the origin themselves) and return the fleet
+        lease for the caller to release (None if there is none, or it was returned already)."""
+        if alone:
+            self.flight.alone = True
+        self.flights.finish(self.key, self.flight)
+        lease, self.lease = self.lease, None
+        return lease
 
 
 class ThreadFlights:
@@ -91,6 +128,60 @@ class AsyncFlights:
 
     def __len__(self) -> int:
         return len(self._flights)
+
+
+class PassMarks:
+    """Keys whose last origin answer could not be stored, each for ``ttl_seconds`` (the
+    hit-for-miss of Varnish): a miss on a marked key goes to the origin without waiting for
+    another request's answer, which would not be shared anyway. Storing an answer for the key
+    removes its mark.
+
+    Bounded in bytes (keys are mostly client-chosen URLs): the oldest marks go first, and a key
+    longer than a sixteenth of ``max_bytes`` is never marked. A plain dict rather than a
+    cachetools TTLCache: the check runs on every coalescable miss and is a lock-free lookup
+    here, where the TTLCache needs a lock and a Python-level timer call (about 2 µs a miss).
+
+    >>> marks = PassMarks(ttl_seconds=30.0, max_bytes=4096, clock=lambda: 0.0)
+    >>> marks.add("GET http://example.com/live"); "GET http://example.com/live" in marks
+    True
+    """
+
+    def __init__(self, *, ttl_seconds: float, max_bytes: int, clock: Callable[[], float]) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_bytes = max_bytes
+        self.max_key_bytes = max_bytes // 16
+        self.size_bytes = 0
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._until: dict[str, float] = {}  # key -> end of its mark, oldest mark first
+
+    def add(self, key: str) -> None:
+        if self.ttl_seconds <= 0 or len(key) > self.max_key_bytes:
+            return
+        until = self._clock() + self.ttl_seconds
+        with self._lock:
+            marks = self._until
+            if marks.pop(key, None) is None:
+                self.size_bytes += len(key) + _MARK_OVERHEAD_BYTES
+            marks[key] = until  # now the newest
+            while self.size_bytes > self.max_bytes:
+                oldest = next(iter(marks))
+                del marks[oldest]
+                self.size_bytes -= len(oldest) + _MARK_OVERHEAD_BYTES
+
+    def discard(self, key: str) -> None:
+        if key in self._until:
+            with self._lock:
+                if self._until.pop(key, None) is not None:
+                    self.size_bytes -= len(key) + _MARK_OVERHEAD_BYTES
+
+    def __contains__(self, key: object) -> bool:
+        until = self._until.get(key)  # type: ignore[call-overload]  # any key: False
+        return until is not None and self._clock() < until
+
+
+# The dict slot, the float and the string object's header around the key's text.
+_MARK_OVERHEAD_BYTES = 64
 
 
 class RefreshRegistry:

@@ -100,10 +100,14 @@ class CacheConfig:
     # to the origin. Off by default: on a public endpoint anyone could otherwise bypass the
     # cache at will and load the origin.
     honour_client_no_cache: bool = False
-    # Concurrent misses on one key make one origin call per process; the others wait this long,
-    # then get the stale entry if there is one, or a 504 (never a stampede to the origin).
+    # Concurrent misses on one key make one origin call per process; the others wait for its
+    # response's headers, at most this long (then a stale entry if there is one, else the
+    # origin). A response that will not be stored releases them at once to go to the origin.
     coalesce: bool = True
     coalesce_timeout_seconds: float = 10.0
+    # A key whose last response could not be stored is remembered this long (0: never), and
+    # concurrent misses on it go straight to the origin instead of waiting for one another.
+    hit_for_miss_seconds: float = 60.0
     # Threads that run stale-while-revalidate refreshes under WSGI (ASGI uses tasks).
     refresh_threads: int = 4
     # A response varying on a request header whose value is longer than this is not stored
@@ -139,6 +143,8 @@ class CacheConfig:
                  self.heuristic_max_seconds, "zero or more seconds")
         _require(self.coalesce_timeout_seconds > 0, "coalesce_timeout_seconds",
                  self.coalesce_timeout_seconds, "a positive number of seconds")
+        _require(self.hit_for_miss_seconds >= 0, "hit_for_miss_seconds", self.hit_for_miss_seconds,
+                 "zero (off) or more seconds")
         _require(1 <= self.refresh_threads <= 256, "refresh_threads", self.refresh_threads,
                  "between 1 and 256 threads")
         _require(self.max_vary_value_bytes > 0, "max_vary_value_bytes", self.max_vary_value_bytes,

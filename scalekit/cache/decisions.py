@@ -47,8 +47,8 @@ HeaderGetter = Callable[[str], "str | None"]
 # The request-body and proxy headers are among them: such a request bypasses the cache or is
 # keyed on them (keys.py), so the plain-hit path, which never reads them, pays nothing for them.
 SPECIAL_REQUEST_HEADERS = ("cache-control", "pragma", "if-none-match", "if-modified-since",
-                           "if-match", "if-unmodified-since", "range", "if-range", *BODY_HEADERS,
-                           *FORWARDED_HEADERS)
+                           "if-match", "if-unmodified-since", "range", "if-range", "upgrade",
+                           *BODY_HEADERS, *FORWARDED_HEADERS)
 
 
 class RequestView:

@@ -1,9 +1,10 @@
 """The cache's hot path: plain fresh hits from L1, answered before any request view exists.
 
 A plain hit is a GET or HEAD with no special request header (no conditionals, Range,
-Cache-Control, Pragma, body or proxy header) for a current, fresh, non-Vary'd entry in L1: what
-:meth:`~.policy.CachePolicy.decide_request` would serve with the stored headers plus ``Age``
-and ``Cache-Status``. Both shells ask :class:`PlainHits` first and take the full path on None.
+Cache-Control, Pragma, Upgrade, body or proxy header) for a current, fresh, non-Vary'd entry in
+L1: what :meth:`~.policy.CachePolicy.decide_request` would serve with the stored headers plus
+``Age`` and ``Cache-Status``. Both shells ask :class:`PlainHits` first and take the full path
+on None.
 
 What the last plain hit of a request target sent is memoised, for as long as the policy says
 its ``Age`` and ``ttl`` keep their whole seconds (at most a second). A memoised answer is

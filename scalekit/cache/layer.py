@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import asgi, instruments, wsgi
-from .coalesce import AsyncFlights, RecentInvalidations, RefreshRegistry, ThreadFlights
+from ..context import UNMATCHED_ROUTE
+from .coalesce import AsyncFlights, PassMarks, RecentInvalidations, RefreshRegistry, ThreadFlights
 from .entry import CachedEntry
 from .invalidation import InvalidationResult, uri_tag
 from .policy import CachePolicy, RequestView
@@ -28,11 +29,16 @@ from .storable import StorePlan
 from .store import Generations, Store
 from .tiers import build_generations, build_invalidator, build_leases, build_store
 
-__all__ = ["CacheCore", "core_for", "wrap_asgi", "wrap_wsgi"]
+__all__ = ["CacheCore", "core_for", "route_of", "wrap_asgi", "wrap_wsgi"]
 
 log = logging.getLogger("scalekit.cache")
 
 OUTCOMES = ("hit", "miss", "stale", "revalidated", "bypass", "uncacheable")
+# How a coalesced wait ended: the leader's stored answer, the origin (nothing shareable came
+# back), or coalesce_timeout_seconds.
+WAIT_OUTCOMES = ("served", "origin", "timeout")
+# Memory for hit-for-miss marks (keys whose last answer could not be stored).
+PASS_MARKS_MAX_BYTES = 1 << 20
 
 
 class CacheCore:
@@ -55,6 +61,11 @@ class CacheCore:
         self.recent = RecentInvalidations()
         self.thread_flights = ThreadFlights()
         self.async_flights = AsyncFlights()
+        self.pass_marks = PassMarks(ttl_seconds=config.cache.hit_for_miss_seconds,
+                                    max_bytes=PASS_MARKS_MAX_BYTES, clock=runtime.clock)
+        self.waits = {name: instruments.counter_handle(instruments.CACHE_COALESCED.labels(name))
+                      for name in WAIT_OUTCOMES}
+        self.waiting = instruments.CACHE_COALESCED_WAITING
         self.refreshes = RefreshRegistry(limit=config.cache.refresh_threads * 16)
         self.purge = PurgeEndpoint(runtime)
         # Fleet-wide coalescing (cache.l2.coalesce with Redis): one origin call per key per
@@ -99,9 +110,39 @@ class CacheCore:
             tags.add(uri_tag(key))
         return tags
 
+    def count_wait(self, outcome: str) -> None:
+        self.waits[outcome].inc(1)
+
     @staticmethod
     def new_variants_id() -> str:
         return secrets.token_hex(8)
+
+    # ----------------------------------------------------------------- storing a response
+    def store_response(self, key: str, view: RequestView, plan: StorePlan, body: bytes,
+                       index: CachedEntry | None, *, since: int, uri_mark: int, ctx: Any
+                       ) -> CachedEntry | None:
+        """Store a response read whole and return its entry (None: not stored). ``since`` and
+        ``uri_mark`` were read before the origin was called: a response whose computation
+        overlapped an invalidation of its tags or its URI is not stored."""
+        stamp = self.generations.stamp(self.tags_for(ctx, plan, view, key), since)
+        if stamp is None or not self.recent.allows(key, uri_mark):
+            return None
+        entry = self.policy.responses.complete(plan, body, stamp, route_of(ctx))
+        if entry is not None:
+            self.store_entry(key, entry, index, uri_mark)
+        return entry
+
+    async def astore_response(self, key: str, view: RequestView, plan: StorePlan, body: bytes,
+                              index: CachedEntry | None, *, since: int, uri_mark: int, ctx: Any
+                              ) -> CachedEntry | None:
+        """:meth:`store_response` through the stores' async face."""
+        stamp = await self.generations.astamp(self.tags_for(ctx, plan, view, key), since)
+        if stamp is None or not self.recent.allows(key, uri_mark):
+            return None
+        entry = self.policy.responses.complete(plan, body, stamp, route_of(ctx))
+        if entry is not None:
+            await self.astore_entry(key, entry, index, uri_mark)
+        return entry
 
     # ----------------------------------------------------------------- invalidation (§4.4)
     def store_entry(self, key: str, entry: CachedEntry, index: CachedEntry | None, mark: int) -> None:
@@ -110,6 +151,7 @@ class CacheCore:
         written, when the invalidation's delete may have landed before this write."""
         if not self.recent.allows(key, mark):
             return
+        self.pass_marks.discard(key)
         writes = self.policy.storage_writes(key, entry, index, new_variants_id=self.new_variants_id)
         for store_key, value in writes:
             self.store.set(store_key, value)
@@ -121,6 +163,7 @@ class CacheCore:
         """:meth:`store_entry` through the stores' async face."""
         if not self.recent.allows(key, mark):
             return
+        self.pass_marks.discard(key)
         writes = self.policy.storage_writes(key, entry, index, new_variants_id=self.new_variants_id)
         for store_key, value in writes:
             await self.store.aset(store_key, value)
@@ -174,6 +217,11 @@ class CacheCore:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+
+def route_of(ctx: Any) -> str:
+    """The route template an adapter named for the request ("" if none), stored with its entry."""
+    return ctx.route if ctx is not None and ctx.route != UNMATCHED_ROUTE else ""
 
 
 def core_for(runtime: Any) -> CacheCore:

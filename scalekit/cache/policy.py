@@ -125,6 +125,17 @@ class CachePolicy(OriginAnswers):
                                   max_value_bytes=self.settings.max_vary_value_bytes)
         return None if secondary is None else variant_key(primary, index.variants_id, secondary)
 
+    @staticmethod
+    def bypasses(request: RequestView) -> bool:
+        """Whether the cache neither looks the request up nor stores its answer, whatever the
+        rules say: a protocol upgrade (a WebSocket handshake handed over as HTTP).
+
+        RFC 9110 §7.8: Upgrade asks to switch this connection to another protocol; the answer
+        (101, or a refusal such as a 404 from an app without that route) belongs to that
+        connection alone.
+        """
+        return request.special and request.header("upgrade") is not None
+
     def request_directives(self, request: RequestView) -> CacheControl:
         raw = request.header("cache-control")
         if raw is None:
@@ -256,9 +267,14 @@ class CachePolicy(OriginAnswers):
         may_store = is_get and not directives.no_store
         changes = self._revalidation_headers(stored, request) if stored is not None else (
             self._strip_client_conditionals(request) if may_store else ())
+        # A request with credentials neither waits for another nor is waited for: an answer to
+        # it is shared only if it says so (RFC 9111 §3.5: public, s-maxage, must-revalidate),
+        # and other credentials mostly get other answers (a long poll would hold the rest).
+        coalesce = (self.coalesce and may_store and fwd != "request"
+                    and request.header("authorization") is None)
         # Positional, in Forward's field order: built on every miss.
-        return Forward(fwd, stored, tier, may_store, self.coalesce and may_store and fwd != "request",
-                       changes, stored is not None and has_validators(stored), partial)
+        return Forward(fwd, stored, tier, may_store, coalesce, changes,
+                       stored is not None and has_validators(stored), partial)
 
     def _revalidation_headers(self, entry: CachedEntry,
                               request: RequestView) -> tuple[tuple[str, str | None], ...]:

@@ -65,6 +65,7 @@ UNDERSTOOD_STATUSES = frozenset({
 # cache is added per response.
 CONSUMED_FIELDS = frozenset({"age", "surrogate-control"})
 _ALWAYS_DROPPED = HOP_BY_HOP | CONSUMED_FIELDS
+EVENT_STREAM = "text/event-stream"
 HeaderGetter = Callable[[str], "str | None"]
 
 
@@ -154,6 +155,10 @@ def analyse_response(
     # Never stored, whatever any directive or rule says: a cookie is one user's state.
     if "set-cookie" in fields:
         return NotStorable("set-cookie")
+    # Server-sent events are live and may never end: a stored copy would replay old events.
+    # (Browsers fetch them with cache mode "no-store": HTML Living Standard §9.2.2.)
+    if fields.get("content-type", "")[:17].lower() == EVENT_STREAM:
+        return NotStorable("event-stream")
     targeted = _targeted_directives(fields, settings.targeted_fields) if settings.targeted_fields else None
     directives = targeted if targeted is not None else parse_cache_control(fields.get("cache-control"))
     # RFC 9213 §2.2: with a valid targeted field the cache "MUST ignore the Cache-Control and

@@ -1,48 +1,41 @@
 """The cache layer's PEP 3333 shell: reads the environ, calls the store and the app, sends bytes.
 
 Every HTTP decision comes from :class:`~scalekit.cache.policy.CachePolicy`; this module only
-sequences I/O. A hit never calls the app. On the miss path the app's iterable is always
-closed (PEP 3333 ``close()``: the pool returns its connection there): directly when the body
-was read to be stored, or by the server when a body is passed through.
+sequences I/O. A hit never calls the app. A miss is coalesced with concurrent misses on its key
+(one origin call per process; the others wait for its headers only, see
+:mod:`scalekit.cache.coalesce`), and the origin call itself is :mod:`.wsgi_exchange`'s.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any, assert_never
 
 from .. import wsgi
 from ..context import CONTEXT_KEY, RequestContext, activate
 from ..messages import status_line
+from .coalesce import Flight, Lead
 from .entry import CachedEntry
 from .hot import PlainHits
 from .layer import CacheCore
 from .policy import (
     SAFE_METHODS,
-    Buffer,
     Forward,
-    Freshen,
-    PassThrough,
     Refuse,
     RequestView,
     Serve,
-    ServeStale,
 )
-from .rules import rule_of
-from .storable import StorePlan
+from .wsgi_exchange import Exchange
 from .wsgi_io import (
     SPECIAL_ENVIRON_KEYS,
-    Capture,
-    PassBody,
     close_body,
     discard_start_response,
-    environ_key,
     request_view,
     restore_route,
-    route_of,
     send_whole,
     with_header,
 )
@@ -109,6 +102,9 @@ class WSGICache:
                 return self.app(environ, start_response)
             return self._unsafe(environ, start_response)
         view = request_view(environ)
+        if view.special and self.policy.bypasses(view):
+            core.count("bypass")
+            return self.app(environ, start_response)
         key = self.policy.primary_key(view)
         if key is None:
             core.hosts_rejected.inc()
@@ -167,41 +163,66 @@ class WSGICache:
     def _forward(self, environ: wsgi.Environ, start_response: wsgi.StartResponse, view: RequestView,
                  key: str, forward: Forward, index: CachedEntry | None, entry_key: str,
                  arrived: float) -> Iterable[bytes]:
-        if not forward.coalesce:
+        core = self.core
+        if not forward.coalesce or key in core.pass_marks:
             return self._fetch(environ, start_response, view, key, forward, index, entry_key)
-        flights = self.core.thread_flights
+        flights = core.thread_flights
         flight, event = flights.join(key)
         if event is None:  # the leader
+            lead = Lead(flights, key, flight)
             try:
-                # _fetch stores before it returns, so waiters find the entry when woken.
-                return self._lead(environ, start_response, view, key, forward, index, entry_key, arrived)
+                # _fetch returns once the response is decided, and stores before it returns
+                # what it stores whole: waiters are woken right after, at the headers.
+                return self._lead(environ, start_response, view, key, forward, index, entry_key,
+                                  arrived, lead)
             finally:
-                flights.finish(key, flight)
-        if not event.wait(self.core.coalesce_timeout_seconds):
-            return self._waited_too_long(start_response, view, forward)
+                self._finish(lead)
+        if not self._wait(environ, event.wait):
+            return self._waited_too_long(environ, start_response, view, key, forward, index, entry_key)
+        if flight.alone:  # the leader's answer is not shared: no lookup, straight to the origin
+            core.count_wait("origin")
+            return self._fetch(environ, start_response, view, key, replace(forward, coalesce=False),
+                               index, entry_key)
         return self._after_wait(environ, start_response, view, key, arrived)
 
     def _lead(self, environ: wsgi.Environ, start_response: wsgi.StartResponse, view: RequestView,
               key: str, forward: Forward, index: CachedEntry | None, entry_key: str,
-              arrived: float) -> Iterable[bytes]:
+              arrived: float, lead: Lead) -> Iterable[bytes]:
         """This process's one origin call for ``key``; with fleet leases, the fleet's one."""
         leases = self.core.leases
         if leases is None:
-            return self._fetch(environ, start_response, view, key, forward, index, entry_key)
+            return self._fetch(environ, start_response, view, key, forward, index, entry_key,
+                               flight=lead.flight)
         lease = leases.acquire(key)
         if lease is None:  # another instance is computing it: wait, then read the shared store
-            if leases.wait_release(key, timeout_seconds=self.core.coalesce_timeout_seconds):
+            if self._wait(environ, lambda seconds: leases.wait_release(key, timeout_seconds=seconds)):
                 return self._after_wait(environ, start_response, view, key, arrived)
-            stale = self.policy.stale_fallback(forward, view, now=self.clock(), origin_status=None,
-                                               any_age=True)
-            if stale is not None:
-                self.core.count("stale")
-                return send_whole(start_response, stale.status, stale.headers, stale.body)
-            return self._fetch(environ, start_response, view, key, forward, index, entry_key)
+            return self._waited_too_long(environ, start_response, view, key, forward, index, entry_key)
+        lead.lease = lease
+        return self._fetch(environ, start_response, view, key, forward, index, entry_key,
+                               flight=lead.flight)
+
+    def _wait(self, environ: wsgi.Environ, wait: Callable[[float], bool]) -> bool:
+        """Wait up to coalesce_timeout_seconds for another request's answer (True: it came);
+        the time is added to the request's ``waited_seconds``, which later waits (the pool's)
+        take off their own timeouts."""
+        core = self.core
+        core.waiting.inc()
+        started = time.monotonic()
         try:
-            return self._fetch(environ, start_response, view, key, forward, index, entry_key)
+            return wait(core.coalesce_timeout_seconds)
         finally:
-            leases.release(lease)
+            core.waiting.dec()
+            ctx = environ.get(CONTEXT_KEY)
+            if ctx is not None:
+                ctx.waited_seconds += time.monotonic() - started
+
+    def _finish(self, lead: Lead) -> None:
+        """End the lead once its response is decided (stored, or passed on: ``_fetch`` returns
+        before any body is sent): its waiters wake, its fleet lease is returned."""
+        lease = lead.finish()
+        if lease is not None:
+            self.core.leases.release(lease)  # type: ignore[union-attr]  # set only with leases
 
     def _after_wait(self, environ: wsgi.Environ, start_response: wsgi.StartResponse,
                     view: RequestView, key: str, arrived: float) -> Iterable[bytes]:
@@ -211,6 +232,7 @@ class WSGICache:
                                               collapsed_since=arrived)
         match decision:
             case Serve():
+                self.core.count_wait("served")
                 self.core.count(decision.outcome)
                 if decision.route:
                     restore_route(environ, decision.route)
@@ -219,124 +241,31 @@ class WSGICache:
                 return send_whole(start_response, decision.status, decision.headers, decision.body)
             case Forward():
                 # Nothing shareable came back (private, Set-Cookie, uncacheable): go alone.
+                self.core.count_wait("origin")
                 return self._fetch(environ, start_response, view, key, replace(decision, coalesce=False),
                                    index, entry_key)
             case _:
                 assert_never(decision)
 
-    def _waited_too_long(self, start_response: wsgi.StartResponse, view: RequestView,
-                         forward: Forward) -> Iterable[bytes]:
+    def _waited_too_long(self, environ: wsgi.Environ, start_response: wsgi.StartResponse,
+                         view: RequestView, key: str, forward: Forward, index: CachedEntry | None,
+                         entry_key: str) -> Iterable[bytes]:
+        """The leader is slower than coalesce_timeout_seconds: a stale entry where RFC 5861
+        allows, else the origin, like a miss that was never coalesced (never an error of ours)."""
+        self.core.count_wait("timeout")
         stale = self.policy.stale_fallback(forward, view, now=self.clock(), origin_status=None, any_age=True)
         if stale is not None:
             self.core.count("stale")
             return send_whole(start_response, stale.status, stale.headers, stale.body)
-        self.core.count("miss")
-        return send_whole(start_response, *self.policy.responses.refusal(504, "coalesce-timeout"))
+        return self._fetch(environ, start_response, view, key, replace(forward, coalesce=False),
+                           index, entry_key)
 
     def _fetch(self, environ: wsgi.Environ, start_response: wsgi.StartResponse, view: RequestView,
                key: str, forward: Forward, index: CachedEntry | None, entry_key: str,
-               *, background: bool = False) -> Iterable[bytes]:
-        core, policy, clock = self.core, self.policy, self.clock
-        # Invariant 2: generations are read before the origin is called.
-        since = self.generations.sequence()
-        uri_mark = core.recent.mark()
-        inner = environ
-        if forward.request_headers:
-            inner = dict(environ)
-            for name, value in forward.request_headers:
-                if value is None:
-                    inner.pop(environ_key(name), None)
-                else:
-                    inner[environ_key(name)] = value
-        capture = Capture()
-        request_time = clock()
-        body: Iterable[bytes] = ()
-        try:
-            body = self.app(inner, capture)
-            iterator = capture.prime(body)
-        except Exception:
-            close_body(body)
-            stale = policy.stale_fallback(forward, view, now=clock(), origin_status=None)
-            if stale is None:
-                raise
-            core.count("stale")
-            return send_whole(start_response, stale.status, stale.headers, stale.body)
-        now = clock()
-        ctx = environ.get(CONTEXT_KEY)
-        decision = policy.decide_response(view, forward, capture.code, capture.headers, now=now,
-                                          request_time=request_time, rule=rule_of(ctx))
-        count = (lambda outcome: None) if background else core.count
-        match decision:
-            case PassThrough():
-                if decision.delete_stored:
-                    self.store.delete(entry_key)
-                count("uncacheable" if view.method == "GET" else "miss")
-                start_response(capture.status or "500 Internal Server Error", list(decision.headers),
-                               capture.exc_info)
-                return PassBody(capture.written, iterator, body) if capture.written else body
-            case Buffer():
-                return self._buffer(start_response, view, key, forward, decision.plan,
-                                    decision.pass_headers, capture, iterator, body, index,
-                                    since, uri_mark, ctx, count)
-            case Freshen():
-                close_body(body)
-                if decision.entry is not None:
-                    core.store_entry(key, decision.entry, index, uri_mark)
-                else:
-                    self.store.delete(entry_key)
-                count("revalidated")
-                return send_whole(start_response, decision.status, decision.headers, decision.body)
-            case ServeStale():
-                close_body(body)
-                count("stale")
-                return send_whole(start_response, decision.status, decision.headers, decision.body)
-            case _:
-                assert_never(decision)
-
-    def _buffer(self, start_response: wsgi.StartResponse, view: RequestView, key: str,
-                forward: Forward, plan: StorePlan, pass_headers: tuple[tuple[str, str], ...],
-                capture: Capture, iterator: Iterator[bytes], body: Iterable[bytes],
-                index: CachedEntry | None, since: int, uri_mark: int, ctx: Any,
-                count: Any) -> Iterable[bytes]:
-        core, policy = self.core, self.policy
-        limit = core.max_body_bytes
-        chunks = capture.written
-        size = sum(map(len, chunks))
-        try:
-            if size <= limit:
-                for chunk in iterator:
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size > limit:
-                        break
-        except Exception:
-            close_body(body)
-            # Nothing was sent yet: a failure while producing the body is an origin error too.
-            stale = policy.stale_fallback(forward, view, now=self.clock(), origin_status=None)
-            if stale is None:
-                raise
-            count("stale")
-            return send_whole(start_response, stale.status, stale.headers, stale.body)
-        if size > limit:
-            # Too large to store: what was read, then the rest, untouched and streamed.
-            count("uncacheable")
-            start_response(capture.status or "200 OK", list(pass_headers), capture.exc_info)
-            return PassBody(chunks, iterator, body)
-        close_body(body)
-        data = b"".join(chunks)
-        stamp = self.generations.stamp(core.tags_for(ctx, plan, view, key), since)
-        entry = None
-        if stamp is not None and core.recent.allows(key, uri_mark):  # invariant 2
-            entry = policy.responses.complete(plan, data, stamp, route_of(ctx))
-        if entry is not None:
-            core.store_entry(key, entry, index, uri_mark)
-        count("miss")
-        code = capture.code
-        status, headers, out = policy.stored_miss_response(view, forward, code, entry,
-                                                           pass_headers, data, now=self.clock())
-        line = capture.status if status == code and capture.status else status_line(status)
-        start_response(line, list(headers))
-        return [out] if out else []
+               *, background: bool = False, flight: Flight | None = None) -> Iterable[bytes]:
+        """Call the origin and answer by the policy (see :mod:`.wsgi_exchange`)."""
+        return Exchange(self, start_response, view, key, forward, index, entry_key,
+                        background=background, flight=flight).run(environ)
 
     # ----------------------------------------------------------------- unsafe methods (§4.4)
     def _unsafe(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:

@@ -3,32 +3,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .. import wsgi
-from ..context import CONTEXT_KEY, UNMATCHED_ROUTE
+from ..context import CONTEXT_KEY
 from ..messages import status_line
-from ..wsgi import close_body
+from ..wsgi import close_body, read_produced
 from .decisions import SPECIAL_REQUEST_HEADERS, RequestView
 
 __all__ = [
     "SPECIAL_ENVIRON_KEYS",
     "Capture",
+    "CopyingBody",
     "EnvironHeaders",
     "PassBody",
     "close_body",
     "discard_start_response",
     "environ_key",
+    "read_produced",
     "request_view",
     "restore_route",
-    "route_of",
     "send_whole",
     "with_header",
 ]
 
+log = logging.getLogger("scalekit.cache")
 _ENVIRON_KEYS: dict[str, str] = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
 def environ_key(name: str) -> str:
     """The environ key of lower-case request header ``name`` (``HTTP_IF_NONE_MATCH``)."""
     key = _ENVIRON_KEYS.get(name)
@@ -126,14 +131,67 @@ class PassBody:
         close_body(self.body)
 
 
+class CopyingBody:
+    """Chunks already read, then the rest of the app's iterable passed on as it is produced,
+    while a copy is kept up to ``limit`` bytes.
+
+    When the server closes it, the app's iterable is closed first (the pool gets its connection
+    back there), then ``on_close(copy, ended)`` runs: ``ended`` says the iterable was read to
+    its end (not abandoned by a client that went away, nor broken by an error), ``copy`` is the
+    whole body, or None once it outgrew ``limit``. A plain iterator, not a generator, so the
+    app's iterable is never closed twice.
+    """
+
+    __slots__ = ("body", "copy", "ended", "head", "iterator", "limit", "on_close", "size")
+
+    def __init__(self, head: list[bytes], iterator: Iterator[bytes], body: Iterable[bytes], *,
+                 limit: int, on_close: Callable[[list[bytes] | None, bool], None]) -> None:
+        self.head = list(reversed(head))
+        self.iterator = iterator
+        self.body = body
+        self.size = sum(map(len, head))
+        self.copy: list[bytes] | None = list(head) if self.size <= limit else None
+        self.limit = limit
+        self.on_close: Callable[[list[bytes] | None, bool], None] | None = on_close
+        self.ended = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self.head:
+            return self.head.pop()
+        try:
+            chunk = next(self.iterator)
+        except StopIteration:
+            self.ended = True
+            raise
+        copy = self.copy
+        if copy is not None:
+            self.size += len(chunk)
+            if self.size > self.limit:
+                self.copy = None
+            else:
+                copy.append(chunk)
+        return chunk
+
+    def close(self) -> None:
+        on_close, self.on_close = self.on_close, None
+        try:
+            close_body(self.body)
+        finally:
+            if on_close is not None:
+                try:
+                    on_close(self.copy, self.ended)
+                except Exception:
+                    # The response went out whole; failing to keep a copy must not fail it.
+                    log.warning("scalekit: storing a streamed response failed", exc_info=True)
+
+
 def send_whole(start_response: wsgi.StartResponse, status: int, headers: tuple[tuple[str, str], ...],
           body: bytes) -> list[bytes]:
     start_response(status_line(status), list(headers))
     return [body] if body else []
-
-
-def route_of(ctx: Any) -> str:
-    return ctx.route if ctx is not None and ctx.route != UNMATCHED_ROUTE else ""
 
 
 def restore_route(environ: wsgi.Environ, route: str) -> None:

@@ -30,6 +30,7 @@ import sqlalchemy.exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
 
+from ..context import wait_budget
 from ..instruments import (
     POOL_CONNECTIONS,
     POOL_LEAKS,
@@ -194,7 +195,8 @@ class Database:
             if admission is Admission.WAIT_FOR_RESET:
                 acquired = self._acquire_after_resets()
             else:
-                acquired = self._slots.take(self.config.pool_timeout_seconds)
+                # Less whatever the request already waited (a coalesced miss): never stacked.
+                acquired = self._slots.take(wait_budget(self.config.pool_timeout_seconds))
         finally:
             with self._lock:
                 self.pending -= 1
@@ -216,7 +218,7 @@ class Database:
         need the loop to give their connections back.
         """
         resetter = self._resetter
-        deadline = time.monotonic() + self.config.pool_timeout_seconds
+        deadline = time.monotonic() + wait_budget(self.config.pool_timeout_seconds)
         while resetter.in_flight:
             finished = resetter.finished
             if self._slots.try_take():

@@ -87,18 +87,21 @@ def test_response_overlapping_an_invalidation_is_not_stored(make: Make, path: st
     assert not h.get(url).hit
 
 
-def test_coalescing_waiter_timeout_gets_stale_or_504_never_the_origin(make: Make, path: str) -> None:
+def test_coalescing_waiter_timeout_gets_stale_or_the_origin_never_a_504(make: Make, path: str) -> None:
+    # A leader slower than coalesce_timeout_seconds: its waiters are served stale where
+    # RFC 5861 allows, else they go to the origin themselves (a 504 of the cache's own was
+    # answered here before; nginx's proxy_cache_lock_timeout behaves the same way).
     h = make(coalesce_timeout_seconds=0.2)
     assert h.origin is not None
     url = f"{path}?{MAX_AGE}&etag=1&sleep=1500"
     replies = h.many("GET", url, 3)
-    assert sorted(reply.status for reply in replies) == [200, 504, 504]
-    assert h.calls(path) == 1
+    assert sorted(reply.status for reply in replies) == [200, 200, 200]
+    assert h.calls(path) == 3
     h.advance(70)  # stale, still kept by the memory tier for revalidation
     replies = h.many("GET", url, 3)
     assert sorted(reply.status for reply in replies) == [200, 200, 200]
-    assert sum("fwd=stale" in reply.cache_status and b"call=1" in reply.body for reply in replies) >= 2
-    assert h.calls(path) == 2
+    assert sum("fwd=stale" in reply.cache_status for reply in replies) >= 2
+    assert h.calls(path) == 4
 
 
 def test_etags_added_at_store_are_deterministic() -> None:

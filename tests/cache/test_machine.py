@@ -1,6 +1,7 @@
 """A Hypothesis state machine: requests (methods, hosts, queries, Vary'd and conditional
-headers, Authorization), scripted origin responses, unsafe-method and tag invalidations, and
-clock advances, checked against a reference model of what the origin produced.
+headers, Authorization), scripted origin responses (sent whole or streamed in pieces, server-sent
+events among them), unsafe-method and tag invalidations, and clock advances, checked against a
+reference model of what the origin produced.
 
 Every origin response carries a serial; the model records, per serial, the request it answered
 (key, header values) and what a shared cache may do with it. A reply whose serial is older than
@@ -50,8 +51,9 @@ SCRIPTS = {
     "private-field": [("cache-control", 'max-age=60, private="x-secret"'), ("x-secret", "1")],
     "rule": [],
     "bad-expires": [("expires", "0"), ("etag", "VERSION")],
+    "event-stream": [("cache-control", "max-age=60"), ("content-type", "text/event-stream")],
 }
-FORBIDDEN_SCRIPTS = {"private", "no-store", "cookie", "vary-star"}
+FORBIDDEN_SCRIPTS = {"private", "no-store", "cookie", "vary-star", "event-stream"}
 PERMITS_AUTHORIZATION = {"public"}
 DROPPED_FROM_COMPARISON = {"age", "cache-status", "content-length", "date", "x-secret"}
 
@@ -79,6 +81,7 @@ class Model:
     tag_invalidated: dict[str, int] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
     scripts: dict[str, str] = field(default_factory=lambda: {p: "fresh" for p in PATHS})
+    streamed: set[str] = field(default_factory=set)  # paths whose bodies come in pieces
 
 
 def model_key(host: str, path: str, query: str) -> tuple[str, str, str]:
@@ -107,7 +110,9 @@ class Origin:
         if script == "rule":
             cache_response(30)
         tag = f"tag{path}"
-        out += [("content-type", "text/plain"), ("x-serial", str(serial)), ("surrogate-key", tag)]
+        if not any(name == "content-type" for name, _ in out):
+            out.append(("content-type", "text/plain"))
+        out += [("x-serial", str(serial)), ("surrogate-key", tag)]
         if headers.get("if-none-match") == version and ("etag", version) in out:
             return 304, out, b""
         body = b"" if method == "HEAD" else f"serial={serial} {path}".encode()
@@ -119,18 +124,26 @@ class Origin:
         return 200, out, body
 
 
+def pieces(origin: Origin, path: str, body: bytes) -> list[bytes]:
+    """The body as the origin sends it: whole, or in two pieces for a streamed path."""
+    if path in origin.model.streamed and body:
+        event("streamed response")
+        return [body[:5], body[5:]]
+    return [body]
+
+
 def build_app(kind: str, origin: Origin, clock: FakeClock) -> tuple[Any, Runtime]:
     config = load_config({"cache": {"disk": {"enabled": False}, "coalesce": False},
                           "cdn": {"enabled": False}, "allowed_hosts": ("a.test", ".b.test")},
                          environ={}, cwd="/nonexistent")
     runtime = Runtime(config, clock=clock)
     if kind == "wsgi":
-        def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        def wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
             headers = {k[5:].lower().replace("_", "-"): v for k, v in environ.items() if k.startswith("HTTP_")}
             status, out, body = origin.respond(environ["REQUEST_METHOD"], environ["HTTP_HOST"],
                                                environ["PATH_INFO"], environ["QUERY_STRING"], headers)
             start_response(f"{status} X", out)
-            return [body]
+            return iter(pieces(origin, environ["PATH_INFO"], body))
         return WSGIRoot(wsgi_app, layer.wrap_wsgi(wsgi_app, runtime), runtime), runtime
 
     async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -139,7 +152,9 @@ def build_app(kind: str, origin: Origin, clock: FakeClock) -> tuple[Any, Runtime
                                            scope["query_string"].decode(), headers)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(k.encode(), v.encode()) for k, v in out]})
-        await send({"type": "http.response.body", "body": body})
+        parts = pieces(origin, scope["path"], body)
+        for number, part in enumerate(parts, 1):
+            await send({"type": "http.response.body", "body": part, "more_body": number < len(parts)})
     return ASGIRoot(asgi_app, layer.wrap_asgi(asgi_app, runtime), runtime), runtime
 
 
@@ -203,6 +218,14 @@ class CacheMachine(RuleBasedStateMachine):
     @rule(path=st.sampled_from(PATHS), script=st.sampled_from(sorted(SCRIPTS)))
     def program_origin(self, path: str, script: str) -> None:
         self.model.scripts[path] = script
+        self.last = None
+
+    @rule(path=st.sampled_from(PATHS), streamed=st.booleans())
+    def stream_origin(self, path: str, streamed: bool) -> None:
+        if streamed:
+            self.model.streamed.add(path)
+        else:
+            self.model.streamed.discard(path)
         self.last = None
 
     @rule(seconds=st.sampled_from([1, 30, 61, 200]))
