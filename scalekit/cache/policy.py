@@ -313,13 +313,18 @@ class CachePolicy(OriginAnswers):
         """
         if request.method in SAFE_METHODS or not 200 <= status < 400:
             return ()
-        target = self.primary_key(request)
+        # The target URI whatever form its Host came in: a POST to A.test:80 changes a.test's.
+        host = self.keys.host(request.scheme, request.host)
+        if host is None:
+            return ()
+        target = self.primary_key(request) if host == request.host else self.keys.primary_key(
+            request.scheme, host, request.path, request.query)
         if target is None:
             return ()
         keys = {target}
         fields = combine_fields(headers)
         for name in ("location", "content-location"):
-            other = self.keys.same_origin_key(request.scheme, request.host, request.path, fields.get(name))
+            other = self.keys.same_origin_key(request.scheme, host, request.path, fields.get(name))
             if other is not None:
                 keys.add(other)
         return tuple(sorted(keys))

@@ -66,6 +66,17 @@ def test_tag_invalidation_through_scalekit_invalidate(make: Make, path: str) -> 
     assert h.get(url).hit
 
 
+def test_unsafe_method_with_the_host_in_another_form_invalidates_its_uri(make: Make, path: str) -> None:
+    # RFC 9111 §4.4: TEST:80 names the same origin as test; such a request is never looked up
+    # nor stored (the app may reflect the Host as sent), but its POST changes test's resource.
+    h = make()
+    url = f"{path}?{MAX_AGE}"
+    h.get(url)
+    assert h.get(url).hit
+    h.request("POST", url, {"host": "TEST:80"})
+    assert not h.get(url).hit
+
+
 def test_response_overlapping_an_invalidation_is_not_stored(make: Make, path: str) -> None:
     # Invariant 2: generations are read when the request starts, not when it is stored.
     h = make()
