@@ -55,12 +55,6 @@ def _events(client: httpx.Client) -> list[str]:
         return [line for line in response.iter_lines() if line.startswith("data: ")]
 
 
-STREAMS_PASS_THROUGH = pytest.mark.xfail(
-    strict=True, reason="the cache buffers and stores a text/event-stream response under a "
-                        "covering rule (fixed by the streaming work)")
-
-
-@STREAMS_PASS_THROUGH
 def test_server_sent_events_are_never_replayed(live: Served) -> None:
     with browser(live) as alice, browser(live) as bob:
         first, second = _events(alice), _events(bob)
@@ -68,7 +62,6 @@ def test_server_sent_events_are_never_replayed(live: Served) -> None:
     assert first[0].split()[2] != second[0].split()[2]  # each client its own stream
 
 
-@STREAMS_PASS_THROUGH
 def test_server_sent_events_arrive_as_they_are_produced(live: Served) -> None:
     gate = uuid.uuid4().hex
     with browser(live) as alice, browser(live) as other, \
