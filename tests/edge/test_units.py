@@ -111,3 +111,23 @@ def test_varnish_purges_every_address_within_one_header_line() -> None:
 def test_module_examples(module: str) -> None:
     failures, _ = doctest.testmod(importlib.import_module(f"scalekit.cdn.purge.{module}"))
     assert failures == 0
+
+
+def test_the_host_queue_hands_a_lost_job_back_after_the_reclaim_time(tmp_path: Path) -> None:
+    """A consumer whose loop restarted after a fault no longer holds what it took: once the
+    job's claim is older than the reclaim time, it is taken again (by any process, this one
+    included), so a host with a single app process loses nothing either."""
+    from scalekit.cdn.purge.localqueue import LocalJobSource, LocalPurgeQueue
+
+    now = [1000.0]
+    queue = LocalPurgeQueue(tmp_path / "edge-purges.sqlite3")
+    queue.enqueue({"edge": ["t:a"]}, source="test", now=now[0], due=now[0])
+    source = LocalJobSource(queue, "edge", consumer="only", reclaim_after_seconds=30.0,
+                            clock=lambda: now[0])
+    (job,) = source.take(block_seconds=0.0, count=10)
+    assert source.take(block_seconds=0.0, count=10) == [] and source.reclaim(count=10) == []
+    now[0] += 31.0
+    assert [again.id for again in source.reclaim(count=10)] == [job.id]
+    source.done([job])
+    assert queue.status(["edge"], now=now[0])[0].length == 0
+    queue.close()

@@ -163,11 +163,17 @@ class LocalJobSource:
     def reclaim(self, *, count: int) -> list[Job]:
         if not self.queue.exists():
             return []
+        # Its own rows too: a consumer that lost track of what it held (its loop restarted after
+        # a fault) takes them back; rows it still holds are renewed well before this.
         stale = self._now() - self.reclaim_after_seconds
-        return self._claim("owner IS NOT NULL AND owner != ? AND claimed_at < ?",
-                           (self.consumer, stale), count)
+        return self._claim("owner IS NOT NULL AND claimed_at < ?", (stale,), count)
 
     def _claim(self, condition: str, parameters: tuple[object, ...], count: int) -> list[Job]:
+        # Every process's consumers poll the file: a read first, so an empty queue costs no
+        # write transaction (no lock the producers would wait for).
+        if not self.queue.execute(f"SELECT 1 FROM jobs WHERE target = ? AND {condition} LIMIT 1",
+                                  (self.target, *parameters)):
+            return []
         rows = self.queue.execute(
             f"UPDATE jobs SET owner = ?, claimed_at = ? WHERE id IN (SELECT id FROM jobs "
             f"WHERE target = ? AND {condition} ORDER BY id LIMIT ?) "

@@ -327,8 +327,8 @@ class TargetWorker:
             log.warning("edge purge target %r failed (%s); %d purge(s) retried in %.1f s or more",
                         self.name, outcome.reason, len(again), min(held.next_try for held in again) - now)
         failure = outcome.reason if (again or dropped) else None
-        source = due[0].source
-        self._guarded(source, source.record_failure, reason=failure, now=now)
+        for source in {id(held.source): held.source for held in due}.values():
+            self._guarded(source, source.record_failure, reason=failure, now=now)
 
     def _finish(self, finished: list[_Held]) -> None:
         by_source: dict[int, list[_Held]] = {}
