@@ -105,6 +105,9 @@ def test_varnish_purges_every_address_within_one_header_line() -> None:
     assert (url_call.method, url_call.url, dict(url_call.headers)) == (
         "PURGE", "http://varnish:6091/p?a=1", {"host": "shop.example", "x-forwarded-proto": "https"})
     assert "token" not in repr(url_call)
+    soft = VarnishVendor(PurgeTargetConfig(kind="varnish", urls=("http://varnish:6091",), soft=True),
+                         resolve=lambda host, port: ["10.0.0.1"])
+    assert [dict(call.headers) for call in soft.tag_calls(["a", "b"])] == [{"xkey-softpurge": "a b"}]
 
 
 @pytest.mark.parametrize("module", ["calls", "config", "edgegrid", "service", "worker"])
