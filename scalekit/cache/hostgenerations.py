@@ -296,6 +296,8 @@ class HostGenerations(LocalGenerations):
 
     def close(self) -> None:
         self._stop.set()
+        if self._peers is not None:
+            self._peers.wake()  # out of its select() now, not at the next poll
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout=1.0)
         if self._peers is not None:

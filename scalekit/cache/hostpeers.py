@@ -121,6 +121,11 @@ class HostPeers:
                     self._acked[key] = max(self._acked.get(key, -1), int(parts[1]))
                     self._answered.notify_all()
 
+    def wake(self) -> None:
+        """Wake whoever waits on this doorbell (a watcher told to stop)."""
+        with contextlib.suppress(OSError):
+            self._socket.sendto(b"wake", self.address)
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._socket.close()

@@ -348,9 +348,10 @@ class FleetGenerations:
                 self._report_pending()
             case Poll():
                 sent = self._monotonic()
-                if not scripts.heartbeat(epoch=step.epoch, instance=self.name,
+                head = scripts.heartbeat(epoch=step.epoch, instance=self.name,
                                          applied=step.after,
-                                         lease_seconds=self.max_staleness_seconds):
+                                         lease_seconds=self.max_staleness_seconds)
+                if head is None:
                     self.follower.epoch_changed()
                     return
                 entries, complete, malformed = scripts.read(
@@ -358,7 +359,7 @@ class FleetGenerations:
                 if malformed:
                     log.warning("ignored a malformed entry in the invalidation log; resyncing")
                     self.follower.epoch_changed()
-                self._observe(self.follower.polled(sent_at=sent, entries=entries,
+                self._observe(self.follower.polled(sent_at=sent, entries=entries, head=head,
                                                    complete=complete and not malformed))
                 self._trust()
                 self.connected.set()

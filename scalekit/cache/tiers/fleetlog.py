@@ -164,9 +164,13 @@ class Follower:
         self._must_resync = False
         self.trusted_until = max(self.trusted_until, sent_at + self.max_staleness_seconds)
 
-    def polled(self, *, sent_at: float, entries: Sequence[LogEntry], complete: bool) -> list[LogEntry]:
+    def polled(self, *, sent_at: float, entries: Sequence[LogEntry], complete: bool,
+               head: int | None = None) -> list[LogEntry]:
         """Redis answered a :class:`Poll` sent at ``sent_at``: apply ``entries`` in order; the
-        ones applied. ``complete``: the reply held every entry after our position."""
+        ones applied. ``complete``: the reply held every entry after our position; ``head``:
+        the state's sequence when the lease was renewed, just before the read (the entries
+        must reach it: if they stop short, some were lost, e.g. the log was trimmed or evicted
+        while we were behind)."""
         applied: list[LogEntry] = []
         for entry in entries:
             if entry.sequence <= self.position:
@@ -177,6 +181,9 @@ class Follower:
             self.local.apply(fleet_generation(entry.sequence), entry.tags)
             self.position = entry.sequence
             applied.append(entry)
+        if complete and head is not None and self.position < head:
+            self._must_resync = True  # the log lost the entries up to the head
+            return applied
         if complete:
             self.trusted_until = max(self.trusted_until, sent_at + self.max_staleness_seconds)
         return applied

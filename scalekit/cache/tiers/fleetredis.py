@@ -85,14 +85,15 @@ redis.call('ZADD', KEYS[4], now + tonumber(ARGV[5]), ARGV[4])
 return {epoch, sequence}
 """
 
-# ARGV: epoch, instance, applied sequence, lease ms. 0: the epoch is not ours (resync).
+# ARGV: epoch, instance, applied sequence, lease ms. The state's sequence now (the log must
+# reach it); -1: the epoch is not ours (resync).
 _HEARTBEAT = _PRELUDE + """
-if redis.call('HGET', KEYS[1], 'm:epoch') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'm:epoch') ~= ARGV[1] then return -1 end
 local now = now_ms()
 prune(now)
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[2])
-return 1
+return tonumber(redis.call('HGET', KEYS[1], 'm:seq') or '0')
 """
 
 # ARGV: sequence, asking instance, epoch. Returns {state age ms or -1 (not recovered),
@@ -163,12 +164,16 @@ def _ack_report(reply: list[Any]) -> AckReport:
 
 
 def _entries(reply: Any, log: str) -> tuple[list[LogEntry], bool, bool]:
-    """(entries, complete, malformed) from an XREAD reply (RESP2 list or RESP3 dict)."""
+    """(entries, complete, malformed) from an XREAD reply (RESP2: [[name, entries]]; RESP3: a
+    dict of name -> [entries])."""
     if not reply:
         return [], True, False
-    items = reply.get(log.encode()) or reply.get(log) if isinstance(reply, dict) else reply[0][1]
-    if items and isinstance(items[0], list) and len(items) == 1 and isinstance(reply, dict):
-        items = items[0]
+    if isinstance(reply, dict):
+        items: Any = next(iter(reply.values()), [])
+        if len(items) == 1 and isinstance(items[0], list):
+            items = items[0]
+    else:
+        items = reply[0][1]
     entries: list[LogEntry] = []
     for entry_id, fields in items or ():
         entry = parse_entry(entry_id, fields)
@@ -208,15 +213,19 @@ class FleetScripts:
             remote[_text(field)[2:]] = int(value)
         return _text(epoch), int(sequence), remote
 
-    def heartbeat(self, *, epoch: str, instance: str, applied: int, lease_seconds: float) -> bool:
-        """Renew the lease and acknowledge ``applied``; False if the epoch is not ``epoch``."""
-        return bool(self._heartbeat(keys=self.keys.all, args=[
+    def heartbeat(self, *, epoch: str, instance: str, applied: int,
+                  lease_seconds: float) -> int | None:
+        """Renew the lease and acknowledge ``applied``: the state's sequence now (the log read
+        next must reach it), or None if the epoch is not ``epoch``."""
+        head = int(self._heartbeat(keys=self.keys.all, args=[
             epoch, instance, applied, int(lease_seconds * 1000)]))
+        return None if head < 0 else head
 
-    def read(self, after: int, *, block_seconds: float) -> tuple[list[LogEntry], bool, bool]:
-        """Log entries after sequence ``after``, waiting up to ``block_seconds`` for one."""
-        reply = self.client.xread({self.keys.log: f"{after}-0"}, count=LOG_BATCH,
-                                  block=max(1, int(block_seconds * 1000)))
+    def read(self, after: int, *, block_seconds: float | None) -> tuple[list[LogEntry], bool, bool]:
+        """Log entries after sequence ``after``, waiting up to ``block_seconds`` for one (None:
+        answer at once): (entries, complete, malformed)."""
+        block = None if block_seconds is None else max(1, int(block_seconds * 1000))
+        reply = self.client.xread({self.keys.log: f"{after}-0"}, count=LOG_BATCH, block=block)
         return _entries(reply, self.keys.log)
 
     def acked(self, sequence: int, *, instance: str, epoch: str) -> AckReport:
@@ -254,9 +263,10 @@ class AsyncFleetScripts:
         return _text(epoch), int(sequence), remote
 
     async def heartbeat(self, *, epoch: str, instance: str, applied: int,
-                        lease_seconds: float) -> bool:
-        return bool(await self._heartbeat(keys=self.keys.all, args=[
+                        lease_seconds: float) -> int | None:
+        head = int(await self._heartbeat(keys=self.keys.all, args=[
             epoch, instance, applied, int(lease_seconds * 1000)]))
+        return None if head < 0 else head
 
     async def read(self, after: int, *, block_seconds: float) -> tuple[list[LogEntry], bool, bool]:
         reply = await self.client.xread({self.keys.log: f"{after}-0"}, count=LOG_BATCH,

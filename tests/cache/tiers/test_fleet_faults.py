@@ -168,3 +168,20 @@ def test_an_instance_that_cannot_hear_the_log_stops_trusting_after_the_bound(
     redis_proxy.restore()
     wait_until(lambda: partitioned.is_current(()), "the instance to catch up")
     assert not partitioned.is_current(stamp)  # caught up: the invalidation made meanwhile applies
+
+
+def test_an_instance_behind_a_log_that_lost_its_entries_resyncs_instead_of_trusting(
+        fleet: Fleet, redis_server: RedisServer, redis_proxy: TcpProxy) -> None:
+    """The stream is trimmed or evicted (the state survives) while an instance is behind and no
+    later write comes: its reads find nothing after its position. The state's sequence, given
+    with every lease renewal, shows entries are missing, so it resyncs rather than trust."""
+    behind = fleet.instance(redis_proxy.url, max_staleness_seconds=1.0)
+    writer = fleet.instance(redis_server.url)
+    stamp = behind.stamp(["t"], behind.sequence())
+    redis_proxy.stall()
+    writer.invalidate(["t"])
+    client = writer.connections.sync()
+    client.xtrim(writer.keys.log, maxlen=0)  # every entry gone, the state intact
+    redis_proxy.restore()
+    wait_until(lambda: behind.is_trusted and behind.is_current(()), "the instance to catch up")
+    assert stamp is not None and not behind.is_current(stamp)

@@ -1,0 +1,76 @@
+"""The follower's protocol without I/O: what it asks next and what it makes of each answer."""
+
+from __future__ import annotations
+
+from scalekit.cache.generations import LocalGenerations, fleet_generation
+from scalekit.cache.tiers.fleetlog import Follower, LogEntry, Poll, Replay, Resync, parse_entry
+
+S = 3.0
+
+
+def joined(remote: dict[str, int] | None = None, *, sequence: int = 4) -> Follower:
+    follower = Follower(LocalGenerations(), max_staleness_seconds=S)
+    assert isinstance(follower.next_step(), Resync)
+    follower.resynced(sent_at=10.0, epoch="e1", sequence=sequence, remote=remote or {})
+    return follower
+
+
+def test_entries_apply_in_order_and_duplicates_are_ignored() -> None:
+    follower = joined()
+    entries = [LogEntry(5, 4, ("a",)), LogEntry(6, 5, ("b",))]
+    assert follower.polled(sent_at=11.0, entries=entries, complete=True, head=6) == entries
+    assert follower.polled(sent_at=12.0, entries=entries, complete=True, head=6) == []
+    assert follower.position == 6 and follower.trusted_until == 15.0
+    assert follower.local.generation("b") == fleet_generation(6)
+
+
+def test_a_gap_in_the_log_means_resync_not_trust() -> None:
+    follower = joined()
+    follower.polled(sent_at=11.0, entries=[LogEntry(7, 6, ("a",))], complete=True, head=7)
+    assert follower.trusted_until == 13.0  # from the join only
+    assert isinstance(follower.next_step(), Resync)
+
+
+def test_a_read_that_stops_short_of_the_head_means_resync() -> None:
+    follower = joined()
+    follower.polled(sent_at=11.0, entries=[], complete=True, head=9)  # the log lost 5..9
+    assert follower.trusted_until == 13.0 and isinstance(follower.next_step(), Resync)
+
+
+def test_an_incomplete_read_applies_but_does_not_extend_trust() -> None:
+    follower = joined()
+    follower.polled(sent_at=11.0, entries=[LogEntry(5, 4, ("a",))], complete=False, head=9)
+    assert follower.position == 5 and follower.trusted_until == 13.0
+    assert follower.next_step() == Poll(epoch="e1", after=5)
+
+
+def test_queued_tags_are_replayed_before_polling_and_kept_if_queued_again() -> None:
+    follower = joined()
+    follower.queue(["a", "b"])
+    step = follower.next_step()
+    assert isinstance(step, Replay) and step.tags == ("a", "b")
+    counts = follower.outbox_counts(step.tags)
+    follower.queue(["b"])  # invalidated again while the replay was on its way
+    follower.published(step.tags, 5, counts=counts)
+    assert follower.pending == 1 and follower.local.generation("a") == fleet_generation(5)
+
+
+def test_a_lost_state_drops_what_is_held_and_replays_what_it_forgot() -> None:
+    dropped: list[bool] = []
+    follower = joined({"a": 3, "b": 4})
+    follower.on_lost_track = lambda: dropped.append(True)
+    follower.epoch_changed()
+    step = follower.next_step()
+    assert isinstance(step, Resync) and step.recovering
+    follower.resynced(sent_at=20.0, epoch="e2", sequence=4, remote={"b": 1})
+    assert dropped == [True]
+    replay = follower.next_step()
+    assert isinstance(replay, Replay) and replay.tags == ("a", "b")  # both known above Redis
+
+
+def test_malformed_entries_are_refused() -> None:
+    assert parse_entry(b"5-0", {b"p": b"4", b"g": b'["a"]', b"t": b"1.5", b"o": b"x"}) == \
+        LogEntry(5, 4, ("a",), 1.5, "x")
+    assert parse_entry(b"5-0", {b"p": b"4", b"g": b"not json"}) is None
+    assert parse_entry(b"5-0", {b"p": b"4", b"g": b"[1, 2]"}) is None
+    assert parse_entry(b"x-0", {b"p": b"4", b"g": b"[]"}) is None
