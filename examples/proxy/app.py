@@ -41,6 +41,7 @@ Scope = dict[str, Any]
 TIMEOUT_SECONDS = float(os.environ.get("UPSTREAM_TIMEOUT_SECONDS", "30"))
 PROXY_NAME = "scalekit"
 TARGETED_FIELDS = ("CDN-Cache-Control",)
+BUFFERED_BODY_BYTES = 1 << 20  # larger or undeclared bodies stream through
 # RFC 9110 §9.2.1: safe methods carry no body here, so a failed attempt can be replayed as it was.
 RETRIED_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Failures of a connection that was taken from the pool, before any response byte: the origin
@@ -117,6 +118,15 @@ def gateway_error(exc: httpx.HTTPError) -> tuple[dict[str, Any], dict[str, Any]]
             {"type": "http.response.body", "body": body})
 
 
+def is_buffered(response: httpx.Response) -> bool:
+    """Whether the upstream's body is read whole before it is sent on (as nginx's
+    ``proxy_buffering``): a declared length up to ``BUFFERED_BODY_BYTES``. The cache stores a
+    body before sending it, and lets concurrent misses wait for it, only when the app hands it
+    over whole; anything else is a stream, passed on as it comes and never coalesced."""
+    length = response.headers.get("content-length", "")
+    return length.isdigit() and int(length) <= BUFFERED_BODY_BYTES
+
+
 def make_proxy(upstream: str, *, client: httpx.AsyncClient | None = None) -> Any:
     """The bare forwarding ASGI app for ``upstream`` (``http://host:port``, maybe a path)."""
     base = upstream.rstrip("/")
@@ -181,6 +191,10 @@ def make_proxy(upstream: str, *, client: httpx.AsyncClient | None = None) -> Any
             await send({"type": "http.response.start", "status": response.status_code,
                         "headers": returned_response_headers(response, time.time())})
             # Raw bytes: Content-Encoding and Content-Length stay true to the upstream's body.
+            if is_buffered(response):
+                body = b"".join([chunk async for chunk in response.aiter_raw()])
+                await send({"type": "http.response.body", "body": body})
+                return
             async for chunk in response.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from examples.proxy.app import BUFFERED_BODY_BYTES
 from tests.servers import run_server
 
 pytestmark = pytest.mark.server
@@ -82,6 +83,18 @@ def test_miss_then_hit(proxy: httpx.Client, upstream: httpx.Client, path: str) -
     assert second.headers["cache-status"].startswith("scalekit; hit")
     assert "age" in second.headers
     assert calls(upstream, path) == 1
+
+
+def test_a_body_larger_than_the_buffer_streams_through_and_is_stored_once_whole(
+        proxy: httpx.Client, upstream: httpx.Client, path: str) -> None:
+    size = BUFFERED_BODY_BYTES + 4096  # the proxy passes it on piece by piece: a stream
+    first = proxy.get(f"{path}?{FRESH}&size={size}")
+    assert len(first.content) == size
+    assert "stored" not in first.headers["cache-status"]  # stored after its last piece went out
+    # The copy is stored once the last piece has gone out, which the client may see first.
+    eventually(lambda: proxy.get(f"{path}?{FRESH}&size={size}").headers["cache-status"].startswith(
+        "scalekit; hit"))
+    assert proxy.get(f"{path}?{FRESH}&size={size}").content == first.content
 
 
 def test_every_method_with_body_and_end_to_end_headers_reaches_the_upstream(proxy: httpx.Client) -> None:
