@@ -130,7 +130,7 @@ class FleetGenerations:
         if not tag_list:
             return InvalidationResult(tags=(), reach="fleet", acknowledged=True)
         breaker = self.connections.breaker
-        if breaker.allow():
+        if self._may_call_redis():
             try:
                 scripts = self._sync_scripts()
                 sequence, epoch = scripts.invalidate(
@@ -150,7 +150,7 @@ class FleetGenerations:
         if not tag_list:
             return InvalidationResult(tags=(), reach="fleet", acknowledged=True)
         breaker = self.connections.breaker
-        if breaker.allow():
+        if self._may_call_redis():
             loop = asyncio.get_running_loop()
             started = loop.time()
             try:
@@ -166,6 +166,12 @@ class FleetGenerations:
                 report = await self._await_acks(scripts, sequence, epoch)
                 return self._fleet_result(tag_list, sequence, report)
         return await asyncio.to_thread(self._invalidate_offline, tag_list)
+
+    def _may_call_redis(self) -> bool:
+        """Whether an invalidation should try Redis: the breaker allows it, or the listener has
+        just heard Redis (a breaker opened by slow GETs must not queue the writes for a whole
+        cool-down when Redis answers; invalidations are few, and worth a timeout)."""
+        return self.connections.breaker.allow() or (self.connected.is_set() and self.trusted)
 
     def _failed(self, error: BaseException, elapsed_seconds: float | None = None) -> None:
         if not isinstance(error, REDIS_ERRORS):
@@ -351,6 +357,7 @@ class FleetGenerations:
                 head = scripts.heartbeat(epoch=step.epoch, instance=self.name,
                                          applied=step.after,
                                          lease_seconds=self.max_staleness_seconds)
+                self._probe_answered(self._monotonic() - sent)
                 if head is None:
                     self.follower.epoch_changed()
                     return
@@ -363,6 +370,14 @@ class FleetGenerations:
                                                    complete=complete and not malformed))
                 self._trust()
                 self.connected.set()
+
+    def _probe_answered(self, seconds: float) -> None:
+        """Redis answered the lease renewal within a request's socket timeout: it is usable, so
+        the request path's breaker closes now instead of after its cool-down (a 0.3 s stall
+        would otherwise queue every invalidation for the whole cool-down)."""
+        breaker = self.connections.breaker
+        if breaker.is_open and seconds <= self.connections.config.socket_timeout_seconds:
+            breaker.success()
 
     def _trust(self) -> None:
         if self.follower.is_trusted(self._monotonic()):
