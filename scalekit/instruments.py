@@ -326,10 +326,13 @@ class Savings:
     of the responses they answered (``scalekit_cache_route_hits_total``,
     ``scalekit_cache_origin_seconds_saved_total``, ``scalekit_cache_db_seconds_saved_total``).
 
-    :meth:`record` is one append to a deque (atomic under the GIL: no lock, no lost update),
-    about a tenth of three counter increments; the sums reach the counters before any collect
-    and every :attr:`flush_every` hits, which bounds the memory held. In multiprocess mode
-    another process reads the counters' files, so each hit is added at once.
+    A hit is one ``(route, origin_seconds, db_seconds)`` appended to :attr:`pending` (a
+    deque: atomic under the GIL, no lock, no lost update), about a tenth of three counter
+    increments; the sums reach the counters before any collect and whenever ``pending`` holds
+    :attr:`flush_at` hits, which bounds the memory held. In multiprocess mode another process
+    reads the counters' files, so ``flush_at`` is 1: each hit is added at once. The cache's hot
+    path appends a tuple it keeps per entry and checks the length itself (no Python call);
+    elsewhere :meth:`record` does both.
 
     >>> savings().record("/items/{id}", 0.012, 0.004)
     """
@@ -337,24 +340,24 @@ class Savings:
     flush_every = 1024
 
     def __init__(self) -> None:
-        self._pending: collections.deque[tuple[str, float, float]] = collections.deque()
-        self._append = self._pending.append
+        self.pending: collections.deque[tuple[str, float, float]] = collections.deque()
+        self.flush_at = 1 if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else self.flush_every
         self._children: dict[str, tuple[Increment, Increment, Increment]] = {}
-        self._each = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         for counter in (CACHE_ROUTE_HITS, CACHE_ORIGIN_SECONDS_SAVED, CACHE_DB_SECONDS_SAVED):
             _flush_before_collect(counter, self)
 
     def record(self, route: str, origin_seconds: float, db_seconds: float) -> None:
         """One hit of a response of ``route`` that took ``origin_seconds`` (``db_seconds`` of
         them in the database) to produce."""
-        self._append((route, origin_seconds, db_seconds))
-        if self._each or len(self._pending) >= self.flush_every:
+        pending = self.pending
+        pending.append((route, origin_seconds, db_seconds))
+        if len(pending) >= self.flush_at:
             self.flush()
 
     def flush(self) -> None:
         """Add the hits recorded so far to the counters."""
         sums: dict[str, list[float]] = {}
-        popleft = self._pending.popleft
+        popleft = self.pending.popleft
         while True:
             try:
                 route, origin_seconds, db_seconds = popleft()

@@ -87,6 +87,9 @@ class Serve:
     # The stored header tuple that ``headers`` starts with, when it does: the ASGI shell
     # encodes it to bytes once per entry instead of once per hit.
     base: tuple[tuple[str, str], ...] = ()
+    # What producing the served entry cost (origin and database seconds): a hit saved them.
+    origin_seconds: float = 0.0
+    db_seconds: float = 0.0
 
 
 @record

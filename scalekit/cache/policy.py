@@ -199,7 +199,7 @@ class CachePolicy(OriginAnswers):
                 extra = self.responses.hit_headers(tier, age, lifetime)
                 return Serve(entry.status, entry.headers + extra,
                              b"" if request.method == "HEAD" else entry.body, "hit", None,
-                             entry.route, entry.headers)
+                             entry.route, entry.headers, entry.origin_seconds, entry.db_seconds)
             return self._serve(entry, tier, request, now, "hit", age=age)
         staleness = age - lifetime
         if staleness < entry.stale_while_revalidate_seconds:
@@ -299,7 +299,8 @@ class CachePolicy(OriginAnswers):
             entry, request, now=now, tier=tier, collapsed=collapsed, age=age)
         stored = entry.headers
         base = stored if headers[:len(stored)] == stored else ()
-        return Serve(status, headers, body, outcome, refresh, entry.route, base)
+        return Serve(status, headers, body, outcome, refresh, entry.route, base, entry.origin_seconds,
+                     entry.db_seconds)
 
     # ----------------------------------------------------------------- unsafe methods
     def invalidated_keys(self, request: RequestView, status: int,

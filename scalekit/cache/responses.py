@@ -20,6 +20,7 @@ from typing import Any
 from ..cdn.etag import body_etag
 from ..conditional import evaluate_preconditions, not_modified_headers
 from ..headers import format_http_date
+from .codec import MAX_SECONDS
 from .entry import CachedEntry
 from .range import UNSATISFIABLE, content_range, parse_content_range, select_range
 from .storable import StorePlan, combine_fields, corrected_initial_age
@@ -243,8 +244,12 @@ class ResponseBuilder:
 
     # ----------------------------------------------------------------- entries
     def complete(self, plan: StorePlan, body: bytes, tags: tuple[tuple[str, int], ...],
-                 route: str = "") -> CachedEntry | None:
-        """The entry for ``plan`` once its body is known; None if the body is truncated."""
+                 route: str = "", *, finished_at: float | None = None,
+                 db_seconds: float = 0.0) -> CachedEntry | None:
+        """The entry for ``plan`` once its body is known (at ``finished_at``, on the clock of
+        ``plan.request_time``); None if the body is truncated. The entry keeps what producing
+        it cost: the origin's time from the request leaving to ``finished_at``, and the
+        request's ``db_seconds``."""
         if plan.content_length is not None and plan.content_length != len(body):
             return None
         headers = [item for item in plan.headers if item[0] != "content-length"]
@@ -260,13 +265,15 @@ class ResponseBuilder:
             headers.append(("etag", body_etag(body)))
         if status not in (204, 304):
             headers.append(("content-length", str(len(body))))
+        end = plan.response_time if finished_at is None else finished_at
+        origin_seconds = min(max(end - plan.request_time, 0.0), MAX_SECONDS)  # a clock step back: 0
         # Positional, in CachedEntry's field order (keywords cost a name search per field).
         return CachedEntry(
             status, tuple(headers), body, plan.request_time, plan.response_time,
             plan.corrected_initial_age_seconds, plan.freshness_lifetime_seconds,
             plan.stale_while_revalidate_seconds, plan.stale_if_error_seconds,
             plan.requires_revalidation, plan.must_revalidate, tags, plan.vary, plan.secondary_key,
-            False, "", route)
+            False, "", route, origin_seconds, min(max(db_seconds, 0.0), MAX_SECONDS))
 
     @staticmethod
     def kept_past(index: CachedEntry, entry: CachedEntry) -> bool:

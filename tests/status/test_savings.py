@@ -37,7 +37,7 @@ def test_pending_hits_are_bounded_without_any_scrape() -> None:
     before = saved("/savings/bounded")[0]
     for _ in range(savings.flush_every * 3 + 5):
         savings.record("/savings/bounded", 0.0, 0.0)
-        assert len(savings._pending) < savings.flush_every
+        assert len(savings.pending) < savings.flush_at
     assert saved("/savings/bounded")[0] - before == savings.flush_every * 3 + 5
 
 
