@@ -145,7 +145,7 @@ class ASGICache:
         decision = self.policy.decide_request(view, found, now=now, miss=miss)
         match decision:
             case Serve():
-                core.count(decision.outcome)
+                core.served(decision)
                 if decision.route:
                     restore_route(scope, decision.route)
                 if decision.refresh is not None:
@@ -263,7 +263,7 @@ class ASGICache:
         match decision:
             case Serve():
                 self.core.count_wait("served")
-                self.core.count(decision.outcome)
+                self.core.served(decision)
                 if decision.route:
                     restore_route(scope, decision.route)
                 await send_served(send, decision, self.encoder)

@@ -54,9 +54,15 @@ class PlainHits(Generic[Encoded]):
         self._tally = instruments.Tally((instruments.CACHE_REQUESTS, instruments.CACHE_LOOKUPS),
                                         (core.outcomes["hit"].inc, memory.count_hit)) if memory is not None else None
         self._count = self._tally.tick if self._tally is not None else None
+        # What each hit saved goes to its route's counters: the memo keeps the entry's
+        # (route, origin seconds, database seconds), appended per hit (see instruments.Savings).
+        savings = core.savings
+        self._saved, self._save, self._saved_flush_at, self._flush_saved = (
+            savings.pending, savings.pending.append, savings.flush_at, savings.flush)
         self._purge_path = core.purge.policy.path if core.purge.enabled else None
-        # target -> (until, key, entry, headers): what the last plain hit of ``target`` sent.
-        self._memo: dict[Target, tuple[float, str, CachedEntry, list[Encoded]]] = {}
+        # target -> (until, key, entry, headers, saved): what the last plain hit of ``target``
+        # sent, and what producing it cost.
+        self._memo: dict[Target, tuple[float, str, CachedEntry, list[Encoded], tuple[str, float, float]]] = {}
         self._memo_second = 0.0
 
     def serve(self, scheme: str, host: str | bytes, path: str, query: str | bytes
@@ -73,6 +79,9 @@ class PlainHits(Generic[Encoded]):
             if (held is not None and held[0] is entry and not (mask and key in mask)
                     and self._generations.is_current(entry.tags)):
                 self._count()  # type: ignore[misc]
+                self._save(memo[4])
+                if len(self._saved) >= self._saved_flush_at:
+                    self._flush_saved()
                 return entry, memo[3].copy()
         return self._decide(target, now)
 
@@ -96,11 +105,15 @@ class PlainHits(Generic[Encoded]):
             return None
         age, ttl, until = answer
         headers = self._encode(entry.headers + self._responses.plain_hit_headers("memory", age, ttl))
+        saved = (entry.route, entry.origin_seconds, entry.db_seconds)
         if len(path) + len(query) + len(host) <= MEMO_MAX_TARGET_CHARS:  # client text: bytes bounded
             memo = self._memo
             if now >= self._memo_second or len(memo) >= MEMO_LIMIT:
                 memo.clear()
                 self._memo_second = math.floor(now) + 1.0
-            memo[target] = (until, key, entry, headers)
+            memo[target] = (until, key, entry, headers, saved)
         self._count()  # type: ignore[misc]
+        self._save(saved)
+        if len(self._saved) >= self._saved_flush_at:
+            self._flush_saved()
         return entry, headers.copy()

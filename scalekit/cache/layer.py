@@ -15,11 +15,12 @@ import logging
 import secrets
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from .. import asgi, instruments, wsgi
 from ..context import UNMATCHED_ROUTE
 from .coalesce import AsyncFlights, PassMarks, RecentInvalidations, RefreshRegistry, ThreadFlights
+from .decisions import Serve
 from .entry import CachedEntry
 from .invalidation import InvalidationResult, uri_tag
 from .policy import CachePolicy, RequestView
@@ -85,6 +86,11 @@ class CacheCore:
         # or Redis carries invalidations there); alone, deleting the key here is enough.
         self.uri_tags = bool(getattr(self.generations, "spans_processes", True))
         self.services = runtime.services  # "cdn.purge": the edge purger, once wrap() built it
+        self.savings = instruments.savings()
+        if config.tracing.enabled:  # lookups, stores, invalidations as spans; off: nothing imported
+            from ..tracing.spans import TracedGenerations, TracedStore
+            self.store = TracedStore(self.store)
+            self.generations = cast(Generations, TracedGenerations(self.generations))
         invalidate, ainvalidate = build_invalidator(self.generations)
         runtime.add_invalidator(invalidate, ainvalidate)
         runtime.on_shutdown(self.close)
@@ -92,6 +98,13 @@ class CacheCore:
     # ----------------------------------------------------------------- per request helpers
     def count(self, outcome: str) -> None:
         self.outcomes[outcome].inc(1)
+
+    def served(self, decision: Serve) -> None:
+        """Count an answer from the cache; a fresh hit also adds what it saved to its route's."""
+        outcome = decision.outcome
+        self.outcomes[outcome].inc(1)
+        if outcome == "hit":
+            self.savings.record(decision.route, decision.origin_seconds, decision.db_seconds)
 
     def rule(self, ctx: Any, request: RequestView) -> ResponseRule | None:
         """``cache_response()`` of this request, else the first matching config rule."""
@@ -127,7 +140,8 @@ class CacheCore:
         stamp = self.generations.stamp(self.tags_for(ctx, plan, view, key), since)
         if stamp is None or not self.recent.allows(key, uri_mark):
             return None
-        entry = self.policy.responses.complete(plan, body, stamp, route_of(ctx))
+        entry = self.policy.responses.complete(plan, body, stamp, route_of(ctx), finished_at=self.clock(),
+                                               db_seconds=ctx.db_seconds if ctx is not None else 0.0)
         if entry is not None:
             self.store_entry(key, entry, index, uri_mark)
         return entry
@@ -139,7 +153,8 @@ class CacheCore:
         stamp = await self.generations.astamp(self.tags_for(ctx, plan, view, key), since)
         if stamp is None or not self.recent.allows(key, uri_mark):
             return None
-        entry = self.policy.responses.complete(plan, body, stamp, route_of(ctx))
+        entry = self.policy.responses.complete(plan, body, stamp, route_of(ctx), finished_at=self.clock(),
+                                               db_seconds=ctx.db_seconds if ctx is not None else 0.0)
         if entry is not None:
             await self.astore_entry(key, entry, index, uri_mark)
         return entry

@@ -121,7 +121,7 @@ class WSGICache:
         decision = self.policy.decide_request(view, found, now=now, miss=miss)
         match decision:
             case Serve():
-                core.count(decision.outcome)
+                core.served(decision)
                 if decision.route:
                     restore_route(environ, decision.route)
                 if decision.refresh is not None:
@@ -233,7 +233,7 @@ class WSGICache:
         match decision:
             case Serve():
                 self.core.count_wait("served")
-                self.core.count(decision.outcome)
+                self.core.served(decision)
                 if decision.route:
                     restore_route(environ, decision.route)
                 return send_whole(start_response, decision.status, decision.headers, decision.body)
