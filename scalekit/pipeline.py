@@ -32,7 +32,7 @@ log = logging.getLogger("scalekit")
 LAYER_ORDER = ("tracing", "metrics", "cdn", "cache", "pool")
 _LAYER_MODULES = {
     "tracing": "scalekit.tracing.layer",
-    "metrics": "scalekit.metrics",
+    "metrics": "scalekit.metrics.layer",
     "cdn": "scalekit.cdn.layer",
     "cache": "scalekit.cache.layer",
     "pool": "scalekit.pool.layer",

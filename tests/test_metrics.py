@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import scalekit
-from scalekit import metrics
+from scalekit.metrics import layer as metrics
 from tests.direct import asgi_scope, call_asgi, call_wsgi
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from .. import instruments
+from ..metrics import instruments
 from .entry import CachedEntry
 
 __all__ = ["PlainHits"]

@@ -17,8 +17,9 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
-from .. import asgi, instruments, wsgi
+from .. import asgi, wsgi
 from ..context import UNMATCHED_ROUTE
+from ..metrics import instruments
 from .coalesce import AsyncFlights, PassMarks, RecentInvalidations, RefreshRegistry, ThreadFlights
 from .decisions import Serve
 from .entry import CachedEntry

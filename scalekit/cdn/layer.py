@@ -18,8 +18,8 @@ from typing import Any
 
 from .. import asgi, wsgi
 from ..context import CONTEXT_KEY, RequestContext
-from ..instruments import CDN_BYTES_SAVED, CDN_NOT_MODIFIED
 from ..messages import Response, status_line
+from ..metrics.instruments import CDN_BYTES_SAVED, CDN_NOT_MODIFIED
 from ..wsgi import read_produced
 from .assets import load_index, serve_assets_asgi, serve_assets_wsgi
 from .config import CDNConfig

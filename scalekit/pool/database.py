@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
 
 from ..context import wait_budget
-from ..instruments import (
+from ..metrics.instruments import (
     POOL_CONNECTIONS,
     POOL_LEAKS,
     POOL_MAX,

@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 from prometheus_client import REGISTRY
 
-from scalekit import instruments
 from scalekit.cache import layer
 from scalekit.cache.config import CacheConfig
 from scalekit.cache.entry import CachedEntry
 from scalekit.cache.policy import CachePolicy, RequestView, Serve
+from scalekit.metrics import instruments
 from tests.cache.origin_app import (
     START_TIME,
     FakeClock,

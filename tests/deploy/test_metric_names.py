@@ -1,5 +1,5 @@
 """Every metric name the dashboard, the alert rules and prometheus-adapter use is one scalekit
-really exports: declared in scalekit/instruments.py AND present in a live /metrics scrape.
+really exports: declared in scalekit/metrics/instruments.py AND present in a live /metrics scrape.
 
 Two live scrapes: the ASGI fleet app under uvicorn (one process: every declared family appears
 with its TYPE, samples or not), and the WSGI fleet app under the shipped gunicorn settings with
@@ -22,7 +22,7 @@ import redis
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from scalekit import instruments
+from scalekit.metrics import instruments
 from tests.servers import run_server
 
 from .artefacts import adapter_rules, dashboard_expressions, metric_names, rule_expressions
@@ -56,7 +56,7 @@ def sample_names(families: dict[str, str]) -> set[str]:
 
 
 def declared_families() -> dict[str, str]:
-    """The families scalekit/instruments.py declares: {name: type}."""
+    """The families scalekit/metrics/instruments.py declares: {name: type}."""
     families: dict[str, str] = {}
     for value in vars(instruments).values():
         if isinstance(value, MetricWrapperBase):

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from scalekit import instruments
+from scalekit.metrics import instruments
 from tests.status.support import MATCHES_METRICS, StatusDriver, metric_sum, page_values, samples_of
 from tests.test_metrics import ACCESS
 

@@ -11,8 +11,8 @@ import threading
 import pytest
 from prometheus_client import REGISTRY
 
-from scalekit import instruments
-from scalekit.instruments import Savings
+from scalekit.metrics import instruments
+from scalekit.metrics.instruments import Savings
 from tests.servers import REPO_ROOT
 
 
@@ -70,7 +70,7 @@ def test_in_multiprocess_mode_each_hit_is_in_the_files_at_once(tmp_path: os.Path
     script = (
         "from prometheus_client import CollectorRegistry\n"
         "from prometheus_client.multiprocess import MultiProcessCollector\n"
-        "from scalekit.instruments import savings\n"
+        "from scalekit.metrics.instruments import savings\n"
         "savings().record('/mp', 0.5, 0.25)\n"
         "registry = CollectorRegistry(); MultiProcessCollector(registry)\n"
         "print(registry.get_sample_value('scalekit_cache_origin_seconds_saved_total', {'route': '/mp'}))\n"

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ... import instruments
+from ...metrics import instruments
 from ..codec import Codec
 from ..generations import LocalGenerations
 from ..hostgenerations import HostGenerations

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ... import instruments
+from ...metrics import instruments
 from ..entry import CachedEntry
 from ..store import Store
 

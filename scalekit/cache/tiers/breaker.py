@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ... import instruments
+from ...metrics import instruments
 
 __all__ = ["CircuitBreaker"]
 

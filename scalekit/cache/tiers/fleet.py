@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ... import instruments
+from ...metrics import instruments
 from ..generations import LocalGenerations, fleet_generation, fleet_sequence
 from ..invalidation import InvalidationResult
 from ..store import TagStamp

@@ -30,7 +30,7 @@ from typing import Any
 
 from cachetools import Cache, LRUCache
 
-from ...instruments import counter_handle, gauge_handle
+from ...metrics.instruments import counter_handle, gauge_handle
 from ..entry import CachedEntry
 from .base import TierMetrics, kept_until
 

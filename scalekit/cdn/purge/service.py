@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ... import instruments
+from ...metrics import instruments
 from .calls import Call, Reply
 from .config import PurgeConfig
 from .jobs import JobSource, TargetStatus, tag_items, url_items

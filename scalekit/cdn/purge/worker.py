@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ... import instruments
+from ...metrics import instruments
 from .calls import Accepted, Call, Outcome, Rejected, Reply, Retry, judge
 from .config import PurgeConfig, PurgeTargetConfig
 from .jobs import Job, JobSource

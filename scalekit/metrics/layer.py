@@ -23,11 +23,11 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from . import asgi, wsgi
-from .config import MetricsConfig
-from .context import CONTEXT_KEY, UNMATCHED_ROUTE
+from .. import asgi, wsgi
+from ..config import MetricsConfig
+from ..context import CONTEXT_KEY, UNMATCHED_ROUTE
+from ..messages import Response, simple_response
 from .instruments import CACHE_MAX_BYTES, HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
-from .messages import Response, simple_response
 
 __all__ = [
     "ASGIMetrics",
@@ -90,7 +90,7 @@ class MetricsPolicy:
         self._overflowed = False
         self.status: Any = None
         if config.status_page:
-            from .status import StatusPage  # not imported when the page is off
+            from ..status import StatusPage  # not imported when the page is off
             self.status = StatusPage(config.status_path, lambda: current_registry().collect())
         # What the shells answer themselves, found with one set lookup per request.
         self.endpoints = frozenset({self.path, *(self.status.paths if self.status else ())})
