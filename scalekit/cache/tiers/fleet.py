@@ -354,20 +354,20 @@ class FleetGenerations:
                 self._report_pending()
             case Poll():
                 sent = self._monotonic()
-                head = scripts.heartbeat(epoch=step.epoch, instance=self.name,
-                                         applied=step.after,
-                                         lease_seconds=self.max_staleness_seconds)
-                self._probe_answered(self._monotonic() - sent)
-                if head is None:
+                polled = scripts.poll(epoch=step.epoch, instance=self.name, after=step.after,
+                                      lease_seconds=self.max_staleness_seconds,
+                                      block_seconds=self.heartbeat_seconds)
+                if polled.entries:  # answered at once: the round trip was Redis's alone
+                    self._probe_answered(self._monotonic() - sent)
+                if polled.head is None:
                     self.follower.epoch_changed()
                     return
-                entries, complete, malformed = scripts.read(
-                    step.after, block_seconds=self.heartbeat_seconds)
-                if malformed:
+                if polled.malformed:
                     log.warning("ignored a malformed entry in the invalidation log; resyncing")
                     self.follower.epoch_changed()
-                self._observe(self.follower.polled(sent_at=sent, entries=entries, head=head,
-                                                   complete=complete and not malformed))
+                self._observe(self.follower.polled(
+                    sent_at=sent, entries=polled.entries, head=polled.head,
+                    complete=polled.complete and not polled.malformed))
                 self._trust()
                 self.connected.set()
 

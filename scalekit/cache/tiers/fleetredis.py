@@ -19,9 +19,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio.cluster
+import redis.cluster
+
 from .fleetlog import LogEntry, parse_entry
 
-__all__ = ["AckReport", "AsyncFleetScripts", "FleetKeys", "FleetScripts"]
+__all__ = ["AckReport", "AsyncFleetScripts", "FleetKeys", "FleetScripts", "Polled"]
 
 LOG_LENGTH = 10_000  # entries kept (approximately); a follower further behind resyncs
 LOG_BATCH = 1_000  # entries read per poll
@@ -86,11 +89,11 @@ return {epoch, sequence}
 """
 
 # ARGV: epoch, instance, applied sequence, lease ms. The state's sequence now (the log must
-# reach it); -1: the epoch is not ours (resync).
+# reach it); -1: the epoch is not ours (resync). Expired members are pruned by the writers'
+# checks and by joins, not here: this runs once per instance per invalidation.
 _HEARTBEAT = _PRELUDE + """
 if redis.call('HGET', KEYS[1], 'm:epoch') ~= ARGV[1] then return -1 end
 local now = now_ms()
-prune(now)
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[2])
 return tonumber(redis.call('HGET', KEYS[1], 'm:seq') or '0')
@@ -142,6 +145,23 @@ class FleetKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class Polled:
+    """A poll's answer: the state's sequence at the lease renewal (None: another epoch), the
+    entries read after it, whether they were all there were, whether one was malformed."""
+
+    head: int | None
+    entries: list[LogEntry]
+    complete: bool
+    malformed: bool
+
+
+def _polled(head: int, reply: Any, log: str) -> Polled:
+    if head < 0:
+        return Polled(None, [], True, False)
+    return Polled(head, *_entries(reply, log))
+
+
+@dataclass(frozen=True, slots=True)
 class AckReport:
     """Who had not applied a sequence: ``lost`` if the state changed meanwhile; ``age_seconds``
     of a state recreated after a loss (members may still be rejoining), else None."""
@@ -189,6 +209,7 @@ class FleetScripts:
     def __init__(self, client: Any, keys: FleetKeys) -> None:
         self.client = client
         self.keys = keys
+        self.cluster = isinstance(client, redis.cluster.RedisCluster)
         self._invalidate = client.register_script(_INVALIDATE)
         self._resync = client.register_script(_RESYNC)
         self._heartbeat = client.register_script(_HEARTBEAT)
@@ -228,6 +249,24 @@ class FleetScripts:
         reply = self.client.xread({self.keys.log: f"{after}-0"}, count=LOG_BATCH, block=block)
         return _entries(reply, self.keys.log)
 
+    def poll(self, *, epoch: str, instance: str, after: int, lease_seconds: float,
+             block_seconds: float) -> Polled:
+        """:meth:`heartbeat` then :meth:`read`, in one round trip on a plain Redis (a pipeline;
+        two on a Cluster). The head is None, and the entries meaningless, if the epoch changed."""
+        if self.cluster:
+            head = self.heartbeat(epoch=epoch, instance=instance, applied=after,
+                                  lease_seconds=lease_seconds)
+            if head is None:
+                return Polled(None, [], True, False)
+            return Polled(head, *self.read(after, block_seconds=block_seconds))
+        pipe = self.client.pipeline(transaction=False)
+        self._heartbeat(keys=self.keys.all, args=[epoch, instance, after,
+                                                  int(lease_seconds * 1000)], client=pipe)
+        pipe.xread({self.keys.log: f"{after}-0"}, count=LOG_BATCH,
+                   block=max(1, int(block_seconds * 1000)))
+        head, reply = pipe.execute()
+        return _polled(int(head), reply, self.keys.log)
+
     def acked(self, sequence: int, *, instance: str, epoch: str) -> AckReport:
         return _ack_report(self._acked(keys=self.keys.all, args=[sequence, instance, epoch]))
 
@@ -241,6 +280,7 @@ class AsyncFleetScripts:
     def __init__(self, client: Any, keys: FleetKeys) -> None:
         self.client = client
         self.keys = keys
+        self.cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
         self._invalidate = client.register_script(_INVALIDATE)
         self._resync = client.register_script(_RESYNC)
         self._heartbeat = client.register_script(_HEARTBEAT)
@@ -268,10 +308,26 @@ class AsyncFleetScripts:
             epoch, instance, applied, int(lease_seconds * 1000)]))
         return None if head < 0 else head
 
-    async def read(self, after: int, *, block_seconds: float) -> tuple[list[LogEntry], bool, bool]:
-        reply = await self.client.xread({self.keys.log: f"{after}-0"}, count=LOG_BATCH,
-                                        block=max(1, int(block_seconds * 1000)))
+    async def read(self, after: int, *, block_seconds: float | None) -> tuple[list[LogEntry], bool, bool]:
+        block = None if block_seconds is None else max(1, int(block_seconds * 1000))
+        reply = await self.client.xread({self.keys.log: f"{after}-0"}, count=LOG_BATCH, block=block)
         return _entries(reply, self.keys.log)
+
+    async def poll(self, *, epoch: str, instance: str, after: int, lease_seconds: float,
+                   block_seconds: float) -> Polled:
+        if self.cluster:
+            head = await self.heartbeat(epoch=epoch, instance=instance, applied=after,
+                                        lease_seconds=lease_seconds)
+            if head is None:
+                return Polled(None, [], True, False)
+            return Polled(head, *await self.read(after, block_seconds=block_seconds))
+        pipe = self.client.pipeline(transaction=False)
+        await self._heartbeat(keys=self.keys.all, args=[epoch, instance, after,
+                                                        int(lease_seconds * 1000)], client=pipe)
+        pipe.xread({self.keys.log: f"{after}-0"}, count=LOG_BATCH,
+                   block=max(1, int(block_seconds * 1000)))
+        head, reply = await pipe.execute()
+        return _polled(int(head), reply, self.keys.log)
 
     async def acked(self, sequence: int, *, instance: str, epoch: str) -> AckReport:
         return _ack_report(await self._acked(keys=self.keys.all, args=[sequence, instance, epoch]))
