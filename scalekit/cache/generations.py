@@ -26,7 +26,9 @@ True
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Iterable
 
 from .invalidation import InvalidationResult
@@ -51,6 +53,24 @@ def fleet_generation(sequence: int) -> int:
 def fleet_sequence(generation: int) -> int:
     """The fleet sequence number a generation is at or above."""
     return generation >> FLEET_SHIFT
+
+
+def restart_in_forked_children(owner: object, method: str) -> None:
+    """Call ``owner.<method>()`` in every process forked from this one while ``owner`` lives.
+
+    Why: a worker forked after its parent started the threads that keep generations current
+    (a watcher, a listener) has none of them, and may serve only hits for a long time (its
+    start-up already ran in the parent) without ever asking for them. Only a weak reference is
+    kept, so the owner can be collected.
+    """
+    reference = weakref.ref(owner)
+
+    def after_in_child() -> None:
+        alive = reference()
+        if alive is not None:
+            getattr(alive, method)()
+
+    os.register_at_fork(after_in_child=after_in_child)
 
 
 class LocalGenerations:

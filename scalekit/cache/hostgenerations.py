@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from .generations import LocalGenerations
+from .generations import LocalGenerations, restart_in_forked_children
 from .hostpeers import HostPeers
 from .invalidation import InvalidationResult
 
@@ -64,6 +64,7 @@ class HostGenerations(LocalGenerations):
         self._watcher_pid = 0
         self._peers: HostPeers | None = None
         self._stop = threading.Event()
+        restart_in_forked_children(self, "_forked")
         try:
             self._load(self._open())
         except (sqlite3.Error, OSError) as error:
@@ -260,6 +261,11 @@ class HostGenerations(LocalGenerations):
         if self._peers is not None:
             self._execute_many("INSERT OR REPLACE INTO doorbells VALUES (?, ?)",
                                [(self._peers.address, os.getpid())])
+
+    def _forked(self) -> None:
+        """In a forked child: follow the file again if the parent did."""
+        if self._watcher_pid not in (0, os.getpid()):
+            self.start()
 
     def _watch(self, stop: threading.Event, peers: HostPeers | None) -> None:
         version = None

@@ -31,7 +31,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ...metrics import instruments
-from ..generations import LocalGenerations, fleet_generation, fleet_sequence
+from ..generations import (
+    LocalGenerations,
+    fleet_generation,
+    fleet_sequence,
+    restart_in_forked_children,
+)
 from ..invalidation import InvalidationResult
 from ..store import TagStamp
 from .fleetlog import Follower, LogEntry, Poll, Replay, Resync, Step
@@ -93,6 +98,7 @@ class FleetGenerations:
         self._pending_gauge = instruments.CACHE_INVALIDATIONS_PENDING
         self._warned_pending = False
         self._report_pending()
+        restart_in_forked_children(self, "_forked")
 
     # ----------------------------------------------------------------- reads (hit path)
     def sequence(self) -> int:
@@ -293,6 +299,13 @@ class FleetGenerations:
         self._listener.start()
         threading.Thread(target=self._watch_trust, args=(self._stop,),
                          name="scalekit-invalidations-trust", daemon=True).start()
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's trust and threads are not this process's. Trust
+        nothing until this process's own listener has joined."""
+        if self._listener_pid not in (0, os.getpid()):
+            self.connected.clear()
+            self.start()
 
     def wait_connected(self, timeout_seconds: float) -> bool:
         """Block until the listener has joined and heard the log once (tests, start-up)."""

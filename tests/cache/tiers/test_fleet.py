@@ -241,3 +241,27 @@ def test_invalidation_queued_before_a_restart_is_still_replayed(
     wait_until(lambda: stamp_other is not None and not other.is_current(stamp_other),
                "the invalidation queued before the restart")
     assert HostGenerations(path).unpublished() == set()
+
+
+def test_a_forked_worker_trusts_nothing_until_its_own_listener_joined(
+        fleet: Fleet, redis_server: RedisServer, tmp_path: Path) -> None:
+    """A worker forked after its parent started (its start-up already ran there) may serve only
+    hits: it must not inherit the parent's trust, nor lack a listener and a file watcher."""
+    from tests.pool.helpers import in_forked_child
+
+    path = tmp_path / "generations.sqlite3"
+    parent = fleet.instance(redis_server.url, local=HostGenerations(path))
+    assert parent.wait_connected(WAIT_SECONDS) and parent.is_current(())
+    stamp = parent.stamp(["t"], parent.sequence())
+
+    def child() -> bytes:
+        untrusted_at_once = not parent.is_current(())
+        joined = parent.wait_connected(WAIT_SECONDS)
+        HostGenerations(path).invalidate(["t"])  # another process of the host, say
+        deadline = time.monotonic() + WAIT_SECONDS
+        while stamp is not None and parent.is_current(stamp) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        followed = stamp is not None and not parent.is_current(stamp)
+        return repr((untrusted_at_once, joined, parent.is_current(()), followed)).encode()
+
+    assert in_forked_child(child) == b"(True, True, True, True)"
