@@ -225,3 +225,17 @@ def test_scalekit_top_prints_what_metrics_shows(server: Served) -> None:
     assert memory[2] == format_count(metric_sum(samples, "scalekit_cache_lookups_total", tier="memory",
                                                 outcome="hit"))
     assert "Top routes by time saved" in lines and any("/items/{id}" in line for line in lines)
+
+
+def test_a_browser_opens_a_token_protected_page_with_the_token_as_password(chromium: Any) -> None:
+    """With metrics.token (loopback no longer enough), the token as the password of the
+    browser's login (here in the URL) opens the page, and its script's polls authenticate too."""
+    from tests.status.test_top import TOKEN, served
+
+    with served(metrics={"token": TOKEN}) as url:
+        host = url.removeprefix("http://")
+        assert httpx.get(f"{url}/_scalekit/", timeout=20).status_code == 401
+        chromium.get(f"http://anyone:{TOKEN}@{host}/_scalekit/")
+        assert chromium.title == "scalekit status"
+        _next_updates(chromium, 2)
+        assert chromium.execute_script("return window.scalekitStatus.error") is None
