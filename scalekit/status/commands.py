@@ -84,8 +84,13 @@ def top(url: str, token: str | None, interval: float, once: bool, iterations: in
     """Show the app's live status (requests/s, hit ratios, time saved, invalidation lag,
     pools, tiers) in the terminal, as its /_scalekit/ page does."""
     from ..config import load_config
+    from ..errors import ConfigError
 
-    metrics = load_config().metrics
+    try:
+        metrics = load_config().metrics
+    except ConfigError as error:  # the config top reads to find the page and its token
+        raise click.ClickException(f"{error} (scalekit top reads the app's configuration to "
+                                   "find its status page and token)") from None
     status_url = _status_url(url, metrics.status_path)
     token = token if token is not None else metrics.token
     count = 1 if once else iterations

@@ -97,3 +97,9 @@ def test_top_names_an_unreachable_url() -> None:
     assert result.exit_code == 1
     assert f"cannot reach {url}/_scalekit/status.json" in result.output and "--url" in result.output
     assert "is not an http:// or https:// URL" in run_top("--url", "127.0.0.1:8000").output
+
+
+def test_top_names_a_bad_configuration(no_scalekit_env: None) -> None:
+    result = run_top("--once", SCALEKIT_METRICS_STATUS_PATH="no-slash")
+    assert result.exit_code == 1
+    assert "metrics.status_path" in result.output and "scalekit top reads the app's configuration" in result.output
