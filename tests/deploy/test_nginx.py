@@ -11,6 +11,7 @@ import json
 import re
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -290,9 +291,18 @@ def test_request_body_limit_is_enforced_at_the_edge(edge: Edge) -> None:
 
 
 def test_access_log_records_the_cache_outcome_and_upstream(edge: Edge) -> None:
-    httpx.get(edge.url + "/whoami", timeout=10)
-    last = edge.access_log()[-1]
-    assert '"GET /whoami HTTP/1.1" 200' in last and "cache=MISS" in last and "upstream=127.0.0.1:" in last
+    def ours() -> list[str]:
+        return [line for line in edge.access_log() if '"GET /whoami?logged HTTP/1.1"' in line]
+
+    httpx.get(edge.url + "/whoami?logged", timeout=10)
+    # nginx writes the line after the response has gone out, and other lines (other tests'
+    # traffic) may come after it: wait for ours.
+    deadline = time.monotonic() + 10
+    while not ours():
+        assert time.monotonic() < deadline, "the request was never logged"
+        time.sleep(0.05)
+    line = ours()[-1]
+    assert " 200 " in line and "cache=MISS" in line and "upstream=127.0.0.1:" in line
 
 
 def test_whoami_is_json(edge: Edge) -> None:
