@@ -19,6 +19,7 @@ import threading
 from typing import Any
 
 import scalekit
+from tests.cache.tiers.fleet_app import answer_lifespan
 
 _local = threading.local()
 
@@ -83,13 +84,8 @@ def wsgi_origin(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 async def asgi_origin(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await answer_lifespan(receive, send)
+        return
     item = _item(scope["path"])
     if item is None:
         status, headers, body = 404, [("content-type", "text/plain")], b"no such item"

@@ -19,15 +19,28 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tests.servers import free_port, wait_for_port
 
-__all__ = ["RedisCluster", "RedisServer", "TcpProxy", "free_port", "pause_process"]
+__all__ = ["RedisCluster", "RedisServer", "TcpProxy", "free_port", "pause_process", "wait_until"]
 
 MANAGED_ARGS = ("--rename-command", "CONFIG", "", "--rename-command", "CLIENT", "")
 START_TIMEOUT_SECONDS = 20.0
+
+
+WAIT_SECONDS = 20.0
+
+
+def wait_until(condition: Callable[[], bool], what: str, *, pause_seconds: float = 0.002) -> float:
+    """Poll ``condition`` until true (generously: two shared cores); the seconds it took."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > WAIT_SECONDS:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(pause_seconds)
+    return time.monotonic() - start
 
 
 def pause_process(pid: int) -> None:

@@ -21,21 +21,12 @@ from scalekit.cache.tiers.redis import RedisConnections
 from scalekit.config import RedisConfig
 
 from .conftest import FakeClock
-from .servers import RedisCluster, RedisServer, TcpProxy
+from .servers import RedisCluster, RedisServer, TcpProxy, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 WAIT_SECONDS = 20.0
 
-
-def wait_until(condition: Callable[[], bool], what: str) -> float:
-    """Poll ``condition`` (generously: two shared cores); the seconds it took."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > WAIT_SECONDS:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.002)
-    return time.monotonic() - start
 
 
 class Fleet:

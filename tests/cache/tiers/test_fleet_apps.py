@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -20,13 +20,12 @@ import pytest
 
 from tests.servers import run_server
 
-from .servers import RedisCluster, RedisServer
+from .servers import RedisCluster, RedisServer, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.server, pytest.mark.slow]
 
 TOKEN = "fleet-purge-token-0123456789"
 HOST = {"host": "shop.example"}
-WAIT_SECONDS = 20.0
 
 
 class Instances:
@@ -45,14 +44,6 @@ class Instances:
         return self.client.post(f"{self.urls[instance]}/_scalekit/purge", params={"tag": tag},
                                 headers={**HOST, "authorization": f"Bearer {TOKEN}"})
 
-
-def wait_until(condition: Callable[[], bool], what: str) -> float:
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > WAIT_SECONDS:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-    return time.monotonic() - start
 
 
 @pytest.fixture(params=["server", "cluster"], scope="module")
@@ -103,7 +94,7 @@ def test_fleet_shares_l2_propagates_invalidation_and_survives_redis_outages(
     assert first.status_code == 200 and first.text == body(1, 1)
     instances.set_version(99)  # an origin call on B would now show version 99
     wait_until(lambda: "detail=redis" in instances.get("b", 1).headers.get("cache-status", ""),
-               "B to hit A's entry in Redis")
+               "B to hit A's entry in Redis", pause_seconds=0.01)
     assert instances.get("b", 1).text == body(1, 1)
 
     # --- A purge on A reaches B.
@@ -117,7 +108,7 @@ def test_fleet_shares_l2_propagates_invalidation_and_survives_redis_outages(
         seen.add(text)
         return text == body(1, 2)
 
-    delay = wait_until(b_is_fresh, "the purge on B")
+    delay = wait_until(b_is_fresh, "the purge on B", pause_seconds=0.01)
     print(f"purge on A seen on B after {delay * 1000:.1f} ms (polling upper bound)")
     assert seen <= {body(1, 1), body(1, 2)}
     assert all(instances.get("b", 1).text == body(1, 2) for _ in range(5))
@@ -126,7 +117,7 @@ def test_fleet_shares_l2_propagates_invalidation_and_survives_redis_outages(
     assert instances.get("a", 8).text == body(8, 2)
     instances.set_version(22)
     assert instances.purge("b", "item:8").status_code == 200
-    wait_until(lambda: instances.get("a", 8).text == body(8, 22), "B's purge on A")
+    wait_until(lambda: instances.get("a", 8).text == body(8, 22), "B's purge on A", pause_seconds=0.01)
     instances.set_version(2)
 
     # --- Redis stops mid-traffic: no 5xx, no wrong response.
@@ -164,7 +155,7 @@ def test_fleet_shares_l2_propagates_invalidation_and_survives_redis_outages(
         instances.get("a", item)
         return "detail=redis" in instances.get("b", item).headers.get("cache-status", "")
 
-    wait_until(a_stored_b_hits_redis, "L2 to be shared again")
+    wait_until(a_stored_b_hits_redis, "L2 to be shared again", pause_seconds=0.01)
     assert instances.get("b", 7).text == body(7, 3)  # cached on B now
     instances.set_version(4)
 
@@ -174,7 +165,7 @@ def test_fleet_shares_l2_propagates_invalidation_and_survives_redis_outages(
         instances.purge("a", "item:7")
         return instances.get("b", 7).text == body(7, 4)
 
-    wait_until(purge_reaches_b, "invalidation across the fleet after the restart")
+    wait_until(purge_reaches_b, "invalidation across the fleet after the restart", pause_seconds=0.01)
 
 
 def test_restarted_instance_keeps_disk_entries_but_never_serves_one_invalidated_while_down(

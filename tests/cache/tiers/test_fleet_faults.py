@@ -24,20 +24,12 @@ from scalekit.cache.tiers.fleet import FleetGenerations
 from scalekit.cache.tiers.redis import RedisConnections
 from scalekit.config import RedisConfig
 
-from .servers import RedisServer, TcpProxy
+from .servers import RedisServer, TcpProxy, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 WAIT_SECONDS = 20.0
 
-
-def wait_until(condition: Callable[[], bool], what: str) -> float:
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > WAIT_SECONDS:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.002)
-    return time.monotonic() - start
 
 
 class Fleet:
