@@ -100,5 +100,12 @@ async def asgi_origin(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-wsgi_app = scalekit.wrap(wsgi_origin, cdn=False, pool=False, metrics=False)
-asgi_app = scalekit.wrap(asgi_origin, cdn=False, pool=False, metrics=False)
+def __getattr__(name: str) -> Any:
+    """``wsgi_app`` / ``asgi_app``, wrapped when a server imports it: one runtime per process
+    (a second one, never serving, would answer every invalidate() too)."""
+    origins = {"wsgi_app": wsgi_origin, "asgi_app": asgi_origin}
+    if name not in origins:
+        raise AttributeError(name)
+    wrapped = scalekit.wrap(origins[name], cdn=False, pool=False, metrics=False)
+    globals()[name] = wrapped
+    return wrapped

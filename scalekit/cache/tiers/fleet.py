@@ -135,6 +135,7 @@ class FleetGenerations:
         tag_list = sorted({tag for tag in tags if tag})
         if not tag_list:
             return InvalidationResult(tags=(), reach="fleet", acknowledged=True)
+        self._take_part()
         breaker = self.connections.breaker
         if self._may_call_redis():
             try:
@@ -155,6 +156,7 @@ class FleetGenerations:
         tag_list = sorted({tag for tag in tags if tag})
         if not tag_list:
             return InvalidationResult(tags=(), reach="fleet", acknowledged=True)
+        self._take_part()
         breaker = self.connections.breaker
         if self._may_call_redis():
             loop = asyncio.get_running_loop()
@@ -172,6 +174,12 @@ class FleetGenerations:
                 report = await self._await_acks(scripts, sequence, epoch)
                 return self._fleet_result(tag_list, sequence, report)
         return await asyncio.to_thread(self._invalidate_offline, tag_list)
+
+    def _take_part(self) -> None:
+        """A runtime that invalidates follows the log from then on, even one that has not
+        served yet: otherwise what it queues while Redis is away would never be replayed."""
+        if self._listener_pid == 0:
+            self.start()
 
     def _may_call_redis(self) -> bool:
         """Whether an invalidation should try Redis: the breaker allows it, or the listener has
