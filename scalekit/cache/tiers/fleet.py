@@ -47,8 +47,6 @@ __all__ = ["FleetGenerations"]
 
 log = logging.getLogger("scalekit.cache")
 
-_FIRST_ACK_POLL_SECONDS = 0.0005
-_MAX_ACK_POLL_SECONDS = 0.008
 
 
 def instance_name() -> str:
@@ -97,6 +95,8 @@ class FleetGenerations:
         self._delay = instruments.CACHE_INVALIDATION_PROPAGATION
         self._pending_gauge = instruments.CACHE_INVALIDATIONS_PENDING
         self._warned_pending = False
+        self._reported_pending = 0
+        self._pending_lock = threading.Lock()
         self._report_pending()
         restart_in_forked_children(self, "_forked")
 
@@ -196,32 +196,20 @@ class FleetGenerations:
         self.connections.breaker.failure(error)
 
     def _wait_for_acks(self, scripts: FleetScripts, sequence: int, epoch: str) -> AckReport:
-        deadline = time.monotonic() + self.ack_timeout_seconds
-        pause = _FIRST_ACK_POLL_SECONDS
-        while True:
-            try:
-                report = scripts.acked(sequence, instance=self.name, epoch=epoch)
-            except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-                self._failed(error)
-                return AckReport(missing=("(Redis did not answer)",))
-            if not report.missing or report.lost or time.monotonic() + pause > deadline:
-                return report
-            time.sleep(pause)
-            pause = min(pause * 2, _MAX_ACK_POLL_SECONDS)
+        try:
+            return scripts.wait_acked(sequence, instance=self.name, epoch=epoch,
+                                      timeout_seconds=self.ack_timeout_seconds)
+        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
+            self._failed(error)
+            return AckReport(missing=("(Redis did not answer)",))
 
     async def _await_acks(self, scripts: AsyncFleetScripts, sequence: int, epoch: str) -> AckReport:
-        deadline = time.monotonic() + self.ack_timeout_seconds
-        pause = _FIRST_ACK_POLL_SECONDS
-        while True:
-            try:
-                report = await scripts.acked(sequence, instance=self.name, epoch=epoch)
-            except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-                self._failed(error)
-                return AckReport(missing=("(Redis did not answer)",))
-            if not report.missing or report.lost or time.monotonic() + pause > deadline:
-                return report
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, _MAX_ACK_POLL_SECONDS)
+        try:
+            return await scripts.wait_acked(sequence, instance=self.name, epoch=epoch,
+                                            timeout_seconds=self.ack_timeout_seconds)
+        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
+            self._failed(error)
+            return AckReport(missing=("(Redis did not answer)",))
 
     def _fleet_result(self, tags: list[str], sequence: int, report: AckReport) -> InvalidationResult:
         if report.lost:
@@ -253,14 +241,17 @@ class FleetGenerations:
             detail="Redis unreachable: queued for the fleet")
 
     def _report_pending(self) -> None:
-        pending = self.follower.pending
-        self._pending_gauge.set(pending)
-        if pending and not self._warned_pending:
-            self._warned_pending = True
+        with self._pending_lock:  # request threads and the listener both report
+            pending = self.follower.pending
+            # By difference: each runtime of the process adds its own share to the one gauge.
+            self._pending_gauge.inc(pending - self._reported_pending)
+            self._reported_pending = pending
+            warn = bool(pending) != self._warned_pending
+            self._warned_pending = bool(pending)
+        if warn and pending:
             log.warning("invalidations of %d tag(s) could not reach Redis; applied on this host "
                         "and queued for the fleet until Redis answers", pending)
-        elif not pending and self._warned_pending:
-            self._warned_pending = False
+        elif warn:
             log.warning("queued invalidations reached the fleet")
 
     # ----------------------------------------------------------------- clients and scripts
@@ -426,4 +417,7 @@ class FleetGenerations:
         self._listener_pid = 0
         self.trusted = False
         self.connected.clear()
+        with self._pending_lock:
+            self._pending_gauge.dec(self._reported_pending)  # a closed runtime replays nothing
+            self._reported_pending = 0
         self.local.close()

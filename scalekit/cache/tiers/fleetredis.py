@@ -15,7 +15,9 @@ lost one), so a Redis that restarted empty or evicted the state is noticed by th
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,10 @@ __all__ = ["AckReport", "AsyncFleetScripts", "FleetKeys", "FleetScripts", "Polle
 
 LOG_LENGTH = 10_000  # entries kept (approximately); a follower further behind resyncs
 LOG_BATCH = 1_000  # entries read per poll
+# A writer asks whether everyone applied its invalidation after this long, then twice as long
+# each time up to the maximum: most acknowledgements take about a millisecond on loopback.
+FIRST_ACK_POLL_SECONDS = 0.0005
+MAX_ACK_POLL_SECONDS = 0.008
 
 _PRELUDE = """
 local function now_ms()
@@ -270,6 +276,19 @@ class FleetScripts:
     def acked(self, sequence: int, *, instance: str, epoch: str) -> AckReport:
         return _ack_report(self._acked(keys=self.keys.all, args=[sequence, instance, epoch]))
 
+    def wait_acked(self, sequence: int, *, instance: str, epoch: str,
+                   timeout_seconds: float) -> AckReport:
+        """Ask :meth:`acked` at 0.5, 1, 2, 4, 8, 8... ms until nobody is missing or
+        ``timeout_seconds`` passed (one query each time, whatever the fleet's size)."""
+        deadline = time.monotonic() + timeout_seconds
+        pause = FIRST_ACK_POLL_SECONDS
+        while True:
+            report = self.acked(sequence, instance=instance, epoch=epoch)
+            if not report.missing or report.lost or time.monotonic() + pause > deadline:
+                return report
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_ACK_POLL_SECONDS)
+
     def leave(self, instance: str) -> None:
         self._leave(keys=self.keys.all, args=[instance])
 
@@ -331,6 +350,17 @@ class AsyncFleetScripts:
 
     async def acked(self, sequence: int, *, instance: str, epoch: str) -> AckReport:
         return _ack_report(await self._acked(keys=self.keys.all, args=[sequence, instance, epoch]))
+
+    async def wait_acked(self, sequence: int, *, instance: str, epoch: str,
+                         timeout_seconds: float) -> AckReport:
+        deadline = time.monotonic() + timeout_seconds
+        pause = FIRST_ACK_POLL_SECONDS
+        while True:
+            report = await self.acked(sequence, instance=instance, epoch=epoch)
+            if not report.missing or report.lost or time.monotonic() + pause > deadline:
+                return report
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, MAX_ACK_POLL_SECONDS)
 
 
 def encode_tags(tags: list[str]) -> str:
