@@ -33,7 +33,7 @@ def test_configuration_table_shows_whole_default_values() -> None:
 
 def make_demo(*variables: str) -> str:
     """The commands ``make demo`` would run (a dry run)."""
-    return subprocess.run(["make", "-n", "demo", *variables], check=True, capture_output=True, text=True,
+    return subprocess.run(["make", "--no-print-directory", "-n", "demo", *variables], check=True, capture_output=True, text=True,
                           cwd=ROOT).stdout
 
 
