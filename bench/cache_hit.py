@@ -1,6 +1,6 @@
 """Cost of a memory cache hit, in process and over HTTP, beside the bare app in the same run.
 
-Targets (issue 3):
+Targets:
 - in process: a memory hit costs <= 20 us per request, WSGI and ASGI (the bare app is shown
   beside it: a hit replaces the app, so it can even be cheaper than a trivial app);
 - over HTTP with wrk, same server: the cached endpoint answers >= 90% of the requests/s of a

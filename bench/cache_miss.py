@@ -1,6 +1,6 @@
 """Cost of the cache on the miss path, beside the bare app in the same run.
 
-Target (issue 3): on an endpoint doing 1 ms of work, a miss through the cache costs at most 5%
+Target: on an endpoint doing 1 ms of work, a miss through the cache costs at most 5%
 more than the bare app: the request is keyed, looked up, forwarded, and the response analysed,
 buffered and stored (``stored miss``), or passed through (``uncacheable miss``).
 

@@ -11,7 +11,7 @@ FastAPI and Django ASGI), three configurations measured in the same run:
   stored (the cost of a miss, storing included);
 - hit: every layer on, the same URL: served from the memory tier, the framework never runs.
 
-Target (issue 7): a cache hit answers at least 10x the bare page's requests/s, for each shop
+Target: a cache hit answers at least 10x the bare page's requests/s, for each shop
 under at least one of the servers measured (the exit status says whether it holds).
 
 Two reference figures are printed beside it. "ceiling": a constant hello app under the same

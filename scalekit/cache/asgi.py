@@ -182,7 +182,7 @@ class ASGICache:
             if found is None:
                 return None, "vary-miss", index, entry_key
         if not self.generations.is_current(found[0].tags):
-            return None, "miss", index, entry_key  # invalidated by tag (invariant 2)
+            return None, "miss", index, entry_key  # a tag was invalidated after it was stored
         return found, "miss", index, entry_key
 
     # ----------------------------------------------------------------- misses
@@ -294,7 +294,8 @@ class ASGICache:
     async def _fetch(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send,
                      view: RequestView, key: str, forward: Forward, index: CachedEntry | None,
                      entry_key: str, *, background: bool = False, lead: Lead | None = None) -> None:
-        # Invariant 2: generations are read before the origin is called.
+        # Generations are read before the origin is called: a response whose computation
+        # overlapped an invalidation of its tags is not stored as fresh.
         since = await self.generations.asequence()
         exchange = Exchange(self, send, view, key, forward, index, entry_key, since,
                             scope.get(CONTEXT_KEY), background, lead)

@@ -125,7 +125,7 @@ class Codec:
     def _mac(self, key: str, header: bytes | memoryview, payload: bytes | memoryview) -> bytes:
         assert self._signer is not None  # callers check; not reachable from input
         signer = self._signer.copy()
-        # The key is signed too: a valid entry copied to another key is refused (invariant 1).
+        # The key is signed too: a valid entry copied to another key is refused (never served under another key).
         signer.update(key.encode("utf-8", "surrogatepass") + b"\x00")
         signer.update(header)
         signer.update(payload)

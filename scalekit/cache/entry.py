@@ -35,7 +35,7 @@ class CachedEntry:
     # Every hit must be revalidated with the origin (no-cache) / never served stale.
     requires_revalidation: bool = False
     must_revalidate: bool = False
-    # (tag, generation) pairs stamped when the origin call started (invariant 2).
+    # (tag, generation) pairs stamped when the origin call started: a response that overlapped an invalidation is dead.
     tags: tuple[tuple[str, int], ...] = ()
     # Lower-case request header names listed by Vary, and the normalised values they had.
     vary: tuple[str, ...] = ()

@@ -171,7 +171,7 @@ class CachePolicy(OriginAnswers):
         entry, tier = found
         if entry.vary and entry.secondary_key != secondary_key(
                 entry.vary, request.header, max_value_bytes=self.settings.max_vary_value_bytes):
-            # Invariant 1: never serve a variant selected for other header values.
+            # Never serve a variant selected for other header values (the Vary secondary key).
             return self._forward(request, directives, "vary-miss", None, "")
         header = request.header
         if special and (header("if-match") is not None or header("if-unmodified-since") is not None):

@@ -156,7 +156,7 @@ class WSGICache:
             if found is None:
                 return None, "vary-miss", index, entry_key
         if not self.generations.is_current(found[0].tags):
-            return None, "miss", index, entry_key  # invalidated by tag (invariant 2)
+            return None, "miss", index, entry_key  # a tag was invalidated after it was stored
         return found, "miss", index, entry_key
 
     # ----------------------------------------------------------------- misses

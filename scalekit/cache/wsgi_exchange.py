@@ -68,7 +68,7 @@ class Exchange:
         self.capture = Capture()
         self.count: Callable[[str], None] = (lambda outcome: None) if background else shell.core.count
         self.ctx: Any = None
-        # Invariant 2: generations (and the URI invalidation mark) are read before the origin
+        # Generations (and the URI invalidation mark) are read before the origin
         # is called, so a response whose computation overlapped an invalidation is not stored.
         self.since = shell.generations.sequence()
         self.uri_mark = shell.core.recent.mark()

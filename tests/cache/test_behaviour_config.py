@@ -78,7 +78,7 @@ def test_unsafe_method_with_the_host_in_another_form_invalidates_its_uri(make: M
 
 
 def test_response_overlapping_an_invalidation_is_not_stored(make: Make, path: str) -> None:
-    # Invariant 2: generations are read when the request starts, not when it is stored.
+    # Generations are read when the request starts, not when it is stored.
     h = make()
     assert h.origin is not None
     h.origin.gate = threading.Event()

@@ -64,7 +64,8 @@ operations = st.lists(st.one_of(
 @given(steps=operations)
 def test_current_exactly_while_no_tag_was_invalidated_since_the_stamp(
         steps: list[tuple[str, set[str]]]) -> None:
-    """Invariant 2 on the generations alone, against a model that counts invalidations."""
+    """Nothing stamped before an invalidation of its tag counts as current: the generations
+    alone, against a model that counts invalidations."""
     generations = LocalGenerations()
     counts = dict.fromkeys(TAG_NAMES, 0)
     since, counts_at_begin = generations.sequence(), dict(counts)

@@ -7,11 +7,11 @@ Every origin response carries a serial; the model records, per serial, the reque
 (key, header values) and what a shared cache may do with it. A reply whose serial is older than
 its request came from the cache, and then:
 
-- invariant 1: its key and its Vary'd request header values equal the current request's;
-- invariant 3: it was storable (not private, no-store, Set-Cookie, unknown Host, Authorization
+- right variant: its key and its Vary'd request header values equal the current request's;
+- nothing private stored: it was storable (not private, no-store, Set-Cookie, unknown Host, Authorization
   without permission, Vary: *) and carries no ``private="..."`` field;
-- invariant 4: a fresh hit has the origin's status, body and end-to-end headers, byte for byte;
-- invariant 2 / RFC 9111 §4.4: nothing older than an invalidation of its tag or URI is served.
+- faithful hits: a fresh hit has the origin's status, body and end-to-end headers, byte for byte;
+- invalidation is final (RFC 9111 §4.4): nothing older than an invalidation of its tag or URI is served.
 
 Liveness against the model: repeating a request whose reply said ``stored`` is a hit.
 """
@@ -294,17 +294,17 @@ class CacheMachine(RuleBasedStateMachine):
         record = self.model.records[serial]
         event("served from cache" + (" (vary)" if record.vary else ""))
         key = model_key(host, path, query)
-        # Invariant 1: same primary key and same Vary'd header values.
+        # Right variant: same primary key and same Vary'd header values.
         assert record.key == key, (record.key, key)
         for name in record.vary:
             assert record.headers.get(name) == headers.get(name), (name, record.headers, headers)
-        # Invariant 3: never stored if it was not storable; private fields never reused.
+        # Nothing private stored: never stored if it was not storable; private fields never reused.
         assert not record.forbidden, record
         assert "x-secret" not in reply
-        # Invariant 2 / §4.4: nothing older than an invalidation of its URI or tag.
+        # Invalidation is final (§4.4): nothing older than an invalidation of its URI or tag.
         assert serial > self.model.key_invalidated.get(key, 0)
         assert serial > self.model.tag_invalidated.get(record.tag, 0)
-        # Invariant 4: a fresh hit is what the origin sent.
+        # Faithful hits: a fresh hit is what the origin sent.
         if status == 200 and method == "GET" and "; hit" in reply.get("cache-status", "") \
                 and "ttl=-" not in reply["cache-status"]:
             assert body == record.body
