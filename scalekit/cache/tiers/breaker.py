@@ -2,7 +2,8 @@
 
 Closed: calls go through. It opens after ``consecutive_failures`` failures in a row, or when
 at least ``failure_rate`` of the calls of the current window (``window_seconds``, counted once
-``min_calls`` calls were made in it) failed. Open: for ``cool_down_seconds`` every call is
+``min_calls`` calls were made in it) failed; both are judged on a failure, never on a success
+(a tier that just answered is not turned off). Open: for ``cool_down_seconds`` every call is
 skipped at once (no request pays a timeout again). Then it is half-open: one caller at a time
 tries; success closes it (and forgets the failures), a fault opens it for another cool-down.
 The state is exported as ``scalekit_cache_circuit_open{tier}`` and logged once per opening.

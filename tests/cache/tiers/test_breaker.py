@@ -11,7 +11,7 @@ import asyncio
 import time
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from scalekit.cache.tiers.breaker import CircuitBreaker
@@ -81,7 +81,10 @@ def test_half_open_lets_one_probe_through(clock: FakeClock) -> None:
 
 
 @given(st.lists(st.booleans(), max_size=200))
+@example([False, False, True] * 6 + [False, True, False])
 def test_it_opens_only_after_three_in_a_row_or_half_of_twenty(outcomes: list[bool]) -> None:
+    """The rule is judged on a failure: a success (Redis just answered) never opens it, even
+    when it brings the window to twenty calls with half of them failed; the next failure does."""
     clock = FakeClock()
     breaker = redis_breaker(clock)
     failures = streak = 0
@@ -94,7 +97,7 @@ def test_it_opens_only_after_three_in_a_row_or_half_of_twenty(outcomes: list[boo
             streak += 1
             failures += 1
             breaker.failure(OSError("x"))
-        should_open = streak >= 3 or (calls >= 20 and failures * 2 >= calls)
+        should_open = not succeeded and (streak >= 3 or (calls >= 20 and failures * 2 >= calls))
         assert breaker.is_open == should_open
         if should_open:
             return
