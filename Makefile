@@ -19,6 +19,8 @@ test:
 bench:
 	for b in bench/*.py; do python3 $$b || exit 1; done
 
+# Lint and type-check (`pip install -e ".[dev]"` first): ruff over the code and its tests, mypy
+# (strict) over the package and the adapters.
 check:
-	ruff check scalekit adapters tests
-	mypy scalekit
+	python3 -m ruff check scalekit adapters tests
+	python3 -m mypy scalekit adapters
