@@ -177,3 +177,42 @@ def test_internal_paths_are_denied_to_everyone() -> None:
     hosts = {rule["host"] for rule in k8s_object("Ingress", "scalekit-shop")["spec"]["rules"]}
     assert {rule["host"] for rule in internal["spec"]["rules"]} == hosts
     assert (K8S_DIR / "ingress.yaml").is_file()
+
+
+def _configmap_cache_settings(host: str) -> dict[str, str]:
+    """The ConfigMap's settings of the app's own cache, its host names replaced by ``host``."""
+    data = k8s_object("ConfigMap", "scalekit-config")["data"]
+    settings = {name: str(value) for name, value in data.items() if name.startswith("SCALEKIT_CACHE_")}
+    assert data["SCALEKIT_ALLOWED_HOSTS"] == "shop.example.com"
+    return {**settings, "SCALEKIT_ALLOWED_HOSTS": host, "SCALEKIT_CACHE_DISK_MAX_BYTES": "0"}
+
+
+@pytest.mark.server
+def test_behind_the_ingress_edge_the_app_stores_and_serves_pages_itself(tmp_path: Path) -> None:
+    # ingress-nginx always sends X-Forwarded-Port (its own port, which a Host such as
+    # "shop.example.com" does not restate): unless the ConfigMap keys it, the app's tiers step
+    # aside for every request that came through the edge, and only Varnish caches.
+    binary = require_binary("nginx")
+    instance = AppInstance("pod", tmp_path, env=_configmap_cache_settings("shop.test"))
+    instance.start()
+    vcl = k8s_object("ConfigMap", "scalekit-edge-cache-vcl")["data"]["default.vcl"]
+    vcl = vcl.replace('.host = "scalekit-shop";', '.host = "127.0.0.1";').replace(
+        '.port = "80";', f'.port = "{instance.port}";')
+    try:
+        port = free_port()
+        with running_varnish(instance.port, vcl_text=vcl) as cache:
+            config = render(tmp_path / "nginx", listen_port=port, upstream_port=cache.port)
+            with run_nginx(binary, config, port) as url, \
+                    httpx.Client(base_url=url, headers={"Host": "shop.test"}, timeout=10) as client:
+                page = f"/cacheable?v={uuid.uuid4().hex}"
+                first = client.get(page)
+                assert first.headers["x-cache-status"] == "MISS"
+                assert "stored" in first.headers["cache-status"], first.headers["cache-status"]
+                # A logged-in client passes the edge (the VCL's credentials rule) and gets the
+                # page from the app's own tiers.
+                passed = client.get(page, headers={"Cookie": "session=alice"})
+                assert passed.headers["x-cache-status"] == "BYPASS"
+                assert "hit" in passed.headers["cache-status"], passed.headers["cache-status"]
+                assert passed.text == first.text
+    finally:
+        instance.stop()
