@@ -72,7 +72,9 @@ def typical_entry(index: int = 0, body_bytes: int = 1200) -> CachedEntry:
                ("etag", f'"{index:032x}"'), ("cache-control", "public, max-age=300"),
                ("vary", "accept-encoding"), ("last-modified", "Wed, 21 Oct 2026 07:28:00 GMT"),
                ("x-request-id", f"{index:016x}"), ("date", "Wed, 21 Oct 2026 07:28:00 GMT"))
-    return CachedEntry(200, headers, bytes(body_bytes), now, now, 0.0, 300.0,
+    return CachedEntry(status=200, headers=headers, body=bytes(body_bytes), request_time=now,
+                       response_time=now, corrected_initial_age_seconds=0.0,
+                       freshness_lifetime_seconds=300.0,
                        tags=((f"product:{index}", 0), ("category:1", 0)), vary=("accept-encoding",),
                        secondary_key="gzip")
 
@@ -191,8 +193,10 @@ def bench_invalidate_100k(port: int) -> None:
         stamp = generations.stamp(["category:1"], since)
         assert stamp is not None
         for index in range(100_000):
-            memory.set(f"k{index}", CachedEntry(200, (), b"x", time.time(), time.time(), 0.0, 300.0,
-                                                tags=stamp))
+            memory.set(f"k{index}", CachedEntry(status=200, headers=(), body=b"x",
+                                                request_time=time.time(), response_time=time.time(),
+                                                corrected_initial_age_seconds=0.0,
+                                                freshness_lifetime_seconds=300.0, tags=stamp))
         samples = []
         gc.collect()
         gc.freeze()  # the 100,000 entries just made are not the invalidation's garbage to walk

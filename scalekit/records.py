@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeVar, dataclass_transform
 
-__all__ = ["record"]
+__all__ = ["keyword_record", "record"]
 
 T = TypeVar("T")
 
@@ -20,3 +20,10 @@ T = TypeVar("T")
 def record(cls: type[T]) -> type[T]:
     """A slotted dataclass with value equality, immutable by contract (checked by mypy)."""
     return dataclass(slots=True)(cls)
+
+
+@dataclass_transform(frozen_default=True, kw_only_default=True)
+def keyword_record(cls: type[T]) -> type[T]:
+    """A :func:`record` built by keyword only: for records with many fields, several of one
+    type, where a positional swap would still type-check."""
+    return dataclass(slots=True, kw_only=True)(cls)

@@ -193,9 +193,12 @@ class OriginAnswers:
         """``stored`` with new headers and times, unstorable: used to answer one request."""
         fields = combine_fields(headers)
         return CachedEntry(
-            stored.status, tuple((n.lower(), v) for n, v in headers if n.lower() != "age"),
-            stored.body, request_time, now,
-            corrected_initial_age(fields, request_time=request_time, response_time=now), 0.0)
+            status=stored.status,
+            headers=tuple((n.lower(), v) for n, v in headers if n.lower() != "age"),
+            body=stored.body, request_time=request_time, response_time=now,
+            corrected_initial_age_seconds=corrected_initial_age(fields, request_time=request_time,
+                                                                response_time=now),
+            freshness_lifetime_seconds=0.0)
 
 
 _SYNTHESISED = ("etag", "content-length")

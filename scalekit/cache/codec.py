@@ -16,7 +16,9 @@ CR/LF would otherwise be served on every request, and an infinite or NaN time ne
 Pickle is never used: whoever can write to Redis would run code in every app process.
 
 >>> from scalekit.cache.entry import CachedEntry
->>> entry = CachedEntry(200, (("content-type", "text/plain"),), b"hi", 1.0, 1.0, 0.0, 60.0)
+>>> entry = CachedEntry(status=200, headers=(("content-type", "text/plain"),), body=b"hi",
+...                     request_time=1.0, response_time=1.0, corrected_initial_age_seconds=0.0,
+...                     freshness_lifetime_seconds=60.0)
 >>> codec = Codec(secret=b"0123456789abcdef")
 >>> codec.decode("k", codec.encode("k", entry)) == (entry, "ok")
 True
@@ -165,8 +167,9 @@ def _unpack(key: str, payload: bytes | memoryview) -> tuple[CachedEntry | None, 
         values = _ALL_VALUES(fields)
         if (tuple(map(type, _SCALAR_VALUES(values))) == _SCALAR_TYPES
                 and all(map(operator.call, _CONTAINER_CHECKS, _CONTAINER_VALUES(values)))):
+            del fields["__key__"]
             try:
-                entry = CachedEntry(*values)
+                entry = CachedEntry(**fields)
             except Exception:  # noqa: BLE001 - a future __post_init__ check: still a miss
                 return None, "garbage"
             return (entry, "ok") if is_in_range(entry) else (None, "out_of_range")

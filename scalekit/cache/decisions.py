@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from ..records import record
+from ..records import keyword_record, record
 from .entry import CachedEntry
 from .keys import BODY_HEADERS, FORWARDED_HEADERS
 from .storable import StorePlan
@@ -92,7 +92,7 @@ class Serve:
     db_seconds: float = 0.0
 
 
-@record
+@keyword_record
 class Forward:
     """Go to the origin. ``stored`` is the selected entry (validators, stale-if-error)."""
 

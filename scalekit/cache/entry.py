@@ -6,12 +6,12 @@ Redis and disk field by field, so a field added here with a default needs no cod
 
 from __future__ import annotations
 
-from ..records import record
+from ..records import keyword_record
 
 __all__ = ["CachedEntry"]
 
 
-@record
+@keyword_record
 class CachedEntry:
     """A response as the cache stored it, with what freshness and invalidation need.
 
@@ -54,8 +54,3 @@ class CachedEntry:
     origin_seconds: float = 0.0
     db_seconds: float = 0.0
 
-    def size_bytes(self) -> int:
-        """Approximate memory cost, used for the byte bounds of L1 and L3."""
-        header_bytes = sum(len(name) + len(value) + 16 for name, value in self.headers)
-        tag_bytes = sum(len(name) + 16 for name, _ in self.tags)
-        return len(self.body) + header_bytes + tag_bytes + len(self.secondary_key) + 256

@@ -204,7 +204,8 @@ class CachePolicy(OriginAnswers):
         staleness = age - lifetime
         if staleness < entry.stale_while_revalidate_seconds:
             # RFC 5861 §3: serve stale "while it asynchronously revalidates it in the background".
-            refresh = Forward("stale", entry, tier, may_store=True, validating=has_validators(entry),
+            refresh = Forward(fwd="stale", stored=entry, tier=tier, may_store=True,
+                              validating=has_validators(entry),
                               request_headers=self._revalidation_headers(entry, request))
             return self._serve(entry, tier, request, now, "stale", refresh=refresh)
         if (directives.max_stale is not None and staleness <= directives.max_stale
@@ -272,9 +273,9 @@ class CachePolicy(OriginAnswers):
         # and other credentials mostly get other answers (a long poll would hold the rest).
         coalesce = (self.coalesce and may_store and fwd != "request"
                     and request.header("authorization") is None)
-        # Positional, in Forward's field order: built on every miss.
-        return Forward(fwd, stored, tier, may_store, coalesce, changes,
-                       stored is not None and has_validators(stored), partial)
+        return Forward(fwd=fwd, stored=stored, tier=tier, may_store=may_store, coalesce=coalesce,
+                       request_headers=changes,
+                       validating=stored is not None and has_validators(stored), partial=partial)
 
     def _revalidation_headers(self, entry: CachedEntry,
                               request: RequestView) -> tuple[tuple[str, str | None], ...]:

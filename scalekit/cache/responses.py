@@ -8,7 +8,9 @@ of one representation combine when they are stored (RFC 9111 §3.3-§3.4).
 
 >>> from scalekit.cache.entry import CachedEntry
 >>> builder = ResponseBuilder("scalekit")
->>> entry = CachedEntry(200, (("content-length", "2"),), b"hi", 100.0, 100.0, 0.0, 60.0)
+>>> entry = CachedEntry(status=200, headers=(("content-length", "2"),), body=b"hi",
+...                     request_time=100.0, response_time=100.0,
+...                     corrected_initial_age_seconds=0.0, freshness_lifetime_seconds=60.0)
 >>> builder.from_entry(entry, None, now=130.0, tier="memory")[1][-2:]
 (('age', '30'), ('cache-status', 'scalekit; hit; ttl=30; detail=memory'))
 """
@@ -267,13 +269,16 @@ class ResponseBuilder:
             headers.append(("content-length", str(len(body))))
         end = plan.response_time if finished_at is None else finished_at
         origin_seconds = min(max(end - plan.request_time, 0.0), MAX_SECONDS)  # a clock step back: 0
-        # Positional, in CachedEntry's field order (keywords cost a name search per field).
         return CachedEntry(
-            status, tuple(headers), body, plan.request_time, plan.response_time,
-            plan.corrected_initial_age_seconds, plan.freshness_lifetime_seconds,
-            plan.stale_while_revalidate_seconds, plan.stale_if_error_seconds,
-            plan.requires_revalidation, plan.must_revalidate, tags, plan.vary, plan.secondary_key,
-            False, "", route, origin_seconds, min(max(db_seconds, 0.0), MAX_SECONDS))
+            status=status, headers=tuple(headers), body=body, request_time=plan.request_time,
+            response_time=plan.response_time,
+            corrected_initial_age_seconds=plan.corrected_initial_age_seconds,
+            freshness_lifetime_seconds=plan.freshness_lifetime_seconds,
+            stale_while_revalidate_seconds=plan.stale_while_revalidate_seconds,
+            stale_if_error_seconds=plan.stale_if_error_seconds,
+            requires_revalidation=plan.requires_revalidation, must_revalidate=plan.must_revalidate,
+            tags=tags, vary=plan.vary, secondary_key=plan.secondary_key, route=route,
+            origin_seconds=origin_seconds, db_seconds=min(max(db_seconds, 0.0), MAX_SECONDS))
 
     @staticmethod
     def kept_past(index: CachedEntry, entry: CachedEntry) -> bool:

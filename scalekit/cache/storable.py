@@ -30,7 +30,7 @@ from ..headers import (
     parse_tags,
     parse_vary,
 )
-from ..records import record
+from ..records import keyword_record, record
 from .entry import CachedEntry
 from .fields import parse_targeted
 from .keys import secondary_key
@@ -90,7 +90,7 @@ class NotStorable:
     reason: str
 
 
-@record
+@keyword_record
 class StorePlan:
     """A storable response's metadata; the entry is built once its body has been read."""
 
@@ -224,13 +224,15 @@ def analyse_response(
     # beside s-maxage still apply (they are in-protocol permissions).
     must_revalidate = (directives.must_revalidate or directives.proxy_revalidate
                        or directives.s_maxage is not None)
-    # Positional, in StorePlan's field order: keyword arguments cost a name search per field
-    # (three times the construction), on every storable miss.
     dropped = frozenset(settings.targeted_fields) if settings.strip_targeted else frozenset()
-    return StorePlan(status, stored_headers(headers, fields, directives, dropped), request_time, now,
-                     initial_age, float(lifetime), float(swr), float(sie), directives.no_cache,
-                     must_revalidate, vary, secondary,
-                     parse_tags(fields.get("surrogate-key"), fields.get("cache-tag")), content_length)
+    return StorePlan(
+        status=status, headers=stored_headers(headers, fields, directives, dropped),
+        request_time=request_time, response_time=now, corrected_initial_age_seconds=initial_age,
+        freshness_lifetime_seconds=float(lifetime), stale_while_revalidate_seconds=float(swr),
+        stale_if_error_seconds=float(sie), requires_revalidation=directives.no_cache,
+        must_revalidate=must_revalidate, vary=vary, secondary_key=secondary,
+        header_tags=parse_tags(fields.get("surrogate-key"), fields.get("cache-tag")),
+        content_length=content_length)
 
 
 def _status_refusal(status: int, directives: CacheControl, settings: StoreSettings,

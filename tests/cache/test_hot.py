@@ -39,9 +39,10 @@ EPOCH = 1_700_000_000.0
 times = st.floats(min_value=-5.0, max_value=400.0, allow_nan=False)
 entries = st.builds(
     lambda produced, initial, lifetime, revalidate, vary: CachedEntry(
-        200, (("content-type", "text/plain"), ("content-length", "2")), b"hi", EPOCH + produced,
-        EPOCH + produced, initial, lifetime, requires_revalidation=revalidate,
-        vary=("accept-language",) if vary else ()),
+        status=200, headers=(("content-type", "text/plain"), ("content-length", "2")), body=b"hi",
+        request_time=EPOCH + produced, response_time=EPOCH + produced,
+        corrected_initial_age_seconds=initial, freshness_lifetime_seconds=lifetime,
+        requires_revalidation=revalidate, vary=("accept-language",) if vary else ()),
     st.floats(min_value=0, max_value=100, allow_nan=False),
     st.one_of(st.just(0.0), st.floats(min_value=0, max_value=50, allow_nan=False)),
     st.one_of(st.sampled_from([0.0, 1.0, 2.5, 60.0]), st.floats(min_value=0, max_value=300, allow_nan=False)),
@@ -76,7 +77,9 @@ def fresh_moments(draw: st.DrawFn) -> tuple[CachedEntry, float]:
     extra = draw(st.one_of(st.sampled_from([0.5, 1.0, 2.0, 60.0]),
                            st.floats(min_value=0.001, max_value=300, allow_nan=False)))
     resident = draw(st.floats(min_value=-1.0, max_value=extra, exclude_max=True, allow_nan=False))
-    entry = CachedEntry(200, (), b"hi", EPOCH + produced, EPOCH + produced, initial, initial + extra)
+    entry = CachedEntry(status=200, headers=(), body=b"hi", request_time=EPOCH + produced,
+                        response_time=EPOCH + produced, corrected_initial_age_seconds=initial,
+                        freshness_lifetime_seconds=initial + extra)
     return entry, EPOCH + produced + resident
 
 

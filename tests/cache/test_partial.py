@@ -45,9 +45,11 @@ def test_storable(status: int, headers: list[tuple[str, str]], storable: bool) -
 
 
 def piece(start: int, stop: int, *, etag: str = '"e"', lifetime: float = 60) -> CachedEntry:
-    return CachedEntry(206, (("date", DATE), ("etag", etag), ("content-range", f"bytes {start}-{stop - 1}/10"),
-                             ("content-length", str(stop - start))),
-                       BODY[start:stop], NOW, NOW, 0.0, lifetime)
+    headers = (("date", DATE), ("etag", etag), ("content-range", f"bytes {start}-{stop - 1}/10"),
+               ("content-length", str(stop - start)))
+    return CachedEntry(status=206, headers=headers,
+                       body=BODY[start:stop], request_time=NOW, response_time=NOW,
+                       corrected_initial_age_seconds=0.0, freshness_lifetime_seconds=lifetime)
 
 
 def view(method: str = "GET", **headers: str) -> RequestView:

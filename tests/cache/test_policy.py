@@ -201,9 +201,11 @@ def entry(*, lifetime: float = 60, swr: float = 0, sie: float = 0, etag: bool = 
           secondary: str = "") -> CachedEntry:
     headers = (("date", DATE), ("last-modified", DATE), ("content-length", "4")) + (
         (("etag", '"v1"'),) if etag else ())
-    return CachedEntry(200, headers, b"body", NOW, NOW, 0.0, lifetime, swr, sie,
-                       requires_revalidation=no_cache, must_revalidate=must_revalidate,
-                       vary=vary, secondary_key=secondary)
+    return CachedEntry(status=200, headers=headers, body=b"body", request_time=NOW,
+                       response_time=NOW, corrected_initial_age_seconds=0.0,
+                       freshness_lifetime_seconds=lifetime, stale_while_revalidate_seconds=swr,
+                       stale_if_error_seconds=sie, requires_revalidation=no_cache,
+                       must_revalidate=must_revalidate, vary=vary, secondary_key=secondary)
 
 
 @pytest.mark.parametrize("stored, age, request_view, policy, expected", [

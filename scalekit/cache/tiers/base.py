@@ -6,7 +6,9 @@ that name); :class:`TieredStore
 fault is a miss (or a skipped write) and a metric.
 
 >>> from scalekit.cache.entry import CachedEntry
->>> entry = CachedEntry(200, (), b"", 100.0, 100.0, 0.0, 60.0, stale_if_error_seconds=30.0)
+>>> entry = CachedEntry(status=200, headers=(), body=b"", request_time=100.0, response_time=100.0,
+...                     corrected_initial_age_seconds=0.0, freshness_lifetime_seconds=60.0,
+...                     stale_if_error_seconds=30.0)
 >>> kept_until(entry, retain_stale_seconds=10.0)
 200.0
 """

@@ -23,7 +23,8 @@ too; it is what the bytes gauge reports.
 >>> import tempfile
 >>> from scalekit.cache.entry import CachedEntry
 >>> tier = DiskTier(tempfile.mkdtemp(), max_bytes=1_000_000, clock=lambda: 10.0)
->>> tier.set("k", CachedEntry(200, (), b"body", 10.0, 10.0, 0.0, 60.0))
+>>> tier.set("k", CachedEntry(status=200, headers=(), body=b"body", request_time=10.0, response_time=10.0,
+...                            corrected_initial_age_seconds=0.0, freshness_lifetime_seconds=60.0))
 >>> tier.get("k")[0].body
 b'body'
 """

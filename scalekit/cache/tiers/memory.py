@@ -10,7 +10,9 @@ not just body bytes: a flood of small distinct keys cannot grow the process past
 
 >>> from scalekit.cache.entry import CachedEntry
 >>> tier = MemoryTier(max_bytes=1_000_000, max_entry_bytes=10_000, clock=lambda: 100.0)
->>> tier.set("k", CachedEntry(200, (("content-type", "text/plain"),), b"hi", 100.0, 100.0, 0.0, 60.0))
+>>> tier.set("k", CachedEntry(status=200, headers=(("content-type", "text/plain"),), body=b"hi",
+...                            request_time=100.0, response_time=100.0,
+...                            corrected_initial_age_seconds=0.0, freshness_lifetime_seconds=60.0))
 >>> tier.get("k")[0].body, tier.get("k")[1]
 (b'hi', 'memory')
 """
@@ -61,7 +63,9 @@ if {field.name for field in dataclasses.fields(CachedEntry)} != _KNOWN_FIELDS:
     # Loud at import, not a silent undercount of L1's memory: a new field needs a line below.
     raise RuntimeError("CachedEntry's fields changed: count the new ones in memory_footprint() "
                        "(scalekit/cache/tiers/memory.py)")
-_ENTRY_BYTES = sys.getsizeof(CachedEntry(200, (), b"", 0.0, 0.0, 0.0, 0.0))  # slots: fixed size
+_ENTRY_BYTES = sys.getsizeof(CachedEntry(status=200, headers=(), body=b"", request_time=0.0,
+                                         response_time=0.0, corrected_initial_age_seconds=0.0,
+                                         freshness_lifetime_seconds=0.0))  # slots: fixed size
 
 
 def memory_footprint(key: str, entry: CachedEntry) -> int:

@@ -8,7 +8,8 @@ a later write or delete of it succeeds there; each lookup of a masked key retrie
 >>> from scalekit.cache.entry import CachedEntry
 >>> from scalekit.cache.tiers.memory import MemoryTier
 >>> store = TieredStore([MemoryTier(clock=lambda: 1.0)])
->>> store.set("k", CachedEntry(200, (), b"x", 1.0, 1.0, 0.0, 60.0))
+>>> store.set("k", CachedEntry(status=200, headers=(), body=b"x", request_time=1.0, response_time=1.0,
+...                             corrected_initial_age_seconds=0.0, freshness_lifetime_seconds=60.0))
 >>> store.get("k")[1]
 'memory'
 """

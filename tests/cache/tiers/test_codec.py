@@ -78,7 +78,9 @@ def test_any_flipped_byte_breaks_the_signature(entry: CachedEntry, position: int
 
 
 def sample() -> CachedEntry:
-    return CachedEntry(200, (("content-type", "text/plain"),), b"x" * 5000, 1.0, 1.0, 0.0, 60.0)
+    return CachedEntry(status=200, headers=(("content-type", "text/plain"),), body=b"x" * 5000,
+                       request_time=1.0, response_time=1.0, corrected_initial_age_seconds=0.0,
+                       freshness_lifetime_seconds=60.0)
 
 
 @pytest.mark.parametrize(("writer", "reader", "outcome"), [

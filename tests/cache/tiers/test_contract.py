@@ -28,8 +28,9 @@ TIERS = ["memory", "redis", "cluster", "disk", "tiered"]
 
 
 def make_entry(clock: FakeClock, body: bytes = b"hello", *, ttl: float = 60.0, **fields: Any) -> CachedEntry:
-    return CachedEntry(200, (("content-type", "text/plain"), ("etag", '"abc"')), body,
-                       clock.now, clock.now, 0.0, ttl, **fields)
+    return CachedEntry(status=200, headers=(("content-type", "text/plain"), ("etag", '"abc"')),
+                       body=body, request_time=clock.now, response_time=clock.now,
+                       corrected_initial_age_seconds=0.0, freshness_lifetime_seconds=ttl, **fields)
 
 
 @pytest.fixture(params=[pytest.param(name, marks=[pytest.mark.redis] if "redis" in name

@@ -141,8 +141,9 @@ def test_redis_losing_its_data_never_rolls_generations_back(fleet: Fleet) -> Non
 
 def _entry(tags: tuple[tuple[str, int], ...]) -> CachedEntry:
     now = time.time()
-    return CachedEntry(200, (("content-type", "text/plain"),), b"cached", now, now, 0.0, 3600.0,
-                       tags=tags)
+    return CachedEntry(status=200, headers=(("content-type", "text/plain"),), body=b"cached",
+                       request_time=now, response_time=now, corrected_initial_age_seconds=0.0,
+                       freshness_lifetime_seconds=3600.0, tags=tags)
 
 
 def test_restart_keeps_disk_entries_but_not_ones_invalidated_while_down(

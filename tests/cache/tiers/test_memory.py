@@ -20,7 +20,9 @@ class FakeClock:
 
 
 def make_entry(body: bytes = b"x", *, at: float = 1000.0, ttl: float = 60.0) -> CachedEntry:
-    return CachedEntry(200, (("content-type", "text/plain"),), body, at, at, 0.0, ttl)
+    return CachedEntry(status=200, headers=(("content-type", "text/plain"),), body=body,
+                       request_time=at, response_time=at, corrected_initial_age_seconds=0.0,
+                       freshness_lifetime_seconds=ttl)
 
 
 def test_byte_bound_holds_and_evicts_least_recently_used() -> None:
@@ -83,7 +85,9 @@ def test_footprint_is_what_each_object_reports(headers: list[tuple[str, str]], b
                                                 tags: list[tuple[str, int]]) -> None:
     """The computed footprint equals sys.getsizeof over every object the entry holds (ASCII,
     latin-1 and wider header text alike), so the byte bound counts real memory."""
-    entry = CachedEntry(200, tuple(headers), body, 1000.0, 1000.0, 0.0, 60.0, tags=tuple(tags))
+    entry = CachedEntry(status=200, headers=tuple(headers), body=body, request_time=1000.0,
+                        response_time=1000.0, corrected_initial_age_seconds=0.0,
+                        freshness_lifetime_seconds=60.0, tags=tuple(tags))
     texts = [text for pair in headers for text in pair]
     walked = (sys.getsizeof(key) + sys.getsizeof(entry) + ITEM_OVERHEAD_BYTES + sys.getsizeof(body)
               + 8 * sys.getsizeof(0.0))  # its eight float fields

@@ -23,7 +23,9 @@ def sample(name: str, **labels: str) -> float:
 
 
 def make_entry(clock: FakeClock, body: bytes = b"x") -> CachedEntry:
-    return CachedEntry(200, (), body, clock.now, clock.now, 0.0, 60.0)
+    return CachedEntry(status=200, headers=(), body=body, request_time=clock.now,
+                       response_time=clock.now, corrected_initial_age_seconds=0.0,
+                       freshness_lifetime_seconds=60.0)
 
 
 def test_memory_counts_hits_misses_evictions_and_bytes(clock: FakeClock) -> None:

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.redis
 
 
 def make_entry(clock: FakeClock, body: bytes = b"hello") -> CachedEntry:
-    return CachedEntry(200, (("content-type", "text/plain"),), body, clock.now, clock.now, 0.0, 60.0)
+    return CachedEntry(status=200, headers=(("content-type", "text/plain"),), body=body,
+                       request_time=clock.now, response_time=clock.now,
+                       corrected_initial_age_seconds=0.0, freshness_lifetime_seconds=60.0)
 
 
 def make_tier(url: str, clock: FakeClock, *, prefix: str = "t:", **codec: object) -> RedisTier:

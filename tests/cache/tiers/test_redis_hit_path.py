@@ -61,7 +61,9 @@ from scalekit.cache.tiers.redis import RedisConnections, RedisTier
 from scalekit.config import RedisConfig
 tier = RedisTier(RedisConnections(RedisConfig(url=sys.argv[1], key_prefix="nohiredis:")),
                  codec=Codec(secret=b"a-secret-of-16-bytes-or-more"))
-entry = CachedEntry(200, (("content-type", "text/plain"),), b"x" * 3000, 9e9, 9e9, 0.0, 60.0)
+entry = CachedEntry(status=200, headers=(("content-type", "text/plain"),), body=b"x" * 3000,
+                    request_time=9e9, response_time=9e9, corrected_initial_age_seconds=0.0,
+                    freshness_lifetime_seconds=60.0)
 tier.set("k", entry)
 async def aget():
     found = await tier.aget("k")

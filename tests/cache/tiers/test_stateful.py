@@ -114,8 +114,10 @@ class TieredCacheMachine(RuleBasedStateMachine):
         stamp = self.generations.stamp(sorted(tags), since)
         assert stamp is not None  # nothing invalidated in between
         body = f"{next(_counter)}:".encode() + b"b" * size
-        entry = CachedEntry(200, (("content-type", "text/plain"), ("x-key", key)), body,
-                            self.clock.now, self.clock.now, 0.0, ttl, tags=stamp)
+        entry = CachedEntry(status=200, headers=(("content-type", "text/plain"), ("x-key", key)),
+                            body=body, request_time=self.clock.now, response_time=self.clock.now,
+                            corrected_initial_age_seconds=0.0, freshness_lifetime_seconds=ttl,
+                            tags=stamp)
         self.store.set(key, entry)
         self.latest[key] = entry
         self.stamped[body] = {tag: self.invalidations[tag] for tag in tags}
