@@ -48,7 +48,7 @@ import redis.asyncio.cluster
 from scalekit.cache.generations import LocalGenerations
 from scalekit.cache.tiers.fleet import FleetGenerations
 from scalekit.cache.tiers.fleetlog import Follower, Poll, Replay, Resync
-from scalekit.cache.tiers.fleetredis import AsyncFleetScripts, FleetKeys
+from scalekit.cache.tiers.fleetredis import FleetKeys, FleetScripts, arun
 from scalekit.cache.tiers.redis import NO_CLIENT_INFO, RedisConnections
 from scalekit.config import RedisConfig
 from tests.cache.tiers.servers import RedisCluster, RedisServer
@@ -83,25 +83,26 @@ async def follow(url: str, cluster: bool, keys: FleetKeys, name: str, arrivals: 
     options = {**NO_CLIENT_INFO, "socket_timeout": HEARTBEAT_SECONDS + 2.0}
     client: Any = (redis.asyncio.cluster.RedisCluster.from_url(url, **options) if cluster
                    else redis.asyncio.Redis.from_url(url, **options))
-    scripts = AsyncFleetScripts(client, keys)
+    scripts = FleetScripts(client, keys)
     follower = Follower(Recording(arrivals), max_staleness_seconds=STALENESS_SECONDS)
     try:
         while not stop.is_set():
             step = follower.next_step()
             match step:
                 case Resync():
-                    epoch, sequence, remote = await scripts.resync(
+                    epoch, sequence, remote = await arun(scripts.resync(
                         floor=step.floor, epoch_candidate=step.epoch_candidate,
-                        recovering=step.recovering, instance=name, lease_seconds=STALENESS_SECONDS)
+                        recovering=step.recovering, instance=name, lease_seconds=STALENESS_SECONDS))
                     follower.resynced(sent_at=time.monotonic(), epoch=epoch, sequence=sequence,
                                       remote=remote)
                 case Replay():
                     raise AssertionError("the bench's instances never invalidate")
                 case Poll():
                     sent = time.monotonic()
-                    polled = await scripts.poll(epoch=step.epoch, instance=name, after=step.after,
-                                                lease_seconds=STALENESS_SECONDS,
-                                                block_seconds=HEARTBEAT_SECONDS)
+                    polled = await arun(scripts.poll(epoch=step.epoch, instance=name,
+                                                     after=step.after,
+                                                     lease_seconds=STALENESS_SECONDS,
+                                                     block_seconds=HEARTBEAT_SECONDS))
                     if polled.head is None:
                         follower.epoch_changed()
                         continue

@@ -20,7 +20,6 @@ The protocol is written down in docs/design/invalidation.md.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -40,7 +39,7 @@ from ..generations import (
 from ..invalidation import InvalidationResult
 from ..store import TagStamp
 from .fleetlog import Follower, LogEntry, Poll, Replay, Resync, Step
-from .fleetredis import AckReport, AsyncFleetScripts, FleetKeys, FleetScripts
+from .fleetredis import AckReport, FleetKeys, FleetScripts, InThread, Plan, arun, run
 from .redis import REDIS_ERRORS, RedisConnections, was_loop_late
 
 __all__ = ["FleetGenerations"]
@@ -132,48 +131,36 @@ class FleetGenerations:
     # ----------------------------------------------------------------- writes
     def invalidate(self, tags: Iterable[str]) -> InvalidationResult:
         """Invalidate ``tags`` here at once and, through Redis, in the whole fleet."""
-        tag_list = sorted({tag for tag in tags if tag})
-        if not tag_list:
-            return InvalidationResult(tags=(), reach="fleet", acknowledged=True)
-        self._take_part()
-        breaker = self.connections.breaker
-        if self._may_call_redis():
-            try:
-                scripts = self._sync_scripts()
-                sequence, epoch = scripts.invalidate(
-                    tag_list, origin=self.name, sent_at=self._wall_clock(),
-                    floor=fleet_sequence(self.local.sequence()), epoch_candidate=uuid.uuid4().hex)
-            except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-                self._failed(error)
-            else:
-                breaker.success()
-                self.local.apply(fleet_generation(sequence), tag_list)
-                report = self._wait_for_acks(scripts, sequence, epoch)
-                return self._fleet_result(tag_list, sequence, report)
-        return self._invalidate_offline(tag_list)
+        return run(self._invalidation(tags, on_loop=False))
 
     async def ainvalidate(self, tags: Iterable[str]) -> InvalidationResult:
+        """:meth:`invalidate` from an event loop: Redis through the asyncio client, the
+        fallback's file writes in a thread."""
+        return await arun(self._invalidation(tags, on_loop=True))
+
+    def _invalidation(self, tags: Iterable[str], *, on_loop: bool) -> Plan[InvalidationResult]:
         tag_list = sorted({tag for tag in tags if tag})
         if not tag_list:
             return InvalidationResult(tags=(), reach="fleet", acknowledged=True)
         self._take_part()
-        breaker = self.connections.breaker
         if self._may_call_redis():
-            loop = asyncio.get_running_loop()
-            started = loop.time()
+            started = time.monotonic()
             try:
-                scripts = self._async_scripts()
-                sequence, epoch = await scripts.invalidate(
+                scripts = self._scripts_for(self.connections.async_client() if on_loop
+                                            else self.connections.sync())
+                sequence, epoch = yield from scripts.invalidate(
                     tag_list, origin=self.name, sent_at=self._wall_clock(),
                     floor=fleet_sequence(self.local.sequence()), epoch_candidate=uuid.uuid4().hex)
             except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-                self._failed(error, loop.time() - started)
+                # Only an asyncio call's time can include the event loop's own delay.
+                self._failed(error, time.monotonic() - started if on_loop else None)
             else:
-                breaker.success()
+                self.connections.breaker.success()
                 self.local.apply(fleet_generation(sequence), tag_list)
-                report = await self._await_acks(scripts, sequence, epoch)
+                report = yield from self._acknowledgements(scripts, sequence, epoch)
                 return self._fleet_result(tag_list, sequence, report)
-        return await asyncio.to_thread(self._invalidate_offline, tag_list)
+        offline: InvalidationResult = yield InThread(self._invalidate_offline, tag_list)
+        return offline
 
     def _take_part(self) -> None:
         """A runtime that invalidates follows the log from then on, even one that has not
@@ -195,18 +182,10 @@ class FleetGenerations:
             return  # the event loop was busy; Redis may be fine
         self.connections.breaker.failure(error)
 
-    def _wait_for_acks(self, scripts: FleetScripts, sequence: int, epoch: str) -> AckReport:
+    def _acknowledgements(self, scripts: FleetScripts, sequence: int, epoch: str) -> Plan[AckReport]:
         try:
-            return scripts.wait_acked(sequence, instance=self.name, epoch=epoch,
-                                      timeout_seconds=self.ack_timeout_seconds)
-        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self._failed(error)
-            return AckReport(missing=("(Redis did not answer)",))
-
-    async def _await_acks(self, scripts: AsyncFleetScripts, sequence: int, epoch: str) -> AckReport:
-        try:
-            return await scripts.wait_acked(sequence, instance=self.name, epoch=epoch,
-                                            timeout_seconds=self.ack_timeout_seconds)
+            return (yield from scripts.wait_acked(sequence, instance=self.name, epoch=epoch,
+                                                  timeout_seconds=self.ack_timeout_seconds))
         except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
             self._failed(error)
             return AckReport(missing=("(Redis did not answer)",))
@@ -255,16 +234,12 @@ class FleetGenerations:
             log.warning("queued invalidations reached the fleet")
 
     # ----------------------------------------------------------------- clients and scripts
-    def _sync_scripts(self) -> FleetScripts:
-        return self._scripts_for(self.connections.sync(), FleetScripts)  # type: ignore[no-any-return]
-
-    def _async_scripts(self) -> AsyncFleetScripts:
-        return self._scripts_for(self.connections.async_client(), AsyncFleetScripts)  # type: ignore[no-any-return]
-
-    def _scripts_for(self, client: Any, kind: type[Any]) -> Any:
+    def _scripts_for(self, client: Any) -> FleetScripts:
+        """The scripts registered on ``client`` (the connections' sync or asyncio client; a new
+        one after a fork or a reconnect)."""
         scripts = self._scripts.get(id(client))
         if scripts is None or scripts.client is not client:
-            scripts = kind(client, self.keys)
+            scripts = FleetScripts(client, self.keys)
             self._scripts = {**self._scripts, id(client): scripts}
         return scripts
 
@@ -351,24 +326,24 @@ class FleetGenerations:
         match step:
             case Resync():
                 sent = self._monotonic()
-                epoch, sequence, remote = scripts.resync(
+                epoch, sequence, remote = run(scripts.resync(
                     floor=step.floor, epoch_candidate=step.epoch_candidate,
                     recovering=step.recovering, instance=self.name,
-                    lease_seconds=self.max_staleness_seconds)
+                    lease_seconds=self.max_staleness_seconds))
                 self.follower.resynced(sent_at=sent, epoch=epoch, sequence=sequence, remote=remote)
                 self._trust()
             case Replay():
                 counts = self.follower.outbox_counts(step.tags)
-                sequence, _ = scripts.invalidate(
+                sequence, _ = run(scripts.invalidate(
                     list(step.tags), origin=self.name, sent_at=self._wall_clock(),
-                    floor=step.floor, epoch_candidate=uuid.uuid4().hex)
+                    floor=step.floor, epoch_candidate=uuid.uuid4().hex))
                 self.follower.published(step.tags, sequence, counts=counts)
                 self._report_pending()
             case Poll():
                 sent = self._monotonic()
-                polled = scripts.poll(epoch=step.epoch, instance=self.name, after=step.after,
-                                      lease_seconds=self.max_staleness_seconds,
-                                      block_seconds=self.heartbeat_seconds)
+                polled = run(scripts.poll(epoch=step.epoch, instance=self.name, after=step.after,
+                                          lease_seconds=self.max_staleness_seconds,
+                                          block_seconds=self.heartbeat_seconds))
                 if polled.entries:  # answered at once: the round trip was Redis's alone
                     self._probe_answered(self._monotonic() - sent)
                 if polled.head is None:
@@ -411,7 +386,7 @@ class FleetGenerations:
             listener.join(timeout=2.0)
         if self._listener_pid == os.getpid() and self.connected.is_set():
             try:
-                FleetScripts(self.connections.sync(), self.keys).leave(self.name)
+                run(FleetScripts(self.connections.sync(), self.keys).leave(self.name))
             except Exception as error:  # noqa: BLE001 - best effort: the lease expires anyway
                 log.debug("could not leave the fleet's members (%s); the lease expires", error)
         self._listener_pid = 0

@@ -10,23 +10,30 @@ instance -> expiry in Redis's own milliseconds; expired members are pruned by ev
 
 Every script that finds no epoch creates a new state (and drops the log and members of the
 lost one), so a Redis that restarted empty or evicted the state is noticed by the epoch.
-:class:`FleetScripts` runs them on a sync client; :class:`AsyncFleetScripts` on an asyncio one.
+Each operation of :class:`FleetScripts` is written once, as a *plan*: a generator that yields
+the Redis calls to make and receives their answers. :func:`run` performs a plan on a sync
+client, :func:`arun` on an asyncio one (same plan, same replies), so the request paths of WSGI
+and ASGI, the listener thread and the bench's asyncio instances share every line of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import json
 import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio.cluster
 import redis.cluster
 
 from .fleetlog import LogEntry, parse_entry
 
-__all__ = ["AckReport", "AsyncFleetScripts", "FleetKeys", "FleetScripts", "Polled"]
+__all__ = ["AckReport", "FleetKeys", "FleetScripts", "InThread", "Pause", "Plan", "Polled", "arun",
+           "run"]
 
 LOG_LENGTH = 10_000  # entries kept (approximately); a follower further behind resyncs
 LOG_BATCH = 1_000  # entries read per poll
@@ -209,158 +216,170 @@ def _entries(reply: Any, log: str) -> tuple[list[LogEntry], bool, bool]:
     return entries, len(entries) < LOG_BATCH, False
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Yielded by a plan: wait ``seconds`` (called here it sleeps; :func:`arun` awaits instead)."""
+
+    seconds: float
+
+    def __call__(self) -> None:
+        time.sleep(self.seconds)
+
+
+class InThread(functools.partial[Any]):
+    """Yielded by a plan: a blocking local call (:func:`arun` runs it in a worker thread)."""
+
+
+# A plan yields zero-argument calls (a Redis command, a Pause, an InThread) and receives each
+# one's answer; a call that raised is thrown back into the plan at its yield.
+Plan = Generator[Callable[[], Any], Any, T]
+
+
+async def _drive(plan: Plan[T], perform: Callable[[Callable[[], Any]], Any]) -> T:
+    answer: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            call = plan.send(answer) if error is None else plan.throw(error)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        try:
+            answer, error = await perform(call), None
+        except Exception as raised:  # noqa: BLE001 - the plan decides what a failure means
+            answer, error = None, raised
+
+
+async def _perform_here(call: Callable[[], Any]) -> Any:
+    return call()
+
+
+async def _perform_on_loop(call: Callable[[], Any]) -> Any:
+    if isinstance(call, Pause):
+        return await asyncio.sleep(call.seconds)
+    if isinstance(call, InThread):
+        return await asyncio.to_thread(call)
+    answer = call()
+    return await answer if inspect.isawaitable(answer) else answer
+
+
+def run(plan: Plan[T]) -> T:
+    """Perform ``plan`` in this thread (sync clients). The driver is the coroutine of
+    :func:`arun`, which never suspends here: every call it awaits completes at once."""
+    driver = _drive(plan, _perform_here)
+    try:
+        driver.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    driver.close()
+    raise RuntimeError("a plan run by run() awaited something: use arun()")
+
+
+async def arun(plan: Plan[T]) -> T:
+    """Perform ``plan`` on the running event loop (asyncio clients)."""
+    return await _drive(plan, _perform_on_loop)
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
 class FleetScripts:
-    """The log's scripts on one sync client (a plain or cluster redis-py client)."""
+    """The log's scripts on one client (plain or cluster, sync or asyncio); every method returns
+    a plan, performed by :func:`run` (sync client) or :func:`arun` (asyncio client)."""
 
     def __init__(self, client: Any, keys: FleetKeys) -> None:
         self.client = client
         self.keys = keys
-        self.cluster = isinstance(client, redis.cluster.RedisCluster)
+        self.cluster = isinstance(client, (redis.cluster.RedisCluster,
+                                           redis.asyncio.cluster.RedisCluster))
         self._invalidate = client.register_script(_INVALIDATE)
         self._resync = client.register_script(_RESYNC)
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._acked = client.register_script(_ACKED)
         self._leave = client.register_script(_LEAVE)
 
+    def _script(self, script: Any, *args: Any, client: Any = None) -> Callable[[], Any]:
+        options = {} if client is None else {"client": client}
+        return functools.partial(script, keys=self.keys.all, args=list(args), **options)
+
     def invalidate(self, tags: list[str], *, origin: str, sent_at: float, floor: int,
-                   epoch_candidate: str) -> tuple[int, str]:
+                   epoch_candidate: str) -> Plan[tuple[int, str]]:
         """Record an invalidation of ``tags``: (its sequence, the state's epoch)."""
-        sequence, epoch = self._invalidate(keys=self.keys.all, args=[
-            origin, repr(sent_at), floor, epoch_candidate, LOG_LENGTH, *tags])
+        sequence, epoch = yield self._script(self._invalidate, origin, repr(sent_at), floor,
+                                             epoch_candidate, LOG_LENGTH, *tags)
         return int(sequence), _text(epoch)
 
     def resync(self, *, floor: int, epoch_candidate: str, recovering: bool, instance: str,
-               lease_seconds: float) -> tuple[str, int, dict[str, int]]:
+               lease_seconds: float) -> Plan[tuple[str, int, dict[str, int]]]:
         """Join the state; (epoch, sequence, every tag's sequence)."""
-        epoch, sequence = self._resync(keys=self.keys.all, args=[
-            floor, epoch_candidate, int(recovering), instance, int(lease_seconds * 1000),
-            LOG_LENGTH])
+        epoch, sequence = yield self._script(self._resync, floor, epoch_candidate, int(recovering),
+                                             instance, _ms(lease_seconds), LOG_LENGTH)
         remote: dict[str, int] = {}
-        for field, value in self.client.hscan_iter(self.keys.state, match="t:*", count=5000):
-            remote[_text(field)[2:]] = int(value)
-        return _text(epoch), int(sequence), remote
+        cursor = 0
+        while True:
+            cursor, fields = yield functools.partial(self.client.hscan, self.keys.state, cursor,
+                                                     match="t:*", count=5000)
+            remote.update((_text(field)[2:], int(value)) for field, value in fields.items())
+            if not int(cursor):
+                return _text(epoch), int(sequence), remote
 
     def heartbeat(self, *, epoch: str, instance: str, applied: int,
-                  lease_seconds: float) -> int | None:
+                  lease_seconds: float) -> Plan[int | None]:
         """Renew the lease and acknowledge ``applied``: the state's sequence now (the log read
         next must reach it), or None if the epoch is not ``epoch``."""
-        head = int(self._heartbeat(keys=self.keys.all, args=[
-            epoch, instance, applied, int(lease_seconds * 1000)]))
+        head = int((yield self._script(self._heartbeat, epoch, instance, applied,
+                                       _ms(lease_seconds))))
         return None if head < 0 else head
 
-    def read(self, after: int, *, block_seconds: float | None) -> tuple[list[LogEntry], bool, bool]:
+    def read(self, after: int, *, block_seconds: float | None
+             ) -> Plan[tuple[list[LogEntry], bool, bool]]:
         """Log entries after sequence ``after``, waiting up to ``block_seconds`` for one (None:
         answer at once): (entries, complete, malformed)."""
-        block = None if block_seconds is None else max(1, int(block_seconds * 1000))
-        reply = self.client.xread({self.keys.log: f"{after}-0"}, count=LOG_BATCH, block=block)
+        block = None if block_seconds is None else max(1, _ms(block_seconds))
+        reply = yield functools.partial(self.client.xread, {self.keys.log: f"{after}-0"},
+                                        count=LOG_BATCH, block=block)
         return _entries(reply, self.keys.log)
 
     def poll(self, *, epoch: str, instance: str, after: int, lease_seconds: float,
-             block_seconds: float) -> Polled:
+             block_seconds: float) -> Plan[Polled]:
         """:meth:`heartbeat` then :meth:`read`, in one round trip on a plain Redis (a pipeline;
         two on a Cluster). The head is None, and the entries meaningless, if the epoch changed."""
         if self.cluster:
-            head = self.heartbeat(epoch=epoch, instance=instance, applied=after,
-                                  lease_seconds=lease_seconds)
+            head = yield from self.heartbeat(epoch=epoch, instance=instance, applied=after,
+                                             lease_seconds=lease_seconds)
             if head is None:
                 return Polled(None, [], True, False)
-            return Polled(head, *self.read(after, block_seconds=block_seconds))
+            return Polled(head, *(yield from self.read(after, block_seconds=block_seconds)))
         pipe = self.client.pipeline(transaction=False)
-        self._heartbeat(keys=self.keys.all, args=[epoch, instance, after,
-                                                  int(lease_seconds * 1000)], client=pipe)
-        pipe.xread({self.keys.log: f"{after}-0"}, count=LOG_BATCH,
-                   block=max(1, int(block_seconds * 1000)))
-        head, reply = pipe.execute()
+        yield self._script(self._heartbeat, epoch, instance, after, _ms(lease_seconds), client=pipe)
+        yield functools.partial(pipe.xread, {self.keys.log: f"{after}-0"}, count=LOG_BATCH,
+                                block=max(1, _ms(block_seconds)))
+        head, reply = yield pipe.execute
         return _polled(int(head), reply, self.keys.log)
 
-    def acked(self, sequence: int, *, instance: str, epoch: str) -> AckReport:
-        return _ack_report(self._acked(keys=self.keys.all, args=[sequence, instance, epoch]))
+    def acked(self, sequence: int, *, instance: str, epoch: str) -> Plan[AckReport]:
+        """Who, among the live instances but ``instance``, has not applied ``sequence``."""
+        return _ack_report((yield self._script(self._acked, sequence, instance, epoch)))
 
     def wait_acked(self, sequence: int, *, instance: str, epoch: str,
-                   timeout_seconds: float) -> AckReport:
+                   timeout_seconds: float) -> Plan[AckReport]:
         """Ask :meth:`acked` at 0.5, 1, 2, 4, 8, 8... ms until nobody is missing or
         ``timeout_seconds`` passed (one query each time, whatever the fleet's size)."""
         deadline = time.monotonic() + timeout_seconds
         pause = FIRST_ACK_POLL_SECONDS
         while True:
-            report = self.acked(sequence, instance=instance, epoch=epoch)
+            report = yield from self.acked(sequence, instance=instance, epoch=epoch)
             if not report.missing or report.lost or time.monotonic() + pause > deadline:
                 return report
-            time.sleep(pause)
+            yield Pause(pause)
             pause = min(pause * 2, MAX_ACK_POLL_SECONDS)
 
-    def leave(self, instance: str) -> None:
-        self._leave(keys=self.keys.all, args=[instance])
-
-
-class AsyncFleetScripts:
-    """The same scripts on an asyncio client (ASGI request paths and the bench's listeners)."""
-
-    def __init__(self, client: Any, keys: FleetKeys) -> None:
-        self.client = client
-        self.keys = keys
-        self.cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
-        self._invalidate = client.register_script(_INVALIDATE)
-        self._resync = client.register_script(_RESYNC)
-        self._heartbeat = client.register_script(_HEARTBEAT)
-        self._acked = client.register_script(_ACKED)
-
-    async def invalidate(self, tags: list[str], *, origin: str, sent_at: float, floor: int,
-                         epoch_candidate: str) -> tuple[int, str]:
-        sequence, epoch = await self._invalidate(keys=self.keys.all, args=[
-            origin, repr(sent_at), floor, epoch_candidate, LOG_LENGTH, *tags])
-        return int(sequence), _text(epoch)
-
-    async def resync(self, *, floor: int, epoch_candidate: str, recovering: bool, instance: str,
-                     lease_seconds: float) -> tuple[str, int, dict[str, int]]:
-        epoch, sequence = await self._resync(keys=self.keys.all, args=[
-            floor, epoch_candidate, int(recovering), instance, int(lease_seconds * 1000),
-            LOG_LENGTH])
-        remote: dict[str, int] = {}
-        async for field, value in self.client.hscan_iter(self.keys.state, match="t:*", count=5000):
-            remote[_text(field)[2:]] = int(value)
-        return _text(epoch), int(sequence), remote
-
-    async def heartbeat(self, *, epoch: str, instance: str, applied: int,
-                        lease_seconds: float) -> int | None:
-        head = int(await self._heartbeat(keys=self.keys.all, args=[
-            epoch, instance, applied, int(lease_seconds * 1000)]))
-        return None if head < 0 else head
-
-    async def read(self, after: int, *, block_seconds: float | None) -> tuple[list[LogEntry], bool, bool]:
-        block = None if block_seconds is None else max(1, int(block_seconds * 1000))
-        reply = await self.client.xread({self.keys.log: f"{after}-0"}, count=LOG_BATCH, block=block)
-        return _entries(reply, self.keys.log)
-
-    async def poll(self, *, epoch: str, instance: str, after: int, lease_seconds: float,
-                   block_seconds: float) -> Polled:
-        if self.cluster:
-            head = await self.heartbeat(epoch=epoch, instance=instance, applied=after,
-                                        lease_seconds=lease_seconds)
-            if head is None:
-                return Polled(None, [], True, False)
-            return Polled(head, *await self.read(after, block_seconds=block_seconds))
-        pipe = self.client.pipeline(transaction=False)
-        await self._heartbeat(keys=self.keys.all, args=[epoch, instance, after,
-                                                        int(lease_seconds * 1000)], client=pipe)
-        pipe.xread({self.keys.log: f"{after}-0"}, count=LOG_BATCH,
-                   block=max(1, int(block_seconds * 1000)))
-        head, reply = await pipe.execute()
-        return _polled(int(head), reply, self.keys.log)
-
-    async def acked(self, sequence: int, *, instance: str, epoch: str) -> AckReport:
-        return _ack_report(await self._acked(keys=self.keys.all, args=[sequence, instance, epoch]))
-
-    async def wait_acked(self, sequence: int, *, instance: str, epoch: str,
-                         timeout_seconds: float) -> AckReport:
-        deadline = time.monotonic() + timeout_seconds
-        pause = FIRST_ACK_POLL_SECONDS
-        while True:
-            report = await self.acked(sequence, instance=instance, epoch=epoch)
-            if not report.missing or report.lost or time.monotonic() + pause > deadline:
-                return report
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, MAX_ACK_POLL_SECONDS)
+    def leave(self, instance: str) -> Plan[None]:
+        """Leave the members (a clean shutdown is not waited for)."""
+        yield self._script(self._leave, instance)
 
 
 def encode_tags(tags: list[str]) -> str:

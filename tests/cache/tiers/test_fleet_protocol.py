@@ -42,7 +42,7 @@ from hypothesis.stateful import (
 
 from scalekit.cache.generations import LocalGenerations, fleet_generation
 from scalekit.cache.tiers.fleetlog import Follower, LogEntry, Poll, Replay, Resync
-from scalekit.cache.tiers.fleetredis import FleetKeys, FleetScripts
+from scalekit.cache.tiers.fleetredis import FleetKeys, FleetScripts, run
 from scalekit.cache.tiers.redis import NO_CLIENT_INFO
 
 from .servers import RedisServer
@@ -178,29 +178,30 @@ class FleetProtocolMachine(RuleBasedStateMachine):
         step = instance.follower.next_step()
         match step:
             case Resync():
-                epoch, sequence, remote = self.scripts.resync(
+                epoch, sequence, remote = run(self.scripts.resync(
                     floor=step.floor, epoch_candidate=step.epoch_candidate,
                     recovering=step.recovering, instance=instance.name,
-                    lease_seconds=STALENESS_SECONDS)
+                    lease_seconds=STALENESS_SECONDS))
                 if not drop_reply:
                     instance.follower.resynced(sent_at=self.now, epoch=epoch, sequence=sequence,
                                                remote=remote)
             case Replay():
                 counts = instance.follower.outbox_counts(step.tags)
-                sequence, _ = self.scripts.invalidate(
+                sequence, _ = run(self.scripts.invalidate(
                     list(step.tags), origin=instance.name, sent_at=self.now, floor=step.floor,
-                    epoch_candidate="replayed")
+                    epoch_candidate="replayed"))
                 self._committed(instance.slot, step.tags)
                 if not drop_reply:
                     instance.follower.published(step.tags, sequence, counts=counts)
             case Poll():
-                head = self.scripts.heartbeat(epoch=step.epoch, instance=instance.name,
-                                              applied=step.after, lease_seconds=STALENESS_SECONDS)
+                head = run(self.scripts.heartbeat(epoch=step.epoch, instance=instance.name,
+                                                  applied=step.after,
+                                                  lease_seconds=STALENESS_SECONDS))
                 if head is None:
                     if not drop_reply:
                         instance.follower.epoch_changed()
                     return
-                entries, complete, malformed = self.scripts.read(step.after, block_seconds=None)
+                entries, complete, malformed = run(self.scripts.read(step.after, block_seconds=None))
                 assert not malformed
                 if delay:
                     instance.delayed_poll = (self.now, entries, complete, head)
@@ -261,15 +262,15 @@ class FleetProtocolMachine(RuleBasedStateMachine):
             self._offline(instance, write)
             return
         generations = instance.generations
-        sequence, epoch = self.scripts.invalidate(
+        sequence, epoch = run(self.scripts.invalidate(
             [tag], origin=instance.name, sent_at=self.now,
-            floor=generations.sequence() >> 32, epoch_candidate="by-a-writer")
+            floor=generations.sequence() >> 32, epoch_candidate="by-a-writer"))
         write.committed_at = self.now
         if outcome == "reply lost":
             self._offline(instance, write)  # it cannot tell: applied here, queued, replayed
             return
         generations.apply(fleet_generation(sequence), [tag])
-        report = self.scripts.acked(sequence, instance=instance.name, epoch=epoch)
+        report = run(self.scripts.acked(sequence, instance=instance.name, epoch=epoch))
         if not report.lost and report.recovered_age_seconds is None:
             waiting = set(report.missing)
             write.acknowledged_by = {other.slot for other in self.instances
