@@ -101,3 +101,68 @@ def test_a_committed_update_stops_varnish_serving_the_old_page_within_a_second(t
                 while client.get(note).json()["note"] != "second" and time.monotonic() < posted + 1.0:
                     time.sleep(0.01)
                 assert client.get(note).json() == {"note": "second"}
+
+
+def test_a_write_outside_the_app_stops_varnish_serving_the_old_page_within_a_second(table: str) -> None:
+    # The change feed is an invalidation source like the others: a write from psql, a cron job
+    # or another service (no request of this app involved) reaches the edge through the queue.
+    import psycopg2
+
+    from scalekit.pool.changefeed import install_statements
+
+    channel = f"sk_edge_feed_{uuid.uuid4().hex[:8]}"
+    writer = psycopg2.connect("host=127.0.0.1 dbname=test user=postgres", connect_timeout=3)
+    writer.autocommit = True
+    with writer.cursor() as cursor:
+        for statement in install_statements([table], channel=channel):
+            cursor.execute(statement)
+    with redis_prefix() as prefix:
+        purge_port = free_port()
+        environment = {
+            "SK_EDGE_TABLE": table,
+            "SCALEKIT_ALLOWED_HOSTS": "127.0.0.1",
+            "SCALEKIT_REDIS_URL": REDIS_URL, "SCALEKIT_REDIS_KEY_PREFIX": prefix,
+            "SCALEKIT_POOL_DATABASES_DEFAULT_URL": PG_URL,
+            "SCALEKIT_POOL_CHANGE_FEED_ENABLED": "true",
+            "SCALEKIT_POOL_CHANGE_FEED_CHANNEL": channel,
+            "SCALEKIT_CDN_SURROGATE_KEYS": "varnish",
+            "SCALEKIT_CDN_RULES": json.dumps([{"path": "/**", "policy": {
+                "public": True, "shared_max_age_seconds": 300}}]),
+            "SCALEKIT_CDN_PURGE_TARGETS_EDGE_KIND": "varnish",
+            "SCALEKIT_CDN_PURGE_TARGETS_EDGE_URLS": f"http://127.0.0.1:{purge_port}",
+        }
+        try:
+            with run_server("gunicorn", "tests.edge.varnish_app:app", env=environment) as app_url:
+                app_port = int(app_url.rsplit(":", 1)[1])
+                with running_varnish(app_port, purge_port=purge_port) as varnish, \
+                        httpx.Client(timeout=10) as client:
+                    # The listener connects after the worker's first request; until it does, a
+                    # NOTIFY is lost. Write to the other product until its page changes at the edge.
+                    other = f"{varnish.url}/products/2"
+                    assert _price(client, other) == (200, "MISS")
+                    deadline = time.monotonic() + 20
+                    while _price(client, other)[0] != 201:
+                        assert time.monotonic() < deadline, "the app's change feed never purged the edge"
+                        with writer.cursor() as cursor:
+                            cursor.execute(f"UPDATE {table} SET price = 201 WHERE id = 2")
+                        time.sleep(0.2)
+                    page = f"{varnish.url}/products/1"
+                    assert _price(client, page) == (10, "MISS")
+                    assert _price(client, page) == (10, "HIT")
+                    with writer.cursor() as cursor:
+                        cursor.execute(f"UPDATE {table} SET price = 12 WHERE id = 1")
+                    committed = time.monotonic()
+                    seen: list[tuple[float, int, str]] = []
+                    while time.monotonic() < committed + 1.0:
+                        price, status = _price(client, page)
+                        seen.append((time.monotonic() - committed, price, status))
+                        if price == 12:
+                            break
+                        time.sleep(0.01)
+                    assert seen and seen[-1][1] == 12, \
+                        f"Varnish still served the old page 1 s after a write outside the app: {seen[-3:]}"
+                    assert _price(client, page) == (12, "HIT")
+        finally:
+            with writer.cursor() as cursor:
+                cursor.execute(install_statements([table], channel=channel)[1])
+            writer.close()
