@@ -27,7 +27,6 @@ import functools
 import hashlib
 import inspect
 import logging
-import os
 import threading
 import time
 import weakref
@@ -41,13 +40,15 @@ import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ...metrics.instruments import counter_handle
 from ..codec import Codec
 from ..entry import CachedEntry
 from .base import TierMetrics, kept_until
 from .breaker import CircuitBreaker
+from .redisget import ASYNC_IDLE_CONNECTIONS, EventLoopLateError, HitPathGet, packed_get
 
-__all__ = ["NO_CLIENT_INFO", "EventLoopLateError", "RedisConnections", "RedisTier", "entry_key",
-           "packed_get", "redacted_url", "was_loop_late"]
+__all__ = ["ASYNC_IDLE_CONNECTIONS", "NO_CLIENT_INFO", "EventLoopLateError", "RedisConnections",
+           "RedisTier", "entry_key", "packed_get", "redacted_url", "was_loop_late"]
 
 log = logging.getLogger("scalekit.cache")
 
@@ -73,32 +74,6 @@ def _no_client_info() -> dict[str, Any]:
 
 NO_CLIENT_INFO = _no_client_info()
 
-# GET in RESP, the same bytes redis-py's packer writes for one str argument (utf-8): built
-# with one %-format instead of the packer's per-call encoding and list building.
-_GET_COMMAND = b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n"
-
-# Idle hit-path connections kept per event loop once a burst of concurrent L2 lookups is
-# over; the rest are closed. Enough for the concurrency of one worker without holding a
-# connection per request ever seen.
-ASYNC_IDLE_CONNECTIONS = 64
-
-# Forks this process has gone through. A per-thread GET connection made before a fork shares
-# its socket with the parent and must not be used; comparing this counter costs nothing,
-# where os.getpid() is a system call on every hit.
-_forks = [0]
-
-
-def _count_fork() -> None:
-    _forks[0] += 1
-
-
-os.register_at_fork(after_in_child=_count_fork)
-
-
-class EventLoopLateError(TimeoutError):
-    """A Redis call ran out of time because the event loop fired its timer late (busy with other
-    work), not because Redis was slow: a miss for that request, never counted against Redis."""
-
 
 def was_loop_late(error: BaseException, elapsed_seconds: float, config: Any) -> bool:
     """Whether ``error`` after ``elapsed_seconds`` on the loop's clock says the event loop was
@@ -118,32 +93,8 @@ def entry_key(prefix: str, key: str) -> str:
     return f"{prefix}e:{digest}"
 
 
-def packed_get(key: str) -> bytes:
-    """The RESP bytes of ``GET key``, as redis-py would send them.
-
-    >>> packed_get("k")
-    b'*2\\r\\n$3\\r\\nGET\\r\\n$1\\r\\nk\\r\\n'
-    """
-    encoded = key.encode("utf-8")
-    return _GET_COMMAND % (len(encoded), encoded)
-
-
-def _incrementer(counter: Any) -> Callable[[], None]:
-    """A no-argument ``counter.inc()`` for the hit path.
-
-    prometheus_client's ``Counter.inc`` re-checks observability and the sign of the amount
-    on every call; the value object behind a child (the same one ``scalekit.metrics`` binds,
-    file-backed in multiprocess mode) is a locked addition. Should a prometheus_client
-    version lay children out differently, the public ``inc`` is used.
-    """
-    value = getattr(counter, "_value", None)
-    if callable(getattr(value, "inc", None)):
-        return functools.partial(value.inc, 1)  # type: ignore[union-attr]
-    return counter.inc  # type: ignore[no-any-return]
-
-
-class RedisConnections:
-    """The Redis clients of one runtime and the breaker they share."""
+class RedisConnections(HitPathGet):
+    """The Redis clients of one runtime, the breaker they share, and L2's hit path GET."""
 
     def __init__(self, config: Any, *, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -152,14 +103,11 @@ class RedisConnections:
         self.breaker = CircuitBreaker("redis", cool_down_seconds=config.circuit_cool_down_seconds,
                                       consecutive_failures=3, failure_rate=0.5,
                                       window_seconds=10.0, min_calls=20, monotonic=monotonic)
+        super().__init__()
         self._sync: Any = None
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary())
-        # Per event loop: connections of aget_bytes that finished their last GET cleanly.
-        self._async_idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
-            weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
-        self._thread = threading.local()
 
     def _options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
@@ -182,111 +130,6 @@ class RedisConnections:
                 client = self._sync
         return client
 
-    def get_bytes(self, key: str) -> bytes | None:
-        """GET ``key`` (sync): the hit path of L2, on this thread's own connection.
-
-        Why not ``client.get``: redis-py's command path (pool checkout, retries, observability
-        hooks, packing) costs more than the loopback round trip itself; a plain server gets a
-        per-thread connection with the same options (so the same socket timeout) and pays
-        only the round trip. Any error drops that connection (the next call reconnects) and
-        is raised to the tier.
-        """
-        if self.config.cluster:
-            return self.sync().get(key)  # type: ignore[no-any-return]
-        connection = getattr(self._thread, "connection", None)
-        if connection is not None and self._thread.forks == _forks[0]:
-            try:
-                return self._sync_get(connection, key)
-            except redis.exceptions.ConnectionError:
-                # The kept connection was closed while idle (Redis `timeout`, a proxy, a
-                # restart): GET is safe to repeat, once, on a new connection. Timeouts are
-                # not retried, so a request never waits more than one socket timeout.
-                pass
-        pool = self.sync().connection_pool
-        connection = pool.connection_class(**pool.connection_kwargs)
-        self._thread.connection, self._thread.forks = connection, _forks[0]
-        return self._sync_get(connection, key)
-
-    @staticmethod
-    def _sync_get(connection: Any, key: str) -> bytes | None:
-        try:
-            # health_check_interval is never set, so there is no health check to skip.
-            connection.send_packed_command((packed_get(key),), check_health=False)
-            return connection.read_response()  # type: ignore[no-any-return]
-        except BaseException:
-            connection.disconnect()
-            raise
-
-    async def aget_bytes(self, key: str) -> bytes | None:
-        """GET ``key`` (asyncio): the hit path of L2, on an idle connection of this event loop.
-
-        Why not ``client.get``: redis-py's asyncio command path takes the pool lock, probes
-        the connection on checkout and, with a socket timeout, runs every write in a task of
-        its own (``asyncio.wait_for``); together several times the loopback round trip.
-        Here the connection has no timeout of its own and the whole GET runs under one
-        ``asyncio.timeout(socket_timeout_seconds)``, so a request still waits no longer than
-        the configured timeout. A connection whose GET did not finish (error, timeout,
-        cancellation) is closed, never reused: its reply could still arrive.
-        """
-        if self.config.cluster:
-            return await self.async_client().get(key)  # type: ignore[no-any-return]
-        loop = asyncio.get_running_loop()
-        idle = self._async_idle.get(loop)
-        if idle is None:
-            idle = self._async_idle[loop] = []
-        data: bytes | None = None
-        connection = None
-        if idle:
-            connection = idle.pop()
-            try:
-                data = await self._async_get(connection, key)
-            except redis.exceptions.ConnectionError:
-                connection = None  # closed while idle: once more on a new one (see get_bytes)
-        if connection is None:
-            connection = await self._new_async_connection()
-            data = await self._async_get(connection, key)
-        if len(idle) < ASYNC_IDLE_CONNECTIONS:
-            idle.append(connection)
-        else:
-            await connection.disconnect(nowait=True)
-        return data
-
-    async def _async_get(self, connection: Any, key: str) -> bytes | None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.socket_timeout_seconds
-        try:
-            async with asyncio.timeout_at(deadline):
-                await connection.send_packed_command((packed_get(key),), check_health=False)
-                return await connection.read_response()  # type: ignore[no-any-return]
-        except BaseException as error:
-            await connection.disconnect(nowait=True)
-            self._raise_if_loop_late(error, loop.time() - deadline)
-            raise
-
-    def _raise_if_loop_late(self, error: BaseException, lateness_seconds: float) -> None:
-        # A healthy loop fires the timer within a millisecond or two of its deadline; one that
-        # fired it half a timeout late was busy, and the reply may well have been waiting.
-        if isinstance(error, TimeoutError) and lateness_seconds > self.config.socket_timeout_seconds / 2:
-            raise EventLoopLateError(
-                f"the event loop ran {lateness_seconds * 1000:.0f} ms late") from error
-
-    async def _new_async_connection(self) -> Any:
-        pool = self.async_client().connection_pool
-        # No socket timeout on the connection: aget_bytes bounds each GET as a whole.
-        connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
-        loop = asyncio.get_running_loop()
-        deadline = (loop.time() + self.config.connect_timeout_seconds
-                    + self.config.socket_timeout_seconds)
-        try:
-            # The handshake (AUTH, SELECT) reads with the connection's timeout, which is
-            # none: bound connect + handshake here as a client with timeouts would.
-            async with asyncio.timeout_at(deadline):
-                await connection.connect()
-        except BaseException as error:
-            await connection.disconnect(nowait=True)
-            self._raise_if_loop_late(error, loop.time() - deadline)
-            raise
-        return connection
 
     def new_sync_client(self, *, socket_timeout_seconds: float | None = None) -> Any:
         """A new sync client (the pub/sub listener uses its own, with a longer read timeout)."""
@@ -365,10 +208,7 @@ class RedisConnections:
     def close(self) -> None:
         """Close the sync client and this thread's GET connection (async ones close with
         their loop; other threads' GET connections with their threads)."""
-        connection = getattr(self._thread, "connection", None)
-        if connection is not None:
-            connection.disconnect()
-            self._thread.connection = None
+        self.close_get_connection()
         with self._lock:
             client, self._sync = self._sync, None
         if client is not None:
@@ -379,10 +219,8 @@ class RedisConnections:
 
     async def aclose(self) -> None:
         """Close this event loop's asyncio client and its idle GET connections."""
-        loop = asyncio.get_running_loop()
-        for connection in self._async_idle.pop(loop, ()):
-            await connection.disconnect(nowait=True)
-        client = self._async.pop(loop, None)
+        await self.aclose_get_connections()
+        client = self._async.pop(asyncio.get_running_loop(), None)
         if client is not None:
             try:
                 await client.aclose()
@@ -411,7 +249,7 @@ class RedisTier:
         self.retain_stale_seconds = retain_stale_seconds
         self.breaker = connections.breaker
         self._metrics = TierMetrics(self.name)
-        self._count_hit = _incrementer(self._metrics.hit)
+        self._count_hit = functools.partial(counter_handle(self._metrics.hit).inc, 1)
 
     # ----------------------------------------------------------------- helpers
     def _decode(self, key: str, data: bytes | None) -> CachedEntry | None:

@@ -16,7 +16,7 @@ import redis
 import redis.connection
 import redis.utils
 
-from scalekit.cache.tiers import redis as redis_tier
+from scalekit.cache.tiers import redisget
 from scalekit.cache.tiers.redis import ASYNC_IDLE_CONNECTIONS, RedisConnections, packed_get
 from scalekit.config import RedisConfig
 
@@ -195,7 +195,7 @@ def test_a_forked_child_opens_its_own_get_connection(redis_server: RedisServer) 
     hub.sync().set("fork:k", b"v")
     assert hub.get_bytes("fork:k") == b"v"
     parent = hub._thread.connection
-    redis_tier._count_fork()  # what os.register_at_fork runs in a child
+    redisget._count_fork()  # what os.register_at_fork runs in a child
     assert hub.get_bytes("fork:k") == b"v"
     assert hub._thread.connection is not parent  # the parent's socket is never read in a child
     parent.disconnect()
@@ -247,3 +247,20 @@ def test_a_timeout_is_not_retried(blackhole: int) -> None:
         hub.get_bytes("k")
     assert time.monotonic() - started < 0.4 + 0.2  # one connect + one read at most
     hub.close()
+
+
+def test_redis_py_connection_layer_is_what_the_hit_path_uses() -> None:
+    """The hit path's GET uses redis-py below its client API (scalekit/cache/tiers/redisget.py):
+    a release that renames or reshapes any of these fails here, not as misses in production."""
+    import inspect
+
+    import redis.asyncio.connection
+
+    for pool in (redis.ConnectionPool.from_url("redis://127.0.0.1:1/0"),
+                 redis.asyncio.ConnectionPool.from_url("redis://127.0.0.1:1/0")):
+        assert isinstance(pool.connection_kwargs, dict)
+        connection = pool.connection_class(**pool.connection_kwargs)
+        for name in ("connect", "send_packed_command", "read_response", "disconnect"):
+            assert callable(getattr(connection, name)), name
+        assert "check_health" in inspect.signature(connection.send_packed_command).parameters
+    assert "nowait" in inspect.signature(redis.asyncio.connection.Connection.disconnect).parameters
