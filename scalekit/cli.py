@@ -30,7 +30,7 @@ import click
 from .config import Config, iter_settings, load_config
 from .errors import ConfigError, MissingExtraError
 from .extras import check_config_extras, require_extras
-from .loader import display_value
+from .provenance import display_value
 from .serving import (
     SERVE_APP_ENV,
     SERVE_FACTORY_ENV,

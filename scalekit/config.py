@@ -27,6 +27,7 @@ from .cdn.config import CDNConfig
 # errors first: section modules import ``require`` from here while this module is loading.
 from .errors import ConfigError, require
 from .pool.config import PoolConfig
+from .provenance import Origin, Overridden, origins, overridden_of
 from .secrets import check_password_source, password_of
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "env_name",
     "iter_settings",
     "load_config",
+    "load_config_origins",
     "load_config_reporting",
     "require",
 ]
@@ -190,7 +192,7 @@ def load_config_reporting(
     cwd: str | os.PathLike[str] | None = None,
     config_file: str | os.PathLike[str] | None = None,
     source: str = "arguments",
-) -> tuple[Config, list[loader.Overridden]]:
+) -> tuple[Config, list[Overridden]]:
     """:func:`load_config`, and every key that two sources set to different values (the one
     used and the ones ignored), for the start-up log.
 
@@ -198,6 +200,27 @@ def load_config_reporting(
     ...     environ={"SCALEKIT_METRICS_PATH": "/e"}, cwd="/nonexistent")
     >>> overridden[0].used
     ('arguments', '/m')
+    """
+    config, found = load_config_origins(kwargs, environ=environ, cwd=cwd, config_file=config_file,
+                                        source=source)
+    return config, overridden_of(found)
+
+
+def load_config_origins(
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    source: str = "arguments",
+) -> tuple[Config, dict[str, Origin]]:
+    """:func:`load_config`, and where each key that a source set came from: the source used
+    and the lower ones it overrode (``scalekit check`` shows them; ``wrap()`` logs conflicts).
+
+    >>> config, found = load_config_origins({"metrics": {"path": "/m"}},
+    ...     environ={"SCALEKIT_METRICS_PATH": "/e"}, cwd="/nonexistent")
+    >>> found["metrics.path"].source, found["metrics.path"].ignored
+    ('arguments', (('environment variable SCALEKIT_METRICS_PATH', '/e'),))
     """
     kwargs = dict(kwargs or {})
     environ = os.environ if environ is None else environ
@@ -208,10 +231,10 @@ def load_config_reporting(
             raise ConfigError(key="config", value=given, expected="a scalekit.Config instance",
                               source="arguments")
         if not kwargs:
-            return given, []
+            return given, {}
         # Arguments over a whole Config are one caller deriving a variant: nothing to report.
         layers: list[loader.Layer] = [(_fields_of(given), "config=Config(...)"), (kwargs, source)]
-        return cast(Config, loader.build(Config, layers)), []
+        return cast(Config, loader.build(Config, layers)), {}
     explicit = config_file or kwargs.pop("config_file", None) or environ.get("SCALEKIT_CONFIG")
     layers = []
     file_path = _find_config_file(base, explicit)
@@ -221,7 +244,7 @@ def load_config_reporting(
     if kwargs:
         layers.append((kwargs, source))
     config = cast(Config, loader.build(Config, layers))
-    return config, loader.overridden(Config, layers)
+    return config, origins(Config, layers)
 
 
 def _find_config_file(base: Path, explicit: str | os.PathLike[str] | None) -> Path | None:

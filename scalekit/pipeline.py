@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 from .asgi import ASGIRoot
 from .cdn.purge import attach_edge_purges
-from .config import Config, load_config_reporting
+from .config import Config, load_config_origins
 from .errors import WrapError
 from .extras import check_config_extras
-from .loader import Overridden
+from .provenance import Overridden, overridden_of
 from .runtime import Runtime
 from .wsgi import WSGIRoot
 
@@ -130,12 +130,13 @@ def wrap(app: Any, *, kind: Kind | None = None, config: Config | None = None,
                         "which is not callable.")
     if config is not None:
         settings["config"] = config
-    loaded, overridden = load_config_reporting(settings, source=settings_source)
+    loaded, origins = load_config_origins(settings, source=settings_source)
     check_config_extras(loaded)  # a missing extra: one line, before anything starts
     runtime = Runtime(loaded)
+    runtime.origins = origins  # `scalekit check TARGET` shows where each setting came from
     # Said when the app starts serving, not when it is wrapped: a process that only imports
     # the app (a `flask` CLI command, `scalekit serve` choosing a server) serves nothing.
-    runtime.on_startup(functools.partial(_warn_at_start, loaded, tuple(overridden)))
+    runtime.on_startup(functools.partial(_warn_at_start, loaded, tuple(overridden_of(origins))))
     chain = app
     for name in reversed(LAYER_ORDER):
         if getattr(runtime.config, name).enabled:

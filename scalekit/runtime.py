@@ -51,6 +51,8 @@ class Runtime:
         self.clock = clock
         self.monotonic = monotonic
         self.services: dict[str, Any] = {}
+        # Where each setting some source set came from (scalekit.provenance.Origin by key).
+        self.origins: dict[str, Any] = {}
         self.closed = False
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scalekit import loader
+from scalekit import loader, provenance
 from scalekit.config import (
     Config,
     MetricsConfig,
@@ -380,7 +380,7 @@ def test_a_reported_disagreement_names_the_value_in_use(
     if kwargs:
         layers.append((kwargs, "arguments"))
     config = loader.build(Config, layers)
-    reported = {entry.key: entry for entry in loader.overridden(Config, layers)}
+    reported = {entry.key: entry for entry in provenance.overridden(Config, layers)}
     values = dict(iter_settings(config))
     for key, entry in reported.items():
         assert entry.used[1] == values[key]  # the value said to be used is the one in use
