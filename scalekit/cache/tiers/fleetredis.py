@@ -18,12 +18,10 @@ and ASGI, the listener thread and the bench's asyncio instances share every line
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import inspect
 import json
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -31,6 +29,7 @@ import redis.asyncio.cluster
 import redis.cluster
 
 from .fleetlog import LogEntry, parse_entry
+from .plans import InThread, Pause, Plan, arun, run
 
 __all__ = ["AckReport", "FleetKeys", "FleetScripts", "InThread", "Pause", "Plan", "Polled", "arun",
            "run"]
@@ -217,69 +216,6 @@ def _entries(reply: Any, log: str) -> tuple[list[LogEntry], bool, bool]:
 
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    """Yielded by a plan: wait ``seconds`` (called here it sleeps; :func:`arun` awaits instead)."""
-
-    seconds: float
-
-    def __call__(self) -> None:
-        time.sleep(self.seconds)
-
-
-class InThread(functools.partial[Any]):
-    """Yielded by a plan: a blocking local call (:func:`arun` runs it in a worker thread)."""
-
-
-# A plan yields zero-argument calls (a Redis command, a Pause, an InThread) and receives each
-# one's answer; a call that raised is thrown back into the plan at its yield.
-Plan = Generator[Callable[[], Any], Any, T]
-
-
-async def _drive(plan: Plan[T], perform: Callable[[Callable[[], Any]], Any]) -> T:
-    answer: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            call = plan.send(answer) if error is None else plan.throw(error)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        try:
-            answer, error = await perform(call), None
-        except Exception as raised:  # noqa: BLE001 - the plan decides what a failure means
-            answer, error = None, raised
-
-
-async def _perform_here(call: Callable[[], Any]) -> Any:
-    return call()
-
-
-async def _perform_on_loop(call: Callable[[], Any]) -> Any:
-    if isinstance(call, Pause):
-        return await asyncio.sleep(call.seconds)
-    if isinstance(call, InThread):
-        return await asyncio.to_thread(call)
-    answer = call()
-    return await answer if inspect.isawaitable(answer) else answer
-
-
-def run(plan: Plan[T]) -> T:
-    """Perform ``plan`` in this thread (sync clients). The driver is the coroutine of
-    :func:`arun`, which never suspends here: every call it awaits completes at once."""
-    driver = _drive(plan, _perform_here)
-    try:
-        driver.send(None)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    driver.close()
-    raise RuntimeError("a plan run by run() awaited something: use arun()")
-
-
-async def arun(plan: Plan[T]) -> T:
-    """Perform ``plan`` on the running event loop (asyncio clients)."""
-    return await _drive(plan, _perform_on_loop)
 
 
 def _ms(seconds: float) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from scalekit.cache.tiers.fleetredis import InThread, Pause, Plan, arun, run
+from scalekit.cache.tiers.plans import Either, InThread, Pause, Plan, arun, run
 
 
 def _plan(calls: list[Callable[[], Any]], seen: list[Any]) -> Plan[str]:
@@ -67,3 +67,17 @@ def test_an_error_the_plan_does_not_handle_reaches_the_caller() -> None:
         run(_plan([boom], []))
     with pytest.raises(ConnectionError):
         asyncio.run(arun(_plan([boom], [])))
+
+
+def test_an_either_is_made_in_its_sync_form_by_run_and_awaited_by_arun() -> None:
+    async def asynchronous() -> str:
+        await asyncio.sleep(0)
+        return "async"
+
+    either = Either(lambda: "sync", asynchronous)
+    seen: list[Any] = []
+    assert run(_plan([either], seen)) == "done"
+    assert seen == ["sync"]
+    seen.clear()
+    asyncio.run(arun(_plan([either], seen)))
+    assert seen == ["async"]
