@@ -1,6 +1,6 @@
 """The metrics route label for Starlette and FastAPI: the template of the route that matched.
 
-Starlette's router records the matched route in ``scope["route"]`` as it dispatches, on the
+Starlette's router (1.7+) records the matched route in ``scope["route"]`` as it dispatches, on the
 same scope dict every layer shares, so once the app has started its response the template can
 be read back without routing a second time:
 
@@ -10,6 +10,9 @@ be read back without routing a second time:
 - preceded by the templates of the ``Mount``s that were entered (``/shops/{shop}``), found by
   matching only the Mounts of the app's route table against the request as it arrived
   (mount paths with parameters must not leak concrete values into the label).
+
+Before Starlette 1.7, which records no plain ``Route`` there, the template is found by matching
+the route table once more against the request as it arrived.
 
 No match (404, or a redirect to the slash-less path) keeps the label ``unmatched``.
 """
@@ -87,7 +90,8 @@ def route_template(routes: Sequence[BaseRoute], scope: Mapping[str, Any],
     """
     route = scope.get("route")
     if route is None:
-        return None
+        # Starlette before 1.7 records no route for a plain Route: match the table once more.
+        return _matched_template(routes, arrived)
     inner = _own_template(route, scope)
     if inner is None:
         return None
@@ -110,6 +114,29 @@ def _own_template(route: Any, scope: Mapping[str, Any]) -> str | None:
         return MOUNTED_APP_SUFFIX
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else None
+
+
+def _matched_template(routes: Sequence[BaseRoute], arrived: Mapping[str, Any]) -> str | None:
+    """The full template of the route that matches the request as it arrived, or None."""
+    scope = dict(arrived)
+    prefix = ""
+    for _ in range(32):  # mounts nest a few levels; a cycle must not hang a request
+        for candidate in routes:
+            match, child = candidate.matches(scope)
+            if match is not Match.FULL:
+                continue
+            if not isinstance(candidate, Mount):
+                path = getattr(candidate, "path", None)
+                return prefix + path if isinstance(path, str) else None
+            prefix += candidate.path
+            if not candidate.routes:  # a mounted plain ASGI app
+                return prefix + MOUNTED_APP_SUFFIX
+            scope.update(child)
+            routes = candidate.routes
+            break
+        else:
+            return None
+    return None
 
 
 def _mount_prefix(routes: Sequence[BaseRoute], arrived: Mapping[str, Any], final_root_path: str) -> str | None:
