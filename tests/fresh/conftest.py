@@ -17,9 +17,21 @@ from tests.servers import REPO_ROOT
 from .environments import Checkout, FreshVenv, Venvs, Wheelhouse, build_wheel, copy_checkout
 
 
+_WHEELHOUSE = pytest.StashKey[Wheelhouse]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A cold wheelhouse (a new CI machine) is a download of every extra's wheels, minutes on a
+    # slow or loaded machine: done here, before any test runs, and not inside the first fresh
+    # test's setup, where the suite's per-test timeout cut it off every time.
+    here = Path(__file__).parent
+    if any(here in Path(str(item.path)).parents for item in items):
+        config.stash[_WHEELHOUSE] = Wheelhouse.for_checkout(REPO_ROOT)
+
+
 @pytest.fixture(scope="session")
-def wheelhouse() -> Wheelhouse:
-    return Wheelhouse.for_checkout(REPO_ROOT)
+def wheelhouse(pytestconfig: pytest.Config) -> Wheelhouse:
+    return pytestconfig.stash.get(_WHEELHOUSE, None) or Wheelhouse.for_checkout(REPO_ROOT)
 
 
 @pytest.fixture(scope="session")
