@@ -26,7 +26,7 @@ from scalekit.cache.tiers.fleet import FleetGenerations
 from scalekit.cache.tiers.redis import RedisConnections
 from scalekit.config import RedisConfig
 
-from .servers import RedisServer, TcpProxy, wait_until
+from .servers import RedisServer, TcpProxy, running_redis, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -172,6 +172,28 @@ def test_an_instance_that_cannot_hear_the_log_stops_trusting_after_the_bound(
     redis_proxy.restore()
     wait_until(lambda: partitioned.is_current(()), "the instance to catch up")
     assert not partitioned.is_current(stamp)  # caught up: the invalidation made meanwhile applies
+
+
+def test_a_stopped_redis_bounds_what_every_instance_serves(fleet: Fleet) -> None:
+    """Redis stopped by SIGSTOP (its own server here): the connections stay open and nothing
+    answers, a silent Redis rather than a dead one. Past the bound no instance serves what it
+    holds; once Redis runs again, both catch up and the invalidation queued meanwhile applies."""
+    with running_redis() as server:
+        writer = fleet.instance(server.url, max_staleness_seconds=0.5)
+        reader = fleet.instance(server.url, max_staleness_seconds=0.5)
+        stamp = reader.stamp(["t"], reader.sequence())
+        assert stamp is not None and reader.is_current(stamp)
+        server.pause()
+        try:
+            result = writer.invalidate(["t"])
+            assert result.reach == "process" and result.queued, result
+            wait_until(lambda: not writer.is_current(()) and not reader.is_current(()),
+                       "both instances to stop trusting what they hold")
+        finally:
+            server.resume()
+        wait_until(lambda: reader.is_current(()) and not reader.is_current(stamp),
+                   "the reader to catch up and apply the replayed invalidation")
+        assert writer.invalidate(["u"]).reach == "fleet"
 
 
 def test_an_instance_behind_a_log_that_lost_its_entries_resyncs_instead_of_trusting(

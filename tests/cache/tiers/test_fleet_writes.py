@@ -1,4 +1,4 @@
-"""Unsafe methods reach the fleet: a POST through one instance invalidates its URI everywhere.
+"""Unsafe methods reach the fleet: a POST, PUT, PATCH or DELETE through one instance invalidates its URI everywhere.
 
 Two wrapped apps in this process, each with its own state directory (as on two hosts), share
 one Redis. A write through A must invalidate the page in B's memory tier too (RFC 9111 §4.4
@@ -29,19 +29,24 @@ TOKEN = "writes-purge-token-0123456789"
 WAIT_SECONDS = 20.0
 
 
-class Shop:
-    """Prices by path; GET pages are cacheable for 300 s, a POST changes the price."""
+UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 
-    def __init__(self) -> None:
+
+class Shop:
+    """Prices by path; GET pages are cacheable for 300 s, an unsafe method changes the price."""
+
+    def __init__(self, names: str = "content-location") -> None:
         self.prices: dict[str, int] = {"/items/1": 100, "/items/2": 200}
+        self.names = names
 
     def answer(self, method: str, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
-        if method == "POST":
+        if method in UNSAFE:
             self.prices[path] = self.prices.get(path, 0) + 1
-            # The write also changes what /items/2 shows, and says so with Content-Location.
+            # The write also changes what /items/2 shows, and names it (Content-Location or
+            # Location, same origin).
             self.prices["/items/2"] += 1
             return 200, [("content-type", "text/plain"),
-                         ("content-location", f"http://{HOST}/items/2")], b"ok"
+                         (self.names, f"http://{HOST}/items/2")], b"ok"
         body = f"{path}={self.prices.get(path, 0)}".encode()
         return 200, [("content-type", "text/plain"), ("cache-control", "public, max-age=300"),
                      ("content-length", str(len(body)))], body
@@ -85,9 +90,12 @@ def closing() -> Iterator[list[Any]]:
         app.runtime.close()
 
 
-def test_a_post_through_one_wsgi_instance_invalidates_the_page_on_another(
-        redis_server: RedisServer, tmp_path: Path, prefix: str, closing: list[Any]) -> None:
-    shop = Shop()
+@pytest.mark.parametrize("names", ["content-location", "location"])
+@pytest.mark.parametrize("method", UNSAFE)
+def test_an_unsafe_method_through_one_wsgi_instance_invalidates_the_page_on_another(
+        redis_server: RedisServer, tmp_path: Path, prefix: str, closing: list[Any], method: str,
+        names: str) -> None:
+    shop = Shop(names)
     a = wrap(shop.wsgi, redis_server, prefix, tmp_path / "a")
     b = wrap(shop.wsgi, redis_server, prefix, tmp_path / "b")
     closing.extend([a, b])
@@ -97,10 +105,11 @@ def test_a_post_through_one_wsgi_instance_invalidates_the_page_on_another(
     for item in ("/items/1", "/items/2"):
         client_b.get(item, headers=host)
         assert "hit" in client_b.get(item, headers=host).headers["cache-status"]  # in B's L1
-    assert client_a.post("/items/1", headers=host).status_code == 200  # the write, through A
-    # No waiting: the POST answered after every live instance applied the invalidation.
+    # The write, through A:
+    assert client_a.open("/items/1", method=method, headers=host).status_code == 200
+    # No waiting: the write answered after every live instance applied the invalidation.
     assert client_b.get("/items/1", headers=host).text == "/items/1=101"
-    assert client_b.get("/items/2", headers=host).text == "/items/2=201"  # Content-Location
+    assert client_b.get("/items/2", headers=host).text == "/items/2=201"  # the URL it named
 
 
 def test_a_post_through_one_asgi_instance_invalidates_the_page_on_another(
