@@ -16,19 +16,22 @@ a later write or delete of it succeeds there; each lookup of a masked key retrie
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..entry import CachedEntry
+from .plans import Either, Plan, arun, run
 
 __all__ = ["TieredStore"]
 
 log = logging.getLogger("scalekit.cache")
 
 MAX_MASKED_KEYS = 10_000
+_FURTHER = object()  # L1 did not have it: ask the tiers after it
 
 
 class _Mask(OrderedDict[str, None]):
@@ -53,20 +56,61 @@ class _Mask(OrderedDict[str, None]):
             self.pop(key, None)
 
 
-def _try_set(tier: Any, key: str, entry: CachedEntry) -> bool:
-    try_set = getattr(tier, "try_set", None)
-    if try_set is None:
-        tier.set(key, entry)
-        return True
-    return bool(try_set(key, entry))
+class _TierCalls:
+    """One tier's calls as a plan yields them: its sync methods, and its asyncio ones unless it
+    does no I/O (L1: called directly on either face, no coroutine each) or has no asyncio face.
+    A tier without ``try_set``/``try_delete`` always succeeds at ``set``/``delete``."""
+
+    __slots__ = ("_adelete", "_aget", "_aset", "_delete", "_get", "_set")
+
+    def __init__(self, tier: Any) -> None:
+        self._get, self._set, self._delete = tier.get, _trying(tier, "set"), _trying(tier, "delete")
+        if getattr(tier, "in_process", False) or not hasattr(tier, "aget"):
+            self._aget = self._aset = self._adelete = None
+        else:
+            self._aget, self._aset = tier.aget, _atrying(tier, "set")
+            self._adelete = _atrying(tier, "delete")
+
+    def get(self, key: str) -> Callable[[], Any]:
+        return _call(self._get, self._aget, key)
+
+    def set(self, key: str, entry: CachedEntry) -> Callable[[], Any]:
+        return _call(self._set, self._aset, key, entry)
+
+    def delete(self, key: str) -> Callable[[], Any]:
+        return _call(self._delete, self._adelete, key)
 
 
-def _try_delete(tier: Any, key: str) -> bool:
-    try_delete = getattr(tier, "try_delete", None)
-    if try_delete is None:
-        tier.delete(key)
+def _call(sync: Callable[..., Any], asynchronous: Callable[..., Any] | None,
+          *args: Any) -> Callable[[], Any]:
+    if asynchronous is None:
+        return functools.partial(sync, *args)
+    return Either(functools.partial(sync, *args), functools.partial(asynchronous, *args))
+
+
+def _trying(tier: Any, name: str) -> Callable[..., bool]:
+    """``tier.try_<name>``, or ``tier.<name>`` reporting success."""
+    trying = getattr(tier, f"try_{name}", None)
+    if trying is not None:
+        return trying  # type: ignore[no-any-return]
+    method = getattr(tier, name)
+
+    def done(*args: Any) -> bool:
+        method(*args)
         return True
-    return bool(try_delete(key))
+    return done
+
+
+def _atrying(tier: Any, name: str) -> Callable[..., Awaitable[bool]]:
+    trying = getattr(tier, f"atry_{name}", None)
+    if trying is not None:
+        return trying  # type: ignore[no-any-return]
+    method = getattr(tier, f"a{name}")
+
+    async def done(*args: Any) -> bool:
+        await method(*args)
+        return True
+    return done
 
 
 class TieredStore:
@@ -75,8 +119,10 @@ class TieredStore:
     def __init__(self, tiers: Sequence[Any]) -> None:
         self.tiers = tuple(tiers)
         self._masks = tuple(_Mask() for _ in self.tiers)
-        # Tiers without I/O (L1): the async face calls their sync methods, no coroutine each.
-        self._in_process = tuple(bool(getattr(tier, "in_process", False)) for tier in self.tiers)
+        # Every lookup, store and delete is one plan over these, run by either face.
+        self._calls = tuple(_TierCalls(tier) for tier in self.tiers)
+        # 1 when the first tier does no I/O (L1): its lookups skip the plan.
+        self._after_memory = int(bool(self.tiers) and getattr(self.tiers[0], "in_process", False))
         # The first tier when it is L1 (has peek/count_hit): the cache's hot path reads it alone.
         first = self.tiers[0] if self.tiers else None
         self.memory = first if first is not None and hasattr(first, "peek") else None
@@ -90,77 +136,91 @@ class TieredStore:
             return None
         return memory.peek(key)  # type: ignore[no-any-return]
 
-    # ----------------------------------------------------------------- sync face
+    # L1 (a first tier that does no I/O) is asked directly on either face, and only the tiers
+    # after it through a plan: most lookups end in L1, and a plan costs more than L1 itself
+    # (one timeit run: a lookup 2 -> 5 us sync and 2.5 -> 8 us asyncio, a store 6 -> 13 us).
     def get(self, key: str) -> tuple[CachedEntry, str] | None:
         """The first tier's entry for ``key``; tiers above the one that had it get a copy."""
-        for index, tier in enumerate(self.tiers):
-            mask = self._masks[index]
-            if mask and key in mask:
-                if not _try_delete(tier, key):
-                    continue
-                mask.discard(key)
-                continue
-            found: tuple[CachedEntry, str] | None = tier.get(key)
-            if found is not None:
-                for upper in range(index):
-                    self._set_one(upper, key, found[0])
-                return found
-        return None
+        found = self._memory_get(key)
+        return run(self._get(key, self._after_memory)) if found is _FURTHER else found
+
+    async def aget(self, key: str) -> tuple[CachedEntry, str] | None:
+        found = self._memory_get(key)
+        return await arun(self._get(key, self._after_memory)) if found is _FURTHER else found
 
     def set(self, key: str, entry: CachedEntry) -> None:
-        for index in range(len(self.tiers)):
-            self._set_one(index, key, entry)
+        if self._memory_set(key, entry):
+            run(self._set(key, entry))
 
-    def _set_one(self, index: int, key: str, entry: CachedEntry) -> None:
-        mask = self._masks[index]
-        if _try_set(self.tiers[index], key, entry):
-            if mask:
-                mask.discard(key)
-        elif not _try_delete(self.tiers[index], key):
-            mask.add(key)  # the tier may still hold an older entry: hide it
+    async def aset(self, key: str, entry: CachedEntry) -> None:
+        if self._memory_set(key, entry):
+            await arun(self._set(key, entry))
 
     def delete(self, key: str) -> None:
-        for index, tier in enumerate(self.tiers):
-            if _try_delete(tier, key):
-                self._masks[index].discard(key)
-            else:
-                self._masks[index].add(key)
+        if self._memory_delete(key):
+            run(self._delete(key))
 
-    # ----------------------------------------------------------------- async face
-    async def aget(self, key: str) -> tuple[CachedEntry, str] | None:
-        for index, tier in enumerate(self.tiers):
-            mask = self._masks[index]
+    async def adelete(self, key: str) -> None:
+        if self._memory_delete(key):
+            await arun(self._delete(key))
+
+    def _memory_get(self, key: str) -> Any:
+        """L1's entry for ``key``; ``_FURTHER`` when the tiers after it must be asked."""
+        if not self._after_memory:
+            return _FURTHER
+        mask = self._masks[0]
+        if mask and key in mask:
+            self.tiers[0].delete(key)  # L1's delete cannot fail
+            mask.discard(key)
+            found = None
+        else:
+            found = self.tiers[0].get(key)
+        return _FURTHER if found is None and len(self.tiers) > 1 else found
+
+    def _memory_set(self, key: str, entry: CachedEntry) -> bool:
+        """Store in L1; whether tiers after it remain."""
+        if self._after_memory:
+            self.tiers[0].set(key, entry)
+            if self._masks[0]:
+                self._masks[0].discard(key)
+        return len(self.tiers) > self._after_memory
+
+    def _memory_delete(self, key: str) -> bool:
+        if self._after_memory:
+            self.tiers[0].delete(key)
+            self._masks[0].discard(key)
+        return len(self.tiers) > self._after_memory
+
+    # ----------------------------------------------------------------- plans
+    def _get(self, key: str, first: int) -> Plan[tuple[CachedEntry, str] | None]:
+        for index in range(first, len(self.tiers)):
+            calls, mask = self._calls[index], self._masks[index]
             if mask and key in mask:
-                if not await _atry_delete(tier, key):
-                    continue
-                mask.discard(key)
+                if (yield calls.delete(key)):
+                    mask.discard(key)
                 continue
-            found: tuple[CachedEntry, str] | None = (
-                tier.get(key) if self._in_process[index] else await tier.aget(key))
+            found: tuple[CachedEntry, str] | None = yield calls.get(key)
             if found is not None:
                 for upper in range(index):
-                    await self._aset_one(upper, key, found[0])
+                    yield from self._set_one(upper, key, found[0])
                 return found
         return None
 
-    async def aset(self, key: str, entry: CachedEntry) -> None:
-        for index in range(len(self.tiers)):
-            await self._aset_one(index, key, entry)
+    def _set(self, key: str, entry: CachedEntry) -> Plan[None]:
+        for index in range(self._after_memory, len(self.tiers)):
+            yield from self._set_one(index, key, entry)
 
-    async def _aset_one(self, index: int, key: str, entry: CachedEntry) -> None:
-        if self._in_process[index]:
-            self._set_one(index, key, entry)
-            return
-        mask = self._masks[index]
-        if await _atry_set(self.tiers[index], key, entry):
+    def _set_one(self, index: int, key: str, entry: CachedEntry) -> Plan[None]:
+        calls, mask = self._calls[index], self._masks[index]
+        if (yield calls.set(key, entry)):
             if mask:
                 mask.discard(key)
-        elif not await _atry_delete(self.tiers[index], key):
-            mask.add(key)
+        elif not (yield calls.delete(key)):
+            mask.add(key)  # the tier may still hold an older entry: hide it
 
-    async def adelete(self, key: str) -> None:
-        for index, tier in enumerate(self.tiers):
-            if await _atry_delete(tier, key):
+    def _delete(self, key: str) -> Plan[None]:
+        for index in range(self._after_memory, len(self.tiers)):
+            if (yield self._calls[index].delete(key)):
                 self._masks[index].discard(key)
             else:
                 self._masks[index].add(key)
@@ -187,18 +247,3 @@ class TieredStore:
         for tier in self.tiers:
             tier.close()
 
-
-async def _atry_set(tier: Any, key: str, entry: CachedEntry) -> bool:
-    atry_set = getattr(tier, "atry_set", None)
-    if atry_set is None:
-        await tier.aset(key, entry)
-        return True
-    return bool(await atry_set(key, entry))
-
-
-async def _atry_delete(tier: Any, key: str) -> bool:
-    atry_delete = getattr(tier, "atry_delete", None)
-    if atry_delete is None:
-        await tier.adelete(key)
-        return True
-    return bool(await atry_delete(key))
