@@ -22,6 +22,8 @@ from ..context import CONTEXT_KEY, RequestContext, activate
 from .asgi_exchange import Exchange
 from .asgi_io import (
     SPECIAL_HEADER_NAMES,
+    UNPLAIN_HEADER_NAMES,
+    ScopeHeaders,
     HeaderEncoder,
     discard_message,
     encode_headers,
@@ -79,21 +81,28 @@ class ASGICache:
         await self.handle(scope, receive, send)
 
     def serve_early(self, scope: asgi.Scope) -> tuple[asgi.Message, asgi.Message] | None:
-        """Both messages of a plain fresh L1 hit (a GET or HEAD with no special header), or
-        None: :meth:`handle` decides. Needs no request context, so the pipeline root calls it
+        """Both messages of a plain fresh L1 hit (a GET or HEAD with no special header but proxy
+        headers restating it), or None: :meth:`handle` decides. Needs no request context, so the pipeline root calls it
         before making one when this layer is the outermost."""
         method = scope["method"]
         if method != "GET" and method != "HEAD":
             return None
         host = None
+        forwarded = False
         for name, value in scope["headers"]:
             if name == b"host":
                 if host is not None:
                     return None  # two Host lines: request_view joins them, the policy rejects
                 host = value
             elif name in SPECIAL_HEADER_NAMES:
-                return None
+                if name in UNPLAIN_HEADER_NAMES:
+                    return None
+                forwarded = True
         if host is None:
+            return None
+        if forwarded and not self.plain_hits.restated(  # proxy headers restating it keep it plain
+                method, scope.get("scheme", "http"), host.decode("latin-1"),
+                ScopeHeaders(scope["headers"]).get):
             return None
         found = self.plain_hits.serve(scope.get("scheme", "http"), host, scope["path"],
                                       scope.get("query_string", b""))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 from .. import asgi
 from .asgi_io import encode_headers, send_whole
 from .coalesce import Lead
-from .decisions import Buffer, Forward, Freshen, PassThrough, RequestView, ServeStale
+from .decisions import Buffer, Forward, Freshen, PassThrough, RequestView, ServeStale, pass_outcome
 from .entry import CachedEntry
 from .rules import rule_of
 
@@ -100,7 +100,7 @@ class Exchange:
                     shell.core.pass_marks.add(self.key)
                 if self.lead is not None:
                     await self._end_lead(alone=True)
-                self.count("uncacheable" if self.view.method == "GET" else "miss")
+                self.count(pass_outcome(self.forward, self.view.method))
                 self.mode = "pass"
                 self.started = True
                 await self.downstream({**message, "headers": encode_headers(decision.headers)})

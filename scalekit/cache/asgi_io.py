@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from .. import asgi
 from ..context import CONTEXT_KEY
-from .decisions import SPECIAL_REQUEST_HEADERS, RequestView, Serve
+from .decisions import SPECIAL_REQUEST_HEADERS, UNPLAIN_REQUEST_HEADERS, RequestView, Serve
 
 __all__ = [
     "SPECIAL_HEADER_NAMES",
+    "UNPLAIN_HEADER_NAMES",
     "HeaderEncoder",
     "ScopeHeaders",
     "discard_message",
@@ -21,6 +22,7 @@ __all__ = [
 ]
 
 SPECIAL_HEADER_NAMES = frozenset(name.encode("latin-1") for name in SPECIAL_REQUEST_HEADERS)
+UNPLAIN_HEADER_NAMES = frozenset(name.encode("latin-1") for name in UNPLAIN_REQUEST_HEADERS)
 _NAME_BYTES: dict[str, bytes] = {}
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "CACHEABLE_METHODS",
     "SAFE_METHODS",
     "SPECIAL_REQUEST_HEADERS",
+    "UNPLAIN_REQUEST_HEADERS",
     "Buffer",
     "Decision",
     "Forward",
@@ -31,6 +32,7 @@ __all__ = [
     "ServeStale",
     "has_validators",
     "merge_headers",
+    "pass_outcome",
     "validators_of",
 ]
 
@@ -49,6 +51,10 @@ HeaderGetter = Callable[[str], "str | None"]
 SPECIAL_REQUEST_HEADERS = ("cache-control", "pragma", "if-none-match", "if-modified-since",
                            "if-match", "if-unmodified-since", "range", "if-range", "upgrade",
                            *BODY_HEADERS, *FORWARDED_HEADERS)
+# The special headers but the proxy ones: a plain hit may still carry proxy headers that only
+# restate the request (every request behind nginx or an ingress does), never one of these.
+UNPLAIN_REQUEST_HEADERS = tuple(name for name in SPECIAL_REQUEST_HEADERS
+                                if name not in FORWARDED_HEADERS)
 
 
 class RequestView:
@@ -161,6 +167,15 @@ class ServeStale:
 
 
 ResponseDecision = PassThrough | Buffer | Freshen | ServeStale
+
+
+def pass_outcome(forward: Forward, method: str) -> str:
+    """The outcome label of an origin answer passed on unstored: ``bypass`` when the cache
+    stepped aside before asking (a body, an unkeyed proxy header), else ``uncacheable``
+    (a GET whose answer may not be stored) or ``miss`` (a HEAD)."""
+    if forward.fwd == "bypass":
+        return "bypass"
+    return "uncacheable" if method == "GET" else "miss"
 
 
 def validators_of(entry: CachedEntry) -> tuple[str | None, str | None]:

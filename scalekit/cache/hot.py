@@ -1,7 +1,7 @@
 """The cache's hot path: plain fresh hits from L1, answered before any request view exists.
 
 A plain hit is a GET or HEAD with no special request header (no conditionals, Range,
-Cache-Control, Pragma, Upgrade, body or proxy header) for a current, fresh, non-Vary'd entry in
+Cache-Control, Pragma, Upgrade, body, nor a proxy header but those restating the request) for a current, fresh, non-Vary'd entry in
 L1: what :meth:`~.policy.CachePolicy.decide_request` would serve with the stored headers plus
 ``Age`` and ``Cache-Status``. Both shells ask :class:`PlainHits` first and take the full path
 on None.
@@ -39,6 +39,7 @@ class PlainHits(Generic[Encoded]):
         self._encode = encode
         self._policy = core.policy
         self._keys = core.policy.keys
+        self._forwarded = core.policy.forwarded
         self._responses = core.policy.responses
         self._generations = core.generations
         self._clock = core.clock
@@ -64,6 +65,11 @@ class PlainHits(Generic[Encoded]):
         # sent, and what producing it cost.
         self._memo: dict[Target, tuple[float, str, CachedEntry, list[Encoded], tuple[str, float, float]]] = {}
         self._memo_second = 0.0
+
+    def restated(self, method: str, scheme: str, host: str, header: Callable[[str], str | None]) -> bool:
+        """Whether the request's proxy headers only restate it (absent, or the values its URL
+        already has), so that its key is the plain one: the shells ask when one is present."""
+        return self._forwarded.key_part(method, scheme, host, header) == ""
 
     def serve(self, scheme: str, host: str | bytes, path: str, query: str | bytes
               ) -> tuple[CachedEntry, list[Encoded]] | None:

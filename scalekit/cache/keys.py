@@ -43,6 +43,7 @@ from .vary import normalise_vary_value
 
 __all__ = [
     "BODY_HEADERS",
+    "DEFAULT_PORTS",
     "FORWARDED_HEADERS",
     "MAX_KEY_CHARS",
     "ForwardedHeaders",
@@ -88,6 +89,8 @@ BODY_HEADERS = ("content-length", "transfer-encoding")
 # present, and none is in the key unless cache.keyed_forwarded_headers names it.
 FORWARDED_HEADERS = ("x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "x-forwarded-prefix",
                      "forwarded", "x-original-url", "x-rewrite-url", "x-http-method-override")
+# RFC 9110 §4.2.1, §4.2.2: the port a URL without one means.
+DEFAULT_PORTS = {"http": "80", "https": "443"}
 # Separates the keyed forwarded headers from the URL in a key; no URL-made key contains it.
 _FORWARDED_SEPARATOR = "\x1d"
 
@@ -245,9 +248,12 @@ class ForwardedHeaders:
         restating it), the keyed values to add to the key, or None: an unkeyed one is present,
         so the request must neither be served from the cache nor stored."""
         part = ""
+        # A port restates a portless Host when it is the default of the scheme the app will
+        # see: the forwarded one where a proxy fix applies X-Forwarded-Proto.
+        scheme_seen = header("x-forwarded-proto") or scheme
         for name in FORWARDED_HEADERS:
             value = header(name)
-            if value is None or _restates(name, value, method, scheme, host):
+            if value is None or _restates(name, value, method, scheme, host, scheme_seen):
                 continue
             if name not in self.keyed:
                 return None
@@ -257,15 +263,22 @@ class ForwardedHeaders:
         return part
 
 
-def _restates(name: str, value: str, method: str, scheme: str, host: str | None) -> bool:
+def _restates(name: str, value: str, method: str, scheme: str, host: str | None,
+              scheme_seen: str) -> bool:
     """Whether a proxy fix applying ``name: value`` would leave the request as it is: the same
-    Host, the same scheme, the port the Host already names, the same method."""
+    Host, the same scheme, the port the Host already names (or, for a portless Host, the
+    default port of ``scheme_seen``: URLs are built without it), the same method."""
     if name == "x-forwarded-host":
         return value == host
     if name == "x-forwarded-proto":
         return value == scheme
     if name == "x-forwarded-port":
-        return host is not None and host.endswith(f":{value}") and value.isdigit()
+        if host is None or not value.isdigit():
+            return False
+        _, colon, port = host.rpartition(":")
+        if colon and port.isdigit():  # "[::1]" has no port: its last colon is inside brackets
+            return port == value
+        return value == DEFAULT_PORTS.get(scheme_seen)
     return name == "x-http-method-override" and value == method
 
 

@@ -32,6 +32,8 @@ from .policy import (
 from .wsgi_exchange import Exchange
 from .wsgi_io import (
     SPECIAL_ENVIRON_KEYS,
+    UNPLAIN_ENVIRON_KEYS,
+    EnvironHeaders,
     close_body,
     discard_start_response,
     request_view,
@@ -68,14 +70,19 @@ class WSGICache:
 
     def serve_early(self, environ: wsgi.Environ) -> tuple[str, list[tuple[str, str]], list[bytes]] | None:
         """Status line, headers and body of a plain fresh L1 hit (a GET or HEAD with no special
-        header), or None: :meth:`handle` decides. Needs no request context, so the pipeline
+        header but proxy headers restating it), or None: :meth:`handle` decides. Needs no request context, so the pipeline
         root calls it before making one when this layer is the outermost."""
         method = environ.get("REQUEST_METHOD")
         if method != "GET" and method != "HEAD":
             return None
         host = environ.get("HTTP_HOST")
-        if host is None or not environ.keys().isdisjoint(SPECIAL_ENVIRON_KEYS):
+        if host is None:
             return None
+        if not environ.keys().isdisjoint(SPECIAL_ENVIRON_KEYS) and not (
+                environ.keys().isdisjoint(UNPLAIN_ENVIRON_KEYS)
+                and self.plain_hits.restated(method, environ.get("wsgi.url_scheme", "http"), host,
+                                             EnvironHeaders(environ).get)):
+            return None  # proxy headers that only restate the request keep it plain
         path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
         if not path.isascii():
             return None  # request_view decodes it

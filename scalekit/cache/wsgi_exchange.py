@@ -28,7 +28,7 @@ from .. import wsgi
 from ..context import CONTEXT_KEY
 from ..messages import status_line
 from .coalesce import Flight
-from .decisions import Buffer, Forward, Freshen, PassThrough, RequestView, ServeStale
+from .decisions import Buffer, Forward, Freshen, PassThrough, RequestView, ServeStale, pass_outcome
 from .entry import CachedEntry
 from .rules import rule_of
 from .wsgi_io import (
@@ -105,7 +105,7 @@ class Exchange:
                 if forward.may_store:  # the answer could not be stored: remember (hit-for-miss)
                     shell.core.pass_marks.add(self.key)
                 self._alone()
-                self.count("uncacheable" if view.method == "GET" else "miss")
+                self.count(pass_outcome(forward, view.method))
                 self.start_response(capture.status or "500 Internal Server Error",
                                     list(decision.headers), capture.exc_info)
                 return PassBody(capture.written, iterator, body) if capture.written else body

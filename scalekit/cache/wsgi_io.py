@@ -11,10 +11,12 @@ from .. import wsgi
 from ..context import CONTEXT_KEY
 from ..messages import status_line
 from ..wsgi import close_body, read_produced
-from .decisions import SPECIAL_REQUEST_HEADERS, RequestView
+from .decisions import SPECIAL_REQUEST_HEADERS, UNPLAIN_REQUEST_HEADERS, RequestView
+from .keys import DEFAULT_PORTS
 
 __all__ = [
     "SPECIAL_ENVIRON_KEYS",
+    "UNPLAIN_ENVIRON_KEYS",
     "Capture",
     "CopyingBody",
     "EnvironHeaders",
@@ -31,7 +33,6 @@ __all__ = [
 
 log = logging.getLogger("scalekit.cache")
 _ENVIRON_KEYS: dict[str, str] = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
-_DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
 def environ_key(name: str) -> str:
@@ -59,6 +60,7 @@ class EnvironHeaders:
 
 
 SPECIAL_ENVIRON_KEYS = frozenset(environ_key(name) for name in SPECIAL_REQUEST_HEADERS)
+UNPLAIN_ENVIRON_KEYS = frozenset(environ_key(name) for name in UNPLAIN_REQUEST_HEADERS)
 
 
 def request_view(environ: wsgi.Environ) -> RequestView:
@@ -75,7 +77,7 @@ def request_view(environ: wsgi.Environ) -> RequestView:
     if host is None:  # PEP 3333 URL reconstruction: the port only when not the scheme's default
         host = environ.get("SERVER_NAME", "")
         port = environ.get("SERVER_PORT", "")
-        if port and port != _DEFAULT_PORTS.get(scheme):
+        if port and port != DEFAULT_PORTS.get(scheme):
             host = f"{host}:{port}"
     special = not environ.keys().isdisjoint(SPECIAL_ENVIRON_KEYS)
     return RequestView(environ.get("REQUEST_METHOD", "GET"), scheme, host, path,

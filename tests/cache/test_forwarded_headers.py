@@ -126,8 +126,6 @@ def test_values_that_restate_the_request_change_nothing(kind: str) -> None:
         shop.close()
 
 
-@pytest.mark.xfail(strict=True, reason="keys.py's _restates compares X-Forwarded-Port only with a port the Host "
-                   "names, not with the scheme's default port a portless Host implies (owner: shells)")
 def test_the_schemes_default_port_restates_a_portless_host(kind: str) -> None:
     # What ingress-nginx sends every request over https: Host "shop.example.com" and
     # X-Forwarded-Port 443. ProxyFix then makes the same URLs as without the header.
