@@ -23,20 +23,20 @@ from .asgi_exchange import Exchange
 from .asgi_io import (
     SPECIAL_HEADER_NAMES,
     UNPLAIN_HEADER_NAMES,
-    ScopeHeaders,
     HeaderEncoder,
+    ScopeHeaders,
     discard_message,
     encode_headers,
     request_view,
-    restore_route,
     send_served,
     send_whole,
     with_header,
 )
 from .coalesce import Lead
 from .entry import CachedEntry
+from .flow import admit, adrive, request_steps
 from .hot import PlainHits
-from .layer import CacheCore
+from .layer import CacheCore, restore_route
 from .policy import (
     SAFE_METHODS,
     Forward,
@@ -48,7 +48,6 @@ from .policy import (
 __all__ = ["ASGICache", "request_view"]
 
 log = logging.getLogger("scalekit.cache")
-Found = tuple[CachedEntry, str] | None
 
 
 async def _released(waiting: Awaitable[bool]) -> None:
@@ -133,35 +132,18 @@ class ASGICache:
                 await self._unsafe(scope, receive, send)
             return
         view = request_view(scope)
-        if view.special and self.policy.bypasses(view):
-            core.count("bypass")
-            await self.app(scope, receive, send)
-            return
-        key = self.policy.primary_key(view)
+        key, header = admit(core, view)
         if key is None:
-            core.hosts_rejected.inc()
-            core.count("bypass")
-            await self.app(scope, receive, with_header(send, core.host_rejected_status))
+            await self.app(scope, receive, send if header is None else with_header(send, header))
             return
         now = self.clock()
-        found = await self.store.aget(key)
-        if found is not None and not found[0].is_vary_index and self.generations.is_current(found[0].tags):
-            # The common hit: a plain entry, current (inlined _lookup, no coroutine hop).
-            miss: Any = "miss"
-            index, entry_key = None, key
-        else:
-            found, miss, index, entry_key = await self._lookup(key, view, found, asked=True)
-        decision = self.policy.decide_request(view, found, now=now, miss=miss)
+        decision, index, entry_key = await adrive(request_steps(core, view, key, now=now), self.store.aget)
         match decision:
             case Serve():
-                core.served(decision)
-                if decision.route:
-                    restore_route(scope, decision.route)
+                core.served(decision, scope)
                 if decision.refresh is not None:
                     self._refresh_later(scope, key, decision.refresh, index, entry_key)
-                await send({"type": "http.response.start", "status": decision.status,
-                            "headers": self.encoder.serve(decision)})
-                await send({"type": "http.response.body", "body": decision.body})
+                await send_served(send, decision, self.encoder)
             case Forward():
                 await self._forward(scope, receive, send, view, key, decision, index, entry_key, now)
             case Refuse():
@@ -169,30 +151,6 @@ class ASGICache:
                 await send_whole(send, decision.status, decision.headers, decision.body)
             case _:
                 assert_never(decision)
-
-    # ----------------------------------------------------------------- lookups
-    async def _lookup(self, key: str, view: RequestView, found: Found = None, *, asked: bool = False
-                      ) -> tuple[Found, Any, CachedEntry | None, str]:
-        """(entry and tier or None, why it missed, the variant index, the entry's key);
-        ``asked``: ``found`` is what the store already returned for ``key``."""
-        if not asked:
-            found = await self.store.aget(key)
-        if found is None:
-            return None, "uri-miss", None, key
-        index = None
-        entry_key = key
-        if found[0].is_vary_index:
-            index = found[0]
-            variant = self.policy.variant_lookup(key, index, view)
-            if variant is None:
-                return None, "vary-miss", index, key
-            entry_key = variant
-            found = await self.store.aget(variant)
-            if found is None:
-                return None, "vary-miss", index, entry_key
-        if not self.generations.is_current(found[0].tags):
-            return None, "miss", index, entry_key  # a tag was invalidated after it was stored
-        return found, "miss", index, entry_key
 
     # ----------------------------------------------------------------- misses
     async def _forward(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send,
@@ -266,39 +224,26 @@ class ASGICache:
     async def _after_wait(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send,
                           view: RequestView, key: str, arrived: float) -> None:
         """A coalesced waiter, woken: the leader's stored answer, or its own origin call."""
-        found, miss, index, entry_key = await self._lookup(key, view)
-        decision = self.policy.decide_request(view, found, now=self.clock(), miss=miss,
-                                              collapsed_since=arrived)
-        match decision:
-            case Serve():
-                self.core.count_wait("served")
-                self.core.served(decision)
-                if decision.route:
-                    restore_route(scope, decision.route)
-                await send_served(send, decision, self.encoder)
-            case Refuse():
-                await send_whole(send, decision.status, decision.headers, decision.body)
-            case Forward():
-                # Nothing shareable came back (private, Set-Cookie, uncacheable): go alone.
-                self.core.count_wait("origin")
-                await self._fetch(scope, receive, send, view, key, replace(decision, coalesce=False),
-                                  index, entry_key)
-            case _:
-                assert_never(decision)
+        decision, index, entry_key = await adrive(request_steps(
+            self.core, view, key, now=self.clock(), collapsed_since=arrived), self.store.aget)
+        decision = self.core.woken(decision)
+        if isinstance(decision, Forward):
+            await self._fetch(scope, receive, send, view, key, decision, index, entry_key)
+        elif isinstance(decision, Serve):
+            self.core.served(decision, scope)
+            await send_served(send, decision, self.encoder)
+        else:
+            await send_whole(send, decision.status, decision.headers, decision.body)
 
     async def _waited_too_long(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send,
                                view: RequestView, key: str, forward: Forward,
                                index: CachedEntry | None, entry_key: str) -> None:
-        """The leader is slower than coalesce_timeout_seconds: a stale entry where RFC 5861
-        allows, else the origin, like a miss that was never coalesced (never an error of ours)."""
-        self.core.count_wait("timeout")
-        stale = self.policy.stale_fallback(forward, view, now=self.clock(), origin_status=None, any_age=True)
+        stale = self.core.timed_out(forward, view)
         if stale is not None:
-            self.core.count("stale")
             await send_whole(send, stale.status, stale.headers, stale.body)
-            return
-        await self._fetch(scope, receive, send, view, key, replace(forward, coalesce=False),
-                          index, entry_key)
+        else:
+            await self._fetch(scope, receive, send, view, key, replace(forward, coalesce=False),
+                              index, entry_key)
 
     async def _fetch(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send,
                      view: RequestView, key: str, forward: Forward, index: CachedEntry | None,
@@ -339,11 +284,9 @@ class ASGICache:
         async def send_invalidating(message: asgi.Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", ())]
-                keys = self.policy.invalidated_keys(view, message["status"], headers)
+                keys, out = core.unsafe_answered(view, message["status"], headers, request_time)
                 if keys:
                     await core.ainvalidate_keys(keys)
-                out = self.policy.responses.forwarded(headers, "method", now=self.clock(),
-                                                      request_time=request_time)
                 message = {**message, "headers": encode_headers(out)}
             await send(message)
 

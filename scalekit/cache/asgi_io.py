@@ -4,7 +4,6 @@ cached per entry, whole responses sent (:mod:`.asgi_exchange` carries an origin 
 from __future__ import annotations
 
 from .. import asgi
-from ..context import CONTEXT_KEY
 from .decisions import SPECIAL_REQUEST_HEADERS, UNPLAIN_REQUEST_HEADERS, RequestView, Serve
 
 __all__ = [
@@ -15,7 +14,6 @@ __all__ = [
     "discard_message",
     "encode_headers",
     "request_view",
-    "restore_route",
     "send_served",
     "send_whole",
     "with_header",
@@ -102,12 +100,6 @@ class HeaderEncoder:
 async def send_whole(send: asgi.Send, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": encode_headers(headers)})
     await send({"type": "http.response.body", "body": body})
-
-
-def restore_route(scope: asgi.Scope, route: str) -> None:
-    ctx = scope.get(CONTEXT_KEY)
-    if ctx is not None:
-        ctx.route = route
 
 
 async def send_served(send: asgi.Send, decision: Serve, encoder: HeaderEncoder) -> None:

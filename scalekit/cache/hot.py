@@ -69,7 +69,7 @@ class PlainHits(Generic[Encoded]):
     def restated(self, method: str, scheme: str, host: str, header: Callable[[str], str | None]) -> bool:
         """Whether the request's proxy headers only restate it (absent, or the values its URL
         already has), so that its key is the plain one: the shells ask when one is present."""
-        return self._forwarded.key_part(method, scheme, host, header) == ""
+        return bool(self._forwarded.key_part(method, scheme, host, header) == "")
 
     def serve(self, scheme: str, host: str | bytes, path: str, query: str | bytes
               ) -> tuple[CachedEntry, list[Encoded]] | None:

@@ -2,8 +2,10 @@
 
 :class:`CacheCore` holds what both drivers share: the pure :class:`~.policy.CachePolicy`
 (precomputed from config), the tiered store and tag generations from the tiers factories, the
-in-process coalescing and refresh bookkeeping, and the metrics children. The shells
-(:mod:`scalekit.cache.wsgi`, :mod:`scalekit.cache.asgi`) move bytes and call the store.
+in-process coalescing and refresh bookkeeping, the metrics children, and what the shells do
+between their I/O steps (counting, storing, invalidating); :mod:`.flow` admits, looks up and
+decides a request. The shells (:mod:`scalekit.cache.wsgi`, :mod:`scalekit.cache.asgi`) move
+bytes and call the store.
 
 Invalidation: tags through ``runtime.add_invalidator`` (``scalekit.invalidate``), URIs through
 unsafe methods (RFC 9111 §4.4, :meth:`CacheCore.invalidate_keys`).
@@ -13,15 +15,16 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, cast
 
 from .. import asgi, wsgi
-from ..context import UNMATCHED_ROUTE
+from ..context import CONTEXT_KEY, UNMATCHED_ROUTE
 from ..metrics import instruments
 from .coalesce import AsyncFlights, PassMarks, RecentInvalidations, RefreshRegistry, ThreadFlights
-from .decisions import Serve
+from .decisions import Decision, Forward, Serve, ServeStale
 from .entry import CachedEntry
 from .invalidation import InvalidationResult, uri_tag
 from .policy import CachePolicy, RequestView
@@ -31,7 +34,7 @@ from .storable import StorePlan
 from .store import Generations, Store
 from .tiers import build_generations, build_invalidator, build_leases, build_store
 
-__all__ = ["CacheCore", "core_for", "route_of", "wrap_asgi", "wrap_wsgi"]
+__all__ = ["CacheCore", "core_for", "restore_route", "route_of", "wrap_asgi", "wrap_wsgi"]
 
 log = logging.getLogger("scalekit.cache")
 
@@ -100,12 +103,44 @@ class CacheCore:
     def count(self, outcome: str) -> None:
         self.outcomes[outcome].inc(1)
 
-    def served(self, decision: Serve) -> None:
-        """Count an answer from the cache; a fresh hit also adds what it saved to its route's."""
+    def served(self, decision: Serve, request: MutableMapping[str, Any]) -> None:
+        """Count an answer from the cache (a fresh hit also adds what it saved to its route's),
+        and give the request (environ or scope) the route its entry was stored under."""
         outcome = decision.outcome
         self.outcomes[outcome].inc(1)
         if outcome == "hit":
             self.savings.record(decision.route, decision.origin_seconds, decision.db_seconds)
+        if decision.route:
+            restore_route(request, decision.route)
+
+    def woken(self, decision: Decision) -> Decision:
+        """A coalesced waiter's decision, counted: the leader's stored answer, or (nothing
+        shareable came back: private, Set-Cookie, uncacheable) its own origin call, alone."""
+        if isinstance(decision, Forward):
+            self.count_wait("origin")
+            return replace(decision, coalesce=False)
+        if isinstance(decision, Serve):
+            self.count_wait("served")
+        return decision
+
+    def timed_out(self, forward: Forward, view: RequestView) -> ServeStale | None:
+        """The leader is slower than coalesce_timeout_seconds: a stale entry where RFC 5861
+        allows (counted), else None: the origin, as if never coalesced (never an error)."""
+        self.count_wait("timeout")
+        stale = self.policy.stale_fallback(forward, view, now=self.clock(), origin_status=None,
+                                           any_age=True)
+        if stale is not None:
+            self.count("stale")
+        return stale
+
+    def unsafe_answered(self, view: RequestView, status: int, headers: list[tuple[str, str]],
+                        request_time: float) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+        """After an unsafe method's answer (RFC 9111 §4.4): the keys it invalidates and the
+        headers to send on."""
+        keys = self.policy.invalidated_keys(view, status, headers)
+        out = self.policy.responses.forwarded(headers, "method", now=self.clock(),
+                                              request_time=request_time)
+        return keys, out
 
     def rule(self, ctx: Any, request: RequestView) -> ResponseRule | None:
         """``cache_response()`` of this request, else the first matching config rule."""
@@ -139,10 +174,7 @@ class CacheCore:
         ``uri_mark`` were read before the origin was called: a response whose computation
         overlapped an invalidation of its tags or its URI is not stored."""
         stamp = self.generations.stamp(self.tags_for(ctx, plan, view, key), since)
-        if stamp is None or not self.recent.allows(key, uri_mark):
-            return None
-        entry = self.policy.responses.complete(plan, body, stamp, route_of(ctx), finished_at=self.clock(),
-                                               db_seconds=ctx.db_seconds if ctx is not None else 0.0)
+        entry = self._completed(key, plan, body, stamp, uri_mark, ctx)
         if entry is not None:
             self.store_entry(key, entry, index, uri_mark)
         return entry
@@ -152,40 +184,47 @@ class CacheCore:
                               ) -> CachedEntry | None:
         """:meth:`store_response` through the stores' async face."""
         stamp = await self.generations.astamp(self.tags_for(ctx, plan, view, key), since)
-        if stamp is None or not self.recent.allows(key, uri_mark):
-            return None
-        entry = self.policy.responses.complete(plan, body, stamp, route_of(ctx), finished_at=self.clock(),
-                                               db_seconds=ctx.db_seconds if ctx is not None else 0.0)
+        entry = self._completed(key, plan, body, stamp, uri_mark, ctx)
         if entry is not None:
             await self.astore_entry(key, entry, index, uri_mark)
         return entry
+
+    def _completed(self, key: str, plan: StorePlan, body: bytes, stamp: Any, uri_mark: int,
+                   ctx: Any) -> CachedEntry | None:
+        if stamp is None or not self.recent.allows(key, uri_mark):
+            return None
+        return self.policy.responses.complete(plan, body, stamp, route_of(ctx), finished_at=self.clock(),
+                                              db_seconds=ctx.db_seconds if ctx is not None else 0.0)
 
     # ----------------------------------------------------------------- invalidation (§4.4)
     def store_entry(self, key: str, entry: CachedEntry, index: CachedEntry | None, mark: int) -> None:
         """Store ``entry`` for primary ``key`` (its variant index too), unless an unsafe method
         invalidated ``key`` since ``mark`` (RFC 9111 §4.4) — also while the tiers were being
         written, when the invalidation's delete may have landed before this write."""
-        if not self.recent.allows(key, mark):
-            return
-        self.pass_marks.discard(key)
-        writes = self.policy.storage_writes(key, entry, index, new_variants_id=self.new_variants_id)
+        writes = self._writes(key, entry, index, mark)
         for store_key, value in writes:
             self.store.set(store_key, value)
-        if not self.recent.allows(key, mark):
-            for store_key, _ in writes:
-                self.store.delete(store_key)
+        for store_key in self._overtaken(key, mark, writes):
+            self.store.delete(store_key)
 
     async def astore_entry(self, key: str, entry: CachedEntry, index: CachedEntry | None, mark: int) -> None:
         """:meth:`store_entry` through the stores' async face."""
-        if not self.recent.allows(key, mark):
-            return
-        self.pass_marks.discard(key)
-        writes = self.policy.storage_writes(key, entry, index, new_variants_id=self.new_variants_id)
+        writes = self._writes(key, entry, index, mark)
         for store_key, value in writes:
             await self.store.aset(store_key, value)
+        for store_key in self._overtaken(key, mark, writes):
+            await self.store.adelete(store_key)
+
+    def _writes(self, key: str, entry: CachedEntry, index: CachedEntry | None,
+                mark: int) -> tuple[tuple[str, CachedEntry], ...]:
         if not self.recent.allows(key, mark):
-            for store_key, _ in writes:
-                await self.store.adelete(store_key)
+            return ()
+        self.pass_marks.discard(key)
+        return self.policy.storage_writes(key, entry, index, new_variants_id=self.new_variants_id)
+
+    def _overtaken(self, key: str, mark: int, writes: tuple[tuple[str, CachedEntry], ...]) -> list[str]:
+        """The keys just written to delete again: ``key`` was invalidated meanwhile."""
+        return [store_key for store_key, _ in writes] if writes and not self.recent.allows(key, mark) else []
 
     def invalidate_keys(self, keys: Iterable[str]) -> InvalidationResult | None:
         """Invalidate primary keys after an unsafe method: here at once (every tier), and on
@@ -233,6 +272,14 @@ class CacheCore:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+
+def restore_route(request: MutableMapping[str, Any], route: str) -> None:
+    """Name the route of a request (environ or scope) answered from the cache, as the app
+    would have: hits are counted under the same route as the misses that filled the cache."""
+    ctx = request.get(CONTEXT_KEY)
+    if ctx is not None:
+        ctx.route = route
 
 
 def route_of(ctx: Any) -> str:

@@ -20,8 +20,9 @@ from ..context import CONTEXT_KEY, RequestContext, activate
 from ..messages import status_line
 from .coalesce import Flight, Lead
 from .entry import CachedEntry
+from .flow import admit, drive, request_steps
 from .hot import PlainHits
-from .layer import CacheCore
+from .layer import CacheCore, restore_route
 from .policy import (
     SAFE_METHODS,
     Forward,
@@ -37,7 +38,6 @@ from .wsgi_io import (
     close_body,
     discard_start_response,
     request_view,
-    restore_route,
     send_whole,
     with_header,
 )
@@ -45,8 +45,6 @@ from .wsgi_io import (
 __all__ = ["WSGICache", "request_view"]
 
 log = logging.getLogger("scalekit.cache")
-
-Found = tuple[CachedEntry, str] | None
 
 
 class WSGICache:
@@ -109,28 +107,14 @@ class WSGICache:
                 return self.app(environ, start_response)
             return self._unsafe(environ, start_response)
         view = request_view(environ)
-        if view.special and self.policy.bypasses(view):
-            core.count("bypass")
-            return self.app(environ, start_response)
-        key = self.policy.primary_key(view)
+        key, header = admit(core, view)
         if key is None:
-            core.hosts_rejected.inc()
-            core.count("bypass")
-            return self.app(environ, with_header(start_response, core.host_rejected_status))
+            return self.app(environ, start_response if header is None else with_header(start_response, header))
         now = self.clock()
-        found = self.store.get(key)
-        if found is not None and not found[0].is_vary_index and self.generations.is_current(found[0].tags):
-            # The common hit: a plain entry, current (inlined _lookup).
-            miss: Any = "miss"
-            index, entry_key = None, key
-        else:
-            found, miss, index, entry_key = self._lookup(key, view, found, asked=True)
-        decision = self.policy.decide_request(view, found, now=now, miss=miss)
+        decision, index, entry_key = drive(request_steps(core, view, key, now=now), self.store.get)
         match decision:
             case Serve():
-                core.served(decision)
-                if decision.route:
-                    restore_route(environ, decision.route)
+                core.served(decision, environ)
                 if decision.refresh is not None:
                     self._refresh_later(environ, key, decision.refresh, index, entry_key)
                 return send_whole(start_response, decision.status, decision.headers, decision.body)
@@ -141,30 +125,6 @@ class WSGICache:
                 return send_whole(start_response, decision.status, decision.headers, decision.body)
             case _:
                 assert_never(decision)
-
-    # ----------------------------------------------------------------- lookups
-    def _lookup(self, key: str, view: RequestView, found: Found = None, *, asked: bool = False
-                ) -> tuple[Found, Any, CachedEntry | None, str]:
-        """(entry and tier or None, why it missed, the variant index, the entry's key);
-        ``asked``: ``found`` is what the store already returned for ``key``."""
-        if not asked:
-            found = self.store.get(key)
-        if found is None:
-            return None, "uri-miss", None, key
-        index = None
-        entry_key = key
-        if found[0].is_vary_index:
-            index = found[0]
-            variant = self.policy.variant_lookup(key, index, view)
-            if variant is None:
-                return None, "vary-miss", index, key
-            entry_key = variant
-            found = self.store.get(variant)
-            if found is None:
-                return None, "vary-miss", index, entry_key
-        if not self.generations.is_current(found[0].tags):
-            return None, "miss", index, entry_key  # a tag was invalidated after it was stored
-        return found, "miss", index, entry_key
 
     # ----------------------------------------------------------------- misses
     def _forward(self, environ: wsgi.Environ, start_response: wsgi.StartResponse, view: RequestView,
@@ -234,35 +194,20 @@ class WSGICache:
     def _after_wait(self, environ: wsgi.Environ, start_response: wsgi.StartResponse,
                     view: RequestView, key: str, arrived: float) -> Iterable[bytes]:
         """A coalesced waiter, woken: the leader's stored answer, or its own origin call."""
-        found, miss, index, entry_key = self._lookup(key, view)
-        decision = self.policy.decide_request(view, found, now=self.clock(), miss=miss,
-                                              collapsed_since=arrived)
-        match decision:
-            case Serve():
-                self.core.count_wait("served")
-                self.core.served(decision)
-                if decision.route:
-                    restore_route(environ, decision.route)
-                return send_whole(start_response, decision.status, decision.headers, decision.body)
-            case Refuse():
-                return send_whole(start_response, decision.status, decision.headers, decision.body)
-            case Forward():
-                # Nothing shareable came back (private, Set-Cookie, uncacheable): go alone.
-                self.core.count_wait("origin")
-                return self._fetch(environ, start_response, view, key, replace(decision, coalesce=False),
-                                   index, entry_key)
-            case _:
-                assert_never(decision)
+        decision, index, entry_key = drive(request_steps(
+            self.core, view, key, now=self.clock(), collapsed_since=arrived), self.store.get)
+        decision = self.core.woken(decision)
+        if isinstance(decision, Forward):
+            return self._fetch(environ, start_response, view, key, decision, index, entry_key)
+        if isinstance(decision, Serve):
+            self.core.served(decision, environ)
+        return send_whole(start_response, decision.status, decision.headers, decision.body)
 
     def _waited_too_long(self, environ: wsgi.Environ, start_response: wsgi.StartResponse,
                          view: RequestView, key: str, forward: Forward, index: CachedEntry | None,
                          entry_key: str) -> Iterable[bytes]:
-        """The leader is slower than coalesce_timeout_seconds: a stale entry where RFC 5861
-        allows, else the origin, like a miss that was never coalesced (never an error of ours)."""
-        self.core.count_wait("timeout")
-        stale = self.policy.stale_fallback(forward, view, now=self.clock(), origin_status=None, any_age=True)
+        stale = self.core.timed_out(forward, view)
         if stale is not None:
-            self.core.count("stale")
             return send_whole(start_response, stale.status, stale.headers, stale.body)
         return self._fetch(environ, start_response, view, key, replace(forward, coalesce=False),
                            index, entry_key)
@@ -283,12 +228,10 @@ class WSGICache:
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             code = int(status[:3]) if status[:3].isdigit() else 500
-            keys = self.policy.invalidated_keys(view, code, headers)
+            keys, out = core.unsafe_answered(view, code, headers, request_time)
             if keys:
                 core.invalidate_keys(keys)
-            out = list(self.policy.responses.forwarded(headers, "method", now=self.clock(),
-                                                       request_time=request_time))
-            return start_response(status, out, exc_info) if exc_info else start_response(status, out)
+            return start_response(status, list(out), exc_info) if exc_info else start_response(status, list(out))
 
         return self.app(environ, start)
 

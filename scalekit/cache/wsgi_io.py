@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .. import wsgi
-from ..context import CONTEXT_KEY
 from ..messages import status_line
 from ..wsgi import close_body, read_produced
 from .decisions import SPECIAL_REQUEST_HEADERS, UNPLAIN_REQUEST_HEADERS, RequestView
@@ -26,7 +25,6 @@ __all__ = [
     "environ_key",
     "read_produced",
     "request_view",
-    "restore_route",
     "send_whole",
     "with_header",
 ]
@@ -194,12 +192,6 @@ def send_whole(start_response: wsgi.StartResponse, status: int, headers: tuple[t
           body: bytes) -> list[bytes]:
     start_response(status_line(status), list(headers))
     return [body] if body else []
-
-
-def restore_route(environ: wsgi.Environ, route: str) -> None:
-    ctx = environ.get(CONTEXT_KEY)
-    if ctx is not None:
-        ctx.route = route
 
 
 def discard_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
