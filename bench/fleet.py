@@ -237,6 +237,7 @@ async def measure(url: str, cluster: bool, ports: list[int], count: int, invalid
     finally:
         instances.close()
         for generations in (writer, free):
+            generations.close()  # their listeners leave before the servers go
             await generations.connections.aclose()
             generations.connections.close()
     delays = []
