@@ -23,14 +23,13 @@ import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 
-from .config import Config, iter_settings, load_config
+from .config import Config, load_config
 from .errors import ConfigError, MissingExtraError
 from .extras import check_config_extras, require_extras
-from .provenance import display_value
 from .serving import (
     SERVE_APP_ENV,
     SERVE_FACTORY_ENV,
@@ -44,6 +43,7 @@ from .serving import (
     plan_serve,
     wrap_served_app,
 )
+from .settings_report import SettingsReport, load_report, summary_lines
 
 # What serve runs lives in scalekit.serving; its names stay importable from here.
 __all__ = [
@@ -80,6 +80,18 @@ def _validated_config() -> Config:
     except MissingExtraError as exc:
         _exit_missing(exc)
     return config
+
+
+def _validated_report(target: str | None, factory: bool) -> SettingsReport:
+    try:
+        report = load_report(target, factory=factory)
+        check_config_extras(report.config)
+    except ConfigError as exc:
+        click.echo(f"scalekit: configuration error: {exc}", err=True)
+        sys.exit(2)
+    except MissingExtraError as exc:
+        _exit_missing(exc)
+    return report
 
 
 def _exit_missing(exc: MissingExtraError) -> NoReturn:
@@ -121,22 +133,6 @@ def serve(target: str, workers: int, bind: str, kind: str | None, threads: int, 
 # --------------------------------------------------------------------------- check
 
 
-def summary_lines(config: Config) -> list[str]:
-    """Each section with its on/off state, then every setting (secrets hidden)."""
-    lines: list[str] = []
-    sections: dict[str, list[tuple[str, Any]]] = {}
-    for key, value in iter_settings(config):
-        section, _, rest = key.partition(".")
-        sections.setdefault(section if rest else "", []).append((key, value))
-    for section, settings in sections.items():
-        enabled = dict(settings).get(f"{section}.enabled")
-        state = "" if enabled is None else (" on" if enabled else " off")
-        lines.append(f"[{section or 'general'}]{state}")
-        lines.extend(f"    {key} = {display_value(key, value)}" for key, value in settings
-                     if key != f"{section}.enabled")
-    return lines
-
-
 def run_checks(config: Config) -> list[tuple[str, bool, str]]:
     """Every layer plugin's ``check(config)`` rows; a plugin that fails reports itself failed."""
     results: list[tuple[str, bool, str]] = []
@@ -153,14 +149,24 @@ def run_checks(config: Config) -> list[tuple[str, bool, str]]:
 
 
 @main.command()
-def check() -> None:
-    """Validate the configuration, show each layer's settings, and try each backend.
+@click.argument("target", metavar="[MODULE:APP]", required=False)
+@click.option("--factory", is_flag=True, help="MODULE:APP names a factory to call without arguments.")
+def check(target: str | None, factory: bool) -> None:
+    """Validate the configuration, show each setting and where it came from, and try each backend.
+
+    With MODULE:APP, the settings that app runs with (wrapped as scalekit serve would, so
+    Django's settings.SCALEKIT, Flask's app.config["SCALEKIT"] and wrap() arguments count);
+    without, scalekit.toml and SCALEKIT_* (and settings.SCALEKIT when DJANGO_SETTINGS_MODULE
+    is set). Where two sources set a key differently, it says which one is used.
 
     Exit status: 0 all good, 1 a backend is unreachable, 2 the configuration is invalid.
     """
-    config = _validated_config()
+    report = _validated_report(target, factory)
+    config = report.config
     click.echo("configuration: valid")
-    for line in summary_lines(config):
+    for note in report.notes:
+        click.echo(f"  {note}")
+    for line in summary_lines(report):
         click.echo(line)
     results = run_checks(config)
     click.echo("backends:" if results else "backends: nothing to check")

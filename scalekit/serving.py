@@ -39,6 +39,7 @@ __all__ = [
     "ServePlan",
     "exec_server",
     "import_target",
+    "is_wrapped",
     "kind_of",
     "load_served_app",
     "plan_serve",
@@ -167,7 +168,7 @@ def load_served_app() -> Any:
     """
     app = import_target(os.environ[SERVE_APP_ENV], factory=bool(os.environ.get(SERVE_FACTORY_ENV)))
     kind = os.environ.get(SERVE_KIND_ENV) or None
-    return app if _is_wrapped(app) else wrap_served_app(app, kind=kind)
+    return app if is_wrapped(app) else wrap_served_app(app, kind=kind)
 
 
 # The adapter that wraps an app of each framework (by the top package of its class) as
@@ -196,7 +197,8 @@ def wrap_served_app(app: Any, *, kind: str | None = None) -> Any:
     return getattr(importlib.import_module(module_name), function)(app)
 
 
-def _is_wrapped(app: Any) -> bool:
+def is_wrapped(app: Any) -> bool:
+    """True for an app scalekit already wraps (itself, or inside its framework's app)."""
     from .asgi import ASGIRoot
     from .wsgi import WSGIRoot
 
