@@ -112,9 +112,11 @@ def test_an_unsafe_method_through_one_wsgi_instance_invalidates_the_page_on_anot
     assert client_b.get("/items/2", headers=host).text == "/items/2=201"  # the URL it named
 
 
-def test_a_post_through_one_asgi_instance_invalidates_the_page_on_another(
-        redis_server: RedisServer, tmp_path: Path, prefix: str, closing: list[Any]) -> None:
-    shop = Shop()
+@pytest.mark.parametrize("method", UNSAFE)
+def test_an_unsafe_method_through_one_asgi_instance_invalidates_the_page_on_another(
+        redis_server: RedisServer, tmp_path: Path, prefix: str, closing: list[Any],
+        method: str) -> None:
+    shop = Shop("location")
     a = wrap(shop.asgi, redis_server, prefix, tmp_path / "a")
     b = wrap(shop.asgi, redis_server, prefix, tmp_path / "b")
     closing.extend([a, b])
@@ -125,8 +127,10 @@ def test_a_post_through_one_asgi_instance_invalidates_the_page_on_another(
                 httpx.AsyncClient(transport=transport_b, base_url=f"http://{HOST}") as client_b:
             await client_b.get("/items/1")
             assert "hit" in (await client_b.get("/items/1")).headers["cache-status"]
-            assert (await client_a.post("/items/1")).status_code == 200
+            await client_b.get("/items/2")
+            assert (await client_a.request(method, "/items/1")).status_code == 200
             assert (await client_b.get("/items/1")).text == "/items/1=101"
+            assert (await client_b.get("/items/2")).text == "/items/2=201"  # the Location
         for app in (a, b):  # as ASGI lifespan shutdown would: this loop's clients close here
             await app.runtime.ashutdown()
 
