@@ -18,6 +18,7 @@ from .messages import Response
 __all__ = [
     "ASGIApp",
     "ASGIRoot",
+    "EarlyPath",
     "Message",
     "Receive",
     "Scope",
@@ -32,6 +33,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# A layer's answer to a request without a request context (the cache's plain hits): both
+# response messages, or None for the full path.
+EarlyPath = Callable[[Scope], tuple[Message, Message] | None]
 
 
 class ASGIRoot:
@@ -43,8 +47,7 @@ class ASGIRoot:
         self._started = False  # a plain attribute: checked on every request
         # An outermost layer that can answer without a request context (the cache's plain
         # hits) is asked first; what it leaves goes to the rest of it, then inward.
-        self.serve_early: Callable[[Scope], tuple[Message, Message] | None] | None = getattr(
-            chain, "serve_early", None)
+        self.serve_early: EarlyPath | None = getattr(chain, "serve_early", None)
         self.chain: ASGIApp = getattr(chain, "handle", chain) if self.serve_early is not None else chain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

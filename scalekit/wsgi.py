@@ -18,6 +18,7 @@ from .messages import Response, status_line
 
 __all__ = [
     "ClosingBody",
+    "EarlyPath",
     "StartResponse",
     "WSGIApp",
     "WSGIRoot",
@@ -38,6 +39,9 @@ class StartResponse(Protocol):
 
 
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+# A layer's answer to a request without a request context (the cache's plain hits): status
+# line, headers and body, or None for the full path.
+EarlyPath = Callable[[Environ], tuple[str, list[tuple[str, str]], list[bytes]] | None]
 
 
 class WSGIRoot:
@@ -49,8 +53,7 @@ class WSGIRoot:
         self._started = False  # a plain attribute: checked on every request
         # An outermost layer that can answer without a request context (the cache's plain
         # hits) is asked first; what it leaves goes to the rest of it, then inward.
-        self.serve_early: Callable[[Environ], tuple[str, list[tuple[str, str]], list[bytes]] | None] | None = (
-            getattr(chain, "serve_early", None))
+        self.serve_early: EarlyPath | None = getattr(chain, "serve_early", None)
         self.chain: WSGIApp = getattr(chain, "handle", chain) if self.serve_early is not None else chain
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:

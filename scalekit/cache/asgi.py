@@ -69,6 +69,10 @@ class ASGICache:
         self._tasks: set[asyncio.Task[None]] = set()
         self.encoder = HeaderEncoder()
         self.plain_hits = PlainHits(core, encode_headers)
+        # Request headers that make a request special, and those of them that always send it
+        # down the full path; an outer layer that reads one more (the CDN: Authorization)
+        # adds it to both.
+        self.special_names, self.unplain_names = SPECIAL_HEADER_NAMES, UNPLAIN_HEADER_NAMES
 
     async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         if scope["type"] == "http":
@@ -88,13 +92,14 @@ class ASGICache:
             return None
         host = None
         forwarded = False
+        special, unplain = self.special_names, self.unplain_names
         for name, value in scope["headers"]:
             if name == b"host":
                 if host is not None:
                     return None  # two Host lines: request_view joins them, the policy rejects
                 host = value
-            elif name in SPECIAL_HEADER_NAMES:
-                if name in UNPLAIN_HEADER_NAMES:
+            elif name in special:
+                if name in unplain:
                     return None
                 forwarded = True
         if host is None:
@@ -103,7 +108,7 @@ class ASGICache:
                 method, scope.get("scheme", "http"), host.decode("latin-1"),
                 ScopeHeaders(scope["headers"]).get):
             return None
-        found = self.plain_hits.serve(scope.get("scheme", "http"), host, scope["path"],
+        found = self.plain_hits.serve(method, scope.get("scheme", "http"), host, scope["path"],
                                       scope.get("query_string", b""))
         if found is None:
             return None

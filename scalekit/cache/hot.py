@@ -11,21 +11,46 @@ its ``Age`` and ``ttl`` keep their whole seconds (at most a second). A memoised 
 reused only while L1 still holds that very entry (not deleted, replaced, evicted or masked)
 and its tags are current, so it serves exactly what a fresh decision would. The memo is
 emptied each new second, so it never keeps an entry L1 has let go of for longer than that.
+
+The layers outside the cache (CDN, metrics) add to a plain hit what they would add on their
+full path, computed when the memo is made rather than per hit: a CDN stamps the headers once
+(:meth:`PlainHits.add_stamper`), and the metrics layer counts the request through a ledger
+appended to per hit (:meth:`PlainHits.count_requests`), like the cache's own hit counter.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from time import perf_counter
+from typing import Any, Generic, Protocol, TypeVar
 
 from ..metrics import instruments
 from .entry import CachedEntry
 
-__all__ = ["PlainHits"]
+__all__ = ["PlainHits", "RequestLedger", "Stamp"]
 
 Encoded = TypeVar("Encoded")
-Target = tuple[Any, ...]  # (scheme, host, path, query) as the driver has them (str or bytes)
+Target = tuple[Any, ...]  # (method, scheme, host, path, query) as the driver has them (str or bytes)
+Lines = tuple[tuple[str, str], ...]
+# An outer layer's headers for a plain hit (method, path, entry, the headers so far), or None
+# when that layer must see the request itself (it then takes the full path).
+Stamp = Callable[[str, str, CachedEntry, Lines], Lines | None]
+
+
+class RequestLedger(Protocol):
+    """The metrics layer's count of plain hits: :meth:`line` once per memo, then
+    ``pending.append((line, seconds))`` per hit."""
+
+    pending: Any
+
+    def flush(self) -> None:
+        """Add what ``pending`` holds to the metrics."""
+
+    def line(self, method: str, path: str, route: str, status: int) -> object | None:
+        """What a hit of this kind appends (None: not counted, an excluded path)."""
+
+
 MEMO_LIMIT = 4096
 MEMO_MAX_TARGET_CHARS = 1024
 
@@ -61,22 +86,49 @@ class PlainHits(Generic[Encoded]):
         self._saved, self._save, self._saved_flush_at, self._flush_saved = (
             savings.pending, savings.pending.append, savings.flush_at, savings.flush)
         self._purge_path = core.purge.policy.path if core.purge.enabled else None
-        # target -> (until, key, entry, headers, saved): what the last plain hit of ``target``
-        # sent, and what producing it cost.
-        self._memo: dict[Target, tuple[float, str, CachedEntry, list[Encoded], tuple[str, float, float]]] = {}
+        # target -> (until, key, entry, headers, saved, line): what the last plain hit of
+        # ``target`` sent, what producing it cost, and the metrics layer's ledger line.
+        self._memo: dict[Target, tuple[float, str, CachedEntry, list[Encoded], tuple[str, float, float],
+                                       object | None]] = {}
         self._memo_second = 0.0
+        self._stampers: list[Stamp] = []
+        self.stamped = False  # an outer layer finishes the hits (it reads the path it is given)
+        self._ledger: RequestLedger | None = None
+        self._log: Callable[[tuple[object, float]], None] | None = None
 
     def restated(self, method: str, scheme: str, host: str, header: Callable[[str], str | None]) -> bool:
         """Whether the request's proxy headers only restate it (absent, or the values its URL
         already has), so that its key is the plain one: the shells ask when one is present."""
         return bool(self._forwarded.key_part(method, scheme, host, header) == "")
 
-    def serve(self, scheme: str, host: str | bytes, path: str, query: str | bytes
+    def add_stamper(self, stamp: Stamp) -> None:
+        """Have ``stamp`` (an outer layer's, added innermost first) finish every plain hit's
+        headers when its memo is made."""
+        self._stampers.append(stamp)
+        self.stamped = True
+        self._memo.clear()
+
+    def count_requests(self, ledger: RequestLedger) -> None:
+        """Count and time every plain hit in ``ledger`` (the metrics layer's)."""
+        self._ledger = ledger
+        self._log = ledger.pending.append
+        flush_saved = self._flush_saved
+
+        def flush_both() -> None:  # one length check per hit bounds both queues
+            flush_saved()
+            ledger.flush()
+
+        self._flush_saved = flush_both
+        self.stamped = True
+        self._memo.clear()
+
+    def serve(self, method: str, scheme: str, host: str | bytes, path: str, query: str | bytes
               ) -> tuple[CachedEntry, list[Encoded]] | None:
         """The entry and a new list of response headers for a plain hit on this target, counted
         as a hit; None when the full path must decide (or when this is not a plain hit)."""
+        started = perf_counter() if self._log is not None else 0.0
         now = self._clock()
-        target = (scheme, host, path, query)
+        target = (method, scheme, host, path, query)
         memo = self._memo.get(target)
         if memo is not None and now < memo[0]:
             key, entry = memo[1], memo[2]
@@ -85,15 +137,18 @@ class PlainHits(Generic[Encoded]):
             if (held is not None and held[0] is entry and not (mask and key in mask)
                     and self._generations.is_current(entry.tags)):
                 self._count()  # type: ignore[misc]
+                if memo[5] is not None:
+                    self._log((memo[5], perf_counter() - started))  # type: ignore[misc]
                 self._save(memo[4])
                 if len(self._saved) >= self._saved_flush_at:
                     self._flush_saved()
                 return entry, memo[3].copy()
-        return self._decide(target, now)
+        return self._decide(target, now, started)
 
-    def _decide(self, target: Target, now: float) -> tuple[CachedEntry, list[Encoded]] | None:
+    def _decide(self, target: Target, now: float, started: float
+                ) -> tuple[CachedEntry, list[Encoded]] | None:
         peek = self._peek
-        scheme, host, path, query = target
+        method, scheme, host, path, query = target
         if peek is None or path == self._purge_path:
             return None
         if type(host) is bytes:
@@ -110,15 +165,23 @@ class PlainHits(Generic[Encoded]):
         if answer is None:
             return None
         age, ttl, until = answer
-        headers = self._encode(entry.headers + self._responses.plain_hit_headers("memory", age, ttl))
+        lines: Lines | None = entry.headers + self._responses.plain_hit_headers("memory", age, ttl)
+        for stamp in self._stampers:
+            lines = stamp(method, path, entry, lines)  # type: ignore[arg-type]
+            if lines is None:
+                return None
+        line = self._ledger.line(method, path, entry.route, entry.status) if self._ledger else None
+        headers = self._encode(lines)  # type: ignore[arg-type]
         saved = (entry.route, entry.origin_seconds, entry.db_seconds)
         if len(path) + len(query) + len(host) <= MEMO_MAX_TARGET_CHARS:  # client text: bytes bounded
             memo = self._memo
             if now >= self._memo_second or len(memo) >= MEMO_LIMIT:
                 memo.clear()
                 self._memo_second = math.floor(now) + 1.0
-            memo[target] = (until, key, entry, headers, saved)
+            memo[target] = (until, key, entry, headers, saved, line)
         self._count()  # type: ignore[misc]
+        if line is not None:
+            self._log((line, perf_counter() - started))  # type: ignore[misc]
         self._save(saved)
         if len(self._saved) >= self._saved_flush_at:
             self._flush_saved()

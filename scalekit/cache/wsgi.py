@@ -58,6 +58,10 @@ class WSGICache:
         self.generations = core.generations
         self.clock = core.clock
         self.plain_hits = PlainHits(core, list)
+        # Request headers that make a request special, and those of them that always send it
+        # down the full path; an outer layer that reads one more (the CDN: Authorization)
+        # adds it to both.
+        self.special_keys, self.unplain_keys = SPECIAL_ENVIRON_KEYS, UNPLAIN_ENVIRON_KEYS
 
     def __call__(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
         early = self.serve_early(environ)
@@ -76,15 +80,20 @@ class WSGICache:
         host = environ.get("HTTP_HOST")
         if host is None:
             return None
-        if not environ.keys().isdisjoint(SPECIAL_ENVIRON_KEYS) and not (
-                environ.keys().isdisjoint(UNPLAIN_ENVIRON_KEYS)
+        if not environ.keys().isdisjoint(self.special_keys) and not (
+                environ.keys().isdisjoint(self.unplain_keys)
                 and self.plain_hits.restated(method, environ.get("wsgi.url_scheme", "http"), host,
                                              EnvironHeaders(environ).get)):
             return None  # proxy headers that only restate the request keep it plain
-        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        path = environ.get("PATH_INFO", "")
+        script = environ.get("SCRIPT_NAME")
+        if script:
+            if self.plain_hits.stamped:
+                return None  # outer layers read PATH_INFO alone, the memo the whole path
+            path = script + path
         if not path.isascii():
             return None  # request_view decodes it
-        found = self.plain_hits.serve(environ.get("wsgi.url_scheme", "http"), host, path,
+        found = self.plain_hits.serve(method, environ.get("wsgi.url_scheme", "http"), host, path,
                                       environ.get("QUERY_STRING", ""))
         if found is None:
             return None

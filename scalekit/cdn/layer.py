@@ -9,6 +9,10 @@ chunk without an ETag, like everything else (file wrappers and ASGI ``pathsend``
 without sending the body (see :mod:`scalekit.cdn.respond` for why unsafe methods are the
 app's to answer). When ``cdn.assets_manifest`` is set, servestatic serves the built assets
 inside this layer, so they are stamped and answered 304 like everything else.
+
+Around the cache layer, the cache's plain hits are stamped when the cache memoises them, not
+per hit (:mod:`scalekit.cdn.hits`): the headers are the same as this layer's full path gives,
+and such a hit never runs this layer.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ..wsgi import read_produced
 from .assets import load_index, serve_assets_asgi, serve_assets_wsgi
 from .config import CDNConfig
 from .etag import body_etag
+from .hits import early_path
 from .policy import Outcome, Stamper
 from .respond import (
     PRECONDITION_FIELDS,
@@ -75,8 +80,22 @@ class WSGICDN:
         config = stamper.config
         self.max_body_bytes = config.etag_max_body_bytes
         self.conditional = config.conditional_requests
+        # Around the cache: its plain hits leave stamped from its early path, and the rest
+        # of its requests go to its full path (they have been offered to the early one).
+        self.serve_early: wsgi.EarlyPath | None = early_path(
+            self, app, stamper, ("special_keys", "unplain_keys"), "HTTP_AUTHORIZATION")
+        self.inner: wsgi.WSGIApp = getattr(app, "handle", app) if self.serve_early else app
 
     def __call__(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
+        if self.serve_early is not None:
+            early = self.serve_early(environ)
+            if early is not None:
+                start_response(early[0], early[1])
+                return early[2]
+        return self.handle(environ, start_response)
+
+    def handle(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
+        """The whole layer but the early path."""
         preconditions = None
         if ("HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MATCH" in environ
                 or "HTTP_IF_MODIFIED_SINCE" in environ or "HTTP_IF_UNMODIFIED_SINCE" in environ):
@@ -146,7 +165,7 @@ class _WSGIExchange:
         self.real_write = self.start_response(status or self.status or "500 Internal Server Error", headers)
 
     def run(self) -> Iterable[bytes]:
-        iterable = self.layer.app(self.environ, self.start)
+        iterable = self.layer.inner(self.environ, self.start)
         prefix: list[bytes] = []
         rest: Iterable[bytes] = iterable
         if self.status is None:
@@ -247,8 +266,21 @@ class ASGICDN:
         self.stamper = stamper
         self.max_body_bytes = stamper.config.etag_max_body_bytes
         self.conditional = stamper.config.conditional_requests
+        self.serve_early: asgi.EarlyPath | None = early_path(
+            self, app, stamper, ("special_names", "unplain_names"), b"authorization")
+        self.inner: asgi.ASGIApp = getattr(app, "handle", app) if self.serve_early else app
 
     async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        if self.serve_early is not None and scope["type"] == "http":
+            early = self.serve_early(scope)
+            if early is not None:
+                await send(early[0])
+                await send(early[1])
+                return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        """The whole layer but the early path."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -267,7 +299,7 @@ class ASGICDN:
             ctx.state[STATE_KEY] = preconditions
         exchange = _ASGIExchange(self, scope, send, has_authorization,
                                  preconditions if self.conditional else None, ctx)
-        await self.app(scope, receive, exchange.send)
+        await self.inner(scope, receive, exchange.send)
         if exchange.mode == _BUFFER and exchange.start is not None:
             await exchange.flush()  # the app ended without a final body message
 

@@ -61,6 +61,7 @@ __all__ = [
     "Settable",
     "Tally",
     "counter_handle",
+    "flush_before_collect",
     "gauge_handle",
     "savings",
 ]
@@ -286,7 +287,7 @@ class Tally:
         self._flushed = 0
         self._lock = threading.Lock()
         for counter in counters:
-            _flush_before_collect(counter, self)
+            flush_before_collect(counter, self)
 
     def _add_each(self) -> None:
         for increment in self._increments:
@@ -344,7 +345,7 @@ class Savings:
         self.flush_at = 1 if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else self.flush_every
         self._children: dict[str, tuple[Increment, Increment, Increment]] = {}
         for counter in (CACHE_ROUTE_HITS, CACHE_ORIGIN_SECONDS_SAVED, CACHE_DB_SECONDS_SAVED):
-            _flush_before_collect(counter, self)
+            flush_before_collect(counter, self)
 
     def record(self, route: str, origin_seconds: float, db_seconds: float) -> None:
         """One hit of a response of ``route`` that took ``origin_seconds`` (``db_seconds`` of
@@ -397,7 +398,9 @@ def savings() -> Savings:
     return Savings()
 
 
-def _flush_before_collect(counter: Any, tally: _Flushable) -> None:
+def flush_before_collect(counter: Any, tally: _Flushable) -> None:
+    """Have every collect of ``counter`` (a metric) call ``tally.flush()`` first, while
+    ``tally`` lives: what a hot path queued is in every scrape."""
     tallies = _TALLIES.get(id(counter))
     if tallies is None:
         tallies = _TALLIES[id(counter)] = weakref.WeakSet()

@@ -27,6 +27,7 @@ from .. import asgi, wsgi
 from ..config import MetricsConfig
 from ..context import CONTEXT_KEY, UNMATCHED_ROUTE
 from ..messages import Response, simple_response
+from .hits import early_path
 from .instruments import CACHE_MAX_BYTES, HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
 
 __all__ = [
@@ -151,6 +152,24 @@ class MetricsPolicy:
         # Histogram buckets are stored per bucket, not cumulated: the first bound >= seconds.
         buckets[bisect_left(bounds, seconds)].inc(1)
 
+    def handles(self, method: str, route: str, status: int) -> _Handles:
+        """The value handles a request of this kind is counted with (see :meth:`add`)."""
+        return self._children.get((method, route, status)) or self._children_for(method, route, status)
+
+    def add(self, handles: _Handles, requests: int, seconds: float, buckets: dict[int, int]) -> None:
+        """Count ``requests`` finished requests at once: ``seconds`` their summed duration,
+        ``buckets`` how many fell in each histogram bucket (by index)."""
+        count, total, histogram, _ = handles
+        if count is None:  # the public-API fallback: one observation of the mean per request
+            total.inc(requests)
+            for _ in range(requests):
+                histogram.observe(seconds / requests)
+            return
+        count.inc(requests)
+        total.inc(seconds)
+        for index, hits in buckets.items():
+            histogram[index].inc(hits)
+
     def _children_for(self, method: str, route: str, status: int) -> _Handles:
         """Resolve bounded label values once per (method, route, status) seen."""
         label_method = method if method in KNOWN_METHODS else "other"
@@ -244,8 +263,20 @@ class WSGIMetrics:
         self._in_flight = in_flight_handle()
         self._exclude = policy.exclude_paths
         self._endpoints = policy.endpoints
+        # Around the cache (through the CDN layer): plain hits are counted from its early path.
+        self.serve_early: wsgi.EarlyPath | None = early_path(self, app, policy)
+        self.inner: wsgi.WSGIApp = getattr(app, "handle", app) if self.serve_early else app
 
     def __call__(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
+        if self.serve_early is not None:
+            early = self.serve_early(environ)
+            if early is not None:
+                start_response(early[0], early[1])
+                return early[2]
+        return self.handle(environ, start_response)
+
+    def handle(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
+        """The whole layer but the early path."""
         policy = self.policy
         path = environ.get("PATH_INFO", "")
         if path in self._endpoints:
@@ -253,11 +284,11 @@ class WSGIMetrics:
                                      environ.get("HTTP_ACCEPT"))
             return wsgi.send_response(start_response, response, head=environ.get("REQUEST_METHOD") == "HEAD")
         if self._exclude and path.startswith(self._exclude):
-            return self.app(environ, start_response)
+            return self.inner(environ, start_response)
         exchange = _WSGIExchange(policy, self._in_flight, environ, start_response)
         self._in_flight.inc(1)
         try:
-            body = self.app(environ, exchange.start_response)
+            body = self.inner(environ, exchange.start_response)
         except BaseException:
             exchange.finish(True)
             raise
@@ -299,8 +330,20 @@ class ASGIMetrics:
         self._in_flight = in_flight_handle()
         self._exclude = policy.exclude_paths
         self._endpoints = policy.endpoints
+        self.serve_early: asgi.EarlyPath | None = early_path(self, app, policy)
+        self.inner: asgi.ASGIApp = getattr(app, "handle", app) if self.serve_early else app
 
     async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        if self.serve_early is not None and scope["type"] == "http":
+            early = self.serve_early(scope)
+            if early is not None:
+                await send(early[0])
+                await send(early[1])
+                return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        """The whole layer but the early path."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -314,7 +357,7 @@ class ASGIMetrics:
             await asgi.send_response(send, response, head=scope["method"] == "HEAD")
             return
         if self._exclude and path.startswith(self._exclude):
-            await self.app(scope, receive, send)
+            await self.inner(scope, receive, send)
             return
         in_flight = self._in_flight
         started = time.perf_counter()
@@ -328,7 +371,7 @@ class ASGIMetrics:
 
         in_flight.inc(1)
         try:
-            await self.app(scope, receive, send_with_status)
+            await self.inner(scope, receive, send_with_status)
         except BaseException:
             status = max(status, 500)
             raise
