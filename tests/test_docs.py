@@ -43,16 +43,24 @@ def defined_tests(path: Path) -> set[str]:
 
 
 def test_architecture_names_tests_that_exist() -> None:
-    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
-    references = TEST_REFERENCE.findall(text)
+    references = TEST_REFERENCE.findall((ROOT / "docs" / "ARCHITECTURE.md").read_text())
     assert len(references) >= 40, "the invariants name the tests that hold them"
     missing = []
-    for path, name, method in references:
-        wanted = f"{name}::{method}" if method else name
-        module = ROOT / path
-        if not module.is_file() or wanted not in defined_tests(module):
-            missing.append(f"{path}::{wanted}")
-    assert not missing, f"docs/ARCHITECTURE.md names tests that do not exist: {missing}"
+    for document in documents():
+        for path, name, method in TEST_REFERENCE.findall(document.read_text()):
+            wanted = f"{name}::{method}" if method else name
+            module = ROOT / path
+            if not module.is_file() or wanted not in defined_tests(module):
+                missing.append(f"{document.relative_to(ROOT)}: {path}::{wanted}")
+    assert not missing, f"tests named in the documents that do not exist: {missing}"
+
+
+def test_files_named_in_the_documents_exist() -> None:
+    named = re.compile(r"`((?:scalekit|adapters|tests|bench|deploy|examples|scripts)/[\w./-]+)")
+    missing = [f"{document.relative_to(ROOT)}: {path}" for document in documents()
+               for path in named.findall(document.read_text())
+               if not (ROOT / path.rstrip(".")).exists()]
+    assert not missing, missing
 
 
 def test_every_invariant_names_a_test() -> None:
