@@ -27,7 +27,7 @@ from typing import NoReturn
 
 import click
 
-from .config import Config, load_config
+from .config import Config
 from .errors import ConfigError, MissingExtraError
 from .extras import check_config_extras, require_extras
 from .serving import (
@@ -71,20 +71,13 @@ def main() -> None:
 
 
 def _validated_config() -> Config:
-    try:
-        config = load_config()
-        check_config_extras(config)
-    except ConfigError as exc:
-        click.echo(f"scalekit: configuration error: {exc}", err=True)
-        sys.exit(2)
-    except MissingExtraError as exc:
-        _exit_missing(exc)
-    return config
+    return _validated_report(None, False, django=False).config
 
 
-def _validated_report(target: str | None, factory: bool) -> SettingsReport:
+def _validated_report(target: str | None, factory: bool, *, django: bool = True) -> SettingsReport:
+    """The configuration and its origins, or exit 2 with one line naming what is wrong."""
     try:
-        report = load_report(target, factory=factory)
+        report = load_report(target, factory=factory, django=django)
         check_config_extras(report.config)
     except ConfigError as exc:
         click.echo(f"scalekit: configuration error: {exc}", err=True)

@@ -35,14 +35,15 @@ class SettingsReport:
     notes: tuple[str, ...] = ()
 
 
-def load_report(target: str | None = None, *, factory: bool = False,
+def load_report(target: str | None = None, *, factory: bool = False, django: bool = True,
                 environ: Mapping[str, str] | None = None) -> SettingsReport:
-    """The configuration ``target``'s app runs with (or, without one, the working directory's),
-    with the origin of every key. Raises ConfigError, MissingExtraError or the app's own error."""
+    """The configuration ``target``'s app runs with (or, without one, the working directory's,
+    with Django's settings when ``django`` and ``DJANGO_SETTINGS_MODULE`` say so), with the
+    origin of every key. Raises ConfigError, MissingExtraError or the app's own error."""
     environ = os.environ if environ is None else environ
     if target is not None:
         return _report_of_app(target, factory)
-    if environ.get("DJANGO_SETTINGS_MODULE"):
+    if django and environ.get("DJANGO_SETTINGS_MODULE"):
         django_settings = _django_settings()
         if django_settings is not None:
             config, found = load_config_origins(django_settings, environ=environ,
