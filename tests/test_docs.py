@@ -103,3 +103,20 @@ def test_every_deep_dive_is_linked_from_the_architecture() -> None:
     pages = sorted(path.name for path in (ROOT / "docs" / "design").glob("*.md"))
     assert pages and [page for page in pages if f"(design/{page})" not in text] == []
     assert "(docs/ARCHITECTURE.md)" in (ROOT / "README.md").read_text()
+
+
+def test_no_file_cites_an_issue_or_invariant_number() -> None:
+    """'issue 7' or 'invariant 2' means nothing in a clone: name the behaviour instead."""
+    citation = re.compile(r"\b(?:issue|invariant)s? #?\d+", re.IGNORECASE)
+    found = []
+    folders = ("scalekit", "adapters", "tests", "examples", "bench", "deploy", "scripts", "docs")
+    for paths in ([ROOT / "README.md"], *(sorted((ROOT / folder).rglob("*")) for folder in folders)):
+        for path in paths:
+            if path.suffix not in {".py", ".md", ".yml", ".yaml", ".toml", ".vcl", ".conf", ".sh"}:
+                continue
+            if path == Path(__file__).resolve():
+                continue
+            found.extend(f"{path.relative_to(ROOT)}:{number}" for number, line in
+                         enumerate(path.read_text(errors="replace").splitlines(), 1)
+                         if citation.search(line))
+    assert not found, found
