@@ -19,7 +19,7 @@ import threading
 from typing import Any
 
 import scalekit
-from tests.cache.tiers.fleet_app import answer_lifespan
+from tests.cache.tiers.servers import answer_lifespan
 
 _local = threading.local()
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import scalekit
 
+from .servers import answer_lifespan
+
 
 def _origin(path: str) -> tuple[int, list[tuple[str, str]], bytes]:
     if not path.startswith("/item/"):
@@ -29,17 +31,6 @@ def wsgi_origin(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     status, headers, body = _origin(environ.get("PATH_INFO", "/"))
     start_response(f"{status} {'OK' if status == 200 else 'Not Found'}", headers)
     return [body]
-
-
-async def answer_lifespan(receive: Any, send: Any) -> None:
-    """The ASGI lifespan protocol of an origin with nothing to start or stop."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def asgi_origin(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -21,16 +21,30 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.servers import free_port, wait_for_port
 
-__all__ = ["RedisCluster", "RedisServer", "TcpProxy", "free_port", "pause_process", "wait_until"]
+__all__ = ["RedisCluster", "RedisServer", "TcpProxy", "answer_lifespan", "free_port", "pause_process",
+           "wait_until"]
 
 MANAGED_ARGS = ("--rename-command", "CONFIG", "", "--rename-command", "CLIENT", "")
 START_TIMEOUT_SECONDS = 20.0
 
 
 WAIT_SECONDS = 20.0
+
+
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """The ASGI lifespan protocol of an origin with nothing to start or stop (the fleet and
+    fault apps; kept here, in a module that wraps nothing at import)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def wait_until(condition: Callable[[], bool], what: str, *, pause_seconds: float = 0.002) -> float:
