@@ -27,14 +27,17 @@ Layer usage (sync; the async twins are ``aacquire``/``arelease``/``await_release
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from .redis import RedisConnections, entry_key
+from .plans import Pause, Plan, arun, run
+from .redis import EventLoopLateError, RedisConnections, entry_key
 
 __all__ = ["Lease", "Leases"]
+
+_UNASKED = object()  # Redis was not asked (breaker open) or did not answer
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -66,82 +69,67 @@ class Leases:
 
     def acquire(self, key: str) -> Lease | None:
         """A lease on ``key``, or None if another live instance holds it."""
-        token = secrets.token_hex(8)
-        if not self.connections.breaker.allow():
-            return Lease(key, token, shared=False)
-        try:
-            won = self.connections.sync().set(self._lease_key(key), token, nx=True,
-                                              px=int(self.lease_seconds * 1000))
-        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self.connections.breaker.failure(error)
-            return Lease(key, token, shared=False)
-        self.connections.breaker.success()
-        return Lease(key, token, shared=True) if won else None
+        return run(self._acquire(key))
+
+    async def aacquire(self, key: str) -> Lease | None:
+        return await arun(self._acquire(key))
 
     def release(self, lease: Lease) -> None:
         """Give the lease back (no-op for an unshared one or one that already expired)."""
-        if not lease.shared or not self.connections.breaker.allow():
-            return
-        try:
-            self.connections.sync().eval(_RELEASE, 1, self._lease_key(lease.key), lease.token)
-        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self.connections.breaker.failure(error)  # it expires by itself
+        run(self._release(lease))
+
+    async def arelease(self, lease: Lease) -> None:
+        await arun(self._release(lease))
 
     def is_held(self, key: str) -> bool:
         """Whether some instance holds ``key``'s lease (False when Redis cannot say)."""
-        if not self.connections.breaker.allow():
-            return False
-        try:
-            return bool(self.connections.sync().exists(self._lease_key(key)))
-        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self.connections.breaker.failure(error)
-            return False
+        return run(self._is_held(key))
+
+    async def ais_held(self, key: str) -> bool:
+        return await arun(self._is_held(key))
 
     def wait_release(self, key: str, *, timeout_seconds: float) -> bool:
         """Wait until ``key``'s lease is released or expired; False on timeout."""
-        deadline = time.monotonic() + timeout_seconds
-        while self.is_held(key):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(self.poll_seconds)
-        return True
-
-    # ----------------------------------------------------------------- async twins
-    async def aacquire(self, key: str) -> Lease | None:
-        token = secrets.token_hex(8)
-        if not self.connections.breaker.allow():
-            return Lease(key, token, shared=False)
-        try:
-            won = await self.connections.async_client().set(
-                self._lease_key(key), token, nx=True, px=int(self.lease_seconds * 1000))
-        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self.connections.breaker.failure(error)
-            return Lease(key, token, shared=False)
-        self.connections.breaker.success()
-        return Lease(key, token, shared=True) if won else None
-
-    async def arelease(self, lease: Lease) -> None:
-        if not lease.shared or not self.connections.breaker.allow():
-            return
-        try:
-            await self.connections.async_client().eval(
-                _RELEASE, 1, self._lease_key(lease.key), lease.token)
-        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self.connections.breaker.failure(error)
-
-    async def ais_held(self, key: str) -> bool:
-        if not self.connections.breaker.allow():
-            return False
-        try:
-            return bool(await self.connections.async_client().exists(self._lease_key(key)))
-        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self.connections.breaker.failure(error)
-            return False
+        return run(self._wait_release(key, timeout_seconds))
 
     async def await_release(self, key: str, *, timeout_seconds: float) -> bool:
+        return await arun(self._wait_release(key, timeout_seconds))
+
+    # ----------------------------------------------------------------- plans
+    def _ask(self, name: str, *args: Any, **options: Any) -> Plan[Any]:
+        """Redis's answer to one command, or ``_UNASKED`` (breaker open, or a fault)."""
+        breaker = self.connections.breaker
+        if not breaker.allow():
+            return _UNASKED
+        try:
+            answer = yield self.connections.command(name, *args, **options)
+        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
+            if not isinstance(error, EventLoopLateError):
+                breaker.failure(error)  # a release that failed expires by itself
+            return _UNASKED
+        breaker.success()
+        return answer
+
+    def _acquire(self, key: str) -> Plan[Lease | None]:
+        token = secrets.token_hex(8)
+        won = yield from self._ask("set", self._lease_key(key), token, nx=True,
+                                   px=int(self.lease_seconds * 1000))
+        if won is _UNASKED:
+            return Lease(key, token, shared=False)
+        return Lease(key, token, shared=True) if won else None
+
+    def _release(self, lease: Lease) -> Plan[None]:
+        if lease.shared:
+            yield from self._ask("eval", _RELEASE, 1, self._lease_key(lease.key), lease.token)
+
+    def _is_held(self, key: str) -> Plan[bool]:
+        held = yield from self._ask("exists", self._lease_key(key))
+        return held is not _UNASKED and bool(held)
+
+    def _wait_release(self, key: str, timeout_seconds: float) -> Plan[bool]:
         deadline = time.monotonic() + timeout_seconds
-        while await self.ais_held(key):
+        while (yield from self._is_held(key)):
             if time.monotonic() >= deadline:
                 return False
-            await asyncio.sleep(self.poll_seconds)
+            yield Pause(self.poll_seconds)
         return True

@@ -45,6 +45,7 @@ from ..codec import Codec
 from ..entry import CachedEntry
 from .base import TierMetrics, kept_until
 from .breaker import CircuitBreaker
+from .plans import Either, Plan, arun, run
 from .redisget import ASYNC_IDLE_CONNECTIONS, EventLoopLateError, HitPathGet, packed_get
 
 __all__ = ["ASYNC_IDLE_CONNECTIONS", "NO_CLIENT_INFO", "EventLoopLateError", "RedisConnections",
@@ -157,6 +158,25 @@ class RedisConnections(HitPathGet):
                     self.config.url, retry=AsyncRetry(NoBackoff(), 0), **options)
             self._async[loop] = client
         return client
+
+    def command(self, name: str, *args: Any, **options: Any) -> Either:
+        """Client command ``name`` as a plan yields it: on the sync client, or awaited on this
+        event loop's asyncio client, where a timeout that only a late loop explains is raised
+        as :class:`EventLoopLateError` (never counted against Redis)."""
+        return Either(lambda: getattr(self.sync(), name)(*args, **options),
+                      lambda: self._acommand(name, args, options))
+
+    async def _acommand(self, name: str, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            return await getattr(self.async_client(), name)(*args, **options)
+        except Exception as error:
+            elapsed = loop.time() - started
+            if not isinstance(error, EventLoopLateError) and was_loop_late(error, elapsed, self.config):
+                raise EventLoopLateError(f"the event loop ran {elapsed * 1000:.0f} ms for a "
+                                         f"Redis {name.upper()}") from error
+            raise
 
     def probe(self, *, timeout_seconds: float | None = None) -> tuple[str, str]:
         """One PING through the clients the tiers use: ``("ok" | "down" | "broken", detail)``.
@@ -277,114 +297,88 @@ class RedisTier:
             return None
         return data, ttl_ms
 
-    def _failed(self, error: BaseException, counter: Any, elapsed_seconds: float | None = None) -> None:
+    def _failed(self, error: BaseException, counter: Any) -> None:
         """Count a failed call; the breaker hears of it unless the event loop, not Redis, was
-        late (``elapsed_seconds`` on the loop's clock, for calls made from asyncio)."""
+        late (:class:`EventLoopLateError`)."""
         counter.inc()
         if not isinstance(error, REDIS_ERRORS):
             log.error("unexpected error in the Redis tier", exc_info=error)
-        if elapsed_seconds is not None and was_loop_late(error, elapsed_seconds,
-                                                         self.connections.config):
-            return
-        self.breaker.failure(error)
+        if not isinstance(error, EventLoopLateError):
+            self.breaker.failure(error)
 
-    # ----------------------------------------------------------------- sync face
+    # ----------------------------------------------------------------- faces
     def get(self, key: str) -> tuple[CachedEntry, str] | None:
+        return run(self._get(key))
+
+    async def aget(self, key: str) -> tuple[CachedEntry, str] | None:
+        return await arun(self._get(key))
+
+    def set(self, key: str, entry: CachedEntry) -> None:
+        run(self._set(key, entry))
+
+    async def aset(self, key: str, entry: CachedEntry) -> None:
+        await arun(self._set(key, entry))
+
+    def try_set(self, key: str, entry: CachedEntry) -> bool:
+        """Store ``entry``; False if it was not stored (too large, expired, Redis fault)."""
+        return run(self._set(key, entry))
+
+    async def atry_set(self, key: str, entry: CachedEntry) -> bool:
+        return await arun(self._set(key, entry))
+
+    def delete(self, key: str) -> None:
+        run(self._delete(key))
+
+    async def adelete(self, key: str) -> None:
+        await arun(self._delete(key))
+
+    def try_delete(self, key: str) -> bool:
+        return run(self._delete(key))
+
+    async def atry_delete(self, key: str) -> bool:
+        return await arun(self._delete(key))
+
+    # ----------------------------------------------------------------- plans
+    def _get(self, key: str) -> Plan[tuple[CachedEntry, str] | None]:
         if not self.breaker.allow():
             self._metrics.bypass.inc()
             return None
+        connections = self.connections
+        redis_key = entry_key(connections.prefix, key)
         try:
-            data = self.connections.get_bytes(entry_key(self.connections.prefix, key))
+            data = yield Either(functools.partial(connections.get_bytes, redis_key),
+                                functools.partial(connections.aget_bytes, redis_key))
         except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
             self._failed(error, self._metrics.error)
             return None
         self.breaker.success()
         entry = self._decode(key, data)
         if entry is None and data is not None:
-            self.delete(key)  # corrupt or refused: remove it so nobody pays to decode it again
+            # Corrupt or refused: remove it so nobody pays to decode it again.
+            yield from self._delete(key)
         return (entry, self.name) if entry is not None else None
 
-    def set(self, key: str, entry: CachedEntry) -> None:
-        self.try_set(key, entry)
-
-    def try_set(self, key: str, entry: CachedEntry) -> bool:
-        """Store ``entry``; False if it was not stored (too large, expired, Redis fault)."""
-        encoded = self._encode(key, entry)
-        if encoded is None:
-            return False
-        if not self.breaker.allow():
-            return False
-        try:
-            self.connections.sync().set(entry_key(self.connections.prefix, key), encoded[0],
-                                        px=encoded[1])
-        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self._failed(error, self._metrics.store_error)
-            return False
-        self.breaker.success()
-        self._metrics.stored.inc()
-        return True
-
-    def delete(self, key: str) -> None:
-        self.try_delete(key)
-
-    def try_delete(self, key: str) -> bool:
-        if not self.breaker.allow():
-            return False
-        try:
-            self.connections.sync().delete(entry_key(self.connections.prefix, key))
-        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self._failed(error, self._metrics.store_error)
-            return False
-        self.breaker.success()
-        return True
-
-    # ----------------------------------------------------------------- async face
-    async def aget(self, key: str) -> tuple[CachedEntry, str] | None:
-        if not self.breaker.allow():
-            self._metrics.bypass.inc()
-            return None
-        try:
-            data = await self.connections.aget_bytes(entry_key(self.connections.prefix, key))
-        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self._failed(error, self._metrics.error, 0.0)  # aget_bytes tells a late loop itself
-            return None
-        self.breaker.success()
-        entry = self._decode(key, data)
-        if entry is None and data is not None:
-            await self.adelete(key)
-        return (entry, self.name) if entry is not None else None
-
-    async def aset(self, key: str, entry: CachedEntry) -> None:
-        await self.atry_set(key, entry)
-
-    async def atry_set(self, key: str, entry: CachedEntry) -> bool:
+    def _set(self, key: str, entry: CachedEntry) -> Plan[bool]:
         encoded = self._encode(key, entry)
         if encoded is None or not self.breaker.allow():
             return False
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        redis_key = entry_key(self.connections.prefix, key)
         try:
-            await self.connections.async_client().set(
-                entry_key(self.connections.prefix, key), encoded[0], px=encoded[1])
+            yield self.connections.command("set", redis_key, encoded[0], px=encoded[1])
         except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self._failed(error, self._metrics.store_error, loop.time() - started)
+            self._failed(error, self._metrics.store_error)
             return False
         self.breaker.success()
         self._metrics.stored.inc()
         return True
 
-    async def adelete(self, key: str) -> None:
-        await self.atry_delete(key)
-
-    async def atry_delete(self, key: str) -> bool:
+    def _delete(self, key: str) -> Plan[bool]:
         if not self.breaker.allow():
             return False
-        loop = asyncio.get_running_loop()
-        started = loop.time()
         try:
-            await self.connections.async_client().delete(entry_key(self.connections.prefix, key))
+            yield self.connections.command("delete", entry_key(self.connections.prefix, key))
         except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self._failed(error, self._metrics.store_error, loop.time() - started)
+            self._failed(error, self._metrics.store_error)
             return False
         self.breaker.success()
         return True
