@@ -76,6 +76,10 @@ def _report_of_app(target: str, factory: bool) -> SettingsReport:
     if not is_wrapped(app):
         app = wrap_served_app(app)
     built = [runtime for runtime in live_runtimes() if id(runtime) not in before]
+    if not built and callable(getattr(app, "build_middleware_stack", None)):
+        # Starlette builds its middleware (ours among them) on the first request; build it now.
+        app.build_middleware_stack()
+        built = [runtime for runtime in live_runtimes() if id(runtime) not in before]
     if not built:
         config, found = load_config_origins()
         note = (f"{target} builds its scalekit pipeline on its first request; showing "

@@ -91,3 +91,14 @@ def test_a_flask_target_is_read_as_scalekit_serve_would_wrap_it(tmp_path: Path) 
     assert "    metrics.path = '/from-flask'  (app.config['SCALEKIT'])" in lines
     assert ("        environment variable SCALEKIT_METRICS_PATH sets '/from-env': ignored, "
             "app.config['SCALEKIT'] is used") in lines
+
+
+def test_a_starlette_middleware_install_is_read_from_its_middleware_arguments(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    (tmp_path / "api.py").write_text(
+        "from fastapi import FastAPI\nfrom scalekit_fastapi import ScaleKitMiddleware\n"
+        'app = FastAPI()\napp.add_middleware(ScaleKitMiddleware, metrics={"path": "/from-middleware"})\n')
+    output = run_check(tmp_path, "api:app", SCALEKIT_METRICS_PATH="/from-env")
+    lines = output.splitlines()
+    assert "  api:app, as it wraps itself" in lines
+    assert "    metrics.path = '/from-middleware'  (arguments)" in lines
