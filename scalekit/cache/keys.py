@@ -59,7 +59,6 @@ HeaderGetter = Callable[[str], "str | None"]
 # Host [":" port] (RFC 9110 §7.2, RFC 3986 §3.2.2): reg-name or IP literal. Anything else (spaces,
 # "@", "/", control characters) is not a host and must never become part of a key.
 _HOST = re.compile(r"^(?:[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?\.?|\[[0-9a-f:.]+\])(?::(\d{1,5}))?$")
-_DEFAULT_PORTS = {"http": "80", "https": "443"}
 # Separates the parts of a variant key; cannot appear in a URL or a header value.
 _SEPARATOR = "\x1f"
 # A key longer than this is stored as its first characters and a SHA-256 of the whole (after
@@ -139,7 +138,7 @@ class KeyBuilder:
             parsed = self._parse_host(host)
             self._hosts_seen.put(host, parsed)
         name, port, with_port = parsed
-        if port is None or port == _DEFAULT_PORTS.get(scheme):
+        if port is None or port == DEFAULT_PORTS.get(scheme):
             return name or None
         return with_port
 

@@ -201,7 +201,12 @@ class CachePolicy(OriginAnswers):
                              b"" if request.method == "HEAD" else entry.body, "hit", None,
                              entry.route, entry.headers, entry.origin_seconds, entry.db_seconds)
             return self._serve(entry, tier, request, now, "hit", age=age)
-        staleness = age - lifetime
+        return self._stale(entry, tier, request, directives, now, staleness=age - lifetime)
+
+    def _stale(self, entry: CachedEntry, tier: str, request: RequestView, directives: CacheControl,
+               now: float, *, staleness: float) -> Decision:
+        """A stored entry past its freshness lifetime: served stale where RFC 5861 or the
+        client's max-stale allows, else validated or fetched again."""
         if staleness < entry.stale_while_revalidate_seconds:
             # RFC 5861 §3: serve stale "while it asynchronously revalidates it in the background".
             refresh = Forward(fwd="stale", stored=entry, tier=tier, may_store=True,
@@ -267,7 +272,7 @@ class CachePolicy(OriginAnswers):
         # any response to it".
         may_store = is_get and not directives.no_store
         changes = self._revalidation_headers(stored, request) if stored is not None else (
-            self._strip_client_conditionals(request) if may_store else ())
+            self._strip_client_conditionals(request) if may_store and request.special else ())
         # A request with credentials neither waits for another nor is waited for: an answer to
         # it is shared only if it says so (RFC 9111 §3.5: public, s-maxage, must-revalidate),
         # and other credentials mostly get other answers (a long poll would hold the rest).
@@ -289,7 +294,7 @@ class CachePolicy(OriginAnswers):
     def _strip_client_conditionals(self, request: RequestView) -> tuple[tuple[str, str | None], ...]:
         # Fetch the complete response so it can be stored; the client's conditionals are then
         # answered from the stored entry.
-        if request.special and any(request.header(name) is not None for name in _CLIENT_CONDITIONALS):
+        if any(request.header(name) is not None for name in _CLIENT_CONDITIONALS):
             return tuple((name, None) for name in _CLIENT_CONDITIONALS)
         return ()
 

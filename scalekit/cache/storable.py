@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from ..headers import (
     HOP_BY_HOP,
     CacheControl,
+    SurrogateControl,
     hop_by_hop_names,
     parse_age,
     parse_cache_control,
@@ -152,31 +153,10 @@ def analyse_response(
     """
     if fields is None:
         fields = combine_fields(headers)
-    # Never stored, whatever any directive or rule says: a cookie is one user's state.
-    if "set-cookie" in fields:
-        return NotStorable("set-cookie")
-    # Server-sent events are live and may never end: a stored copy would replay old events.
-    # (Browsers fetch them with cache mode "no-store": HTML Living Standard §9.2.2.)
-    if fields.get("content-type", "")[:17].lower() == EVENT_STREAM:
-        return NotStorable("event-stream")
-    targeted = _targeted_directives(fields, settings.targeted_fields) if settings.targeted_fields else None
-    directives = targeted if targeted is not None else parse_cache_control(fields.get("cache-control"))
-    # RFC 9213 §2.2: with a valid targeted field the cache "MUST ignore the Cache-Control and
-    # Expires header fields in that response".
-    expires = fields.get("expires") if targeted is None else None
-    surrogate = parse_surrogate_control(fields.get("surrogate-control"))
-    refused = _status_refusal(status, directives, settings, fields)
-    if refused is not None:
-        return refused
-    # §3: "the no-store cache directive is not present in the response"; §5.2.2.3: a cache that
-    # understands the status of a must-understand response "SHOULD ignore the no-store
-    # directive" (the status was checked above). §3: "if the cache is shared: the private
-    # response directive is either not present or allows a shared cache to store a modified
-    # response" (private="x" does).
-    if (directives.no_store and not directives.must_understand) or surrogate.no_store:
-        return NotStorable("no-store")
-    if directives.private:
-        return NotStorable("private")
+    read = _read_directives(status, fields, settings)
+    if isinstance(read, NotStorable):
+        return read
+    directives, expires, surrogate = read
     vary = parse_vary(fields.get("vary"))
     # §4.1: "A stored response with a Vary header field value containing a member "*" always
     # fails to match", so storing it would only waste space.
@@ -233,6 +213,39 @@ def analyse_response(
         must_revalidate=must_revalidate, vary=vary, secondary_key=secondary,
         header_tags=parse_tags(fields.get("surrogate-key"), fields.get("cache-tag")),
         content_length=content_length)
+
+
+def _read_directives(status: int, fields: dict[str, str], settings: StoreSettings
+                     ) -> tuple[CacheControl, str | None, SurrogateControl] | NotStorable:
+    """The response's caching directives (RFC 9213 targeted ones first), its Expires (None when
+    a targeted field overrides it) and Surrogate-Control, or what forbids storing it whatever
+    its lifetime: a cookie, an event stream, its status, no-store, private."""
+    # Never stored, whatever any directive or rule says: a cookie is one user's state.
+    if "set-cookie" in fields:
+        return NotStorable("set-cookie")
+    # Server-sent events are live and may never end: a stored copy would replay old events.
+    # (Browsers fetch them with cache mode "no-store": HTML Living Standard §9.2.2.)
+    if fields.get("content-type", "")[:17].lower() == EVENT_STREAM:
+        return NotStorable("event-stream")
+    targeted = _targeted_directives(fields, settings.targeted_fields) if settings.targeted_fields else None
+    directives = targeted if targeted is not None else parse_cache_control(fields.get("cache-control"))
+    # RFC 9213 §2.2: with a valid targeted field the cache "MUST ignore the Cache-Control and
+    # Expires header fields in that response".
+    expires = fields.get("expires") if targeted is None else None
+    surrogate = parse_surrogate_control(fields.get("surrogate-control"))
+    refused = _status_refusal(status, directives, settings, fields)
+    if refused is not None:
+        return refused
+    # §3: "the no-store cache directive is not present in the response"; §5.2.2.3: a cache that
+    # understands the status of a must-understand response "SHOULD ignore the no-store
+    # directive" (the status was checked above). §3: "if the cache is shared: the private
+    # response directive is either not present or allows a shared cache to store a modified
+    # response" (private="x" does).
+    if (directives.no_store and not directives.must_understand) or surrogate.no_store:
+        return NotStorable("no-store")
+    if directives.private:
+        return NotStorable("private")
+    return directives, expires, surrogate
 
 
 def _status_refusal(status: int, directives: CacheControl, settings: StoreSettings,
