@@ -26,6 +26,7 @@ from scalekit.cdn import layer as cdn_layer
 from scalekit.config import load_config
 from scalekit.context import set_route
 from scalekit.metrics import layer as metrics_layer
+from scalekit.metrics.hits import HitLedger
 from scalekit.runtime import Runtime
 from scalekit.wsgi import WSGIRoot
 from tests.cache.origin_app import (
@@ -251,3 +252,33 @@ def test_a_hit_with_authorization_takes_the_full_path_and_is_made_private(kind: 
         runtime.close()
         if machine.loop is not None:
             machine.loop.close()
+
+
+def histogram(route: str) -> dict[str, float]:
+    found = {}
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            if (sample.labels.get("route") == route and sample.name.startswith("scalekit_http_request")
+                    and not sample.name.endswith("_created")):
+                found[sample.name + sample.labels.get("le", "")] = sample.value
+    return found
+
+
+@pytest.mark.parametrize("multiprocess", [False, True])
+def test_the_ledger_counts_what_the_layer_records(multiprocess: bool, monkeypatch: Any, tmp_path: Any) -> None:
+    """Hits counted through the ledger land in the same series and buckets as requests the
+    metrics layer records one by one (a wall clock stepping back counts as no time)."""
+    if multiprocess:
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    policy = metrics_layer.MetricsPolicy(load_config({}, environ={}, cwd="/nonexistent").metrics)
+    ledger = HitLedger(policy)
+    durations = [0.0001, 0.003, -0.5, 20.0, 0.0004, 0.26]
+    line = ledger.line("GET", "/items/7", f"/ledger/{multiprocess}", 200)
+    assert line is not None
+    for seconds in durations:
+        line(seconds)
+        policy.record("GET", f"/layer/{multiprocess}", 200, max(seconds, 0.0))
+    ledger.flush()
+    assert histogram(f"/ledger/{multiprocess}") == histogram(f"/layer/{multiprocess}")
+    assert histogram(f"/ledger/{multiprocess}")["scalekit_http_requests_total"] == len(durations)
+    assert ledger.line("GET", "/metrics", "/ledger", 200) is None  # the scrape is never measured

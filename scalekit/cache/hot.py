@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from time import perf_counter
 from typing import Any, Generic, Protocol, TypeVar
 
 from ..metrics import instruments
@@ -39,16 +38,14 @@ Stamp = Callable[[str, str, CachedEntry, Lines], Lines | None]
 
 
 class RequestLedger(Protocol):
-    """The metrics layer's count of plain hits: :meth:`line` once per memo, then
-    ``pending.append((line, seconds))`` per hit."""
-
-    pending: Any
+    """The metrics layer's count of plain hits: :meth:`line` once per memo, what it returns
+    called per hit with the hit's duration."""
 
     def flush(self) -> None:
-        """Add what ``pending`` holds to the metrics."""
+        """Add the hits counted so far to the metrics."""
 
-    def line(self, method: str, path: str, route: str, status: int) -> object | None:
-        """What a hit of this kind appends (None: not counted, an excluded path)."""
+    def line(self, method: str, path: str, route: str, status: int) -> Callable[[float], object] | None:
+        """What a hit of this kind calls with its duration (None: not counted)."""
 
 
 MEMO_LIMIT = 4096
@@ -89,12 +86,11 @@ class PlainHits(Generic[Encoded]):
         # target -> (until, key, entry, headers, saved, line): what the last plain hit of
         # ``target`` sent, what producing it cost, and the metrics layer's ledger line.
         self._memo: dict[Target, tuple[float, str, CachedEntry, list[Encoded], tuple[str, float, float],
-                                       object | None]] = {}
+                                       Callable[[float], object] | None]] = {}
         self._memo_second = 0.0
         self._stampers: list[Stamp] = []
         self.stamped = False  # an outer layer finishes the hits (it reads the path it is given)
         self._ledger: RequestLedger | None = None
-        self._log: Callable[[tuple[object, float]], None] | None = None
 
     def restated(self, method: str, scheme: str, host: str, header: Callable[[str], str | None]) -> bool:
         """Whether the request's proxy headers only restate it (absent, or the values its URL
@@ -111,7 +107,6 @@ class PlainHits(Generic[Encoded]):
     def count_requests(self, ledger: RequestLedger) -> None:
         """Count and time every plain hit in ``ledger`` (the metrics layer's)."""
         self._ledger = ledger
-        self._log = ledger.pending.append
         flush_saved = self._flush_saved
 
         def flush_both() -> None:  # one length check per hit bounds both queues
@@ -126,7 +121,6 @@ class PlainHits(Generic[Encoded]):
               ) -> tuple[CachedEntry, list[Encoded]] | None:
         """The entry and a new list of response headers for a plain hit on this target, counted
         as a hit; None when the full path must decide (or when this is not a plain hit)."""
-        started = perf_counter() if self._log is not None else 0.0
         now = self._clock()
         target = (method, scheme, host, path, query)
         memo = self._memo.get(target)
@@ -138,15 +132,14 @@ class PlainHits(Generic[Encoded]):
                     and self._generations.is_current(entry.tags)):
                 self._count()  # type: ignore[misc]
                 if memo[5] is not None:
-                    self._log((memo[5], perf_counter() - started))  # type: ignore[misc]
+                    memo[5](self._clock() - now)  # the request's duration, for the metrics layer
                 self._save(memo[4])
                 if len(self._saved) >= self._saved_flush_at:
                     self._flush_saved()
                 return entry, memo[3].copy()
-        return self._decide(target, now, started)
+        return self._decide(target, now)
 
-    def _decide(self, target: Target, now: float, started: float
-                ) -> tuple[CachedEntry, list[Encoded]] | None:
+    def _decide(self, target: Target, now: float) -> tuple[CachedEntry, list[Encoded]] | None:
         peek = self._peek
         method, scheme, host, path, query = target
         if peek is None or path == self._purge_path:
@@ -181,7 +174,7 @@ class PlainHits(Generic[Encoded]):
             memo[target] = (until, key, entry, headers, saved, line)
         self._count()  # type: ignore[misc]
         if line is not None:
-            self._log((line, perf_counter() - started))  # type: ignore[misc]
+            line(self._clock() - now)
         self._save(saved)
         if len(self._saved) >= self._saved_flush_at:
             self._flush_saved()

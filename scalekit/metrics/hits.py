@@ -1,16 +1,20 @@
 """The metrics layer's count of the cache's plain hits, kept like the cache's own hit counter.
 
-A plain hit never runs the metrics layer (see :mod:`scalekit.cache.hot`): it appends
-``(line, seconds)`` to :attr:`HitLedger.pending`, one C call, where ``line`` is the request's
-value handles resolved once per memo. The ledger adds what it holds to the request counter and
-the duration histogram before the registry is read, and whenever the cache flushes its own
-queues (at once in multiprocess mode, where another process reads the files).
+A plain hit never runs the metrics layer (see :mod:`scalekit.cache.hot`): it appends its
+duration to the list of its kind (method, route, status), one C call, found once per memo by
+:meth:`HitLedger.line`. The ledger adds the lists to the request counter and the duration
+histogram before the registry is read and whenever the cache flushes its own queues; in
+multiprocess mode, where another process reads the files, each hit is added at once. The
+duration is read on the runtime's clock, which the cache reads anyway for the hit's Age.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
+import os
 from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any
 
 from .instruments import HTTP_DURATION, HTTP_REQUESTS, flush_before_collect
@@ -24,36 +28,44 @@ class HitLedger:
 
     def __init__(self, policy: Any) -> None:
         self._policy = policy
-        self.pending: collections.deque[tuple[Any, float]] = collections.deque()
+        # handles -> the durations of the hits counted with them since the last flush
+        self._lines: dict[Any, list[float]] = {}
+        self._at_once = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         for metric in (HTTP_REQUESTS, HTTP_DURATION):
             flush_before_collect(metric, self)
 
-    def line(self, method: str, path: str, route: str, status: int) -> Any:
-        """The handles a hit of ``route`` adds to (None: ``path`` is not measured)."""
+    def line(self, method: str, path: str, route: str, status: int) -> Callable[[float], object] | None:
+        """What a hit of this kind calls with its duration (None: ``path`` is not measured)."""
         if not self._policy.is_measured(path):
             return None
-        return self._policy.handles(method, route, status)
+        handles = self._policy.handles(method, route, status)
+        if self._at_once:
+            return functools.partial(self._add, handles)
+        durations = self._lines.get(handles)
+        if durations is None:
+            durations = self._lines[handles] = []
+        return durations.append
 
     def flush(self) -> None:
-        """Add the hits appended so far: one addition per series and bucket, not per hit."""
-        sums: dict[int, list[Any]] = {}
-        popleft = self.pending.popleft
-        while True:
-            try:
-                handles, seconds = popleft()
-            except IndexError:
-                break
-            if handles[0] is None:  # the public API's handles: observed one by one
-                self._policy.add(handles, 1, seconds, {0: 1})
-                continue
-            total = sums.get(id(handles))
-            if total is None:
-                total = sums[id(handles)] = [handles, 0, 0.0, collections.Counter()]
-            total[1] += 1
-            total[2] += seconds
-            total[3][bisect_left(handles[3], seconds)] += 1
-        for handles, hits, seconds, buckets in sums.values():
-            self._policy.add(handles, hits, seconds, buckets)
+        """Add the hits counted so far: one addition per series and bucket, not per hit."""
+        for handles, durations in list(self._lines.items()):
+            if durations:
+                taken = durations.copy()
+                del durations[:len(taken)]  # hits appended meanwhile stay for the next flush
+                self._add_all(handles, taken)
+
+    def _add(self, handles: Any, seconds: float) -> None:
+        self._add_all(handles, [seconds])
+
+    def _add_all(self, handles: Any, durations: list[float]) -> None:
+        if min(durations) < 0:  # the wall clock stepped back during a hit
+            durations = [max(seconds, 0.0) for seconds in durations]
+        bounds = handles[3]
+        if bounds and max(durations) <= bounds[0]:  # hits: all in the first bucket, as a rule
+            buckets: dict[int, int] = {0: len(durations)}
+        else:
+            buckets = collections.Counter(map(functools.partial(bisect_left, bounds), durations))
+        self._policy.add(handles, len(durations), sum(durations), buckets)
 
 
 def early_path(layer: Any, app: Any, policy: Any) -> Any:
