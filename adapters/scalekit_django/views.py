@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 import scalekit.pool
 from scalekit.cache.rules import cache_response
+from scalekit.pool.handle import RequestDatabase
 
 __all__ = ["aget_db", "cached", "get_db"]
 
@@ -41,11 +42,11 @@ async def aget_db(request: Any = None, name: str = "default") -> Connection:
     return await _handle(request, name).aconnection()
 
 
-def _handle(request: Any, name: str) -> Any:
+def _handle(request: Any, name: str) -> RequestDatabase:
     if request is not None:
         scope = getattr(request, "scope", None)
         holder = scope if isinstance(scope, dict) else request.META
-        handles: Mapping[str, Any] | None = holder.get(DATABASES_KEY)
+        handles: Mapping[str, RequestDatabase] | None = holder.get(DATABASES_KEY)
         if handles and name in handles:
             return handles[name]
     return scalekit.pool.db(name)
