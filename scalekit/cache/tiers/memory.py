@@ -1,10 +1,10 @@
 """L1: an in-process LRU bounded in bytes, with a per-entry lifetime and a per-entry size cap.
 
-Built on ``cachetools.LRUCache`` with a size function. Each entry keeps its own lifetime
-(``kept_until``), checked when it is read: an entry past it is a miss and is dropped then, and
-the LRU order pushes expired entries out first anyway, since nothing reads them. (cachetools'
-TLRUCache drops them eagerly, but pays a timer, an expiry scan and a heap push on every write,
-a third of the cost of storing an entry.) The size of an entry is what it really costs in this process (measured with ``sys.getsizeof`` on
+An ``OrderedDict`` in least recently used order, bounded by the sum of its entries' sizes. Each
+entry keeps its own lifetime (``kept_until``), checked when it is read: an entry past it is a
+miss and is dropped then, and the LRU order pushes expired entries out first anyway, since
+nothing reads them (a TTL cache that drops them eagerly pays a timer, an expiry scan and a
+heap push on every write, a third of the cost of storing an entry). The size of an entry is what it really costs in this process (measured with ``sys.getsizeof`` on
 the stored objects plus the cache's own bookkeeping), so ``max_bytes`` bounds real memory,
 not just body bytes: a flood of small distinct keys cannot grow the process past the bound.
 
@@ -28,9 +28,6 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from itertools import chain
-from typing import Any
-
-from cachetools import Cache, LRUCache
 
 from ...metrics.instruments import counter_handle, gauge_handle
 from ..entry import CachedEntry
@@ -38,12 +35,10 @@ from .base import TierMetrics, kept_until
 
 __all__ = ["MemoryTier", "memory_footprint"]
 
-# Bookkeeping per item inside the LRUCache, measured with tracemalloc on CPython 3.11 (see
-# bench/cache_tiers.py): the data and size dict slots, the OrderedDict link, and the
-# (entry, kept-until) pair with its float, and the slack of the dicts under evictions.
-ITEM_OVERHEAD_BYTES = 232
-_cache_contains = Cache.__contains__
-_cache_getitem = Cache.__getitem__
+# Bookkeeping per item inside the LRU, measured with tracemalloc on CPython 3.11 (see
+# bench/cache_tiers.py): the OrderedDict's slot and link, the (entry, kept-until, size) tuple
+# with its float and int, and the slack of the dict under evictions.
+ITEM_OVERHEAD_BYTES = 200
 _getsizeof = sys.getsizeof
 _PAIR_BYTES = sys.getsizeof(("", ""))
 _EMPTY_TUPLE_BYTES = sys.getsizeof(())
@@ -109,45 +104,56 @@ def _reading(cache: weakref.ref[_ByteBoundedLRU], name: str) -> float:
     return float(lru.currsize if name == "currsize" else len(lru))
 
 
-class _ByteBoundedLRU(LRUCache):  # type: ignore[type-arg]
-    """LRUCache of ``(entry, kept_until)`` whose size function sees the key, counting evictions."""
+class _ByteBoundedLRU:
+    """``key -> (entry, kept_until, size)`` in least recently used order, bounded by the sum of
+    the sizes: storing past the bound evicts from the least recently used end.
+
+    One ``OrderedDict`` (the standard library's, public API only): a hit is one dict read and
+    one ``move_to_end``, both in C. The cache's hot path reads :attr:`items` without the lock,
+    only to ask whether a key still holds the entry it served a moment ago; a single dict read
+    is atomic under the GIL, and the answer is checked again under the lock by anything that
+    changes the LRU.
+    """
 
     def __init__(self, max_bytes: int, metrics: TierMetrics) -> None:
-        super().__init__(max_bytes, getsizeof=self._size_of)
-        self._pending_size = 0
-        self._evicted = counter_handle(metrics.evicted)
+        self.items: OrderedDict[str, tuple[CachedEntry, float, int]] = OrderedDict()
+        self.maxsize = max_bytes
+        self.currsize = 0
         self.evictions = 0
-        # cachetools keeps the items in a dict and the LRU order in an OrderedDict (private
-        # attributes, read here only): a hit then costs one dict read and one move_to_end in C,
-        # not three Python-level calls. A release that lays them out differently gets the
-        # public path.
-        data, order = getattr(self, "_Cache__data", None), getattr(self, "_LRUCache__order", None)
-        usable = type(data) is dict and isinstance(order, OrderedDict) and not data and not order
-        self._items: dict[str, tuple[CachedEntry, float]] | None = data if usable else None
-        self._order: OrderedDict[str, None] | None = order if usable else None
+        self._evicted = counter_handle(metrics.evicted)
 
-    def lookup(self, key: str) -> tuple[CachedEntry, float] | None:
-        """The value under ``key`` with its LRU order refreshed, or None (no exception)."""
-        items = self._items
-        if items is None:  # the public path
-            return self[key] if _cache_contains(self, key) else None
-        value = items.get(key)
+    def lookup(self, key: str) -> tuple[CachedEntry, float, int] | None:
+        """The value under ``key`` with its LRU order refreshed, or None."""
+        value = self.items.get(key)
         if value is not None:
-            self._order.move_to_end(key)  # type: ignore[union-attr]
+            self.items.move_to_end(key)
         return value
 
-    def _size_of(self, _value: Any) -> int:
-        return self._pending_size
+    def put(self, key: str, entry: CachedEntry, until: float, size: int) -> None:
+        """Store ``entry`` of ``size`` bytes (at most ``maxsize``), evicting as needed."""
+        items = self.items
+        self.pop(key)
+        evicted = 0
+        while items and self.currsize + size > self.maxsize:
+            self.currsize -= items.popitem(last=False)[1][2]
+            evicted += 1
+        if evicted:
+            self.evictions += evicted
+            self._evicted.inc(evicted)
+        items[key] = (entry, until, size)
+        self.currsize += size
 
-    def put(self, key: str, value: tuple[CachedEntry, float], size: int) -> None:
-        self._pending_size = size  # read by _size_of inside Cache.__setitem__
-        self[key] = value
+    def pop(self, key: str) -> None:
+        value = self.items.pop(key, None)
+        if value is not None:
+            self.currsize -= value[2]
 
-    def popitem(self) -> tuple[Any, Any]:
-        item = super().popitem()
-        self.evictions += 1
-        self._evicted.inc(1)
-        return item
+    def clear(self) -> None:
+        self.items.clear()
+        self.currsize = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
 
 
 class MemoryTier:
@@ -181,8 +187,8 @@ class MemoryTier:
         self._clock = clock
         self._cache = _ByteBoundedLRU(max_bytes, self._metrics)
         # The LRU's item dict, read without the lock by the cache's hot path, which only asks
-        # whether a key still holds an entry it served a moment ago (None: layout unknown).
-        self.items = self._cache._items
+        # whether a key still holds an entry it served a moment ago.
+        self.items = self._cache.items
         if not self._publish_on_write:
             # A weak reference: the registry outlives the tier, and must not keep its entries.
             cache = weakref.ref(self._cache)
@@ -208,7 +214,7 @@ class MemoryTier:
             if value is None:
                 return None
             if self._clock() >= value[1]:
-                del cache[key]
+                cache.pop(key)
                 return None
             return value[0]
 
@@ -220,20 +226,20 @@ class MemoryTier:
         size = memory_footprint(key, entry)
         with self._lock:
             if size > self.max_entry_bytes:
-                self._cache.pop(key, None)
+                self._cache.pop(key)
                 self._metrics.too_large.inc()
             else:
                 until = kept_until(entry, retain_stale_seconds=self.retain_stale_seconds)
                 if self._clock() < until:
-                    self._cache.put(key, (entry, until), size)
+                    self._cache.put(key, entry, until, size)
                     self._stored.inc(1)
                 else:  # nothing left to keep; an older entry under the key goes too
-                    self._cache.pop(key, None)
+                    self._cache.pop(key)
             self._publish_gauges()
 
     def delete(self, key: str) -> None:
         with self._lock:
-            self._cache.pop(key, None)
+            self._cache.pop(key)
             self._publish_gauges()
 
     def clear(self) -> None:
@@ -268,10 +274,9 @@ class MemoryTier:
         return len(self._cache)
 
     def __contains__(self, key: str) -> bool:
-        cache = self._cache
         with self._lock:
-            # Cache.__getitem__: a look that leaves the LRU order alone.
-            return _cache_contains(cache, key) and self._clock() < _cache_getitem(cache, key)[1]
+            value = self._cache.items.get(key)  # a look that leaves the LRU order alone
+            return value is not None and self._clock() < value[1]
 
     def _publish_gauges(self) -> None:
         if not self._publish_on_write:
