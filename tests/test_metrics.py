@@ -377,3 +377,35 @@ def test_recorded_histogram_matches_prometheus_semantics(internals: bool, monkey
     assert value(samples, "scalekit_http_request_duration_seconds_sum", method="GET", route=route) \
         == pytest.approx(sum(observations))
     assert value(samples, "scalekit_http_requests_total", method="GET", route=route, status="2xx") == 6
+
+
+@pytest.mark.server
+def test_multiprocess_gunicorn_reports_the_shared_disk_tier_once(tmp_path: Path, promtool: str) -> None:
+    """Two workers share one disk tier: /metrics gives its size as the file holds it (the
+    latest a worker saw), not the sum of each worker's view; the memory tiers, one per worker,
+    are still summed."""
+    import httpx
+
+    from scalekit.cache.tiers.disk import DiskTier
+    from tests.servers import run_server
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "DISK_APP_STATE": str(tmp_path / "state")}
+    with run_server("gunicorn", "tests.apps.disk_app:wrapped", env=env, workers=2,
+                    extra_args=["-c", "python:scalekit.gunicorn_conf"]) as url, \
+            httpx.Client(base_url=url, timeout=20) as client:
+        pids = set()
+        for index in range(40):
+            pids.add(client.get("/pid", headers={"Connection": "close"}).text)
+            assert client.get(f"/items/{index}", headers={"Connection": "close"}).status_code == 200
+        assert len(pids) == 2  # both workers wrote to the disk tier (the kernel spreads connections)
+        samples = parse(client.get("/metrics").content)
+        body = client.get("/metrics").content
+    disk = DiskTier(tmp_path / "state" / "cache")
+    assert disk.current_bytes > 0
+    assert value(samples, "scalekit_cache_bytes", tier="disk") == disk.current_bytes
+    assert value(samples, "scalekit_cache_max_bytes", tier="disk") == 512 * 1024 * 1024  # not 2x
+    assert value(samples, "scalekit_cache_max_bytes", tier="memory") == 2 * 64 * 1024 * 1024
+    checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60,
+                             check=False)
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()

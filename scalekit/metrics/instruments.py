@@ -2,7 +2,8 @@
 
 They live on prometheus_client's default registry so the app's own metrics are exposed beside
 them on ``/metrics``. Gauges declare how they combine across gunicorn workers when
-``PROMETHEUS_MULTIPROC_DIR`` is set (``livesum``: summed over live workers). Label values always
+``PROMETHEUS_MULTIPROC_DIR`` is set (``livesum``: summed over live workers; a tier the workers
+share, the disk tier, reports what the last worker to write it saw: see :func:`tier_gauge`). Label values always
 come from closed sets: route templates, method names, status classes, tier names, outcomes.
 """
 
@@ -56,6 +57,9 @@ __all__ = [
     "POOL_TIMEOUTS",
     "POOL_USE_TIME",
     "POOL_WAIT_TIME",
+    "SHARED_TIERS",
+    "SHARED_TWINS",
+    "TWIN_NAMES",
     "Increment",
     "Savings",
     "Settable",
@@ -64,6 +68,7 @@ __all__ = [
     "flush_before_collect",
     "gauge_handle",
     "savings",
+    "tier_gauge",
 ]
 
 # In multiprocess mode the unlabelled gauges below open their value file at declaration: a
@@ -130,6 +135,20 @@ CACHE_MAX_BYTES = Gauge(
     "scalekit_cache_max_bytes", "The byte bound of a tier of this process (summed like scalekit_cache_bytes).",
     ["tier"], multiprocess_mode="livesum",
 )
+# A tier every worker of a host shares (the disk tier's one file): under gunicorn's
+# multiprocess mode its size is what the last worker to write it saw, not a sum over workers.
+# prometheus_client merges one metric in one mode, so these gauges have twins in the "most
+# recent" mode, merged back under the same names when /metrics is read (see tier_gauge).
+SHARED_TIERS = frozenset({"disk"})
+TWIN_NAMES = {"scalekit_cache_shared_bytes": "scalekit_cache_bytes",
+              "scalekit_cache_shared_entries": "scalekit_cache_entries",
+              "scalekit_cache_shared_max_bytes": "scalekit_cache_max_bytes"}
+SHARED_TWINS = {
+    metric: Gauge(twin, f"What {name} says, for a tier a host's workers share (merged into it).",
+                  ["tier"], multiprocess_mode="mostrecent", registry=None)
+    for metric, (twin, name) in zip((CACHE_BYTES, CACHE_ENTRIES, CACHE_MAX_BYTES), TWIN_NAMES.items(),
+                                    strict=True)
+}
 CACHE_EVICTIONS = Counter(
     "scalekit_cache_evictions", "Entries evicted to respect a tier's byte bound.", ["tier"],
 )
@@ -233,6 +252,14 @@ POOL_SHED = Counter(
 POOL_LEAKS = Counter(
     "scalekit_pool_leak_warnings", "Connections held longer than leak_warning_seconds.", ["database"],
 )
+
+
+def tier_gauge(metric: Gauge, tier: str) -> Gauge:
+    """The child of ``metric`` (CACHE_BYTES, CACHE_ENTRIES, CACHE_MAX_BYTES) that ``tier`` sets:
+    its twin's for a tier shared by a host's workers in multiprocess mode."""
+    if tier in SHARED_TIERS and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return SHARED_TWINS[metric].labels(tier)
+    return metric.labels(tier)
 
 
 class Increment(Protocol):

@@ -19,16 +19,24 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from .. import asgi, wsgi
 from ..config import MetricsConfig
 from ..context import CONTEXT_KEY, UNMATCHED_ROUTE
 from ..messages import Response, simple_response
 from .hits import early_path
-from .instruments import CACHE_MAX_BYTES, HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
+from .instruments import (
+    CACHE_MAX_BYTES,
+    HTTP_DURATION,
+    HTTP_IN_FLIGHT,
+    HTTP_REQUESTS,
+    TWIN_NAMES,
+    tier_gauge,
+)
 
 __all__ = [
     "ASGIMetrics",
@@ -62,9 +70,30 @@ def current_registry() -> CollectorRegistry:
     mode one merging every gunicorn worker's files."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(_TwinsMerged(MultiProcessCollector(None)))  # type: ignore[no-untyped-call]
         return registry
     return REGISTRY
+
+
+class _TwinsMerged(Collector):
+    """The workers' merged metrics, with the shared tiers' gauges (see
+    :data:`~.instruments.SHARED_TWINS`) back under the names the other tiers use."""
+
+    def __init__(self, inner: Collector) -> None:
+        self.inner = inner
+
+    def collect(self) -> Iterable[Metric]:
+        families = {family.name: family for family in self.inner.collect()}
+        for twin_name, name in TWIN_NAMES.items():
+            twin = families.pop(twin_name, None)
+            if twin is None:
+                continue
+            family = families.get(name)
+            if family is None:
+                family = families[name] = Metric(name, twin.documentation, "gauge")
+            for sample in twin.samples:
+                family.add_sample(name, sample.labels, sample.value)
+        return families.values()
 
 
 def render_exposition(accept: str | None = None) -> tuple[bytes, str]:
@@ -399,4 +428,4 @@ def record_bounds(config: Any) -> None:
     for tier in ("memory", "disk"):
         tier_config = getattr(cache, tier)
         if cache.enabled and tier_config.enabled:
-            CACHE_MAX_BYTES.labels(tier).set(tier_config.max_bytes)
+            tier_gauge(CACHE_MAX_BYTES, tier).set(tier_config.max_bytes)

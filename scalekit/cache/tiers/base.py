@@ -76,6 +76,6 @@ class TierMetrics:
         self.store_error = instruments.CACHE_STORES.labels(tier, "error")
         self.too_large = instruments.CACHE_STORES.labels(tier, "too_large")
         self.evicted = instruments.CACHE_EVICTIONS.labels(tier)
-        self.bytes = instruments.CACHE_BYTES.labels(tier)
-        self.entries = instruments.CACHE_ENTRIES.labels(tier)
+        self.bytes = instruments.tier_gauge(instruments.CACHE_BYTES, tier)
+        self.entries = instruments.tier_gauge(instruments.CACHE_ENTRIES, tier)
         self.circuit = instruments.CACHE_CIRCUIT_OPEN.labels(tier)
