@@ -35,8 +35,7 @@ from .asgi_io import (
 from .coalesce import Lead
 from .entry import CachedEntry
 from .flow import admit, adrive, request_steps
-from .hot import PlainHits
-from .layer import CacheCore, restore_route
+from .layer import CacheCore, CacheShell, restore_route
 from .policy import (
     SAFE_METHODS,
     Forward,
@@ -56,19 +55,15 @@ async def _released(waiting: Awaitable[bool]) -> None:
         raise TimeoutError
 
 
-class ASGICache:
+class ASGICache(CacheShell):
     """ASGI 3 middleware: serve hits, forward misses, store by policy."""
 
+    app: asgi.ASGIApp
+
     def __init__(self, app: asgi.ASGIApp, core: CacheCore) -> None:
-        self.app = app
-        self.core = core
-        self.policy = core.policy
-        self.store = core.store
-        self.generations = core.generations
-        self.clock = core.clock
+        super().__init__(app, core, encode_headers)
         self._tasks: set[asyncio.Task[None]] = set()
         self.encoder = HeaderEncoder()
-        self.plain_hits = PlainHits(core, encode_headers)
         # Request headers that make a request special, and those of them that always send it
         # down the full path; an outer layer that reads one more (the CDN: Authorization)
         # adds it to both.
@@ -85,8 +80,8 @@ class ASGICache:
 
     def serve_early(self, scope: asgi.Scope) -> tuple[asgi.Message, asgi.Message] | None:
         """Both messages of a plain fresh L1 hit (a GET or HEAD with no special header but proxy
-        headers restating it), or None: :meth:`handle` decides. Needs no request context, so the pipeline root calls it
-        before making one when this layer is the outermost."""
+        headers restating it), or None: :meth:`handle` decides. Needs no request context, so
+        the pipeline root calls it before making one when this layer is the outermost."""
         method = scope["method"]
         if method != "GET" and method != "HEAD":
             return None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, cast
@@ -26,6 +26,7 @@ from ..metrics import instruments
 from .coalesce import AsyncFlights, PassMarks, RecentInvalidations, RefreshRegistry, ThreadFlights
 from .decisions import Decision, Forward, Serve, ServeStale
 from .entry import CachedEntry
+from .hot import PlainHits
 from .invalidation import InvalidationResult, uri_tag
 from .policy import CachePolicy, RequestView
 from .purge import PurgeEndpoint
@@ -34,7 +35,7 @@ from .storable import StorePlan
 from .store import Generations, Store
 from .tiers import build_generations, build_invalidator, build_leases, build_store
 
-__all__ = ["CacheCore", "core_for", "restore_route", "route_of", "wrap_asgi", "wrap_wsgi"]
+__all__ = ["CacheCore", "CacheShell", "core_for", "restore_route", "route_of", "wrap_asgi", "wrap_wsgi"]
 
 log = logging.getLogger("scalekit.cache")
 
@@ -272,6 +273,21 @@ class CacheCore:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+
+class CacheShell:
+    """What both shells hold: the app they wrap, the core, the parts of it they call on every
+    request, and the plain-hit path answering with headers made by ``encode``."""
+
+    def __init__(self, app: Any, core: CacheCore,
+                 encode: Callable[[tuple[tuple[str, str], ...]], list[Any]]) -> None:
+        self.app = app
+        self.core = core
+        self.policy = core.policy
+        self.store = core.store
+        self.generations = core.generations
+        self.clock = core.clock
+        self.plain_hits: PlainHits[Any] = PlainHits(core, encode)
 
 
 def restore_route(request: MutableMapping[str, Any], route: str) -> None:

@@ -21,8 +21,7 @@ from ..messages import status_line
 from .coalesce import Flight, Lead
 from .entry import CachedEntry
 from .flow import admit, drive, request_steps
-from .hot import PlainHits
-from .layer import CacheCore, restore_route
+from .layer import CacheCore, CacheShell, restore_route
 from .policy import (
     SAFE_METHODS,
     Forward,
@@ -47,17 +46,13 @@ __all__ = ["WSGICache", "request_view"]
 log = logging.getLogger("scalekit.cache")
 
 
-class WSGICache:
+class WSGICache(CacheShell):
     """PEP 3333 middleware: serve hits, forward misses, store by policy."""
 
+    app: wsgi.WSGIApp
+
     def __init__(self, app: wsgi.WSGIApp, core: CacheCore) -> None:
-        self.app = app
-        self.core = core
-        self.policy = core.policy
-        self.store = core.store
-        self.generations = core.generations
-        self.clock = core.clock
-        self.plain_hits = PlainHits(core, list)
+        super().__init__(app, core, list)
         # Request headers that make a request special, and those of them that always send it
         # down the full path; an outer layer that reads one more (the CDN: Authorization)
         # adds it to both.
@@ -72,8 +67,9 @@ class WSGICache:
 
     def serve_early(self, environ: wsgi.Environ) -> tuple[str, list[tuple[str, str]], list[bytes]] | None:
         """Status line, headers and body of a plain fresh L1 hit (a GET or HEAD with no special
-        header but proxy headers restating it), or None: :meth:`handle` decides. Needs no request context, so the pipeline
-        root calls it before making one when this layer is the outermost."""
+        header but proxy headers restating it), or None: :meth:`handle` decides. Needs no
+        request context, so the pipeline root calls it before making one when this layer is
+        the outermost."""
         method = environ.get("REQUEST_METHOD")
         if method != "GET" and method != "HEAD":
             return None
