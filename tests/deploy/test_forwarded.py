@@ -109,3 +109,15 @@ def test_an_edge_hit_says_its_age_at_the_edge(edge: Edge) -> None:
     assert 1 <= age <= 60   # never the app's replayed "0"
     made = parsedate_to_datetime(hit.headers["date"]) - timedelta(seconds=age)
     assert abs((made - parsedate_to_datetime(first.headers["date"])).total_seconds()) <= 1
+
+
+def test_the_app_stores_pages_that_came_through_the_edge_over_either_scheme(edge: Edge) -> None:
+    # The forwarded headers nginx sends restate the request as the app sees it (gunicorn applies
+    # X-Forwarded-Proto from nginx), so the app's own tiers store, not only the edge.
+    target = f"/cacheable?v={uuid.uuid4().hex}"
+    through_tls = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+    https = get(edge.url, target, source=TRUSTED_LOAD_BALANCER, headers=through_tls)
+    plain = get(edge.url, target)
+    for response in (https, plain):
+        assert response.headers["x-cache-status"] == "MISS"
+        assert "stored" in response.headers["cache-status"], response.headers["cache-status"]
