@@ -363,7 +363,7 @@ def test_record_uses_cached_children() -> None:
 def test_recorded_histogram_matches_prometheus_semantics(internals: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fast path files each observation in the same bucket Histogram.observe would."""
     if not internals:
-        monkeypatch.setattr(metrics, "_handles", lambda counter, histogram: (None, counter, histogram, ()))
+        monkeypatch.setattr(metrics, "histogram_handles", lambda counter, histogram: (None, counter, histogram, ()))
     policy = metrics.MetricsPolicy(scalekit.MetricsConfig())
     route = f"/histogram-{internals}"
     observations = [0.0001, 0.0005, 0.0007, 0.003, 0.5, 100.0]  # 0.0005 sits exactly on a bound
@@ -409,3 +409,39 @@ def test_multiprocess_gunicorn_reports_the_shared_disk_tier_once(tmp_path: Path,
     checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60,
                              check=False)
     assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+
+
+def test_the_value_handles_fit_this_prometheus_client() -> None:
+    """scalekit/metrics/handles.py reads prometheus_client's children (value objects, a
+    histogram's sum and buckets) and wraps ``collect``: this fails on a release that lays them
+    out differently, rather than letting the hot paths fall back to the public API unnoticed."""
+    from bisect import bisect_left
+
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    from scalekit.metrics import handles
+
+    registry = CollectorRegistry()
+    counter = Counter("handles_probe", "probe", ["a"], registry=registry)
+    histogram = Histogram("handles_probe_seconds", "probe", ["a"], buckets=(0.1, 1.0), registry=registry)
+    gauge = Gauge("handles_probe_gauge", "probe", registry=registry)
+    assert handles.fast_handles(counter.labels("x"), histogram.labels("x"), gauge), (
+        "prometheus_client changed its metric objects: update scalekit/metrics/handles.py")
+    count, total, buckets, bounds = handles.histogram_handles(counter.labels("x"), histogram.labels("x"))
+    count.inc(1)
+    total.inc(0.5)
+    buckets[bisect_left(bounds, 0.5)].inc(1)
+    handles.gauge_increment(gauge).inc(3)
+    handles.incrementer(counter.labels("y"))()
+    tally = handles.Tally((counter,), (handles.counter_handle(counter.labels("z")).inc,))
+    tally.tick()
+    tally.tick()
+    read = registry.get_sample_value
+    assert read("handles_probe_total", {"a": "x"}) == 1
+    assert read("handles_probe_seconds_sum", {"a": "x"}) == 0.5
+    assert read("handles_probe_seconds_bucket", {"a": "x", "le": "0.1"}) == 0
+    assert read("handles_probe_seconds_bucket", {"a": "x", "le": "1.0"}) == 1
+    assert read("handles_probe_seconds_count", {"a": "x"}) == 1
+    assert read("handles_probe_gauge", {}) == 3
+    assert read("handles_probe_total", {"a": "y"}) == 1
+    assert read("handles_probe_total", {"a": "z"}) == 2  # the tally flushed before the read

@@ -17,7 +17,8 @@ from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
-from .instruments import HTTP_DURATION, HTTP_REQUESTS, flush_before_collect
+from .handles import flush_before_collect
+from .instruments import HTTP_DURATION, HTTP_REQUESTS
 
 __all__ = ["HitLedger", "early_path"]
 

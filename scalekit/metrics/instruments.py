@@ -10,16 +10,12 @@ come from closed sets: route templates, method names, status classes, tier names
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
-import itertools
 import os
-import threading
-import weakref
-from collections.abc import Callable
-from typing import Any, Protocol, cast
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from .handles import Increment, Settable, Tally, counter_handle, flush_before_collect, gauge_handle
 
 __all__ = [
     "CACHE_BYTES",
@@ -262,87 +258,6 @@ def tier_gauge(metric: Gauge, tier: str) -> Gauge:
     return metric.labels(tier)
 
 
-class Increment(Protocol):
-    def inc(self, amount: float, /) -> None: ...
-
-
-def counter_handle(child: Any) -> Increment:
-    """What a hot path calls ``inc(1)`` on to count with ``child`` (a labelled counter).
-
-    prometheus_client's public ``inc`` re-checks that the child is observable on every call;
-    its value object (the same in multiprocess mode, where it is file-backed) is one locked
-    addition. Should a prometheus_client version lay children out differently, the child
-    itself is returned, whose public ``inc(1)`` does the same.
-    """
-    value = getattr(child, "_value", None)
-    return cast(Increment, value if callable(getattr(value, "inc", None)) else child)
-
-
-class Settable(Protocol):
-    def set(self, value: float, /) -> None: ...
-
-
-def gauge_handle(child: Any) -> Settable:
-    """What a hot path calls ``set(value)`` on to move ``child`` (a labelled gauge): its value
-    object, one locked store (see :func:`counter_handle`), or the child itself."""
-    value = getattr(child, "_value", None)
-    return cast(Settable, value if callable(getattr(value, "set", None)) else child)
-
-
-_TALLIES: dict[int, weakref.WeakSet[Any]] = {}  # Tally and Savings objects
-
-
-class Tally:
-    """Counts one event for several counters at the cost of one C call (``itertools.count``,
-    atomic under the GIL), added to the counters just before the registry reads them.
-
-    For the cache's plain hits, where two locked additions were a tenth of the request. The
-    counters' ``collect`` flushes every tally feeding them first, so any scrape or
-    ``get_sample_value`` sees every event. In multiprocess mode another process reads the
-    counters' files, so there each event is added at once.
-    """
-
-    def __init__(self, counters: tuple[Any, ...], increments: tuple[Callable[[int], None], ...]) -> None:
-        self._increments = increments
-        self._events: itertools.count[int] | None = None
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            self.tick: Callable[[], object] = self._add_each
-            return
-        self._events = itertools.count()
-        self.tick = self._events.__next__
-        self._reads = 0  # next() calls made by flush(), not events
-        self._flushed = 0
-        self._lock = threading.Lock()
-        for counter in counters:
-            flush_before_collect(counter, self)
-
-    def _add_each(self) -> None:
-        for increment in self._increments:
-            increment(1)
-
-    def flush(self) -> None:
-        """Add the events counted since the last flush to every counter."""
-        if self._events is None:
-            return
-        with self._lock:
-            events = next(self._events) - self._reads
-            self._reads += 1
-            pending = events - self._flushed
-            self._flushed = events
-        if pending:
-            for increment in self._increments:
-                increment(pending)
-
-    def __del__(self) -> None:
-        # At interpreter exit the counters may already be gone: nothing left to count into.
-        with contextlib.suppress(Exception):
-            self.flush()
-
-
-class _Flushable(Protocol):
-    def flush(self) -> None: ...
-
-
 # Past this many distinct route labels, saved time is counted under "overflow" (as the metrics
 # layer does for requests): an app naming routes by raw path must not create a series per URL.
 MAX_SAVINGS_ROUTES = 1000
@@ -423,20 +338,3 @@ class Savings:
 def savings() -> Savings:
     """The process's :class:`Savings` (the counters are the process's too)."""
     return Savings()
-
-
-def flush_before_collect(counter: Any, tally: _Flushable) -> None:
-    """Have every collect of ``counter`` (a metric) call ``tally.flush()`` first, while
-    ``tally`` lives: what a hot path queued is in every scrape."""
-    tallies = _TALLIES.get(id(counter))
-    if tallies is None:
-        tallies = _TALLIES[id(counter)] = weakref.WeakSet()
-        collect = counter.collect
-
-        def collect_flushed() -> Any:
-            for each in list(tallies):
-                each.flush()
-            return collect()
-
-        counter.collect = collect_flushed  # the registry calls the instance's collect
-    tallies.add(tally)

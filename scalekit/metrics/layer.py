@@ -28,6 +28,7 @@ from .. import asgi, wsgi
 from ..config import MetricsConfig
 from ..context import CONTEXT_KEY, UNMATCHED_ROUTE
 from ..messages import Response, simple_response
+from .handles import Handles, gauge_increment, histogram_handles
 from .hits import early_path
 from .instruments import (
     CACHE_MAX_BYTES,
@@ -115,7 +116,7 @@ class MetricsPolicy:
             allow = () if config.token else LOOPBACK
         self.networks = tuple(ipaddress.ip_network(address, strict=False) for address in allow)
         self.exclude_paths = config.exclude_paths
-        self._children: dict[tuple[str, str, int], _Handles] = {}
+        self._children: dict[tuple[str, str, int], Handles] = {}
         self._routes: set[str] = {UNMATCHED_ROUTE, OVERFLOW_ROUTE}
         self._overflowed = False
         self.status: Any = None
@@ -172,7 +173,7 @@ class MetricsPolicy:
         if handles is None:
             handles = self._children_for(method, route, status)
         count, total, buckets, bounds = handles
-        if count is None:  # the public-API fallback of _handles()
+        if count is None:  # the public-API fallback of histogram_handles()
             total.inc()
             buckets.observe(seconds)
             return
@@ -181,11 +182,11 @@ class MetricsPolicy:
         # Histogram buckets are stored per bucket, not cumulated: the first bound >= seconds.
         buckets[bisect_left(bounds, seconds)].inc(1)
 
-    def handles(self, method: str, route: str, status: int) -> _Handles:
+    def handles(self, method: str, route: str, status: int) -> Handles:
         """The value handles a request of this kind is counted with (see :meth:`add`)."""
         return self._children.get((method, route, status)) or self._children_for(method, route, status)
 
-    def add(self, handles: _Handles, requests: int, seconds: float, buckets: dict[int, int]) -> None:
+    def add(self, handles: Handles, requests: int, seconds: float, buckets: dict[int, int]) -> None:
         """Count ``requests`` finished requests at once: ``seconds`` their summed duration,
         ``buckets`` how many fell in each histogram bucket (by index)."""
         count, total, histogram, _ = handles
@@ -199,7 +200,7 @@ class MetricsPolicy:
         for index, hits in buckets.items():
             histogram[index].inc(hits)
 
-    def _children_for(self, method: str, route: str, status: int) -> _Handles:
+    def _children_for(self, method: str, route: str, status: int) -> Handles:
         """Resolve bounded label values once per (method, route, status) seen."""
         label_method = method if method in KNOWN_METHODS else "other"
         key = (method, route, status)
@@ -212,32 +213,11 @@ class MetricsPolicy:
                                 "raw paths.", MAX_ROUTE_LABELS, OVERFLOW_ROUTE)
                 route = OVERFLOW_ROUTE
             self._routes.add(route)
-        handles = _handles(HTTP_REQUESTS.labels(label_method, route, status_class(status)),
+        handles = histogram_handles(HTTP_REQUESTS.labels(label_method, route, status_class(status)),
                            HTTP_DURATION.labels(label_method, route))
         if len(self._children) < MAX_CACHED_CHILDREN:  # raw methods/statuses are unbounded
             self._children[key] = handles
         return handles
-
-
-_Handles = tuple[Any, Any, Any, tuple[float, ...]]
-
-
-def _handles(counter: Any, histogram: Any) -> _Handles:
-    """The value objects behind a counter child and a histogram child.
-
-    prometheus_client's public ``inc``/``observe`` re-check observability and scan the buckets
-    on every call; these handles make a recorded request three locked additions, the same in
-    multiprocess mode (file-backed values). Should a prometheus_client version lay its
-    children out differently, ``(None, counter, histogram, ())`` selects the public API.
-    """
-    value = getattr(counter, "_value", None)
-    total = getattr(histogram, "_sum", None)
-    buckets = tuple(getattr(histogram, "_buckets", ()))
-    bounds = tuple(getattr(histogram, "_upper_bounds", ()))
-    parts = (value, total, *buckets)
-    if buckets and len(buckets) == len(bounds) and all(hasattr(part, "inc") for part in parts):
-        return value, total, buckets, bounds
-    return None, counter, histogram, ()
 
 
 def _carries_token(authorization: str, token: bytes) -> bool:
@@ -266,19 +246,6 @@ def _in_networks(address: str, networks: Iterable[ipaddress.IPv4Network | ipaddr
     return any(ip.version == net.version and ip in net for net in networks)
 
 
-def in_flight_handle() -> Any:
-    """Something with ``inc(amount)`` that moves the in-flight gauge (its value, if reachable)."""
-    value = getattr(HTTP_IN_FLIGHT, "_value", None)
-    return value if hasattr(value, "inc") else _PublicGauge()
-
-
-class _PublicGauge:
-    __slots__ = ()
-
-    def inc(self, amount: float) -> None:
-        HTTP_IN_FLIGHT.inc(amount)
-
-
 def _route_of(ctx: Any) -> str:
     return ctx.route if ctx is not None else UNMATCHED_ROUTE
 
@@ -289,7 +256,7 @@ class WSGIMetrics:
     def __init__(self, app: wsgi.WSGIApp, policy: MetricsPolicy) -> None:
         self.app = app
         self.policy = policy
-        self._in_flight = in_flight_handle()
+        self._in_flight = gauge_increment(HTTP_IN_FLIGHT)
         self._exclude = policy.exclude_paths
         self._endpoints = policy.endpoints
         # Around the cache (through the CDN layer): plain hits are counted from its early path.
@@ -356,7 +323,7 @@ class ASGIMetrics:
     def __init__(self, app: asgi.ASGIApp, policy: MetricsPolicy) -> None:
         self.app = app
         self.policy = policy
-        self._in_flight = in_flight_handle()
+        self._in_flight = gauge_increment(HTTP_IN_FLIGHT)
         self._exclude = policy.exclude_paths
         self._endpoints = policy.endpoints
         self.serve_early: asgi.EarlyPath | None = early_path(self, app, policy)
