@@ -19,7 +19,7 @@ import threading
 from typing import Any
 
 import scalekit
-from tests.cache.tiers.servers import answer_lifespan
+from tests.cache.tiers.servers import answer_lifespan, wrapped_on_demand
 
 _local = threading.local()
 
@@ -100,12 +100,6 @@ async def asgi_origin(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def __getattr__(name: str) -> Any:
-    """``wsgi_app`` / ``asgi_app``, wrapped when a server imports it: one runtime per process
-    (a second one, never serving, would answer every invalidate() too)."""
-    origins = {"wsgi_app": wsgi_origin, "asgi_app": asgi_origin}
-    if name not in origins:
-        raise AttributeError(name)
-    wrapped = scalekit.wrap(origins[name], cdn=False, pool=False, metrics=False)
-    globals()[name] = wrapped
-    return wrapped
+# ``wsgi_app`` / ``asgi_app``, wrapped when a server imports one of them.
+__getattr__ = wrapped_on_demand(globals(), {"wsgi_app": wsgi_origin, "asgi_app": asgi_origin},
+                                cdn=False, pool=False, metrics=False)

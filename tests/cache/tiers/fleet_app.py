@@ -11,9 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import scalekit
-
-from .servers import answer_lifespan
+from .servers import answer_lifespan, wrapped_on_demand
 
 
 def _origin(path: str) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -43,5 +41,6 @@ async def asgi_origin(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-wsgi_app = scalekit.wrap(wsgi_origin, cdn=False, pool=False)
-asgi_app = scalekit.wrap(asgi_origin, cdn=False, pool=False)
+# ``wsgi_app`` / ``asgi_app``, wrapped when a server imports one of them.
+__getattr__ = wrapped_on_demand(globals(), {"wsgi_app": wsgi_origin, "asgi_app": asgi_origin},
+                                cdn=False, pool=False)

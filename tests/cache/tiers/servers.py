@@ -26,7 +26,7 @@ from typing import Any
 from tests.servers import free_port, wait_for_port
 
 __all__ = ["RedisCluster", "RedisServer", "TcpProxy", "answer_lifespan", "free_port", "pause_process",
-           "wait_until"]
+           "wait_until", "wrapped_on_demand"]
 
 MANAGED_ARGS = ("--rename-command", "CONFIG", "", "--rename-command", "CLIENT", "")
 START_TIMEOUT_SECONDS = 20.0
@@ -45,6 +45,23 @@ async def answer_lifespan(receive: Any, send: Any) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def wrapped_on_demand(namespace: dict[str, Any], origins: dict[str, Any],
+                      **options: Any) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that wraps ``origins[name]`` the first time a server imports
+    ``name``: one runtime per process (another, never serving, would still take part in every
+    ``scalekit.invalidate()``: acknowledge, and be invalidated and waited for, each time)."""
+    import scalekit
+
+    def __getattr__(name: str) -> Any:
+        if name not in origins:
+            raise AttributeError(name)
+        wrapped = scalekit.wrap(origins[name], **options)
+        namespace[name] = wrapped
+        return wrapped
+
+    return __getattr__
 
 
 def wait_until(condition: Callable[[], bool], what: str, *, pause_seconds: float = 0.002) -> float:
