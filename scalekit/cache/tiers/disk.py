@@ -32,11 +32,12 @@ b'body'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..codec import Codec
@@ -62,6 +63,19 @@ _WAL_SHARE = 32
 _MIN_WAL_BYTES = 64 * 1024
 _MAX_WAL_BYTES = 4 * 1024 * 1024
 _SHM_BYTES = 32 * 1024  # the log's shared-memory index, per 4,096 logged pages
+
+
+@contextlib.contextmanager
+def _write_transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, taking the write lock up front (other workers wait their busy
+    timeout for it, rather than failing at COMMIT); rolled back on any error."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
 
 
 class DiskTier:
@@ -196,8 +210,7 @@ class DiskTier:
 
     def _write(self, row_hash: int, value: bytes, size: int, expires: float, now: float) -> None:
         connection = self._connection()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with _write_transaction(connection):
             total = self._total(connection)
             total -= self._drop(connection, "SELECT id, size FROM entries WHERE hash = ?", (row_hash,))
             if self._writes % SWEEP_EVERY_WRITES == 0:
@@ -217,10 +230,6 @@ class DiskTier:
             total -= freed
             evicted += more
             connection.execute("UPDATE meta SET value = ? WHERE name = 'total_bytes'", (total,))
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
         if evicted:
             self._metrics.evicted.inc(evicted)
         try:
@@ -302,16 +311,11 @@ class DiskTier:
             return False
         try:
             connection = self._connection()
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with _write_transaction(connection):
                 freed = self._drop(connection, "SELECT id, size FROM entries WHERE hash = ?", (key_hash(key),))
                 if freed:
                     connection.execute(
                         "UPDATE meta SET value = value - ? WHERE name = 'total_bytes'", (freed,))
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
         except Exception as error:  # noqa: BLE001 - a disk fault never fails a request
             self._fault(error, self._metrics.store_error)
             return False
@@ -323,14 +327,9 @@ class DiskTier:
         lost); False if the file could not be written."""
         try:
             connection = self._connection()
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with _write_transaction(connection):
                 connection.execute("DELETE FROM entries")
                 connection.execute("UPDATE meta SET value = 0 WHERE name = 'total_bytes'")
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
         except Exception as error:  # noqa: BLE001 - a disk fault never fails a request
             self._fault(error, self._metrics.store_error)
             return False
