@@ -33,11 +33,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .plans import Pause, Plan, arun, run
-from .redis import EventLoopLateError, RedisConnections, entry_key
+from .redis import UNANSWERED, RedisConnections, entry_key
 
 __all__ = ["Lease", "Leases"]
-
-_UNASKED = object()  # Redis was not asked (breaker open) or did not answer
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -97,24 +95,14 @@ class Leases:
 
     # ----------------------------------------------------------------- plans
     def _ask(self, name: str, *args: Any, **options: Any) -> Plan[Any]:
-        """Redis's answer to one command, or ``_UNASKED`` (breaker open, or a fault)."""
-        breaker = self.connections.breaker
-        if not breaker.allow():
-            return _UNASKED
-        try:
-            answer = yield self.connections.command(name, *args, **options)
-        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            if not isinstance(error, EventLoopLateError):
-                breaker.failure(error)  # a release that failed expires by itself
-            return _UNASKED
-        breaker.success()
-        return answer
+        # A release that failed expires by itself; any fault means "compute it yourself".
+        return self.connections.ask(self.connections.command(name, *args, **options))
 
     def _acquire(self, key: str) -> Plan[Lease | None]:
         token = secrets.token_hex(8)
         won = yield from self._ask("set", self._lease_key(key), token, nx=True,
                                    px=int(self.lease_seconds * 1000))
-        if won is _UNASKED:
+        if won is UNANSWERED:
             return Lease(key, token, shared=False)
         return Lease(key, token, shared=True) if won else None
 
@@ -124,7 +112,7 @@ class Leases:
 
     def _is_held(self, key: str) -> Plan[bool]:
         held = yield from self._ask("exists", self._lease_key(key))
-        return held is not _UNASKED and bool(held)
+        return held is not UNANSWERED and bool(held)
 
     def _wait_release(self, key: str, timeout_seconds: float) -> Plan[bool]:
         deadline = time.monotonic() + timeout_seconds

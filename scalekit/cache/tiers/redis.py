@@ -48,8 +48,18 @@ from .breaker import CircuitBreaker
 from .plans import Either, Plan, arun, run
 from .redisget import ASYNC_IDLE_CONNECTIONS, EventLoopLateError, HitPathGet, packed_get
 
-__all__ = ["ASYNC_IDLE_CONNECTIONS", "NO_CLIENT_INFO", "EventLoopLateError", "RedisConnections",
-           "RedisTier", "entry_key", "packed_get", "redacted_url", "was_loop_late"]
+__all__ = [
+    "ASYNC_IDLE_CONNECTIONS",
+    "NO_CLIENT_INFO",
+    "UNANSWERED",
+    "EventLoopLateError",
+    "RedisConnections",
+    "RedisTier",
+    "entry_key",
+    "packed_get",
+    "redacted_url",
+    "was_loop_late",
+]
 
 log = logging.getLogger("scalekit.cache")
 
@@ -74,6 +84,8 @@ def _no_client_info() -> dict[str, Any]:
 
 
 NO_CLIENT_INFO = _no_client_info()
+
+UNANSWERED: Any = object()  # what RedisConnections.ask gives when Redis was not asked or failed
 
 
 def was_loop_late(error: BaseException, elapsed_seconds: float, config: Any) -> bool:
@@ -158,6 +170,27 @@ class RedisConnections(HitPathGet):
                     self.config.url, retry=AsyncRetry(NoBackoff(), 0), **options)
             self._async[loop] = client
         return client
+
+    def ask(self, call: Either, *, failures: Any = None, bypassed: Any = None) -> Plan[Any]:
+        """Redis's answer to ``call``, or :data:`UNANSWERED`: the breaker is open (counted in
+        ``bypassed``) or the call failed (counted in ``failures``; the breaker hears of it
+        unless the event loop, not Redis, was late). Never raises."""
+        if not self.breaker.allow():
+            if bypassed is not None:
+                bypassed.inc()
+            return UNANSWERED
+        try:
+            answer = yield call
+        except Exception as error:  # every fault: a cache call never fails a request
+            if failures is not None:
+                failures.inc()
+            if not isinstance(error, REDIS_ERRORS):
+                log.error("unexpected error in a Redis call", exc_info=error)
+            if not isinstance(error, EventLoopLateError):
+                self.breaker.failure(error)
+            return UNANSWERED
+        self.breaker.success()
+        return answer
 
     def command(self, name: str, *args: Any, **options: Any) -> Either:
         """Client command ``name`` as a plan yields it: on the sync client, or awaited on this
@@ -297,15 +330,6 @@ class RedisTier:
             return None
         return data, ttl_ms
 
-    def _failed(self, error: BaseException, counter: Any) -> None:
-        """Count a failed call; the breaker hears of it unless the event loop, not Redis, was
-        late (:class:`EventLoopLateError`)."""
-        counter.inc()
-        if not isinstance(error, REDIS_ERRORS):
-            log.error("unexpected error in the Redis tier", exc_info=error)
-        if not isinstance(error, EventLoopLateError):
-            self.breaker.failure(error)
-
     # ----------------------------------------------------------------- faces
     def get(self, key: str) -> tuple[CachedEntry, str] | None:
         return run(self._get(key))
@@ -340,18 +364,14 @@ class RedisTier:
 
     # ----------------------------------------------------------------- plans
     def _get(self, key: str) -> Plan[tuple[CachedEntry, str] | None]:
-        if not self.breaker.allow():
-            self._metrics.bypass.inc()
-            return None
         connections = self.connections
         redis_key = entry_key(connections.prefix, key)
-        try:
-            data = yield Either(functools.partial(connections.get_bytes, redis_key),
-                                functools.partial(connections.aget_bytes, redis_key))
-        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self._failed(error, self._metrics.error)
+        data = yield from connections.ask(
+            Either(functools.partial(connections.get_bytes, redis_key),
+                   functools.partial(connections.aget_bytes, redis_key)),
+            failures=self._metrics.error, bypassed=self._metrics.bypass)
+        if data is UNANSWERED:
             return None
-        self.breaker.success()
         entry = self._decode(key, data)
         if entry is None and data is not None:
             # Corrupt or refused: remove it so nobody pays to decode it again.
@@ -360,28 +380,19 @@ class RedisTier:
 
     def _set(self, key: str, entry: CachedEntry) -> Plan[bool]:
         encoded = self._encode(key, entry)
-        if encoded is None or not self.breaker.allow():
+        if encoded is None:
             return False
-        redis_key = entry_key(self.connections.prefix, key)
-        try:
-            yield self.connections.command("set", redis_key, encoded[0], px=encoded[1])
-        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self._failed(error, self._metrics.store_error)
+        command = self.connections.command("set", entry_key(self.connections.prefix, key),
+                                           encoded[0], px=encoded[1])
+        if (yield from self.connections.ask(command, failures=self._metrics.store_error)) is UNANSWERED:
             return False
-        self.breaker.success()
         self._metrics.stored.inc()
         return True
 
     def _delete(self, key: str) -> Plan[bool]:
-        if not self.breaker.allow():
-            return False
-        try:
-            yield self.connections.command("delete", entry_key(self.connections.prefix, key))
-        except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-            self._failed(error, self._metrics.store_error)
-            return False
-        self.breaker.success()
-        return True
+        command = self.connections.command("delete", entry_key(self.connections.prefix, key))
+        answer = yield from self.connections.ask(command, failures=self._metrics.store_error)
+        return answer is not UNANSWERED
 
     def close(self) -> None:
         """The connections are shared with generations and leases; their owner closes them."""
