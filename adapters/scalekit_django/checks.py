@@ -50,8 +50,10 @@ def startup_checks(*, wrapped: bool = False) -> None:
     request; ``wrap`` when the wrapped app starts serving, with ``wrapped=True``)."""
     _say(django_page_cache_warning())
     if wrapped and not MIDDLEWARE_PATHS.intersection(getattr(settings, "MIDDLEWARE", ())):
-        _say("add 'scalekit_django.middleware.ScaleKitMiddleware' to MIDDLEWARE; without it every "
-             "request is counted under the route 'unmatched'.")
+        _say("add 'scalekit_django.middleware.ScaleKitMiddleware' to MIDDLEWARE (first): without "
+             "it, route labels are resolved once more against ROOT_URLCONF (a per-request urlconf "
+             "is not seen), and a whole response's pooled connections are given back only after "
+             "it has been sent.")
 
 
 def _say(message: str | None) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from .. import asgi, wsgi
 from ..context import CONTEXT_KEY, RequestContext
+from ..memo import TextMemo
 from ..messages import Response, status_line
 from ..metrics.instruments import CDN_BYTES_SAVED, CDN_NOT_MODIFIED
 from ..wsgi import read_produced
@@ -48,7 +49,7 @@ _WSGI_PRECONDITIONS = tuple((name, "HTTP_" + name.upper().replace("-", "_")) for
 _ASGI_PRECONDITIONS = {name.encode("latin-1"): name for name in PRECONDITION_FIELDS}
 
 
-_STATUS_CODES: dict[str, int] = {}
+_STATUS_CODES: TextMemo[int] = TextMemo(max_entries=512, max_text_chars=128)
 
 
 def _status_code(line: str) -> int:
@@ -56,8 +57,7 @@ def _status_code(line: str) -> int:
     code = _STATUS_CODES.get(line)
     if code is None:
         code = int(line[:3])
-        if len(_STATUS_CODES) < 512:
-            _STATUS_CODES[line] = code
+        _STATUS_CODES.put(line, code)
     return code
 
 

@@ -127,3 +127,25 @@ def test_cookies_set_by_a_view_reach_the_client(site: Site) -> None:
     response = site.get("/cookie/")
     assert response.text == "a cookie for you"
     assert response.cookies == {"flavour": "ginger"}
+
+
+@pytest.mark.parametrize("mode", ["wrap-wsgi", "wrap-asgi"])
+def test_route_labels_under_wrap_without_the_middleware(mode: str, tmp_path: Path,
+                                                        django_database: tuple[str, dict[str, object]]) -> None:
+    """``scalekit_django.wrap`` alone (no ScaleKitMiddleware in MIDDLEWARE) names routes too,
+    by resolving the path against ROOT_URLCONF; a 404 stays ``unmatched``."""
+    database_path, overlay = django_database
+    url = f"sqlite:///{database_path}"
+    seed_items(url)
+    settings = {**overlay, "MIDDLEWARE": [],
+                "SCALEKIT": {"state_dir": str(tmp_path / "state"),
+                             "pool": {"databases": {"default": {"url": url}}}}}
+    before = exposition_text()
+    for site in open_site(mode, settings):
+        assert site.get("/calls/").status == 200
+        assert site.get("/shop/things/fork/").status == 200
+        assert site.get("/no/such/place/").status == 404
+    after = exposition_text()
+    for route, status in (("/calls/", "2xx"), ("/shop/things/<str:name>/", "2xx"), ("unmatched", "4xx")):
+        assert request_count(after, route, status) == request_count(before, route, status) + 1, route
+    assert not {"/shop/things/fork/", "/no/such/place/"} & route_labels(after)
