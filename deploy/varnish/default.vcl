@@ -88,9 +88,20 @@ sub vcl_recv {
         set req.http.X-Edge-Pass = "credentials";
         return (pass);
     }
-    # Other cookies (analytics, consent) do not keep a page out of the cache: a response that
-    # depends on one must say so (Vary, private), as it must for any shared cache. Concurrent
-    # misses for one page wait for the one request that fetches it.
+    # Analytics cookies never change a page: they are dropped here, so they neither reach the
+    # app nor make its answer private (scalekit's CDN layer makes a rule-stamped answer to a
+    # request with any Cookie private). Add your own such cookie names to the pattern.
+    if (req.http.Cookie) {
+        set req.http.Cookie = regsuball(req.http.Cookie,
+            "(^|;\s*)(_ga[^=]*|_gid|_gat[^=]*|_fbp|_fbc|__utm[a-z]+|_hj[^=]*)=[^;]*", "");
+        set req.http.Cookie = regsub(req.http.Cookie, "^;\s*", "");
+        if (req.http.Cookie ~ "^\s*$") {
+            unset req.http.Cookie;
+        }
+    }
+    # Other cookies reach the app, whose answer says whether it may be shared (a rule-stamped
+    # lifetime never is, for a request with cookies; the app's own public / s-maxage is).
+    # Concurrent misses for one page wait for the one request that fetches it.
     return (hash);
 }
 

@@ -97,7 +97,10 @@ class RuleConfig:
     The app's own caching headers win unless ``override`` is set. ``allow_set_cookie`` and
     ``allow_authorization`` let this rule's responses be shared-cacheable even when they set a
     cookie or answer a request carrying credentials; without them such responses are made
-    ``private`` whatever the rule or the app said.
+    ``private`` whatever the rule or the app said. ``allow_cookie`` lets the rule's lifetime
+    stand for an answer to a request that carried a Cookie (for paths whose answers never
+    depend on cookies); without it such an answer is made ``private`` unless the app's own
+    headers gave it a shared lifetime.
     """
 
     path: str = "/**"
@@ -108,6 +111,7 @@ class RuleConfig:
     override: bool = False
     allow_set_cookie: bool = False
     allow_authorization: bool = False
+    allow_cookie: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.policy, Mapping):

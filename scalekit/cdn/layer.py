@@ -157,7 +157,8 @@ class _WSGIExchange:
         headers = [(name.lower(), value) for name, value in self.headers]
         outcome = self.layer.stamper.stamp(
             self.method, self.environ.get("PATH_INFO", ""), "HTTP_AUTHORIZATION" in self.environ,
-            status, headers, self.ctx.tags if self.ctx is not None else ())
+            status, headers, self.ctx.tags if self.ctx is not None else (),
+            has_cookie=bool(self.environ.get("HTTP_COOKIE", "").strip()))
         return outcome, outcome.headers == headers
 
     def _send(self, headers: list[tuple[str, str]], status: str | None = None) -> None:
@@ -195,7 +196,8 @@ class _WSGIExchange:
         status = _STATUS_CODES.get(status_text) or _status_code(status_text)
         outcome = layer.stamper.stamp(
             self.method, environ.get("PATH_INFO", ""), "HTTP_AUTHORIZATION" in environ,
-            status, app_headers, ctx.tags if ctx is not None else ())
+            status, app_headers, ctx.tags if ctx is not None else (),
+            has_cookie="HTTP_COOKIE" in environ and bool(environ["HTTP_COOKIE"].strip()))
         headers = outcome.headers
         unchanged = headers == app_headers
         body: bytes | None = None
@@ -284,11 +286,13 @@ class ASGICDN:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        has_authorization = False
+        has_authorization = has_cookie = False
         fields: dict[str, str] = {}
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
                 has_authorization = True
+            elif name == b"cookie":
+                has_cookie = has_cookie or bool(value.strip())
             elif name in _ASGI_PRECONDITIONS:
                 key = _ASGI_PRECONDITIONS[name]
                 text = value.decode("latin-1")
@@ -297,7 +301,7 @@ class ASGICDN:
         ctx: RequestContext | None = scope.get(CONTEXT_KEY)
         if ctx is not None:
             ctx.state[STATE_KEY] = preconditions
-        exchange = _ASGIExchange(self, scope, send, has_authorization,
+        exchange = _ASGIExchange(self, scope, send, has_authorization, has_cookie,
                                  preconditions if self.conditional else None, ctx)
         await self.inner(scope, receive, exchange.send)
         if exchange.mode == _BUFFER and exchange.start is not None:
@@ -311,6 +315,7 @@ class _ASGIExchange:
         "ctx",
         "downstream",
         "has_authorization",
+        "has_cookie",
         "headers",
         "layer",
         "limit",
@@ -324,11 +329,12 @@ class _ASGIExchange:
     )
 
     def __init__(self, layer: ASGICDN, scope: asgi.Scope, downstream: asgi.Send, has_authorization: bool,
-                 preconditions: Preconditions | None, ctx: RequestContext | None) -> None:
+                 has_cookie: bool, preconditions: Preconditions | None, ctx: RequestContext | None) -> None:
         self.layer = layer
         self.scope = scope
         self.downstream = downstream
         self.has_authorization = has_authorization
+        self.has_cookie = has_cookie
         self.preconditions = preconditions
         self.ctx = ctx
         self.method = scope.get("method", "GET").upper()
@@ -362,7 +368,7 @@ class _ASGIExchange:
                    for name, value in message.get("headers", ())]
         outcome = self.layer.stamper.stamp(
             self.method, self.scope.get("path", ""), self.has_authorization, self.status, headers,
-            self.ctx.tags if self.ctx is not None else ())
+            self.ctx.tags if self.ctx is not None else (), has_cookie=self.has_cookie)
         self.headers = outcome.headers
         self.unchanged = outcome.headers == headers
         self.start = message

@@ -15,6 +15,11 @@ which no rule or app header can undo unless the rule allows it explicitly:
   (``private`` added, ``public``/``s-maxage`` and the CDN-targeted fields removed). RFC 9111
   §3.5 lets ``public`` share an authenticated answer; one forgotten decorator would publish a
   user's page to everyone, so here only a rule's ``allow_authorization`` does.
+* ``Cookie`` on the request, when the shared lifetime would come from a rule or the default
+  policy rather than from the app's own headers: ``private`` too, unless the rule says
+  ``allow_cookie``. A rule matches by path, and a path can be made to look like an asset
+  (``/account/settings-x.css``): the answer built for alice's session must not reach an edge
+  that caches by path (web cache deception). The app cache holds the same line.
 * 5xx: shared freshness at most ``server_error_shared_max_age_seconds`` (default 0: no-store),
   so a CDN never pins an outage.
 
@@ -81,6 +86,7 @@ class CompiledRule:
     override: bool
     allow_set_cookie: bool
     allow_authorization: bool
+    allow_cookie: bool
 
 
 class Outcome(NamedTuple):
@@ -200,6 +206,7 @@ def compile_rule(rule: RuleConfig, config: CDNConfig) -> CompiledRule:
         override=rule.override,
         allow_set_cookie=rule.allow_set_cookie,
         allow_authorization=rule.allow_authorization,
+        allow_cookie=rule.allow_cookie,
     )
 
 
@@ -244,11 +251,12 @@ class Stamper:
         return None
 
     def stamp(self, method: str, path: str, has_authorization: bool, status: int,
-              headers: Headers, tags: Iterable[str]) -> Outcome:
+              headers: Headers, tags: Iterable[str], *, has_cookie: bool = False) -> Outcome:
         """Stamp ``headers`` (lower-case names, as the app sent them) for this request.
 
-        ``has_authorization``: the request carried an Authorization header. ``tags``: the
-        request context's tags. Returns new header lines; ``headers`` is not modified.
+        ``has_authorization`` / ``has_cookie``: the request carried an Authorization header /
+        a non-empty Cookie. ``tags``: the request context's tags. Returns new header lines;
+        ``headers`` is not modified.
         """
         names = set()
         media_type = ""
@@ -268,6 +276,8 @@ class Stamper:
             has_authorization and not (rule is not None and rule.allow_authorization))
         server_error = status >= 500
         if policy is not None and not app_decides:
+            # The lifetime is the rule's word alone: an answer to a request with cookies is private.
+            credentials = credentials or (has_cookie and not (rule is not None and rule.allow_cookie))
             if server_error:
                 lines = policy.server_error_private if credentials else policy.server_error
             else:

@@ -166,3 +166,26 @@ def test_a_write_outside_the_app_stops_varnish_serving_the_old_page_within_a_sec
             with writer.cursor() as cursor:
                 cursor.execute(install_statements([table], channel=channel)[1])
             writer.close()
+
+
+def test_a_users_page_is_never_shared_at_the_edge_and_analytics_cookies_keep_nothing_out() -> None:
+    # A CDN rule shares every page for 300 s. The shipped VCL hashes requests whose cookies are
+    # not session cookies; the app's answer to one carrying "remember=alice" must leave private.
+    environment = {
+        "SCALEKIT_ALLOWED_HOSTS": "127.0.0.1",
+        "SCALEKIT_REDIS_URL": "",
+        "SCALEKIT_CDN_RULES": json.dumps([{"path": "/**", "policy": {
+            "public": True, "shared_max_age_seconds": 300}}]),
+    }
+    with run_server("gunicorn", "tests.edge.varnish_app:app", env=environment) as app_url:
+        app_port = int(app_url.rsplit(":", 1)[1])
+        with running_varnish(app_port, purge_port=free_port()) as varnish, httpx.Client(timeout=10) as client:
+            page = f"{varnish.url}/whoami"
+            alice = client.get(page, headers={"Cookie": "_ga=GA1.2.3.4; remember=alice; _gid=GA1.2.5"})
+            assert alice.json() == {"cookies": "remember=alice"}  # analytics cookies dropped at the edge
+            assert "private" in alice.headers["cache-control"]
+            anonymous = [client.get(page) for _ in range(2)]
+            assert [response.json() for response in anonymous] == [{"cookies": ""}] * 2
+            assert [response.headers["x-cache-status"] for response in anonymous] == ["MISS", "HIT"]
+            tracked = client.get(page, headers={"Cookie": "_ga=GA1.2.3.4; _fbp=fb.1"})
+            assert (tracked.json(), tracked.headers["x-cache-status"]) == ({"cookies": ""}, "HIT")
