@@ -37,6 +37,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -46,7 +47,13 @@ from ..entry import CachedEntry
 from .base import TierMetrics, kept_until
 from .breaker import CircuitBreaker
 from .plans import Either, Plan, arun, run
-from .redisget import ASYNC_IDLE_CONNECTIONS, EventLoopLateError, HitPathGet, packed_get
+from .redisget import (
+    ASYNC_IDLE_CONNECTIONS,
+    EventLoopLateError,
+    HitPathGet,
+    packed_get,
+    was_loop_late,
+)
 
 __all__ = [
     "ASYNC_IDLE_CONNECTIONS",
@@ -86,18 +93,6 @@ def _no_client_info() -> dict[str, Any]:
 NO_CLIENT_INFO = _no_client_info()
 
 UNANSWERED: Any = object()  # what RedisConnections.ask gives when Redis was not asked or failed
-
-
-def was_loop_late(error: BaseException, elapsed_seconds: float, config: Any) -> bool:
-    """Whether ``error`` after ``elapsed_seconds`` on the loop's clock says the event loop was
-    busy rather than Redis slow: a timeout that took half a socket timeout longer than any
-    connect plus read could (redis-py's own asyncio timeouts count loop time too)."""
-    if isinstance(error, EventLoopLateError):
-        return True
-    if not isinstance(error, (asyncio.TimeoutError, redis.exceptions.TimeoutError)):
-        return False
-    budget = float(config.connect_timeout_seconds) + 1.5 * float(config.socket_timeout_seconds)
-    return elapsed_seconds > budget
 
 
 def entry_key(prefix: str, key: str) -> str:
@@ -149,25 +144,17 @@ class RedisConnections(HitPathGet):
         options = self._options()
         if socket_timeout_seconds is not None:
             options["socket_timeout"] = socket_timeout_seconds
-        if self.config.cluster:
-            return redis.cluster.RedisCluster.from_url(
-                self.config.url, retry=Retry(NoBackoff(), 0), **options)
-        return redis.Redis.from_url(self.config.url, retry=Retry(NoBackoff(), 0), **options)
+        factory = redis.cluster.RedisCluster if self.config.cluster else redis.Redis
+        return factory.from_url(self.config.url, retry=Retry(NoBackoff(), 0), **options)
 
     def async_client(self) -> Any:
         """The asyncio client of the running event loop (clients cannot cross loops)."""
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
         if client is None:
-            options = self._options()
-            if self.config.cluster:
-                from redis.asyncio.retry import Retry as AsyncRetry
-                client = redis.asyncio.cluster.RedisCluster.from_url(
-                    self.config.url, retry=AsyncRetry(NoBackoff(), 0), **options)
-            else:
-                from redis.asyncio.retry import Retry as AsyncRetry
-                client = redis.asyncio.Redis.from_url(
-                    self.config.url, retry=AsyncRetry(NoBackoff(), 0), **options)
+            factory = redis.asyncio.cluster.RedisCluster if self.config.cluster else redis.asyncio.Redis
+            client = factory.from_url(self.config.url, retry=AsyncRetry(NoBackoff(), 0),
+                                      **self._options())
             self._async[loop] = client
         return client
 

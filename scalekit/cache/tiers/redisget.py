@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-__all__ = ["ASYNC_IDLE_CONNECTIONS", "EventLoopLateError", "HitPathGet", "packed_get"]
+__all__ = ["ASYNC_IDLE_CONNECTIONS", "EventLoopLateError", "HitPathGet", "packed_get", "was_loop_late"]
 
 # GET in RESP, the same bytes redis-py's packer writes for one str argument (utf-8): built
 # with one %-format instead of the packer's per-call encoding and list building.
@@ -48,6 +48,18 @@ os.register_at_fork(after_in_child=_count_fork)
 class EventLoopLateError(TimeoutError):
     """A Redis call ran out of time because the event loop fired its timer late (busy with other
     work), not because Redis was slow: a miss for that request, never counted against Redis."""
+
+
+def was_loop_late(error: BaseException, elapsed_seconds: float, config: Any) -> bool:
+    """Whether ``error`` after ``elapsed_seconds`` on the loop's clock says the event loop was
+    busy rather than Redis slow: a timeout that took half a socket timeout longer than any
+    connect plus read could (redis-py's own asyncio timeouts count loop time too)."""
+    if isinstance(error, EventLoopLateError):
+        return True
+    if not isinstance(error, (asyncio.TimeoutError, redis.exceptions.TimeoutError)):
+        return False
+    budget = float(config.connect_timeout_seconds) + 1.5 * float(config.socket_timeout_seconds)
+    return elapsed_seconds > budget
 
 
 def packed_get(key: str) -> bytes:
