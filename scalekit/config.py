@@ -213,9 +213,13 @@ def load_config_origins(
     cwd: str | os.PathLike[str] | None = None,
     config_file: str | os.PathLike[str] | None = None,
     source: str = "arguments",
+    framework: tuple[str, Mapping[str, Any]] | None = None,
 ) -> tuple[Config, dict[str, Origin]]:
     """:func:`load_config`, and where each key that a source set came from: the source used
     and the lower ones it overrode (``scalekit check`` shows them; ``wrap()`` logs conflicts).
+
+    ``framework``: a framework's own scalekit settings (``("settings.SCALEKIT", {...})``), a
+    source of its own between the environment and ``kwargs``, merged key by key like the others.
 
     >>> config, found = load_config_origins({"metrics": {"path": "/m"}},
     ...     environ={"SCALEKIT_METRICS_PATH": "/e"}, cwd="/nonexistent")
@@ -230,10 +234,13 @@ def load_config_origins(
         if not isinstance(given, Config):
             raise ConfigError(key="config", value=given, expected="a scalekit.Config instance",
                               source="arguments")
-        if not kwargs:
+        if not kwargs and not (framework is not None and framework[1]):
             return given, {}
         # Arguments over a whole Config are one caller deriving a variant: nothing to report.
-        layers: list[loader.Layer] = [(_fields_of(given), "config=Config(...)"), (kwargs, source)]
+        layers: list[loader.Layer] = [(_fields_of(given), "config=Config(...)")]
+        if framework is not None and framework[1]:
+            layers.append((dict(framework[1]), framework[0]))
+        layers.append((kwargs, source))
         return cast(Config, loader.build(Config, layers)), {}
     explicit = config_file or kwargs.pop("config_file", None) or environ.get("SCALEKIT_CONFIG")
     layers = []
@@ -241,6 +248,8 @@ def load_config_origins(
     if file_path is not None:
         layers.append((loader.read_toml(file_path), _file_label(file_path)))
     layers.extend(loader.read_environ(Config, environ, ENV_PREFIX, LOADER_ENV))
+    if framework is not None and framework[1]:
+        layers.append((dict(framework[1]), framework[0]))
     if kwargs:
         layers.append((kwargs, source))
     config = cast(Config, loader.build(Config, layers))

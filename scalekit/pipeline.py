@@ -10,7 +10,7 @@ import functools
 import importlib
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from .asgi import ASGIRoot
@@ -104,14 +104,15 @@ def _describe(app: object) -> str:
 
 
 def wrap(app: Any, *, kind: Kind | None = None, config: Config | None = None,
-         settings_source: str = "arguments", **settings: Any) -> Any:
+         settings_source: str = "arguments", framework_settings: tuple[str, Mapping[str, Any]] | None = None,
+         **settings: Any) -> Any:
     """Wrap a WSGI or ASGI app with scalekit's layers; returns an app of the same kind.
 
     Settings come from ``settings`` (``cache={"enabled": False}``, ``metrics=False``), then
-    ``SCALEKIT_*`` env, then ``scalekit.toml`` / ``[tool.scalekit]``, then defaults. A key set
-    by several of them to different values is logged when the app starts serving, naming the
-    value used; ``settings_source`` names ``settings`` there and in errors (an adapter passes
-    ``"settings.SCALEKIT"``).
+    ``framework_settings`` (an adapter's ``("settings.SCALEKIT", {...})``), then ``SCALEKIT_*``
+    env, then ``scalekit.toml`` / ``[tool.scalekit]``, then defaults, merged key by key. A key
+    set by several of them to different values is logged when the app starts serving, naming
+    the value used; ``settings_source`` names ``settings`` there and in errors.
 
     >>> def hello(environ, start_response):
     ...     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -130,7 +131,7 @@ def wrap(app: Any, *, kind: Kind | None = None, config: Config | None = None,
                         "which is not callable.")
     if config is not None:
         settings["config"] = config
-    loaded, origins = load_config_origins(settings, source=settings_source)
+    loaded, origins = load_config_origins(settings, source=settings_source, framework=framework_settings)
     check_config_extras(loaded)  # a missing extra: one line, before anything starts
     runtime = Runtime(loaded)
     runtime.origins = origins  # `scalekit check TARGET` shows where each setting came from

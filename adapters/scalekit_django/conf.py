@@ -25,14 +25,14 @@ MIDDLEWARE_PATHS = frozenset({
 })
 
 
-def scalekit_settings(**overrides: Any) -> dict[str, Any]:
-    """``settings.SCALEKIT`` merged with ``overrides`` (which win), as ``wrap()`` keyword arguments."""
+def scalekit_settings() -> Mapping[str, Any]:
+    """``settings.SCALEKIT``, checked to be a dict of scalekit settings (empty when unset)."""
     configured = getattr(settings, SETTINGS_NAME, None) or {}
     if not isinstance(configured, Mapping):
         raise ImproperlyConfigured(
             f"settings.{SETTINGS_NAME} is {configured!r}; expected a dict of scalekit settings "
             "such as {'cache': {'enabled': True}, 'pool': {'databases': {'default': {'url': ...}}}}.")
-    return {**configured, **overrides}
+    return configured
 
 
 def context_of_request(request: Any) -> RequestContext | None:

@@ -39,13 +39,15 @@ def wrap(application: Any, **overrides: Any) -> Any:
     """``scalekit.wrap(application)`` with ``settings.SCALEKIT``; WSGI or ASGI is detected."""
     signals.install()
     WRAPPED_WITH_SETTINGS.set()
-    source = f"settings.{SETTINGS_NAME}" + (" and wrap() arguments" if overrides else "")
     kind = detect_kind(application)
     inner = application
     if not (isinstance(application, (WSGIRoot, ASGIRoot))  # wrap() says it is wrapped twice
             or MIDDLEWARE_PATHS.intersection(getattr(settings, "MIDDLEWARE", ()))):
         inner = WSGIRouteNames(application) if kind == "wsgi" else ASGIRouteNames(application)
-    wrapped = scalekit.wrap(inner, kind=kind, settings_source=source, **scalekit_settings(**overrides))
+    # settings.SCALEKIT and the arguments are two sources merged key by key: an argument
+    # changes its own key alone, and a disagreement is said when the app starts serving.
+    wrapped = scalekit.wrap(inner, kind=kind, settings_source="scalekit_django.wrap() arguments",
+                            framework_settings=(f"settings.{SETTINGS_NAME}", scalekit_settings()), **overrides)
     # Said when it starts serving, as the middleware does, not in a process that only loads it.
     wrapped.runtime.on_startup(functools.partial(startup_checks, wrapped=True))
     return wrapped

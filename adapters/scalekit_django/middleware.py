@@ -55,8 +55,8 @@ class ScaleKitMiddleware:
         """The pipeline around the rest of Django, of the kind this middleware runs in."""
         if self._pipeline is None:
             kind: Literal["wsgi", "asgi"] = "asgi" if self.is_async else "wsgi"
-            self._pipeline = scalekit.wrap(RestOfDjango(), kind=kind, settings_source=f"settings.{SETTINGS_NAME}",
-                                           **scalekit_settings())
+            self._pipeline = scalekit.wrap(RestOfDjango(), kind=kind,
+                                           framework_settings=(f"settings.{SETTINGS_NAME}", scalekit_settings()))
         return self._pipeline
 
     def __call__(self, request: HttpRequest) -> Any:

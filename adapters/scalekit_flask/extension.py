@@ -53,10 +53,10 @@ class ScaleKit:
                                "ScaleKit(app) or init_app(app) once per app.")
         from_config: Mapping[str, Any] = app.config.get(CONFIG_KEY) or {}
         arguments = {**self.settings, **settings}
-        source = " and ".join(name for name, given in (
-            (f"app.config[{CONFIG_KEY!r}]", from_config), ("ScaleKit() arguments", arguments)) if given)
-        wrapped = scalekit.wrap(app.wsgi_app, kind="wsgi", settings_source=source or "arguments",
-                                **{**from_config, **arguments})
+        # Two sources merged key by key: an argument changes its own key alone, and a
+        # disagreement with app.config is said when the app starts serving.
+        wrapped = scalekit.wrap(app.wsgi_app, kind="wsgi", settings_source="ScaleKit() arguments",
+                                framework_settings=(f"app.config[{CONFIG_KEY!r}]", from_config), **arguments)
         app.wsgi_app = wrapped  # type: ignore[method-assign]
         self.runtime = wrapped.runtime
         app.extensions[EXTENSION_KEY] = self

@@ -15,8 +15,6 @@ from scalekit import pipeline
 
 from .django_support import configure_django
 
-REASON = ("scalekit_django.conf.scalekit_settings merges settings.SCALEKIT and wrap() arguments shallowly "
-          "({**settings, **arguments}) and says nothing (owner: hotstack)")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +37,6 @@ def served_config(tmp_path: Path, overlay: dict[str, object], scalekit: dict[str
             app.runtime.close()
 
 
-@pytest.mark.xfail(strict=True, reason=REASON)
 def test_an_argument_changes_its_key_alone(tmp_path: Path, django_database: tuple[str, dict[str, object]]) -> None:
     _, overlay = django_database
     config = served_config(tmp_path, overlay, {"cache": {"status_name": "from-settings"}},
@@ -48,7 +45,6 @@ def test_an_argument_changes_its_key_alone(tmp_path: Path, django_database: tupl
     assert config.cache.status_name == "from-settings"
 
 
-@pytest.mark.xfail(strict=True, reason=REASON)
 def test_settings_and_arguments_that_disagree_are_said(tmp_path: Path, django_database: tuple[str, dict[str, object]],
                                                        monkeypatch: pytest.MonkeyPatch,
                                                        caplog: pytest.LogCaptureFixture) -> None:

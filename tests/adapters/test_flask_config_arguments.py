@@ -13,8 +13,6 @@ from flask import Flask
 
 from scalekit import pipeline
 
-REASON = ("scalekit_flask.ScaleKit merges app.config['SCALEKIT'] and its arguments shallowly "
-          "({**config, **arguments}) and says nothing (owner: hotstack)")
 
 
 def served_config(tmp_path: Path, from_config: dict[str, Any], arguments: dict[str, Any]) -> Any:
@@ -32,14 +30,12 @@ def served_config(tmp_path: Path, from_config: dict[str, Any], arguments: dict[s
         extension.close()
 
 
-@pytest.mark.xfail(strict=True, reason=REASON)
 def test_an_argument_changes_its_key_alone(tmp_path: Path) -> None:
     config = served_config(tmp_path, {"cache": {"status_name": "from-config"}}, {"cache": {"coalesce": False}})
     assert config.cache.coalesce is False
     assert config.cache.status_name == "from-config"
 
 
-@pytest.mark.xfail(strict=True, reason=REASON)
 def test_config_and_arguments_that_disagree_are_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(pipeline, "_warned", set())
