@@ -15,7 +15,6 @@ import ipaddress
 import logging
 import os
 import time
-from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
@@ -116,7 +115,8 @@ class MetricsPolicy:
             allow = () if config.token else LOOPBACK
         self.networks = tuple(ipaddress.ip_network(address, strict=False) for address in allow)
         self.exclude_paths = config.exclude_paths
-        self._children: dict[tuple[str, str, int], Handles] = {}
+        # (method, route, status) -> (counter child, histogram child, their value handles)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Handles]] = {}
         self._routes: set[str] = {UNMATCHED_ROUTE, OVERFLOW_ROUTE}
         self._overflowed = False
         self.status: Any = None
@@ -168,23 +168,16 @@ class MetricsPolicy:
                               ("cache-control", "no-store")), body)
 
     def record(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Count one finished request: three locked additions on cached value handles."""
-        handles = self._children.get((method, route, status))
-        if handles is None:
-            handles = self._children_for(method, route, status)
-        count, total, buckets, bounds = handles
-        if count is None:  # the public-API fallback of histogram_handles()
-            total.inc()
-            buckets.observe(seconds)
-            return
-        count.inc(1)
-        total.inc(seconds)
-        # Histogram buckets are stored per bucket, not cumulated: the first bound >= seconds.
-        buckets[bisect_left(bounds, seconds)].inc(1)
+        """Count one finished request, through prometheus_client's public API (its value
+        handles would save about 0.5 us of a request, against a 15 us target)."""
+        series = self._children.get((method, route, status)) or self._children_for(method, route, status)
+        series[0].inc()
+        series[1].observe(seconds)
 
     def handles(self, method: str, route: str, status: int) -> Handles:
         """The value handles a request of this kind is counted with (see :meth:`add`)."""
-        return self._children.get((method, route, status)) or self._children_for(method, route, status)
+        series = self._children.get((method, route, status)) or self._children_for(method, route, status)
+        return series[2]
 
     def add(self, handles: Handles, requests: int, seconds: float, buckets: dict[int, int]) -> None:
         """Count ``requests`` finished requests at once: ``seconds`` their summed duration,
@@ -200,7 +193,7 @@ class MetricsPolicy:
         for index, hits in buckets.items():
             histogram[index].inc(hits)
 
-    def _children_for(self, method: str, route: str, status: int) -> Handles:
+    def _children_for(self, method: str, route: str, status: int) -> tuple[Any, Any, Handles]:
         """Resolve bounded label values once per (method, route, status) seen."""
         label_method = method if method in KNOWN_METHODS else "other"
         key = (method, route, status)
@@ -213,11 +206,12 @@ class MetricsPolicy:
                                 "raw paths.", MAX_ROUTE_LABELS, OVERFLOW_ROUTE)
                 route = OVERFLOW_ROUTE
             self._routes.add(route)
-        handles = histogram_handles(HTTP_REQUESTS.labels(label_method, route, status_class(status)),
-                           HTTP_DURATION.labels(label_method, route))
+        counter = HTTP_REQUESTS.labels(label_method, route, status_class(status))
+        histogram = HTTP_DURATION.labels(label_method, route)
+        series = (counter, histogram, histogram_handles(counter, histogram))
         if len(self._children) < MAX_CACHED_CHILDREN:  # raw methods/statuses are unbounded
-            self._children[key] = handles
-        return handles
+            self._children[key] = series
+        return series
 
 
 def _carries_token(authorization: str, token: bytes) -> bool:
