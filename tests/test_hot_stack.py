@@ -237,17 +237,29 @@ TestWsgiStampedStack.settings = TestAsgiStampedStack.settings = MACHINE_SETTINGS
 
 
 @pytest.mark.parametrize("kind", ["wsgi", "asgi"])
-def test_a_hit_with_authorization_takes_the_full_path_and_is_made_private(kind: str) -> None:
+@pytest.mark.parametrize(("cdn", "header", "private"), [
+    ("defaults", {"authorization": "Bearer x"}, "private, max-age=60"),
+    ("stamping", {"cookie": "session=alice"}, "private, max-age=0"),
+    ("defaults", {"cookie": "session=alice"}, None),
+], ids=["authorization", "cookie under a rule", "cookie, no rule"])
+def test_credentials_on_a_hit(kind: str, cdn: str, header: dict[str, str], private: str | None) -> None:
+    """Authorization, and a Cookie where a rule or the default policy gives the lifetime, make
+    the CDN layer stamp a hit private: such a hit takes the full path. Without a rule a Cookie
+    changes nothing, and the early path answers as the full path would."""
     clock = FakeClock(START_TIME + 0.125)
     machine = StackEarlyMatchesFull.__new__(StackEarlyMatchesFull)
-    machine.kind, machine.queries, machine.loop = kind, {"/p0": "cc=max-age=60"}, (
+    machine.kind, machine.queries, machine.loop = kind, {"/blog/p2": "cc=max-age=60"}, (
         asyncio.new_event_loop() if kind == "asgi" else None)
-    machine.root, _, runtime = build(kind, clock, Origin(clock), {})
+    machine.root, full_root, runtime = build(kind, clock, Origin(clock), CDN_SETTINGS[cdn])
     try:
-        machine.call(machine.root, "GET", "/p0", {})
-        status, out, _ = machine.call(machine.root, "GET", "/p0", {"authorization": "Bearer x"})
+        machine.call(machine.root, "GET", "/blog/p2", {})
+        status, out, _ = machine.call(machine.root, "GET", "/blog/p2", header)
         assert status == 200 and "; hit" in dict(out)["cache-status"]
-        assert dict(out)["cache-control"] == "private, max-age=60"
+        assert machine.call(full_root, "GET", "/blog/p2", header)[1] == out
+        if private is not None:
+            assert dict(out)["cache-control"] == private
+        else:
+            assert machine.call(machine.root, "GET", "/blog/p2", {})[1] == out
     finally:
         runtime.close()
         if machine.loop is not None:

@@ -21,8 +21,8 @@ Lines = tuple[tuple[str, str], ...]
 
 
 def plain_hit_stamp(stamper: Stamper) -> Stamp:
-    """What this layer does to a cache's plain hit (a GET or HEAD with no conditional and no
-    Authorization), as a function of the hit's method, path, entry and headers: the stamped
+    """What this layer does to a cache's plain hit (a GET or HEAD with no conditional, no
+    Authorization and, where it matters, no Cookie), as a function of the hit's method, path, entry and headers: the stamped
     headers, with the ETag of the body when the full path would compute one. None when the
     full path must run (a 200 without Content-Length, never stored by the cache)."""
     max_bytes = stamper.config.etag_max_body_bytes
@@ -43,17 +43,20 @@ def plain_hit_stamp(stamper: Stamper) -> Stamp:
     return stamp
 
 
-def early_path(layer: Any, app: Any, stamper: Stamper, names: tuple[str, str], value: Any) -> Any:
+def early_path(layer: Any, app: Any, stamper: Stamper, names: tuple[str, str],
+               authorization: Any, cookie: Any) -> Any:
     """The inner cache's early path with this layer's stamping added (None: no cache inside).
     ``names``: the cache's two sets of request headers that take a request off its early path
-    (special ones, and those never plain), to which this layer adds ``value``: Authorization,
-    which makes a hit private."""
+    (special ones, and those never plain), to which this layer adds the request headers its
+    stamping reads: ``authorization`` (which makes a hit private), and ``cookie`` when a rule
+    or the default policy may give a lifetime (which a Cookie on the request makes private)."""
     plain_hits = getattr(app, "plain_hits", None)
     serve_early = getattr(app, "serve_early", None)
     if plain_hits is None or serve_early is None:
         return None
     plain_hits.add_stamper(plain_hit_stamp(stamper))
+    added = {authorization, cookie} if stamper.rules or stamper.default is not None else {authorization}
     for name in names:
-        setattr(app, name, getattr(app, name) | {value})
+        setattr(app, name, getattr(app, name) | added)
     layer.plain_hits = plain_hits
     return serve_early

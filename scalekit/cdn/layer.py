@@ -83,7 +83,7 @@ class WSGICDN:
         # Around the cache: its plain hits leave stamped from its early path, and the rest
         # of its requests go to its full path (they have been offered to the early one).
         self.serve_early: wsgi.EarlyPath | None = early_path(
-            self, app, stamper, ("special_keys", "unplain_keys"), "HTTP_AUTHORIZATION")
+            self, app, stamper, ("special_keys", "unplain_keys"), "HTTP_AUTHORIZATION", "HTTP_COOKIE")
         self.inner: wsgi.WSGIApp = getattr(app, "handle", app) if self.serve_early else app
 
     def __call__(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
@@ -269,7 +269,7 @@ class ASGICDN:
         self.max_body_bytes = stamper.config.etag_max_body_bytes
         self.conditional = stamper.config.conditional_requests
         self.serve_early: asgi.EarlyPath | None = early_path(
-            self, app, stamper, ("special_names", "unplain_names"), b"authorization")
+            self, app, stamper, ("special_names", "unplain_names"), b"authorization", b"cookie")
         self.inner: asgi.ASGIApp = getattr(app, "handle", app) if self.serve_early else app
 
     async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
