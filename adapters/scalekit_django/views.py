@@ -18,7 +18,7 @@ from asgiref.sync import iscoroutinefunction
 from sqlalchemy.engine import Connection
 
 import scalekit.pool
-from scalekit.cache.rules import cache_response
+from scalekit.cache.rules import view_rule
 from scalekit.pool.handle import RequestDatabase
 
 __all__ = ["aget_db", "cached", "get_db"]
@@ -58,17 +58,15 @@ def cached(
     tags: Iterable[str] = (),
     stale_while_revalidate_seconds: float = 0,
     stale_if_error_seconds: float = 0,
+    public: bool = False,
 ) -> Callable[[View], View]:
     """The view's response may be stored by the shared cache for ``ttl_seconds``, with ``tags``.
 
     Tags may name the view's URL keyword arguments (``"product:{pk}"``). Sync and async views.
+    ``public=True``: the answer may be stored even for a request with Cookie or Authorization (the
+    page is the same for every user), as :func:`scalekit.cache_response` takes it.
     """
-    templates = (tags,) if isinstance(tags, str) else tuple(tags)
-
-    def apply(arguments: Mapping[str, Any]) -> None:
-        cache_response(ttl_seconds, tags=format_tags(templates, arguments),
-                       stale_while_revalidate_seconds=stale_while_revalidate_seconds,
-                       stale_if_error_seconds=stale_if_error_seconds)
+    apply = view_rule(ttl_seconds, tags, stale_while_revalidate_seconds, stale_if_error_seconds, public)
 
     def decorate(view: View) -> View:
         if iscoroutinefunction(view):
@@ -86,8 +84,3 @@ def cached(
 
     return decorate
 
-
-def format_tags(templates: tuple[str, ...], arguments: Mapping[str, Any]) -> tuple[str, ...]:
-    """``("product:{pk}",)`` with ``{"pk": 7}`` gives ``("product:7",)``."""
-    return tuple(template.format_map(arguments) if "{" in template else template
-                 for template in templates)

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from starlette.requests import Request
 
 import scalekit.pool
-from scalekit.cache.rules import cache_response
+from scalekit.cache.rules import view_rule
 
 __all__ = ["DB", "cache_for", "cached", "database", "db"]
 
@@ -64,32 +64,22 @@ def database(name: str) -> Callable[[Request], Connection]:
     return named_database
 
 
-def _rule(ttl_seconds: float, tags: Iterable[str], stale_while_revalidate_seconds: float,
-          stale_if_error_seconds: float) -> Callable[[Mapping[str, Any]], None]:
-    templates = (tags,) if isinstance(tags, str) else tuple(tags)
-
-    def apply(arguments: Mapping[str, Any]) -> None:
-        cache_response(ttl_seconds, tags=format_tags(templates, arguments),
-                       stale_while_revalidate_seconds=stale_while_revalidate_seconds,
-                       stale_if_error_seconds=stale_if_error_seconds)
-
-    return apply
-
-
 def cached(
     ttl_seconds: float = 300,
     *,
     tags: Iterable[str] = (),
     stale_while_revalidate_seconds: float = 0,
     stale_if_error_seconds: float = 0,
+    public: bool = False,
 ) -> Callable[[Endpoint], Endpoint]:
     """Decorator: the endpoint's response may be stored by the shared cache for ``ttl_seconds``.
 
     Put it under ``@app.get(...)``. Tags may name the endpoint's parameters
     (``tags=["product:{product_id}"]``). Works on ``async def`` and ``def`` endpoints; FastAPI
-    still sees the endpoint's own signature.
+    still sees the endpoint's own signature. ``public=True``: the answer may be stored even for a request with Cookie or Authorization (the
+    page is the same for every user), as :func:`scalekit.cache_response` takes it.
     """
-    apply = _rule(ttl_seconds, tags, stale_while_revalidate_seconds, stale_if_error_seconds)
+    apply = view_rule(ttl_seconds, tags, stale_while_revalidate_seconds, stale_if_error_seconds, public)
 
     def decorate(endpoint: Endpoint) -> Endpoint:
         if inspect.iscoroutinefunction(endpoint):
@@ -114,21 +104,17 @@ def cache_for(
     tags: Iterable[str] = (),
     stale_while_revalidate_seconds: float = 0,
     stale_if_error_seconds: float = 0,
+    public: bool = False,
 ) -> Callable[[Request], Awaitable[None]]:
     """Dependency form of :func:`cached`, for a route or a whole router:
     ``APIRouter(dependencies=[Depends(cache_for(60, tags=["catalog"]))])``.
 
     Tags may name path parameters (``"product:{product_id}"``).
     """
-    apply = _rule(ttl_seconds, tags, stale_while_revalidate_seconds, stale_if_error_seconds)
+    apply = view_rule(ttl_seconds, tags, stale_while_revalidate_seconds, stale_if_error_seconds, public)
 
     async def cache_rule(request: Request) -> None:
         apply(request.path_params)
 
     return cache_rule
 
-
-def format_tags(templates: tuple[str, ...], arguments: Mapping[str, Any]) -> tuple[str, ...]:
-    """``("product:{product_id}",)`` with ``{"product_id": 7}`` gives ``("product:7",)``."""
-    return tuple(template.format_map(arguments) if "{" in template else template
-                 for template in templates)

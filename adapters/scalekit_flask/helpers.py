@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 from sqlalchemy.engine import Connection
 from werkzeug.local import LocalProxy
 
 import scalekit.pool
-from scalekit.cache.rules import cache_response
+from scalekit.cache.rules import view_rule
 
 __all__ = ["cached", "db", "get_db"]
 
@@ -48,20 +48,18 @@ def cached(
     tags: Iterable[str] = (),
     stale_while_revalidate_seconds: float = 0,
     stale_if_error_seconds: float = 0,
+    public: bool = False,
 ) -> Callable[[View], View]:
     """Make a view's response storable by the shared cache for ``ttl_seconds``, with ``tags``.
 
     Tags may name the view's URL arguments: ``tags=["product:{product_id}"]``. The cache layer
     decides the rest (private responses, cookies, methods other than GET/HEAD are never stored).
+    ``public=True``: the answer may be stored even for a request with Cookie or Authorization (the
+    page is the same for every user), as :func:`scalekit.cache_response` takes it.
     """
-    templates = (tags,) if isinstance(tags, str) else tuple(tags)
+    apply = view_rule(ttl_seconds, tags, stale_while_revalidate_seconds, stale_if_error_seconds, public)
 
     def decorate(view: View) -> View:
-        def apply(arguments: Mapping[str, Any]) -> None:
-            cache_response(ttl_seconds, tags=format_tags(templates, arguments),
-                           stale_while_revalidate_seconds=stale_while_revalidate_seconds,
-                           stale_if_error_seconds=stale_if_error_seconds)
-
         if inspect.iscoroutinefunction(view):
             @functools.wraps(view)
             async def async_cached_view(*args: Any, **kwargs: Any) -> Any:
@@ -77,8 +75,3 @@ def cached(
 
     return decorate
 
-
-def format_tags(templates: tuple[str, ...], arguments: Mapping[str, Any]) -> tuple[str, ...]:
-    """``("product:{product_id}",)`` with ``{"product_id": 7}`` gives ``("product:7",)``."""
-    return tuple(template.format_map(arguments) if "{" in template else template
-                 for template in templates)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from ..context import current
 from ..memo import TextMemo
 from .config import DEFAULT_RULE_TTL_SECONDS, CacheRule
 
-__all__ = ["ResponseRule", "RuleMatcher", "cache_response", "rule_of"]
+__all__ = ["ResponseRule", "RuleMatcher", "cache_response", "format_tags", "rule_of", "view_rule"]
 
 STATE_KEY = "cache.rule"
 
@@ -72,6 +72,26 @@ def cache_response(
     ctx.tags.update(tag_tuple)
     ctx.state[STATE_KEY] = ResponseRule(float(ttl_seconds), float(stale_while_revalidate_seconds),
                                         float(stale_if_error_seconds), tag_tuple, bool(public))
+
+
+def format_tags(templates: tuple[str, ...], arguments: Mapping[str, Any]) -> tuple[str, ...]:
+    """``("product:{product_id}",)`` with ``{"product_id": 7}`` gives ``("product:7",)``."""
+    return tuple(template.format_map(arguments) if "{" in template else template
+                 for template in templates)
+
+
+def view_rule(ttl_seconds: float, tags: Iterable[str], stale_while_revalidate_seconds: float,
+              stale_if_error_seconds: float, public: bool) -> Callable[[Mapping[str, Any]], None]:
+    """What a framework's ``@cached`` view decorator calls with the view's URL arguments:
+    :func:`cache_response` with the tag templates filled in."""
+    templates = (tags,) if isinstance(tags, str) else tuple(tags)
+
+    def apply(arguments: Mapping[str, Any]) -> None:
+        cache_response(ttl_seconds, tags=format_tags(templates, arguments),
+                       stale_while_revalidate_seconds=stale_while_revalidate_seconds,
+                       stale_if_error_seconds=stale_if_error_seconds, public=public)
+
+    return apply
 
 
 def rule_of(ctx: Any) -> ResponseRule | None:
