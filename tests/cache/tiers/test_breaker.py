@@ -11,9 +11,11 @@ import asyncio
 import time
 
 import pytest
+import redis
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from scalekit.cache.entry import CachedEntry
 from scalekit.cache.tiers.breaker import CircuitBreaker
 from scalekit.cache.tiers.redis import RedisConnections, RedisTier
 from scalekit.config import RedisConfig
@@ -121,6 +123,46 @@ def test_a_busy_event_loop_is_not_counted_against_redis(redis_server: RedisServe
 
     asyncio.run(scenario())
     assert not connections.breaker.is_open  # ... but Redis is not turned off for it
+
+
+class _TimingOutClient:
+    """An asyncio client whose every command times out after ``blocked_seconds`` of a loop that
+    could not run (a blocking call) and ``waited_seconds`` of real waiting."""
+
+    def __init__(self, *, blocked_seconds: float, waited_seconds: float) -> None:
+        self.blocked_seconds, self.waited_seconds = blocked_seconds, waited_seconds
+
+    async def set(self, *_args: object, **_options: object) -> None:
+        time.sleep(self.blocked_seconds)  # noqa: ASYNC251 - the point: the loop is busy
+        await asyncio.sleep(self.waited_seconds)
+        raise redis.exceptions.TimeoutError("Timeout reading from socket")
+
+    delete = set
+
+
+@pytest.mark.parametrize(("blocked_seconds", "waited_seconds", "opens"), [
+    pytest.param(0.3, 0.0, False, id="the loop was busy: not Redis's fault"),
+    pytest.param(0.0, 0.0, True, id="Redis timed out: counted"),
+])
+def test_stores_that_time_out_on_a_busy_loop_are_not_counted_against_redis(
+        blocked_seconds: float, waited_seconds: float, opens: bool) -> None:
+    """Stores and deletes go through redis-py's asyncio client, whose timeouts count loop time
+    too: one that ran out of time only because the loop was busy never opens the breaker."""
+    connections = RedisConnections(RedisConfig(url="redis://127.0.0.1:1/0", socket_timeout_seconds=0.05,
+                                               connect_timeout_seconds=0.05))
+    client = _TimingOutClient(blocked_seconds=blocked_seconds, waited_seconds=waited_seconds)
+    connections.async_client = lambda: client  # type: ignore[method-assign]
+    tier = RedisTier(connections)
+    entry = CachedEntry(status=200, headers=(), body=b"x", request_time=9e9, response_time=9e9,
+                        corrected_initial_age_seconds=0.0, freshness_lifetime_seconds=60.0)
+
+    async def scenario() -> None:
+        for _ in range(2):
+            assert not await tier.atry_set("k", entry)
+            assert not await tier.atry_delete("k")
+
+    asyncio.run(scenario())
+    assert connections.breaker.is_open == opens
 
 
 @pytest.mark.redis
