@@ -20,6 +20,8 @@ which no rule or app header can undo unless the rule allows it explicitly:
   ``allow_cookie``. A rule matches by path, and a path can be made to look like an asset
   (``/account/settings-x.css``): the answer built for alice's session must not reach an edge
   that caches by path (web cache deception). The app cache holds the same line.
+* ``text/event-stream`` (server-sent events, live): a rule or the default policy gives it
+  ``no-store`` rather than its lifetime, or an edge would replay old events to the next client.
 * 5xx: shared freshness at most ``server_error_shared_max_age_seconds`` (default 0: no-store),
   so a CDN never pins an outage.
 
@@ -58,6 +60,8 @@ Lines = tuple[tuple[str, str], ...]
 SAFE_METHODS = frozenset({"GET", "HEAD"})  # RFC 9110 §9.2.1 (OPTIONS/TRACE are never cached)
 # The app's caching intent: if it set any of these, it said how the response may be cached.
 CACHING_FIELDS = frozenset({"cache-control", "cdn-cache-control", "surrogate-control", "expires"})
+# Responses that are live (server-sent events): no rule or default policy makes them storable.
+LIVE_MEDIA_TYPES = frozenset({"text/event-stream"})
 _COMPRESSIBLE = re.compile(r"^(text/|application/(json|javascript|xml|wasm)|image/svg\+xml|.*\+(json|xml)$)")
 
 
@@ -218,6 +222,8 @@ class Stamper:
         self.rules = tuple(compile_rule(rule, config) for rule in config.rules)
         self.default = (compile_policy(resolve_policy(config.default_policy, config.presets), config)
                         if config.default_policy is not None else None)
+        # What a rule or the default policy gives a live stream instead of their lifetime.
+        self.no_store = compile_policy(PolicyConfig(no_store=True), config)
         self.dialect: Dialect | None = DIALECTS.get(config.surrogate_keys)
         self.error_limit_seconds = config.server_error_shared_max_age_seconds
         by_method: dict[str, list[CompiledRule]] = {}
@@ -271,6 +277,8 @@ class Stamper:
         policy = rule.policy if rule is not None else (
             self.default if self.default is not None and 200 <= status < 400 and method in SAFE_METHODS
             else None)
+        if policy is not None and media_type in LIVE_MEDIA_TYPES:
+            policy = self.no_store  # a stored copy would replay old events to the next client
         app_decides = not CACHING_FIELDS.isdisjoint(names) and not (rule is not None and rule.override)
         credentials = ("set-cookie" in names and not (rule is not None and rule.allow_set_cookie)) or (
             has_authorization and not (rule is not None and rule.allow_authorization))

@@ -14,7 +14,6 @@ import pytest
 
 import scalekit
 
-REASON = "cdn/policy.py stamps a rule's shared freshness on text/event-stream (owner: hotstack)"
 CDN_RULES = [
     pytest.param({"default_policy": "page"}, id="the default policy"),
     pytest.param({"rules": [{"path": "/events", "policy": "page"}]}, id="a rule over the path"),
@@ -27,7 +26,6 @@ def events(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
         yield f"data: {number}\n\n".encode()
 
 
-@pytest.mark.xfail(strict=True, reason=REASON)
 @pytest.mark.parametrize("cdn", CDN_RULES)
 def test_an_event_stream_is_never_stamped_for_shared_caches(cdn: dict[str, Any]) -> None:
     app = scalekit.wrap(events, pool=False, metrics=False, allowed_hosts=["shop.test"],
