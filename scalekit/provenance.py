@@ -44,7 +44,8 @@ class Overridden:
 
     def message(self) -> str:
         """One line for the start-up log, secrets hidden."""
-        ignored = "; ".join(f"{source} = {display_value(self.key, value)}" for source, value in self.ignored)
+        ignored = "; ".join(f"{source} = {display_value(self.key, value)}"
+                            for source, value in self.ignored)
         source, value = self.used
         return (f"{self.key} is set by several sources; using {source} = "
                 f"{display_value(self.key, value)}, ignoring {ignored}.")
@@ -92,7 +93,8 @@ def overridden_of(found: Mapping[str, Origin]) -> list[Overridden]:
             for origin in found.values() if origin.ignored]
 
 
-def _leaves(cls: type, values: Mapping[str, Any], path: KeyPath = ()) -> Iterator[tuple[KeyPath, Any]]:
+def _leaves(cls: type, values: Mapping[str, Any],
+            path: KeyPath = ()) -> Iterator[tuple[KeyPath, Any]]:
     hints = field_types(cls)
     for key, value in values.items():
         target = hints.get(key)

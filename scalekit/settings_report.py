@@ -5,8 +5,8 @@ The sources are those the app itself would use. With a target (``MODULE:APP``) t
 imported and, unless it wraps itself, wrapped as ``scalekit serve`` would wrap it, so its
 framework's settings (Django's ``settings.SCALEKIT``, Flask's ``app.config["SCALEKIT"]``) and
 ``wrap()`` arguments count. Without one: ``scalekit.toml`` and ``SCALEKIT_*``, and Django's
-``settings.SCALEKIT`` when ``DJANGO_SETTINGS_MODULE`` is set (``scalekit_django.wrap`` ranks
-it like ``wrap()`` arguments).
+``settings.SCALEKIT`` when ``DJANGO_SETTINGS_MODULE`` is set (ranked as ``scalekit_django``
+ranks it: a framework's settings, above the environment).
 """
 
 from __future__ import annotations
@@ -46,10 +46,11 @@ def load_report(target: str | None = None, *, factory: bool = False, django: boo
     if django and environ.get("DJANGO_SETTINGS_MODULE"):
         django_settings = _django_settings()
         if django_settings is not None:
-            config, found = load_config_origins(django_settings, environ=environ,
-                                                source=DJANGO_SETTINGS)
+            config, found = load_config_origins(environ=environ,
+                                                framework=(DJANGO_SETTINGS, django_settings))
             note = (f"{DJANGO_SETTINGS} read from DJANGO_SETTINGS_MODULE="
-                    f"{environ['DJANGO_SETTINGS_MODULE']} (ranked as wrap() arguments)")
+                    f"{environ['DJANGO_SETTINGS_MODULE']} (above the environment, as the "
+                    "adapter ranks it)")
             return SettingsReport(config=config, origins=found, notes=(note,))
     config, found = load_config_origins(environ=environ)
     return SettingsReport(config=config, origins=found)

@@ -25,9 +25,12 @@ def hello(environ, start_response):
 
 def run_check(cwd: Path, *arguments: str, **variables: str) -> str:
     """``scalekit check`` in its own process (an app's import and Django's settings are global)."""
-    environ = {name: value for name, value in os.environ.items() if not name.startswith(("SCALEKIT_", "DJANGO_"))}
-    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), environ.get("PYTHONPATH")]))
-    result = subprocess.run([sys.executable, "-m", "scalekit.cli", "check", *arguments], check=False, cwd=cwd,
+    environ = {name: value for name, value in os.environ.items()
+               if not name.startswith(("SCALEKIT_", "DJANGO_"))}
+    environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPO_ROOT), environ.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, "-m", "scalekit.cli", "check", *arguments],
+                            check=False, cwd=cwd,
                             env={**environ, **variables}, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -50,7 +53,8 @@ def test_each_setting_names_its_source_and_the_winner_of_a_disagreement(
     assert f"    cache.memory.max_bytes = 5000000  ({toml})" in lines
     assert "    metrics.status_path = '/_scalekit/'  (default)" in lines
     # "off" and false agree once converted: no disagreement to report.
-    assert "    cache.memory.enabled = False  (environment variable SCALEKIT_CACHE_MEMORY_ENABLED)" in lines
+    assert ("    cache.memory.enabled = False  (environment variable "
+            "SCALEKIT_CACHE_MEMORY_ENABLED)") in lines
     assert sum(": ignored, " in line for line in lines) == 1
 
 
@@ -71,7 +75,8 @@ def test_django_settings_win_over_the_environment_and_the_file(tmp_path: Path) -
 
 def test_an_app_target_shows_its_wrap_arguments_over_the_environment(tmp_path: Path) -> None:
     (tmp_path / "wrapped.py").write_text(
-        "import scalekit\n" + HELLO + 'app = scalekit.wrap(hello, metrics={"path": "/from-wrap"})\n')
+        "import scalekit\n" + HELLO
+        + 'app = scalekit.wrap(hello, metrics={"path": "/from-wrap"})\n')
     output = run_check(tmp_path, "wrapped:app", SCALEKIT_METRICS_PATH="/from-env")
     lines = output.splitlines()
     assert "  wrapped:app, as it wraps itself" in lines
@@ -93,11 +98,13 @@ def test_a_flask_target_is_read_as_scalekit_serve_would_wrap_it(tmp_path: Path) 
             "app.config['SCALEKIT'] is used") in lines
 
 
-def test_a_starlette_middleware_install_is_read_from_its_middleware_arguments(tmp_path: Path) -> None:
+def test_a_starlette_middleware_install_is_read_from_its_middleware_arguments(
+        tmp_path: Path) -> None:
     pytest.importorskip("fastapi")
     (tmp_path / "api.py").write_text(
         "from fastapi import FastAPI\nfrom scalekit_fastapi import ScaleKitMiddleware\n"
-        'app = FastAPI()\napp.add_middleware(ScaleKitMiddleware, metrics={"path": "/from-middleware"})\n')
+        "app = FastAPI()\n"
+        'app.add_middleware(ScaleKitMiddleware, metrics={"path": "/from-middleware"})\n')
     output = run_check(tmp_path, "api:app", SCALEKIT_METRICS_PATH="/from-env")
     lines = output.splitlines()
     assert "  api:app, as it wraps itself" in lines

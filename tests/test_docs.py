@@ -17,7 +17,8 @@ def test_make_check_lints_and_type_checks_the_package_and_the_adapters() -> None
                               capture_output=True, text=True, cwd=ROOT).stdout.splitlines()
     assert commands == ["python3 -m ruff check scalekit adapters tests",
                         "python3 -m mypy scalekit adapters"]
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
     tools = {requirement.split("==")[0] for requirement in extras["dev"]}
     assert {"ruff", "mypy"} <= tools
     assert 'pip install -e ".[dev]"' in (ROOT / "README.md").read_text()
@@ -73,13 +74,15 @@ def test_every_invariant_names_a_test() -> None:
 
 
 def documents() -> list[Path]:
-    return [ROOT / "README.md", ROOT / "deploy" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    return [ROOT / "README.md", ROOT / "deploy" / "README.md",
+            *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def anchors(path: Path) -> set[str]:
     """GitHub's anchors for the headings of a Markdown file."""
     headings = re.findall(r"^#+ (.+)$", path.read_text(), re.MULTILINE)
-    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in headings}
 
 
 def test_relative_links_resolve() -> None:
@@ -110,7 +113,8 @@ def test_no_file_cites_an_issue_or_invariant_number() -> None:
     citation = re.compile(r"\b(?:issue|invariant)s? #?\d+", re.IGNORECASE)
     found = []
     folders = ("scalekit", "adapters", "tests", "examples", "bench", "deploy", "scripts", "docs")
-    for paths in ([ROOT / "README.md"], *(sorted((ROOT / folder).rglob("*")) for folder in folders)):
+    trees = (sorted((ROOT / folder).rglob("*")) for folder in folders)
+    for paths in ([ROOT / "README.md"], *trees):
         for path in paths:
             if path.suffix not in {".py", ".md", ".yml", ".yaml", ".toml", ".vcl", ".conf", ".sh"}:
                 continue
