@@ -61,6 +61,10 @@ sub vcl_recv {
         return (synth(403, "Purges only"));
     }
     unset req.http.X-Edge-Pass;
+    # A WebSocket upgrade is a connection, not a response to cache: piped to the fleet as is.
+    if (req.http.Upgrade ~ "(?i)^websocket$") {
+        return (pipe);
+    }
 
     # The load balancer in front established who the client is (X-Real-IP): the app gets that
     # one address, not a chain with the load balancer's own appended.
@@ -103,6 +107,15 @@ sub vcl_recv {
     # lifetime never is, for a request with cookies; the app's own public / s-maxage is).
     # Concurrent misses for one page wait for the one request that fetches it.
     return (hash);
+}
+
+sub vcl_pipe {
+    # Varnish pipes with "Connection: close" unless told otherwise: the upgrade must reach the app.
+    if (req.http.Upgrade) {
+        set bereq.http.Upgrade = req.http.Upgrade;
+        set bereq.http.Connection = req.http.Connection;
+    }
+    return (pipe);
 }
 
 sub vcl_hash {

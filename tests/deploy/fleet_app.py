@@ -15,6 +15,7 @@ about HTTP):
 - ``/slow-cacheable?seconds=S``: the same, but ``public, s-maxage=60`` (edge cache lock).
 - ``/upload`` (POST): the number of body bytes received.
 - ``/db``: runs ``SELECT 1`` on the request's pooled connection (for the pool's series).
+- a WebSocket on any path (ASGI flavour): answers one message with ``echo <text> from <instance>``.
 - ``/invalidate``: calls ``scalekit.invalidate`` (for the invalidation series).
 - ``/fail``: answers 500 (for the 5xx series the error-ratio alert reads).
 
@@ -177,6 +178,9 @@ async def inner_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        await echo_once(receive, send)
+        return
     body_size = 0
     more = True
     while more:
@@ -194,6 +198,16 @@ async def inner_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 "headers": [(k.lower().encode(), v.encode()) for k, v in result.headers]
                 + [(b"content-length", str(len(result.body)).encode())]})
     await send({"type": "http.response.body", "body": result.body})
+
+
+async def echo_once(receive: Any, send: Any) -> None:
+    """``/ws`` (any path): accept, answer one text message with ``echo <text> from <instance>``."""
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    message = await receive()
+    if message["type"] == "websocket.receive":
+        await send({"type": "websocket.send", "text": f"echo {message.get('text')} from {INSTANCE_ID}"})
+    await send({"type": "websocket.close", "code": 1000})
 
 
 class CountingASGI:

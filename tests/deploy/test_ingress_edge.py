@@ -31,7 +31,7 @@ EDGE_DIRECTIVE = re.compile(
     flags=re.MULTILINE)
 # What ingress-nginx's own location template sends the app with use-forwarded-headers "false"
 # (its nginx.tmpl): the controller's values, so the snippet must not set them a second time.
-CONTROLLER_SETS = ("Host", "Connection", "X-Real-IP", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Port",
+CONTROLLER_SETS = ("Host", "Connection", "Upgrade", "X-Real-IP", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Port",
                    "X-Forwarded-Proto", "X-Forwarded-Scheme", "X-Scheme")
 # The template's maps for use-forwarded-headers "false": nothing taken from the client.
 CONTROLLER_MAPS = """
@@ -39,6 +39,7 @@ CONTROLLER_MAPS = """
     map '' $pass_server_port { default $server_port; }
     map $http_host $best_http_host { default $http_host; '' $host; }
     map '' $pass_port { default $pass_server_port; }
+    map $http_upgrade $connection_upgrade { default upgrade; '' ''; }
 """
 CONTROLLER_HEADERS = """
             proxy_set_header Host $best_http_host;
@@ -92,7 +93,8 @@ http {{
         location / {{
             proxy_pass http://upstream_balancer;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
 {CONTROLLER_HEADERS}
 {location_snippet}
         }}
