@@ -128,6 +128,9 @@ class KeyBuilder:
                                                      max_text_chars=_MAX_MEMO_QUERY_CHARS)
         self._names_seen: TextMemo[bool] = TextMemo(max_entries=_MEMO_ENTRIES,
                                                     max_text_chars=_MAX_MEMO_NAME_CHARS)
+        # The last key built, with what it was built from: a miss builds its key on the early
+        # path, then again on the full path, from the same parts (one tuple: read atomically).
+        self._last_key: tuple[tuple[str, str | None, str, str, str], str | None] = (("", None, "", "", ""), None)
 
     def host(self, scheme: str, host: str | None) -> str | None:
         """The normalised ``host[:port]`` for the key, or None if absent, malformed or not allowed."""
@@ -190,6 +193,15 @@ class KeyBuilder:
         """``scheme://host/path?query``, or None when the Host is not allowed or not in its
         canonical form (then the request never touches the cache). ``path`` is decoded;
         ``forwarded`` is :meth:`ForwardedHeaders.key_part` of the request."""
+        parts = (scheme, host, path, query, forwarded)
+        last = self._last_key
+        if last[0] == parts:
+            return last[1]
+        key = self._built_key(scheme, host, path, query, forwarded)
+        self._last_key = (parts, key)
+        return key
+
+    def _built_key(self, scheme: str, host: str | None, path: str, query: str, forwarded: str) -> str | None:
         key_host = self.host(scheme, host)
         if key_host is None or key_host != host:
             return None

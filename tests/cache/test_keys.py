@@ -78,3 +78,18 @@ def test_key_ignores_headers_vary_does_not_name(a: dict[str, str], b: dict[str, 
 @given(st.lists(st.sampled_from(["a=1", "b=2", "utm_x=3", "c=", "d"]), max_size=6))
 def test_query_order_does_not_matter(parts: list[str]) -> None:
     assert KEYS.normalise_query("&".join(parts)) == KEYS.normalise_query("&".join(reversed(parts)))
+
+
+def test_the_same_parts_reuse_the_last_key_and_other_parts_never_do() -> None:
+    """A miss asks for its key twice (early path, full path): the second is the first's object;
+    any part that differs, the proxy part included, builds its own key."""
+    keys = KeyBuilder(allowed_hosts=("shop.test",), ignored_query_params=("utm_*",))
+    first = keys.primary_key("http", "shop.test", "/a", "b=1&a=2")
+    assert first == "http://shop.test/a?a=2&b=1"
+    assert keys.primary_key("http", "shop.test", "/a", "b=1&a=2") is first
+    assert keys.primary_key("http", "shop.test", "/a", "b=1&a=2", "|xfh=x") == "http://shop.test/a?a=2&b=1|xfh=x"
+    assert keys.primary_key("https", "shop.test", "/a", "b=1&a=2") == "https://shop.test/a?a=2&b=1"
+    assert keys.primary_key("http", "shop.test", "/b", "b=1&a=2") == "http://shop.test/b?a=2&b=1"
+    assert keys.primary_key("http", "evil.test", "/b", "b=1&a=2") is None
+    assert keys.primary_key("http", "evil.test", "/b", "b=1&a=2") is None
+    assert keys.primary_key("http", "shop.test", "/b", "b=1&a=2&utm_x=1") == "http://shop.test/b?a=2&b=1"
