@@ -149,3 +149,28 @@ def test_route_labels_under_wrap_without_the_middleware(mode: str, tmp_path: Pat
     for route, status in (("/calls/", "2xx"), ("/shop/things/<str:name>/", "2xx"), ("unmatched", "4xx")):
         assert request_count(after, route, status) == request_count(before, route, status) + 1, route
     assert not {"/shop/things/fork/", "/no/such/place/"} & route_labels(after)
+
+
+def test_the_inner_responses_resources_are_closed_without_request_finished(
+        django_database: tuple[str, dict[str, object]]) -> None:
+    """The bridge closes the inner response's files through Django's ``_resource_closers``
+    (its ``close()`` would send ``request_finished`` a second time): this fails on a Django
+    release that renames it, instead of leaking the files."""
+    from django.core.signals import request_finished
+    from django.http import HttpResponse
+    from scalekit_django.bridge import _close_resources
+
+    closed: list[bool] = []
+    finished: list[object] = []
+
+    def on_finished(**kwargs: object) -> None:
+        finished.append(kwargs)
+
+    response = HttpResponse(b"x")
+    response._resource_closers.append(lambda: closed.append(True))
+    request_finished.connect(on_finished)
+    try:
+        _close_resources(response)
+    finally:
+        request_finished.disconnect(on_finished)
+    assert closed == [True] and not finished
