@@ -18,6 +18,7 @@ from .messages import Response
 __all__ = [
     "ASGIApp",
     "ASGIRoot",
+    "EarlyFirst",
     "EarlyPath",
     "Message",
     "Receive",
@@ -36,6 +37,24 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # A layer's answer to a request without a request context (the cache's plain hits): both
 # response messages, or None for the full path.
 EarlyPath = Callable[[Scope], tuple[Message, Message] | None]
+
+
+class EarlyFirst:
+    """``__call__`` of a layer around the cache's early path (``serve_early``, None: no cache
+    inside): a plain hit is answered from it; every other request goes to ``handle``, the layer
+    without it. Used wherever the layer is not under a root that asks the early path itself."""
+
+    serve_early: EarlyPath | None
+    handle: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.serve_early is not None and scope["type"] == "http":
+            early = self.serve_early(scope)
+            if early is not None:
+                await send(early[0])
+                await send(early[1])
+                return
+        await self.handle(scope, receive, send)
 
 
 class ASGIRoot:

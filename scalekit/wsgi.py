@@ -18,6 +18,7 @@ from .messages import Response, status_line
 
 __all__ = [
     "ClosingBody",
+    "EarlyFirst",
     "EarlyPath",
     "StartResponse",
     "WSGIApp",
@@ -42,6 +43,23 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 # A layer's answer to a request without a request context (the cache's plain hits): status
 # line, headers and body, or None for the full path.
 EarlyPath = Callable[[Environ], tuple[str, list[tuple[str, str]], list[bytes]] | None]
+
+
+class EarlyFirst:
+    """``__call__`` of a layer around the cache's early path (``serve_early``, None: no cache
+    inside): a plain hit is answered from it; every other request goes to ``handle``, the layer
+    without it. Used wherever the layer is not under a root that asks the early path itself."""
+
+    serve_early: EarlyPath | None
+    handle: WSGIApp
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if self.serve_early is not None:
+            early = self.serve_early(environ)
+            if early is not None:
+                start_response(early[0], early[1])
+                return early[2]
+        return self.handle(environ, start_response)
 
 
 class WSGIRoot:

@@ -71,7 +71,7 @@ def _record_answer(answer: Response, headers: list[tuple[str, str]], body: bytes
         CDN_BYTES_SAVED.inc(saved)
 
 
-class WSGICDN:
+class WSGICDN(wsgi.EarlyFirst):
     """The CDN layer around a WSGI app."""
 
     def __init__(self, app: wsgi.WSGIApp, stamper: Stamper) -> None:
@@ -85,14 +85,6 @@ class WSGICDN:
         self.serve_early: wsgi.EarlyPath | None = early_path(
             self, app, stamper, ("special_keys", "unplain_keys"), "HTTP_AUTHORIZATION", "HTTP_COOKIE")
         self.inner: wsgi.WSGIApp = getattr(app, "handle", app) if self.serve_early else app
-
-    def __call__(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
-        if self.serve_early is not None:
-            early = self.serve_early(environ)
-            if early is not None:
-                start_response(early[0], early[1])
-                return early[2]
-        return self.handle(environ, start_response)
 
     def handle(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
         """The whole layer but the early path."""
@@ -260,7 +252,7 @@ class _Prefixed:
 _STREAM, _BUFFER, _DROP = 0, 1, 2
 
 
-class ASGICDN:
+class ASGICDN(asgi.EarlyFirst):
     """The CDN layer around an ASGI app: stamps at ``http.response.start``."""
 
     def __init__(self, app: asgi.ASGIApp, stamper: Stamper) -> None:
@@ -271,15 +263,6 @@ class ASGICDN:
         self.serve_early: asgi.EarlyPath | None = early_path(
             self, app, stamper, ("special_names", "unplain_names"), b"authorization", b"cookie")
         self.inner: asgi.ASGIApp = getattr(app, "handle", app) if self.serve_early else app
-
-    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
-        if self.serve_early is not None and scope["type"] == "http":
-            early = self.serve_early(scope)
-            if early is not None:
-                await send(early[0])
-                await send(early[1])
-                return
-        await self.handle(scope, receive, send)
 
     async def handle(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         """The whole layer but the early path."""

@@ -244,7 +244,7 @@ def _route_of(ctx: Any) -> str:
     return ctx.route if ctx is not None else UNMATCHED_ROUTE
 
 
-class WSGIMetrics:
+class WSGIMetrics(wsgi.EarlyFirst):
     """PEP 3333 shell of the metrics layer."""
 
     def __init__(self, app: wsgi.WSGIApp, policy: MetricsPolicy) -> None:
@@ -256,14 +256,6 @@ class WSGIMetrics:
         # Around the cache (through the CDN layer): plain hits are counted from its early path.
         self.serve_early: wsgi.EarlyPath | None = early_path(self, app, policy)
         self.inner: wsgi.WSGIApp = getattr(app, "handle", app) if self.serve_early else app
-
-    def __call__(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
-        if self.serve_early is not None:
-            early = self.serve_early(environ)
-            if early is not None:
-                start_response(early[0], early[1])
-                return early[2]
-        return self.handle(environ, start_response)
 
     def handle(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
         """The whole layer but the early path."""
@@ -311,7 +303,7 @@ class _WSGIExchange:
                            500 if failed else self.status, time.perf_counter() - self.started)
 
 
-class ASGIMetrics:
+class ASGIMetrics(asgi.EarlyFirst):
     """ASGI 3 shell of the metrics layer (wraps ``send`` only to read the status)."""
 
     def __init__(self, app: asgi.ASGIApp, policy: MetricsPolicy) -> None:
@@ -322,15 +314,6 @@ class ASGIMetrics:
         self._endpoints = policy.endpoints
         self.serve_early: asgi.EarlyPath | None = early_path(self, app, policy)
         self.inner: asgi.ASGIApp = getattr(app, "handle", app) if self.serve_early else app
-
-    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
-        if self.serve_early is not None and scope["type"] == "http":
-            early = self.serve_early(scope)
-            if early is not None:
-                await send(early[0])
-                await send(early[1])
-                return
-        await self.handle(scope, receive, send)
 
     async def handle(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         """The whole layer but the early path."""
