@@ -55,17 +55,24 @@ class Lead:
     is over; only the first call does anything.
     """
 
-    __slots__ = ("flight", "flights", "key", "lease")
+    __slots__ = ("finished", "flight", "flights", "key", "lease")
 
     def __init__(self, flights: Flights, key: str, flight: Flight) -> None:
         self.flights = flights
         self.key = key
         self.flight = flight
         self.lease: Any = None  # the fleet lease, set by the shell once acquired
+        self.finished = False
 
     def finish(self, *, alone: bool = False) -> Any:
         """Wake the waiters (``alone``: to go to the origin themselves) and return the fleet
         lease for the caller to release (None if there is none, or it was returned already)."""
+        if self.finished:
+            # The waiters woke at the first call and read ``alone`` then; a late lease (set
+            # after that call) is still handed back.
+            lease, self.lease = self.lease, None
+            return lease
+        self.finished = True
         if alone:
             self.flight.alone = True
         self.flights.finish(self.key, self.flight)
