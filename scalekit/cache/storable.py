@@ -195,10 +195,12 @@ def analyse_response(
     swr, sie = _stale_windows(directives, surrogate.stale_seconds, rule)
     if directives.no_cache and not has_validators:
         return NotStorable("no-cache-without-validators")
-    if lifetime <= 0 and swr <= 0 and sie <= 0 and not has_validators:
-        return NotStorable("no-freshness")
     if initial_age is None:
         initial_age = corrected_initial_age(fields, request_time=request_time, response_time=now)
+    if not has_validators and initial_age >= lifetime + max(swr, sie):
+        # Stale on arrival (Age or Date at or past its lifetime and stale windows) with nothing
+        # to revalidate with: it could never be used, like max-age=0.
+        return NotStorable("no-freshness")
     # §5.2.2.10: s-maxage "incorporates the semantics of the proxy-revalidate response directive
     # for a shared cache": no client max-stale. Explicit stale-while-revalidate / stale-if-error
     # beside s-maxage still apply (they are in-protocol permissions).

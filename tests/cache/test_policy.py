@@ -124,7 +124,8 @@ def test_public_makes_any_status_heuristically_cacheable() -> None:
     pytest.param([("age", "-5, 7")], 0, id="§5.1 an invalid first member is ignored, not skipped"),
 ])
 def test_age_uses_the_first_member(age_lines: list[tuple[str, str]], expected: float) -> None:
-    plan = analyse([("cache-control", "max-age=3600"), *age_lines])
+    # The ETag keeps a response that is stale on arrival (Age 7200 > max-age) worth storing.
+    plan = analyse([("cache-control", "max-age=3600"), ("etag", '"v1"'), *age_lines])
     assert isinstance(plan, StorePlan) and plan.corrected_initial_age_seconds == expected
 
 
@@ -180,7 +181,9 @@ def test_corrected_initial_age() -> None:
     plan = analyse_response(200, [("cache-control", "max-age=60"), ("age", "10"), ("date", DATE)],
                             {}.get, now=NOW, request_time=NOW - 0.5, rule=None, settings=StoreSettings())
     assert isinstance(plan, StorePlan) and plan.corrected_initial_age_seconds == 10.5
-    late = analyse_response(200, [("cache-control", "max-age=60"), ("date", format_http_date(NOW - 100))],
+    # An ETag keeps a response worth storing though its Date makes it stale on arrival.
+    late = analyse_response(200, [("cache-control", "max-age=60"), ("etag", '"v1"'),
+                                  ("date", format_http_date(NOW - 100))],
                             {}.get, now=NOW, request_time=NOW, rule=None, settings=StoreSettings())
     assert isinstance(late, StorePlan) and late.corrected_initial_age_seconds == 100
 
