@@ -114,6 +114,9 @@ class HitPathGet:
         pool = self.sync().connection_pool
         connection = pool.connection_class(**pool.connection_kwargs)
         self._thread.connection, self._thread.forks = connection, _forks[0]
+        # Closed once its thread is gone (a server's worker thread that ended), not left to the
+        # garbage collector as an open socket.
+        weakref.finalize(threading.current_thread(), connection.disconnect)
         return self._sync_get(connection, key)
 
     @staticmethod

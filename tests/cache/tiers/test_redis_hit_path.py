@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import redis
@@ -264,3 +265,27 @@ def test_redis_py_connection_layer_is_what_the_hit_path_uses() -> None:
             assert callable(getattr(connection, name)), name
         assert "check_health" in inspect.signature(connection.send_packed_command).parameters
     assert "nowait" in inspect.signature(redis.asyncio.connection.Connection.disconnect).parameters
+
+
+def test_the_get_connection_of_a_thread_that_ended_is_closed(redis_server: RedisServer) -> None:
+    import gc
+    import threading
+    import warnings
+
+    hub = connections(redis_server.url)
+    made: list[Any] = []
+
+    def lookup() -> None:
+        assert hub.get_bytes("absent") is None
+        made.append(hub._thread.connection)
+
+    worker = threading.Thread(target=lookup)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        worker.start()
+        worker.join()
+        del worker
+        gc.collect()
+    assert not made[0].is_connected  # disconnected, not collected with its socket open
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    hub.close()
