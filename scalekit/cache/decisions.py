@@ -96,6 +96,9 @@ class Serve:
     # What producing the served entry cost (origin and database seconds): a hit saved them.
     origin_seconds: float = 0.0
     db_seconds: float = 0.0
+    # The entry's (tag, generation) pairs: a hit is tagged as its miss was, for the CDN layer's
+    # surrogate keys (an edge refetching a page from a hit must still be purgeable by tag).
+    tags: tuple[tuple[str, int], ...] = ()
 
 
 @keyword_record

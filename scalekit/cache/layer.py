@@ -113,6 +113,8 @@ class CacheCore:
             self.savings.record(decision.route, decision.origin_seconds, decision.db_seconds)
         if decision.route:
             restore_route(request, decision.route)
+        if decision.tags:
+            restore_tags(request, decision.tags)
 
     def woken(self, decision: Decision) -> Decision:
         """A coalesced waiter's decision, counted: the leader's stored answer, or (nothing
@@ -296,6 +298,19 @@ def restore_route(request: MutableMapping[str, Any], route: str) -> None:
     ctx = request.get(CONTEXT_KEY)
     if ctx is not None:
         ctx.route = route
+
+
+def restore_tags(request: MutableMapping[str, Any], tags: tuple[tuple[str, int], ...]) -> None:
+    """Give a request answered from the cache its entry's tags, as the app gave its miss: the
+    CDN layer sends them as surrogate keys, so an edge that stores this answer can be purged."""
+    ctx = request.get(CONTEXT_KEY)
+    if ctx is not None:
+        ctx.tags.update(tag_names(tags))
+
+
+def tag_names(tags: tuple[tuple[str, int], ...]) -> tuple[str, ...]:
+    """The names of an entry's tags an edge may be purged by (not the internal URI tags)."""
+    return tuple(name for name, _ in tags if " " not in name)
 
 
 def route_of(ctx: Any) -> str:

@@ -199,7 +199,7 @@ class CachePolicy(OriginAnswers):
                 extra = self.responses.hit_headers(tier, age, lifetime)
                 return Serve(entry.status, entry.headers + extra,
                              b"" if request.method == "HEAD" else entry.body, "hit", None,
-                             entry.route, entry.headers, entry.origin_seconds, entry.db_seconds)
+                             entry.route, entry.headers, entry.origin_seconds, entry.db_seconds, entry.tags)
             return self._serve(entry, tier, request, now, "hit", age=age)
         return self._stale(entry, tier, request, directives, now, staleness=age - lifetime)
 
@@ -306,7 +306,7 @@ class CachePolicy(OriginAnswers):
         stored = entry.headers
         base = stored if headers[:len(stored)] == stored else ()
         return Serve(status, headers, body, outcome, refresh, entry.route, base, entry.origin_seconds,
-                     entry.db_seconds)
+                     entry.db_seconds, entry.tags)
 
     # ----------------------------------------------------------------- unsafe methods
     def invalidated_keys(self, request: RequestView, status: int,

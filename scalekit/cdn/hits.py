@@ -12,6 +12,7 @@ from typing import Any
 
 from ..cache.entry import CachedEntry
 from ..cache.hot import Stamp
+from ..cache.layer import tag_names
 from .policy import Stamper
 from .respond import with_etag
 
@@ -29,7 +30,7 @@ def plain_hit_stamp(stamper: Stamper) -> Stamp:
 
     def stamp(method: str, path: str, entry: CachedEntry, lines: Lines) -> Lines | None:
         headers = [(name.lower(), value) for name, value in lines]
-        outcome = stamper.stamp(method, path, False, entry.status, headers, ())
+        outcome = stamper.stamp(method, path, False, entry.status, headers, tag_names(entry.tags))
         out = outcome.headers
         if outcome.generate_etag:
             length = outcome.content_length
