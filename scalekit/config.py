@@ -227,6 +227,13 @@ def load_config_origins(
     ('arguments', (('environment variable SCALEKIT_METRICS_PATH', '/e'),))
     """
     kwargs = dict(kwargs or {})
+    framework_settings = dict(framework[1]) if framework is not None else {}
+    # A whole Config or a config file named in the framework's settings is taken as if passed
+    # to wrap(), unless wrap() names one itself.
+    for special in ("config", "config_file"):
+        if special in framework_settings:
+            kwargs.setdefault(special, framework_settings.pop(special))
+    framework = (framework[0], framework_settings) if framework is not None else None
     environ = os.environ if environ is None else environ
     base = Path(cwd) if cwd is not None else Path.cwd()
     if "config" in kwargs:

@@ -19,8 +19,10 @@ from scalekit.config import (
     env_name,
     iter_settings,
     load_config,
+    load_config_origins,
     load_config_reporting,
 )
+from scalekit.cache.config import CacheConfig
 from scalekit.errors import ConfigError, UnknownKeyError
 from scalekit.pipeline import LAYER_ORDER
 
@@ -390,3 +392,13 @@ def test_a_reported_disagreement_names_the_value_in_use(
     for key, given_values in sets.items():
         distinct = {value for value in given_values if value is not None}
         assert (key in reported) == (len(distinct) > 1)  # reported exactly when sources disagree
+
+
+def test_a_framework_layer_may_hold_a_whole_config_beside_its_keys() -> None:
+    # settings.SCALEKIT = {"config": Config(...), ...} (the Django shop does this): the Config is
+    # the base, the framework's other keys and then the arguments go over it.
+    base = Config(state_dir="/tmp/from-config", cache=CacheConfig(status_name="from-config"))
+    config, _ = load_config_origins({"metrics": False}, environ={}, cwd="/nonexistent",
+                                    framework=("settings.SCALEKIT", {"config": base, "state_dir": "/tmp/framework"}))
+    assert (config.cache.status_name, config.state_dir, config.metrics.enabled) == (
+        "from-config", "/tmp/framework", False)

@@ -57,12 +57,13 @@ class CacheCore:
         etag_limit = int(getattr(cdn, "etag_max_body_bytes", 1 << 20)) if (
             cdn.enabled and getattr(cdn, "etag", False)) else -1
         self.config = config.cache
-        self.policy = CachePolicy(config.cache, allowed_hosts=tuple(config.allowed_hosts),
-                                  etag_max_body_bytes=etag_limit)
         self.store: Store = store if store is not None else build_store(runtime)
+        self.max_body_bytes = storable_body_bytes(config.cache.max_body_bytes,
+                                                  getattr(self.store, "max_entry_bytes", None))
+        self.policy = CachePolicy(config.cache, allowed_hosts=tuple(config.allowed_hosts),
+                                  etag_max_body_bytes=etag_limit, max_body_bytes=self.max_body_bytes)
         self.generations: Generations = generations if generations is not None else build_generations(runtime)
         self.clock = runtime.clock
-        self.max_body_bytes = config.cache.max_body_bytes
         self.coalesce_timeout_seconds = config.cache.coalesce_timeout_seconds
         self.recent = RecentInvalidations()
         self.thread_flights = ThreadFlights()
@@ -290,6 +291,18 @@ class CacheShell:
         self.generations = core.generations
         self.clock = core.clock
         self.plain_hits: PlainHits[Any] = PlainHits(core, encode)
+
+
+# Room kept in a tier's entry bound for what an entry holds besides its body (key, headers).
+ENTRY_HEADROOM_BYTES = 64 * 1024
+
+
+def storable_body_bytes(max_body_bytes: int, largest_entry_bytes: int | None) -> int:
+    """The largest body the cache stores: ``cache.max_body_bytes``, and no more than the largest
+    entry some tier keeps allows, so that ``stored`` in Cache-Status is never a false claim."""
+    if largest_entry_bytes is None:
+        return max_body_bytes
+    return max(0, min(max_body_bytes, largest_entry_bytes - ENTRY_HEADROOM_BYTES))
 
 
 def restore_route(request: MutableMapping[str, Any], route: str) -> None:

@@ -85,7 +85,7 @@ class CachePolicy(OriginAnswers):
     """All of the cache layer's HTTP decisions, precomputed from :class:`CacheConfig`."""
 
     def __init__(self, config: CacheConfig, *, allowed_hosts: tuple[str, ...],
-                 etag_max_body_bytes: int = -1) -> None:
+                 etag_max_body_bytes: int = -1, max_body_bytes: int | None = None) -> None:
         self.config = config
         self.keys = KeyBuilder(allowed_hosts=allowed_hosts,
                                ignored_query_params=config.ignored_query_params)
@@ -96,7 +96,7 @@ class CachePolicy(OriginAnswers):
             heuristic_fraction=config.heuristic_fraction,
             heuristic_max_seconds=config.heuristic_max_seconds,
             max_vary_value_bytes=config.max_vary_value_bytes,
-            max_body_bytes=config.max_body_bytes,
+            max_body_bytes=config.max_body_bytes if max_body_bytes is None else max_body_bytes,
             store_server_errors=config.store_server_errors,
             targeted_fields=tuple(name.lower() for name in config.targeted_cache_control or ()),
             strip_targeted=config.strip_targeted_cache_control,

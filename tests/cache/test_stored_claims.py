@@ -13,8 +13,6 @@ import pytest
 import scalekit
 
 PAGE = b"x" * (2 * 1024 * 1024)   # above the memory tier's default max_entry_bytes (1 MiB)
-REASON = ("the core decides 'stored' from max_body_bytes (8 MiB) alone; the memory tier then drops an entry "
-          "above its max_entry_bytes (1 MiB) without a word (owners: shells / tiers)")
 
 
 def page(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -34,7 +32,6 @@ def statuses(tmp_path: Any, disk: bool) -> list[str]:
         app.runtime.close()
 
 
-@pytest.mark.xfail(strict=True, reason=REASON)
 def test_a_page_no_tier_can_hold_is_never_claimed_stored(tmp_path: Any) -> None:
     first, second = statuses(tmp_path, disk=False)
     assert "stored" not in first and "stored" not in second, (first, second)

@@ -127,6 +127,11 @@ class TieredStore:
         first = self.tiers[0] if self.tiers else None
         self.memory = first if first is not None and hasattr(first, "peek") else None
         self.memory_mask = self._masks[0] if self.memory is not None else None
+        # The largest entry some tier keeps: a larger response is stored nowhere, so the cache
+        # must neither claim nor attempt it (None: a tier without a bound, or no tier at all).
+        bounds: list[int | None] = [getattr(tier, "max_entry_bytes", None) for tier in self.tiers]
+        known = [bound for bound in bounds if bound is not None]
+        self.max_entry_bytes: int | None = None if len(known) < len(bounds) else max(known, default=0)
 
     def memory_peek(self, key: str) -> CachedEntry | None:
         """L1's entry for ``key``, uncounted and not promoted (None: not in L1, or no L1).
