@@ -158,9 +158,24 @@ def parse_cache_control(value: str | None) -> CacheControl:
 def _list_items(value: str) -> list[str]:
     """The members of a comma-separated list; werkzeug's parser when quoted strings need it
     (it reads a character at a time: about 1.5 ms for an 8 KiB value, where split takes µs)."""
-    if '"' in value:
+    if '"' in value and _quotes_balance(value):
         return parse_list_header(value)
+    # No quotes, or a quote left open (a malformed field): werkzeug would read the rest of the
+    # field as one quoted string and hide a no-store after it; each comma ends a member instead.
     return [item for item in map(str.strip, value.split(",")) if item]
+
+
+def _quotes_balance(value: str) -> bool:
+    """Whether every quoted string in ``value`` is closed (a backslash escapes one character)."""
+    inside = escaped = False
+    for char in value:
+        if escaped:
+            escaped = False
+        elif char == "\\" and inside:
+            escaped = True
+        elif char == '"':
+            inside = not inside
+    return not inside
 
 
 def _read_cache_control(value: str) -> CacheControl:

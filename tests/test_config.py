@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scalekit import loader, provenance
+from scalekit.cache.config import CacheConfig
 from scalekit.config import (
     Config,
     MetricsConfig,
@@ -22,7 +23,6 @@ from scalekit.config import (
     load_config_origins,
     load_config_reporting,
 )
-from scalekit.cache.config import CacheConfig
 from scalekit.errors import ConfigError, UnknownKeyError
 from scalekit.pipeline import LAYER_ORDER
 

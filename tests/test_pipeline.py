@@ -8,7 +8,7 @@ import types
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import scalekit
@@ -252,6 +252,8 @@ def parity_apps(variant: str) -> tuple[Any, Any]:
 
 @settings(max_examples=40, deadline=None)
 @given(response=responses, variant=st.sampled_from(["metrics only", "defaults"]))
+# A quote left open once hid the no-store after it: WSGI hashed an ETag for the list, ASGI not.
+@example(response=(200, [("set-cookie", ""), ("cache-control", '"')], []), variant="defaults")
 def test_wsgi_and_asgi_drivers_give_identical_responses(response: Any, variant: str) -> None:
     status, headers, chunks = response
     SCRIPTED.status = status

@@ -130,3 +130,17 @@ def test_vary_and_list_normal_forms_are_fixed_points(text: str) -> None:
     assert parse_vary(", ".join(vary)) == vary
     listed = parse_list(text)
     assert parse_list(", ".join(listed)) == listed
+
+
+@pytest.mark.parametrize("value", [
+    '", no-store', 'no-store, "', 'max-age="60, no-store', 'x="a\\", no-store',
+])
+def test_a_quote_left_open_never_hides_a_directive_after_it(value: str) -> None:
+    # Read as one quoted string to the end, the field lost its no-store: the CDN layer then
+    # stamped such a response "private" alone (storable by a browser) and hashed an ETag for it.
+    assert parse_cache_control(value).no_store
+
+
+def test_a_closed_quoted_string_keeps_its_commas() -> None:
+    directives = parse_cache_control('private="set-cookie, x-user", max-age=5')
+    assert directives.private_fields == ("set-cookie", "x-user") and directives.max_age == 5
