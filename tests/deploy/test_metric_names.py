@@ -23,7 +23,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from scalekit.metrics import instruments
-from tests.servers import run_server
+from tests.servers import free_port, run_server
 
 from .artefacts import adapter_rules, dashboard_expressions, metric_names, rule_expressions
 from .harness import AppInstance
@@ -106,8 +106,11 @@ def live_scrapes(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, st
     # The machine's Redis (never restarted here), under a key prefix of this run only: the
     # redis tier's series (tier="redis") exist only when L2 is configured.
     prefix = f"scalekit-deploy-test-{uuid.uuid4().hex}:"
+    # An edge purge target (nothing listens there): the purge series the alerts select exist.
     env = {"SCALEKIT_STATE_DIR": str(workdir / "uvicorn-state"), "SCALEKIT_REDIS_URL": "redis://127.0.0.1:6379/0",
-           "SCALEKIT_REDIS_KEY_PREFIX": prefix}
+           "SCALEKIT_REDIS_KEY_PREFIX": prefix, "SCALEKIT_CDN_SURROGATE_KEYS": "varnish",
+           "SCALEKIT_CDN_PURGE_TARGETS_EDGE_KIND": "varnish",
+           "SCALEKIT_CDN_PURGE_TARGETS_EDGE_URLS": f"http://127.0.0.1:{free_port()}"}
     try:
         with run_server("uvicorn", "tests.deploy.fleet_app:asgi_app", env=env) as url, \
                 httpx.Client(base_url=url, timeout=10) as client:
