@@ -56,7 +56,6 @@ if workers > 1:
 
 # Empty the metrics directory at start (files of an earlier run would be summed) and drop a dead
 # worker's live gauges (in-flight requests, pool connections) from the sums.
-from scalekit.gunicorn_conf import child_exit, on_starting  # noqa: E402
 
 
 def post_worker_init(worker: Any) -> None:

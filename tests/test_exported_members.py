@@ -39,7 +39,8 @@ def test_exported_names_are_scalekit_objects() -> None:
 @pytest.mark.parametrize("module_name", [
     "scalekit.asgi", "scalekit.cli", "scalekit.config", "scalekit.context", "scalekit.demo",
     "scalekit.errors", "scalekit.extras", "scalekit.gunicorn_conf", "scalekit.metrics.instruments", "scalekit.loader",
-    "scalekit.messages", "scalekit.metrics", "scalekit.metrics.layer", "scalekit.pipeline", "scalekit.runtime", "scalekit.wsgi",
+    "scalekit.messages", "scalekit.metrics", "scalekit.metrics.layer", "scalekit.pipeline", "scalekit.runtime",
+    "scalekit.wsgi",
 ])
 def test_module_all_names_exist(module_name: str) -> None:
     module = importlib.import_module(module_name)

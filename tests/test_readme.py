@@ -33,7 +33,8 @@ def test_configuration_table_shows_whole_default_values() -> None:
 
 def make_demo(*variables: str) -> str:
     """The commands ``make demo`` would run (a dry run)."""
-    return subprocess.run(["make", "--no-print-directory", "-n", "demo", *variables], check=True, capture_output=True, text=True,
+    return subprocess.run(["make", "--no-print-directory", "-n", "demo", *variables], check=True,
+        capture_output=True, text=True,
                           cwd=ROOT).stdout
 
 
@@ -51,5 +52,6 @@ def test_make_demo_takes_the_framework_and_the_port_the_readme_names() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "make demo FRAMEWORK=fastapi PORT=8001" in readme
     assert make_demo("FRAMEWORK=fastapi", "PORT=8001").splitlines() == [
-        'python3 -m pip install -q -e ".[demo,fastapi]"', "python3 -m scalekit.cli demo --framework fastapi --port 8001"]
+        'python3 -m pip install -q -e ".[demo,fastapi]"',
+        "python3 -m scalekit.cli demo --framework fastapi --port 8001"]
     assert '".[demo]"' in make_demo("FRAMEWORK=builtin")

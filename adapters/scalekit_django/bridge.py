@@ -70,7 +70,8 @@ def _environ_of(request: HttpRequest) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- protocol -> Django
 
-def _django_response(status: str, headers: Iterable[tuple[str, str]], body: Any, *, streaming: bool) -> HttpResponseBase:
+def _django_response(status: str, headers: Iterable[tuple[str, str]], body: Any, *,
+    streaming: bool) -> HttpResponseBase:
     code_text, _, reason = status.partition(" ")
     response: HttpResponseBase
     if streaming:

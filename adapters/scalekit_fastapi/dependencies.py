@@ -76,7 +76,8 @@ def cached(
 
     Put it under ``@app.get(...)``. Tags may name the endpoint's parameters
     (``tags=["product:{product_id}"]``). Works on ``async def`` and ``def`` endpoints; FastAPI
-    still sees the endpoint's own signature. ``public=True``: the answer may be stored even for a request with Cookie or Authorization (the
+    still sees the endpoint's own signature. ``public=True``: the answer may be stored even for a request with Cookie
+    or Authorization (the
     page is the same for every user), as :func:`scalekit.cache_response` takes it.
     """
     apply = view_rule(ttl_seconds, tags, stale_while_revalidate_seconds, stale_if_error_seconds, public)

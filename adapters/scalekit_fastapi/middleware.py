@@ -6,7 +6,8 @@ Both give the same pipeline; they differ in where it sits:
   (after its ServerErrorMiddleware), so the object you serve is still your FastAPI app;
 - ``app = scalekit_fastapi.wrap(app, **settings)`` puts it outside, so a cache hit never even
   enters Starlette: the faster form (about 4x per hit in process), since every request first
-  runs the middleware Starlette and FastAPI put before any added one. ``scalekit.wrap(app)`` is the same minus the route labels (metrics then
+  runs the middleware Starlette and FastAPI put before any added one. ``scalekit.wrap(app)`` is the same minus the
+  route labels (metrics then
   count every request under ``unmatched``; the adapter is what knows Starlette's routes).
 
 >>> from fastapi import FastAPI

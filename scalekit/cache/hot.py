@@ -1,7 +1,8 @@
 """The cache's hot path: plain fresh hits from L1, answered before any request view exists.
 
 A plain hit is a GET or HEAD with no special request header (no conditionals, Range,
-Cache-Control, Pragma, Upgrade, body, nor a proxy header but those restating the request) for a current, fresh, non-Vary'd entry in
+Cache-Control, Pragma, Upgrade, body, nor a proxy header but those restating the request) for a current, fresh,
+non-Vary'd entry in
 L1: what :meth:`~.policy.CachePolicy.decide_request` would serve with the stored headers plus
 ``Age`` and ``Cache-Status``. Both shells ask :class:`PlainHits` first and take the full path
 on None.

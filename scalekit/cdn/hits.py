@@ -23,7 +23,8 @@ Lines = tuple[tuple[str, str], ...]
 
 def plain_hit_stamp(stamper: Stamper) -> Stamp:
     """What this layer does to a cache's plain hit (a GET or HEAD with no conditional, no
-    Authorization and, where it matters, no Cookie), as a function of the hit's method, path, entry and headers: the stamped
+    Authorization and, where it matters, no Cookie), as a function of the hit's method, path, entry and headers: the
+    stamped
     headers, with the ETag of the body when the full path would compute one. None when the
     full path must run (a 200 without Content-Length, never stored by the cache)."""
     max_bytes = stamper.config.etag_max_body_bytes

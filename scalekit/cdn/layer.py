@@ -5,7 +5,8 @@ for the headers, and only then lets it out. The body is touched only to compute 
 only when the app produced it whole at once: a WSGI list of bytes, a first WSGI chunk or a
 single ASGI body message of the declared Content-Length (within ``cdn.etag_max_body_bytes``).
 A body produced in pieces is a stream and is never held back to be hashed: it leaves chunk by
-chunk without an ETag, like everything else (file wrappers and ASGI ``pathsend`` included). A conditional GET/HEAD whose validators match is answered 304 (or 412)
+chunk without an ETag, like everything else (file wrappers and ASGI ``pathsend`` included). A conditional GET/HEAD
+whose validators match is answered 304 (or 412)
 without sending the body (see :mod:`scalekit.cdn.respond` for why unsafe methods are the
 app's to answer). When ``cdn.assets_manifest`` is set, servestatic serves the built assets
 inside this layer, so they are stamped and answered 304 like everything else.

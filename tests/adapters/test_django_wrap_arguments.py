@@ -16,7 +16,6 @@ from scalekit import pipeline
 from .django_support import configure_django
 
 
-
 @pytest.fixture(scope="module")
 def django_database(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, object]]:
     return configure_django(str(tmp_path_factory.mktemp("django-wrap-arguments") / "items.sqlite3"))

@@ -14,7 +14,6 @@ from flask import Flask
 from scalekit import pipeline
 
 
-
 def served_config(tmp_path: Path, from_config: dict[str, Any], arguments: dict[str, Any]) -> Any:
     from scalekit_flask import ScaleKit
 

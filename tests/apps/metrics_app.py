@@ -1,5 +1,6 @@
 """A WSGI app for the metrics tests under real gunicorn: ``/pid`` (which worker answered),
-``/hold?gate=PATH`` (sends its worker's pid, then stays in flight until that file exists), ``/items/<id>`` (names its route
+``/hold?gate=PATH`` (sends its worker's pid, then stays in flight until that file exists), ``/items/<id>`` (names its
+route
 template), anything else: 200."""
 
 from __future__ import annotations

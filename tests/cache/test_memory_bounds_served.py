@@ -33,7 +33,8 @@ def worker_pid(url: str) -> int:
     """The process listening on ``url``'s port (uvicorn with one worker serves in it)."""
     port = url.rsplit(":", 1)[1]
     found = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
-    pids = {int(part.split("=")[1].rstrip(",)")) for part in found.replace("(", ",").split(",") if part.startswith("pid=")}
+    pids = {int(part.split("=")[1].rstrip(",)")) for part in found.replace("(",
+        ",").split(",") if part.startswith("pid=")}
     assert len(pids) == 1, found
     return pids.pop()
 

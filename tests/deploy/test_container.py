@@ -22,7 +22,8 @@ HEALTHCHECK = DEPLOY / "healthcheck.py"
 
 def run_healthcheck(bind: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BIND": bind}
-    return subprocess.run([sys.executable, str(HEALTHCHECK)], check=False, capture_output=True, text=True, env=env, timeout=30)
+    return subprocess.run([sys.executable, str(HEALTHCHECK)], check=False, capture_output=True, text=True, env=env,
+        timeout=30)
 
 
 @pytest.fixture

@@ -31,7 +31,8 @@ EDGE_DIRECTIVE = re.compile(
     flags=re.MULTILINE)
 # What ingress-nginx's own location template sends the app with use-forwarded-headers "false"
 # (its nginx.tmpl): the controller's values, so the snippet must not set them a second time.
-CONTROLLER_SETS = ("Host", "Connection", "Upgrade", "X-Real-IP", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Port",
+CONTROLLER_SETS = ("Host", "Connection", "Upgrade", "X-Real-IP", "X-Forwarded-For", "X-Forwarded-Host",
+    "X-Forwarded-Port",
                    "X-Forwarded-Proto", "X-Forwarded-Scheme", "X-Scheme")
 # The template's maps for use-forwarded-headers "false": nothing taken from the client.
 CONTROLLER_MAPS = """
@@ -126,7 +127,8 @@ def test_ingress_edge_directives_are_the_nginx_tier_directives() -> None:
 def test_no_forwarded_header_is_trusted_and_no_snippet_annotation_is_allowed() -> None:
     controller = _controller()
     assert controller["use-forwarded-headers"] == "false"
-    assert controller["enable-real-ip"] == "false" or "0.0.0.0/0" not in controller.get("proxy-real-ip-cidr", "0.0.0.0/0")
+    assert controller["enable-real-ip"] == "false" or "0.0.0.0/0" not in controller.get("proxy-real-ip-cidr",
+        "0.0.0.0/0")
     assert controller["allow-snippet-annotations"] == "false"
     for path in sorted(K8S_DIR.rglob("*.yaml")):
         assert "-snippet:" not in path.read_text().replace("http-snippet:", "").replace("location-snippet:", ""), path

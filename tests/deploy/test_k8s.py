@@ -150,7 +150,8 @@ def _container_ports(name: str) -> dict[str, int]:
 ])
 def test_only_the_app_reaches_redis_and_postgres(source_namespace: str, source: dict[str, str], expected: bool) -> None:
     kwargs = {"namespace": source_namespace, "labels": source}
-    assert admitted(REDIS, _container_ports("redis")["redis"], port_names=_container_ports("redis"), **kwargs) is expected
+    assert admitted(REDIS, _container_ports("redis")["redis"], port_names=_container_ports("redis"),
+        **kwargs) is expected
     assert admitted(POSTGRES, 5432, port_names={}, **kwargs) is expected
 
 

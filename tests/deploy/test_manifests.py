@@ -144,7 +144,8 @@ def test_compose_services_are_wired_together() -> None:
     # Every service's log rotates (Docker's json-file grows without bound by default).
     for name, service in services.items():
         options = service["logging"]["options"]
-        assert service["logging"]["driver"] == "json-file" and options["max-size"] and int(options["max-file"]) >= 2, name
+        assert service["logging"]["driver"] == "json-file", name
+        assert options["max-size"] and int(options["max-file"]) >= 2, name
 
 
 def test_compose_edge_cache_sits_between_nginx_and_the_fleet_and_the_app_purges_it(tmp_path: Path) -> None:
@@ -219,7 +220,8 @@ def test_k8s_objects_reference_each_other() -> None:
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     service = k8s_object("Service", "scalekit-shop")
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    assert k8s_object("PodDisruptionBudget", "scalekit-shop")["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert k8s_object("PodDisruptionBudget",
+        "scalekit-shop")["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     hpa = k8s_object("HorizontalPodAutoscaler", "scalekit-shop")
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "scalekit-shop"}
     assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
@@ -229,7 +231,8 @@ def test_k8s_objects_reference_each_other() -> None:
             for rule in document["spec"]["rules"]:
                 for path in rule["http"]["paths"]:
                     backend = path["backend"]["service"]
-                    assert backend["port"]["name"] in {port["name"] for port in services[backend["name"]]["spec"]["ports"]}
+                    ports = services[backend["name"]]["spec"]["ports"]
+                    assert backend["port"]["name"] in {port["name"] for port in ports}
     # The site goes through the edge cache (Varnish), which fetches from the app's Service.
     (site,) = k8s_object("Ingress", "scalekit-shop")["spec"]["rules"]
     assert {path["backend"]["service"]["name"] for path in site["http"]["paths"]} == {"scalekit-edge-cache"}
@@ -243,7 +246,8 @@ def test_k8s_objects_reference_each_other() -> None:
     assert k8s_object("Service", "scalekit-edge-cache-purge")["spec"]["clusterIP"] == "None"   # every pod
     (vcl_volume,) = [volume for volume in edge["spec"]["volumes"] if "configMap" in volume]
     vcl = k8s_object("ConfigMap", vcl_volume["configMap"]["name"])["data"]["default.vcl"]
-    assert '.host = "scalekit-shop";' in vcl and f'.port = "{services["scalekit-shop"]["spec"]["ports"][0]["port"]}";' in vcl
+    port = services["scalekit-shop"]["spec"]["ports"][0]["port"]
+    assert '.host = "scalekit-shop";' in vcl and f'.port = "{port}";' in vcl
     assert "-a" in varnish["command"] and "purge=:6091" in varnish["command"]
     purge_url = k8s_object("ConfigMap", "scalekit-config")["data"]["SCALEKIT_CDN_PURGE_TARGETS_EDGE_URLS"]
     assert purge_url == "http://scalekit-edge-cache-purge:6091"

@@ -61,7 +61,8 @@ def test_password_file_is_read_as_the_password(tmp_path: Path) -> None:
                  "pool.databases.default.password_file", "readable", id="database: missing file"),
     pytest.param({"SCALEKIT_POOL_DATABASES_DEFAULT_PASSWORD_FILE": "{empty}"},
                  "pool.databases.default.password_file", "non-empty", id="database: empty file"),
-    pytest.param({"SCALEKIT_POOL_DATABASES_DEFAULT_PASSWORD": "x", "SCALEKIT_POOL_DATABASES_DEFAULT_PASSWORD_FILE": "{secret}"},
+    pytest.param({"SCALEKIT_POOL_DATABASES_DEFAULT_PASSWORD": "x",
+        "SCALEKIT_POOL_DATABASES_DEFAULT_PASSWORD_FILE": "{secret}"},
                  "pool.databases.default.password_file", "one way", id="database: both"),
     pytest.param({"SCALEKIT_POOL_DATABASES_DEFAULT_URL": "postgresql://shop:in-url@db/shop",
                   "SCALEKIT_POOL_DATABASES_DEFAULT_PASSWORD": "x"},
@@ -144,7 +145,8 @@ def test_compose_redis_requires_its_password_and_never_shows_it(tmp_path: Path) 
         owner.close()
         # The compose healthcheck: redis-cli with REDISCLI_AUTH, as the service's environment has.
         healthcheck = load_compose()["services"]["redis"]["healthcheck"]["test"][1:]
-        result = subprocess.run([healthcheck[0], "-p", str(port), *healthcheck[1:]], capture_output=True, text=True, timeout=30,
+        result = subprocess.run([healthcheck[0], "-p", str(port), *healthcheck[1:]], capture_output=True, text=True,
+            timeout=30,
                                 env={"PATH": "/usr/bin:/bin", "REDISCLI_AUTH": password}, check=False)
         assert result.stdout.strip() == "PONG", result.stdout + result.stderr
     environment = load_compose()["services"]["redis"]["environment"]

@@ -87,7 +87,8 @@ def test_a_committed_update_stops_varnish_serving_the_old_page_within_a_second(t
                     if price == 11:
                         break
                     time.sleep(0.01)
-                assert seen and seen[-1][1] == 11, f"Varnish still served the old page 1 s after the commit: {seen[-3:]}"
+                assert seen and seen[-1][1] == 11, \
+                    f"Varnish still served the old page 1 s after the commit: {seen[-3:]}"
                 # The other product carried the same table tag: purged too, fresh from the app.
                 assert _price(client, f"{varnish.url}/products/2") == (200, "MISS")
                 assert _price(client, page) == (11, "HIT")

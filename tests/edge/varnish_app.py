@@ -2,7 +2,8 @@
 from Postgres through the pool (so the page is tagged table:<table>, sent as xkey), POST
 /products/<id>?price=N commits an UPDATE. GET /notes/<id> answers a note kept in memory (no
 tag at all), POST /notes/<id> with a body replaces it: only the URL purge of that POST can
-refresh Varnish's copy. GET /whoami answers the cookies that reached the app. Configured by SCALEKIT_* variables and SK_EDGE_TABLE."""
+refresh Varnish's copy. GET /whoami answers the cookies that reached the app. Configured by SCALEKIT_* variables and
+SK_EDGE_TABLE."""
 
 from __future__ import annotations
 

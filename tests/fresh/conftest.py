@@ -16,7 +16,6 @@ from tests.servers import REPO_ROOT
 
 from .environments import Checkout, FreshVenv, Venvs, Wheelhouse, build_wheel, copy_checkout
 
-
 _WHEELHOUSE = pytest.StashKey[Wheelhouse]()
 
 

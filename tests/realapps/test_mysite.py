@@ -38,7 +38,8 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module", params=TARGETS)
-def mysite(request: pytest.FixtureRequest, database: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def mysite(request: pytest.FixtureRequest, database: Path,
+    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     target, server = request.param
     copy = tmp_path_factory.mktemp("mysite-db") / "db.sqlite3"
     copy.write_bytes(database.read_bytes())  # each server its own data

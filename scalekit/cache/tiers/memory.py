@@ -4,7 +4,8 @@ An ``OrderedDict`` in least recently used order, bounded by the sum of its entri
 entry keeps its own lifetime (``kept_until``), checked when it is read: an entry past it is a
 miss and is dropped then, and the LRU order pushes expired entries out first anyway, since
 nothing reads them (a TTL cache that drops them eagerly pays a timer, an expiry scan and a
-heap push on every write, a third of the cost of storing an entry). The size of an entry is what it really costs in this process (measured with ``sys.getsizeof`` on
+heap push on every write, a third of the cost of storing an entry). The size of an entry is what it really costs in
+this process (measured with ``sys.getsizeof`` on
 the stored objects plus the cache's own bookkeeping), so ``max_bytes`` bounds real memory,
 not just body bytes: a flood of small distinct keys cannot grow the process past the bound.
 

@@ -76,7 +76,8 @@ def create_app(**settings: Any) -> Flask:
 
     @app.get("/g")
     def uses_g() -> Any:
-        return jsonify(name=g.scalekit_db.connection().execute(text("SELECT name FROM items WHERE id = 1")).scalar_one())
+        name = g.scalekit_db.connection().execute(text("SELECT name FROM items WHERE id = 1")).scalar_one()
+        return jsonify(name=name)
 
     @app.get("/tagged")
     def tagged() -> Any:
