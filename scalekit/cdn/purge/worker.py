@@ -313,6 +313,11 @@ class TargetWorker:
         for held in finished:
             if held not in dropped:
                 self._lag.observe(max(0.0, now - held.job.enqueued_at))
+        # Said before the jobs are finished: finishing the last one makes the worker idle, and
+        # whoever waited for that reads the status next.
+        failure = outcome.reason if (again or dropped) else None
+        for source in {id(held.source): held.source for held in due}.values():
+            self._guarded(source, source.record_failure, reason=failure, now=now)
         self._finish(finished)
         for held in again:
             held.attempts += 1
@@ -326,9 +331,6 @@ class TargetWorker:
         if again:
             log.warning("edge purge target %r failed (%s); %d purge(s) retried in %.1f s or more",
                         self.name, outcome.reason, len(again), min(held.next_try for held in again) - now)
-        failure = outcome.reason if (again or dropped) else None
-        for source in {id(held.source): held.source for held in due}.values():
-            self._guarded(source, source.record_failure, reason=failure, now=now)
 
     def _finish(self, finished: list[_Held]) -> None:
         by_source: dict[int, list[_Held]] = {}
