@@ -166,7 +166,7 @@ def tracking_overhead(count: int, repeats: int) -> list[tuple[str, float, float]
     return rows
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     args = parser.parse_args()
@@ -218,7 +218,10 @@ def main() -> None:
         print(f"  {label:54s} {pooled_us:9.1f} {pooled_mean:9.1f} us   "
               f"{connect_us / pooled_us:6.1f}x cheaper")
         database.dispose()
+    missed = []
     verdict = "OK" if default_ratio >= POOLED_TARGET_RATIO else "MISSED"
+    if verdict == "MISSED":
+        missed.append("pooled checkout")
     print(f"  target: pooled, used (defaults) >= {POOLED_TARGET_RATIO:.0f}x cheaper than a new "
           f"connection (medians) -> {default_ratio:.1f}x {verdict}")
     print("  (a used connection is rolled back and reset (DISCARD ALL) before any request gets it\n"
@@ -233,8 +236,11 @@ def main() -> None:
         print(f"  {name:32s} plain {base_us:7.1f} us   tracked {tracked_us:7.1f} us   "
               f"overhead {overhead:6.2f} us")
     verdict = "OK" if worst <= TRACKING_TARGET_US else "MISSED"
+    if verdict == "MISSED":
+        missed.append("table tracking")
     print(f"  target: <= {TRACKING_TARGET_US:.0f} us per statement -> worst {worst:.2f} us {verdict}")
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
