@@ -13,8 +13,11 @@ every variant does the same work (a deadline spin on the CPU clock would spend m
 millisecond in clock syscalls, nothing like an endpoint). Times are this process's CPU time per
 request, so other jobs on a shared machine count less than in wall time (they still cool the
 CPU caches: on a loaded machine the layers' code runs cold after each 1 ms of work and the
-figure grows several-fold). Each round times bare, cache alone and defaults back to back after
-a full collection; the figure is the median of the rounds' ratios, so drift hits all alike.
+figure grows several-fold). Requests are interleaved one by one (bare, cache alone, defaults,
+bare, ...), each timed on its own, so drift and other jobs hit every variant alike; a
+variant's overhead is the median of its requests' differences from the bare request just
+before them, over the bare app's median (a median of thousands of pairs shrugs off the
+requests an interrupt or a collection landed in).
 Beside each figure, the Python and C function calls a request makes beyond the bare app's:
 a count that load does not change, for telling a real cut from noise.
 
@@ -118,39 +121,59 @@ def defaults(app: Any) -> Any:
 COUNTER = itertools.count()
 
 
-def run_wsgi(app: Any, n: int, variant: str) -> float:
+def wsgi_request(app: Any, query: str) -> None:
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         return None
 
-    started = clock()
-    for _ in range(n):
-        query = variant or f"i={next(COUNTER)}"
-        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/page", "QUERY_STRING": query,
-                   "SERVER_NAME": "bench.test", "SERVER_PORT": "80", "HTTP_HOST": "bench.test",
-                   "wsgi.url_scheme": "http"}
-        body = app(environ, start_response)
-        for _chunk in body:
-            pass
-        getattr(body, "close", lambda: None)()
-    return (clock() - started) / n * 1e6
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/page", "QUERY_STRING": query,
+               "SERVER_NAME": "bench.test", "SERVER_PORT": "80", "HTTP_HOST": "bench.test",
+               "wsgi.url_scheme": "http"}
+    body = app(environ, start_response)
+    for _chunk in body:
+        pass
+    getattr(body, "close", lambda: None)()
 
 
-def run_asgi(app: Any, n: int, variant: str) -> float:
+async def asgi_request(app: Any, query: str) -> None:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         return None
 
-    async def loop() -> float:
-        started = clock()
+    scope = {"type": "http", "method": "GET", "path": "/page", "scheme": "http",
+             "query_string": query.encode(), "server": ("bench.test", 80),
+             "headers": [(b"host", b"bench.test")]}
+    await app(scope, receive, send)
+
+
+def query_for(variant: str) -> str:
+    """``variant`` itself, or a URL of its own (a real miss) for the stored-miss variant."""
+    return variant or f"i={next(COUNTER)}"
+
+
+def run_wsgi(apps: list[Any], n: int, variant: str) -> list[list[float]]:
+    """µs of CPU per request, for ``n`` requests to each of ``apps``, interleaved one by one."""
+    times: list[list[float]] = [[] for _ in apps]
+    for _ in range(n):
+        for app, spent in zip(apps, times):
+            query = query_for(variant)
+            started = clock()
+            wsgi_request(app, query)
+            spent.append((clock() - started) * 1e6)
+    return times
+
+
+def run_asgi(apps: list[Any], n: int, variant: str) -> list[list[float]]:
+    async def loop() -> list[list[float]]:
+        times: list[list[float]] = [[] for _ in apps]
         for _ in range(n):
-            query = variant or f"i={next(COUNTER)}"
-            scope = {"type": "http", "method": "GET", "path": "/page", "scheme": "http",
-                     "query_string": query.encode(), "server": ("bench.test", 80),
-                     "headers": [(b"host", b"bench.test")]}
-            await app(scope, receive, send)
-        return (clock() - started) / n * 1e6
+            for app, spent in zip(apps, times):
+                query = query_for(variant)
+                started = clock()
+                await asgi_request(app, query)
+                spent.append((clock() - started) * 1e6)
+        return times
 
     return asyncio.run(loop())
 
@@ -167,10 +190,10 @@ def calls_per_request(run: Any, app: Any, variant: str, n: int = 200) -> float:
     global work
     timed, work = work, lambda: None  # the work's own clock reads are the bare app's too
     try:
-        run(app, 10, variant)
+        run([app], 10, variant)
         sys.setprofile(count)
         try:
-            run(app, n, variant)
+            run([app], n, variant)
         finally:
             sys.setprofile(None)
     finally:
@@ -178,41 +201,31 @@ def calls_per_request(run: Any, app: Any, variant: str, n: int = 200) -> float:
     return calls / n
 
 
-def timed(run: Any, app: Any, n: int, variant: str) -> float:
-    """µs per request of ``app``, after a full collection (the previous variant's garbage is
-    not this one's; what this one leaves is collected inside its own time)."""
-    gc.collect()
-    return run(app, n, variant)
-
-
 def main() -> int:
     global RENDERS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     args = parser.parse_args()
-    repeats, n = (5, 300) if args.quick else (9, 1000)
+    n = 1500 if args.quick else 6000
     RENDERS = calibrate()
     ok = True
     for kind, bare, run in (("WSGI", wsgi_app, run_wsgi), ("ASGI", asgi_app, run_asgi)):
         stacks = (("cache alone", cache_only(bare)), ("defaults", defaults(bare)))
         for label, variant in (("stored miss", ""), ("uncacheable", "nostore")):
-            bare_runs: list[float] = []
-            ratios: dict[str, list[float]] = {name: [] for name, _ in stacks}
-            for _ in range(repeats):  # interleaved, so drift hits every variant alike
-                bare_us = timed(run, bare, n, variant)
-                bare_runs.append(bare_us)
-                for name, app in stacks:
-                    ratios[name].append(timed(run, app, n, variant) / bare_us)
-            bare_us = statistics.median(bare_runs)
+            run([bare] + [app for _, app in stacks], 50, variant)  # warm up
+            gc.collect()
+            bare_times, *stack_times = run([bare] + [app for _, app in stacks], n, variant)
+            bare_us = statistics.median(bare_times)
             bare_calls = calls_per_request(run, bare, variant)
-            for name, app in stacks:
-                overhead = statistics.median(ratios[name]) - 1
+            for (name, app), times in zip(stacks, stack_times):
+                added_us = statistics.median([t - b for t, b in zip(times, bare_times)])
+                overhead = added_us / bare_us
                 calls = calls_per_request(run, app, variant) - bare_calls
                 judged = name == "defaults"
                 verdict = ("OK" if overhead <= TARGET_OVERHEAD else "MISSED") if judged else "(reference)"
                 ok = ok and (overhead <= TARGET_OVERHEAD or not judged)
                 print(f"{kind} {label:12s} {name:11s}: {overhead:+7.2%} over bare {bare_us:7.1f} us "
-                      f"(CPU, median of {repeats} rounds' ratios; {overhead * bare_us:5.1f} us, "
+                      f"(CPU, median of {n} interleaved pairs; {added_us:5.1f} us, "
                       f"{calls:4.0f} calls)   target <= +{TARGET_OVERHEAD:.0%}   {verdict}")
     return 0 if ok else 1
 

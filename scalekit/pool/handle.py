@@ -128,7 +128,11 @@ class RequestDatabase:
 
     def _checkout(self, site: CheckoutSite | None, may_wait: bool, *,
                   only_if_free: bool = False) -> Connection | None:
-        if self._released:
+        requests = self._requests
+        # Written before the released flags are read, and release_all() writes its flag before
+        # it reads this one: whichever runs second sees the other (see release_all).
+        requests.touched = True
+        if self._released or requests.all_released:
             raise self._released_error()
         database = self._database
         try:
@@ -143,7 +147,6 @@ class RequestDatabase:
             if getattr(exc, "status_hint", None) == 503:
                 self.failure = exc
             raise
-        requests = self._requests
         watch = ConnectionWatch(requests.ctx, requests.invalidate, track_tables=requests.track_tables)
         with self._lock:
             lost_race = self._released or self._connection is not None
@@ -213,12 +216,14 @@ class RequestDatabases(Mapping[str, RequestDatabase]):
 
     __slots__ = (
         "_handles",
+        "all_released",
         "ctx",
         "default",
         "finished",
         "invalidate",
         "monotonic",
         "release_at_start",
+        "touched",
         "track_tables",
     )
 
@@ -231,6 +236,11 @@ class RequestDatabases(Mapping[str, RequestDatabase]):
         self.monotonic = monotonic
         self.release_at_start = False
         self.finished = False  # the response is over: db() no longer answers with these
+        # Most requests never use a database: until one tries to, a request has nothing to
+        # confirm, fail or give back, and its end is one flag (all_released) instead of a
+        # locked release per handle.
+        self.touched = False
+        self.all_released = False
         self._handles = {name: RequestDatabase(database, self) for name, database in databases.items()}
         self.default = self._handles["default"]
 
@@ -253,10 +263,12 @@ class RequestDatabases(Mapping[str, RequestDatabase]):
         return len(self._handles)
 
     def any_checked_out(self) -> bool:
-        return any(handle.checked_out for handle in self._handles.values())
+        return self.touched and any(handle.checked_out for handle in self._handles.values())
 
     def failure(self) -> BaseException | None:
         """The first pool failure (timeout, shed, unavailable) a handle met, if any."""
+        if not self.touched:
+            return None
         for handle in self._handles.values():
             if handle.failure is not None:
                 return handle.failure
@@ -265,6 +277,8 @@ class RequestDatabases(Mapping[str, RequestDatabase]):
     def confirm_commits(self) -> None:
         """The response starts: every COMMIT the request sent has succeeded by now, so the
         tables they wrote are invalidated before the client sees the answer."""
+        if not self.touched:
+            return
         for handle in self._handles.values():
             handle.confirm_commit()
 
@@ -274,7 +288,11 @@ class RequestDatabases(Mapping[str, RequestDatabase]):
         self.release_all()
 
     def release_all(self, *, only_if_idle: bool = False) -> bool:
-        """Give every connection back; False if one stayed because a statement was running."""
+        """Give every connection back; False if one stayed because a statement was running.
+        Either way no handle checks out another connection after this."""
+        self.all_released = True
+        if not self.touched:  # no checkout began, and none can now (see _checkout)
+            return True
         released = True
         for handle in self._handles.values():
             released = handle.release(only_if_idle=only_if_idle) and released

@@ -105,6 +105,26 @@ def test_using_the_handle_after_the_response_ended_raises(sqlite_table: tuple[st
         kept[0].connection()
 
 
+@pytest.mark.parametrize("named", [False, True], ids=["default", "by name"])
+def test_a_handle_the_request_never_used_cannot_check_out_after_the_response(
+        sqlite_table: tuple[str, str], named: bool) -> None:
+    """A request that touched no database ends with one flag, not a release per handle: a
+    handle kept past the end still refuses to check out (it would leak the connection)."""
+    url, _table = sqlite_table
+    kept: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        kept.append(environ["scalekit.databases"]["default"] if named else db())
+        start_response("200 OK", [])
+        return [b"x"]
+
+    app_wrapped = wrap(app, url)
+    wsgi_get(app_wrapped, "/")
+    with pytest.raises(RequestDatabaseError, match="already given back"):
+        kept[0].connection()
+    assert not kept[0].checked_out
+
+
 # --------------------------------------------------------------------------- WSGI: given back
 
 
