@@ -1,6 +1,6 @@
 """The CDN layer's per-request steps after stamping, pure: body buffering, ETag, 304 / 412.
 
-Both shells (WSGI and ASGI in :mod:`scalekit.cdn.layer`) call these with plain values.
+Both shells (:mod:`scalekit.cdn.wsgi_shell` and :mod:`scalekit.cdn.asgi_shell`) call these with plain values.
 
 Conditional requests are answered here for GET and HEAD only. For a safe method the selected
 representation *is* the response the app just produced, and producing it changed nothing

@@ -1,0 +1,178 @@
+"""The CDN layer's ASGI shell: wraps ``send`` and holds ``http.response.start`` until stamped.
+
+The body is held back only to compute an ETag, and only when the app sends it whole in a single
+``http.response.body`` message of the declared Content-Length (within
+``cdn.etag_max_body_bytes``). A body sent in pieces, ``pathsend`` and trailers stream through
+without an ETag. See :mod:`scalekit.cdn.layer` for the layer.
+"""
+
+from __future__ import annotations
+
+from .. import asgi
+from ..context import CONTEXT_KEY, RequestContext
+from .exchange import STATE_KEY, record_answer
+from .hits import early_path
+from .policy import Stamper
+from .respond import (
+    PRECONDITION_FIELDS,
+    Preconditions,
+    answer_conditional,
+    buffer_limit,
+    collect_preconditions,
+    with_etag,
+)
+
+__all__ = ["ASGICDN"]
+
+_ASGI_PRECONDITIONS = {name.encode("latin-1"): name for name in PRECONDITION_FIELDS}
+
+
+_STREAM, _BUFFER, _DROP = 0, 1, 2
+
+
+class ASGICDN(asgi.EarlyFirst):
+    """The CDN layer around an ASGI app: stamps at ``http.response.start``."""
+
+    def __init__(self, app: asgi.ASGIApp, stamper: Stamper) -> None:
+        self.app = app
+        self.stamper = stamper
+        self.max_body_bytes = stamper.config.etag_max_body_bytes
+        self.conditional = stamper.config.conditional_requests
+        self.serve_early: asgi.EarlyPath | None = early_path(
+            self, app, stamper, ("special_names", "unplain_names"), b"authorization", b"cookie")
+        self.inner: asgi.ASGIApp = getattr(app, "handle", app) if self.serve_early else app
+
+    async def handle(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        """The whole layer but the early path."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        has_authorization = has_cookie = False
+        fields: dict[str, str] = {}
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                has_authorization = True
+            elif name == b"cookie":
+                has_cookie = has_cookie or bool(value.strip())
+            elif name in _ASGI_PRECONDITIONS:
+                key = _ASGI_PRECONDITIONS[name]
+                text = value.decode("latin-1")
+                fields[key] = f"{fields[key]}, {text}" if key in fields else text
+        preconditions = collect_preconditions(fields) if fields else None
+        ctx: RequestContext | None = scope.get(CONTEXT_KEY)
+        if ctx is not None:
+            ctx.state[STATE_KEY] = preconditions
+        exchange = _ASGIExchange(self, scope, send, has_authorization, has_cookie,
+                                 preconditions if self.conditional else None, ctx)
+        await self.inner(scope, receive, exchange.send)
+        if exchange.mode == _BUFFER and exchange.start is not None:
+            await exchange.flush()  # the app ended without a final body message
+
+
+class _ASGIExchange:
+    """One request through the ASGI shell: its start message held until stamped, and its mode."""
+
+    __slots__ = (
+        "ctx",
+        "downstream",
+        "has_authorization",
+        "has_cookie",
+        "headers",
+        "layer",
+        "limit",
+        "method",
+        "mode",
+        "preconditions",
+        "scope",
+        "start",
+        "status",
+        "unchanged",
+    )
+
+    def __init__(self, layer: ASGICDN, scope: asgi.Scope, downstream: asgi.Send, has_authorization: bool,
+                 has_cookie: bool, preconditions: Preconditions | None, ctx: RequestContext | None) -> None:
+        self.layer = layer
+        self.scope = scope
+        self.downstream = downstream
+        self.has_authorization = has_authorization
+        self.has_cookie = has_cookie
+        self.preconditions = preconditions
+        self.ctx = ctx
+        self.method = scope.get("method", "GET").upper()
+        self.mode = _STREAM
+        self.start: asgi.Message | None = None
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.unchanged = False
+        self.limit = 0
+
+    async def send(self, message: asgi.Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            await self._on_start(message)
+        elif self.mode == _STREAM:
+            await self.downstream(message)
+        elif self.mode == _DROP:
+            return
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            await self._finish(message.get("body", b""))  # the whole body, in one message
+        else:
+            # A body sent in pieces is a stream, never held back to be hashed; pathsend and
+            # trailers are not bodies we can hash either.
+            self.mode = _STREAM
+            await self._send_start()
+            await self.downstream(message)
+
+    async def _on_start(self, message: asgi.Message) -> None:
+        self.status = message["status"]
+        headers = [(name.decode("latin-1").lower(), value.decode("latin-1"))
+                   for name, value in message.get("headers", ())]
+        outcome = self.layer.stamper.stamp(
+            self.method, self.scope.get("path", ""), self.has_authorization, self.status, headers,
+            self.ctx.tags if self.ctx is not None else (), has_cookie=self.has_cookie)
+        self.headers = outcome.headers
+        self.unchanged = outcome.headers == headers
+        self.start = message
+        if outcome.generate_etag:
+            limit = buffer_limit(outcome.content_length, self.layer.max_body_bytes)
+            if limit is not None:
+                self.mode, self.limit = _BUFFER, limit
+                return
+        if await self._answered(None):
+            return
+        await self._send_start()
+
+    async def _finish(self, body: bytes) -> None:
+        if len(body) == self.limit:  # a HEAD without its body gets no ETag (see WSGI shell)
+            with_etag(self.headers, body)
+            self.unchanged = False
+        if await self._answered(body):
+            return
+        await self._send_start()
+        self.mode = _STREAM
+        await self.downstream({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def flush(self) -> None:
+        """The app ended without a final body message: send the start it held, and an end."""
+        self.mode = _STREAM
+        await self._send_start()
+        await self.downstream({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _answered(self, body: bytes | None) -> bool:
+        answer = answer_conditional(self.method, self.preconditions, self.status, self.headers)
+        if answer is None:
+            return False
+        self.mode = _DROP
+        record_answer(answer, self.headers, body)
+        await asgi.send_response(self.downstream, answer, head=answer.status == 304 or self.method == "HEAD")
+        return True
+
+    async def _send_start(self) -> None:
+        assert self.start is not None
+        if self.unchanged:
+            await self.downstream(self.start)  # the app's own message object, untouched
+            return
+        message = dict(self.start)
+        message["headers"] = [(name.encode("latin-1"), value.encode("latin-1"))
+                              for name, value in self.headers]
+        await self.downstream(message)
