@@ -26,10 +26,12 @@ from .responses import ResponseBuilder
 from .rules import ResponseRule, RuleMatcher
 from .storable import (
     NotStorable,
+    ShapeMemo,
     StoreSettings,
     analyse_response,
     combine_fields,
     corrected_initial_age,
+    plan_storing,
 )
 
 __all__ = ["OriginAnswers"]
@@ -41,6 +43,7 @@ class OriginAnswers:
     responses: ResponseBuilder
     rules: RuleMatcher
     settings: StoreSettings
+    shapes: ShapeMemo
 
     def stale_fallback(self, forward: Forward, request: RequestView, *, now: float,
                        origin_status: int | None, any_age: bool = False,
@@ -100,16 +103,16 @@ class OriginAnswers:
             if request.method == "HEAD" and status == 200:
                 return self._head_update(request, forward, headers, now=now,
                                          request_time=request_time, rule=rule)
-        fields = combine_fields(headers)
+        fields, shape = self.shapes.shape(status, headers)
         initial_age = corrected_initial_age(fields, request_time=request_time, response_time=now)
         pass_headers = self.responses.forwarded(headers, forward.fwd, now=now, request_time=request_time,
                                                 fields=fields, initial_age=initial_age)
-        if not forward.may_store:
+        if not forward.may_store or isinstance(shape, NotStorable):
             return PassThrough(pass_headers)
-        plan = analyse_response(status, headers, request.header, now=now, request_time=request_time,
-                                rule=rule or self.rules.match(request.path), settings=self.settings,
-                                authorization=request.header("authorization") is not None,
-                                fields=fields, initial_age=initial_age)
+        plan = plan_storing(shape, request.header, now=now, request_time=request_time,
+                            rule=rule or self.rules.match(request.path), settings=self.settings,
+                            authorization=request.header("authorization") is not None,
+                            initial_age=initial_age)
         if isinstance(plan, NotStorable):
             return PassThrough(pass_headers)
         if plan.status == 206 and forward.partial is not None:

@@ -52,7 +52,7 @@ from .entry import CachedEntry
 from .keys import ForwardedHeaders, KeyBuilder, has_request_body, secondary_key, variant_key
 from .responses import ResponseBuilder
 from .rules import RuleMatcher
-from .storable import StoreSettings, combine_fields
+from .storable import ShapeMemo, StoreSettings, combine_fields
 
 # The decision types live in decisions.py and the response half in answers.py; they are
 # re-exported here, where callers look for the policy.
@@ -101,6 +101,7 @@ class CachePolicy(OriginAnswers):
             targeted_fields=tuple(name.lower() for name in config.targeted_cache_control or ()),
             strip_targeted=config.strip_targeted_cache_control,
         )
+        self.shapes = ShapeMemo(self.settings)
         consumed = frozenset(self.settings.targeted_fields) if self.settings.strip_targeted else frozenset()
         self.responses = ResponseBuilder(config.status_name, etag_max_body_bytes=etag_max_body_bytes,
                                          consumed=consumed)

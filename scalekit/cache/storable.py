@@ -42,11 +42,15 @@ __all__ = [
     "HEURISTIC_STATUSES",
     "UNDERSTOOD_STATUSES",
     "NotStorable",
+    "ResponseShape",
+    "ShapeMemo",
     "StorePlan",
     "StoreSettings",
     "analyse_response",
     "combine_fields",
     "corrected_initial_age",
+    "plan_storing",
+    "response_shape",
 ]
 
 # RFC 9110 §15.1: "Responses with status codes that are defined as heuristically cacheable
@@ -133,6 +137,96 @@ def corrected_initial_age(fields: dict[str, str], *, request_time: float, respon
     return max(apparent_age, age_value + response_delay)
 
 
+@keyword_record
+class ResponseShape:
+    """What a response's status and header lines decide on their own, with no request, rule or
+    clock: the same for every response with the same lines, so it may be computed once for
+    them (:class:`ShapeMemo`). ``fields`` is shared by everyone who reads the shape: read-only."""
+
+    status: int
+    fields: dict[str, str]
+    directives: CacheControl
+    expires: str | None
+    surrogate: SurrogateControl
+    vary: tuple[str, ...]
+    content_length: int | None
+    date: float | None
+    has_validators: bool
+    said_shared: bool
+    states_freshness: bool
+    stored_headers: tuple[tuple[str, str], ...]
+    header_tags: tuple[str, ...]
+
+
+def response_shape(status: int, headers: list[tuple[str, str]], settings: StoreSettings,
+                   fields: dict[str, str] | None = None) -> ResponseShape | NotStorable:
+    """The request-, rule- and time-independent half of :func:`analyse_response`: the
+    response's directives and what they forbid outright, its Vary, length, validators, tags
+    and the header lines a shared cache keeps."""
+    if fields is None:
+        fields = combine_fields(headers)
+    read = _read_directives(status, fields, settings)
+    if isinstance(read, NotStorable):
+        return read
+    directives, expires, surrogate = read
+    vary = parse_vary(fields.get("vary"))
+    # §4.1: "A stored response with a Vary header field value containing a member "*" always
+    # fails to match", so storing it would only waste space.
+    if vary == ("*",):
+        return NotStorable("vary-star")
+    content_length = parse_delta_seconds(fields.get("content-length"))
+    dropped = frozenset(settings.targeted_fields) if settings.strip_targeted else frozenset()
+    return ResponseShape(
+        status=status, fields=fields, directives=directives, expires=expires, surrogate=surrogate,
+        vary=vary, content_length=content_length, date=parse_http_date(fields.get("date")),
+        has_validators="etag" in fields or "last-modified" in fields,
+        said_shared=directives.public or directives.s_maxage is not None,
+        states_freshness=_states_freshness(directives, surrogate.max_age, expires),
+        stored_headers=stored_headers(headers, fields, directives, dropped),
+        header_tags=parse_tags(fields.get("surrogate-key"), fields.get("cache-tag")))
+
+
+class ShapeMemo:
+    """``(status, header lines) -> (fields, shape)`` for the responses an app keeps sending
+    alike (one route's pages differ in their bodies, not their headers), so a miss does not
+    parse the same lines again. Bounded in entries and in the text it keeps (header values can
+    echo client input); emptied when full, like :class:`~scalekit.memo.TextMemo`."""
+
+    __slots__ = ("items", "max_entries", "max_text_chars", "settings")
+
+    def __init__(self, settings: StoreSettings, *, max_entries: int = 256, max_text_chars: int = 2048) -> None:
+        self.settings = settings
+        self.items: dict[tuple[int, tuple[tuple[str, str], ...]],
+                         tuple[dict[str, str], ResponseShape | NotStorable]] = {}
+        self.max_entries = max_entries
+        self.max_text_chars = max_text_chars
+
+    def shape(self, status: int, headers: list[tuple[str, str]]
+              ) -> tuple[dict[str, str], ResponseShape | NotStorable]:
+        """The response's combined fields and its shape (see :func:`response_shape`)."""
+        key = (status, tuple(headers))
+        try:
+            found = self.items.get(key)
+        except TypeError:  # a header line that is not a pair of strings: no memo for it
+            found, key = None, None
+        if found is not None:
+            return found
+        fields = combine_fields(headers)
+        found = (fields, response_shape(status, headers, self.settings, fields))
+        if key is not None and self._short(headers):
+            items = self.items
+            if len(items) >= self.max_entries:
+                items.clear()
+            items[key] = found
+        return found
+
+    def _short(self, headers: list[tuple[str, str]]) -> bool:
+        try:
+            return sum(len(name) + len(value) for name, value in headers) <= self.max_text_chars
+        except TypeError:  # not text (an app breaking PEP 3333): analysed every time
+            return False
+
+
 def analyse_response(
     status: int,
     headers: list[tuple[str, str]],
@@ -151,48 +245,47 @@ def analyse_response(
     ``fields`` (``combine_fields(headers)``) and ``initial_age`` (``corrected_initial_age``)
     may be passed when the caller already has them.
     """
-    if fields is None:
-        fields = combine_fields(headers)
-    read = _read_directives(status, fields, settings)
-    if isinstance(read, NotStorable):
-        return read
-    directives, expires, surrogate = read
-    vary = parse_vary(fields.get("vary"))
-    # §4.1: "A stored response with a Vary header field value containing a member "*" always
-    # fails to match", so storing it would only waste space.
-    if vary == ("*",):
-        return NotStorable("vary-star")
-    said_shared = directives.public or directives.s_maxage is not None
+    shape = response_shape(status, headers, settings, fields)
+    if isinstance(shape, NotStorable):
+        return shape
+    return plan_storing(shape, request_header, now=now, request_time=request_time, rule=rule,
+                        settings=settings, authorization=authorization, initial_age=initial_age)
+
+
+def plan_storing(shape: ResponseShape, request_header: HeaderGetter, *, now: float,
+                 request_time: float, rule: ResponseRule | None, settings: StoreSettings,
+                 authorization: bool = False, initial_age: float | None = None) -> StorePlan | NotStorable:
+    """The request-, rule- and time-dependent half of :func:`analyse_response`."""
+    directives, fields = shape.directives, shape.fields
     opted_in = rule is not None and rule.public
     # §3.5: "A shared cache MUST NOT use a cached response to a request with an Authorization
     # header field ... unless" must-revalidate, public or s-maxage is present. A rule with
     # public = true is the origin's operator saying public for the response.
-    if authorization and not (said_shared or directives.must_revalidate or opted_in):
+    if authorization and not (shape.said_shared or directives.must_revalidate or opted_in):
         return NotStorable("authorization")
-    secondary = secondary_key(vary, request_header, max_value_bytes=settings.max_vary_value_bytes)
+    secondary = secondary_key(shape.vary, request_header, max_value_bytes=settings.max_vary_value_bytes)
     if secondary is None:
         return NotStorable("vary-value-too-long")
-    content_length = parse_delta_seconds(fields.get("content-length"))
-    if content_length is not None and content_length > settings.max_body_bytes:
+    if shape.content_length is not None and shape.content_length > settings.max_body_bytes:
         return NotStorable("too-large")
-    date = parse_http_date(fields.get("date"))
-    lifetime = _freshness_lifetime(status, directives, surrogate.max_age, fields, expires,
+    date = shape.date
+    lifetime = _freshness_lifetime(shape.status, directives, shape.surrogate.max_age, fields, shape.expires,
                                    date if date is not None else now, rule, settings)
-    if (lifetime is not None and not _states_freshness(directives, surrogate.max_age, expires)
-            and not (said_shared or opted_in) and (authorization or request_header("cookie"))):
+    if (lifetime is not None and not shape.states_freshness and not (shape.said_shared or opted_in)
+            and (authorization or request_header("cookie"))):
         # Web cache deception: a rule (or a heuristic) grants freshness by path, and a path can
         # be made to look like a stylesheet (/account/settings-x.css); the answer to a request
         # carrying credentials may be that user's page. Only the response itself, or a rule
         # that says public, may share it.
         return NotStorable("credentialed-request")
-    has_validators = "etag" in fields or "last-modified" in fields
-    if lifetime is None and directives.no_cache and has_validators and status in HEURISTIC_STATUSES:
+    has_validators = shape.has_validators
+    if lifetime is None and directives.no_cache and has_validators and shape.status in HEURISTIC_STATUSES:
         # §3 allows storing a heuristically cacheable status; no-cache means every use is
         # revalidated (§5.2.2.4), so no lifetime is needed, and none is invented.
         lifetime = 0.0
     if lifetime is None:
         return NotStorable("no-freshness")
-    swr, sie = _stale_windows(directives, surrogate.stale_seconds, rule)
+    swr, sie = _stale_windows(directives, shape.surrogate.stale_seconds, rule)
     if directives.no_cache and not has_validators:
         return NotStorable("no-cache-without-validators")
     if initial_age is None:
@@ -201,20 +294,18 @@ def analyse_response(
         # Stale on arrival (Age or Date at or past its lifetime and stale windows) with nothing
         # to revalidate with: it could never be used, like max-age=0.
         return NotStorable("no-freshness")
-    # §5.2.2.10: s-maxage "incorporates the semantics of the proxy-revalidate response directive
-    # for a shared cache": no client max-stale. Explicit stale-while-revalidate / stale-if-error
-    # beside s-maxage still apply (they are in-protocol permissions).
-    must_revalidate = (directives.must_revalidate or directives.proxy_revalidate
-                       or directives.s_maxage is not None)
-    dropped = frozenset(settings.targeted_fields) if settings.strip_targeted else frozenset()
     return StorePlan(
-        status=status, headers=stored_headers(headers, fields, directives, dropped),
-        request_time=request_time, response_time=now, corrected_initial_age_seconds=initial_age,
-        freshness_lifetime_seconds=float(lifetime), stale_while_revalidate_seconds=float(swr),
-        stale_if_error_seconds=float(sie), requires_revalidation=directives.no_cache,
-        must_revalidate=must_revalidate, vary=vary, secondary_key=secondary,
-        header_tags=parse_tags(fields.get("surrogate-key"), fields.get("cache-tag")),
-        content_length=content_length)
+        status=shape.status, headers=shape.stored_headers, request_time=request_time, response_time=now,
+        corrected_initial_age_seconds=initial_age, freshness_lifetime_seconds=float(lifetime),
+        stale_while_revalidate_seconds=float(swr), stale_if_error_seconds=float(sie),
+        requires_revalidation=directives.no_cache,
+        # §5.2.2.10: s-maxage "incorporates the semantics of the proxy-revalidate response
+        # directive for a shared cache": no client max-stale. Explicit stale-while-revalidate /
+        # stale-if-error beside s-maxage still apply (they are in-protocol permissions).
+        must_revalidate=(directives.must_revalidate or directives.proxy_revalidate
+                         or directives.s_maxage is not None),
+        vary=shape.vary, secondary_key=secondary, header_tags=shape.header_tags,
+        content_length=shape.content_length)
 
 
 def _read_directives(status: int, fields: dict[str, str], settings: StoreSettings
