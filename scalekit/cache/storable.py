@@ -208,17 +208,21 @@ class ShapeMemo:
         try:
             found = self.items.get(key)
         except TypeError:  # a header line that is not a pair of strings: no memo for it
-            found, key = None, None
+            return self._read(status, headers)
         if found is not None:
             return found
-        fields = combine_fields(headers)
-        found = (fields, response_shape(status, headers, self.settings, fields))
-        if key is not None and self._short(headers):
+        found = self._read(status, headers)
+        if self._short(headers):
             items = self.items
             if len(items) >= self.max_entries:
                 items.clear()
             items[key] = found
         return found
+
+    def _read(self, status: int, headers: list[tuple[str, str]]
+              ) -> tuple[dict[str, str], ResponseShape | NotStorable]:
+        fields = combine_fields(headers)
+        return fields, response_shape(status, headers, self.settings, fields)
 
     def _short(self, headers: list[tuple[str, str]]) -> bool:
         try:
