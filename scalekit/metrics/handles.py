@@ -20,11 +20,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-import os
-import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, cast
+
+from .flusher import FLUSHER, background_flush
 
 __all__ = [
     "Handles",
@@ -78,39 +78,43 @@ class Tally:
     For the cache's plain hits, where two locked additions were a tenth of the request. The
     counters' ``collect`` flushes every tally feeding them first, so any scrape or
     ``get_sample_value`` sees every event. In multiprocess mode another process reads the
-    counters' files, so there each event is added at once.
+    counters' files, so the process's flusher thread (:mod:`.flusher`) also adds them every
+    ``FLUSH_INTERVAL_SECONDS``.
     """
 
     def __init__(self, counters: tuple[Any, ...], increments: tuple[Callable[[int], None], ...]) -> None:
         self._increments = increments
-        self._events: itertools.count[int] | None = None
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            self.tick: Callable[[], object] = self._add_each
-            return
         self._events = itertools.count()
-        self.tick = self._events.__next__
+        self.tick: Callable[[], object] = self._events.__next__
         self._reads = 0  # next() calls made by flush(), not events
         self._flushed = 0
-        self._lock = threading.Lock()
         for counter in counters:
             flush_before_collect(counter, self)
+        # The hot path's ticks call nothing else: the thread starts with the first flush that
+        # finds events (the ledger's and the savings' first records start it sooner).
+        self._arm = background_flush(self)
 
-    def _add_each(self) -> None:
-        for increment in self._increments:
-            increment(1)
+    def _taken(self) -> int:
+        """The events since the last call, under the flusher's lock."""
+        events = next(self._events) - self._reads
+        self._reads += 1
+        pending = events - self._flushed
+        self._flushed = events
+        return pending
 
     def flush(self) -> None:
         """Add the events counted since the last flush to every counter."""
-        if self._events is None:
-            return
-        with self._lock:
-            events = next(self._events) - self._reads
-            self._reads += 1
-            pending = events - self._flushed
-            self._flushed = events
+        with FLUSHER.lock:
+            pending = self._taken()
+            if pending:
+                for increment in self._increments:
+                    increment(pending)
         if pending:
-            for increment in self._increments:
-                increment(pending)
+            self._arm()
+
+    def drop_inherited(self) -> None:
+        """Forget the parent's events (in a forked child: the parent counts them)."""
+        self._taken()
 
     def __del__(self) -> None:
         # At interpreter exit the counters may already be gone: nothing left to count into.

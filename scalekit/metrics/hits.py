@@ -4,19 +4,20 @@ A plain hit never runs the metrics layer (see :mod:`scalekit.cache.hot`): it app
 duration to the list of its kind (method, route, status), one C call, found once per memo by
 :meth:`HitLedger.line`. The ledger adds the lists to the request counter and the duration
 histogram before the registry is read and whenever the cache flushes its own queues; in
-multiprocess mode, where another process reads the files, each hit is added at once. The
-duration is read on the runtime's clock, which the cache reads anyway for the hit's Age.
+multiprocess mode, where another process reads the files, the process's flusher thread adds
+them too, every ``FLUSH_INTERVAL_SECONDS`` (:mod:`.flusher`). The duration is read on the
+runtime's clock, which the cache reads anyway for the hit's Age.
 """
 
 from __future__ import annotations
 
 import collections
 import functools
-import os
 from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
+from .flusher import FLUSHER, background_flush
 from .handles import flush_before_collect
 from .instruments import HTTP_DURATION, HTTP_REQUESTS
 
@@ -31,17 +32,16 @@ class HitLedger:
         self._policy = policy
         # handles -> the durations of the hits counted with them since the last flush
         self._lines: dict[Any, list[float]] = {}
-        self._at_once = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         for metric in (HTTP_REQUESTS, HTTP_DURATION):
             flush_before_collect(metric, self)
+        self._arm = background_flush(self)
 
     def line(self, method: str, path: str, route: str, status: int) -> Callable[[float], object] | None:
         """What a hit of this kind calls with its duration (None: ``path`` is not measured)."""
         if not self._policy.is_measured(path):
             return None
         handles = self._policy.handles(method, route, status)
-        if self._at_once:
-            return functools.partial(self._add, handles)
+        self._arm()  # its hits are about to be appended (once per memo, not per hit)
         durations = self._lines.get(handles)
         if durations is None:
             durations = self._lines[handles] = []
@@ -49,14 +49,17 @@ class HitLedger:
 
     def flush(self) -> None:
         """Add the hits counted so far: one addition per series and bucket, not per hit."""
-        for handles, durations in list(self._lines.items()):
-            if durations:
-                taken = durations.copy()
-                del durations[:len(taken)]  # hits appended meanwhile stay for the next flush
-                self._add_all(handles, taken)
+        with FLUSHER.lock:  # two flushes copying one list would count its hits twice
+            for handles, durations in list(self._lines.items()):
+                if durations:
+                    taken = durations.copy()
+                    del durations[:len(taken)]  # hits appended meanwhile stay for the next flush
+                    self._add_all(handles, taken)
 
-    def _add(self, handles: Any, seconds: float) -> None:
-        self._add_all(handles, [seconds])
+    def drop_inherited(self) -> None:
+        """Forget the parent's pending hits (in a forked child: the parent counts them)."""
+        for durations in list(self._lines.values()):
+            durations.clear()
 
     def _add_all(self, handles: Any, durations: list[float]) -> None:
         if min(durations) < 0:  # the wall clock stepped back during a hit

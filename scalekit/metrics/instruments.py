@@ -15,6 +15,7 @@ import os
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from .flusher import FLUSHER, background_flush
 from .handles import Increment, Settable, Tally, counter_handle, flush_before_collect, gauge_handle
 
 __all__ = [
@@ -273,9 +274,9 @@ class Savings:
     deque: atomic under the GIL, no lock, no lost update), about a tenth of three counter
     increments; the sums reach the counters before any collect and whenever ``pending`` holds
     :attr:`flush_at` hits, which bounds the memory held. In multiprocess mode another process
-    reads the counters' files, so ``flush_at`` is 1: each hit is added at once. The cache's hot
-    path appends a tuple it keeps per entry and checks the length itself (no Python call);
-    elsewhere :meth:`record` does both.
+    reads the counters' files, so this process's flusher thread (:mod:`.flusher`) also adds
+    them every ``FLUSH_INTERVAL_SECONDS``. The cache's hot path appends a tuple it keeps per
+    entry and checks the length itself (no Python call); elsewhere :meth:`record` does both.
 
     >>> savings().record("/items/{id}", 0.012, 0.004)
     """
@@ -284,10 +285,11 @@ class Savings:
 
     def __init__(self) -> None:
         self.pending: collections.deque[tuple[str, float, float]] = collections.deque()
-        self.flush_at = 1 if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else self.flush_every
+        self.flush_at = self.flush_every
         self._children: dict[str, tuple[Increment, Increment, Increment]] = {}
         for counter in (CACHE_ROUTE_HITS, CACHE_ORIGIN_SECONDS_SAVED, CACHE_DB_SECONDS_SAVED):
             flush_before_collect(counter, self)
+        self._arm = background_flush(self)
 
     def record(self, route: str, origin_seconds: float, db_seconds: float) -> None:
         """One hit of a response of ``route`` that took ``origin_seconds`` (``db_seconds`` of
@@ -296,29 +298,38 @@ class Savings:
         pending.append((route, origin_seconds, db_seconds))
         if len(pending) >= self.flush_at:
             self.flush()
+        else:
+            self._arm()
 
     def flush(self) -> None:
-        """Add the hits recorded so far to the counters."""
+        """Add the hits recorded so far to the counters (those appended meanwhile stay
+        pending: each is taken once, under the flusher's lock)."""
+        pending = self.pending
+        if not pending:
+            return
         sums: dict[str, list[float]] = {}
-        popleft = self.pending.popleft
-        while True:
-            try:
+        with FLUSHER.lock:
+            popleft = pending.popleft
+            for _ in range(len(pending)):  # only this lock's holder takes from the left
                 route, origin_seconds, db_seconds = popleft()
-            except IndexError:
-                break
-            total = sums.get(route)
-            if total is None:
-                total = sums[route] = [0, 0.0, 0.0]
-            total[0] += 1
-            total[1] += origin_seconds
-            total[2] += db_seconds
-        for route, (hits, origin_seconds, db_seconds) in sums.items():
-            route_hits, origin, database = self._children_for(route)
-            route_hits.inc(hits)
-            if origin_seconds:
-                origin.inc(origin_seconds)
-            if db_seconds:
-                database.inc(db_seconds)
+                total = sums.get(route)
+                if total is None:
+                    total = sums[route] = [0, 0.0, 0.0]
+                total[0] += 1
+                total[1] += origin_seconds
+                total[2] += db_seconds
+            for route, (hits, origin_seconds, db_seconds) in sums.items():
+                route_hits, origin, database = self._children_for(route)
+                route_hits.inc(hits)
+                if origin_seconds:
+                    origin.inc(origin_seconds)
+                if db_seconds:
+                    database.inc(db_seconds)
+        self._arm()
+
+    def drop_inherited(self) -> None:
+        """Forget the parent's pending hits (in a forked child: the parent counts them)."""
+        self.pending.clear()
 
     def _children_for(self, route: str) -> tuple[Increment, Increment, Increment]:
         children = self._children.get(route)

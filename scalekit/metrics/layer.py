@@ -27,6 +27,7 @@ from .. import asgi, wsgi
 from ..config import MetricsConfig
 from ..context import CONTEXT_KEY, UNMATCHED_ROUTE
 from ..messages import Response, simple_response
+from .flusher import FLUSHER
 from .handles import Handles, gauge_increment, histogram_handles
 from .hits import early_path
 from .instruments import (
@@ -67,8 +68,9 @@ def status_class(status: int) -> str:
 
 def current_registry() -> CollectorRegistry:
     """The registry ``/metrics`` and the status page read: this process's, or in multiprocess
-    mode one merging every gunicorn worker's files."""
+    mode one merging every gunicorn worker's files (this process's queued hits written first)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        FLUSHER.flush()
         registry = CollectorRegistry()
         registry.register(_TwinsMerged(MultiProcessCollector(None)))  # type: ignore[no-untyped-call]
         return registry

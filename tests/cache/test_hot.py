@@ -251,15 +251,6 @@ def test_every_plain_hit_is_counted_when_the_registry_is_read() -> None:
         runtime.close()
 
 
-def test_a_tally_adds_at_once_in_multiprocess_mode(monkeypatch: Any, tmp_path: Any) -> None:
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    added: list[int] = []
-    tally = instruments.Tally((), (added.append, added.append))
-    tally.tick()
-    tally.tick()
-    assert added == [1, 1, 1, 1]
-
-
 def test_a_tally_flushes_what_it_counted_when_collected() -> None:
     added: list[int] = []
     tally = instruments.Tally((instruments.CACHE_STORES,), (added.append,))
