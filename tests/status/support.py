@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import scalekit
 from tests.direct import asgi_scope, call_asgi, call_wsgi
 
-__all__ = ["CACHED", "MATCHES_METRICS", "StatusDriver", "metric_sum", "page_values", "samples_of"]
+__all__ = ["CACHED", "MATCHES_METRICS", "Samples", "StatusDriver", "metric_sum", "page_values", "samples_of"]
 
 Samples = list[tuple[str, dict[str, str], float]]
 

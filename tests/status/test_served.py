@@ -20,7 +20,7 @@ import pytest
 
 from scalekit.status.tables import format_count
 from tests.realapps.support import Served, serving
-from tests.status.support import MATCHES_METRICS, metric_sum, page_values, samples_of
+from tests.status.support import MATCHES_METRICS, Samples, metric_sum, page_values, samples_of
 
 pytestmark = pytest.mark.server
 
@@ -75,6 +75,12 @@ class Traffic:
         self._thread.join(timeout=WAIT_SECONDS)
 
 
+def _disagreeing(shown: dict[str, float], samples: Samples) -> list[str]:
+    """The page's cells that differ from the /metrics figure they show."""
+    return [cell for cell, (name, labels) in MATCHES_METRICS.items()
+            if shown.get(cell) != metric_sum(samples, name, **labels)]
+
+
 def _scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
     response = httpx.get(url + "/metrics", timeout=20)
     assert response.status_code == 200
@@ -96,12 +102,16 @@ def test_the_page_without_javascript_matches_metrics_across_workers(server: Serv
             finally:
                 gate.touch()
             assert b"".join(chunks).endswith(b"released")
-        samples = _scrape(server.url)
-        html = client.get("/_scalekit/").content
+
+        def page_and_metrics() -> tuple[dict[str, float], Samples] | None:
+            samples = _scrape(server.url)
+            values = page_values(client.get("/_scalekit/").content)
+            return None if _disagreeing(values, samples) else (values, samples)
+
+        # A worker's hits reach the files the other reads within its flush interval.
+        values, samples = _wait_until(page_and_metrics, "the page to show what /metrics shows")
     assert len(pids) == 2, "both workers answered"
-    values = page_values(html)
-    for cell, (name, labels) in MATCHES_METRICS.items():
-        assert values[cell] == metric_sum(samples, name, **labels), cell
+    assert not _disagreeing(values, samples)
     # Gauges summed over the live workers, the pool lent and got its connections back.
     assert values["tier-memory-max-bytes"] == 2 * 64 * 1024 * 1024
     assert values["pool-default-used"] == metric_sum(samples, "scalekit_pool_connections",
@@ -181,13 +191,15 @@ def test_the_page_in_chromium_while_traffic_runs(server: Served, chromium: Any, 
         _wait_until(lambda: _shown(chromium).get("requests-rate", 0) > 0, "a request rate on the page")
         requests_chart_pixels = chromium.execute_script(SERIES_PIXELS, 0)
     assert traffic.sent > 0
-    # Quiet now: the next readings equal /metrics exactly.
-    _next_updates(chromium, 1)
-    samples = _scrape(server.url)
-    _next_updates(chromium, 1)
-    shown = _shown(chromium)
-    for cell, (name, labels) in MATCHES_METRICS.items():
-        assert shown[cell] == metric_sum(samples, name, **labels), cell
+    # Quiet now: once every worker has flushed its hits, the readings equal /metrics exactly.
+
+    def page_and_metrics() -> bool:
+        _next_updates(chromium, 1)
+        samples = _scrape(server.url)
+        _next_updates(chromium, 1)
+        return not _disagreeing(_shown(chromium), samples)
+
+    _wait_until(page_and_metrics, "the page to show what /metrics shows")
     assert requests_chart_pixels > 50, "the requests/s line is drawn"
     assert all(points >= 2 for points in chromium.execute_script(CHART_POINTS))
     assert chromium.execute_script("return window.scalekitStatus.error") is None
@@ -207,23 +219,28 @@ def test_scalekit_top_prints_what_metrics_shows(server: Served) -> None:
     with httpx.Client(base_url=server.url, timeout=20) as client:
         for index in range(6):
             client.get(f"/items/{index % 2}")
-    samples = _scrape(server.url)
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    done = subprocess.run([sys.executable, "-m", "scalekit.cli", "top", "--once", "--url", server.url],
-                          capture_output=True, text=True, timeout=60, env=env, check=False)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert lines[0].startswith(f"scalekit top — {server.url} at ")
 
-    def line_of(label: str) -> list[str]:
-        return next(line.split() for line in lines if line.startswith(f"  {label}  "))
+    def top_and_metrics() -> tuple[list[str], list[str]] | None:
+        """The figures ``scalekit top`` printed and those of a scrape just before: equal once
+        every worker has flushed its hits (within its flush interval)."""
+        samples = _scrape(server.url)
+        done = subprocess.run([sys.executable, "-m", "scalekit.cli", "top", "--once", "--url", server.url],
+                              capture_output=True, text=True, timeout=60, env=env, check=False)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert lines[0].startswith(f"scalekit top — {server.url} at ")
 
-    assert line_of("requests")[-1] == format_count(metric_sum(samples, "scalekit_http_requests_total"))
-    assert line_of("cache hit")[-1] == format_count(
-        metric_sum(samples, "scalekit_cache_requests_total", outcome="hit"))
-    memory = line_of("memory")
-    assert memory[2] == format_count(metric_sum(samples, "scalekit_cache_lookups_total", tier="memory",
-                                                outcome="hit"))
+        def line_of(label: str) -> list[str]:
+            return next(line.split() for line in lines if line.startswith(f"  {label}  "))
+
+        printed = [line_of("requests")[-1], line_of("cache hit")[-1], line_of("memory")[2]]
+        scraped = [format_count(metric_sum(samples, "scalekit_http_requests_total")),
+                   format_count(metric_sum(samples, "scalekit_cache_requests_total", outcome="hit")),
+                   format_count(metric_sum(samples, "scalekit_cache_lookups_total", tier="memory", outcome="hit"))]
+        return (lines, printed) if printed == scraped else None
+
+    lines, _ = _wait_until(top_and_metrics, "scalekit top to print what /metrics shows")
     assert "Top routes by time saved" in lines and any("/items/{id}" in line for line in lines)
 
 
