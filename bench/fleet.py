@@ -43,12 +43,12 @@ sys.path.insert(0, str(ROOT))
 
 import redis
 import redis.asyncio
-import redis.asyncio.cluster
+import redis.cluster
 
 from scalekit.cache.generations import LocalGenerations
 from scalekit.cache.tiers.fleet import FleetGenerations
 from scalekit.cache.tiers.fleetlog import Follower, Poll, Replay, Resync
-from scalekit.cache.tiers.fleetredis import FleetKeys, FleetScripts, arun
+from scalekit.cache.tiers.fleetredis import FleetKeys, FleetScripts, arun, log_client
 from scalekit.cache.tiers.redis import NO_CLIENT_INFO, RedisConnections
 from scalekit.config import RedisConfig
 from tests.cache.tiers.servers import RedisCluster, RedisServer
@@ -81,13 +81,18 @@ async def follow(url: str, cluster: bool, keys: FleetKeys, name: str, arrivals: 
                  reads: list[int], ready: asyncio.Event, stop: asyncio.Event) -> None:
     """One instance: the listener's steps (fleet.py) on an asyncio connection of its own."""
     options = {**NO_CLIENT_INFO, "socket_timeout": HEARTBEAT_SECONDS + 2.0}
-    client: Any = (redis.asyncio.cluster.RedisCluster.from_url(url, **options) if cluster
-                   else redis.asyncio.Redis.from_url(url, **options))
+    if cluster:  # as the listener does (log_client): straight to the node holding the log
+        probe = redis.cluster.RedisCluster.from_url(url, **NO_CLIENT_INFO)
+        node = log_client(probe, keys).get_connection_kwargs()
+        url = f"redis://{node['host']}:{node['port']}/0"
+        probe.close()
+    client: Any = redis.asyncio.Redis.from_url(url, **options)
     scripts = FleetScripts(client, keys)
-    follower = Follower(Recording(arrivals), max_staleness_seconds=STALENESS_SECONDS)
+    follower = Follower(Recording(arrivals), max_staleness_seconds=STALENESS_SECONDS,
+                        renew_seconds=HEARTBEAT_SECONDS)
     try:
         while not stop.is_set():
-            step = follower.next_step()
+            step = follower.next_step(time.monotonic())
             match step:
                 case Resync():
                     epoch, sequence, remote = await arun(scripts.resync(
@@ -102,13 +107,14 @@ async def follow(url: str, cluster: bool, keys: FleetKeys, name: str, arrivals: 
                     polled = await arun(scripts.poll(epoch=step.epoch, instance=name,
                                                      after=step.after,
                                                      lease_seconds=STALENESS_SECONDS,
-                                                     block_seconds=HEARTBEAT_SECONDS))
+                                                     block_seconds=HEARTBEAT_SECONDS,
+                                                     renew=step.renew))
                     if polled.head is None:
                         follower.epoch_changed()
                         continue
                     ready.set()
                     reads[0] += 1
-                    follower.polled(sent_at=sent, entries=polled.entries,
+                    follower.polled(sent_at=sent, entries=polled.entries, renewed=step.renew,
                                     complete=polled.complete, head=polled.head)
     finally:
         await client.aclose()
@@ -173,6 +179,17 @@ class Instances:
             process.wait(timeout=60)
 
 
+def command_stats(ports: list[int]) -> dict[str, tuple[int, int]]:
+    """Every command's (calls, usec) summed over the nodes (INFO commandstats: the time inside
+    commands, scripts' inner calls counted in both; not the I/O around them)."""
+    totals: dict[str, tuple[int, int]] = {}
+    for port in ports:
+        for name, stats in redis.Redis(port=port, **NO_CLIENT_INFO).info("commandstats").items():
+            calls, usec = totals.get(name, (0, 0))
+            totals[name] = (calls + int(stats["calls"]), usec + int(stats["usec"]))
+    return totals
+
+
 def redis_cpu_seconds(ports: list[int]) -> float:
     total = 0.0
     for port in ports:
@@ -222,10 +239,12 @@ async def measure(url: str, cluster: bool, ports: list[int], count: int, invalid
     try:
         await writes(writer, [f"warm{i}" for i in range(10)], spacing=0.01)
         cpu_before = redis_cpu_seconds(ports)
+        stats_before = command_stats(ports)
         tags = [f"t{i}" for i in range(invalidations)]
         sent, durations, acknowledged = await writes(writer, tags, spacing=0.02)
         await asyncio.sleep(0.5)
         cpu = redis_cpu_seconds(ports) - cpu_before
+        stats_after = command_stats(ports)
         _, free_durations, _ = await writes(free, [f"f{i}" for i in range(invalidations)],
                                             spacing=0.02)
         reads_before = instances.report()["reads"]
@@ -255,11 +274,23 @@ async def measure(url: str, cluster: bool, ports: list[int], count: int, invalid
         "redis cpu us per invalidation": cpu / len(tags) * 1e6,
         "log reads per invalidation per instance (burst)": burst_reads,
     }
+    commands = {name.removeprefix("cmdstat_"): ((calls - stats_before.get(name, (0, 0))[0]) / len(tags),
+                                                (usec - stats_before.get(name, (0, 0))[1]) / len(tags))
+                for name, (calls, usec) in stats_after.items()
+                if calls != stats_before.get(name, (0, 0))[0]}
     judged = count == JUDGED_AT
     ok = not judged or (figures["acknowledged"] >= ACKED_TARGET
                         and figures["propagation p99 ms"] <= PROPAGATION_P99_TARGET_MS
                         and figures["redis cpu us per invalidation"] / count <= CPU_PER_INSTANCE_TARGET_US)
-    return figures, ok
+    return figures, commands, ok
+
+
+def show_commands(commands: dict[str, tuple[float, float]]) -> None:
+    """Per invalidation: each command's calls and microseconds inside Redis (scripts include
+    their inner commands, which are listed too)."""
+    parts = [f"{name} {calls:.1f}x {usec:.0f}us" for name, (calls, usec)
+             in sorted(commands.items(), key=lambda item: -item[1][1]) if name not in ("info",)]
+    print("         per invalidation: " + ", ".join(parts))
 
 
 def show(label: str, count: int, figures: dict[str, float], ok: bool) -> None:
@@ -281,34 +312,57 @@ def main() -> int:
     parser.add_argument("--prefix")
     parser.add_argument("--cluster", action="store_true")
     parser.add_argument("--first", type=int, default=0)
+    parser.add_argument("--counts", help="instances to run, e.g. 100,200 (default: 1,25,100,200)")
+    parser.add_argument("--only", choices=["redis", "cluster"], help="one deployment only")
     args = parser.parse_args()
     if args.instances is not None:
         asyncio.run(instances_main(args.url, args.cluster, args.prefix, args.instances, args.first))
         return 0
     counts = [1, 25, 100] if args.quick else [1, 25, 100, 200]
+    if args.counts:
+        counts = [int(count) for count in args.counts.split(",")]
     invalidations = 50 if args.quick else 150
     print(f"targets at N = {JUDGED_AT}: acknowledged by all >= {ACKED_TARGET * 100:.0f} %, propagation "
           f"p99 <= {PROPAGATION_P99_TARGET_MS:.0f} ms, Redis CPU <= {CPU_PER_INSTANCE_TARGET_US:.0f} "
           "us per invalidation per instance\n")
     failed = False
+    if args.only != "cluster":
+        failed |= bench_redis(counts, invalidations)
+    if args.only != "redis":
+        failed |= bench_cluster(counts, invalidations)
+    return 1 if failed else 0
+
+
+def bench_redis(counts: list[int], invalidations: int) -> bool:
+    """One Redis; True if a target was missed."""
+    failed = False
     server = RedisServer().start()
     try:
         for count in counts:
-            figures, ok = asyncio.run(measure(server.url, False, [server.port], count, invalidations))
+            figures, commands, ok = asyncio.run(measure(server.url, False, [server.port], count,
+                                                        invalidations))
             show("redis", count, figures, ok)
+            show_commands(commands)
             failed |= not ok
     finally:
         server.close()
+    return failed
+
+
+def bench_cluster(counts: list[int], invalidations: int) -> bool:
+    """A 3-node Cluster; True if a target was missed."""
+    failed = False
     cluster = RedisCluster().start()
     try:
         ports = [node.port for node in cluster.nodes]
         for count in counts:
-            figures, ok = asyncio.run(measure(cluster.url, True, ports, count, invalidations))
+            figures, commands, ok = asyncio.run(measure(cluster.url, True, ports, count, invalidations))
             show("cluster", count, figures, ok)
+            show_commands(commands)
             failed |= not ok
     finally:
         cluster.close()
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":

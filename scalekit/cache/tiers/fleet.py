@@ -9,8 +9,8 @@ soon as Redis answers; the result says ``reach="process"``, ``queued=True``.
 
 Every instance runs one listener thread (serving WSGI and ASGI alike: it only updates a dict)
 that drives a :class:`~.fleetlog.Follower`: join the state, replay the queue, then poll the log
-(renewing its lease and acknowledging what it applied, then reading the entries after its
-position, blocking up to ``heartbeat_seconds``). A second small thread turns ``trusted`` off
+(acknowledging what it applied, then reading the entries after its position, blocking up to
+``heartbeat_seconds``; renewing its lease about once per heartbeat). A second small thread turns ``trusted`` off
 when the last answered poll is older than ``max_staleness_seconds``: from then on
 ``is_current`` is False for every entry, until the listener has caught up — whether Redis is
 down, stopped (SIGSTOP) or silently unreachable.
@@ -20,12 +20,15 @@ The protocol is written down in docs/design/invalidation.md.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -38,8 +41,9 @@ from ..generations import (
 )
 from ..invalidation import InvalidationResult
 from ..store import TagStamp
+from .fleetbatch import LoopBatches, ThreadBatches
 from .fleetlog import Follower, LogEntry, Poll, Replay, Resync, Step
-from .fleetredis import AckReport, FleetKeys, FleetScripts, InThread, Plan, arun, run
+from .fleetredis import AckReport, FleetKeys, FleetScripts, InThread, Plan, arun, log_client, run
 from .redis import REDIS_ERRORS, RedisConnections, was_loop_late
 
 __all__ = ["FleetGenerations"]
@@ -80,7 +84,9 @@ class FleetGenerations:
         self._wall_clock = wall_clock
         self.name = instance_name()
         self._lost_track_hooks: list[Callable[[], None]] = []
+        # The lease lasts max_staleness_seconds; renewed at least four times within it.
         self.follower = Follower(local, max_staleness_seconds=max_staleness_seconds,
+                                 renew_seconds=min(heartbeat_seconds, max_staleness_seconds / 4),
                                  on_lost_track=self._lost_track)
         # Read on every hit; turned on by the listener, off by the watchdog (see the module).
         self.trusted = False
@@ -89,6 +95,9 @@ class FleetGenerations:
         self._listener_pid = 0
         self._stop = threading.Event()
         self._scripts: dict[int, Any] = {}
+        self._thread_batches = ThreadBatches()
+        self._loop_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopBatches] = (
+            weakref.WeakKeyDictionary())
         self.connected = threading.Event()
         self._remote = instruments.CACHE_INVALIDATIONS.labels("remote")
         self._delay = instruments.CACHE_INVALIDATION_PROPAGATION
@@ -143,24 +152,59 @@ class FleetGenerations:
         if not tag_list:
             return InvalidationResult(tags=(), reach="fleet", acknowledged=True)
         self._take_part()
-        if self._may_call_redis():
-            started = time.monotonic()
-            try:
-                scripts = self._scripts_for(self.connections.async_client() if on_loop
-                                            else self.connections.sync())
-                sequence, epoch = yield from scripts.invalidate(
-                    tag_list, origin=self.name, sent_at=self._wall_clock(),
-                    floor=fleet_sequence(self.local.sequence()), epoch_candidate=uuid.uuid4().hex)
-            except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
-                # Only an asyncio call's time can include the event loop's own delay.
-                self._failed(error, time.monotonic() - started if on_loop else None)
-            else:
-                self.connections.breaker.success()
-                self.local.apply(fleet_generation(sequence), tag_list)
-                report = yield from self._acknowledgements(scripts, sequence, epoch)
-                return self._fleet_result(tag_list, sequence, report)
+        recorded = yield from self._recorded(tag_list, on_loop=on_loop)
+        if recorded is not None:
+            sequence, epoch = recorded
+            self.local.apply(fleet_generation(sequence), tag_list)
+            scripts = self._scripts_for(self.connections.async_client() if on_loop
+                                        else self.connections.sync())
+            report = yield from self._acknowledgements(scripts, sequence, epoch)
+            return self._fleet_result(tag_list, sequence, report)
         offline: InvalidationResult = yield InThread(self._invalidate_offline, tag_list)
         return offline
+
+    def _recorded(self, tags: list[str], *, on_loop: bool) -> Plan[tuple[int, str] | None]:
+        """Redis's (sequence, epoch) for ``tags``, or None if it was not asked (see
+        :meth:`_may_call_redis`) or could not record them (the breaker heard why from the call
+        that failed: :meth:`_send`)."""
+        if not self._may_call_redis():
+            return None
+        try:
+            recorded: tuple[int, str] = yield self._batched(tags, on_loop=on_loop)
+        except Exception:  # noqa: BLE001 - see REDIS_ERRORS; _send logs the unexpected ones
+            return None
+        return recorded
+
+    def _batched(self, tags: list[str], *, on_loop: bool) -> Callable[[], Any]:
+        """The call recording ``tags`` in Redis, merged with the invalidations of this process
+        that would otherwise wait behind the one in flight (``fleetbatch``): every instance
+        pays for each log entry, so under load a writer appends fewer, larger ones."""
+        if not on_loop:
+            return functools.partial(self._thread_batches.submit, tags,
+                                     lambda batch: run(self._send(batch, on_loop=False)))
+        loop = asyncio.get_running_loop()
+        batches = self._loop_batches.get(loop)
+        if batches is None:
+            batches = self._loop_batches[loop] = LoopBatches()
+        return functools.partial(batches.submit, tags,
+                                 lambda batch: arun(self._send(batch, on_loop=True)))
+
+    def _send(self, tags: list[str], *, on_loop: bool) -> Plan[tuple[int, str]]:
+        """One INVALIDATE of ``tags`` (a batch): (sequence, epoch); a failure is told to the
+        breaker here, once per call, however many callers the batch carried."""
+        started = time.monotonic()
+        try:
+            scripts = self._scripts_for(self.connections.async_client() if on_loop
+                                        else self.connections.sync())
+            sequence, epoch = yield from scripts.invalidate(
+                tags, origin=self.name, sent_at=self._wall_clock(),
+                floor=fleet_sequence(self.local.sequence()), epoch_candidate=uuid.uuid4().hex)
+        except Exception as error:
+            # Only an asyncio call's time can include the event loop's own delay.
+            self._failed(error, time.monotonic() - started if on_loop else None)
+            raise
+        self.connections.breaker.success()
+        return sequence, epoch
 
     def _take_part(self) -> None:
         """A runtime that invalidates follows the log from then on, even one that has not
@@ -277,6 +321,9 @@ class FleetGenerations:
     def _forked(self) -> None:
         """In a forked child: the parent's trust and threads are not this process's. Trust
         nothing until this process's own listener has joined."""
+        # A call the parent had in flight never returns here: its batch would wait forever.
+        self._thread_batches = ThreadBatches()
+        self._loop_batches = weakref.WeakKeyDictionary()
         if self._listener_pid not in (0, os.getpid()):
             self.connected.clear()
             self.start()
@@ -301,9 +348,9 @@ class FleetGenerations:
                 # The read blocks up to a heartbeat: allow it that, plus a round trip or two.
                 client = self.connections.new_sync_client(
                     socket_timeout_seconds=self.heartbeat_seconds + max(0.25, self.heartbeat_seconds))
-                scripts = FleetScripts(client, self.keys)
+                scripts = FleetScripts(log_client(client, self.keys), self.keys)
                 while not stop.is_set():
-                    self._step(scripts, self.follower.next_step())
+                    self._step(scripts, self.follower.next_step(self._monotonic()))
                     backoff = 0.05
             except Exception as error:  # the listener must outlive any fault, ours included
                 if not isinstance(error, REDIS_ERRORS):
@@ -343,7 +390,7 @@ class FleetGenerations:
                 sent = self._monotonic()
                 polled = run(scripts.poll(epoch=step.epoch, instance=self.name, after=step.after,
                                           lease_seconds=self.max_staleness_seconds,
-                                          block_seconds=self.heartbeat_seconds))
+                                          block_seconds=self.heartbeat_seconds, renew=step.renew))
                 if polled.entries:  # answered at once: the round trip was Redis's alone
                     self._probe_answered(self._monotonic() - sent)
                 if polled.head is None:
@@ -353,7 +400,7 @@ class FleetGenerations:
                     log.warning("ignored a malformed entry in the invalidation log; resyncing")
                     self.follower.epoch_changed()
                 self._observe(self.follower.polled(
-                    sent_at=sent, entries=polled.entries, head=polled.head,
+                    sent_at=sent, entries=polled.entries, head=polled.head, renewed=step.renew,
                     complete=polled.complete and not polled.malformed))
                 self._trust()
                 self.connected.set()
@@ -384,9 +431,10 @@ class FleetGenerations:
         listener = self._listener
         if listener is not None and listener is not threading.current_thread():
             listener.join(timeout=2.0)
-        if self._listener_pid == os.getpid() and self.connected.is_set():
+        epoch = self.follower.epoch
+        if self._listener_pid == os.getpid() and self.connected.is_set() and epoch is not None:
             try:
-                run(FleetScripts(self.connections.sync(), self.keys).leave(self.name))
+                run(FleetScripts(self.connections.sync(), self.keys).leave(self.name, epoch=epoch))
             except Exception as error:  # noqa: BLE001 - best effort: the lease expires anyway
                 log.debug("could not leave the fleet's members (%s); the lease expires", error)
         self._listener_pid = 0

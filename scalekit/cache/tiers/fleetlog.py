@@ -14,12 +14,16 @@ performs it against Redis and reports the answer:
   numbers never repeat), register with nothing acknowledged, then read every tag's sequence.
   Needed at start, when the epoch changed, and when the log shows a gap (entries trimmed away).
 - :class:`Replay`: publish invalidations made here while Redis could not be told.
-- :class:`Poll`: renew the lease and acknowledge what was applied, then read the log after the
-  last entry applied (blocking up to the heartbeat).
+- :class:`Poll`: acknowledge what was applied, then read the log after the last entry applied
+  (blocking up to the heartbeat); renew the lease too when ``renew_seconds`` passed since the
+  last renewal (a poll that renews costs Redis a script; the others three plain commands).
 
 Trust: when a poll or resync sent at monotonic time ``t`` has been answered and applied, every
 invalidation Redis had accepted before ``t`` has been applied here, so local entries may be
-served until ``t + max_staleness_seconds``. Past that the instance serves nothing it holds.
+served until ``t + max_staleness_seconds`` — but never past the lease's own end (the last
+renewal sent + ``max_staleness_seconds``): once Redis lets the lease lapse, writers stop
+waiting for this instance, so it must have stopped trusting itself by then. Past that the
+instance serves nothing it holds.
 
 >>> from scalekit.cache.generations import LocalGenerations
 >>> follower = Follower(LocalGenerations(), max_staleness_seconds=3.0)
@@ -27,7 +31,7 @@ served until ``t + max_staleness_seconds``. Past that the instance serves nothin
 'Resync'
 >>> follower.resynced(sent_at=10.0, epoch="e1", sequence=4, remote={"a": 2})
 >>> follower.next_step()
-Poll(epoch='e1', after=4)
+Poll(epoch='e1', after=4, renew=True)
 >>> follower.polled(sent_at=11.0, entries=[LogEntry(5, 4, ("a",))], complete=True)
 [LogEntry(sequence=5, previous=4, tags=('a',), sent_at=None, origin='')]
 >>> follower.position, follower.trusted_until
@@ -80,10 +84,11 @@ class Replay:
 
 @dataclass(frozen=True, slots=True)
 class Poll:
-    """Renew the lease, acknowledge ``after``, read the log entries after ``after``."""
+    """Acknowledge ``after``, read the log entries after ``after``; ``renew`` the lease too."""
 
     epoch: str
     after: int
+    renew: bool = True
 
 
 Step = Resync | Replay | Poll
@@ -110,9 +115,14 @@ class Follower:
     """One instance's state in the protocol: epoch, position in the log, outbox, trust."""
 
     def __init__(self, local: LocalGenerations, *, max_staleness_seconds: float,
+                 renew_seconds: float = 0.0,
                  on_lost_track: Callable[[], None] | None = None) -> None:
         self.local = local
         self.max_staleness_seconds = max_staleness_seconds
+        # How often a poll renews the lease (0: every poll). Well below the lease's length
+        # (max_staleness_seconds): trust stops at the lease's end (see the module).
+        self.renew_seconds = renew_seconds
+        self.renewed_at = float("-inf")  # when the last renewal that was answered was sent
         self.on_lost_track = on_lost_track
         self.epoch: str | None = None
         self.position = 0  # the last log sequence applied here, in order (what we acknowledge)
@@ -124,7 +134,9 @@ class Follower:
         self._outbox_lock = threading.Lock()
 
     # ----------------------------------------------------------------- steps
-    def next_step(self) -> Step:
+    def next_step(self, now: float | None = None) -> Step:
+        """What to do next; ``now`` (monotonic) decides whether a poll renews the lease (None:
+        it does)."""
         floor = fleet_sequence(self.local.sequence())
         if self._must_resync or self.epoch is None:
             known = self.epoch or self.local.fleet_epoch()
@@ -133,7 +145,8 @@ class Follower:
         with self._outbox_lock:
             if self._outbox:
                 return Replay(tags=tuple(sorted(self._outbox)[:REPLAY_BATCH]), floor=floor)
-        return Poll(epoch=self.epoch, after=self.position)
+        renew = now is None or now >= self.renewed_at + self.renew_seconds
+        return Poll(epoch=self.epoch, after=self.position, renew=renew)
 
     def resynced(self, *, sent_at: float, epoch: str, sequence: int,
                  remote: Mapping[str, int]) -> None:
@@ -162,15 +175,18 @@ class Follower:
         self.epoch = epoch
         self.position = sequence
         self._must_resync = False
+        self.renewed_at = max(self.renewed_at, sent_at)
         self.trusted_until = max(self.trusted_until, sent_at + self.max_staleness_seconds)
 
     def polled(self, *, sent_at: float, entries: Sequence[LogEntry], complete: bool,
-               head: int | None = None) -> list[LogEntry]:
+               head: int | None = None, renewed: bool = True) -> list[LogEntry]:
         """Redis answered a :class:`Poll` sent at ``sent_at``: apply ``entries`` in order; the
         ones applied. ``complete``: the reply held every entry after our position; ``head``:
-        the state's sequence when the lease was renewed, just before the read (the entries
-        must reach it: if they stop short, some were lost, e.g. the log was trimmed or evicted
-        while we were behind)."""
+        the state's sequence read just before the log (the entries must reach it: if they
+        stop short, some were lost, e.g. the log was trimmed or evicted while we were behind);
+        ``renewed``: the poll renewed the lease."""
+        if renewed:
+            self.renewed_at = max(self.renewed_at, sent_at)
         applied: list[LogEntry] = []
         for entry in entries:
             if entry.sequence <= self.position:
@@ -185,7 +201,8 @@ class Follower:
             self._must_resync = True  # the log lost the entries up to the head
             return applied
         if complete:
-            self.trusted_until = max(self.trusted_until, sent_at + self.max_staleness_seconds)
+            caught_up_at = min(sent_at, self.renewed_at)  # never past the lease's end
+            self.trusted_until = max(self.trusted_until, caught_up_at + self.max_staleness_seconds)
         return applied
 
     def epoch_changed(self) -> None:

@@ -5,8 +5,15 @@ safe: ``state`` (hash: ``m:seq`` the fleet's sequence, ``m:epoch`` the state's r
 ``m:born`` when it was created and ``m:recovered`` whether an instance then followed an older
 one; ``t:<tag>`` each tag's latest sequence), ``log`` (stream, id ``<sequence>-0``, fields
 ``p`` previous sequence, ``g`` JSON list of tags, ``t`` sender's wall clock, ``o`` sender),
-``acks`` (sorted set: instance -> last sequence applied) and ``leases`` (sorted set:
-instance -> expiry in Redis's own milliseconds; expired members are pruned by every script).
+``acks`` (sorted set: member -> last sequence applied) and ``leases`` (sorted set:
+member -> expiry in Redis's own milliseconds; expired members are pruned by the joins and the
+writers' checks). A *member* is ``<instance>@<epoch>``: an acknowledgement sent for one state
+can never count in another (a plain ``ZADD XX`` then needs no script to be honest).
+
+A poll is the instance's one recurring cost, paid by every instance for every invalidation, so
+it runs no script: ``ZADD acks XX`` (acknowledge), ``HMGET state`` (epoch and head), ``XREAD
+BLOCK``, pipelined in one round trip. The lease is renewed (a script: it needs Redis's clock)
+only by a poll that asks for it, about once per heartbeat (see :class:`~.fleetlog.Follower`).
 
 Every script that finds no epoch creates a new state (and drops the log and members of the
 lost one), so a Redis that restarted empty or evicted the state is noticed by the epoch.
@@ -32,7 +39,7 @@ from .fleetlog import LogEntry, parse_entry
 from .plans import InThread, Pause, Plan, arun, run
 
 __all__ = ["AckReport", "FleetKeys", "FleetScripts", "InThread", "Pause", "Plan", "Polled", "arun",
-           "run"]
+           "log_client", "member", "run"]
 
 LOG_LENGTH = 10_000  # entries kept (approximately); a follower further behind resyncs
 LOG_BATCH = 1_000  # entries read per poll
@@ -52,6 +59,9 @@ local function prune(now)
     redis.call('ZREM', KEYS[4], name)
     redis.call('ZREM', KEYS[3], name)
   end
+end
+local function member(instance, epoch)
+  return instance .. '@' .. epoch
 end
 local function ensure_state(now, candidate, recovering)
   local epoch = redis.call('HGET', KEYS[1], 'm:epoch')
@@ -95,19 +105,20 @@ if sequence < floor then
   sequence = floor
 end
 prune(now)
-redis.call('ZADD', KEYS[3], 0, ARGV[4])
-redis.call('ZADD', KEYS[4], now + tonumber(ARGV[5]), ARGV[4])
+redis.call('ZADD', KEYS[3], 0, member(ARGV[4], epoch))
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[5]), member(ARGV[4], epoch))
 return {epoch, sequence}
 """
 
 # ARGV: epoch, instance, applied sequence, lease ms. The state's sequence now (the log must
 # reach it); -1: the epoch is not ours (resync). Expired members are pruned by the writers'
-# checks and by joins, not here: this runs once per instance per invalidation.
+# checks and by joins, not here. Only a renewing poll runs it (about once per heartbeat); the
+# others acknowledge with a plain ZADD XX.
 _HEARTBEAT = _PRELUDE + """
 if redis.call('HGET', KEYS[1], 'm:epoch') ~= ARGV[1] then return -1 end
 local now = now_ms()
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
-redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], member(ARGV[2], ARGV[1]))
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), member(ARGV[2], ARGV[1]))
 return tonumber(redis.call('HGET', KEYS[1], 'm:seq') or '0')
 """
 
@@ -122,16 +133,17 @@ if redis.call('HGET', KEYS[1], 'm:recovered') == '1' then
   age = now - tonumber(redis.call('HGET', KEYS[1], 'm:born') or '0')
 end
 local out = {age}
+local asking = member(ARGV[2], ARGV[3])
 for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1])) do
-  if name ~= ARGV[2] then out[#out + 1] = name end
+  if name ~= asking then out[#out + 1] = name end
 end
 return out
 """
 
-# ARGV: instance. Leave the members (a clean shutdown is not waited for).
+# ARGV: instance, epoch. Leave the members (a clean shutdown is not waited for).
 _LEAVE = _PRELUDE + """
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[3], member(ARGV[1], ARGV[2]))
+redis.call('ZREM', KEYS[4], member(ARGV[1], ARGV[2]))
 return 1
 """
 
@@ -187,11 +199,16 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def member(instance: str, epoch: str) -> str:
+    """How ``instance`` appears in the acknowledgements and leases of the state ``epoch``."""
+    return f"{instance}@{epoch}"
+
+
 def _ack_report(reply: list[Any]) -> AckReport:
     age = int(reply[0])
     if age == -2:
         return AckReport(missing=(), lost=True)
-    return AckReport(missing=tuple(_text(name) for name in reply[1:]),
+    return AckReport(missing=tuple(_text(name).rpartition("@")[0] for name in reply[1:]),
                      recovered_age_seconds=None if age < 0 else age / 1000.0)
 
 
@@ -220,6 +237,18 @@ T = TypeVar("T")
 
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
+
+
+def _block_ms(seconds: float | None) -> int | None:
+    return None if seconds is None else max(1, _ms(seconds))
+
+
+def _head(reply: list[Any], epoch: str) -> int:
+    """The state's sequence from ``HMGET state m:epoch m:seq``; -1 if the epoch is not ours."""
+    found, sequence = reply
+    if found is None or _text(found) != epoch:
+        return -1
+    return int(sequence or 0)
 
 
 class FleetScripts:
@@ -274,27 +303,51 @@ class FleetScripts:
              ) -> Plan[tuple[list[LogEntry], bool, bool]]:
         """Log entries after sequence ``after``, waiting up to ``block_seconds`` for one (None:
         answer at once): (entries, complete, malformed)."""
-        block = None if block_seconds is None else max(1, _ms(block_seconds))
         reply = yield functools.partial(self.client.xread, {self.keys.log: f"{after}-0"},
-                                        count=LOG_BATCH, block=block)
+                                        count=LOG_BATCH, block=_block_ms(block_seconds))
         return _entries(reply, self.keys.log)
 
     def poll(self, *, epoch: str, instance: str, after: int, lease_seconds: float,
-             block_seconds: float) -> Plan[Polled]:
-        """:meth:`heartbeat` then :meth:`read`, in one round trip on a plain Redis (a pipeline;
-        two on a Cluster). The head is None, and the entries meaningless, if the epoch changed."""
+             block_seconds: float | None, renew: bool = True) -> Plan[Polled]:
+        """Acknowledge ``after``, read the state's epoch and head, then the log after
+        ``after`` (waiting up to ``block_seconds``; None: answer at once). ``renew``: renew the
+        lease too (:meth:`heartbeat`, a script); otherwise three plain commands. One round trip
+        on a plain Redis (a pipeline), several through a Cluster client (the listener talks to
+        the node that holds the keys instead: :func:`log_client`). The head is None, and the
+        entries meaningless, if the epoch is not ``epoch``."""
         if self.cluster:
+            return (yield from self._poll_in_steps(epoch=epoch, instance=instance, after=after,
+                                                   lease_seconds=lease_seconds,
+                                                   block_seconds=block_seconds, renew=renew))
+        pipe = self.client.pipeline(transaction=False)
+        if renew:
+            yield self._script(self._heartbeat, epoch, instance, after, _ms(lease_seconds),
+                               client=pipe)
+        else:
+            yield functools.partial(pipe.zadd, self.keys.acks, {member(instance, epoch): after},
+                                    xx=True)
+            yield functools.partial(pipe.hmget, self.keys.state, ["m:epoch", "m:seq"])
+        yield functools.partial(pipe.xread, {self.keys.log: f"{after}-0"}, count=LOG_BATCH,
+                                block=_block_ms(block_seconds))
+        replies = yield pipe.execute
+        head = int(replies[0]) if renew else _head(replies[1], epoch)
+        return _polled(head, replies[-1], self.keys.log)
+
+    def _poll_in_steps(self, *, epoch: str, instance: str, after: int, lease_seconds: float,
+                       block_seconds: float | None, renew: bool) -> Plan[Polled]:
+        head: int | None
+        if renew:
             head = yield from self.heartbeat(epoch=epoch, instance=instance, applied=after,
                                              lease_seconds=lease_seconds)
-            if head is None:
-                return Polled(None, [], True, False)
-            return Polled(head, *(yield from self.read(after, block_seconds=block_seconds)))
-        pipe = self.client.pipeline(transaction=False)
-        yield self._script(self._heartbeat, epoch, instance, after, _ms(lease_seconds), client=pipe)
-        yield functools.partial(pipe.xread, {self.keys.log: f"{after}-0"}, count=LOG_BATCH,
-                                block=max(1, _ms(block_seconds)))
-        head, reply = yield pipe.execute
-        return _polled(int(head), reply, self.keys.log)
+        else:
+            yield functools.partial(self.client.zadd, self.keys.acks,
+                                    {member(instance, epoch): after}, xx=True)
+            found = _head((yield functools.partial(self.client.hmget, self.keys.state,
+                                                   ["m:epoch", "m:seq"])), epoch)
+            head = None if found < 0 else found
+        if head is None:
+            return Polled(None, [], True, False)
+        return Polled(head, *(yield from self.read(after, block_seconds=block_seconds)))
 
     def acked(self, sequence: int, *, instance: str, epoch: str) -> Plan[AckReport]:
         """Who, among the live instances but ``instance``, has not applied ``sequence``."""
@@ -313,9 +366,21 @@ class FleetScripts:
             yield Pause(pause)
             pause = min(pause * 2, MAX_ACK_POLL_SECONDS)
 
-    def leave(self, instance: str) -> Plan[None]:
-        """Leave the members (a clean shutdown is not waited for)."""
-        yield self._script(self._leave, instance)
+    def leave(self, instance: str, *, epoch: str) -> Plan[None]:
+        """Leave the members of ``epoch`` (a clean shutdown is not waited for)."""
+        yield self._script(self._leave, instance, epoch)
+
+
+def log_client(client: Any, keys: FleetKeys) -> Any:
+    """The client a listener polls with: ``client`` itself on a plain Redis; on a Cluster, a
+    plain client to the node holding the log's slot, so a poll is one pipelined round trip
+    (through the Cluster client, each XREAD would first ask Redis for its keys: COMMAND
+    GETKEYS). If the slot moves, the node answers MOVED: the listener reconnects and finds
+    the new owner."""
+    if not isinstance(client, redis.cluster.RedisCluster):
+        return client
+    node = client.get_node_from_key(keys.state)  # type: ignore[no-untyped-call]
+    return client.get_redis_connection(node)
 
 
 def encode_tags(tags: list[str]) -> str:

@@ -52,6 +52,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 TAGS = ("a", "b")
 INSTANCES = 2
 STALENESS_SECONDS = 1.0
+RENEW_SECONDS = 0.3  # polls between renewals acknowledge with plain commands, no script
 SERVER: RedisServer | None = None
 _examples = itertools.count()
 
@@ -133,7 +134,8 @@ class Instance:
     disk: dict[str, Entry] = field(default_factory=dict)
     partitioned: bool = False
     pending_request: tuple[int, tuple[str, ...], dict[str, int]] | None = None
-    delayed_poll: tuple[float, list[LogEntry], bool, int] | None = None
+    delayed_poll: tuple[float, list[LogEntry], bool, int, bool] | None = None
+    lease_renewed_at: float = float("-inf")  # when Redis last renewed its lease (the test's clock)
 
     @property
     def name(self) -> str:
@@ -158,7 +160,8 @@ class FleetProtocolMachine(RuleBasedStateMachine):
     def _start(self, slot: int, incarnation: int) -> Instance:
         generations = KeptGenerations(self.hosts[slot])
         instance = Instance(slot, incarnation, generations,
-                            Follower(generations, max_staleness_seconds=STALENESS_SECONDS))
+                            Follower(generations, max_staleness_seconds=STALENESS_SECONDS,
+                                     renew_seconds=RENEW_SECONDS))
         instance.follower.on_lost_track = instance.disk.clear
         return instance
 
@@ -175,13 +178,14 @@ class FleetProtocolMachine(RuleBasedStateMachine):
         """One step of ``instance``'s listener; a partitioned one reaches nothing."""
         if instance.partitioned:
             return
-        step = instance.follower.next_step()
+        step = instance.follower.next_step(self.now)
         match step:
             case Resync():
                 epoch, sequence, remote = run(self.scripts.resync(
                     floor=step.floor, epoch_candidate=step.epoch_candidate,
                     recovering=step.recovering, instance=instance.name,
                     lease_seconds=STALENESS_SECONDS))
+                instance.lease_renewed_at = self.now
                 if not drop_reply:
                     instance.follower.resynced(sent_at=self.now, epoch=epoch, sequence=sequence,
                                                remote=remote)
@@ -194,20 +198,23 @@ class FleetProtocolMachine(RuleBasedStateMachine):
                 if not drop_reply:
                     instance.follower.published(step.tags, sequence, counts=counts)
             case Poll():
-                head = run(self.scripts.heartbeat(epoch=step.epoch, instance=instance.name,
-                                                  applied=step.after,
-                                                  lease_seconds=STALENESS_SECONDS))
-                if head is None:
+                polled = run(self.scripts.poll(epoch=step.epoch, instance=instance.name,
+                                               after=step.after, lease_seconds=STALENESS_SECONDS,
+                                               block_seconds=None, renew=step.renew))
+                if polled.head is None:
                     if not drop_reply:
                         instance.follower.epoch_changed()
                     return
-                entries, complete, malformed = run(self.scripts.read(step.after, block_seconds=None))
-                assert not malformed
+                if step.renew:
+                    instance.lease_renewed_at = self.now
+                assert not polled.malformed
                 if delay:
-                    instance.delayed_poll = (self.now, entries, complete, head)
+                    instance.delayed_poll = (self.now, polled.entries, polled.complete,
+                                             polled.head, step.renew)
                 elif not drop_reply:
-                    instance.follower.polled(sent_at=self.now, entries=entries,
-                                             complete=complete, head=head)
+                    instance.follower.polled(sent_at=self.now, entries=polled.entries,
+                                             complete=polled.complete, head=polled.head,
+                                             renewed=step.renew)
 
     def _committed(self, writer: int, tags: tuple[str, ...]) -> None:
         """A replay of ``tags`` by ``writer`` reached Redis: its queued writes are accepted."""
@@ -296,7 +303,7 @@ class FleetProtocolMachine(RuleBasedStateMachine):
     @rule(slot=st.integers(0, INSTANCES - 1),
           kind=st.sampled_from(["partition", "heal", "restart", "deliver delayed poll",
                                 "deliver delayed poll twice", "Redis loses its state",
-                                "Redis trims the log"]))
+                                "Redis trims the log", "its lease lapses"]))
     def fault(self, slot: int, kind: str) -> None:
         """One fault (a single rule, so faults do not crowd out the steps between them)."""
         instance = self.instances[slot]
@@ -313,15 +320,28 @@ class FleetProtocolMachine(RuleBasedStateMachine):
                 self.client.delete(*self.keys.all)
             case "Redis trims the log":  # entries vanish, the state stays (trimmed or evicted)
                 self.client.xtrim(self.keys.log, maxlen=0)
+            case "its lease lapses":
+                self.lapse(instance)
 
     def deliver_delayed_poll(self, slot: int, *, twice: bool) -> None:
         instance = self.instances[slot]
         if instance.delayed_poll is None:
             return
-        sent_at, entries, complete, head = instance.delayed_poll
+        sent_at, entries, complete, head, renewed = instance.delayed_poll
         instance.delayed_poll = None
         for _ in range(2 if twice else 1):
-            instance.follower.polled(sent_at=sent_at, entries=entries, complete=complete, head=head)
+            instance.follower.polled(sent_at=sent_at, entries=entries, complete=complete, head=head,
+                                     renewed=renewed)
+
+    def lapse(self, instance: Instance) -> None:
+        """What Redis does once a lease is older than its length (on Redis's clock, which the
+        test cannot move): the member is pruned, and writers stop waiting for it."""
+        if self.now < instance.lease_renewed_at + STALENESS_SECONDS:
+            return
+        for key in (self.keys.acks, self.keys.leases):
+            for name in self.client.zrange(key, 0, -1):
+                if name.decode().rpartition("@")[0] == instance.name:
+                    self.client.zrem(key, name)
 
     def restart(self, slot: int) -> None:
         """The process restarts on the same host: the file and the disk entries survive."""
@@ -331,7 +351,7 @@ class FleetProtocolMachine(RuleBasedStateMachine):
         new.partitioned = old.partitioned
         self.instances[slot] = new
 
-    @rule(seconds=st.sampled_from([0.1, 0.4, STALENESS_SECONDS + 0.1]))
+    @rule(seconds=st.sampled_from([0.1, RENEW_SECONDS + 0.1, STALENESS_SECONDS + 0.1]))
     def time_passes(self, seconds: float) -> None:
         self.now += seconds
 
@@ -410,6 +430,11 @@ SCENARIOS = {
         ("fault", 0, "heal"), ("store", 0, "a"), ("write", 0, "a", "answered"), ("store", 0, "a"),
         ("write", 0, "a", "answered"), ("listener_step", 0, "none"), ("store", 0, "a"),
         ("write", 0, "a", "answered")],
+    "polls between renewals never trust past the lease": [
+        ("store", 0, "a"), ("time_passes", 0.4), ("listener_step", 0, "none"),
+        ("time_passes", 0.1), ("listener_step", 0, "none"), ("time_passes", 0.1),
+        ("listener_step", 0, "none"), ("time_passes", 0.9), ("fault", 0, "its lease lapses"),
+        ("write", 1, "a", "answered")],
     "a delayed, duplicated poll and a restart keep every promise": [
         ("store", 0, "a"), ("listener_step", 0, "reply delayed"), ("write", 1, "a", "reply lost"),
         ("fault", 0, "deliver delayed poll twice"), ("fault", 0, "restart"), ("time_passes", 1.1),

@@ -74,3 +74,26 @@ def test_malformed_entries_are_refused() -> None:
     assert parse_entry(b"5-0", {b"p": b"4", b"g": b"not json"}) is None
     assert parse_entry(b"5-0", {b"p": b"4", b"g": b"[1, 2]"}) is None
     assert parse_entry(b"x-0", {b"p": b"4", b"g": b"[]"}) is None
+
+
+def test_a_poll_renews_the_lease_once_renew_seconds_passed() -> None:
+    follower = Follower(LocalGenerations(), max_staleness_seconds=S, renew_seconds=0.5)
+    follower.next_step(10.0)
+    follower.resynced(sent_at=10.0, epoch="e1", sequence=4, remote={})
+    assert follower.next_step(10.4) == Poll(epoch="e1", after=4, renew=False)
+    assert follower.next_step(10.5) == Poll(epoch="e1", after=4, renew=True)
+    assert follower.next_step() == Poll(epoch="e1", after=4, renew=True)  # no clock: renew
+    follower.polled(sent_at=10.6, entries=[], complete=True, head=4, renewed=True)
+    assert follower.next_step(10.7) == Poll(epoch="e1", after=4, renew=False)
+
+
+def test_a_poll_that_did_not_renew_never_trusts_past_the_lease() -> None:
+    follower = Follower(LocalGenerations(), max_staleness_seconds=S, renew_seconds=0.5)
+    follower.next_step(10.0)
+    follower.resynced(sent_at=10.0, epoch="e1", sequence=4, remote={})
+    follower.polled(sent_at=10.4, entries=[LogEntry(5, 4, ("a",))], complete=True, head=5,
+                    renewed=False)
+    assert follower.position == 5  # applied, and acknowledged by the next poll
+    assert follower.trusted_until == 13.0  # the lease renewed at 10.0 ends at 13.0
+    follower.polled(sent_at=10.6, entries=[], complete=True, head=5, renewed=True)
+    assert follower.trusted_until == 13.6
