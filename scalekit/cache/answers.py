@@ -8,7 +8,6 @@ serve it stale when the origin failed. Pure, like the rest of the policy.
 from __future__ import annotations
 
 from dataclasses import replace
-from operator import itemgetter
 
 from .decisions import (
     Buffer,
@@ -121,9 +120,10 @@ class OriginAnswers:
 
     def stored_miss_response(
         self, request: RequestView, forward: Forward, status: int, entry: CachedEntry | None,
-        pass_headers: tuple[tuple[str, str], ...], body: bytes, *, now: float,
+        unsent: frozenset[str], pass_headers: tuple[tuple[str, str], ...], body: bytes, *, now: float,
     ) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
-        """The answer to the request that filled the cache (``entry`` None: it was not stored).
+        """The answer to the request that filled the cache (``entry`` None: it was not stored;
+        ``unsent``: the fields the entry synthesised that the origin did not send, its plan's).
 
         The origin's own headers go to this client (fields a shared cache may not store, like
         ``private="x"``, were addressed to it); conditionals and Range are answered from the
@@ -138,9 +138,7 @@ class OriginAnswers:
                                                  stored=True)
         ttl = int(entry.freshness_lifetime_seconds - self.responses.current_age(entry, now))
         # What the entry has and the origin's headers lack: complete() appended them last.
-        present = set(map(str.lower, map(itemgetter(0), pass_headers)))
-        added = tuple(item for item in entry.headers[-2:]
-                      if item[0] in _SYNTHESISED and item[0] not in present)
+        added = tuple([item for item in entry.headers[-2:] if item[0] in unsent]) if unsent else ()
         kept = pass_headers[:-1]  # forwarded() put our Cache-Status last; an upstream one stays
         stored_status = self.responses.stored_status(forward.fwd, ttl)
         return status, kept + added + (("cache-status", stored_status),), body
@@ -204,7 +202,6 @@ class OriginAnswers:
             freshness_lifetime_seconds=0.0)
 
 
-_SYNTHESISED = ("etag", "content-length")
 UNREACHABLE_DETAIL = "origin-unreachable"
 
 

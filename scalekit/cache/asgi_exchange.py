@@ -151,7 +151,7 @@ class Exchange:
             await self._end_lead(alone=False)
         self.count("miss")
         status, headers, out = shell.policy.stored_miss_response(
-            self.view, self.forward, self.status, entry, self.decision.pass_headers, body,
+            self.view, self.forward, self.status, entry, self.decision.plan.unsent, self.decision.pass_headers, body,
             now=shell.clock())
         self.started = True
         await send_whole(self.downstream, status, headers, out)

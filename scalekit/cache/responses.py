@@ -254,7 +254,7 @@ class ResponseBuilder:
         request's ``db_seconds``."""
         if plan.content_length is not None and plan.content_length != len(body):
             return None
-        headers = [item for item in plan.headers if item[0] != "content-length"]
+        headers = list(plan.headers)
         status = plan.status
         if status == 206:
             joined = _join_pieces(headers, body, plan.combine_with)
@@ -262,7 +262,7 @@ class ResponseBuilder:
                 return None
             status, body = joined
         if (status == 200 and len(body) <= self.etag_max_body_bytes
-                and not any(name == "etag" for name, _ in headers)):
+                and not plan.stored_etag):
             # Same tag the CDN layer would compute, so a hit never re-hashes the body.
             headers.append(("etag", body_etag(body)))
         if status not in (204, 304):

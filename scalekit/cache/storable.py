@@ -71,6 +71,8 @@ UNDERSTOOD_STATUSES = frozenset({
 CONSUMED_FIELDS = frozenset({"age", "surrogate-control"})
 _ALWAYS_DROPPED = HOP_BY_HOP | CONSUMED_FIELDS
 EVENT_STREAM = "text/event-stream"
+# What an entry may carry that its response did not: the body's ETag and Content-Length.
+SYNTHESISED_FIELDS = frozenset({"etag", "content-length"})
 HeaderGetter = Callable[[str], "str | None"]
 
 
@@ -100,6 +102,7 @@ class StorePlan:
     """A storable response's metadata; the entry is built once its body has been read."""
 
     status: int
+    # The lines a shared cache keeps, but Content-Length: the entry's is its body's length.
     headers: tuple[tuple[str, str], ...]
     request_time: float
     response_time: float
@@ -113,6 +116,10 @@ class StorePlan:
     secondary_key: str
     header_tags: tuple[str, ...]
     content_length: int | None
+    # Whether ``headers`` has an ETag (else the entry gets the body's), and which of the fields
+    # the entry synthesises (ETag, Content-Length) the origin did not send its client.
+    stored_etag: bool = False
+    unsent: frozenset[str] = frozenset()
     # A 206: the stored piece of the same representation it may combine with (RFC 9111 §3.4).
     combine_with: CachedEntry | None = None
 
@@ -154,7 +161,9 @@ class ResponseShape:
     has_validators: bool
     said_shared: bool
     states_freshness: bool
-    stored_headers: tuple[tuple[str, str], ...]
+    stored_headers: tuple[tuple[str, str], ...]  # without Content-Length (see StorePlan.headers)
+    stored_etag: bool
+    unsent: frozenset[str]
     header_tags: tuple[str, ...]
 
 
@@ -176,13 +185,15 @@ def response_shape(status: int, headers: list[tuple[str, str]], settings: StoreS
         return NotStorable("vary-star")
     content_length = parse_delta_seconds(fields.get("content-length"))
     dropped = frozenset(settings.targeted_fields) if settings.strip_targeted else frozenset()
+    kept = tuple([line for line in stored_headers(headers, fields, directives, dropped) if line[0] != "content-length"])
     return ResponseShape(
         status=status, fields=fields, directives=directives, expires=expires, surrogate=surrogate,
         vary=vary, content_length=content_length, date=parse_http_date(fields.get("date")),
         has_validators="etag" in fields or "last-modified" in fields,
         said_shared=directives.public or directives.s_maxage is not None,
         states_freshness=_states_freshness(directives, surrogate.max_age, expires),
-        stored_headers=stored_headers(headers, fields, directives, dropped),
+        stored_headers=kept, stored_etag=any(name == "etag" for name, _ in kept),
+        unsent=SYNTHESISED_FIELDS.difference(fields),
         header_tags=parse_tags(fields.get("surrogate-key"), fields.get("cache-tag")))
 
 
@@ -309,7 +320,7 @@ def plan_storing(shape: ResponseShape, request_header: HeaderGetter, *, now: flo
         must_revalidate=(directives.must_revalidate or directives.proxy_revalidate
                          or directives.s_maxage is not None),
         vary=shape.vary, secondary_key=secondary, header_tags=shape.header_tags,
-        content_length=shape.content_length)
+        content_length=shape.content_length, stored_etag=shape.stored_etag, unsent=shape.unsent)
 
 
 def _read_directives(status: int, fields: dict[str, str], settings: StoreSettings

@@ -171,7 +171,7 @@ class Exchange:
         self.count("miss")
         code = capture.code
         status, headers, out = shell.policy.stored_miss_response(
-            self.view, self.forward, code, entry, decision.pass_headers, data, now=shell.clock())
+            self.view, self.forward, code, entry, decision.plan.unsent, decision.pass_headers, data, now=shell.clock())
         line = capture.status if status == code and capture.status else status_line(status)
         self.start_response(line, list(headers))
         return [out] if out else []
