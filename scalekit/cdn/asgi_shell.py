@@ -27,6 +27,27 @@ __all__ = ["ASGICDN"]
 _ASGI_PRECONDITIONS = {name.encode("latin-1"): name for name in PRECONDITION_FIELDS}
 
 
+class _FieldNames(dict[bytes, str]):
+    """Response header names as the stamper reads them (str, lower case), decoded once per name.
+
+    An app sends a few dozen distinct names, so after the first responses a name is a dict
+    lookup instead of a decode and a lower() (bench: the CDN layer's share of a miss). At most
+    ``MAX_NAMES`` short names are kept; any other name is decoded each time.
+    """
+
+    MAX_NAMES = 512
+    MAX_NAME_BYTES = 64
+
+    def __missing__(self, name: bytes) -> str:
+        text = name.decode("latin-1").lower()
+        if len(name) <= self.MAX_NAME_BYTES and len(self) < self.MAX_NAMES:
+            self[name] = text
+        return text
+
+
+_FIELD_NAMES = _FieldNames()
+
+
 _STREAM, _BUFFER, _DROP = 0, 1, 2
 
 
@@ -125,8 +146,8 @@ class _ASGIExchange:
 
     async def _on_start(self, message: asgi.Message) -> None:
         self.status = message["status"]
-        headers = [(name.decode("latin-1").lower(), value.decode("latin-1"))
-                   for name, value in message.get("headers", ())]
+        names = _FIELD_NAMES
+        headers = [(names[name], value.decode("latin-1")) for name, value in message.get("headers", ())]
         outcome = self.layer.stamper.stamp(
             self.method, self.scope.get("path", ""), self.has_authorization, self.status, headers,
             self.ctx.tags if self.ctx is not None else (), has_cookie=self.has_cookie)
@@ -138,7 +159,10 @@ class _ASGIExchange:
             if limit is not None:
                 self.mode, self.limit = _BUFFER, limit
                 return
-        if await self._answered(None):
+        if self.preconditions is not None and await self._answered(None):
+            return
+        if self.unchanged:
+            await self.downstream(message)  # the app's own message object, untouched
             return
         await self._send_start()
 
@@ -146,7 +170,7 @@ class _ASGIExchange:
         if len(body) == self.limit:  # a HEAD without its body gets no ETag (see WSGI shell)
             with_etag(self.headers, body)
             self.unchanged = False
-        if await self._answered(body):
+        if self.preconditions is not None and await self._answered(body):
             return
         await self._send_start()
         self.mode = _STREAM
@@ -159,6 +183,7 @@ class _ASGIExchange:
         await self.downstream({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _answered(self, body: bytes | None) -> bool:
+        """Whether the request's preconditions (set) were answered 304 / 412 instead."""
         answer = answer_conditional(self.method, self.preconditions, self.status, self.headers)
         if answer is None:
             return False

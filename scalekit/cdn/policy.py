@@ -35,7 +35,7 @@ which no rule or app header can undo unless the rule allows it explicitly:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -231,6 +231,12 @@ class Stamper:
             for method in rule.methods:
                 by_method.setdefault(method, []).append(rule)  # keeps the rules' order
         self._by_method = {method: tuple(rules) for method, rules in by_method.items()}
+        self.etag = config.etag
+        self.compression = config.compression
+        # Whether a response's media type can change anything: read by rules with content types,
+        # by the live-stream rule (only with a rule or default policy) and by compression. When
+        # it cannot, a response's Content-Type is never parsed.
+        self.reads_media_type = bool(self.rules) or self.default is not None or config.compression
 
     def match(self, method: str, path: str, status: int, media_type: str) -> CompiledRule | None:
         """The first rule matching the request and response, or None.
@@ -264,16 +270,14 @@ class Stamper:
         a non-empty Cookie. ``tags``: the request context's tags. Returns new header lines;
         ``headers`` is not modified.
         """
-        names = set()
-        media_type = ""
-        declared_length = None
-        for name, value in headers:
-            names.add(name)
-            if name == "content-type" and not media_type:
-                media_type = value.split(";", 1)[0].strip().lower()
-            elif name == "content-length" and value.isdigit():
-                declared_length = int(value)
-        rule = self.match(method, path, status, media_type)
+        # The fields' names (and last values) in one pass in C. The first Content-Type is parsed
+        # only when something reads the media type; the last readable Content-Length is looked
+        # for only when the last one is not readable.
+        names = dict(headers)
+        media_type = _media_type(headers) if self.reads_media_type and "content-type" in names else ""
+        length = names.get("content-length")
+        declared_length = None if length is None else int(length) if length.isdigit() else _content_length(headers)
+        rule = self.match(method, path, status, media_type) if method in self._by_method else None
         policy = rule.policy if rule is not None else (
             self.default if self.default is not None and 200 <= status < 400 and method in SAFE_METHODS
             else None)
@@ -300,17 +304,34 @@ class Stamper:
                 out = _limit_server_error(out, self.error_limit_seconds)
         if self.dialect is not None:
             out = _surrogate_keys(out, names, tags, self.dialect)
-        if "content-encoding" in names or (self.config.compression and _COMPRESSIBLE.match(media_type)):
+        if "content-encoding" in names or (self.compression and _COMPRESSIBLE.match(media_type)):
             out = _vary_accept_encoding(out)
-        generate_etag = (self.config.etag and status == 200 and method in SAFE_METHODS
+        generate_etag = (self.etag and status == 200 and method in SAFE_METHODS
                          and "etag" not in names and not _says_no_store(out))
         return Outcome(out, generate_etag, declared_length)
 
 
-def _surrogate_keys(headers: Headers, names: set[str], tags: Iterable[str], dialect: Dialect) -> Headers:
+def _media_type(headers: Headers) -> str:
+    """The first Content-Type's media type, lower-case without parameters (``""`` if none)."""
+    for name, value in headers:
+        if name == "content-type":
+            return value.split(";", 1)[0].strip().lower()
+    return ""
+
+
+def _content_length(headers: Headers) -> int | None:
+    """The last Content-Length made of digits only, or None (only called when the last one is not)."""
+    length = None
+    for name, value in headers:
+        if name == "content-length" and value.isdigit():
+            length = int(value)
+    return length
+
+
+def _surrogate_keys(headers: Headers, names: Mapping[str, str], tags: Iterable[str], dialect: Dialect) -> Headers:
     """The app's tag headers and the context's tags, re-emitted in ``dialect`` only."""
     keys: Iterable[str] = tags
-    if not names.isdisjoint(KEY_HEADERS):
+    if not KEY_HEADERS.keys().isdisjoint(names):
         merged = set(tags)
         for name, value in headers:
             separator = KEY_HEADERS.get(name)

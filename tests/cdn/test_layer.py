@@ -427,3 +427,30 @@ def test_asgi_pathsend_after_a_buffered_start_passes_through() -> None:
     result = call_asgi(Driver("asgi").wrap(app_for), asgi_scope(extensions={"http.response.pathsend": {}}))
     assert [m["type"] for m in result.sent] == ["http.response.start", "http.response.pathsend"]
     assert result.sent[0] is messages[0] and result.sent[1] is messages[1]
+
+
+def test_asgi_header_names_are_read_in_any_case_and_the_name_memo_is_bounded(monkeypatch: Any) -> None:
+    from scalekit.cdn import asgi_shell
+
+    names = asgi_shell._FieldNames()
+    monkeypatch.setattr(asgi_shell, "_FIELD_NAMES", names)
+    monkeypatch.setattr(asgi_shell._FieldNames, "MAX_NAMES", 3)
+    body = b"<h1>hello</h1>"
+
+    def app_for(calls: list[str]) -> Any:
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"Content-Type", b"text/html"), (b"Set-Cookie", b"session=1"), (b"x-" + b"n" * 80, b"long"),
+                (b"Content-Length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+        return app
+
+    driver = Driver("asgi")
+    wrapped = driver.wrap(app_for, **PAGE_RULES)
+    for _ in range(2):
+        result = driver.request(wrapped)
+        # Set-Cookie read whatever its case: the page rule's lifetime is not stamped shared.
+        assert result.headers["cache-control"] == "private, max-age=0"
+        assert result.headers["etag"] == body_etag(body)
+    assert len(names) == 3 and all(len(name) <= names.MAX_NAME_BYTES for name in names)
+    assert names[b"X-Other"] == "x-other" and b"X-Other" not in names
