@@ -68,9 +68,10 @@ class PlainHits(Generic[Encoded]):
         self._clock = core.clock
         store = core.store
         memory = getattr(store, "memory", None)
-        # L1's own dict (identity checks without its lock), its mask in the tiered store, and
-        # its lookup. Without them (no L1, a test's store) there is no hot path.
-        self._items: dict[str, tuple[CachedEntry, float]] | None = getattr(memory, "items", None)
+        # L1's own dict, key -> (entry, kept_until, size) (identity checks on the entry without
+        # its lock), its mask in the tiered store, and its lookup. Without them (no L1, a test's
+        # store) there is no hot path.
+        self._items: dict[str, tuple[CachedEntry, float, int]] | None = getattr(memory, "items", None)
         self._peek = getattr(store, "memory_peek", None) if self._items is not None else None
         self._mask = getattr(store, "memory_mask", None)
         # Each plain hit counts as a cache hit and an L1 lookup hit, in one C call.
