@@ -35,6 +35,7 @@ from .asgi_io import (
 from .coalesce import Lead
 from .entry import CachedEntry
 from .flow import admit, adrive, request_steps
+from .hot import EARLY_MISS_KEY
 from .layer import CacheCore, CacheShell, restore_route
 from .policy import (
     SAFE_METHODS,
@@ -107,6 +108,9 @@ class ASGICache(CacheShell):
                                       scope.get("query_string", b""))
         if found is None:
             return None
+        if isinstance(found, str):
+            scope[EARLY_MISS_KEY] = found
+            return None
         entry, headers = found
         if entry.route:
             restore_route(scope, entry.route)
@@ -132,12 +136,16 @@ class ASGICache(CacheShell):
                 await self._unsafe(scope, receive, send)
             return
         view = request_view(scope)
-        key, header = admit(core, view)
+        early = scope.pop(EARLY_MISS_KEY, None)
+        if early is not None and not view.special:  # the early path keyed it: L1 had nothing
+            key, header, first = early, None, self.aget_past_memory
+        else:
+            (key, header), first = admit(core, view), None
         if key is None:
             await self.app(scope, receive, send if header is None else with_header(send, header))
             return
         now = self.clock()
-        decision, index, entry_key = await adrive(request_steps(core, view, key, now=now), self.store.aget)
+        decision, index, entry_key = await adrive(request_steps(core, view, key, now=now), self.store.aget, first)
         match decision:
             case Serve():
                 core.served(decision, scope)

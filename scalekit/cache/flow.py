@@ -76,20 +76,25 @@ def request_steps(core: Any, view: RequestView, key: str, *, now: float,
     return Looked(decision, index, entry_key)
 
 
-def drive(steps: Steps, get: Callable[[str], Found]) -> Looked:
-    """Run ``steps`` against a blocking store lookup."""
+def drive(steps: Steps, get: Callable[[str], Found], first: Callable[[str], Found] | None = None) -> Looked:
+    """Run ``steps`` against a blocking store lookup (``first``, if given, for the first key)."""
     try:
         key = next(steps)
+        if first is not None:
+            key = steps.send(first(key))
         while True:
             key = steps.send(get(key))
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
 
 
-async def adrive(steps: Steps, aget: Callable[[str], Awaitable[Found]]) -> Looked:
-    """Run ``steps`` against an async store lookup."""
+async def adrive(steps: Steps, aget: Callable[[str], Awaitable[Found]],
+                 first: Callable[[str], Awaitable[Found]] | None = None) -> Looked:
+    """Run ``steps`` against an async store lookup (``first``, if given, for the first key)."""
     try:
         key = next(steps)
+        if first is not None:
+            key = steps.send(await first(key))
         while True:
             key = steps.send(await aget(key))
     except StopIteration as done:

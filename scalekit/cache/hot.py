@@ -28,7 +28,11 @@ from typing import Any, Generic, Protocol, TypeVar
 from ..metrics import instruments
 from .entry import CachedEntry
 
-__all__ = ["PlainHits", "RequestLedger", "Stamp"]
+__all__ = ["EARLY_MISS_KEY", "PlainHits", "RequestLedger", "Stamp"]
+
+# Where the early path leaves, in the environ or scope, the primary key it computed and found
+# nothing under in L1: the full path that follows neither computes the key nor asks L1 again.
+EARLY_MISS_KEY = "scalekit.cache.early_miss"
 
 Encoded = TypeVar("Encoded")
 Target = tuple[Any, ...]  # (method, scheme, host, path, query) as the driver has them (str or bytes)
@@ -120,9 +124,10 @@ class PlainHits(Generic[Encoded]):
         self._memo.clear()
 
     def serve(self, method: str, scheme: str, host: str | bytes, path: str, query: str | bytes
-              ) -> tuple[CachedEntry, list[Encoded]] | None:
+              ) -> tuple[CachedEntry, list[Encoded]] | str | None:
         """The entry and a new list of response headers for a plain hit on this target, counted
-        as a hit; None when the full path must decide (or when this is not a plain hit)."""
+        as a hit; else the full path decides: told the target's primary key (a str) when L1
+        holds nothing under it, else None."""
         now = self._clock()
         target = (method, scheme, host, path, query)
         memo = self._memo.get(target)
@@ -141,7 +146,7 @@ class PlainHits(Generic[Encoded]):
                 return entry, memo[3].copy()
         return self._decide(target, now)
 
-    def _decide(self, target: Target, now: float) -> tuple[CachedEntry, list[Encoded]] | None:
+    def _decide(self, target: Target, now: float) -> tuple[CachedEntry, list[Encoded]] | str | None:
         peek = self._peek
         method, scheme, host, path, query = target
         if peek is None or path == self._purge_path:
@@ -150,11 +155,13 @@ class PlainHits(Generic[Encoded]):
             host = host.decode("latin-1")
         if type(query) is bytes:
             query = query.decode("latin-1")
-        key = self._keys.primary_key(scheme, host, path, query)
+        key: str | None = self._keys.primary_key(scheme, host, path, query)
         if key is None:
             return None
         entry = peek(key)  # refreshes the LRU order (hot hits refresh it once a second)
-        if entry is None or not self._generations.is_current(entry.tags):
+        if entry is None:
+            return key
+        if not self._generations.is_current(entry.tags):
             return None
         answer = self._policy.plain_hit(entry, now)
         if answer is None:

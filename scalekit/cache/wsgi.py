@@ -21,6 +21,7 @@ from ..messages import status_line
 from .coalesce import Flight, Lead
 from .entry import CachedEntry
 from .flow import admit, drive, request_steps
+from .hot import EARLY_MISS_KEY
 from .layer import CacheCore, CacheShell, restore_route
 from .policy import (
     SAFE_METHODS,
@@ -93,6 +94,9 @@ class WSGICache(CacheShell):
                                       environ.get("QUERY_STRING", ""))
         if found is None:
             return None
+        if isinstance(found, str):
+            environ[EARLY_MISS_KEY] = found
+            return None
         entry, headers = found
         if entry.route:
             restore_route(environ, entry.route)
@@ -112,11 +116,15 @@ class WSGICache(CacheShell):
                 return self.app(environ, start_response)
             return self._unsafe(environ, start_response)
         view = request_view(environ)
-        key, header = admit(core, view)
+        early = environ.pop(EARLY_MISS_KEY, None)
+        if early is not None and not view.special:  # the early path keyed it: L1 had nothing
+            key, header, first = early, None, self.get_past_memory
+        else:
+            (key, header), first = admit(core, view), None
         if key is None:
             return self.app(environ, start_response if header is None else with_header(start_response, header))
         now = self.clock()
-        decision, index, entry_key = drive(request_steps(core, view, key, now=now), self.store.get)
+        decision, index, entry_key = drive(request_steps(core, view, key, now=now), self.store.get, first)
         match decision:
             case Serve():
                 core.served(decision, environ)

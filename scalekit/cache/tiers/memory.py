@@ -222,6 +222,10 @@ class MemoryTier:
     def count_hit(self, amount: int = 1) -> None:
         self._hits.inc(amount)
 
+    def count_miss(self) -> None:
+        """Count a miss found by :meth:`peek` (which counts nothing)."""
+        self._misses.inc(1)
+
     def set(self, key: str, entry: CachedEntry) -> None:
         """Keep ``entry`` unless it is larger than ``max_entry_bytes`` (then drop any old one)."""
         size = memory_footprint(key, entry)

@@ -153,6 +153,18 @@ class TieredStore:
         found = self._memory_get(key)
         return await arun(self._get(key, self._after_memory)) if found is _FURTHER else found
 
+    def get_past_memory(self, key: str) -> tuple[CachedEntry, str] | None:
+        """:meth:`get` for a key :meth:`memory_peek` just found nothing under: L1's miss is
+        counted, the tiers after it asked."""
+        if self._after_memory:
+            self.tiers[0].count_miss()
+        return run(self._get(key, self._after_memory)) if len(self.tiers) > self._after_memory else None
+
+    async def aget_past_memory(self, key: str) -> tuple[CachedEntry, str] | None:
+        if self._after_memory:
+            self.tiers[0].count_miss()
+        return await arun(self._get(key, self._after_memory)) if len(self.tiers) > self._after_memory else None
+
     def set(self, key: str, entry: CachedEntry) -> None:
         if self._memory_set(key, entry):
             run(self._set(key, entry))
