@@ -294,6 +294,9 @@ def test_multiprocess_gunicorn_sums_counters_and_live_in_flight(tmp_path: Path, 
             assert response.status_code == 200
             return parse(response.content)
 
+        # Each worker adds what it counted to its file within the flush interval (0.5 s).
+        _wait_until(lambda: value(scrape(), "scalekit_http_requests_total", method="GET", route="unmatched",
+                                  status="2xx") == 30)
         first = scrape()
         assert value(first, "scalekit_http_requests_total", method="GET", route="/items/{id}", status="2xx") == 30
         assert value(first, "scalekit_http_requests_total", method="GET", route="unmatched", status="2xx") == 30

@@ -1,8 +1,10 @@
-"""The metrics layer's count of the cache's plain hits, kept like the cache's own hit counter.
+"""The metrics layer's count of requests, kept like the cache's own hit counter.
 
 A plain hit never runs the metrics layer (see :mod:`scalekit.cache.hot`): it appends its
 duration to the list of its kind (method, route, status), one C call, found once per memo by
-:meth:`HitLedger.line`. The ledger adds the lists to the request counter and the duration
+:meth:`HitLedger.line`. Every other request is appended by the layer itself
+(:meth:`HitLedger.record`): a list append where five locked counter and histogram updates
+were. The ledger adds the lists to the request counter and the duration
 histogram before the registry is read and whenever the cache flushes its own queues; in
 multiprocess mode, where another process reads the files, the process's flusher thread adds
 them too, every ``FLUSH_INTERVAL_SECONDS`` (:mod:`.flusher`). The duration is read on the
@@ -23,6 +25,9 @@ from .instruments import HTTP_DURATION, HTTP_REQUESTS
 
 __all__ = ["HitLedger", "early_path"]
 
+RECORD_FLUSH_AT = 1024
+MAX_KINDS = 20_000
+
 
 class HitLedger:
     """Requests answered by the cache's early path, counted for the metrics layer's
@@ -32,6 +37,8 @@ class HitLedger:
         self._policy = policy
         # handles -> the durations of the hits counted with them since the last flush
         self._lines: dict[Any, list[float]] = {}
+        # (method, route, status) -> its list in _lines, for the requests the layer records
+        self._kinds: dict[tuple[str, str, int], list[float]] = {}
         for metric in (HTTP_REQUESTS, HTTP_DURATION):
             flush_before_collect(metric, self)
         self._arm = background_flush(self)
@@ -46,6 +53,23 @@ class HitLedger:
         if durations is None:
             durations = self._lines[handles] = []
         return durations.append
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one request the layer finished (anything but a plain hit)."""
+        durations = self._kinds.get((method, route, status)) or self._list_for(method, route, status)
+        durations.append(seconds)
+        if len(durations) >= RECORD_FLUSH_AT:  # bounds what waits between flushes
+            self.flush()
+
+    def _list_for(self, method: str, route: str, status: int) -> list[float]:
+        handles = self._policy.handles(method, route, status)
+        self._arm()
+        durations = self._lines.get(handles)
+        if durations is None:
+            durations = self._lines[handles] = []
+        if len(self._kinds) < MAX_KINDS:  # raw methods and statuses are client-chosen
+            self._kinds[(method, route, status)] = durations
+        return durations
 
     def flush(self) -> None:
         """Add the hits counted so far: one addition per series and bucket, not per hit."""
@@ -64,6 +88,12 @@ class HitLedger:
     def _add_all(self, handles: Any, durations: list[float]) -> None:
         if min(durations) < 0:  # the wall clock stepped back during a hit
             durations = [max(seconds, 0.0) for seconds in durations]
+        if handles[0] is None:  # no value handles: the public API, one observation each
+            counter, histogram = handles[1], handles[2]
+            counter.inc(len(durations))
+            for seconds in durations:
+                histogram.observe(seconds)
+            return
         bounds = handles[3]
         if bounds and max(durations) <= bounds[0]:  # hits: all in the first bucket, as a rule
             buckets: dict[int, int] = {0: len(durations)}
@@ -81,7 +111,7 @@ def early_path(layer: Any, app: Any, policy: Any) -> Any:
         return None
     endpoints = policy.endpoints
     plain_hits.add_stamper(lambda method, path, entry, lines: None if path in endpoints else lines)
-    layer.ledger = HitLedger(policy)  # held here: the registry holds it only weakly
+    layer.ledger = policy.ledger
     plain_hits.count_requests(layer.ledger)
     layer.plain_hits = plain_hits
     return serve_early

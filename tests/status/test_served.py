@@ -106,9 +106,10 @@ def test_the_page_without_javascript_matches_metrics_across_workers(server: Serv
         def page_and_metrics() -> tuple[dict[str, float], Samples] | None:
             samples = _scrape(server.url)
             values = page_values(client.get("/_scalekit/").content)
-            return None if _disagreeing(values, samples) else (values, samples)
+            counted = metric_sum(samples, "scalekit_http_requests_total", route="/db/{id}") >= 20
+            return None if _disagreeing(values, samples) or not counted else (values, samples)
 
-        # A worker's hits reach the files the other reads within its flush interval.
+        # A worker's requests and hits reach the files the other reads within its flush interval.
         values, samples = _wait_until(page_and_metrics, "the page to show what /metrics shows")
     assert len(pids) == 2, "both workers answered"
     assert not _disagreeing(values, samples)
