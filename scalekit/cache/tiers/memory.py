@@ -78,8 +78,9 @@ def memory_footprint(key: str, entry: CachedEntry) -> int:
     if headers:
         count = len(headers)
         size += _EMPTY_TUPLE_BYTES + count * (_TUPLE_SLOT_BYTES + _PAIR_BYTES)
-        if all(map(str.isascii, chain.from_iterable(headers))):
-            size += 2 * count * _EMPTY_STR_BYTES + sum(map(len, chain.from_iterable(headers)))
+        text = "".join(chain.from_iterable(headers))  # one C pass: ASCII, and how long
+        if text.isascii():
+            size += 2 * count * _EMPTY_STR_BYTES + len(text)
         else:  # latin-1 or wider text: ask each string
             size += sum(map(_getsizeof, chain.from_iterable(headers)))
     tags = entry.tags
@@ -91,9 +92,12 @@ def memory_footprint(key: str, entry: CachedEntry) -> int:
     if not -5 <= entry.status <= 256:
         size += _getsizeof(entry.status)
     # The empty string and one-character latin-1 strings are shared singletons.
-    for text in (entry.secondary_key, entry.variants_id, entry.route):
-        if len(text) > 1:
-            size += _getsizeof(text)
+    if len(entry.secondary_key) > 1:
+        size += _getsizeof(entry.secondary_key)
+    if len(entry.variants_id) > 1:
+        size += _getsizeof(entry.variants_id)
+    if len(entry.route) > 1:
+        size += _getsizeof(entry.route)
     return size
 
 
