@@ -41,6 +41,7 @@ class OriginAnswers:
 
     responses: ResponseBuilder
     rules: RuleMatcher
+    has_rules: bool  # bool(rules), read once: most sites configure none
     settings: StoreSettings
     shapes: ShapeMemo
 
@@ -109,8 +110,8 @@ class OriginAnswers:
         if not forward.may_store or isinstance(shape, NotStorable):
             return PassThrough(pass_headers)
         plan = plan_storing(shape, request.header, now=now, request_time=request_time,
-                            rule=rule or self.rules.match(request.path), settings=self.settings,
-                            authorization=request.header("authorization") is not None,
+                            rule=rule or (self.rules.match(request.path) if self.has_rules else None),
+                            settings=self.settings, authorization=request.header("authorization") is not None,
                             initial_age=initial_age)
         if isinstance(plan, NotStorable):
             return PassThrough(pass_headers)

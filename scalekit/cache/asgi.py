@@ -173,7 +173,10 @@ class ASGICache(CacheShell):
         if event is None:  # the leader
             lead = Lead(flights, key, flight)
             try:
-                await self._lead(scope, receive, send, view, key, forward, index, entry_key, arrived, lead)
+                if core.leases is None:  # no fleet lease to take first: this process's call is the one
+                    await self._fetch(scope, receive, send, view, key, forward, index, entry_key, lead=lead)
+                else:
+                    await self._lead(scope, receive, send, view, key, forward, index, entry_key, arrived, lead)
             finally:
                 # Mostly done already, once the response was decided (the Exchange ends it).
                 lease = lead.finish()
@@ -192,11 +195,9 @@ class ASGICache(CacheShell):
     async def _lead(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send,
                     view: RequestView, key: str, forward: Forward, index: CachedEntry | None,
                     entry_key: str, arrived: float, lead: Lead) -> None:
-        """This process's one origin call for ``key``; with fleet leases, the fleet's one."""
+        """The fleet's one origin call for ``key``, under its lease (fleet coalescing on)."""
         leases = self.core.leases
-        if leases is None:
-            await self._fetch(scope, receive, send, view, key, forward, index, entry_key, lead=lead)
-            return
+        assert leases is not None  # _forward calls _fetch itself without leases
         lease = await leases.aacquire(key)
         if lease is None:  # another instance is computing it: wait, then read the shared store
             if await self._wait(scope, lambda seconds: _released(leases.await_release(

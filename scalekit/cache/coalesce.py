@@ -225,19 +225,19 @@ class RecentInvalidations:
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
         self._lock = threading.Lock()
-        self._sequence = 0
+        self.sequence = 0
         self._floor = 0
         self._keys: OrderedDict[str, int] = OrderedDict()
 
     def mark(self) -> int:
         """Read before calling the origin; pass to :meth:`allows` when storing."""
-        return self._sequence
+        return self.sequence
 
     def invalidate(self, keys: Iterable[str]) -> None:
         with self._lock:
-            self._sequence += 1
+            self.sequence += 1
             for key in keys:
-                self._keys[key] = self._sequence
+                self._keys[key] = self.sequence
                 self._keys.move_to_end(key)
             while len(self._keys) > self.capacity:
                 _, sequence = self._keys.popitem(last=False)
@@ -245,7 +245,7 @@ class RecentInvalidations:
 
     def allows(self, key: str, since: int) -> bool:
         """Whether ``key`` was not invalidated after ``since`` was marked."""
-        if self._sequence <= since:
+        if self.sequence <= since:
             return True  # nothing happened since: the common case, no lock
         with self._lock:
             last = self._keys.get(key)

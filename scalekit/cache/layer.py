@@ -156,7 +156,7 @@ class CacheCore:
         (given its primary ``key``) its URI's, which unsafe methods invalidate fleet-wide."""
         tags = set(ctx.tags) if ctx is not None else set()
         tags.update(plan.header_tags)
-        rule = self.policy.rules.match(request.path)
+        rule = self.policy.rules.match(request.path) if self.policy.has_rules else None
         if rule is not None:
             tags.update(rule.tags)
         if key is not None and self.uri_tags:
@@ -195,7 +195,9 @@ class CacheCore:
 
     def _completed(self, key: str, plan: StorePlan, body: bytes, stamp: Any, uri_mark: int,
                    ctx: Any) -> CachedEntry | None:
-        if stamp is None or not self.recent.allows(key, uri_mark):
+        recent = self.recent
+        # The sequence compared here first: no URI invalidation since the mark, the usual case.
+        if stamp is None or (recent.sequence > uri_mark and not recent.allows(key, uri_mark)):
             return None
         return self.policy.responses.complete(plan, body, stamp, route_of(ctx), finished_at=self.clock(),
                                               db_seconds=ctx.db_seconds if ctx is not None else 0.0)
@@ -221,14 +223,18 @@ class CacheCore:
 
     def _writes(self, key: str, entry: CachedEntry, index: CachedEntry | None,
                 mark: int) -> tuple[tuple[str, CachedEntry], ...]:
-        if not self.recent.allows(key, mark):
+        recent = self.recent
+        if recent.sequence > mark and not recent.allows(key, mark):
             return ()
         self.pass_marks.discard(key)
         return self.policy.storage_writes(key, entry, index, new_variants_id=self.new_variants_id)
 
     def _overtaken(self, key: str, mark: int, writes: tuple[tuple[str, CachedEntry], ...]) -> list[str]:
         """The keys just written to delete again: ``key`` was invalidated meanwhile."""
-        return [store_key for store_key, _ in writes] if writes and not self.recent.allows(key, mark) else []
+        recent = self.recent
+        if writes and recent.sequence > mark and not recent.allows(key, mark):
+            return [store_key for store_key, _ in writes]
+        return []
 
     def invalidate_keys(self, keys: Iterable[str]) -> InvalidationResult | None:
         """Invalidate primary keys after an unsafe method: here at once (every tier), and on

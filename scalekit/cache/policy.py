@@ -91,6 +91,7 @@ class CachePolicy(OriginAnswers):
                                ignored_query_params=config.ignored_query_params)
         self.forwarded = ForwardedHeaders(config.keyed_forwarded_headers)
         self.rules = RuleMatcher(config.rules)
+        self.has_rules = bool(self.rules)
         self.settings = StoreSettings(
             heuristic_freshness=config.heuristic_freshness,
             heuristic_fraction=config.heuristic_fraction,

@@ -151,8 +151,11 @@ class WSGICache(CacheShell):
         if event is None:  # the leader
             lead = Lead(flights, key, flight)
             try:
-                # _fetch returns once the response is decided, and stores before it returns
-                # what it stores whole: waiters are woken right after, at the headers.
+                # The exchange returns once the response is decided, and stores before it
+                # returns what it stores whole: waiters are woken right after, at the headers.
+                if core.leases is None:  # no fleet lease to take first: this process's call is the one
+                    return Exchange(self, start_response, view, key, forward, index, entry_key,
+                                    flight=flight).run(environ)
                 return self._lead(environ, start_response, view, key, forward, index, entry_key,
                                   arrived, lead)
             finally:
@@ -168,11 +171,9 @@ class WSGICache(CacheShell):
     def _lead(self, environ: wsgi.Environ, start_response: wsgi.StartResponse, view: RequestView,
               key: str, forward: Forward, index: CachedEntry | None, entry_key: str,
               arrived: float, lead: Lead) -> Iterable[bytes]:
-        """This process's one origin call for ``key``; with fleet leases, the fleet's one."""
+        """The fleet's one origin call for ``key``, under its lease (fleet coalescing on)."""
         leases = self.core.leases
-        if leases is None:
-            return self._fetch(environ, start_response, view, key, forward, index, entry_key,
-                               flight=lead.flight)
+        assert leases is not None  # _forward runs the exchange itself without leases
         lease = leases.acquire(key)
         if lease is None:  # another instance is computing it: wait, then read the shared store
             if self._wait(environ, lambda seconds: leases.wait_release(key, timeout_seconds=seconds)):

@@ -297,7 +297,7 @@ class _WSGIExchange:
     def finish(self, failed: bool) -> None:
         self.in_flight.inc(-1)
         environ = self.environ
-        self.policy.record(environ.get("REQUEST_METHOD", "GET"), _route_of(environ.get(CONTEXT_KEY)),
+        self.policy.ledger.record(environ.get("REQUEST_METHOD", "GET"), _route_of(environ.get(CONTEXT_KEY)),
                            500 if failed else self.status, time.perf_counter() - self.started)
 
 
@@ -348,7 +348,7 @@ class ASGIMetrics(asgi.EarlyFirst):
             raise
         finally:
             in_flight.inc(-1)
-            policy.record(scope["method"], _route_of(scope.get(CONTEXT_KEY)), status or 500,
+            policy.ledger.record(scope["method"], _route_of(scope.get(CONTEXT_KEY)), status or 500,
                           time.perf_counter() - started)
 
 

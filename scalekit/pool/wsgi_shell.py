@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .. import wsgi
+from ..context import CONTEXT_KEY
 from ..messages import Response, status_line
 from .handle import RequestDatabases
 from .policy import shed_response, should_replace_response
@@ -58,12 +59,13 @@ class _Exchange:
     def start_response(self, status: str, headers: list[tuple[str, str]],
                        exc_info: Any = None) -> Callable[[bytes], object]:
         requests = self.requests
-        code = int(status[:3]) if status[:3].isdigit() else 500
-        failure = requests.failure()
-        if failure is not None and should_replace_response(code, True):
-            return self.answer_503(exc_info)
+        if requests.touched:  # a request that never tried a database has nothing to check
+            code = int(status[:3]) if status[:3].isdigit() else 500
+            failure = requests.failure()
+            if failure is not None and should_replace_response(code, True):
+                return self.answer_503(exc_info)
+            requests.confirm_commits()
         self.started = True
-        requests.confirm_commits()
         server_start_response = self.server_start_response
         assert server_start_response is not None  # only dropped after the start
         if self.returned:  # a generator app starting from its body: no later use
@@ -154,7 +156,7 @@ class WSGIPool:
         self.retry_after_seconds = service.databases["default"].config.retry_after_seconds
 
     def __call__(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
-        requests = self.service.begin_request(wsgi.context_of(environ))
+        requests = self.service.begin_request(environ.get(CONTEXT_KEY) or wsgi.context_of(environ))
         environ[DB_KEY] = requests.default
         environ[DATABASES_KEY] = requests
         exchange = _Exchange(requests, start_response, self.retry_after_seconds)

@@ -244,7 +244,8 @@ class MemoryTier:
                     self._stored.inc(1)
                 else:  # nothing left to keep; an older entry under the key goes too
                     self._cache.pop(key)
-            self._publish_gauges()
+            if self._publish_on_write:
+                self._publish_gauges()
 
     def delete(self, key: str) -> None:
         with self._lock:
