@@ -51,11 +51,12 @@ class _Exchange:
         kind = message["type"]
         if kind == "http.response.start":
             requests = self.requests
-            if should_replace_response(message["status"], requests.failure() is not None):
-                await self.answer_503()
-                return
+            if requests.touched:  # a request that never tried a database has nothing to check
+                if should_replace_response(message["status"], requests.failure() is not None):
+                    await self.answer_503()
+                    return
+                requests.confirm_commits()
             self.started = True
-            requests.confirm_commits()
             if requests.release_at_start:
                 requests.release_all(only_if_idle=True)
             await self._send(message)

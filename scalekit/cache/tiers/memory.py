@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from itertools import chain
 
-from ...metrics.instruments import counter_handle, gauge_handle
+from ...metrics.instruments import CACHE_LOOKUPS, CACHE_STORES, Tally, counter_handle, gauge_handle
 from ..entry import CachedEntry
 from .base import TierMetrics, kept_until
 
@@ -180,8 +180,10 @@ class MemoryTier:
         self.retain_stale_seconds = retain_stale_seconds
         self._metrics = TierMetrics(self.name)
         self._hits = counter_handle(self._metrics.hit)
-        self._misses = counter_handle(self._metrics.miss)
-        self._stored = counter_handle(self._metrics.stored)
+        # A miss and a store are counted with one C call each, added before any read.
+        self._miss_tally = Tally((CACHE_LOOKUPS,), (counter_handle(self._metrics.miss).inc,))
+        self._stored_tally = Tally((CACHE_STORES,), (counter_handle(self._metrics.stored).inc,))
+        self._count_miss, self._count_stored = self._miss_tally.tick, self._stored_tally.tick
         self._bytes = gauge_handle(self._metrics.bytes)
         self._entries = gauge_handle(self._metrics.entries)
         # In one process the gauges are read from the LRU when scraped, so a write pays
@@ -205,7 +207,7 @@ class MemoryTier:
         """The entry under ``key`` if still kept (LRU order refreshed), else None."""
         entry = self.peek(key)
         if entry is None:
-            self._misses.inc(1)
+            self._count_miss()
             return None
         self._hits.inc(1)
         return entry, self.name
@@ -228,7 +230,7 @@ class MemoryTier:
 
     def count_miss(self) -> None:
         """Count a miss found by :meth:`peek` (which counts nothing)."""
-        self._misses.inc(1)
+        self._count_miss()
 
     def set(self, key: str, entry: CachedEntry) -> None:
         """Keep ``entry`` unless it is larger than ``max_entry_bytes`` (then drop any old one)."""
@@ -241,7 +243,7 @@ class MemoryTier:
                 until = kept_until(entry, retain_stale_seconds=self.retain_stale_seconds)
                 if self._clock() < until:
                     self._cache.put(key, entry, until, size)
-                    self._stored.inc(1)
+                    self._count_stored()
                 else:  # nothing left to keep; an older entry under the key goes too
                     self._cache.pop(key)
             if self._publish_on_write:
