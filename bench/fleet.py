@@ -77,15 +77,21 @@ class Recording(LocalGenerations):
         return super().apply(sequence, tags)
 
 
-async def follow(url: str, cluster: bool, keys: FleetKeys, name: str, arrivals: dict[str, float],
+def log_url(url: str, cluster: bool, keys: FleetKeys) -> str:
+    """Where the instances poll: on a Cluster, as the listener does (log_client), the node that
+    holds the log's slot."""
+    if not cluster:
+        return url
+    probe = redis.cluster.RedisCluster.from_url(url, **NO_CLIENT_INFO)
+    node = log_client(probe, keys).get_connection_kwargs()
+    probe.close()
+    return f"redis://{node['host']}:{node['port']}/0"
+
+
+async def follow(url: str, keys: FleetKeys, name: str, arrivals: dict[str, float],
                  reads: list[int], ready: asyncio.Event, stop: asyncio.Event) -> None:
     """One instance: the listener's steps (fleet.py) on an asyncio connection of its own."""
     options = {**NO_CLIENT_INFO, "socket_timeout": HEARTBEAT_SECONDS + 2.0}
-    if cluster:  # as the listener does (log_client): straight to the node holding the log
-        probe = redis.cluster.RedisCluster.from_url(url, **NO_CLIENT_INFO)
-        node = log_client(probe, keys).get_connection_kwargs()
-        url = f"redis://{node['host']}:{node['port']}/0"
-        probe.close()
     client: Any = redis.asyncio.Redis.from_url(url, **options)
     scripts = FleetScripts(client, keys)
     follower = Follower(Recording(arrivals), max_staleness_seconds=STALENESS_SECONDS,
@@ -126,7 +132,8 @@ async def instances_main(url: str, cluster: bool, prefix: str, count: int, first
     reads = [[0] for _ in range(count)]
     readies = [asyncio.Event() for _ in range(count)]
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(follow(url, cluster, keys, f"bench-{first + index}",
+    url = log_url(url, cluster, keys)
+    tasks = [asyncio.create_task(follow(url, keys, f"bench-{first + index}",
                                         arrivals[index], reads[index], readies[index], stop))
              for index in range(count)]
     await asyncio.gather(*(ready.wait() for ready in readies))

@@ -122,8 +122,10 @@ redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), member(ARGV[2], ARGV[1]))
 return tonumber(redis.call('HGET', KEYS[1], 'm:seq') or '0')
 """
 
-# ARGV: sequence, asking instance, epoch. Returns {state age ms or -1 (not recovered),
-# names of live instances that have not applied the sequence...}; {-2}: another epoch.
+# ARGV: sequence, asking instance, epoch, names (1) or a count (0). Returns {state age ms or -1
+# (not recovered), names of live instances that have not applied the sequence...} or {age,
+# how many}; {-2}: another epoch. A writer counts while it waits (O(log N), whatever the fleet's
+# size) and asks for the names once, if someone is still missing when it stops waiting.
 _ACKED = _PRELUDE + """
 if redis.call('HGET', KEYS[1], 'm:epoch') ~= ARGV[3] then return {-2} end
 local now = now_ms()
@@ -134,6 +136,13 @@ if redis.call('HGET', KEYS[1], 'm:recovered') == '1' then
 end
 local out = {age}
 local asking = member(ARGV[2], ARGV[3])
+if ARGV[4] == '0' then
+  local missing = redis.call('ZCOUNT', KEYS[3], '-inf', '(' .. ARGV[1])
+  local own = redis.call('ZSCORE', KEYS[3], asking)
+  if own and tonumber(own) < tonumber(ARGV[1]) then missing = missing - 1 end
+  out[2] = missing
+  return out
+end
 for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1])) do
   if name ~= asking then out[#out + 1] = name end
 end
@@ -351,18 +360,30 @@ class FleetScripts:
 
     def acked(self, sequence: int, *, instance: str, epoch: str) -> Plan[AckReport]:
         """Who, among the live instances but ``instance``, has not applied ``sequence``."""
-        return _ack_report((yield self._script(self._acked, sequence, instance, epoch)))
+        return _ack_report((yield self._script(self._acked, sequence, instance, epoch, 1)))
+
+    def unacked_count(self, sequence: int, *, instance: str, epoch: str
+                      ) -> Plan[tuple[int, AckReport]]:
+        """How many live instances but ``instance`` have not applied ``sequence``, beside the
+        report :meth:`acked` would give if none had (its ``missing`` left empty)."""
+        reply = yield self._script(self._acked, sequence, instance, epoch, 0)
+        report = _ack_report(reply[:1])
+        return (0 if report.lost else int(reply[1])), report
 
     def wait_acked(self, sequence: int, *, instance: str, epoch: str,
                    timeout_seconds: float) -> Plan[AckReport]:
-        """Ask :meth:`acked` at 0.5, 1, 2, 4, 8, 8... ms until nobody is missing or
-        ``timeout_seconds`` passed (one query each time, whatever the fleet's size)."""
+        """Count the instances missing at 0.5, 1, 2, 4, 8, 8... ms until none is or
+        ``timeout_seconds`` passed (one O(log N) query each time, whatever the fleet's size),
+        then, unless none was missing, ask :meth:`acked` who."""
         deadline = time.monotonic() + timeout_seconds
         pause = FIRST_ACK_POLL_SECONDS
         while True:
-            report = yield from self.acked(sequence, instance=instance, epoch=epoch)
-            if not report.missing or report.lost or time.monotonic() + pause > deadline:
+            missing, report = yield from self.unacked_count(sequence, instance=instance,
+                                                            epoch=epoch)
+            if not missing:
                 return report
+            if time.monotonic() + pause > deadline:
+                return (yield from self.acked(sequence, instance=instance, epoch=epoch))
             yield Pause(pause)
             pause = min(pause * 2, MAX_ACK_POLL_SECONDS)
 

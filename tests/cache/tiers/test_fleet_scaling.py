@@ -179,3 +179,24 @@ def test_concurrent_invalidations_from_threads_share_log_entries(
     assert calls_between(before, after, "xadd") < threads * each
     for result in results:
         assert all(reader.local.generation(tag) > 0 for tag in result.tags)
+
+
+def test_a_writer_counts_who_is_missing_and_names_them_once(own_server: RedisServer) -> None:
+    client = redis.Redis.from_url(own_server.url, **NO_CLIENT_INFO)
+    scripts = FleetScripts(client, FleetKeys.of("scaling:", "count"))
+    joined(scripts, "silent")
+    answering = joined(scripts, "answering")
+    sequence, epoch = run(scripts.invalidate(["a"], origin="writer", sent_at=1.0, floor=0,
+                                             epoch_candidate="unused"))
+    run(scripts.poll(epoch=epoch, instance="answering", after=sequence,
+                     lease_seconds=LEASE_SECONDS, block_seconds=None, renew=False))
+    assert answering.epoch == epoch
+    before = command_calls([own_server.port])
+    report = run(scripts.wait_acked(sequence, instance="writer", epoch=epoch, timeout_seconds=0.02))
+    after = command_calls([own_server.port])
+    assert report.missing == ("silent",) and not report.lost
+    counts = calls_between(before, after, "zcount")
+    assert counts >= 2  # waited, counting (O(log N) each)
+    # each query prunes expired leases (one ZRANGEBYSCORE); only the last one lists names
+    assert calls_between(before, after, "zrangebyscore") == (counts + 1) + 1
+    client.close()
