@@ -259,7 +259,7 @@ class ASGICache(CacheShell):
                      entry_key: str, *, background: bool = False, lead: Lead | None = None) -> None:
         # Generations are read before the origin is called: a response whose computation
         # overlapped an invalidation of its tags is not stored as fresh.
-        since = await self.generations.asequence()
+        since = self.generations.sequence()
         exchange = Exchange(self, send, view, key, forward, index, entry_key, since,
                             scope.get(CONTEXT_KEY), background, lead)
         inner = scope

@@ -177,12 +177,6 @@ class LocalGenerations:
         return set()
 
     # ----------------------------------------------------------------- async twins
-    async def asequence(self) -> int:
-        return self._sequence
-
-    async def astamp(self, tags: Iterable[str], since: int) -> TagStamp | None:
-        return self.stamp(tags, since)
-
     async def ainvalidate(self, tags: Iterable[str]) -> InvalidationResult:
         return self.invalidate(tags)
 

@@ -191,7 +191,7 @@ class CacheCore:
                               index: CachedEntry | None, *, since: int, uri_mark: int, ctx: Any
                               ) -> CachedEntry | None:
         """:meth:`store_response` through the stores' async face."""
-        stamp = await self.generations.astamp(self.tags_for(ctx, plan, view, key), since)
+        stamp = self.generations.stamp(self.tags_for(ctx, plan, view, key), since)
         entry = self._completed(key, plan, body, stamp, uri_mark, ctx)
         if entry is not None:
             await self.astore_entry(key, entry, index, uri_mark)

@@ -42,7 +42,9 @@ class Generations(Protocol):
     The cache reads :meth:`sequence` just before calling the origin and later asks
     :meth:`stamp` for the generations of the response's tags *as of that moment*: if any tag
     moved since, the response overlapped an invalidation and is not stored as fresh.
-    :meth:`is_current` is the hit-path check and never does I/O.
+    These three reads never do I/O (every implementation keeps the generations it has heard
+    of in memory), so async code calls them as they are; only invalidation has an async face.
+    :meth:`is_current` is the hit-path check.
     """
 
     def sequence(self) -> int: ...
@@ -53,9 +55,5 @@ class Generations(Protocol):
     def is_current(self, stamp: TagStamp) -> bool: ...
 
     def invalidate(self, tags: Iterable[str]) -> InvalidationResult: ...
-
-    async def asequence(self) -> int: ...
-
-    async def astamp(self, tags: Iterable[str], since: int) -> TagStamp | None: ...
 
     async def ainvalidate(self, tags: Iterable[str]) -> InvalidationResult: ...

@@ -38,8 +38,8 @@ def test_apply_only_moves_forward() -> None:
 def test_async_twins() -> None:
     async def scenario() -> None:
         generations = LocalGenerations()
-        since = await generations.asequence()
-        stamp = await generations.astamp(["x"], since)
+        since = generations.sequence()
+        stamp = generations.stamp(["x"], since)
         assert stamp is not None
         await generations.ainvalidate(["x"])
         assert not generations.is_current(stamp)

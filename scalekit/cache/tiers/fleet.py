@@ -131,12 +131,6 @@ class FleetGenerations:
         self.trusted = self.is_trusted
         return self.trusted
 
-    async def asequence(self) -> int:
-        return self.sequence()
-
-    async def astamp(self, tags: Iterable[str], since: int) -> TagStamp | None:
-        return self.stamp(tags, since)
-
     # ----------------------------------------------------------------- writes
     def invalidate(self, tags: Iterable[str]) -> InvalidationResult:
         """Invalidate ``tags`` here at once and, through Redis, in the whole fleet."""
