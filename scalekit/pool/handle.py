@@ -241,7 +241,10 @@ class RequestDatabases(Mapping[str, RequestDatabase]):
         # locked release per handle.
         self.touched = False
         self.all_released = False
-        self._handles = {name: RequestDatabase(database, self) for name, database in databases.items()}
+        handles: dict[str, RequestDatabase] = {}
+        self._handles = handles
+        for name, database in databases.items():  # a loop, not a comprehension: one frame less
+            handles[name] = RequestDatabase(database, self)
         self.default = self._handles["default"]
 
     def __getitem__(self, name: str) -> RequestDatabase:

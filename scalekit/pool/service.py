@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
 from ..context import RequestContext
@@ -64,6 +65,17 @@ class PoolService:
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._worker_pid = 0
+        # Whether this process runs the worker: read by every request, reset in forked children
+        # (where the parent's thread is gone), so a request never asks the kernel its pid.
+        self._running_here = False
+        reference = weakref.ref(self)
+
+        def forked() -> None:
+            service = reference()
+            if service is not None:
+                service._running_here = False
+
+        os.register_at_fork(after_in_child=forked)
         self._start_lock = threading.Lock()
         self.change_feed: ChangeFeedListener | None = None
         self.closed = False
@@ -75,7 +87,7 @@ class PoolService:
     # ----------------------------------------------------------------- per request
     def begin_request(self, ctx: RequestContext) -> RequestDatabases:
         """Create the request's lazy handles and put them in its context."""
-        if self._worker_pid != os.getpid():
+        if not self._running_here:
             self._start_background()
         requests = RequestDatabases(self.databases, ctx, invalidate=self._invalidate_tables,
                                     track_tables=self.config.track_tables,
@@ -115,6 +127,7 @@ class PoolService:
             self._worker = threading.Thread(target=self._run, name="scalekit-pool", daemon=True)
             self._worker.start()
             self._worker_pid = pid
+            self._running_here = True
             feed = self.config.change_feed
             if feed.enabled:
                 self.change_feed = ChangeFeedListener(

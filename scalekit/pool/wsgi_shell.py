@@ -182,12 +182,18 @@ class WSGIPool:
             exchange.server_start_response = None
             if requests.release_at_start:
                 requests.release_all(only_if_idle=True)
-        if _is_inert(iterable, environ) and requests.release_all(only_if_idle=True):
+        if _is_inert(iterable, environ):
             # A body that cannot run app code, and nothing left to give back: hand it over as
             # is (a list keeps its length, a file wrapper its sendfile path). A statement still
             # running in another thread of the request keeps its connection until close().
-            requests.finish()
-            return iterable
+            if not requests.touched:  # the usual request, that never tried a database
+                requests.all_released = True  # set before touched is read again, as release_all() does
+                if not requests.touched:
+                    requests.finished = True  # what finish() comes to for such a request
+                    return iterable
+            if requests.release_all(only_if_idle=True):
+                requests.finish()
+                return iterable
         return ReleasingBody(iterable, exchange, self.service)
 
 
