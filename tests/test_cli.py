@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -307,11 +308,19 @@ def _port_args(args: list[str], port: int) -> list[str]:
 def test_scalekit_serve_really_serves_the_wrapped_app(target: str, workers: str, server: str,
                                                       tmp_path: Path) -> None:
     args = ["serve", target, "--workers", workers, "--server", server]
+    counted = 'scalekit_http_requests_total{method="GET",route="unmatched",status="2xx"} 1.0'
     with running(args, REPO_ROOT, tmp_path / "serve.log") as url:
         assert httpx.get(f"{url}/hello", timeout=20).text == "hello /hello"
-        metrics = httpx.get(f"{url}/metrics", timeout=20)
+        # With two workers the scrape may land on the other one: the request is in its files
+        # once the serving worker's flusher ran (every 0.5 s).
+        deadline = time.monotonic() + 20
+        while True:
+            metrics = httpx.get(f"{url}/metrics", timeout=20)
+            if counted in metrics.text or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     assert metrics.status_code == 200
-    assert 'scalekit_http_requests_total{method="GET",route="unmatched",status="2xx"} 1.0' in metrics.text
+    assert counted in metrics.text
 
 
 @pytest.mark.server

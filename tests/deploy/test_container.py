@@ -9,6 +9,7 @@ import os
 import runpy
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +75,19 @@ def test_healthcheck_passes_on_a_running_instance_and_fails_on_a_stopped_one(tmp
     try:
         result = run_healthcheck(f"0.0.0.0:{instance.port}")
         assert result.returncode == 0, result.stderr
-        # Two workers, one /metrics: the multiprocess files of both are merged.
+        # Two workers, one /metrics: the multiprocess files of both are merged (each worker's
+        # counts reach them with its next flush, every 0.5 s).
         with httpx.Client(base_url=instance.url, timeout=10) as client:
             for _ in range(20):
                 client.get("/whoami")
-            text = client.get("/metrics").text
-        total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                    if line.startswith("scalekit_http_requests_total{"))
+            deadline = time.monotonic() + 20
+            while True:
+                text = client.get("/metrics").text
+                total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                            if line.startswith("scalekit_http_requests_total{"))
+                if total >= 20 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
         assert total >= 20
         assert len(list((tmp_path / "container-metrics").glob("*.db"))) >= 2
     finally:
