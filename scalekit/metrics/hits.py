@@ -30,8 +30,10 @@ MAX_KINDS = 20_000
 
 
 class HitLedger:
-    """Requests answered by the cache's early path, counted for the metrics layer's
-    ``scalekit_http_requests_total`` and ``scalekit_http_request_duration_seconds``."""
+    """Every request the metrics layer counts, for ``scalekit_http_requests_total`` and
+    ``scalekit_http_request_duration_seconds``: the plain hits the cache's early path answers
+    (through :meth:`line`) and every other request (through :meth:`record`). Named for the
+    hits it was first written for."""
 
     def __init__(self, policy: Any) -> None:
         self._policy = policy

@@ -298,7 +298,7 @@ class _WSGIExchange:
         self.in_flight.inc(-1)
         environ = self.environ
         self.policy.ledger.record(environ.get("REQUEST_METHOD", "GET"), _route_of(environ.get(CONTEXT_KEY)),
-                           500 if failed else self.status, time.perf_counter() - self.started)
+                                  500 if failed else self.status, time.perf_counter() - self.started)
 
 
 class ASGIMetrics(asgi.EarlyFirst):
@@ -349,7 +349,7 @@ class ASGIMetrics(asgi.EarlyFirst):
         finally:
             in_flight.inc(-1)
             policy.ledger.record(scope["method"], _route_of(scope.get(CONTEXT_KEY)), status or 500,
-                          time.perf_counter() - started)
+                                 time.perf_counter() - started)
 
 
 def wrap_wsgi(app: wsgi.WSGIApp, runtime: Any) -> wsgi.WSGIApp:
