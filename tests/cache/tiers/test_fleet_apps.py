@@ -32,7 +32,11 @@ class Instances:
     def __init__(self, a: str, b: str, version_file: Path) -> None:
         self.urls = {"a": a, "b": b}
         self.version_file = version_file
-        self.client = httpx.Client(timeout=10.0)
+        # Idle connections are dropped before either server's keep-alive timeout (gunicorn 2 s,
+        # uvicorn 5 s) can close them: the test idles for seconds while Redis restarts, and a
+        # request sent on a connection the server is just closing fails with "Server
+        # disconnected without sending a response" (seen once in CI, on the Cluster restart).
+        self.client = httpx.Client(timeout=10.0, limits=httpx.Limits(keepalive_expiry=1.0))
 
     def set_version(self, version: int) -> None:
         self.version_file.write_text(str(version))
