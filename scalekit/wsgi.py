@@ -20,6 +20,7 @@ __all__ = [
     "ClosingBody",
     "EarlyFirst",
     "EarlyPath",
+    "PassBody",
     "StartResponse",
     "WSGIApp",
     "WSGIRoot",
@@ -116,6 +117,22 @@ def close_body(body: Iterable[bytes]) -> None:
     close = getattr(body, "close", None)
     if close is not None:
         close()
+
+
+class PassBody:
+    """Chunks already read, then the rest of the app's iterable; ``close()`` reaches the app's."""
+
+    __slots__ = ("body", "head", "iterator")
+
+    def __init__(self, head: list[bytes], iterator: Iterable[bytes], body: Iterable[bytes]) -> None:
+        self.head, self.iterator, self.body = head, iterator, body
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.head
+        yield from self.iterator
+
+    def close(self) -> None:
+        close_body(self.body)
 
 
 class ClosingBody:

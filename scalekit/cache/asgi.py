@@ -56,7 +56,7 @@ async def _released(waiting: Awaitable[bool]) -> None:
         raise TimeoutError
 
 
-class ASGICache(CacheShell):
+class ASGICache(CacheShell, asgi.EarlyFirst):
     """ASGI 3 middleware: serve hits, forward misses, store by policy."""
 
     app: asgi.ASGIApp
@@ -69,15 +69,6 @@ class ASGICache(CacheShell):
         # down the full path; an outer layer that reads one more (the CDN: Authorization)
         # adds it to both.
         self.special_names, self.unplain_names = SPECIAL_HEADER_NAMES, UNPLAIN_HEADER_NAMES
-
-    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
-        if scope["type"] == "http":
-            early = self.serve_early(scope)
-            if early is not None:
-                await send(early[0])
-                await send(early[1])
-                return
-        await self.handle(scope, receive, send)
 
     def serve_early(self, scope: asgi.Scope) -> tuple[asgi.Message, asgi.Message] | None:
         """Both messages of a plain fresh L1 hit (a GET or HEAD with no special header but proxy

@@ -47,7 +47,7 @@ __all__ = ["WSGICache", "request_view"]
 log = logging.getLogger("scalekit.cache")
 
 
-class WSGICache(CacheShell):
+class WSGICache(CacheShell, wsgi.EarlyFirst):
     """PEP 3333 middleware: serve hits, forward misses, store by policy."""
 
     app: wsgi.WSGIApp
@@ -58,13 +58,6 @@ class WSGICache(CacheShell):
         # down the full path; an outer layer that reads one more (the CDN: Authorization)
         # adds it to both.
         self.special_keys, self.unplain_keys = SPECIAL_ENVIRON_KEYS, UNPLAIN_ENVIRON_KEYS
-
-    def __call__(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
-        early = self.serve_early(environ)
-        if early is not None:
-            start_response(early[0], early[1])
-            return early[2]
-        return self.handle(environ, start_response)
 
     def serve_early(self, environ: wsgi.Environ) -> tuple[str, list[tuple[str, str]], list[bytes]] | None:
         """Status line, headers and body of a plain fresh L1 hit (a GET or HEAD with no special

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import wsgi
 from ..messages import status_line
-from ..wsgi import close_body, read_produced
+from ..wsgi import PassBody, close_body, read_produced
 from .decisions import SPECIAL_REQUEST_HEADERS, UNPLAIN_REQUEST_HEADERS, RequestView
 from .keys import DEFAULT_PORTS
 
@@ -113,22 +113,6 @@ class Capture:
         if self.status is None:
             raise RuntimeError("the WSGI app returned without calling start_response")
         return iterator
-
-
-class PassBody:
-    """Chunks already read, then the rest of the app's iterable; ``close()`` reaches the app's."""
-
-    __slots__ = ("body", "head", "iterator")
-
-    def __init__(self, head: list[bytes], iterator: Iterator[bytes], body: Iterable[bytes]) -> None:
-        self.head, self.iterator, self.body = head, iterator, body
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self.head
-        yield from self.iterator
-
-    def close(self) -> None:
-        close_body(self.body)
 
 
 class CopyingBody:

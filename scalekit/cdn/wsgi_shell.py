@@ -8,7 +8,7 @@ like a file wrapper or the legacy ``write()``. See :mod:`scalekit.cdn.layer` for
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from .. import wsgi
@@ -151,7 +151,7 @@ class _WSGIExchange:
                 raise
             rest = iterator
         if self.sent or self.status is None:
-            return _Prefixed(prefix, rest, iterable)
+            return wsgi.PassBody(prefix, rest, iterable)
         try:
             return self.respond(iterable, prefix, rest)
         except BaseException:
@@ -200,7 +200,7 @@ class _WSGIExchange:
         self.real_write = self.start_response(status_text, self.headers if unchanged and body is None else headers)
         if body is not None:
             return [body]
-        return _Prefixed(prefix, rest, iterable) if prefix else iterable
+        return wsgi.PassBody(prefix, rest, iterable) if prefix else iterable
 
     def _hashable(self, body: bytes, content_length: int | None) -> bool:
         """Whether ``body``, whole, may be hashed for the ETag of the GET representation."""
@@ -213,18 +213,3 @@ class _WSGIExchange:
         # ETag must be the one the GET representation gets.
         return len(body) == content_length
 
-
-class _Prefixed:
-    """The app's iterable with chunks already pulled from it put back in front; closes it."""
-
-    __slots__ = ("iterable", "prefix", "rest")
-
-    def __init__(self, prefix: list[bytes], rest: Iterable[bytes], iterable: Iterable[bytes]) -> None:
-        self.prefix, self.rest, self.iterable = prefix, rest, iterable
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self.prefix
-        yield from self.rest
-
-    def close(self) -> None:
-        wsgi.close_body(self.iterable)
