@@ -228,3 +228,28 @@ def test_a_forked_child_flushes_its_own_hits_and_none_of_its_parents(tmp_path: P
         print(json.dumps(seen))
     """)
     assert found == {"saved": 3.0, "route_hits": 6.0, "requests": 6.0, "tally": 6.0}
+
+
+def test_a_forked_child_flushes_the_requests_it_records_of_a_kind_its_parent_had_seen(tmp_path: Path) -> None:
+    """The layer's full path records requests by kind; a child that inherits its parent's kinds
+    must still start its own flusher with its first request (no hit needs to arm it)."""
+    found = _run_multiprocess(tmp_path, """
+        ledger.record("GET", "/mp", 200, 0.001)  # the parent has seen this kind
+        FLUSHER.flush()
+        reader, writer = os.pipe()
+        child = os.fork()
+        if child == 0:
+            try:
+                os.close(writer)
+                for _ in range(2):
+                    ledger.record("GET", "/mp", 200, 0.001)
+                os.read(reader, 1)
+            finally:
+                os._exit(0)  # no atexit: only the child's flusher can have written them
+        os.close(reader)
+        seen = poll({"saved": 0.0, "route_hits": 0.0, "requests": 3.0, "tally": 0.0}, seconds=10.0)
+        os.write(writer, b"x")
+        os.waitpid(child, 0)
+        print(json.dumps(seen))
+    """)
+    assert found == {"saved": 0.0, "route_hits": 0.0, "requests": 3.0, "tally": 0.0}

@@ -58,7 +58,9 @@ class HitLedger:
 
     def record(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one request the layer finished (anything but a plain hit)."""
-        durations = self._kinds.get((method, route, status)) or self._list_for(method, route, status)
+        durations = self._kinds.get((method, route, status))
+        if durations is None:
+            durations = self._list_for(method, route, status)
         durations.append(seconds)
         if len(durations) >= RECORD_FLUSH_AT:  # bounds what waits between flushes
             self.flush()
@@ -83,7 +85,9 @@ class HitLedger:
                     self._add_all(handles, taken)
 
     def drop_inherited(self) -> None:
-        """Forget the parent's pending hits (in a forked child: the parent counts them)."""
+        """Forget the parent's pending hits (in a forked child: the parent counts them), and
+        which kinds it had seen, so the child's first request of each arms its own flusher."""
+        self._kinds.clear()
         for durations in list(self._lines.values()):
             durations.clear()
 
