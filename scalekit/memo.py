@@ -17,6 +17,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 __all__ = ["TextMemo"]
@@ -26,20 +27,23 @@ Result = TypeVar("Result")
 
 class TextMemo(Generic[Result]):
     """``text -> result`` for short texts, emptied when full (text is client-controlled, so an
-    LRU's bookkeeping would only help an attacker who cycles through distinct values)."""
+    LRU's bookkeeping would only help an attacker who cycles through distinct values). A key
+    may also be any hashable made of text (a tuple of header lines): its ``put`` then says
+    how many characters it holds."""
 
     __slots__ = ("get", "items", "max_entries", "max_text_chars")
 
     def __init__(self, *, max_entries: int, max_text_chars: int) -> None:
-        self.items: dict[str, Result] = {}
+        self.items: dict[Hashable, Result] = {}
         self.max_entries = max_entries
         self.max_text_chars = max_text_chars
         # The dict's own lookup: a memo hit is one C call.
         self.get = self.items.get
 
-    def put(self, text: str, result: Result) -> None:
-        """Remember ``result`` for ``text``, unless ``text`` is too long to be worth its bytes."""
-        if len(text) > self.max_text_chars:
+    def put(self, text: Hashable, result: Result, chars: int | None = None) -> None:
+        """Remember ``result`` for ``text``, unless ``text`` is too long to be worth its bytes
+        (``chars``: the characters a key that is not a str holds)."""
+        if (len(text) if chars is None else chars) > self.max_text_chars:  # type: ignore[arg-type]
             return
         items = self.items
         if len(items) >= self.max_entries:

@@ -15,6 +15,7 @@ NotStorable(reason='private')
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from ..headers import (
     parse_tags,
     parse_vary,
 )
+from ..memo import TextMemo
 from ..records import keyword_record, record
 from .entry import CachedEntry
 from .fields import parse_targeted
@@ -200,34 +202,28 @@ def response_shape(status: int, headers: list[tuple[str, str]], settings: StoreS
 class ShapeMemo:
     """``(status, header lines) -> (fields, shape)`` for the responses an app keeps sending
     alike (one route's pages differ in their bodies, not their headers), so a miss does not
-    parse the same lines again. Bounded in entries and in the text it keeps (header values can
-    echo client input); emptied when full, like :class:`~scalekit.memo.TextMemo`."""
+    parse the same lines again: a :class:`~scalekit.memo.TextMemo` keyed by the lines, bounded
+    in entries and in the text it keeps (header values can echo client input)."""
 
-    __slots__ = ("items", "max_entries", "max_text_chars", "settings")
+    __slots__ = ("_memo", "items", "settings")
 
     def __init__(self, settings: StoreSettings, *, max_entries: int = 256, max_text_chars: int = 2048) -> None:
         self.settings = settings
-        self.items: dict[tuple[int, tuple[tuple[str, str], ...]],
-                         tuple[dict[str, str], ResponseShape | NotStorable]] = {}
-        self.max_entries = max_entries
-        self.max_text_chars = max_text_chars
+        self._memo: TextMemo[tuple[dict[str, str], ResponseShape | NotStorable]] = TextMemo(
+            max_entries=max_entries, max_text_chars=max_text_chars)
+        self.items = self._memo.items
 
     def shape(self, status: int, headers: list[tuple[str, str]]
               ) -> tuple[dict[str, str], ResponseShape | NotStorable]:
         """The response's combined fields and its shape (see :func:`response_shape`)."""
         key = (status, tuple(headers))
         try:
-            found = self.items.get(key)
+            found = self._memo.get(key)
         except TypeError:  # a header line that is not a pair of strings: no memo for it
             return self._read(status, headers)
-        if found is not None:
-            return found
-        found = self._read(status, headers)
-        if self._short(headers):
-            items = self.items
-            if len(items) >= self.max_entries:
-                items.clear()
-            items[key] = found
+        if found is None:
+            found = self._read(status, headers)
+            self._memo.put(key, found, chars=_text_chars(headers))
         return found
 
     def _read(self, status: int, headers: list[tuple[str, str]]
@@ -235,11 +231,14 @@ class ShapeMemo:
         fields = combine_fields(headers)
         return fields, response_shape(status, headers, self.settings, fields)
 
-    def _short(self, headers: list[tuple[str, str]]) -> bool:
-        try:
-            return sum(len(name) + len(value) for name, value in headers) <= self.max_text_chars
-        except TypeError:  # not text (an app breaking PEP 3333): analysed every time
-            return False
+
+def _text_chars(headers: list[tuple[str, str]]) -> int:
+    """The characters of the header lines (an app breaking PEP 3333 with a value that is not
+    text: more than any memo keeps, so it is analysed every time)."""
+    try:
+        return sum(len(name) + len(value) for name, value in headers)
+    except TypeError:
+        return sys.maxsize
 
 
 def analyse_response(
