@@ -149,6 +149,25 @@ def hit():
     line(0.0001)
     tally.tick()
     tally.tick()
+
+def in_child(work):
+    '''Fork; the child runs work() and stays alive, without atexit, until release() (so only
+    its flusher thread can have written what it counted).'''
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(writer)
+            work()
+            os.read(reader, 1)
+        finally:
+            os._exit(0)
+    os.close(reader)
+
+    def release():
+        os.write(writer, b"x")
+        os.waitpid(child, 0)
+    return release
 """
 
 
@@ -210,21 +229,10 @@ def test_a_forked_child_flushes_its_own_hits_and_none_of_its_parents(tmp_path: P
     the child starts its own flusher; what the parent held pending stays the parent's."""
     found = _run_multiprocess(tmp_path, """
         hit()  # pending in the parent (its flusher thread is started) when it forks
-        reader, writer = os.pipe()
-        child = os.fork()
-        if child == 0:
-            try:
-                os.close(writer)
-                for _ in range(2):
-                    hit()
-                os.read(reader, 1)  # wait for the parent to have read the child's counts
-            finally:
-                os._exit(0)  # no atexit: only the child's flusher can have written its hits
-        os.close(reader)
+        release = in_child(lambda: (hit(), hit()))
         FLUSHER.flush()  # the parent's own: one hit's worth
         seen = poll({"saved": 3.0, "route_hits": 6.0, "requests": 6.0, "tally": 6.0})
-        os.write(writer, b"x")
-        os.waitpid(child, 0)
+        release()
         print(json.dumps(seen))
     """)
     assert found == {"saved": 3.0, "route_hits": 6.0, "requests": 6.0, "tally": 6.0}
@@ -236,20 +244,9 @@ def test_a_forked_child_flushes_the_requests_it_records_of_a_kind_its_parent_had
     found = _run_multiprocess(tmp_path, """
         ledger.record("GET", "/mp", 200, 0.001)  # the parent has seen this kind
         FLUSHER.flush()
-        reader, writer = os.pipe()
-        child = os.fork()
-        if child == 0:
-            try:
-                os.close(writer)
-                for _ in range(2):
-                    ledger.record("GET", "/mp", 200, 0.001)
-                os.read(reader, 1)
-            finally:
-                os._exit(0)  # no atexit: only the child's flusher can have written them
-        os.close(reader)
+        release = in_child(lambda: [ledger.record("GET", "/mp", 200, 0.001) for _ in range(2)])
         seen = poll({"saved": 0.0, "route_hits": 0.0, "requests": 3.0, "tally": 0.0}, seconds=10.0)
-        os.write(writer, b"x")
-        os.waitpid(child, 0)
+        release()
         print(json.dumps(seen))
     """)
     assert found == {"saved": 0.0, "route_hits": 0.0, "requests": 3.0, "tally": 0.0}
