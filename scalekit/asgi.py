@@ -9,7 +9,7 @@ app with the runtime's start-up and shutdown hooks run around it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any
 
 from .context import CONTEXT_KEY, RequestContext, activate, deactivate
@@ -18,6 +18,7 @@ from .messages import Response
 __all__ = [
     "ASGIApp",
     "ASGIRoot",
+    "DONE",
     "EarlyFirst",
     "EarlyPath",
     "Message",
@@ -37,6 +38,23 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # A layer's answer to a request without a request context (the cache's plain hits): both
 # response messages, or None for the full path.
 EarlyPath = Callable[[Scope], tuple[Message, Message] | None]
+
+
+class _Done:
+    """An awaitable with nothing left to do.
+
+    A layer's ``send`` that only looks at a message is a plain function returning the next
+    ``send``'s own awaitable (one coroutine per message instead of one per layer per message:
+    bench/cache_miss.py); it returns this for a message it drops."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # a generator: awaiting it finishes at once
+
+
+DONE: Awaitable[None] = _Done()
 
 
 class EarlyFirst:

@@ -18,6 +18,7 @@ then, by decision:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, assert_never
 
 from .. import asgi
@@ -69,21 +70,22 @@ class Exchange:
         if not self.background:
             self.shell.core.count(outcome)
 
-    async def send(self, message: asgi.Message) -> None:
+    def send(self, message: asgi.Message) -> Awaitable[None]:
+        """The app's ``send``: a plain function handing on the awaitable of the mode's step."""
         kind = message["type"]
         mode = self.mode
         if kind == "http.response.start":
-            await self._start(message)
-        elif mode == "pass":
-            await self.downstream(message)
-        elif mode == "copy":
-            await self._copy(message)
-        elif mode == "buffer":
+            return self._start(message)
+        if mode == "pass":
+            return self.downstream(message)
+        if mode == "copy":
+            return self._copy(message)
+        if mode == "buffer":
             if kind == "http.response.body":
-                await self._first_body(message)
-            else:  # trailers or an extension message: not a plain body, so it is not stored
-                await self._pass_unstored(message)
-        # mode "discard" (answered from the stored entry) or "done": drop the message
+                return self._first_body(message)
+            # trailers or an extension message: not a plain body, so it is not stored
+            return self._pass_unstored(message)
+        return asgi.DONE  # mode "discard" (answered from the stored entry) or "done": dropped
 
     async def _start(self, message: asgi.Message) -> None:
         shell = self.shell

@@ -8,6 +8,8 @@ without an ETag. See :mod:`scalekit.cdn.layer` for the layer.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from .. import asgi
 from ..context import CONTEXT_KEY, RequestContext
 from .exchange import STATE_KEY, record_answer
@@ -127,22 +129,26 @@ class _ASGIExchange:
         self.unchanged = False
         self.limit = 0
 
-    async def send(self, message: asgi.Message) -> None:
+    def send(self, message: asgi.Message) -> Awaitable[None]:
+        """The app's ``send``: a plain function handing on the awaitable of the mode's step."""
         kind = message["type"]
+        mode = self.mode
         if kind == "http.response.start":
-            await self._on_start(message)
-        elif self.mode == _STREAM:
-            await self.downstream(message)
-        elif self.mode == _DROP:
-            return
-        elif kind == "http.response.body" and not message.get("more_body", False):
-            await self._finish(message.get("body", b""))  # the whole body, in one message
-        else:
-            # A body sent in pieces is a stream, never held back to be hashed; pathsend and
-            # trailers are not bodies we can hash either.
-            self.mode = _STREAM
-            await self._send_start()
-            await self.downstream(message)
+            return self._on_start(message)
+        if mode == _STREAM:
+            return self.downstream(message)
+        if mode == _DROP:
+            return asgi.DONE
+        if kind == "http.response.body" and not message.get("more_body", False):
+            return self._finish(message.get("body", b""))  # the whole body, in one message
+        return self._stream_on(message)
+
+    async def _stream_on(self, message: asgi.Message) -> None:
+        # A body sent in pieces is a stream, never held back to be hashed; pathsend and
+        # trailers are not bodies we can hash either.
+        self.mode = _STREAM
+        await self._send_start()
+        await self.downstream(message)
 
     async def _on_start(self, message: asgi.Message) -> None:
         self.status = message["status"]

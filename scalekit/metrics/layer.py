@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Metric
@@ -334,11 +334,12 @@ class ASGIMetrics(asgi.EarlyFirst):
         started = time.perf_counter()
         status = 0
 
-        async def send_with_status(message: asgi.Message) -> None:
+        def send_with_status(message: asgi.Message) -> Awaitable[None]:
+            # A plain function handing back send's own awaitable: no coroutine of its own per message.
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            return send(message)
 
         in_flight.inc(1)
         try:

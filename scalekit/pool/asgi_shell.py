@@ -21,6 +21,8 @@ it back and resets its session before the pool lends it again (``reset_in_backgr
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from .. import asgi
 from ..messages import Response
 from .handle import RequestDatabases
@@ -47,27 +49,26 @@ class _Exchange:
         self.replacement: Response | None = None
         self._body_sent = False
 
-    async def send(self, message: asgi.Message) -> None:
+    def send(self, message: asgi.Message) -> Awaitable[None]:
+        """The app's ``send``: a plain function handing on the next ``send``'s awaitable."""
         kind = message["type"]
         if kind == "http.response.start":
             requests = self.requests
             if requests.touched:  # a request that never tried a database has nothing to check
                 if should_replace_response(message["status"], requests.failure() is not None):
-                    await self.answer_503()
-                    return
+                    return self.answer_503()
                 requests.confirm_commits()
             self.started = True
             if requests.release_at_start:
                 requests.release_all(only_if_idle=True)
-            await self._send(message)
-        elif self.replacement is not None:
+            return self._send(message)
+        if self.replacement is not None:
             if kind == "http.response.body" and not self._body_sent:
-                await self._send_503_body()
-            # the rest of the app's error page is dropped
-        else:
-            if kind in _LAST_BODY_MESSAGES and not message.get("more_body", False):
-                self.requests.release_all(only_if_idle=True)  # the body is whole: no need to hold
-            await self._send(message)
+                return self._send_503_body()
+            return asgi.DONE  # the rest of the app's error page is dropped
+        if kind in _LAST_BODY_MESSAGES and not message.get("more_body", False):
+            self.requests.release_all(only_if_idle=True)  # the body is whole: no need to hold
+        return self._send(message)
 
     async def answer_503(self) -> None:
         """Send the 503 + Retry-After (start, or just the body if the start already went)."""

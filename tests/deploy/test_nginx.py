@@ -254,10 +254,18 @@ def test_metrics_and_purge_are_refused_from_outside(edge: Edge, method: str, tar
 
 def test_metrics_are_served_to_the_internal_network(edge: Edge) -> None:
     # The same instance answers a direct scrape (Prometheus on the internal network): the edge
-    # is what hides it, not a broken endpoint.
-    response = httpx.get(edge.fleet[0].url + "/metrics", timeout=10)
-    assert response.status_code == 200
-    assert "scalekit_http_requests_total" in response.text
+    # is what hides it, not a broken endpoint. A request of its own first, so the test does not
+    # depend on others having sent one; its count reaches the scrape within the flush interval.
+    instance = edge.fleet[0].url
+    assert httpx.get(instance + "/page", timeout=10).status_code == 200
+    deadline = time.monotonic() + 10
+    while True:
+        response = httpx.get(instance + "/metrics", timeout=10)
+        assert response.status_code == 200
+        if "scalekit_http_requests_total{" in response.text or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert "scalekit_http_requests_total{" in response.text
 
 
 def _whoami(url: str, *, source: str, forwarded_for: str) -> dict[str, str]:
