@@ -16,9 +16,9 @@ from .context import CONTEXT_KEY, RequestContext, activate, deactivate
 from .messages import Response
 
 __all__ = [
+    "DONE",
     "ASGIApp",
     "ASGIRoot",
-    "DONE",
     "EarlyFirst",
     "EarlyPath",
     "Message",

@@ -415,3 +415,14 @@ def test_client_disconnect_mid_stream_under_uvicorn(uvicorn_starlette: tuple[str
         assert time.monotonic() < deadline, "the disconnected request never finished"
         time.sleep(0.05)
     assert httpx.get(f"{url}/", headers={"X-Variant": "off"}, timeout=20).status_code == 200
+
+
+def test_a_dropped_message_is_awaited_like_any_other() -> None:
+    # Layers' send wrappers hand back asgi.DONE for a message they drop; an app awaits it like
+    # the server's own send, as often as it sends.
+    from scalekit.asgi import DONE
+
+    async def twice() -> list[Any]:
+        return [await DONE, await DONE]
+
+    assert asyncio.run(twice()) == [None, None]
