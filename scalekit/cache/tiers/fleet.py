@@ -7,8 +7,8 @@ instance has acknowledged applying it, and says so in its
 applied here (and on this host) under a local number, queued, and replayed by the listener as
 soon as Redis answers; the result says ``reach="process"``, ``queued=True``.
 
-Every instance runs one listener thread (serving WSGI and ASGI alike: it only updates a dict)
-that drives a :class:`~.fleetlog.Follower`: join the state, replay the queue, then poll the log
+Every instance runs one listener thread (:mod:`.fleetlisten`; serving WSGI and ASGI alike: it only
+updates a dict) that drives a :class:`~.fleetlog.Follower`: join the state, replay the queue, then poll the log
 (acknowledging what it applied, then reading the entries after its position, blocking up to
 ``heartbeat_seconds``; renewing its lease about once per heartbeat). A second small thread turns ``trusted`` off
 when the last answered poll is older than ``max_staleness_seconds``: from then on
@@ -42,8 +42,9 @@ from ..generations import (
 from ..invalidation import InvalidationResult
 from ..store import TagStamp
 from .fleetbatch import LoopBatches, ThreadBatches
-from .fleetlog import Follower, LogEntry, Poll, Replay, Resync, Step
-from .fleetredis import AckReport, FleetKeys, FleetScripts, InThread, Plan, arun, log_client, run
+from .fleetlisten import FleetListener
+from .fleetlog import Follower
+from .fleetredis import AckReport, FleetKeys, FleetScripts, InThread, Plan, arun, run
 from .redis import REDIS_ERRORS, RedisConnections, was_loop_late
 
 __all__ = ["FleetGenerations"]
@@ -80,8 +81,8 @@ class FleetGenerations:
         self.max_staleness_seconds = max_staleness_seconds
         self.heartbeat_seconds = heartbeat_seconds
         self.ack_timeout_seconds = ack_timeout_seconds
-        self._monotonic = monotonic
-        self._wall_clock = wall_clock
+        self.monotonic = monotonic
+        self.wall_clock = wall_clock
         self.name = instance_name()
         self._lost_track_hooks: list[Callable[[], None]] = []
         # The lease lasts max_staleness_seconds; renewed at least four times within it.
@@ -99,13 +100,13 @@ class FleetGenerations:
         self._loop_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopBatches] = (
             weakref.WeakKeyDictionary())
         self.connected = threading.Event()
-        self._remote = instruments.CACHE_INVALIDATIONS.labels("remote")
-        self._delay = instruments.CACHE_INVALIDATION_PROPAGATION
+        self.remote = instruments.CACHE_INVALIDATIONS.labels("remote")
+        self.delay = instruments.CACHE_INVALIDATION_PROPAGATION
         self._pending_gauge = instruments.CACHE_INVALIDATIONS_PENDING
         self._warned_pending = False
         self._reported_pending = 0
         self._pending_lock = threading.Lock()
-        self._report_pending()
+        self.report_pending()
         restart_in_forked_children(self, "_forked")
 
     # ----------------------------------------------------------------- reads (hit path)
@@ -124,7 +125,7 @@ class FleetGenerations:
     @property
     def is_trusted(self) -> bool:
         """Whether the log has been heard within ``max_staleness_seconds``."""
-        return self.follower.is_trusted(self._monotonic())
+        return self.follower.is_trusted(self.monotonic())
 
     def review_trust(self) -> bool:
         """Recompute ``trusted`` from the clock now (the watchdog does this on its own)."""
@@ -191,7 +192,7 @@ class FleetGenerations:
             scripts = self._scripts_for(self.connections.async_client() if on_loop
                                         else self.connections.sync())
             sequence, epoch = yield from scripts.invalidate(
-                tags, origin=self.name, sent_at=self._wall_clock(),
+                tags, origin=self.name, sent_at=self.wall_clock(),
                 floor=fleet_sequence(self.local.sequence()), epoch_candidate=uuid.uuid4().hex)
         except Exception as error:
             # Only an asyncio call's time can include the event loop's own delay.
@@ -233,7 +234,7 @@ class FleetGenerations:
             # Redis lost its state between the write and the check: the fleet may never hear
             # it from there. Replay it like an invalidation Redis never had.
             self.follower.queue(tags)
-            self._report_pending()
+            self.report_pending()
             return InvalidationResult(tags=tuple(tags), reach="process", queued=True,
                                       detail="Redis lost its invalidation state meanwhile")
         detail = ""
@@ -251,13 +252,13 @@ class FleetGenerations:
         # the listener as soon as Redis answers (also after a restart: the host file keeps it).
         here = self.local.invalidate(tag_list)
         self.follower.queue(tag_list)
-        self._report_pending()
+        self.report_pending()
         return InvalidationResult(
             tags=tuple(tag_list), reach="host" if here.reach == "host" else "process",
             queued=True, acknowledged=False, unacknowledged=here.unacknowledged,
             detail="Redis unreachable: queued for the fleet")
 
-    def _report_pending(self) -> None:
+    def report_pending(self) -> None:
         with self._pending_lock:  # request threads and the listener both report
             pending = self.follower.pending
             # By difference: each runtime of the process adds its own share to the one gauge.
@@ -297,6 +298,11 @@ class FleetGenerations:
                 log.exception("dropping local entries after Redis lost its state failed")
 
     # ----------------------------------------------------------------- listener
+    def trust_if_followed(self) -> None:
+        """Trust local entries again once the follower has caught up with the log."""
+        if self.follower.is_trusted(self.monotonic()):
+            self.trusted = True
+
     def start(self) -> None:
         """Start (or restart after a fork) the listener and the watchdog; returns at once."""
         if self._listener_pid == os.getpid():
@@ -306,7 +312,7 @@ class FleetGenerations:
         self.trusted = False
         self.follower.trusted_until = float("-inf")
         self._stop = threading.Event()
-        self._listener = threading.Thread(target=self._listen, args=(self._stop,),
+        self._listener = threading.Thread(target=FleetListener(self).run, args=(self._stop,),
                                           name="scalekit-invalidations", daemon=True)
         self._listener.start()
         threading.Thread(target=self._watch_trust, args=(self._stop,),
@@ -329,95 +335,10 @@ class FleetGenerations:
 
     def _watch_trust(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            remaining = self.follower.trusted_until - self._monotonic()
+            remaining = self.follower.trusted_until - self.monotonic()
             if remaining <= 0:
                 self.trusted = False
             stop.wait(min(max(remaining, 0.001), self.heartbeat_seconds))
-
-    def _listen(self, stop: threading.Event) -> None:
-        backoff = 0.05
-        while not stop.is_set():
-            client = None
-            try:
-                # The read blocks up to a heartbeat: allow it that, plus a round trip or two.
-                client = self.connections.new_sync_client(
-                    socket_timeout_seconds=self.heartbeat_seconds + max(0.25, self.heartbeat_seconds))
-                scripts = FleetScripts(log_client(client, self.keys), self.keys)
-                while not stop.is_set():
-                    self._step(scripts, self.follower.next_step(self._monotonic()))
-                    backoff = 0.05
-            except Exception as error:  # the listener must outlive any fault, ours included
-                if not isinstance(error, REDIS_ERRORS):
-                    log.exception("invalidation listener failed; reconnecting")
-                if self.connected.is_set():
-                    log.warning("invalidation log lost (%s: %s); local entries are trusted for "
-                                "%.1f s more", type(error).__name__, error,
-                                max(0.0, self.follower.trusted_until - self._monotonic()))
-                self.connected.clear()
-            finally:
-                if client is not None:
-                    try:
-                        client.close()
-                    except REDIS_ERRORS:
-                        pass
-            stop.wait(backoff)
-            backoff = min(backoff * 2, 1.0)
-
-    def _step(self, scripts: FleetScripts, step: Step) -> None:
-        match step:
-            case Resync():
-                sent = self._monotonic()
-                epoch, sequence, remote = run(scripts.resync(
-                    floor=step.floor, epoch_candidate=step.epoch_candidate,
-                    recovering=step.recovering, instance=self.name,
-                    lease_seconds=self.max_staleness_seconds))
-                self.follower.resynced(sent_at=sent, epoch=epoch, sequence=sequence, remote=remote)
-                self._trust()
-            case Replay():
-                counts = self.follower.outbox_counts(step.tags)
-                sequence, _ = run(scripts.invalidate(
-                    list(step.tags), origin=self.name, sent_at=self._wall_clock(),
-                    floor=step.floor, epoch_candidate=uuid.uuid4().hex))
-                self.follower.published(step.tags, sequence, counts=counts)
-                self._report_pending()
-            case Poll():
-                sent = self._monotonic()
-                polled = run(scripts.poll(epoch=step.epoch, instance=self.name, after=step.after,
-                                          lease_seconds=self.max_staleness_seconds,
-                                          block_seconds=self.heartbeat_seconds, renew=step.renew))
-                if polled.entries:  # answered at once: the round trip was Redis's alone
-                    self._probe_answered(self._monotonic() - sent)
-                if polled.head is None:
-                    self.follower.epoch_changed()
-                    return
-                if polled.malformed:
-                    log.warning("ignored a malformed entry in the invalidation log; resyncing")
-                    self.follower.epoch_changed()
-                self._observe(self.follower.polled(
-                    sent_at=sent, entries=polled.entries, head=polled.head, renewed=step.renew,
-                    complete=polled.complete and not polled.malformed))
-                self._trust()
-                self.connected.set()
-
-    def _probe_answered(self, seconds: float) -> None:
-        """Redis answered the lease renewal within a request's socket timeout: it is usable, so
-        the request path's breaker closes now instead of after its cool-down (a 0.3 s stall
-        would otherwise queue every invalidation for the whole cool-down)."""
-        breaker = self.connections.breaker
-        if breaker.is_open and seconds <= self.connections.config.socket_timeout_seconds:
-            breaker.success()
-
-    def _trust(self) -> None:
-        if self.follower.is_trusted(self._monotonic()):
-            self.trusted = True
-
-    def _observe(self, entries: list[LogEntry]) -> None:
-        now = self._wall_clock()
-        for entry in entries:
-            if entry.origin != self.name and entry.tags:
-                self._remote.inc()
-                if entry.sent_at is not None:
-                    self._delay.observe(max(0.0, now - entry.sent_at))
 
     def close(self) -> None:
         """Stop the listener and leave the members (the connections' owner closes clients)."""
