@@ -25,7 +25,6 @@ __all__ = [
     "WSGIApp",
     "WSGIRoot",
     "close_body",
-    "closing_body",
     "context_of",
     "read_produced",
     "send_response",
@@ -142,7 +141,9 @@ class ClosingBody:
     PEP 3333: the server calls ``close()`` when the response is done, also when the client went
     away or iteration raised; the wrapped iterable's own ``close()`` is always called first, and
     exactly once. Chunks pass one by one, never buffered. ``failed`` is True when iterating the
-    body raised.
+    body raised. Always this wrapper, even around a list: handing on a list subclass with a
+    ``close()`` (iterated in C) was tried, and granian's WSGI server sends a list without ever
+    calling its ``close()`` (tests/test_cli.py::test_scalekit_serve_really_serves_the_wrapped_app).
 
     >>> body = ClosingBody([b"a", b"b"], lambda failed: print("sent, failed =", failed))
     >>> list(body); body.close()
@@ -188,32 +189,6 @@ class ClosingBody:
             close_body(self._iterable)
         finally:
             self._on_close(self._failed)
-
-
-class _ClosingList(list[bytes]):
-    """A response made whole as a list, with the ``close()`` that runs ``on_close(False)``."""
-
-    __slots__ = ("on_close",)
-    on_close: Callable[[bool], None] | None
-
-    def close(self) -> None:
-        on_close, self.on_close = self.on_close, None
-        if on_close is not None:
-            on_close(False)
-
-
-def closing_body(body: Iterable[bytes], on_close: Callable[[bool], None]) -> Iterable[bytes]:
-    """``body`` with ``on_close(failed)`` run once the server has sent it (:class:`ClosingBody`).
-
-    A plain list, which has no ``close()`` and cannot fail while it is iterated, is handed on as
-    a list of its chunks with that ``close()``: the server iterates it in C, without a Python
-    call per chunk (bench/cache_miss.py: the metrics layer's share of a miss).
-    """
-    if type(body) is list:
-        chunks = _ClosingList(body)
-        chunks.on_close = on_close
-        return chunks
-    return ClosingBody(body, on_close)
 
 
 def read_produced(body: Iterable[bytes], iterator: Iterator[bytes], chunks: list[bytes]) -> bool:

@@ -354,20 +354,3 @@ def test_flask_stream_reaches_the_client_before_the_app_finishes(gunicorn_flask:
         rest = b"".join(chunks)
     assert first == b"chunk 0\n"
     assert rest == b"chunk 1\nchunk 2\n"
-
-
-def test_a_list_body_is_handed_on_as_a_list_that_reports_its_close_once() -> None:
-    from scalekit.wsgi import ClosingBody, closing_body
-
-    closed: list[bool] = []
-    body = closing_body([b"a", b"b"], closed.append)
-    assert isinstance(body, list) and list(body) == [b"a", b"b"]  # iterated by the server in C
-    assert closed == []
-    body.close()  # type: ignore[attr-defined]
-    body.close()  # type: ignore[attr-defined]
-    assert closed == [False]  # once, and a list never fails while it is iterated
-
-    def stream() -> Iterator[bytes]:
-        yield b"x"
-
-    assert isinstance(closing_body(stream(), closed.append), ClosingBody)

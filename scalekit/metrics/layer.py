@@ -272,7 +272,7 @@ class WSGIMetrics(wsgi.EarlyFirst):
         except BaseException:
             exchange.finish(True)
             raise
-        return wsgi.closing_body(body, exchange.finish)
+        return wsgi.ClosingBody(body, exchange.finish)
 
 
 class _WSGIExchange:

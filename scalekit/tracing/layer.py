@@ -121,7 +121,7 @@ class WSGITracing:
                 context.detach(token)
                 _finish(span, method, environ.get(CONTEXT_KEY), 500, error)
             raise
-        return wsgi.closing_body(body, finish)
+        return wsgi.ClosingBody(body, finish)
 
 
 class ASGITracing:
