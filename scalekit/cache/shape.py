@@ -116,7 +116,7 @@ class ResponseShape:
 
 def response_shape(status: int, headers: list[tuple[str, str]], settings: StoreSettings,
                    fields: dict[str, str] | None = None) -> ResponseShape | NotStorable:
-    """The request-, rule- and time-independent half of :func:`analyse_response`: the
+    """The request-, rule- and time-independent half of :func:`.storable.analyse_response`: the
     response's directives and what they forbid outright, its Vary, length, validators, tags
     and the header lines a shared cache keeps."""
     if fields is None:
