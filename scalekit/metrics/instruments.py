@@ -270,10 +270,12 @@ class Savings:
     of the responses they answered (``scalekit_cache_route_hits_total``,
     ``scalekit_cache_origin_seconds_saved_total``, ``scalekit_cache_db_seconds_saved_total``).
 
-    A hit is one ``(route, origin_seconds, db_seconds)`` appended to :attr:`pending` (a
-    deque: atomic under the GIL, no lock, no lost update), about a tenth of three counter
-    increments; the sums reach the counters before any collect and whenever ``pending`` holds
-    :attr:`flush_at` hits, which bounds the memory held. In multiprocess mode another process
+    A hit is one ``(route, origin_seconds, db_seconds)`` appended to :attr:`pending` (a list:
+    atomic under the GIL, no lock, no lost update), about a tenth of three counter increments;
+    the sums reach the counters before any collect and whenever ``pending`` holds
+    :attr:`flush_at` hits, which bounds the memory held. A flush counts the tuples in C (the
+    hot path appends one tuple per entry, so they repeat): per hit, the flush costs a hash,
+    not a turn of a Python loop. In multiprocess mode another process
     reads the counters' files, so this process's flusher thread (:mod:`.flusher`) also adds
     them every ``FLUSH_INTERVAL_SECONDS``. The cache's hot path appends a tuple it keeps per
     entry and checks the length itself (no Python call); elsewhere :meth:`record` does both.
@@ -284,7 +286,7 @@ class Savings:
     flush_every = 1024
 
     def __init__(self) -> None:
-        self.pending: collections.deque[tuple[str, float, float]] = collections.deque()
+        self.pending: list[tuple[str, float, float]] = []
         self.flush_at = self.flush_every
         self._children: dict[str, tuple[Increment, Increment, Increment]] = {}
         for counter in (CACHE_ROUTE_HITS, CACHE_ORIGIN_SECONDS_SAVED, CACHE_DB_SECONDS_SAVED):
@@ -309,18 +311,18 @@ class Savings:
             return
         sums: dict[str, list[float]] = {}
         with FLUSHER.lock:
-            popleft = pending.popleft
-            for _ in range(len(pending)):  # only this lock's holder takes from the left
-                route, origin_seconds, db_seconds = popleft()
+            taken = pending.copy()
+            del pending[:len(taken)]  # appends after the copy stay for the next flush
+            for (route, origin_seconds, db_seconds), hits in collections.Counter(taken).items():
                 total = sums.get(route)
                 if total is None:
                     total = sums[route] = [0, 0.0, 0.0]
-                total[0] += 1
-                total[1] += origin_seconds
-                total[2] += db_seconds
-            for route, (hits, origin_seconds, db_seconds) in sums.items():
+                total[0] += hits
+                total[1] += origin_seconds * hits
+                total[2] += db_seconds * hits
+            for route, (route_total, origin_seconds, db_seconds) in sums.items():
                 route_hits, origin, database = self._children_for(route)
-                route_hits.inc(hits)
+                route_hits.inc(route_total)
                 if origin_seconds:
                     origin.inc(origin_seconds)
                 if db_seconds:
