@@ -95,17 +95,20 @@ class ASGICache(CacheShell, asgi.EarlyFirst):
                 method, scope.get("scheme", "http"), host.decode("latin-1"),
                 ScopeHeaders(scope["headers"]).get):
             return None
-        found = self.plain_hits.serve(method, scope.get("scheme", "http"), host, scope["path"],
-                                      scope.get("query_string", b""))
-        if found is None:
-            return None
-        if isinstance(found, str):
-            scope[EARLY_MISS_KEY] = found
-            return None
-        entry, headers = found
+        target = (method, scope.get("scheme", "http"), host, scope["path"], scope.get("query_string", b""))
+        hit = self.recall(target)
+        if hit is None:
+            decided = self.plain_hits.decide(target)
+            if decided is None:
+                return None
+            if isinstance(decided, str):
+                scope[EARLY_MISS_KEY] = decided
+                return None
+            hit = decided
+        entry = hit.entry
         if entry.route:
             restore_route(scope, entry.route)
-        return ({"type": "http.response.start", "status": entry.status, "headers": headers},
+        return ({"type": "http.response.start", "status": entry.status, "headers": hit.headers.copy()},
                 {"type": "http.response.body", "body": b"" if method == "HEAD" else entry.body})
 
     async def handle(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:

@@ -28,7 +28,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from ..metrics import instruments
 from .entry import CachedEntry
 
-__all__ = ["EARLY_MISS_KEY", "PlainHits", "RequestLedger", "Stamp"]
+__all__ = ["EARLY_MISS_KEY", "PlainHit", "PlainHits", "RequestLedger", "Stamp"]
 
 # Where the early path leaves, in the environ or scope, the primary key it computed and found
 # nothing under in L1: the full path that follows neither computes the key nor asks L1 again.
@@ -51,6 +51,19 @@ class RequestLedger(Protocol):
 
     def line(self, method: str, path: str, route: str, status: int) -> Callable[[float], object] | None:
         """What a hit of this kind calls with its duration (None: not counted)."""
+
+
+class PlainHit(Generic[Encoded]):
+    """What a plain hit sends and counts: good until ``until`` while L1 holds ``entry`` under
+    ``key`` and its tags are current; ``saved`` is what it spared (route, origin and database
+    seconds), ``line`` the metrics layer's (called with the hit's duration)."""
+
+    __slots__ = ("entry", "headers", "key", "line", "saved", "until")
+
+    def __init__(self, until: float, key: str, entry: CachedEntry, headers: list[Encoded],
+                 saved: tuple[str, float, float], line: Callable[[float], object] | None) -> None:
+        self.until, self.key, self.entry, self.headers = until, key, entry, headers
+        self.saved, self.line = saved, line
 
 
 MEMO_LIMIT = 4096
@@ -89,14 +102,15 @@ class PlainHits(Generic[Encoded]):
         self._saved, self._save, self._saved_flush_at, self._flush_saved = (
             savings.pending, savings.pending.append, savings.flush_at, savings.flush)
         self._purge_path = core.purge.policy.path if core.purge.enabled else None
-        # target -> (until, key, entry, headers, saved, line): what the last plain hit of
-        # ``target`` sent, what producing it cost, and the metrics layer's ledger line.
-        self._memo: dict[Target, tuple[float, str, CachedEntry, list[Encoded], tuple[str, float, float],
-                                       Callable[[float], object] | None]] = {}
+        self._memo: dict[Target, PlainHit[Encoded]] = {}  # what the last plain hit of each target sent
         self._memo_second = 0.0
         self._stampers: list[Stamp] = []
         self.stamped = False  # an outer layer finishes the hits (it reads the path it is given)
         self._ledger: RequestLedger | None = None
+        # The memoised plain hit on a target (method, scheme, host, path, query: as the driver
+        # has them, str or bytes) while it still serves what a fresh decision would, counted as
+        # a hit; else None (then :meth:`decide`). The shell sends a copy of its headers.
+        self.recall = self._recaller()
 
     def restated(self, method: str, scheme: str, host: str, header: Callable[[str], str | None]) -> bool:
         """Whether the request's proxy headers only restate it (absent, or the values its URL
@@ -123,30 +137,45 @@ class PlainHits(Generic[Encoded]):
         self.stamped = True
         self._memo.clear()
 
-    def serve(self, method: str, scheme: str, host: str | bytes, path: str, query: str | bytes
-              ) -> tuple[CachedEntry, list[Encoded]] | str | None:
-        """The entry and a new list of response headers for a plain hit on this target, counted
-        as a hit; else the full path decides: told the target's primary key (a str) when L1
-        holds nothing under it, else None."""
-        now = self._clock()
-        target = (method, scheme, host, path, query)
-        memo = self._memo.get(target)
-        if memo is not None and now < memo[0]:
-            key, entry = memo[1], memo[2]
-            held = self._items.get(key)  # type: ignore[union-attr]
-            mask = self._mask
-            if (held is not None and held[0] is entry and not (mask and key in mask)
-                    and self._generations.is_current(entry.tags)):
-                self._count()  # type: ignore[misc]
-                if memo[5] is not None:
-                    memo[5](self._clock() - now)  # the request's duration, for the metrics layer
-                self._save(memo[4])
-                if len(self._saved) >= self._saved_flush_at:
-                    self._flush_saved()
-                return entry, memo[3].copy()
-        return self._decide(target, now)
+    def _recaller(self) -> Callable[[Target], PlainHit[Encoded] | None]:
+        """:attr:`recall`: a closure over what it reads, so that a hit is one small frame with
+        no lookups on ``self`` (the savings' flush, rare, still goes through ``self``: the
+        metrics layer may replace it)."""
+        memo_get, items, mask, clock = self._memo.get, self._items, self._mask, self._clock
+        is_current, count, save, saved = self._generations.is_current, self._count, self._save, self._saved
+        if items is None or count is None:
+            return lambda target: None  # no L1: no hot path
+        items_get = items.get
 
-    def _decide(self, target: Target, now: float) -> tuple[CachedEntry, list[Encoded]] | str | None:
+        def recall(target: Target) -> PlainHit[Encoded] | None:
+            hit = memo_get(target)
+            if hit is None:
+                return None
+            now = clock()
+            key, entry = hit.key, hit.entry
+            if now >= hit.until:
+                return None
+            held = items_get(key)
+            if (held is None or held[0] is not entry or (mask and key in mask)
+                    or (entry.tags and not is_current(entry.tags))):
+                return None
+            count()
+            if hit.line is not None:
+                hit.line(clock() - now)  # the request's duration, for the metrics layer
+            save(hit.saved)
+            if len(saved) >= self._saved_flush_at:
+                self._flush_saved()
+            return hit
+
+        return recall
+
+    def decide(self, target: Target) -> PlainHit[Encoded] | str | None:
+        """After :attr:`recall` found nothing: the plain hit on ``target``, made, memoised and
+        counted; else the full path decides, told the target's primary key (a str) when L1
+        holds nothing under it."""
+        return self._decide(target, self._clock())
+
+    def _decide(self, target: Target, now: float) -> PlainHit[Encoded] | str | None:
         peek = self._peek
         method, scheme, host, path, query = target
         if peek is None or path == self._purge_path:
@@ -174,17 +203,17 @@ class PlainHits(Generic[Encoded]):
                 return None
         line = self._ledger.line(method, path, entry.route, entry.status) if self._ledger else None
         headers = self._encode(lines)  # type: ignore[arg-type]
-        saved = (entry.route, entry.origin_seconds, entry.db_seconds)
+        hit = PlainHit(until, key, entry, headers, (entry.route, entry.origin_seconds, entry.db_seconds), line)
         if len(path) + len(query) + len(host) <= MEMO_MAX_TARGET_CHARS:  # client text: bytes bounded
             memo = self._memo
             if now >= self._memo_second or len(memo) >= MEMO_LIMIT:
                 memo.clear()
                 self._memo_second = math.floor(now) + 1.0
-            memo[target] = (until, key, entry, headers, saved, line)
+            memo[target] = hit
         self._count()  # type: ignore[misc]
         if line is not None:
             line(self._clock() - now)
-        self._save(saved)
+        self._save(hit.saved)
         if len(self._saved) >= self._saved_flush_at:
             self._flush_saved()
-        return entry, headers.copy()
+        return hit

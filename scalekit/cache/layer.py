@@ -301,6 +301,7 @@ class CacheShell:
         self.generations = core.generations
         self.clock = core.clock
         self.plain_hits: PlainHits[Any] = PlainHits(core, encode)
+        self.recall = self.plain_hits.recall
         # The lookups for a key the early path found nothing under in L1 (only a store with
         # L1 has them, and only then does the early path hand a key over).
         self.get_past_memory: Callable[[str], Any] = getattr(self.store, "get_past_memory", self.store.get)

@@ -83,17 +83,20 @@ class WSGICache(CacheShell, wsgi.EarlyFirst):
             path = script + path
         if not path.isascii():
             return None  # request_view decodes it
-        found = self.plain_hits.serve(method, environ.get("wsgi.url_scheme", "http"), host, path,
-                                      environ.get("QUERY_STRING", ""))
-        if found is None:
-            return None
-        if isinstance(found, str):
-            environ[EARLY_MISS_KEY] = found
-            return None
-        entry, headers = found
+        target = (method, environ.get("wsgi.url_scheme", "http"), host, path, environ.get("QUERY_STRING", ""))
+        hit = self.recall(target)
+        if hit is None:
+            decided = self.plain_hits.decide(target)
+            if decided is None:
+                return None
+            if isinstance(decided, str):
+                environ[EARLY_MISS_KEY] = decided
+                return None
+            hit = decided
+        entry = hit.entry
         if entry.route:
             restore_route(environ, entry.route)
-        return (status_line(entry.status), headers,
+        return (status_line(entry.status), hit.headers.copy(),
                 [] if method == "HEAD" or not entry.body else [entry.body])
 
     def handle(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
