@@ -14,7 +14,13 @@ Targets:
   The figure against the bare hello app (three headers) is printed beside it: under uvicorn
   with httptools each header costs the server about 2 % of a request.
 
-Run: ``python bench/cache_hit.py`` (``--quick`` for fewer repeats, ``--no-http`` to skip wrk).
+With ``--instructions`` (needs valgrind, gcc, httptools and uvloop) each variant is also served
+by uvicorn with httptools under callgrind, and the server's instructions per request are
+printed (user space, 1,000 keep-alive requests): a figure no neighbour on a shared machine
+moves, beside rates that move by several per cent between runs. Not judged.
+
+Run: ``python bench/cache_hit.py`` (``--quick`` for fewer repeats, ``--no-http`` to skip wrk,
+``--server httptools`` for one server, ``--no-in-process``, ``--instructions``).
 Exits 1 when a target is missed.
 """
 
@@ -24,7 +30,9 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -197,6 +205,13 @@ asgi_cached = cache_only(asgi_hello)
 wsgi_defaults = defaults(wsgi_hello)
 asgi_defaults = defaults(asgi_hello)
 wsgi_floor, asgi_floor = hello_apps({hit_headers!r})
+
+import os
+if os.environ.get("BENCH_MARKERS"):  # --instructions: SIGUSR1 starts counting, SIGUSR2 dumps
+    import ctypes, signal
+    _markers = ctypes.CDLL(os.environ["BENCH_MARKERS"])
+    signal.signal(signal.SIGUSR1, lambda *_: _markers.markers_start())
+    signal.signal(signal.SIGUSR2, lambda *_: _markers.markers_stop(b"counted"))
 '''
 
 
@@ -352,12 +367,107 @@ def report_http(label: str, rounds: int, rates: dict[str, list[float]],
     return ok
 
 
+COUNTED_REQUESTS = 1000
+
+
+def counted_server(folder: str, variant: str, markers: Path) -> subprocess.Popen[bytes]:
+    """uvicorn (httptools, uvloop) serving ``variant`` under callgrind, counting nothing until
+    told (SIGUSR1)."""
+    from tests.servers import free_port
+
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([folder, str(ROOT)]), BENCH_MARKERS=str(markers))
+    process = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--collect-atstart=no",
+         f"--callgrind-out-file={folder}/{variant}.%p", sys.executable, "-m", "uvicorn",
+         f"bench_apps:asgi_{variant}", "--host", "127.0.0.1", "--port", str(port), "--http", "httptools",
+         "--loop", "uvloop", "--no-access-log"],
+        cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process.port = port  # type: ignore[attr-defined]
+    return process
+
+
+def count_instructions(folder: str, variant: str, process: subprocess.Popen[bytes]) -> float:
+    """Instructions the server executed per request over ``COUNTED_REQUESTS`` keep-alive
+    requests from one client (user space only: the kernel's socket work is left out of every
+    variant alike)."""
+    import http.client
+
+    from tests.servers import stop_process_group, wait_for_port
+
+    port = process.port  # type: ignore[attr-defined]
+    try:
+        wait_for_port(port, process=process, timeout_seconds=300)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+        def get() -> http.client.HTTPResponse:
+            connection.request("GET", "/hello")
+            response = connection.getresponse()
+            response.read()
+            return response
+
+        for _ in range(200):  # the miss, then the memo and every code path warm
+            response = get()
+        if variant in ("cached", "defaults") and "hit" not in (response.getheader("cache-status") or ""):
+            raise RuntimeError(f"{variant}: not a hit: {response.getheaders()}")
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        for _ in range(COUNTED_REQUESTS):
+            get()
+        process.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for dump in Path(folder).glob(f"{variant}.{process.pid}.*"):
+                total = re.search(r"^totals: (\d+)$", dump.read_text(errors="replace"), re.MULTILINE)
+                if total:
+                    return int(total.group(1)) / COUNTED_REQUESTS
+            time.sleep(0.5)
+        raise RuntimeError(f"{variant}: callgrind wrote no counts")
+    finally:
+        stop_process_group(process)
+
+
+def instructions() -> None:
+    """The server's instructions per request for each variant under uvicorn with httptools,
+    where the server's own work is smallest and ours weighs most: a count no neighbour on the
+    machine moves, unlike requests/s. Printed, not judged (the target is the rate)."""
+    from cache_miss import MARKERS_C
+
+    if shutil.which("valgrind") is None or shutil.which("gcc") is None:
+        raise SystemExit("--instructions needs valgrind and gcc (Debian: apt-get install valgrind gcc)")
+    from tests.servers import has_httptools
+
+    if not has_httptools():
+        raise SystemExit("--instructions needs httptools and uvloop (uvicorn[standard])")
+    with tempfile.TemporaryDirectory() as folder:
+        source, markers = Path(folder, "markers.c"), Path(folder, "markers.so")
+        source.write_text(MARKERS_C)
+        subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(markers), str(source)], check=True)
+        Path(folder, "bench_apps.py").write_text(
+            SERVER_MODULE.format(root=str(ROOT), bench=str(ROOT / "bench"), hit_headers=hit_headers()))
+        counts: dict[str, float] = {}
+        names = [variant for variant, _ in VARIANTS]
+        for pair in (names[:2], names[2:]):  # two servers at once: one per CPU
+            processes = {variant: counted_server(folder, variant, markers) for variant in pair}
+            for variant, process in processes.items():
+                counts[variant] = count_instructions(folder, variant, process)
+    floor = counts["floor"]
+    print(f"uvicorn httptools  instructions per request (callgrind, {COUNTED_REQUESTS} keep-alive requests, "
+          f"user space): bare hello {counts['hello'] / 1e3:.1f} k, with a hit's headers {floor / 1e3:.1f} k")
+    for variant, name in VARIANTS[2:]:
+        print(f"{'':18s}   {name:14s} {counts[variant] / 1e3:6.1f} k: as a rate, {floor / counts[variant]:6.1%} of "
+              f"the floor's ({(counts[variant] - floor) / 1e3:+.1f} k per request; "
+              f"{counts['hello'] / counts[variant]:.1%} of bare hello's; not judged)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--no-http", action="store_true", help="skip the wrk runs")
     parser.add_argument("--server", help="only the servers whose label holds this (e.g. httptools)")
     parser.add_argument("--no-in-process", action="store_true", help="skip the in-process figures")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count the server's instructions per request (callgrind; uvicorn httptools)")
     args = parser.parse_args()
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     repeats = 3 if args.quick else 7
@@ -366,6 +476,8 @@ def main() -> int:
         # Many short runs: on a shared VM the same server's rate moves +-25 % between two
         # seconds, so only the median of many runs reads a few per cent.
         ok = over_http(3 if args.quick else 15, 2, args.server) and ok
+    if args.instructions:
+        instructions()
     return 0 if ok else 1
 
 
