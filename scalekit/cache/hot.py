@@ -157,7 +157,7 @@ class PlainHits(Generic[Encoded]):
                 return None
             held = items_get(key)
             if (held is None or held[0] is not entry or (mask and key in mask)
-                    or (entry.tags and not is_current(entry.tags))):
+                    or not is_current(entry.tags)):  # untagged too: a fleet's trust may lapse
                 return None
             count()
             if hit.line is not None:

@@ -23,6 +23,7 @@ from scalekit.cache import layer
 from scalekit.cache.config import CacheConfig
 from scalekit.cache.entry import CachedEntry
 from scalekit.cache.policy import CachePolicy, RequestView, Serve
+from scalekit.cache.tiers import build_generations
 from scalekit.metrics import instruments
 from tests.cache.origin_app import (
     START_TIME,
@@ -104,6 +105,21 @@ CONTROLS = ("cc=max-age=1&tag=t", "cc=max-age=3&tag=t", "cc=max-age=60", "cc=max
             "cc=no-cache&etag=1", "cc=max-age=60&vary=accept-language", "cc=max-age=30&lm=1")
 
 
+class Followed:
+    """Generations that follow a log, as the fleet's do: while the log is not heard, no entry
+    is current, tagged or not (a URI invalidation may have been missed)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.trusted = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def is_current(self, stamp: tuple[tuple[str, int], ...]) -> bool:
+        return self.trusted and bool(self.inner.is_current(stamp))
+
+
 class EarlyMatchesFull(RuleBasedStateMachine):
     kind = "wsgi"
 
@@ -113,6 +129,8 @@ class EarlyMatchesFull(RuleBasedStateMachine):
         self.clock = FakeClock(START_TIME + 0.125)
         self.origin = Origin(self.clock)
         self.runtime = make_runtime(self.clock, coalesce=False)
+        self.generations = Followed(build_generations(self.runtime))
+        self.runtime.services["cache.core"] = layer.CacheCore(self.runtime, generations=self.generations)
         self.loop = asyncio.new_event_loop() if self.kind == "asgi" else None
         if self.kind == "wsgi":
             self.cache: Any = layer.wrap_wsgi(origin_wsgi(self.origin), self.runtime)
@@ -199,6 +217,10 @@ class EarlyMatchesFull(RuleBasedStateMachine):
     def invalidate_tag(self) -> None:
         self.runtime.invalidate(["t"])
 
+    @rule(heard=st.booleans())
+    def log_heard(self, heard: bool) -> None:
+        self.generations.trusted = heard
+
     @rule(path=st.sampled_from(PATHS))
     def unsafe_method(self, path: str) -> None:
         if self.kind == "wsgi":
@@ -265,7 +287,7 @@ def test_a_tally_flushes_what_it_counted_when_collected() -> None:
     assert added == [5, 1]
 
 
-DISRUPTIONS = ("invalidate_tag", "evict", "unsafe_method", "replace")
+DISRUPTIONS = ("invalidate_tag", "evict", "unsafe_method", "replace", "log_lost")
 
 
 @pytest.mark.parametrize("kind", ["wsgi", "asgi"])
@@ -275,7 +297,7 @@ def test_a_memoised_answer_is_not_reused_after(kind: str, disruption: str) -> No
     is the full path's (here: none, or a new entry), never the memoised one."""
     machine = AsgiEarlyMatchesFull() if kind == "asgi" else EarlyMatchesFull()
     try:
-        machine.program("/p0", "cc=max-age=60&tag=t")
+        machine.program("/p0", "cc=max-age=60" if disruption == "log_lost" else "cc=max-age=60&tag=t")
         machine.full("GET", "/p0")  # the miss that stores it
         first = machine.early("GET", "/p0")
         assert first is not None and machine.early("GET", "/p0") == first  # memoised, reused
@@ -283,6 +305,8 @@ def test_a_memoised_answer_is_not_reused_after(kind: str, disruption: str) -> No
             machine.cache.store.memory.delete(machine.cache.policy.keys.primary_key(
                 "http", "test", "/p0", "cc=max-age=60&tag=t"))
             machine.full("GET", "/p0")  # stored again: a new entry, body "call=2"
+        elif disruption == "log_lost":  # an untagged entry: only the generations' trust decides
+            machine.log_heard(False)
         else:
             getattr(machine, disruption)(*(() if disruption == "invalidate_tag" else ("/p0",)))
         again = machine.early("GET", "/p0")
