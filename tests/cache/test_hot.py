@@ -136,7 +136,8 @@ class EarlyMatchesFull(RuleBasedStateMachine):
             self.cache: Any = layer.wrap_wsgi(origin_wsgi(self.origin), self.runtime)
         else:
             self.cache = layer.wrap_asgi(origin_asgi(self.origin), self.runtime)
-        self.queries: dict[str, str] = {}
+        # Cacheable from the start (one untagged, one tagged): hits are what the machine is about.
+        self.queries: dict[str, str] = {"/p0": "cc=max-age=60", "/p1": "cc=max-age=3&tag=t"}
 
     def teardown(self) -> None:
         self.runtime.close()
