@@ -98,13 +98,9 @@ class ASGICache(CacheShell, asgi.EarlyFirst):
         target = (method, scope.get("scheme", "http"), host, scope["path"], scope.get("query_string", b""))
         hit = self.recall(target)
         if hit is None:
-            decided = self.plain_hits.decide(target)
-            if decided is None:
+            hit = self.plain_hits.decide(target, scope)
+            if hit is None:
                 return None
-            if isinstance(decided, str):
-                scope[EARLY_MISS_KEY] = decided
-                return None
-            hit = decided
         entry = hit.entry
         if entry.route:
             restore_route(scope, entry.route)

@@ -22,7 +22,7 @@ appended to per hit (:meth:`PlainHits.count_requests`), like the cache's own hit
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from ..metrics import instruments
@@ -169,11 +169,16 @@ class PlainHits(Generic[Encoded]):
 
         return recall
 
-    def decide(self, target: Target) -> PlainHit[Encoded] | str | None:
+    def decide(self, target: Target, request: MutableMapping[str, Any]) -> PlainHit[Encoded] | None:
         """After :attr:`recall` found nothing: the plain hit on ``target``, made, memoised and
-        counted; else the full path decides, told the target's primary key (a str) when L1
-        holds nothing under it."""
-        return self._decide(target, self._clock())
+        counted; else None, and the full path decides, told the target's primary key in
+        ``request`` (environ or scope, under :data:`EARLY_MISS_KEY`) when L1 holds nothing
+        under it."""
+        decided = self._decide(target, self._clock())
+        if isinstance(decided, str):
+            request[EARLY_MISS_KEY] = decided
+            return None
+        return decided
 
     def _decide(self, target: Target, now: float) -> PlainHit[Encoded] | str | None:
         peek = self._peek

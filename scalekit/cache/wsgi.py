@@ -86,13 +86,9 @@ class WSGICache(CacheShell, wsgi.EarlyFirst):
         target = (method, environ.get("wsgi.url_scheme", "http"), host, path, environ.get("QUERY_STRING", ""))
         hit = self.recall(target)
         if hit is None:
-            decided = self.plain_hits.decide(target)
-            if decided is None:
+            hit = self.plain_hits.decide(target, environ)
+            if hit is None:
                 return None
-            if isinstance(decided, str):
-                environ[EARLY_MISS_KEY] = decided
-                return None
-            hit = decided
         entry = hit.entry
         if entry.route:
             restore_route(environ, entry.route)
