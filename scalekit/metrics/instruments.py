@@ -273,12 +273,12 @@ class Savings:
     A hit is one ``(route, origin_seconds, db_seconds)`` appended to :attr:`pending` (a list:
     atomic under the GIL, no lock, no lost update), about a tenth of three counter increments;
     the sums reach the counters before any collect and whenever ``pending`` holds
-    :attr:`flush_at` hits, which bounds the memory held. A flush counts the tuples in C (the
-    hot path appends one tuple per entry, so they repeat): per hit, the flush costs a hash,
-    not a turn of a Python loop. In multiprocess mode another process
-    reads the counters' files, so this process's flusher thread (:mod:`.flusher`) also adds
-    them every ``FLUSH_INTERVAL_SECONDS``. The cache's hot path appends a tuple it keeps per
-    entry and checks the length itself (no Python call); elsewhere :meth:`record` does both.
+    :attr:`flush_at` hits, which bounds the memory held. A flush counts the tuples in C (they
+    repeat: one per memoised hit), so a hit costs it a hash, not a turn of a Python loop. In
+    multiprocess mode another process reads the counters' files, so this process's flusher
+    thread (:mod:`.flusher`) also adds them every ``FLUSH_INTERVAL_SECONDS``. The cache's hot
+    path appends the tuple its memoised hit keeps and checks the length itself (no Python
+    call); elsewhere :meth:`record` does both.
 
     >>> savings().record("/items/{id}", 0.012, 0.004)
     """
