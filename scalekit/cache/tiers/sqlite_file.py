@@ -16,6 +16,7 @@ __all__ = ["BUSY_CODES", "DB_NAME", "MIN_DATABASE_BYTES", "PAGE_SIZE", "SCHEMA_V
            "SETUP_TIMEOUT_SECONDS", "key_hash", "open_database", "page_counts"]
 
 SETUP_TIMEOUT_SECONDS = 5.0
+_INCREMENTAL = 2  # PRAGMA auto_vacuum's answer for INCREMENTAL
 BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
 DB_NAME = "l3.sqlite3"
 SCHEMA_VERSION = 2
@@ -51,7 +52,10 @@ def open_database(path: Path, *, wal_bytes: int, busy_timeout_seconds: float) ->
     # Both only take effect on a new file. 8 KiB pages hold three 2 KiB rows where 4 KiB pages
     # hold one, without 16 KiB pages' slack under 9 KiB rows (measured on both shapes).
     connection.execute(f"PRAGMA page_size={PAGE_SIZE}")
-    connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    # Setting it on a file that has it already still waits for the write lock (up to the set-up
+    # timeout while another worker writes): a new connection, in a new thread, would stall.
+    if int(connection.execute("PRAGMA auto_vacuum").fetchone()[0]) != _INCREMENTAL:
+        connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
     _switch_to_wal(connection)
     connection.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: atomic, durable enough
     page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
