@@ -15,13 +15,17 @@ fault is a miss (or a skipped write) and a metric.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Protocol
 
 from ...metrics import instruments
 from ..entry import CachedEntry
 from ..store import Store
 
-__all__ = ["Tier", "TierMetrics", "kept_until"]
+__all__ = ["MAX_MASKED_KEYS", "KeyMask", "Tier", "TierMetrics", "kept_until"]
+
+MAX_MASKED_KEYS = 10_000
 
 
 def kept_until(entry: CachedEntry, *, retain_stale_seconds: float) -> float:
@@ -36,6 +40,29 @@ def kept_until(entry: CachedEntry, *, retain_stale_seconds: float) -> float:
                    + entry.freshness_lifetime_seconds)
     stale_use = max(entry.stale_while_revalidate_seconds, entry.stale_if_error_seconds, 0.0)
     return fresh_until + stale_use + retain_stale_seconds
+
+
+class KeyMask(OrderedDict[str, None]):
+    """Keys whose newest write or delete a tier missed, so it may still hold an older entry
+    for them (oldest dropped past ``MAX_MASKED_KEYS``).
+
+    An OrderedDict itself, so the per-request ``if mask`` and ``key in mask`` stay in C.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            self[key] = None
+            self.move_to_end(key)
+            while len(self) > MAX_MASKED_KEYS:
+                self.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        with self._lock:
+            self.pop(key, None)
 
 
 class Tier(Store, Protocol):

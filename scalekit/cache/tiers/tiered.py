@@ -18,42 +18,18 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..entry import CachedEntry
+from .base import KeyMask
 from .plans import Either, Plan, arun, run
 
 __all__ = ["TieredStore"]
 
 log = logging.getLogger("scalekit.cache")
 
-MAX_MASKED_KEYS = 10_000
 _FURTHER = object()  # L1 did not have it: ask the tiers after it
-
-
-class _Mask(OrderedDict[str, None]):
-    """Keys whose newest write or delete a tier missed (oldest dropped past the bound).
-
-    An OrderedDict itself, so the per-request ``if mask`` and ``key in mask`` stay in C.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.Lock()
-
-    def add(self, key: str) -> None:
-        with self._lock:
-            self[key] = None
-            self.move_to_end(key)
-            while len(self) > MAX_MASKED_KEYS:
-                self.popitem(last=False)
-
-    def discard(self, key: str) -> None:
-        with self._lock:
-            self.pop(key, None)
 
 
 class _TierCalls:
@@ -118,7 +94,7 @@ class TieredStore:
 
     def __init__(self, tiers: Sequence[Any]) -> None:
         self.tiers = tuple(tiers)
-        self._masks = tuple(_Mask() for _ in self.tiers)
+        self._masks = tuple(KeyMask() for _ in self.tiers)
         # Every lookup, store and delete is one plan over these, run by either face.
         self._calls = tuple(_TierCalls(tier) for tier in self.tiers)
         # 1 when the first tier does no I/O (L1): its lookups skip the plan.
