@@ -155,6 +155,7 @@ def test_an_out_of_range_entry_on_disk_is_a_counted_miss(tmp_path: Path, entry: 
             reply = client.get("/page")
         assert (reply.status_code, reply.content) == (200, b"from the origin")
         assert corrupt_lookups() == before + 1
+        assert runtime.services["cache.store"].flush()
         stored = disk.get("http://a.test/page")
         assert stored is not None and stored[0].body == b"from the origin"  # replaced by the miss
     finally:

@@ -7,6 +7,13 @@ indexed query. Values are the codec's bytes (msgpack, compressed, optionally sig
 that does not decode is a miss, counted, and deleted. A database file that SQLite itself finds
 malformed is moved aside and recreated.
 
+A request does not write the file itself: it queues the entry (and an L3 hit its row's recency)
+for the tier's writer thread (``writebehind.py``), which writes what was queued meanwhile in one
+transaction; this process reads its queued entries back at once, and another process finds them
+once written (``flush()`` waits for that). Deletes and clears run in the caller's thread, after
+the batch being written and never overtaken by an earlier write; a write the queue has no room
+for is made by its caller, as before.
+
 The bound is on the bytes the files take. ``max_bytes`` covers the database (rows, indexes,
 SQLite's pages and their slack), its write-ahead log and the log's index: each write evicts
 least recently used rows until the pages in use fit the database's share, and free pages past
@@ -42,7 +49,7 @@ from pathlib import Path
 
 from ..codec import Codec
 from ..entry import CachedEntry
-from .base import TierMetrics, kept_until
+from .base import KeyMask, TierMetrics, kept_until
 from .breaker import CircuitBreaker
 from .sqlite_file import (
     BUSY_CODES,
@@ -52,17 +59,24 @@ from .sqlite_file import (
     open_database,
     page_counts,
 )
+from .writebehind import Pending, WriteBehind
 
 __all__ = ["DB_NAME", "MIN_DATABASE_BYTES", "DiskTier", "key_hash"]
 
 # A row's cost beyond its value: its id, hash, times and size, and its three index entries.
 ROW_OVERHEAD_BYTES = 128
 SWEEP_EVERY_WRITES = 16
+MAX_QUEUED_BYTES = 8 * 1024 * 1024  # of bodies waiting for the writer thread, per process
 ENTRY_GAUGE_EVERY_WRITES = 64
 _WAL_SHARE = 32
 _MIN_WAL_BYTES = 64 * 1024
 _MAX_WAL_BYTES = 4 * 1024 * 1024
 _SHM_BYTES = 32 * 1024  # the log's shared-memory index, per 4,096 logged pages
+
+
+def queued_size(entry: CachedEntry) -> int:
+    """What ``entry`` holds in memory while queued, roughly: its body and header lines."""
+    return len(entry.body) + sum(len(name) + len(value) for name, value in entry.headers) + 256
 
 
 @contextlib.contextmanager
@@ -94,6 +108,7 @@ class DiskTier:
         retain_stale_seconds: float = 300.0,
         breaker: CircuitBreaker | None = None,
         busy_timeout_seconds: float = 0.2,
+        background_writes: bool = True,
     ) -> None:
         self.path = Path(directory) / DB_NAME
         self.max_bytes = max_bytes
@@ -110,7 +125,14 @@ class DiskTier:
         self._local = threading.local()  # one connection per thread: sqlite3 objects are not shared
         self._generation = 0  # bumped when the file is recreated, to drop stale connections
         self._pid = os.getpid()
-        self._writes = 0
+        self._writes_since_sweep = SWEEP_EVERY_WRITES  # the first write sweeps
+        self._writes_since_count = ENTRY_GAUGE_EVERY_WRITES  # and counts the rows
+        # Keys whose write or delete failed in the writer thread: the file may hold an older
+        # entry for them (a failure in the caller's thread is the caller's to mask).
+        self._unsure = KeyMask()
+        self._behind = WriteBehind(
+            self._write_batch, max_bytes=min(MAX_QUEUED_BYTES, max(self.max_bytes // 16, 1))
+        ) if background_writes else None
 
     # ----------------------------------------------------------------- connection
     def _connection(self) -> sqlite3.Connection:
@@ -149,16 +171,27 @@ class DiskTier:
 
     # ----------------------------------------------------------------- sync face
     def get(self, key: str) -> tuple[CachedEntry, str] | None:
+        now = self.clock()
+        behind = self._behind
+        queued = behind.pending(key) if behind is not None else None
+        if queued is not None:  # written by this process, not yet on disk
+            if queued.expires > now:
+                self._metrics.hit.inc()
+                return queued.entry, self.name
+            self._metrics.miss.inc()
+            return None
+        unsure = self._unsure
+        if unsure and key in unsure:  # the file may hold an entry older than the newest write
+            self.try_delete(key)
+            self._metrics.miss.inc()
+            return None
         if not self.breaker.allow():
             self._metrics.bypass.inc()
             return None
-        now = self.clock()
         try:
             connection = self._connection()
             row = connection.execute(
                 "SELECT value, expires, id FROM entries WHERE hash = ?", (key_hash(key),)).fetchone()
-            if row is not None and row[1] > now:
-                self._touch(connection, row[2], now)
         except Exception as error:  # noqa: BLE001 - a disk fault never fails a request
             self._fault(error, self._metrics.error)
             return None
@@ -171,74 +204,158 @@ class DiskTier:
             self._metrics.corrupt.inc()
             self.delete(key)
             return None
+        # Refresh recency for LRU: queued, or in a transaction of its own (a disk that refuses
+        # writes can still serve reads).
+        if behind is not None:
+            behind.touch(row[2], now)
+        else:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("UPDATE entries SET used = ? WHERE id = ?", (now, row[2]))
         self._metrics.hit.inc()
         return entry, self.name
-
-    @staticmethod
-    def _touch(connection: sqlite3.Connection, row_id: int, now: float) -> None:
-        """Refresh recency for LRU; a disk that refuses writes can still serve reads."""
-        try:
-            connection.execute("UPDATE entries SET used = ? WHERE id = ?", (now, row_id))
-        except sqlite3.OperationalError:
-            pass
 
     def set(self, key: str, entry: CachedEntry) -> None:
         self.try_set(key, entry)
 
     def try_set(self, key: str, entry: CachedEntry) -> bool:
-        """Store ``entry`` within the byte bound (evicting least recently used rows)."""
-        now = self.clock()
+        """Store ``entry`` within the byte bound (evicting least recently used rows): queued for
+        the writer thread (True), or written here when the queue is full or writes are not in
+        the background (False if it could not be)."""
+        expires = self._queue(key, entry)
+        return expires is True or (expires is not None and self._set_now(key, entry, expires))
+
+    def _queue(self, key: str, entry: CachedEntry) -> float | bool | None:
+        """True: queued; None: not to be stored; else when it expires, for the caller to write."""
         expires = kept_until(entry, retain_stale_seconds=self.retain_stale_seconds)
-        if expires <= now:
-            return False
-        value = self.codec.encode(key, entry)
-        size = len(value) + ROW_OVERHEAD_BYTES
-        if size > self.max_entry_bytes:
-            self._metrics.too_large.inc()
-            self.try_delete(key)
-            return False
+        # Only a look: whoever writes asks the breaker (and so makes its half-open trial).
+        if expires <= self.clock() or self.breaker.is_open:
+            return None
+        behind = self._behind
+        if behind is not None and behind.put(key, entry, expires, queued_size(entry)):
+            return True
+        return expires
+
+    def _set_now(self, key: str, entry: CachedEntry, expires: float) -> bool:
         if not self.breaker.allow():
             return False
-        try:
-            self._write(key_hash(key), value, size, expires, now)
-        except Exception as error:  # noqa: BLE001 - a disk fault never fails a request
-            self._fault(error, self._metrics.store_error)
-            return False
+        with self._exclusive(key):
+            pending = Pending(key, entry, expires, 0)
+            writes, drops = self._encode([pending], self.clock())
+            if not writes:  # over max_entry_bytes: the key's older row goes
+                self._delete_now([key])
+                return False
+            touches = self._behind.take_touches() if self._behind is not None else {}
+            try:
+                self._write(writes, drops, touches, self.clock())
+            except Exception as error:  # noqa: BLE001 - a disk fault never fails a request
+                self._fault(error, self._metrics.store_error)
+                return False
         self.breaker.success()
         self._metrics.stored.inc()
+        self._unsure.discard(key)
         return True
 
-    def _write(self, row_hash: int, value: bytes, size: int, expires: float, now: float) -> None:
+    def _exclusive(self, key: str | None) -> contextlib.AbstractContextManager[list[Pending]]:
+        """The writer held off, and what was queued for ``key`` (every key: None) dropped."""
+        behind = self._behind
+        return behind.exclusive(key) if behind is not None else contextlib.nullcontext([])
+
+    def _encode(self, batch: list[Pending], now: float
+                ) -> tuple[list[tuple[int, bytes, int, float]], list[int]]:
+        """The rows to write for ``batch``, and the hashes of keys whose older row must go (an
+        entry past ``max_entry_bytes`` or its usable life is stored nowhere)."""
+        writes: list[tuple[int, bytes, int, float]] = []
+        drops: list[int] = []
+        for pending in batch:
+            row_hash = key_hash(pending.key)
+            if pending.expires <= now:
+                drops.append(row_hash)
+                continue
+            value = self.codec.encode(pending.key, pending.entry)
+            size = len(value) + ROW_OVERHEAD_BYTES
+            if size > self.max_entry_bytes:
+                self._metrics.too_large.inc()
+                drops.append(row_hash)
+                continue
+            writes.append((row_hash, value, size, pending.expires))
+        return writes, drops
+
+    def _write_batch(self, batch: list[Pending], touches: dict[int, float]) -> None:
+        """The writer thread's batch: one transaction for all of it. When it fails, whatever
+        the file still holds for its keys is deleted, or hidden until it can be."""
+        now = self.clock()
+        writes, drops = self._encode(batch, now)
+        if not self.breaker.allow():
+            self._metrics.store_error.inc(len(batch))
+            self._hide([pending.key for pending in batch])
+            return
+        try:
+            self._write(writes, drops, touches, now)
+        except Exception as error:  # noqa: BLE001 - a disk fault never fails a request
+            self._fault(error, self._metrics.store_error)
+            self._hide([pending.key for pending in batch])
+            return
+        self.breaker.success()
+        if writes:
+            self._metrics.stored.inc(len(writes))
+        if self._unsure:
+            for pending in batch:
+                self._unsure.discard(pending.key)
+
+    def _hide(self, keys: list[str]) -> None:
+        if not self._delete_now(keys):
+            for key in keys:
+                self._unsure.add(key)
+
+    def _write(self, writes: list[tuple[int, bytes, int, float]], drops: list[int],
+               touches: dict[int, float], now: float) -> None:
+        """One write transaction: recency refreshes, rows dropped, rows (hash, value, size,
+        expires) written in place of their keys' older ones, evicting to stay in the bound."""
         connection = self._connection()
+        sweep = self._writes_since_sweep >= SWEEP_EVERY_WRITES and bool(writes)
+        evicted = 0
         with _write_transaction(connection):
+            if touches:
+                connection.executemany("UPDATE entries SET used = ? WHERE id = ?",
+                                       [(used, row_id) for row_id, used in touches.items()])
             total = self._total(connection)
-            total -= self._drop(connection, "SELECT id, size FROM entries WHERE hash = ?", (row_hash,))
-            if self._writes % SWEEP_EVERY_WRITES == 0:
+            for row_hash in drops:
+                total -= self._drop(connection, "SELECT id, size FROM entries WHERE hash = ?", (row_hash,))
+            if sweep:
                 # Expired rows go in batches now and then (eviction frees room whenever the
                 # bound needs it): a query and a delete fewer on most writes of a miss.
                 total -= self._drop(connection, "SELECT id, size FROM entries WHERE expires <= ? "
                                                 "LIMIT 256", (now,))
-            evicted = 0
-            if total + size > self.max_bytes:
-                # Least recently used first, only as many as the new entry needs.
-                freed, evicted = self._evict(connection, total + size - self.max_bytes, None)
+            row_id = None
+            for row_hash, value, size, expires in writes:
+                total -= self._drop(connection, "SELECT id, size FROM entries WHERE hash = ?", (row_hash,))
+                if total + size > self.max_bytes:
+                    # Least recently used first, only as many as the new entry needs.
+                    freed, count = self._evict(connection, total + size - self.max_bytes, None)
+                    total -= freed
+                    evicted += count
+                row_id = connection.execute(
+                    "INSERT INTO entries (hash, value, size, expires, used) VALUES (?, ?, ?, ?, ?)",
+                    (row_hash, value, size, expires, now)).lastrowid
+                total += size
+            pages = None
+            if row_id is not None:
+                freed, count, pages = self._fit_database(connection, row_id)
                 total -= freed
-            row_id = connection.execute("INSERT INTO entries (hash, value, size, expires, used) "
-                                        "VALUES (?, ?, ?, ?, ?)", (row_hash, value, size, expires, now)).lastrowid
-            total += size
-            freed, more, pages = self._fit_database(connection, row_id)
-            total -= freed
-            evicted += more
+                evicted += count
             connection.execute("UPDATE meta SET value = ? WHERE name = 'total_bytes'", (total,))
         if evicted:
             self._metrics.evicted.inc(evicted)
-        try:
-            self._shrink_files(connection, *pages)
-        except sqlite3.OperationalError:
-            pass  # another worker holds the lock: the next write shrinks them
+        if pages is not None:
+            try:
+                self._shrink_files(connection, *pages, checkpoint=sweep)
+            except sqlite3.OperationalError:
+                pass  # another worker holds the lock: the next write shrinks them
         self._metrics.bytes.set(total)
-        self._writes += 1
-        if self._writes % ENTRY_GAUGE_EVERY_WRITES == 1:  # COUNT(*) scans: not on every write
+        self._writes_since_sweep = 0 if sweep else self._writes_since_sweep + len(writes)
+        self._writes_since_count += len(writes)
+        if self._writes_since_count >= ENTRY_GAUGE_EVERY_WRITES:  # COUNT(*) scans: not every write
+            self._writes_since_count = 0
             self._metrics.entries.set(
                 connection.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
 
@@ -276,13 +393,14 @@ class DiskTier:
             freed += more
             evicted += count
 
-    def _shrink_files(self, connection: sqlite3.Connection, pages: int, in_use: int) -> None:
+    def _shrink_files(self, connection: sqlite3.Connection, pages: int, in_use: int, *,
+                      checkpoint: bool) -> None:
         """Hand free pages past the database's share back to the file system, and now and then
         cut a log that grew past its share back (a checkpoint waits for busy readers)."""
         limit = max(self.database_bytes // self._local.page_size, in_use)
         if pages > limit:
             connection.execute(f"PRAGMA incremental_vacuum({pages - limit})")
-        if self._writes % SWEEP_EVERY_WRITES:
+        if not checkpoint:
             return
         try:
             wal = os.path.getsize(f"{self.path}-wal")
@@ -307,12 +425,21 @@ class DiskTier:
         self.try_delete(key)
 
     def try_delete(self, key: str) -> bool:
+        """Delete ``key``'s entry now, and any write of it still queued (False if the file could
+        not be written)."""
+        with self._exclusive(key):
+            return self._delete_now([key])
+
+    def _delete_now(self, keys: list[str]) -> bool:
         if not self.breaker.allow():
             return False
         try:
             connection = self._connection()
             with _write_transaction(connection):
-                freed = self._drop(connection, "SELECT id, size FROM entries WHERE hash = ?", (key_hash(key),))
+                freed = 0
+                for key in keys:
+                    freed += self._drop(connection, "SELECT id, size FROM entries WHERE hash = ?",
+                                        (key_hash(key),))
                 if freed:
                     connection.execute(
                         "UPDATE meta SET value = value - ? WHERE name = 'total_bytes'", (freed,))
@@ -320,30 +447,47 @@ class DiskTier:
             self._fault(error, self._metrics.store_error)
             return False
         self.breaker.success()
+        if self._unsure:
+            for key in keys:
+                self._unsure.discard(key)
         return True
 
     def clear(self) -> bool:
         """Drop every entry (the fleet's invalidation state they were checked against was
         lost); False if the file could not be written."""
-        try:
-            connection = self._connection()
-            with _write_transaction(connection):
-                connection.execute("DELETE FROM entries")
-                connection.execute("UPDATE meta SET value = 0 WHERE name = 'total_bytes'")
-        except Exception as error:  # noqa: BLE001 - a disk fault never fails a request
-            self._fault(error, self._metrics.store_error)
-            return False
+        with self._exclusive(None) as dropped:
+            try:
+                connection = self._connection()
+                with _write_transaction(connection):
+                    connection.execute("DELETE FROM entries")
+                    connection.execute("UPDATE meta SET value = 0 WHERE name = 'total_bytes'")
+            except Exception as error:  # noqa: BLE001 - a disk fault never fails a request
+                self._fault(error, self._metrics.store_error)
+                for pending in dropped:  # their older rows stay: never served in their place
+                    self._unsure.add(pending.key)
+                return False
+            self._unsure.clear()
         return True
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until the writes this process queued are on disk (or failed): for a test, or
+        before another process must find them; False on timeout."""
+        return self._behind.flush(timeout) if self._behind is not None else True
 
     # ----------------------------------------------------------------- async face
     async def aget(self, key: str) -> tuple[CachedEntry, str] | None:
         return await asyncio.to_thread(self.get, key)
 
     async def aset(self, key: str, entry: CachedEntry) -> None:
-        await asyncio.to_thread(self.try_set, key, entry)
+        await self.atry_set(key, entry)
 
     async def atry_set(self, key: str, entry: CachedEntry) -> bool:
-        return await asyncio.to_thread(self.try_set, key, entry)
+        """:meth:`try_set`: queued on the event loop itself (no thread hop), written in a worker
+        thread only when it must be written now."""
+        expires = self._queue(key, entry)
+        if expires is True or expires is None:
+            return expires is True
+        return await asyncio.to_thread(self._set_now, key, entry, expires)
 
     async def adelete(self, key: str) -> None:
         await asyncio.to_thread(self.try_delete, key)
@@ -377,6 +521,8 @@ class DiskTier:
             return 0
 
     def close(self) -> None:
+        if self._behind is not None:
+            self._behind.close()
         connection = getattr(self._local, "connection", None)
         if connection is not None:
             connection.close()

@@ -236,6 +236,11 @@ class TieredStore:
                 log.error("could not drop the entries of cache tier %s after Redis lost its "
                           "invalidation state; they may be stale until they expire", tier.name)
 
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until the writes this process queued for a tier (L3's writer thread) are done:
+        before another process must find them, or in a test; False on timeout."""
+        return all(tier.flush(timeout) for tier in self.tiers if hasattr(tier, "flush"))
+
     def close(self) -> None:
         for tier in self.tiers:
             tier.close()

@@ -47,16 +47,23 @@ def test_byte_bound_evicts_least_recently_used(tmp_path: Path, clock: FakeClock)
     assert rows == tier.current_bytes
 
 
-def test_entry_over_the_cap_is_not_stored_and_replaces_the_old_one(tmp_path: Path, clock: FakeClock) -> None:
-    tier = make_tier(tmp_path, clock, max_entry_bytes=2_000)
+@pytest.mark.parametrize("background_writes", [True, False])
+def test_entry_over_the_cap_is_not_stored_and_replaces_the_old_one(tmp_path: Path, clock: FakeClock,
+                                                                   background_writes: bool) -> None:
+    tier = make_tier(tmp_path, clock, max_entry_bytes=2_000, background_writes=background_writes)
     tier.set("k", make_entry(clock))
-    assert tier.try_set("k", make_entry(clock, b"x" * 5_000)) is False
+    assert tier.flush()
+    # Its encoded size is known once encoded: in the writer thread, or here.
+    assert tier.try_set("k", make_entry(clock, os.urandom(5_000))) is background_writes
+    assert tier.flush()
     assert tier.get("k") is None
+    assert len(tier) == 0
 
 
 def test_corrupt_row_is_a_miss_and_is_removed(tmp_path: Path, clock: FakeClock) -> None:
     tier = make_tier(tmp_path, clock)
     tier.set("k", make_entry(clock))
+    assert tier.flush()
     with sqlite3.connect(tmp_path / DB_NAME) as connection:
         connection.execute("UPDATE entries SET value = substr(value, 1, 20) WHERE hash = ?", (key_hash("k"),))
     assert tier.get("k") is None
@@ -79,7 +86,9 @@ def test_a_file_that_is_not_a_database_is_replaced(tmp_path: Path, clock: FakeCl
 
 
 def test_unwritable_disk_skips_writes_and_keeps_serving(tmp_path: Path, clock: FakeClock) -> None:
-    tier = make_tier(tmp_path, clock)
+    # Writes made in the caller's thread, on the connection made read-only below (the writer
+    # thread's faults: tests/cache/tiers/test_disk_writer.py).
+    tier = make_tier(tmp_path, clock, background_writes=False)
     tier.set("old", make_entry(clock))
     tier._connection().execute("PRAGMA query_only = 1")  # every write now fails in SQLite
     assert tier.try_set("new", make_entry(clock)) is False
@@ -93,6 +102,7 @@ def _writer(path: str, start: int) -> None:
     tier = DiskTier(path, max_bytes=20_000, codec=Codec(compress_min_bytes=0), clock=clock)
     for index in range(start, start + 60):
         tier.set(f"k{index}", make_entry(clock, b"y" * 500))
+    tier.close()  # writes what is still queued
 
 
 def test_processes_sharing_the_file_keep_the_bound(tmp_path: Path) -> None:
@@ -151,6 +161,7 @@ def test_the_files_stay_within_the_bound(quick_directory: Path, clock: FakeClock
         else:
             key, body = f"http://shop.test/p/{index}?q={os.urandom(1536).hex()}", b"ok"
         tier.set(key, make_entry(clock, body))
+        assert tier.flush()
         assert tier.file_bytes <= max_bytes, f"{tier.file_bytes} bytes on disk after {index + 1} writes"
     assert len(tier) < writes  # it had to evict
     assert tier.file_bytes > max_bytes // 2  # and it used its room
@@ -165,4 +176,5 @@ def test_a_file_of_the_old_layout_is_laid_out_anew(tmp_path: Path, clock: FakeCl
     tier = make_tier(tmp_path, clock)
     assert tier.get("k") is None
     tier.set("k", make_entry(clock))
+    assert tier.flush()
     assert tier.get("k") is not None and len(tier) == 1

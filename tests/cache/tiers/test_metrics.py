@@ -62,6 +62,7 @@ def test_corrupt_disk_entry_is_counted(tmp_path: Path, clock: FakeClock) -> None
 
     tier = DiskTier(tmp_path, codec=Codec(), clock=clock)
     tier.set("k", make_entry(clock))
+    assert tier.flush()
     with sqlite3.connect(tmp_path / DB_NAME) as connection:
         connection.execute("UPDATE entries SET value = x'00'")
     corrupt = sample("scalekit_cache_lookups_total", tier="disk", outcome="corrupt")

@@ -1,0 +1,348 @@
+"""L3's writer thread: a request queues its writes, one thread applies them in batches.
+
+What must hold as when the request wrote the file itself: the process reads its own writes at
+once, nothing overtakes a delete or a clear, a write that fails never lets an older entry be
+served, the queue is bounded, and another process finds a write once it is flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import multiprocessing
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Self
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from scalekit.cache.codec import Codec
+from scalekit.cache.entry import CachedEntry
+from scalekit.cache.tiers.disk import DB_NAME, DiskTier
+from scalekit.cache.tiers.tiered import TieredStore
+from scalekit.cache.tiers.writebehind import Pending
+
+from .conftest import FakeClock
+
+_bodies = itertools.count()
+
+
+def make_entry(clock: FakeClock, size: int = 100, lifetime: float = 60.0) -> CachedEntry:
+    """An entry told apart from every other by its body."""
+    body = f"{next(_bodies):08d}".encode().ljust(size, b".")
+    return CachedEntry(status=200, headers=(("content-type", "text/plain"),), body=body,
+                       request_time=clock.now, response_time=clock.now,
+                       corrected_initial_age_seconds=0.0, freshness_lifetime_seconds=lifetime)
+
+
+def reader(directory: Path, clock: FakeClock) -> DiskTier:
+    """Another process's view of the file (its own connection, nothing queued)."""
+    return DiskTier(directory, codec=Codec(), clock=clock, retain_stale_seconds=0, background_writes=False)
+
+
+class WriteLock:
+    """Another process holding SQLite's write lock (a worker stalled in a transaction)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.connection = sqlite3.connect(directory / DB_NAME, isolation_level=None, check_same_thread=False)
+
+    def __enter__(self) -> Self:
+        self.connection.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.connection.execute("ROLLBACK")
+
+
+@pytest.fixture()
+def tier(tmp_path: Path, clock: FakeClock) -> Iterator[DiskTier]:
+    tier = DiskTier(tmp_path, codec=Codec(), clock=clock, retain_stale_seconds=0,
+                    busy_timeout_seconds=0.02)
+    assert len(tier) == 0  # the file is laid out before a test takes its write lock
+    yield tier
+    tier.close()
+
+
+def test_a_write_is_queued_read_back_at_once_and_on_disk_after_a_flush(
+        tier: DiskTier, tmp_path: Path, clock: FakeClock) -> None:
+    entry = make_entry(clock)
+    with WriteLock(tmp_path):  # the writer cannot write yet
+        assert tier.try_set("k", entry) is True
+        found = tier.get("k")
+        assert found is not None and found[0] is entry
+        assert reader(tmp_path, clock).get("k") is None  # not on disk yet
+    assert tier.flush()
+    # The writer's batch failed while the lock was held: hidden, or written since, never older.
+    other = reader(tmp_path, clock).get("k")
+    assert other is None or other[0].body == entry.body
+    tier.set("k", newer := make_entry(clock))
+    assert tier.flush()
+    assert reader(tmp_path, clock).get("k")[0].body == newer.body  # type: ignore[index]
+
+
+def test_a_delete_is_never_overtaken_by_an_earlier_write(tier: DiskTier, tmp_path: Path,
+                                                         clock: FakeClock) -> None:
+    for round_ in range(50):
+        key = f"k{round_}"
+        tier.set(key, make_entry(clock))
+        assert tier.try_delete(key)
+        assert tier.get(key) is None
+    assert tier.flush()
+    other = reader(tmp_path, clock)
+    assert all(other.get(f"k{round_}") is None for round_ in range(50))
+
+
+def test_a_failed_batch_hides_the_older_entry_until_it_is_deleted(tier: DiskTier, tmp_path: Path,
+                                                                   clock: FakeClock) -> None:
+    old = make_entry(clock)
+    tier.set("k", old)
+    assert tier.flush()
+    with WriteLock(tmp_path):
+        tier.set("k", make_entry(clock))
+        assert tier.flush()  # the batch failed (busy), and so did its delete
+        assert tier.get("k") is None  # never the older entry the file still holds
+        assert reader(tmp_path, clock).get("k")[0].body == old.body  # type: ignore[index]
+    assert tier.get("k") is None  # the lookup deleted it at last
+    assert reader(tmp_path, clock).get("k") is None
+
+
+def test_a_full_queue_writes_in_the_caller_in_order(tmp_path: Path, clock: FakeClock) -> None:
+    tier = DiskTier(tmp_path, codec=Codec(), clock=clock, retain_stale_seconds=0, max_bytes=1_000_000)
+    assert tier._behind is not None
+    try:
+        gate = threading.Event()
+        original = tier._write_batch
+
+        def held(batch: list[Pending], touches: dict[int, float]) -> None:
+            gate.wait(10)
+            original(batch, touches)
+
+        tier._behind._apply = held
+        # The second is larger than the queue holds (a sixteenth of the bound): its caller writes it.
+        first, second = make_entry(clock), make_entry(clock, size=70_000)
+        assert tier.try_set("a", first)  # queued; the writer waits at the gate
+        writing = threading.Thread(target=lambda: tier.set("a", second))
+        writing.start()
+        writing.join(0.2)
+        assert writing.is_alive()  # it waits for the batch being written, not past it
+        gate.set()
+        writing.join(10)
+        assert tier.flush()
+        assert reader(tmp_path, clock).get("a")[0].body == second.body  # type: ignore[index]
+    finally:
+        tier.close()
+
+
+def test_a_hit_refreshes_recency_in_the_next_batch(tier: DiskTier, tmp_path: Path, clock: FakeClock) -> None:
+    tier.set("k", make_entry(clock))
+    assert tier.flush()
+    clock.advance(5.0)
+    assert tier.get("k") is not None
+    assert tier.flush()
+    used = sqlite3.connect(tmp_path / DB_NAME).execute("SELECT used FROM entries").fetchone()[0]
+    assert used == clock.now
+
+
+def test_the_async_face_queues_on_the_loop(tier: DiskTier, tmp_path: Path, clock: FakeClock) -> None:
+    entry = make_entry(clock)
+
+    async def scenario() -> None:
+        loop_thread = threading.get_ident()
+        seen: list[int] = []
+        original = tier._set_now
+        tier._set_now = lambda *args: seen.append(threading.get_ident()) or original(*args)  # type: ignore[method-assign]
+        assert await tier.atry_set("k", entry)
+        assert seen == []  # queued: no write in a worker thread, none on the loop
+        assert (await tier.aget("k"))[0] is entry  # type: ignore[index]
+        assert loop_thread == threading.get_ident()
+
+    asyncio.run(scenario())
+    assert tier.flush()
+    assert reader(tmp_path, clock).get("k")[0].body == entry.body  # type: ignore[index]
+
+
+def test_close_writes_what_is_queued(tmp_path: Path, clock: FakeClock) -> None:
+    tier = DiskTier(tmp_path, codec=Codec(), clock=clock, retain_stale_seconds=0)
+    entries = {f"k{index}": make_entry(clock) for index in range(20)}
+    for key, entry in entries.items():
+        tier.set(key, entry)
+    tier.close()
+    other = reader(tmp_path, clock)
+    assert {key: other.get(key)[0].body for key in entries} == {  # type: ignore[index]
+        key: entry.body for key, entry in entries.items()}
+
+
+def _child_after_fork(tier: DiskTier, clock: FakeClock, results: multiprocessing.Queue) -> None:
+    # The parent's writer held its locks at the fork: the child must neither see the parent's
+    # queue nor wait for a thread that does not exist in it.
+    done = threading.Event()
+
+    def work() -> None:
+        results.put(("pending", tier.get("parent") is None))
+        results.put(("delete", tier.try_delete("child")))
+        tier.set("child", make_entry(clock))
+        results.put(("flushed", tier.flush(5)))
+        done.set()
+
+    threading.Thread(target=work, daemon=True).start()
+    results.put(("finished", done.wait(10)))
+
+
+def test_a_forked_child_starts_with_a_queue_and_writer_of_its_own(tmp_path: Path, clock: FakeClock) -> None:
+    tier = DiskTier(tmp_path, codec=Codec(), clock=clock, retain_stale_seconds=0)
+    assert tier._behind is not None
+    gate, inside = threading.Event(), threading.Event()
+    original = tier._write_batch
+
+    parent = os.getpid()
+
+    def held(batch: list[Pending], touches: dict[int, float]) -> None:
+        if os.getpid() == parent:  # the child's writer writes at once
+            inside.set()
+            gate.wait(10)
+        original(batch, touches)
+
+    tier._behind._apply = held
+    try:
+        tier.set("parent", make_entry(clock))
+        assert inside.wait(5)  # the parent's writer is mid-batch, holding its locks
+        context = multiprocessing.get_context("fork")
+        results: multiprocessing.Queue = context.Queue()
+        child = context.Process(target=_child_after_fork, args=(tier, clock, results))
+        child.start()
+        child.join(20)
+        gate.set()
+        answers = dict(results.get(timeout=1) for _ in range(4))
+        assert answers == {"pending": True, "delete": True, "flushed": True, "finished": True}
+        assert child.exitcode == 0
+        assert tier.flush()
+        other = reader(tmp_path, clock)
+        assert other.get("parent") is not None and other.get("child") is not None
+    finally:
+        gate.set()
+        tier.close()
+
+
+# ------------------------------------------------------------------ random interleavings
+
+KEYS = ("a", "b", "c")
+
+
+class WriterMachine(RuleBasedStateMachine):
+    """L3 with its writer thread behind a TieredStore (which masks what the tier reports it
+    could not do), against the entries last stored; faults are another process holding the
+    write lock, so the writer's batches and the callers' deletes fail while it is held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = Path(os.environ.get("TMPDIR", "/tmp")) / f"scalekit-writer-{os.getpid()}-{id(self)}"
+        self.directory.mkdir(parents=True)
+        self.clock = FakeClock()
+        # A small bound: some writes find the queue full and are written by their caller.
+        self.tier = DiskTier(self.directory, codec=Codec(), clock=self.clock, retain_stale_seconds=0,
+                             max_bytes=64_000, busy_timeout_seconds=0.005)
+        self.tier.flush()
+        self.store = TieredStore([self.tier])
+        self.lock = WriteLock(self.directory)
+        self.locked = False
+        self.last: dict[str, CachedEntry | None] = dict.fromkeys(KEYS)
+        # Stored with no fault since: the tier must find it, and so must another process once flushed.
+        self.intact: set[str] = set()
+        self.readers: list[DiskTier] = []
+
+    def teardown(self) -> None:
+        if self.locked:
+            self.lock.__exit__()
+        self.lock.connection.close()
+        self.tier.close()
+        for other in self.readers:
+            other.close()
+        for path in self.directory.iterdir():
+            path.unlink()
+        self.directory.rmdir()
+
+    def alive(self, key: str) -> CachedEntry | None:
+        entry = self.last[key]
+        return entry if entry is not None and self.clock.now < entry.response_time + 60.0 else None
+
+    @rule(key=st.sampled_from(KEYS), size=st.sampled_from([100, 3_000, 9_000]))
+    def store_entry(self, key: str, size: int) -> None:
+        self.last[key] = entry = make_entry(self.clock, size)
+        self.store.set(key, entry)
+        if self.locked:
+            self.intact.discard(key)
+        else:
+            self.intact.add(key)
+
+    @rule(key=st.sampled_from(KEYS))
+    def delete(self, key: str) -> None:
+        self.store.delete(key)
+        self.last[key] = None
+        self.intact.discard(key)
+
+    @rule()
+    def clear(self) -> None:
+        if self.tier.clear():
+            self.last = dict.fromkeys(KEYS)
+        self.intact.clear()  # queued writes were dropped either way
+
+    @rule(seconds=st.sampled_from([1.0, 30.0, 61.0]))
+    def time_passes(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @precondition(lambda self: not self.locked)
+    @rule()
+    def another_process_takes_the_write_lock(self) -> None:
+        self.lock.__enter__()
+        self.locked = True
+        self.intact.clear()  # what is still queued may fail now
+
+    @precondition(lambda self: self.locked)
+    @rule()
+    def it_lets_go(self) -> None:
+        self.lock.__exit__()
+        self.locked = False
+
+    @precondition(lambda self: not self.locked)
+    @rule()
+    def flush(self) -> None:
+        assert self.tier.flush()
+        other = reader(self.directory, self.clock)
+        self.readers.append(other)
+        for key in self.intact:
+            expected = self.alive(key)
+            found = other.get(key)
+            if expected is None:
+                assert found is None
+            else:
+                assert found is not None and found[0].body == expected.body, key
+
+    @invariant()
+    def every_lookup_is_the_last_entry_stored_or_nothing(self) -> None:
+        for key in KEYS:
+            found = self.store.get(key)
+            expected = self.alive(key)
+            if found is not None:
+                assert expected is not None, f"{key}: served {found[0].body[:8]!r} after its delete"
+                assert found[0].body == expected.body, f"{key}: an older entry was served"
+            elif key in self.intact:
+                assert expected is None, f"{key}: lost with no fault"
+
+
+@pytest.mark.slow
+def test_writes_deletes_clears_and_faults_in_any_order() -> None:
+    run_state_machine_as_test(WriterMachine, settings=settings(
+        max_examples=60, stateful_step_count=25, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow]))
