@@ -46,11 +46,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+from ...metrics.instruments import CACHE_LOOKUPS, Tally, counter_handle
 from ..codec import Codec
 from ..entry import CachedEntry
 from .base import KeyMask, TierMetrics, kept_until
 from .breaker import CircuitBreaker
+from .presence import REFRESH_SECONDS, TRUSTED_SECONDS, Presence
 from .sqlite_file import (
     BUSY_CODES,
     DB_NAME,
@@ -65,6 +68,7 @@ __all__ = ["DB_NAME", "MIN_DATABASE_BYTES", "DiskTier", "key_hash"]
 
 # A row's cost beyond its value: its id, hash, times and size, and its three index entries.
 ROW_OVERHEAD_BYTES = 128
+_ASK_FILE = object()  # a lookup this process cannot answer without reading the file
 SWEEP_EVERY_WRITES = 16
 MAX_QUEUED_BYTES = 8 * 1024 * 1024  # of bodies waiting for the writer thread, per process
 ENTRY_GAUGE_EVERY_WRITES = 64
@@ -75,8 +79,9 @@ _SHM_BYTES = 32 * 1024  # the log's shared-memory index, per 4,096 logged pages
 
 
 def queued_size(entry: CachedEntry) -> int:
-    """What ``entry`` holds in memory while queued, roughly: its body and header lines."""
-    return len(entry.body) + sum(len(name) + len(value) for name, value in entry.headers) + 256
+    """What ``entry`` holds in memory while queued, roughly: its body, and 64 bytes a header
+    line (a guess: summing them cost more than the rest of the queueing)."""
+    return len(entry.body) + 64 * len(entry.headers) + 256
 
 
 @contextlib.contextmanager
@@ -122,6 +127,8 @@ class DiskTier:
         self.wal_bytes = min(max(max_bytes // _WAL_SHARE, _MIN_WAL_BYTES), _MAX_WAL_BYTES)
         self.database_bytes = max(max_bytes - 2 * self.wal_bytes - _SHM_BYTES, MIN_DATABASE_BYTES)
         self._metrics = TierMetrics(self.name)
+        # Most lookups are misses: counted with one C call, added before any read.
+        self._count_miss = Tally((CACHE_LOOKUPS,), (counter_handle(self._metrics.miss).inc,)).tick
         self._local = threading.local()  # one connection per thread: sqlite3 objects are not shared
         self._generation = 0  # bumped when the file is recreated, to drop stale connections
         self._pid = os.getpid()
@@ -131,8 +138,11 @@ class DiskTier:
         # entry for them (a failure in the caller's thread is the caller's to mask).
         self._unsure = KeyMask()
         self._behind = WriteBehind(
-            self._write_batch, max_bytes=min(MAX_QUEUED_BYTES, max(self.max_bytes // 16, 1))
+            self._write_batch, max_bytes=min(MAX_QUEUED_BYTES, max(self.max_bytes // 16, 1)),
+            tick=self._refresh_presence, tick_seconds=REFRESH_SECONDS,
         ) if background_writes else None
+        # The rows the file may hold, loaded and refreshed by the writer thread (None: ask the file).
+        self._presence: Presence | None = None
 
     # ----------------------------------------------------------------- connection
     def _connection(self) -> sqlite3.Connection:
@@ -168,22 +178,43 @@ class DiskTier:
             except OSError:
                 pass
         self._generation += 1
+        self._presence = None
 
     # ----------------------------------------------------------------- sync face
     def get(self, key: str) -> tuple[CachedEntry, str] | None:
         now = self.clock()
+        known = self._known(key, now)
+        return self._get_from_file(key, now) if known is _ASK_FILE else known
+
+    def _known(self, key: str, now: float) -> Any:
+        """The lookup's answer when this process knows it without the file (its own queued
+        write, or a row the file cannot hold), else ``_ASK_FILE``."""
         behind = self._behind
-        queued = behind.pending(key) if behind is not None else None
+        if behind is None:
+            return _ASK_FILE
+        queued = behind.pending(key)
         if queued is not None:  # written by this process, not yet on disk
             if queued.expires > now:
                 self._metrics.hit.inc()
                 return queued.entry, self.name
-            self._metrics.miss.inc()
+            self._count_miss()
             return None
+        if self._unsure and key in self._unsure:
+            return _ASK_FILE
+        presence = self._presence
+        if presence is None or presence.pid != os.getpid() or time.monotonic() > presence.fresh_until:
+            behind.start()  # its writer thread loads (or refreshes) what the file holds
+            return _ASK_FILE
+        if not presence.may_hold(key_hash(key)):
+            self._count_miss()
+            return None
+        return _ASK_FILE
+
+    def _get_from_file(self, key: str, now: float) -> tuple[CachedEntry, str] | None:
         unsure = self._unsure
         if unsure and key in unsure:  # the file may hold an entry older than the newest write
             self.try_delete(key)
-            self._metrics.miss.inc()
+            self._count_miss()
             return None
         if not self.breaker.allow():
             self._metrics.bypass.inc()
@@ -196,8 +227,11 @@ class DiskTier:
             self._fault(error, self._metrics.error)
             return None
         self.breaker.success()
+        presence = self._presence
+        if presence is not None:
+            presence.looked_up(row is not None)
         if row is None or row[1] <= now:
-            self._metrics.miss.inc()
+            self._count_miss()
             return None
         entry, _outcome = self.codec.decode(key, row[0])
         if entry is None:
@@ -206,6 +240,7 @@ class DiskTier:
             return None
         # Refresh recency for LRU: queued, or in a transaction of its own (a disk that refuses
         # writes can still serve reads).
+        behind = self._behind
         if behind is not None:
             behind.touch(row[2], now)
         else:
@@ -302,6 +337,28 @@ class DiskTier:
             for pending in batch:
                 self._unsure.discard(pending.key)
 
+    def _refresh_presence(self) -> None:
+        """The writer thread's tick: show the filter the rows added to the file since its last
+        look (by any process), or build it anew from the file when it has none or is worn."""
+        presence = self._presence
+        try:
+            connection = self._connection()
+            if presence is None or presence.pid != os.getpid() or presence.worn:
+                rows = connection.execute("SELECT id, hash FROM entries").fetchall()
+                # Rows of at least 1 KiB fill the bound: sized for that many, or twice today's.
+                presence = Presence(max(self.max_bytes // 1024, 2 * len(rows), 1024))
+            else:
+                rows = connection.execute("SELECT id, hash FROM entries WHERE id > ?",
+                                          (presence.last_id,)).fetchall()
+        except Exception:  # noqa: BLE001 - a disk fault never fails a request
+            self._presence = None  # lookups ask the file, which counts the fault
+            return
+        for row_id, row_hash in rows:
+            presence.add(row_hash)
+            presence.last_id = max(presence.last_id, row_id)
+        presence.fresh_until = time.monotonic() + TRUSTED_SECONDS
+        self._presence = presence
+
     def _hide(self, keys: list[str]) -> None:
         if not self._delete_now(keys):
             for key in keys:
@@ -351,6 +408,10 @@ class DiskTier:
                 self._shrink_files(connection, *pages, checkpoint=sweep)
             except sqlite3.OperationalError:
                 pass  # another worker holds the lock: the next write shrinks them
+        presence = self._presence
+        if presence is not None:
+            for row_hash, *_row in writes:
+                presence.add(row_hash)
         self._metrics.bytes.set(total)
         self._writes_since_sweep = 0 if sweep else self._writes_since_sweep + len(writes)
         self._writes_since_count += len(writes)
@@ -476,7 +537,11 @@ class DiskTier:
 
     # ----------------------------------------------------------------- async face
     async def aget(self, key: str) -> tuple[CachedEntry, str] | None:
-        return await asyncio.to_thread(self.get, key)
+        """:meth:`get`: answered on the event loop when the file need not be read (most misses),
+        else in a worker thread."""
+        now = self.clock()
+        known = self._known(key, now)
+        return await asyncio.to_thread(self._get_from_file, key, now) if known is _ASK_FILE else known
 
     async def aset(self, key: str, entry: CachedEntry) -> None:
         await self.atry_set(key, entry)

@@ -19,14 +19,14 @@ SETUP_TIMEOUT_SECONDS = 5.0
 _INCREMENTAL = 2  # PRAGMA auto_vacuum's answer for INCREMENTAL
 BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
 DB_NAME = "l3.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: ids never reused (AUTOINCREMENT), so "rows added since id N" is exact
 PAGE_SIZE = 8192
 # The smallest database: SQLite's header and schema, the tables' and indexes' root pages.
 MIN_DATABASE_BYTES = 128 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
-    id INTEGER PRIMARY KEY, hash INTEGER NOT NULL, value BLOB NOT NULL, size INTEGER NOT NULL,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, hash INTEGER NOT NULL, value BLOB NOT NULL, size INTEGER NOT NULL,
     expires REAL NOT NULL, used REAL NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS entries_hash ON entries(hash);
 CREATE INDEX IF NOT EXISTS entries_used ON entries(used);

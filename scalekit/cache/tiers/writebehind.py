@@ -15,6 +15,8 @@ What a request may rely on, exactly as when it wrote the file itself:
 - **Nothing overtakes a delete.** A delete, a write made in the request because the queue is
   full, and a clear hold :meth:`WriteBehind.exclusive`: they wait for the batch being written,
   drop what is queued for their key (or everything), and run before the writer's next batch.
+- **No idle thread.** The writer starts with the first write and ends after ``IDLE_SECONDS``
+  with nothing to do.
 - **Bounded.** At most ``max_items`` entries and ``max_bytes`` of bodies wait; past that the
   request writes itself (:meth:`put` says so), as it always did.
 - **A write that fails is never an older entry served.** ``apply`` (the tier's) handles its own
@@ -44,6 +46,9 @@ log = logging.getLogger("scalekit.cache")
 # least-recently-used order at a second's grain is plenty), or once this many are queued.
 TOUCH_INTERVAL_SECONDS = 1.0
 MAX_TOUCHES = 4096
+# A writer with nothing to do for this long ends (a tier nobody uses any more keeps no thread);
+# the next write, or lookup that needs it, starts another.
+IDLE_SECONDS = 5.0
 
 
 class Pending(NamedTuple):
@@ -62,8 +67,13 @@ class WriteBehind:
     """The queue of one tier's writes and the thread that applies them (started on first use)."""
 
     def __init__(self, apply: Apply, *, max_items: int = 1024, max_bytes: int = 8 * 1024 * 1024,
+                 tick: Callable[[], None] | None = None, tick_seconds: float = 1.0,
                  name: str = "scalekit-l3-writer") -> None:
         self._apply = apply
+        # Called by the writer as it starts and then every ``tick_seconds`` (L3 reads the rows
+        # other processes added).
+        self._tick = tick
+        self.tick_seconds = tick_seconds
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.name = name
@@ -81,6 +91,8 @@ class WriteBehind:
         self._busy = False  # a batch taken from the queue is being written
         self._flushing = 0  # callers of flush() waiting: write at once
         self._waiting = False  # the writer waits for work
+        self._tick_due = 0.0  # monotonic; the first tick runs as the writer starts
+        self._used = time.monotonic()  # the last put, touch or start: the writer ends when idle
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -106,11 +118,20 @@ class WriteBehind:
                 return False
             self._queued[key] = Pending(key, entry, expires, size)
             self._queued_bytes = queued_bytes + size
+            self._used = time.monotonic()
             if self._thread is None:
                 self._start()
             elif self._waiting:
                 self._changed.notify()
         return True
+
+    def start(self) -> None:
+        """Start the writer if it is not running (its first tick runs at once)."""
+        self._forked()
+        with self._lock:
+            self._used = time.monotonic()
+            if self._thread is None and not self._closed:
+                self._start()
 
     def pending(self, key: str) -> Pending | None:
         """The write queued for ``key`` and not yet applied, if any."""
@@ -125,6 +146,7 @@ class WriteBehind:
             if self._closed:
                 return
             self._touches[row_id] = now
+            self._used = time.monotonic()
             if self._thread is None:
                 self._start()
             elif len(self._touches) >= MAX_TOUCHES and self._waiting:
@@ -196,25 +218,33 @@ class WriteBehind:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
-    def _wait_for_work(self) -> bool:
-        """Wait until a batch is due (the lock is held); False once closed with nothing left."""
+    def _wait_for_work(self) -> str | None:
+        """Wait until a batch ("batch") or the tick ("tick") is due (the lock is held); None
+        once closed with nothing left."""
         touches_due: float | None = None
         while True:
+            now = time.monotonic()
+            if self._tick is not None and now >= self._tick_due and not self._closed:
+                return "tick"  # first: a writer that always has a batch still ticks
             if self._queued:
-                return True
+                return "batch"
             if self._touches:
                 if self._closed or self._flushing or len(self._touches) >= MAX_TOUCHES:
-                    return True
-                now = time.monotonic()
+                    return "batch"
                 if touches_due is None:
                     touches_due = now + TOUCH_INTERVAL_SECONDS
                 if now >= touches_due:
-                    return True
-                self._wait(touches_due - now)
-            elif self._closed:
-                return False
+                    return "batch"
             else:
-                self._wait(None)
+                idle_until = self._used + IDLE_SECONDS
+                if self._closed or now >= idle_until:
+                    # Ended under the lock: a put from now on starts a new writer.
+                    self._thread = None
+                    return None
+            deadlines = [due for due in (touches_due if self._touches else idle_until,
+                                         self._tick_due if self._tick is not None else None)
+                         if due is not None]
+            self._wait(min(deadlines) - now)
 
     def _wait(self, timeout: float | None) -> None:
         self._waiting = True  # a put wakes the writer only then: most puts find it busy
@@ -228,14 +258,24 @@ class WriteBehind:
             self._write_until_closed()
         finally:
             with self._lock:
-                self._thread = None
+                if self._thread is threading.current_thread():  # ended by an error
+                    self._thread = None
                 self._changed.notify_all()
 
     def _write_until_closed(self) -> None:
         while True:
             with self._lock:
-                if not self._wait_for_work():
-                    return
+                work = self._wait_for_work()
+            if work is None:
+                return
+            if work == "tick":
+                assert self._tick is not None
+                self._tick_due = time.monotonic() + self.tick_seconds
+                try:
+                    self._tick()
+                except Exception:
+                    log.exception("the disk tier's writer could not refresh what it knows")
+                continue
             with self._exclusive:  # taken only now: a delete must not wait for an idle writer
                 with self._lock:
                     batch = list(self._queued.values())
