@@ -99,6 +99,9 @@ class TieredStore:
         self._calls = tuple(_TierCalls(tier) for tier in self.tiers)
         # 1 when the first tier does no I/O (L1): its lookups skip the plan.
         self._after_memory = int(bool(self.tiers) and getattr(self.tiers[0], "in_process", False))
+        # L1 and exactly one tier after it (the default: L3): a miss past L1 asks that tier
+        # directly, not through a plan (about 10 calls fewer on every miss).
+        self._last = self._calls[-1] if self._after_memory and len(self.tiers) == 2 else None
         # The first tier when it is L1 (has peek/count_hit): the cache's hot path reads it alone.
         first = self.tiers[0] if self.tiers else None
         self.memory = first if first is not None and hasattr(first, "peek") else None
@@ -134,20 +137,52 @@ class TieredStore:
         counted, the tiers after it asked."""
         if self._after_memory:
             self.tiers[0].count_miss()
+        last = self._last
+        if last is not None and not self._masks[-1]:  # L1 and one tier (the defaults: L3)
+            return self._promoted(key, last._get(key))
         return run(self._get(key, self._after_memory)) if len(self.tiers) > self._after_memory else None
 
     async def aget_past_memory(self, key: str) -> tuple[CachedEntry, str] | None:
         if self._after_memory:
             self.tiers[0].count_miss()
+        last = self._last
+        if last is not None and not self._masks[-1]:
+            return self._promoted(key, await last._aget(key) if last._aget is not None else last._get(key))
         return await arun(self._get(key, self._after_memory)) if len(self.tiers) > self._after_memory else None
+
+    def _promoted(self, key: str, found: tuple[CachedEntry, str] | None) -> tuple[CachedEntry, str] | None:
+        """``found`` by the tier after L1, copied up into L1 (what ``_get`` does for any tier)."""
+        if found is not None:
+            self._memory_set(key, found[0])
+        return found
 
     def set(self, key: str, entry: CachedEntry) -> None:
         if self._memory_set(key, entry):
-            run(self._set(key, entry))
+            last = self._last
+            if last is None:
+                run(self._set(key, entry))
+            else:  # what _set_one does, without a plan
+                written = last._set(key, entry)
+                self._mask_last(key, written, written or last._delete(key))
 
     async def aset(self, key: str, entry: CachedEntry) -> None:
         if self._memory_set(key, entry):
-            await arun(self._set(key, entry))
+            last = self._last
+            if last is None or last._aset is None or last._adelete is None:
+                await arun(self._set(key, entry))
+            else:
+                written = await last._aset(key, entry)
+                self._mask_last(key, written, written or await last._adelete(key))
+
+    def _mask_last(self, key: str, written: bool, gone: bool) -> None:
+        """As ``_set_one``: a key written is unmasked; one neither written nor deleted (the
+        tier may still hold an older entry) is masked."""
+        mask = self._masks[-1]
+        if written:
+            if mask:
+                mask.discard(key)
+        elif not gone:
+            mask.add(key)
 
     def delete(self, key: str) -> None:
         if self._memory_delete(key):
