@@ -53,6 +53,8 @@ class Presence:
         self.wrong = 0
 
     def add(self, row_hash: int) -> None:
+        """Set ``row_hash``'s bits. One thread at a time (two could each undo the other's bit in
+        a shared byte): the tier adds under its writer's lock."""
         bits, mask = self._bits, self._mask
         first, step = row_hash & mask, (row_hash >> 32) | 1
         for probe in (first, (first + step) & mask, (first + 2 * step) & mask):

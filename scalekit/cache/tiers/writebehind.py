@@ -46,6 +46,11 @@ log = logging.getLogger("scalekit.cache")
 # least-recently-used order at a second's grain is plenty), or once this many are queued.
 TOUCH_INTERVAL_SECONDS = 1.0
 MAX_TOUCHES = 4096
+# A batch is written once its first entry has waited this long, or once it holds this many:
+# one transaction (and its fixed statements) for many entries, and this process reads them back
+# meanwhile; another process finds them that much later.
+GATHER_SECONDS = 0.05
+GATHER_ITEMS = 64
 # A writer with nothing to do for this long ends (a tier nobody uses any more keeps no thread);
 # the next write, or lookup that needs it, starts another.
 IDLE_SECONDS = 5.0
@@ -70,8 +75,8 @@ class WriteBehind:
                  tick: Callable[[], None] | None = None, tick_seconds: float = 1.0,
                  name: str = "scalekit-l3-writer") -> None:
         self._apply = apply
-        # Called by the writer as it starts and then every ``tick_seconds`` (L3 reads the rows
-        # other processes added).
+        # Called by the writer as it starts and then every ``tick_seconds``, holding off callers
+        # of exclusive() as a batch does (L3 reads the rows other processes added).
         self._tick = tick
         self.tick_seconds = tick_seconds
         self.max_items = max_items
@@ -93,6 +98,7 @@ class WriteBehind:
         self._waiting = False  # the writer waits for work
         self._tick_due = 0.0  # monotonic; the first tick runs as the writer starts
         self._used = time.monotonic()  # the last put, touch or start: the writer ends when idle
+        self._gathering_since = 0.0  # monotonic: when the queue last went from empty to not
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -116,12 +122,17 @@ class WriteBehind:
                 if previous is not None:  # keep the older queued write rather than lose both
                     self._queued[key] = previous
                 return False
+            if not self._queued:
+                self._gathering_since = time.monotonic()
+                wake = True  # the writer waits for work, not for this batch to fill
+            else:
+                wake = len(self._queued) + 1 >= GATHER_ITEMS
             self._queued[key] = Pending(key, entry, expires, size)
             self._queued_bytes = queued_bytes + size
             self._used = time.monotonic()
             if self._thread is None:
                 self._start()
-            elif self._waiting:
+            elif wake and self._waiting:
                 self._changed.notify()
         return True
 
@@ -226,9 +237,13 @@ class WriteBehind:
             now = time.monotonic()
             if self._tick is not None and now >= self._tick_due and not self._closed:
                 return "tick"  # first: a writer that always has a batch still ticks
+            gathered_at = None
             if self._queued:
-                return "batch"
-            if self._touches:
+                gathered_at = self._gathering_since + GATHER_SECONDS
+                if (now >= gathered_at or len(self._queued) >= GATHER_ITEMS or self._flushing
+                        or self._closed):
+                    return "batch"
+            elif self._touches:
                 if self._closed or self._flushing or len(self._touches) >= MAX_TOUCHES:
                     return "batch"
                 if touches_due is None:
@@ -241,7 +256,8 @@ class WriteBehind:
                     # Ended under the lock: a put from now on starts a new writer.
                     self._thread = None
                     return None
-            deadlines = [due for due in (touches_due if self._touches else idle_until,
+            deadlines = [due for due in (gathered_at, touches_due if self._touches else None,
+                                         None if self._queued or self._touches else idle_until,
                                          self._tick_due if self._tick is not None else None)
                          if due is not None]
             self._wait(min(deadlines) - now)
@@ -271,10 +287,13 @@ class WriteBehind:
             if work == "tick":
                 assert self._tick is not None
                 self._tick_due = time.monotonic() + self.tick_seconds
-                try:
-                    self._tick()
-                except Exception:
-                    log.exception("the disk tier's writer could not refresh what it knows")
+                # Under the same lock as a batch: a caller writing under exclusive() must not
+                # land between what the tick reads and what it replaces.
+                with self._exclusive:
+                    try:
+                        self._tick()
+                    except Exception:
+                        log.exception("the disk tier's writer could not refresh what it knows")
                 continue
             with self._exclusive:  # taken only now: a delete must not wait for an idle writer
                 with self._lock:
