@@ -96,6 +96,16 @@ def test_a_write_is_queued_read_back_at_once_and_on_disk_after_a_flush(
     assert reader(tmp_path, clock).get("k")[0].body == newer.body  # type: ignore[index]
 
 
+def test_a_queued_write_reaches_the_file_by_itself(tier: DiskTier, tmp_path: Path, clock: FakeClock) -> None:
+    entry = make_entry(clock)
+    tier.set("k", entry)
+    other = reader(tmp_path, clock)
+    # Gathered with whatever else comes for up to GATHER_SECONDS, then written: no flush needed.
+    assert wait_until(lambda: other.get("k") is not None, seconds=writebehind.GATHER_SECONDS + 2.0)
+    assert other.get("k")[0].body == entry.body  # type: ignore[index]
+    other.close()
+
+
 def test_a_delete_is_never_overtaken_by_an_earlier_write(tier: DiskTier, tmp_path: Path,
                                                          clock: FakeClock) -> None:
     for round_ in range(50):
