@@ -378,7 +378,7 @@ def counted_server(folder: str, variant: str, markers: Path) -> subprocess.Popen
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([folder, str(ROOT)]), BENCH_MARKERS=str(markers))
     process = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--collect-atstart=no",
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no",
          f"--callgrind-out-file={folder}/{variant}.%p", sys.executable, "-m", "uvicorn",
          f"bench_apps:asgi_{variant}", "--host", "127.0.0.1", "--port", str(port), "--http", "httptools",
          "--loop", "uvloop", "--no-access-log"],

@@ -5,7 +5,8 @@ cache, pool; the disk tier off, as in bench/cache_hit.py) costs at most 5% more 
 app: the request is counted, keyed, looked up, forwarded, and the response stamped, analysed,
 buffered and stored (``stored miss``), or passed through (``uncacheable miss``). The cache layer
 alone is measured in the same rounds, for reference (no target); so, in rounds of its own
-after them, is a WSGI miss with the disk tier on, as a user's default config has it.
+after them, is a WSGI miss with the disk tier on, as a user's default config has it: in the
+request's thread (what the response waits for) and in all threads (L3's writer included).
 
 "stored miss": every request has its own URL, so each is a real miss that is then stored.
 "uncacheable": one endpoint answering ``Cache-Control: no-store``, so every request misses.
@@ -138,21 +139,50 @@ def defaults_with_disk(app: Any, folder: str) -> Any:
 
 
 def disk_reference(n: int) -> None:
-    """What the disk tier adds to a WSGI miss, in rounds of its own (bare and defaults with L3
-    interleaved), after the judged ones: a stored miss writes L3 in the request's thread there
-    (under ASGI a worker thread writes it after the request, where per-request CPU time cannot
-    follow it), and any miss reads it. Printed for reference, no target."""
+    """What the disk tier adds to a WSGI miss, in rounds of its own after the judged ones, no
+    target. A stored miss only queues its L3 write; the tier's writer thread writes it, so two
+    figures: the request's own thread (what the response waits for: bare, defaults and
+    defaults with L3 interleaved, timed with the thread's CPU clock), and every thread of the
+    process (the writer's work included: blocks of requests, each variant's block timed whole)."""
     with tempfile.TemporaryDirectory(prefix="scalekit-bench-l3-") as folder:
-        app = defaults_with_disk(wsgi_app, folder)
+        with_disk, without = defaults_with_disk(wsgi_app, folder), defaults(wsgi_app)
         for label, variant in VARIANTS:
-            run_wsgi([wsgi_app, app], 50, variant)
+            run_wsgi([wsgi_app, with_disk, without], 50, variant)
             gc.collect()
-            bare_times, times = run_wsgi([wsgi_app, app], n, variant)
+            bare_times, disk_times, plain_times = run_wsgi([wsgi_app, with_disk, without], n, variant,
+                                                           timer=time.thread_time)
             bare_us = statistics.median(bare_times)
-            added_us = statistics.median([t - b for t, b in zip(times, bare_times)])
-            print(f"WSGI {label:12s} defaults+L3: {added_us / bare_us:+7.2%} over bare {bare_us:7.1f} us "
-                  f"(CPU, median of {n} interleaved pairs; {added_us:5.1f} us)   the disk tier on, as by "
-                  f"default   (reference)")
+            disk_us = statistics.median([t - b for t, b in zip(disk_times, bare_times)])
+            plain_us = statistics.median([t - b for t, b in zip(plain_times, bare_times)])
+            process_us = process_cpu_added(with_disk, n, variant)
+            print(f"WSGI {label:12s} defaults+L3: {disk_us / bare_us:+7.2%} over bare {bare_us:7.1f} us "
+                  f"in the request's thread ({disk_us:5.1f} us; L3 off {plain_us:5.1f} us, so L3 "
+                  f"{disk_us - plain_us:+5.1f} us); all threads {process_us:5.1f} us   (reference)")
+
+
+def process_cpu_added(app: Any, n: int, variant: str, blocks: int = 6) -> float:
+    """µs of the whole process's CPU (writer thread included) per request of ``app`` beyond the
+    bare app's: the median over ``blocks`` pairs of blocks of requests, each block timed whole
+    after the tier's queue was written (a block's writes are counted in its own time)."""
+    added = []
+    per_block = max(n // blocks, 50)
+    store = app_store(app)
+    for _ in range(blocks):
+        started = time.process_time()
+        run_wsgi([wsgi_app], per_block, variant)
+        bare = time.process_time() - started
+        started = time.process_time()
+        run_wsgi([app], per_block, variant)
+        if store is not None:
+            store.flush()
+        added.append((time.process_time() - started - bare) / per_block * 1e6)
+    return statistics.median(added)
+
+
+def app_store(app: Any) -> Any:
+    """The TieredStore behind a wrapped app (None if it has none)."""
+    runtime = getattr(app, "runtime", None)
+    return None if runtime is None else runtime.services.get("cache.store")
 
 
 COUNTER = itertools.count()
@@ -189,15 +219,17 @@ def query_for(variant: str) -> str:
     return variant or f"i={next(COUNTER)}"
 
 
-def run_wsgi(apps: list[Any], n: int, variant: str) -> list[list[float]]:
-    """µs of CPU per request, for ``n`` requests to each of ``apps``, interleaved one by one."""
+def run_wsgi(apps: list[Any], n: int, variant: str, timer: Any = None) -> list[list[float]]:
+    """µs of CPU per request (``timer``: the process's CPU clock unless told), for ``n``
+    requests to each of ``apps``, interleaved one by one."""
+    timer = timer or clock
     times: list[list[float]] = [[] for _ in apps]
     for _ in range(n):
         for app, spent in zip(apps, times):
             query = query_for(variant)
-            started = clock()
+            started = timer()
             wsgi_request(app, query)
-            spent.append((clock() - started) * 1e6)
+            spent.append((timer() - started) * 1e6)
     return times
 
 
@@ -238,50 +270,66 @@ def calls_per_request(run: Any, app: Any, variant: str, n: int = 200) -> float:
     return calls / n
 
 
+# Instrumentation is switched for every thread at once (collection would be per thread): a
+# segment counts the work of L3's writer thread too (unless threads are separated, see below).
 MARKERS_C = r"""#include <valgrind/callgrind.h>
-void markers_start(void) { CALLGRIND_START_INSTRUMENTATION; CALLGRIND_ZERO_STATS; CALLGRIND_TOGGLE_COLLECT; }
-void markers_stop(const char *name) {
-    CALLGRIND_TOGGLE_COLLECT; CALLGRIND_DUMP_STATS_AT(name); CALLGRIND_STOP_INSTRUMENTATION;
-}
+void markers_start(void) { CALLGRIND_START_INSTRUMENTATION; CALLGRIND_ZERO_STATS; }
+void markers_stop(const char *name) { CALLGRIND_DUMP_STATS_AT(name); CALLGRIND_STOP_INSTRUMENTATION; }
 """
 COUNTED_REQUESTS = 50
 VARIANTS = (("stored miss", ""), ("uncacheable", "nostore"))
 
 
-def counted_segments(markers: str) -> None:
+def counted_segments(markers: str, disk_only: bool) -> None:
     """Under callgrind: each (driver, variant, stack)'s requests, counted apart (the rest of
-    the process, imports included, runs uninstrumented)."""
+    the process, imports included, runs uninstrumented); ``disk_only``: the L3 stack alone."""
     import ctypes
 
     lib = ctypes.CDLL(markers)
-    for kind, bare, run in (("WSGI", wsgi_app, run_wsgi), ("ASGI", asgi_app, run_asgi)):
+    drivers = () if disk_only else (("WSGI", wsgi_app, run_wsgi), ("ASGI", asgi_app, run_asgi))
+    for kind, bare, run in drivers:
         for name, app in (("bare", bare), ("cache alone", cache_only(bare)), ("defaults", defaults(bare))):
             for _label, variant in VARIANTS:
                 run([app], 20, variant)
                 lib.markers_start()
                 run([app], COUNTED_REQUESTS, variant)
                 lib.markers_stop(f"{kind}|{variant}|{name}".encode())
+    with tempfile.TemporaryDirectory(prefix="scalekit-bench-l3-") as folder:
+        app = defaults_with_disk(wsgi_app, folder)
+        store = app_store(app)
+        for _label, variant in VARIANTS:
+            run_wsgi([app], 20, variant)
+            store.flush()
+            lib.markers_start()
+            run_wsgi([app], COUNTED_REQUESTS, variant)
+            store.flush()  # the writer thread's work for these requests, counted with them
+            lib.markers_stop(f"WSGI|{variant}|defaults+L3".encode())
 
 
 def instructions_per_request() -> dict[str, float]:
-    """``driver|variant|stack`` -> instructions per request, counted by callgrind."""
+    """``driver|variant|stack`` -> instructions per request, counted by callgrind in all the
+    process's threads (``...|thread``: the L3 stack's in the requests' own thread alone)."""
     if shutil.which("valgrind") is None or shutil.which("gcc") is None:
         raise SystemExit("--instructions needs valgrind and gcc (Debian: apt-get install valgrind gcc)")
+    counts: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as folder:
         source, markers = Path(folder, "markers.c"), Path(folder, "markers.so")
         source.write_text(MARKERS_C)
         subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(markers), str(source)], check=True)
-        subprocess.run(["valgrind", "--tool=callgrind", "--instr-atstart=no", "--collect-atstart=no",
-                        f"--callgrind-out-file={folder}/out.%p", sys.executable, __file__,
-                        "--counted-segments", str(markers), "--renders", str(RENDERS)],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        counts: dict[str, float] = {}
-        for dump in Path(folder).glob("out.*.*"):
-            text = dump.read_text(errors="replace")
-            name = re.search(r"^desc: Trigger: Client Request: (.*)$", text, re.MULTILINE)
-            total = re.search(r"^totals: (\d+)$", text, re.MULTILINE)
-            if name and total:
-                counts[name.group(1)] = int(total.group(1)) / COUNTED_REQUESTS
+        # A dump of separated threads holds the dumping thread's alone: a second, shorter run
+        # separates them, for the L3 stack only.
+        for run_name, options, suffix in (("all", [], ""), ("thread", ["--separate-threads=yes"], "|thread")):
+            subprocess.run(["valgrind", "--tool=callgrind", "--instr-atstart=no", *options,
+                            f"--callgrind-out-file={folder}/{run_name}.%p", sys.executable, __file__,
+                            "--counted-segments", str(markers), "--renders", str(RENDERS),
+                            *(["--disk-only"] if suffix else [])],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for dump in Path(folder).glob(f"{run_name}.*.*"):
+                text = dump.read_text(errors="replace")
+                name = re.search(r"^desc: Trigger: Client Request: (.*)$", text, re.MULTILINE)
+                total = re.search(r"^totals: (\d+)$", text, re.MULTILINE)
+                if name and total:
+                    counts[name.group(1) + suffix] = int(total.group(1)) / COUNTED_REQUESTS
     return counts
 
 
@@ -292,10 +340,11 @@ def main() -> int:
     parser.add_argument("--instructions", action="store_true", help="also count instructions (callgrind)")
     parser.add_argument("--counted-segments", metavar="MARKERS", help=argparse.SUPPRESS)
     parser.add_argument("--renders", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--disk-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.counted_segments:  # the child run under callgrind
         RENDERS = args.renders
-        counted_segments(args.counted_segments)
+        counted_segments(args.counted_segments, args.disk_only)
         return 0
     n = 1500 if args.quick else 6000
     RENDERS = calibrate()
@@ -328,6 +377,11 @@ def main() -> int:
                     print(f"{'':29s}{added / base:+7.2%} instructions over bare's {base / 1e6:.2f} M "
                           f"({added / 1e3:.0f} k per request, callgrind; not judged)")
     disk_reference(n // 2)
+    for label, variant in VARIANTS if counts else ():
+        plain, with_disk = counts[f"WSGI|{variant}|defaults"], f"WSGI|{variant}|defaults+L3"
+        print(f"WSGI {label:12s} defaults+L3: L3 adds {(counts[f'{with_disk}|thread'] - plain) / 1e3:4.0f} k "
+              f"instructions in the request's thread, {(counts[with_disk] - plain) / 1e3:4.0f} k "
+              f"in all threads (callgrind; the writer's ticks included)   (reference)")
     return 0 if ok else 1
 
 
