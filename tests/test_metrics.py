@@ -385,8 +385,8 @@ def test_recorded_histogram_matches_prometheus_semantics(internals: bool, monkey
 @pytest.mark.server
 def test_multiprocess_gunicorn_reports_the_shared_disk_tier_once(tmp_path: Path, promtool: str) -> None:
     """Two workers share one disk tier: /metrics gives its size as the file holds it (the
-    latest a worker saw), not the sum of each worker's view; the memory tiers, one per worker,
-    are still summed."""
+    latest a worker saw, once their writer threads have written), not the sum of each worker's
+    view; the memory tiers, one per worker, are still summed."""
     import httpx
 
     from scalekit.cache.tiers.disk import DiskTier
@@ -404,11 +404,17 @@ def test_multiprocess_gunicorn_reports_the_shared_disk_tier_once(tmp_path: Path,
             assert client.get(f"/items/{index}", headers={"Connection": "close"}).status_code == 200
             index += 1
         assert len(pids) == 2  # both workers wrote to the disk tier
-        samples = parse(client.get("/metrics").content)
+        disk = DiskTier(tmp_path / "state" / "cache", background_writes=False)
+        deadline = time.monotonic() + 20
+        while True:  # the workers' writer threads land their last batches within moments
+            samples = parse(client.get("/metrics").content)
+            if value(samples, "scalekit_cache_bytes", tier="disk") == disk.current_bytes or \
+                    time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert disk.current_bytes > 0
+        assert value(samples, "scalekit_cache_bytes", tier="disk") == disk.current_bytes
         body = client.get("/metrics").content
-    disk = DiskTier(tmp_path / "state" / "cache")
-    assert disk.current_bytes > 0
-    assert value(samples, "scalekit_cache_bytes", tier="disk") == disk.current_bytes
     assert value(samples, "scalekit_cache_max_bytes", tier="disk") == 512 * 1024 * 1024  # not 2x
     assert value(samples, "scalekit_cache_max_bytes", tier="memory") == 2 * 64 * 1024 * 1024
     checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60,
