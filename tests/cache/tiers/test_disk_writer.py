@@ -386,7 +386,7 @@ def test_a_write_its_caller_could_not_make_never_lets_the_older_entry_out(machin
 @pytest.mark.parametrize("machine", [WriterMachine, WriterMachineBehindMemory])
 def test_writes_deletes_clears_and_faults_in_any_order(machine: type[WriterMachine]) -> None:
     run_state_machine_as_test(machine, settings=settings(
-        max_examples=50, stateful_step_count=25, deadline=None,
+        max_examples=30, stateful_step_count=25, deadline=None,
         suppress_health_check=[HealthCheck.too_slow]))
 
 
