@@ -24,6 +24,9 @@ pytestmark = [pytest.mark.nginx, pytest.mark.server, pytest.mark.slow]
 # Long enough that the first slow GETs are still in flight when the last POST has started and
 # an instance is killed, on a loaded machine, with Varnish in the chain.
 SLOW_SECONDS = 3.0
+# The crash test's GETs must still be in flight when app3 is killed, after two waits that a
+# busy 2-core machine once stretched past SLOW_SECONDS (app3 had answered its GETs already).
+CRASHED_GET_SECONDS = 2 * SLOW_SECONDS
 DEADLINE_SECONDS = 25.0   # > fail_timeout (10 s) + generous start-up on a shared 2-core machine
 
 
@@ -96,7 +99,7 @@ def test_crashed_instance_loses_no_idempotent_request_and_rejoins(tmp_path: Path
         # broken round-robin spreads them evenly), then app3 crashes (SIGKILL).
         flight = InFlight(edge.url)
         for n in range(6):   # distinct URLs: identical ones would queue on the edge cache lock
-            flight.send("GET", f"/slow?seconds={SLOW_SECONDS}&n={n}")
+            flight.send("GET", f"/slow?seconds={CRASHED_GET_SECONDS}&n={n}")
         wait_for(slow_in_flight_per_instance(edge, 2), "every instance has two slow GETs in flight")
         for n in range(3):
             flight.send("POST", f"/slow?seconds={SLOW_SECONDS}&n={n}")
