@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..forks import pid
 from .generations import LocalGenerations, restart_in_forked_children
 from .hostpeers import HostPeers
 from .invalidation import InvalidationResult
@@ -72,8 +73,8 @@ class HostGenerations(LocalGenerations):
                         "process until it is writable", self.path, error)
 
     def _open(self) -> sqlite3.Connection:
-        if self._connection is None or self._connection_pid != os.getpid():
-            self._connection_pid = os.getpid()
+        if self._connection is None or self._connection_pid != pid():
+            self._connection_pid = pid()
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
                                          check_same_thread=False)
@@ -232,17 +233,17 @@ class HostGenerations(LocalGenerations):
 
     # ----------------------------------------------------------------- watcher
     def sequence(self) -> int:
-        if self._watcher_pid != os.getpid():
+        if self._watcher_pid != pid():
             self.start()
         return self._sequence
 
     def start(self) -> None:
         """Start (or, after a fork, restart) the thread that follows other processes' writes
         and answers their rings; registers this process in the file."""
-        if self._watcher_pid == os.getpid():
+        if self._watcher_pid == pid():
             return
         with self._persist_lock:
-            if self._watcher_pid == os.getpid():
+            if self._watcher_pid == pid():
                 return
             if self._peers is not None:
                 self._peers.close()  # inherited from the parent process
@@ -252,7 +253,7 @@ class HostGenerations(LocalGenerations):
             except OSError as error:
                 log.warning("no doorbell for the processes sharing %s (%s); they learn of "
                             "invalidations every %.2f s", self.path, error, self.poll_interval_seconds)
-            self._watcher_pid = os.getpid()
+            self._watcher_pid = pid()
             self._connection = None
             self._stop = threading.Event()
             self._watcher = threading.Thread(target=self._watch, args=(self._stop, self._peers),
@@ -260,11 +261,11 @@ class HostGenerations(LocalGenerations):
             self._watcher.start()
         if self._peers is not None:
             self._execute_many("INSERT OR REPLACE INTO doorbells VALUES (?, ?)",
-                               [(self._peers.address, os.getpid())])
+                               [(self._peers.address, pid())])
 
     def _forked(self) -> None:
         """In a forked child: follow the file again if the parent did."""
-        if self._watcher_pid not in (0, os.getpid()):
+        if self._watcher_pid not in (0, pid()):
             self.start()
 
     def _watch(self, stop: threading.Event, peers: HostPeers | None) -> None:
@@ -307,7 +308,7 @@ class HostGenerations(LocalGenerations):
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout=1.0)
         if self._peers is not None:
-            if self._watcher_pid == os.getpid():
+            if self._watcher_pid == pid():
                 self._unregister([self._peers.address])
             self._peers.close()
             self._peers = None

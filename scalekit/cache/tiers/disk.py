@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ...forks import pid
 from ...metrics.instruments import CACHE_LOOKUPS, Tally, counter_handle
 from ..codec import Codec
 from ..entry import CachedEntry
@@ -131,7 +132,7 @@ class DiskTier:
         self._count_miss = Tally((CACHE_LOOKUPS,), (counter_handle(self._metrics.miss).inc,)).tick
         self._local = threading.local()  # one connection per thread: sqlite3 objects are not shared
         self._generation = 0  # bumped when the file is recreated, to drop stale connections
-        self._pid = os.getpid()
+        self._pid = pid()
         self._writes_since_sweep = SWEEP_EVERY_WRITES  # the first write sweeps
         self._writes_since_count = ENTRY_GAUGE_EVERY_WRITES  # and counts the rows
         # Keys whose write or delete failed in the writer thread: the file may hold an older
@@ -148,10 +149,10 @@ class DiskTier:
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if (connection is not None and self._local.generation == self._generation
-                and self._pid == os.getpid()):
+                and self._pid == pid()):
             return connection
-        if self._pid != os.getpid():  # forked: never reuse the parent's connections
-            self._pid = os.getpid()
+        if self._pid != pid():  # forked: never reuse the parent's connections
+            self._pid = pid()
             self._generation += 1
         connection, self._local.page_size = open_database(
             self.path, wal_bytes=self.wal_bytes, busy_timeout_seconds=self.busy_timeout_seconds)
@@ -202,7 +203,7 @@ class DiskTier:
         if self._unsure and key in self._unsure:
             return _ASK_FILE
         presence = self._presence
-        if presence is None or presence.pid != os.getpid() or time.monotonic() > presence.fresh_until:
+        if presence is None or presence.pid != pid() or time.monotonic() > presence.fresh_until:
             behind.start()  # its writer thread loads (or refreshes) what the file holds
             return _ASK_FILE
         if not presence.may_hold(key_hash(key)):
@@ -343,7 +344,7 @@ class DiskTier:
         presence = self._presence
         try:
             connection = self._connection()
-            if presence is None or presence.pid != os.getpid() or presence.worn:
+            if presence is None or presence.pid != pid() or presence.worn:
                 rows = connection.execute("SELECT id, hash FROM entries").fetchall()
                 # Rows of at least 1 KiB fill the bound: sized for that many, or twice today's.
                 presence = Presence(max(self.max_bytes // 1024, 2 * len(rows), 1024))

@@ -21,7 +21,7 @@ since its last rebuild reach its capacity or its "maybe"s are mostly wrong.
 
 from __future__ import annotations
 
-import os
+from ...forks import pid
 
 __all__ = ["REFRESH_SECONDS", "TRUSTED_SECONDS", "Presence"]
 
@@ -47,7 +47,7 @@ class Presence:
         # Trusted until then (monotonic): a few refreshes after the last. A writer thread that
         # ended (idle) refreshes it no more, and a lookup then asks the file and starts one.
         self.fresh_until = 0.0
-        self.pid = os.getpid()  # a forked child loads its own: nobody refreshes the parent's there
+        self.pid = pid()  # a forked child loads its own: nobody refreshes the parent's there
         self.added = 0
         self.maybe = 0  # lookups it let through, and how many found nothing: when to rebuild
         self.wrong = 0

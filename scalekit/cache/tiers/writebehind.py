@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
+from ...forks import pid
 from ..entry import CachedEntry
 
 __all__ = ["Pending", "WriteBehind"]
@@ -85,7 +85,7 @@ class WriteBehind:
         self._reset()
 
     def _reset(self) -> None:
-        self._pid = os.getpid()
+        self._pid = pid()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         # Held while a batch is written, and by whoever must not be overtaken by one.
@@ -105,7 +105,7 @@ class WriteBehind:
     def _forked(self) -> None:
         # The parent's lock may have been held by one of its threads at the fork: in the child
         # nobody would ever release it, so every part of the state is made anew.
-        if self._pid != os.getpid():
+        if self._pid != pid():
             self._reset()
 
     # ----------------------------------------------------------------- request side
@@ -146,7 +146,7 @@ class WriteBehind:
 
     def pending(self, key: str) -> Pending | None:
         """The write queued for ``key`` and not yet applied, if any."""
-        if self._pid != os.getpid() or not self._queued:  # read without the lock: a dict get
+        if self._pid != pid() or not self._queued:  # read without the lock: a dict get
             return None
         return self._queued.get(key)
 
