@@ -83,7 +83,8 @@ class Codec:
 
     def encode(self, key: str, entry: CachedEntry) -> bytes:
         """The stored form of ``entry`` under cache key ``key``."""
-        fields = {f.name: _plain(getattr(entry, f.name)) for f in _FIELDS}
+        # Tuples as they are: msgpack packs them as arrays, the same bytes as lists.
+        fields = dict(zip(_NAMES, _ENTRY_VALUES(entry)))
         fields["__key__"] = key
         payload: bytes = msgpack.packb(fields, use_bin_type=True)
         flags = 0
@@ -132,12 +133,6 @@ class Codec:
         signer.update(header)
         signer.update(payload)
         return signer.digest()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_plain(item) for item in value]
-    return value
 
 
 def _inflate(payload: bytes | memoryview, limit: int) -> tuple[bytes | None, DecodeOutcome]:
@@ -306,6 +301,7 @@ _CONVERTERS = tuple(
 _NAMES = tuple(f.name for f in _FIELDS)
 _ALL_KEYS = frozenset((*_NAMES, "__key__"))
 _ALL_VALUES = operator.itemgetter(*_NAMES)
+_ENTRY_VALUES = operator.attrgetter(*_NAMES)
 _SCALAR_POSITIONS = tuple(i for i, name in enumerate(_NAMES) if _HINTS[name] in _PRIMITIVES)
 _SCALAR_TYPES = tuple(_HINTS[_NAMES[i]] for i in _SCALAR_POSITIONS)
 _SCALAR_VALUES = operator.itemgetter(*_SCALAR_POSITIONS)
