@@ -32,8 +32,9 @@ WAIT_SECONDS = 20.0
 class Fleet:
     """Builds instances on one Redis URL and closes them all at the end."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, ack_timeout_seconds: float = 0.05) -> None:
         self.prefix = prefix
+        self.ack_timeout_seconds = ack_timeout_seconds  # 0.05: FleetGenerations' default
         self.instances: list[FleetGenerations] = []
 
     def instance(self, url: str, *, cluster: bool = False, local: LocalGenerations | None = None,
@@ -43,7 +44,8 @@ class Fleet:
                              socket_timeout_seconds=1.0, circuit_cool_down_seconds=0.2)
         generations = FleetGenerations(local or LocalGenerations(),
                                        RedisConnections(config), max_staleness_seconds=max_staleness_seconds,
-                                       heartbeat_seconds=0.1, monotonic=monotonic)
+                                       heartbeat_seconds=0.1, monotonic=monotonic,
+                                       ack_timeout_seconds=self.ack_timeout_seconds)
         self.instances.append(generations)
         return generations
 

@@ -27,6 +27,11 @@ from .test_fleet import WAIT_SECONDS, Fleet
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 LEASE_SECONDS = 3.0
+# How long a writer here waits for the other instance's acknowledgement. The wait ends as soon
+# as it arrives (under 15 ms on an idle machine), so this only bounds a slow run: with eight
+# writing threads and the reader's listener sharing one GIL, and six busy processes on the
+# 2-core machine, one invalidate() took up to 77 ms (the default 0.05 s ran out once in CI).
+ACK_TIMEOUT_SECONDS = 1.0
 
 
 @pytest.fixture()
@@ -39,7 +44,7 @@ def own_server() -> Iterator[RedisServer]:
 
 @pytest.fixture()
 def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    built = Fleet(f"scaling:{request.node.name}:")
+    built = Fleet(f"scaling:{request.node.name}:", ack_timeout_seconds=ACK_TIMEOUT_SECONDS)
     yield built
     built.close()
 
