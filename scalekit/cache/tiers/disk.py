@@ -77,6 +77,7 @@ _WAL_SHARE = 32
 _MIN_WAL_BYTES = 64 * 1024
 _MAX_WAL_BYTES = 4 * 1024 * 1024
 _SHM_BYTES = 32 * 1024  # the log's shared-memory index, per 4,096 logged pages
+_HASHES_PER_QUERY = 256  # well under SQLite's limit on a statement's parameters
 
 
 def queued_size(entry: CachedEntry) -> int:
@@ -300,7 +301,8 @@ class DiskTier:
                 ) -> tuple[list[tuple[int, bytes, int, float]], list[int]]:
         """The rows to write for ``batch``, and the hashes of keys whose older row must go (an
         entry past ``max_entry_bytes`` or its usable life is stored nowhere)."""
-        writes: list[tuple[int, bytes, int, float]] = []
+        # By hash: two keys of a batch sharing one (the file holds one row a hash) write the latter.
+        writes: dict[int, tuple[int, bytes, int, float]] = {}
         drops: list[int] = []
         for pending in batch:
             row_hash = key_hash(pending.key)
@@ -313,8 +315,8 @@ class DiskTier:
                 self._metrics.too_large.inc()
                 drops.append(row_hash)
                 continue
-            writes.append((row_hash, value, size, pending.expires))
-        return writes, drops
+            writes[row_hash] = (row_hash, value, size, pending.expires)
+        return list(writes.values()), drops
 
     def _write_batch(self, batch: list[Pending], touches: dict[int, float]) -> None:
         """The writer thread's batch: one transaction for all of it. When it fails, whatever
@@ -377,25 +379,31 @@ class DiskTier:
                 connection.executemany("UPDATE entries SET used = ? WHERE id = ?",
                                        [(used, row_id) for row_id, used in touches.items()])
             total = self._total(connection)
-            for row_hash in drops:
-                total -= self._drop(connection, "SELECT id, size FROM entries WHERE hash = ?", (row_hash,))
+            # Rows of keys dropped, and the older rows of the keys written.
+            total -= self._drop_hashes(connection, [*drops, *(row_hash for row_hash, *_row in writes)])
             if sweep:
                 # Expired rows go in batches now and then (eviction frees room whenever the
                 # bound needs it): a query and a delete fewer on most writes of a miss.
                 total -= self._drop(connection, "SELECT id, size FROM entries WHERE expires <= ? "
                                                 "LIMIT 256", (now,))
             row_id = None
-            for row_hash, value, size, expires in writes:
-                total -= self._drop(connection, "SELECT id, size FROM entries WHERE hash = ?", (row_hash,))
-                if total + size > self.max_bytes:
-                    # Least recently used first, only as many as the new entry needs.
-                    freed, count = self._evict(connection, total + size - self.max_bytes, None)
+            if writes:
+                incoming = sum(size for _hash, _value, size, _expires in writes)
+                if total + incoming > self.max_bytes:
+                    # Least recently used first, only as many as the batch needs: one query for
+                    # the batch (a full tier, the usual state of a busy one, evicts on every write).
+                    freed, count = self._evict(connection, total + incoming - self.max_bytes, None)
                     total -= freed
                     evicted += count
-                row_id = connection.execute(
+                connection.executemany(
                     "INSERT INTO entries (hash, value, size, expires, used) VALUES (?, ?, ?, ?, ?)",
-                    (row_hash, value, size, expires, now)).lastrowid
-                total += size
+                    [(row_hash, value, size, expires, now) for row_hash, value, size, expires in writes])
+                row_id = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
+                total += incoming
+                if total > self.max_bytes:  # a batch larger than the bound: its oldest go too
+                    freed, count = self._evict(connection, total - self.max_bytes, row_id)
+                    total -= freed
+                    evicted += count
             pages = None
             if row_id is not None:
                 freed, count, pages = self._fit_database(connection, row_id)
@@ -476,6 +484,16 @@ class DiskTier:
         return int(connection.execute(
             "SELECT value FROM meta WHERE name = 'total_bytes'").fetchone()[0])
 
+    @classmethod
+    def _drop_hashes(cls, connection: sqlite3.Connection, hashes: list[int]) -> int:
+        """Delete the rows of ``hashes``, a few queries for any number; bytes freed by their sizes."""
+        freed = 0
+        for start in range(0, len(hashes), _HASHES_PER_QUERY):
+            chunk = hashes[start:start + _HASHES_PER_QUERY]
+            freed += cls._drop(connection, "SELECT id, size FROM entries WHERE hash IN "
+                                           f"({', '.join('?' * len(chunk))})", tuple(chunk))
+        return freed
+
     @staticmethod
     def _drop(connection: sqlite3.Connection, query: str, args: tuple[object, ...]) -> int:
         rows = connection.execute(query, args).fetchall()
@@ -498,10 +516,7 @@ class DiskTier:
         try:
             connection = self._connection()
             with _write_transaction(connection):
-                freed = 0
-                for key in keys:
-                    freed += self._drop(connection, "SELECT id, size FROM entries WHERE hash = ?",
-                                        (key_hash(key),))
+                freed = self._drop_hashes(connection, [key_hash(key) for key in keys])
                 if freed:
                     connection.execute(
                         "UPDATE meta SET value = value - ? WHERE name = 'total_bytes'", (freed,))

@@ -485,3 +485,50 @@ def test_an_idle_writer_ends_and_the_next_write_or_lookup_starts_another(
     assert tier.flush()
     assert other.get("c") is not None
     other.close()
+
+
+def test_a_batch_past_the_bound_evicts_least_recently_used_rows_and_keeps_the_bound(
+        tmp_path: Path, clock: FakeClock) -> None:
+    tier = DiskTier(tmp_path, codec=Codec(compress_min_bytes=0), clock=clock, retain_stale_seconds=0,
+                    max_bytes=20_000)
+    for index in range(10):
+        clock.advance(0.01)
+        tier.set(f"old{index}", make_entry(clock, size=1000))
+    assert tier.flush()
+    clock.advance(0.01)
+    assert tier.get("old0") is not None  # the oldest row, used since: kept before old1..old9
+    assert tier.flush()
+    statements, other = queries_of(tier), reader(tmp_path, clock)
+    for batch in ((f"new{index}" for index in range(8)), (f"big{index}" for index in range(30))):
+        clock.advance(0.01)
+        written = list(batch)
+        tier._write_batch([Pending(key, make_entry(clock, size=1000), clock.now + 60, 1000)
+                           for key in written], {})
+        assert tier.current_bytes <= 20_000
+        assert other.get(written[-1]) is not None  # the newest always stays
+        if written[0] == "new0":  # room made for 8 rows: the least recently used went, old0 stayed
+            held = [key for key in (f"old{index}" for index in range(10)) if other.get(key)]
+            assert 1 < len(held) < 10
+            assert held == ["old0", *(f"old{index}" for index in range(11 - len(held), 10))]
+            assert all(other.get(key) for key in written)
+    # One eviction query a batch, not one a row.
+    assert sum(statement.startswith("SELECT id, size FROM entries ORDER BY used") for statement in statements) <= 4
+    rows = sqlite3.connect(tmp_path / DB_NAME).execute("SELECT SUM(size) FROM entries").fetchone()[0]
+    assert rows == tier.current_bytes
+    other.close()
+    tier.close()
+
+
+def test_two_keys_of_one_batch_sharing_a_row_hash_write_the_latter(
+        tier: DiskTier, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scalekit.cache.tiers import disk
+
+    monkeypatch.setattr(disk, "key_hash", lambda key: 42)  # every key collides
+    first, second = make_entry(clock), make_entry(clock)
+    tier._write_batch([Pending("a", first, clock.now + 60, 100), Pending("b", second, clock.now + 60, 100)], {})
+    other = reader(tmp_path, clock)
+    assert len(other) == 1
+    found = other.get("b")
+    assert found is not None and found[0].body == second.body
+    assert other.get("a") is None  # the codec checks the key: never b's entry under a
+    other.close()
