@@ -141,7 +141,7 @@ class DiskTier:
         self._unsure = KeyMask()
         self._behind = WriteBehind(
             self._write_batch, max_bytes=min(MAX_QUEUED_BYTES, max(self.max_bytes // 16, 1)),
-            tick=self._refresh_presence, tick_seconds=REFRESH_SECONDS,
+            tick=self._tick, tick_seconds=REFRESH_SECONDS,
         ) if background_writes else None
         # The rows the file may hold, loaded and refreshed by the writer thread (None: ask the file).
         self._presence: Presence | None = None
@@ -215,7 +215,10 @@ class DiskTier:
     def _get_from_file(self, key: str, now: float) -> tuple[CachedEntry, str] | None:
         unsure = self._unsure
         if unsure and key in unsure:  # the file may hold an entry older than the newest write
-            self.try_delete(key)
+            if self._behind is not None:
+                self._behind.start()  # whose next tick deletes it: no write in the request
+            else:
+                self.try_delete(key)
             self._count_miss()
             return None
         if not self.breaker.allow():
@@ -339,6 +342,13 @@ class DiskTier:
         if self._unsure:
             for pending in batch:
                 self._unsure.discard(pending.key)
+
+    def _tick(self) -> None:
+        """The writer thread's tick: delete the rows failed writes left hidden (a lookup of a
+        hidden key is a miss until then, and never writes), then refresh the filter."""
+        if self._unsure:
+            self._delete_now(list(self._unsure))
+        self._refresh_presence()
 
     def _refresh_presence(self) -> None:
         """The writer thread's tick: show the filter the rows added to the file since its last
