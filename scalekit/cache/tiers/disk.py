@@ -351,8 +351,8 @@ class DiskTier:
         self._refresh_presence()
 
     def _refresh_presence(self) -> None:
-        """The writer thread's tick: show the filter the rows added to the file since its last
-        look (by any process), or build it anew from the file when it has none or is worn."""
+        """Show the filter the rows added to the file since its last look (by any process), or
+        build it anew from the file when it has none or is worn."""
         presence = self._presence
         try:
             connection = self._connection()
