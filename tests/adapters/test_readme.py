@@ -1,23 +1,19 @@
 """The minimal apps of the project README run as written: the Flask and FastAPI ``app.py``
-in-process, and the complete Django project built step by step and served with
-``scalekit serve``. (tests/fresh runs all three in virtualenvs with only the README's extras.)"""
+in-process. tests/fresh runs all three (the complete Django project built step by step and
+served with ``scalekit serve`` among them) in virtualenvs with only the README's extras:
+``tests/fresh/test_snippets.py``."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.fresh.readme import build_django_project, check_snippet_app, snippet
-from tests.servers import free_port, stop_process_group, wait_for_port
+from tests.fresh.readme import check_snippet_app, snippet
 
 
 @pytest.fixture
@@ -52,28 +48,3 @@ def test_the_fastapi_snippet(load: Any) -> None:
 
     with TestClient(load("fastapi").app) as client:
         check_snippet_app(client.get, client.post)
-
-
-@pytest.mark.server
-def test_the_complete_django_app(tmp_path: Path) -> None:
-    # Django's settings are per process (and this one's are the adapter tests'): build and
-    # serve the README's project in processes of its own, with this environment's tools.
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-
-    def shell(line: str) -> None:
-        subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
-
-    serve = build_django_project(tmp_path, shell)
-    port = free_port()
-    log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(["bash", "-c", f"exec {serve} --bind 127.0.0.1:{port}"], cwd=tmp_path, env=env,
-                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  start_new_session=True)
-    try:
-        wait_for_port(port, process=server, log_path=log_path)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            check_snippet_app(client.get, client.post)
-    finally:
-        stop_process_group(server)
