@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import typing as _typing
 
+# First: its fork hook must run before any other of ours that may ask a child for its id.
+from . import forks as _forks  # noqa: F401
 from .cache.invalidation import InvalidationResult
 from .cache.invalidation import combine as _combine
 from .config import Config, MetricsConfig, RedisConfig, load_config

@@ -26,6 +26,6 @@ def _after_fork_in_child() -> None:
     _pid = os.getpid()
 
 
-# Registered as this module is imported, so before the hooks of every module that imports it:
-# children's hooks run in registration order, and theirs may ask for the new id.
+# Registered as this module is imported, which scalekit/__init__.py does first, so before every
+# other hook of ours: children's hooks run in registration order, and theirs may ask for the id.
 os.register_at_fork(after_in_child=_after_fork_in_child)
