@@ -5,8 +5,8 @@ cache, pool; the disk tier off, as in bench/cache_hit.py) costs at most 5% more 
 app: the request is counted, keyed, looked up, forwarded, and the response stamped, analysed,
 buffered and stored (``stored miss``), or passed through (``uncacheable miss``). The cache layer
 alone is measured in the same rounds, for reference (no target); so, in rounds of its own
-after them, is a WSGI miss with the disk tier on, as a user's default config has it: in the
-request's thread (what the response waits for) and in all threads (L3's writer included).
+after them, is a miss (WSGI and ASGI) with the disk tier on, as a user's default config has it:
+in the request's thread (what the response waits for) and in all threads (L3's writer included).
 
 "stored miss": every request has its own URL, so each is a real miss that is then stored.
 "uncacheable": one endpoint answering ``Cache-Control: no-store``, so every request misses.
@@ -139,43 +139,44 @@ def defaults_with_disk(app: Any, folder: str) -> Any:
 
 
 def disk_reference(n: int) -> None:
-    """What the disk tier adds to a WSGI miss, in rounds of its own after the judged ones, no
-    target. A stored miss only queues its L3 write; the tier's writer thread writes it, so two
-    figures: the request's own thread (what the response waits for: bare, defaults and
+    """What the disk tier adds to a miss, WSGI and ASGI, in rounds of its own after the judged
+    ones, no target. A stored miss only queues its L3 write; the tier's writer thread writes it,
+    so two figures: the request's own thread (what the response waits for: bare, defaults and
     defaults with L3 interleaved, timed with the thread's CPU clock), and every thread of the
     process (the writer's work included: blocks of requests, each variant's block timed whole)."""
-    with tempfile.TemporaryDirectory(prefix="scalekit-bench-l3-") as folder:
-        with_disk, without = defaults_with_disk(wsgi_app, folder), defaults(wsgi_app)
-        for label, variant in VARIANTS:
-            run_wsgi([wsgi_app, with_disk, without], 50, variant)
-            gc.collect()
-            bare_times, disk_times, plain_times = run_wsgi([wsgi_app, with_disk, without], n, variant,
-                                                           timer=time.thread_time)
-            bare_us = statistics.median(bare_times)
-            disk_us = statistics.median([t - b for t, b in zip(disk_times, bare_times)])
-            plain_us = statistics.median([t - b for t, b in zip(plain_times, bare_times)])
-            process_us = process_cpu_added(with_disk, n, variant)
-            print(f"WSGI {label:12s} defaults+L3: {disk_us / bare_us:+7.2%} over bare {bare_us:7.1f} us "
-                  f"in the request's thread ({disk_us:5.1f} us; L3 off {plain_us:5.1f} us, so L3 "
-                  f"{disk_us - plain_us:+5.1f} us); all threads {process_us:5.1f} us   (reference)")
+    for kind, bare, run in (("WSGI", wsgi_app, run_wsgi), ("ASGI", asgi_app, run_asgi)):
+        with tempfile.TemporaryDirectory(prefix="scalekit-bench-l3-") as folder:
+            with_disk, without = defaults_with_disk(bare, folder), defaults(bare)
+            for label, variant in VARIANTS:
+                run([bare, with_disk, without], 50, variant)
+                gc.collect()
+                bare_times, disk_times, plain_times = run([bare, with_disk, without], n, variant,
+                                                          timer=time.thread_time)
+                bare_us = statistics.median(bare_times)
+                disk_us = statistics.median([t - b for t, b in zip(disk_times, bare_times)])
+                plain_us = statistics.median([t - b for t, b in zip(plain_times, bare_times)])
+                process_us = process_cpu_added(run, bare, with_disk, n, variant)
+                print(f"{kind} {label:12s} defaults+L3: {disk_us / bare_us:+7.2%} over bare {bare_us:7.1f} us "
+                      f"in the request's thread ({disk_us:5.1f} us; L3 off {plain_us:5.1f} us, so L3 "
+                      f"{disk_us - plain_us:+5.1f} us); all threads {process_us:5.1f} us   (reference)")
 
 
-def process_cpu_added(app: Any, n: int, variant: str, blocks: int = 6) -> float:
+def process_cpu_added(run: Any, bare: Any, app: Any, n: int, variant: str, blocks: int = 6) -> float:
     """µs of the whole process's CPU (writer thread included) per request of ``app`` beyond the
-    bare app's: the median over ``blocks`` pairs of blocks of requests, each block timed whole
-    after the tier's queue was written (a block's writes are counted in its own time)."""
+    ``bare`` app's: the median over ``blocks`` pairs of blocks of requests, each block timed
+    whole after the tier's queue was written (a block's writes are counted in its own time)."""
     added = []
     per_block = max(n // blocks, 50)
     store = app_store(app)
     for _ in range(blocks):
         started = time.process_time()
-        run_wsgi([wsgi_app], per_block, variant)
-        bare = time.process_time() - started
+        run([bare], per_block, variant)
+        bare_seconds = time.process_time() - started
         started = time.process_time()
-        run_wsgi([app], per_block, variant)
+        run([app], per_block, variant)
         if store is not None:
             store.flush()
-        added.append((time.process_time() - started - bare) / per_block * 1e6)
+        added.append((time.process_time() - started - bare_seconds) / per_block * 1e6)
     return statistics.median(added)
 
 
@@ -233,15 +234,18 @@ def run_wsgi(apps: list[Any], n: int, variant: str, timer: Any = None) -> list[l
     return times
 
 
-def run_asgi(apps: list[Any], n: int, variant: str) -> list[list[float]]:
+def run_asgi(apps: list[Any], n: int, variant: str, timer: Any = None) -> list[list[float]]:
+    """:func:`run_wsgi` for ASGI apps, on one event loop in this thread."""
+    timer = timer or clock
+
     async def loop() -> list[list[float]]:
         times: list[list[float]] = [[] for _ in apps]
         for _ in range(n):
             for app, spent in zip(apps, times):
                 query = query_for(variant)
-                started = clock()
+                started = timer()
                 await asgi_request(app, query)
-                spent.append((clock() - started) * 1e6)
+                spent.append((timer() - started) * 1e6)
         return times
 
     return asyncio.run(loop())
@@ -294,16 +298,17 @@ def counted_segments(markers: str, disk_only: bool) -> None:
                 lib.markers_start()
                 run([app], COUNTED_REQUESTS, variant)
                 lib.markers_stop(f"{kind}|{variant}|{name}".encode())
-    with tempfile.TemporaryDirectory(prefix="scalekit-bench-l3-") as folder:
-        app = defaults_with_disk(wsgi_app, folder)
-        store = app_store(app)
-        for _label, variant in VARIANTS:
-            run_wsgi([app], 20, variant)
-            store.flush()
-            lib.markers_start()
-            run_wsgi([app], COUNTED_REQUESTS, variant)
-            store.flush()  # the writer thread's work for these requests, counted with them
-            lib.markers_stop(f"WSGI|{variant}|defaults+L3".encode())
+    for kind, bare, run in (("WSGI", wsgi_app, run_wsgi), ("ASGI", asgi_app, run_asgi)):
+        with tempfile.TemporaryDirectory(prefix="scalekit-bench-l3-") as folder:
+            app = defaults_with_disk(bare, folder)
+            store = app_store(app)
+            for _label, variant in VARIANTS:
+                run([app], 20, variant)
+                store.flush()
+                lib.markers_start()
+                run([app], COUNTED_REQUESTS, variant)
+                store.flush()  # the writer thread's work for these requests, counted with them
+                lib.markers_stop(f"{kind}|{variant}|defaults+L3".encode())
 
 
 def instructions_per_request() -> dict[str, float]:
@@ -377,11 +382,13 @@ def main() -> int:
                     print(f"{'':29s}{added / base:+7.2%} instructions over bare's {base / 1e6:.2f} M "
                           f"({added / 1e3:.0f} k per request, callgrind; not judged)")
     disk_reference(n // 2)
-    for label, variant in VARIANTS if counts else ():
-        plain, with_disk = counts[f"WSGI|{variant}|defaults"], f"WSGI|{variant}|defaults+L3"
-        print(f"WSGI {label:12s} defaults+L3: L3 adds {(counts[f'{with_disk}|thread'] - plain) / 1e3:4.0f} k "
-              f"instructions in the request's thread, {(counts[with_disk] - plain) / 1e3:4.0f} k "
-              f"in all threads (callgrind; the writer's ticks included)   (reference)")
+    for kind in ("WSGI", "ASGI") if counts else ():
+        for label, variant in VARIANTS:
+            plain, with_disk = counts[f"{kind}|{variant}|defaults"], f"{kind}|{variant}|defaults+L3"
+            print(f"{kind} {label:12s} defaults+L3: L3 adds "
+                  f"{(counts[f'{with_disk}|thread'] - plain) / 1e3:4.0f} k instructions in the request's "
+                  f"thread, {(counts[with_disk] - plain) / 1e3:4.0f} k in all threads (callgrind; the "
+                  f"writer's ticks included)   (reference)")
     return 0 if ok else 1
 
 
