@@ -22,7 +22,9 @@ Trust: when a poll or resync sent at monotonic time ``t`` has been answered and 
 invalidation Redis had accepted before ``t`` has been applied here, so local entries may be
 served until ``t + max_staleness_seconds`` — but never past the lease's own end (the last
 renewal sent + ``max_staleness_seconds``): once Redis lets the lease lapse, writers stop
-waiting for this instance, so it must have stopped trusting itself by then. Past that the
+waiting for this instance, so it must have stopped trusting itself by then. Redis dates a lease
+in whole milliseconds of its own clock, rounded down, so trust ends
+:data:`LEASE_CLOCK_MARGIN_SECONDS` sooner still (:attr:`Follower.trust_seconds`). Past that the
 instance serves nothing it holds.
 
 >>> from scalekit.cache.generations import LocalGenerations
@@ -34,8 +36,8 @@ instance serves nothing it holds.
 Poll(epoch='e1', after=4, renew=True)
 >>> follower.polled(sent_at=11.0, entries=[LogEntry(5, 4, ("a",))], complete=True)
 [LogEntry(sequence=5, previous=4, tags=('a',), sent_at=None, origin='')]
->>> follower.position, follower.trusted_until
-(5, 14.0)
+>>> follower.position, follower.trusted_until == 11.0 + follower.trust_seconds
+(5, True)
 """
 
 from __future__ import annotations
@@ -49,9 +51,13 @@ from typing import Any
 
 from ..generations import LocalGenerations, fleet_generation, fleet_sequence
 
-__all__ = ["Follower", "LogEntry", "Poll", "Replay", "Resync", "Step", "parse_entry"]
+__all__ = ["LEASE_CLOCK_MARGIN_SECONDS", "Follower", "LogEntry", "Poll", "Replay", "Resync", "Step", "parse_entry"]
 
 REPLAY_BATCH = 1000
+# A renewal sent at t makes Redis date the lease's end from its clock's millisecond, rounded
+# down (up to 1 ms before t + the lease once a loopback round trip is under 1 ms), and a clock
+# may run a little fast or slow against another's: trust ends this much before the lease can.
+LEASE_CLOCK_MARGIN_SECONDS = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +129,8 @@ class Follower:
         # (max_staleness_seconds): trust stops at the lease's end (see the module).
         self.renew_seconds = renew_seconds
         self.renewed_at = float("-inf")  # when the last renewal that was answered was sent
+        # How long after a renewal (and a catch-up) this instance may trust what it holds.
+        self.trust_seconds = max_staleness_seconds - min(LEASE_CLOCK_MARGIN_SECONDS, max_staleness_seconds / 10)
         self.on_lost_track = on_lost_track
         self.epoch: str | None = None
         self.position = 0  # the last log sequence applied here, in order (what we acknowledge)
@@ -176,7 +184,7 @@ class Follower:
         self.position = sequence
         self._must_resync = False
         self.renewed_at = max(self.renewed_at, sent_at)
-        self.trusted_until = max(self.trusted_until, sent_at + self.max_staleness_seconds)
+        self.trusted_until = max(self.trusted_until, sent_at + self.trust_seconds)
 
     def polled(self, *, sent_at: float, entries: Sequence[LogEntry], complete: bool,
                head: int | None = None, renewed: bool = True) -> list[LogEntry]:
@@ -202,7 +210,7 @@ class Follower:
             return applied
         if complete:
             caught_up_at = min(sent_at, self.renewed_at)  # never past the lease's end
-            self.trusted_until = max(self.trusted_until, caught_up_at + self.max_staleness_seconds)
+            self.trusted_until = max(self.trusted_until, caught_up_at + self.trust_seconds)
         return applied
 
     def epoch_changed(self) -> None:

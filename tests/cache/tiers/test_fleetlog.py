@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from scalekit.cache.generations import LocalGenerations, fleet_generation
 from scalekit.cache.tiers.fleetlog import Follower, LogEntry, Poll, Replay, Resync, parse_entry
 
@@ -20,27 +25,27 @@ def test_entries_apply_in_order_and_duplicates_are_ignored() -> None:
     entries = [LogEntry(5, 4, ("a",)), LogEntry(6, 5, ("b",))]
     assert follower.polled(sent_at=11.0, entries=entries, complete=True, head=6) == entries
     assert follower.polled(sent_at=12.0, entries=entries, complete=True, head=6) == []
-    assert follower.position == 6 and follower.trusted_until == 15.0
+    assert follower.position == 6 and follower.trusted_until == 12.0 + follower.trust_seconds
     assert follower.local.generation("b") == fleet_generation(6)
 
 
 def test_a_gap_in_the_log_means_resync_not_trust() -> None:
     follower = joined()
     follower.polled(sent_at=11.0, entries=[LogEntry(7, 6, ("a",))], complete=True, head=7)
-    assert follower.trusted_until == 13.0  # from the join only
+    assert follower.trusted_until == 10.0 + follower.trust_seconds  # from the join only
     assert isinstance(follower.next_step(), Resync)
 
 
 def test_a_read_that_stops_short_of_the_head_means_resync() -> None:
     follower = joined()
     follower.polled(sent_at=11.0, entries=[], complete=True, head=9)  # the log lost 5..9
-    assert follower.trusted_until == 13.0 and isinstance(follower.next_step(), Resync)
+    assert follower.trusted_until == 10.0 + follower.trust_seconds and isinstance(follower.next_step(), Resync)
 
 
 def test_an_incomplete_read_applies_but_does_not_extend_trust() -> None:
     follower = joined()
     follower.polled(sent_at=11.0, entries=[LogEntry(5, 4, ("a",))], complete=False, head=9)
-    assert follower.position == 5 and follower.trusted_until == 13.0
+    assert follower.position == 5 and follower.trusted_until == 10.0 + follower.trust_seconds
     assert follower.next_step() == Poll(epoch="e1", after=5)
 
 
@@ -94,6 +99,23 @@ def test_a_poll_that_did_not_renew_never_trusts_past_the_lease() -> None:
     follower.polled(sent_at=10.4, entries=[LogEntry(5, 4, ("a",))], complete=True, head=5,
                     renewed=False)
     assert follower.position == 5  # applied, and acknowledged by the next poll
-    assert follower.trusted_until == 13.0  # the lease renewed at 10.0 ends at 13.0
+    assert follower.trusted_until == 10.0 + follower.trust_seconds  # the lease renewed at 10.0 ends first
     follower.polled(sent_at=10.6, entries=[], complete=True, head=5, renewed=True)
-    assert follower.trusted_until == 13.6
+    assert follower.trusted_until == 10.6 + follower.trust_seconds
+
+
+@given(renewed_at=st.floats(min_value=0.0, max_value=1e6), round_trip=st.floats(min_value=0.0, max_value=0.001),
+       lease=st.sampled_from([0.05, 0.5, 3.0, 30.0]), caught_up_later=st.floats(min_value=0.0, max_value=1.0))
+def test_trust_never_outlives_the_lease_as_redis_dates_it(renewed_at: float, round_trip: float, lease: float,
+                                                         caught_up_later: float) -> None:
+    """fleetredis.py's scripts date a lease's end from Redis's clock in whole milliseconds,
+    rounded down (``now_ms() + lease``), and prune a member once its end is reached; a writer
+    then stops waiting for it, so by then the instance must no longer trust what it holds."""
+    follower = Follower(LocalGenerations(), max_staleness_seconds=lease, renew_seconds=0.0)
+    follower.next_step(renewed_at)
+    follower.resynced(sent_at=renewed_at, epoch="e1", sequence=4, remote={})
+    later = renewed_at + caught_up_later
+    follower.polled(sent_at=later, entries=[], complete=True, head=4, renewed=True)
+    # Redis ran the renewal a round trip after it was sent (the same clock, as on one host).
+    lease_end = math.floor((later + round_trip) * 1000) / 1000 + lease
+    assert follower.trusted_until <= lease_end
