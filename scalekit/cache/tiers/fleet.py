@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import socket
 import threading
 import time
@@ -32,6 +31,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ...forks import pid
 from ...metrics import instruments
 from ..generations import (
     LocalGenerations,
@@ -55,7 +55,7 @@ log = logging.getLogger("scalekit.cache")
 
 def instance_name() -> str:
     """How this process appears in acknowledgements: host, pid and a random suffix."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    return f"{socket.gethostname()}:{pid()}:{uuid.uuid4().hex[:6]}"
 
 
 class FleetGenerations:
@@ -111,7 +111,7 @@ class FleetGenerations:
 
     # ----------------------------------------------------------------- reads (hit path)
     def sequence(self) -> int:
-        if self._listener_pid != os.getpid():
+        if self._listener_pid != pid():
             self.start()
         return self.local.sequence()
 
@@ -305,9 +305,9 @@ class FleetGenerations:
 
     def start(self) -> None:
         """Start (or restart after a fork) the listener and the watchdog; returns at once."""
-        if self._listener_pid == os.getpid():
+        if self._listener_pid == pid():
             return
-        self._listener_pid = os.getpid()
+        self._listener_pid = pid()
         self.name = instance_name()
         self.trusted = False
         self.follower.trusted_until = float("-inf")
@@ -324,7 +324,7 @@ class FleetGenerations:
         # A call the parent had in flight never returns here: its batch would wait forever.
         self._thread_batches = ThreadBatches()
         self._loop_batches = weakref.WeakKeyDictionary()
-        if self._listener_pid not in (0, os.getpid()):
+        if self._listener_pid not in (0, pid()):
             self.connected.clear()
             self.start()
 
@@ -347,7 +347,7 @@ class FleetGenerations:
         if listener is not None and listener is not threading.current_thread():
             listener.join(timeout=2.0)
         epoch = self.follower.epoch
-        if self._listener_pid == os.getpid() and self.connected.is_set() and epoch is not None:
+        if self._listener_pid == pid() and self.connected.is_set() and epoch is not None:
             try:
                 run(FleetScripts(self.connections.sync(), self.keys).leave(self.name, epoch=epoch))
             except Exception as error:  # noqa: BLE001 - best effort: the lease expires anyway
