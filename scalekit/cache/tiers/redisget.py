@@ -14,12 +14,13 @@ any of these (the README's dependency table names them).
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import weakref
 from typing import Any
 
 import redis
+
+from ...forks import pid
 
 __all__ = ["ASYNC_IDLE_CONNECTIONS", "EventLoopLateError", "HitPathGet", "packed_get", "was_loop_late"]
 
@@ -31,18 +32,6 @@ _GET_COMMAND = b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n"
 # over; the rest are closed. Enough for the concurrency of one worker without holding a
 # connection per request ever seen.
 ASYNC_IDLE_CONNECTIONS = 64
-
-# Forks this process has gone through. A per-thread GET connection made before a fork shares
-# its socket with the parent and must not be used; comparing this counter costs nothing,
-# where os.getpid() is a system call on every hit.
-_forks = [0]
-
-
-def _count_fork() -> None:
-    _forks[0] += 1
-
-
-os.register_at_fork(after_in_child=_count_fork)
 
 
 class EventLoopLateError(TimeoutError):
@@ -103,7 +92,9 @@ class HitPathGet:
         if self.config.cluster:
             return self.sync().get(key)  # type: ignore[no-any-return]
         connection = getattr(self._thread, "connection", None)
-        if connection is not None and self._thread.forks == _forks[0]:
+        # Made in this process: one made before a fork shares its socket with the parent
+        # (forks.pid() is a global read where os.getpid() is a system call on every hit).
+        if connection is not None and self._thread.pid == pid():
             try:
                 return self._sync_get(connection, key)
             except redis.exceptions.ConnectionError:
@@ -113,7 +104,7 @@ class HitPathGet:
                 pass
         pool = self.sync().connection_pool
         connection = pool.connection_class(**pool.connection_kwargs)
-        self._thread.connection, self._thread.forks = connection, _forks[0]
+        self._thread.connection, self._thread.pid = connection, pid()
         # Closed once its thread is gone (a server's worker thread that ended), not left to the
         # garbage collector as an open socket.
         weakref.finalize(threading.current_thread(), connection.disconnect)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,7 +18,6 @@ import redis
 import redis.connection
 import redis.utils
 
-from scalekit.cache.tiers import redisget
 from scalekit.cache.tiers.redis import ASYNC_IDLE_CONNECTIONS, RedisConnections, packed_get
 from scalekit.config import RedisConfig
 
@@ -196,10 +196,20 @@ def test_a_forked_child_opens_its_own_get_connection(redis_server: RedisServer) 
     hub.sync().set("fork:k", b"v")
     assert hub.get_bytes("fork:k") == b"v"
     parent = hub._thread.connection
-    redisget._count_fork()  # what os.register_at_fork runs in a child
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: its GET must not read the parent's socket
+        try:
+            found = hub.get_bytes("fork:k")
+            os.write(write, f"{found == b'v'} {hub._thread.connection is not parent}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read) as report:
+        assert report.read() == "True True"
+    assert hub._thread.connection is parent  # the parent keeps its own
     assert hub.get_bytes("fork:k") == b"v"
-    assert hub._thread.connection is not parent  # the parent's socket is never read in a child
-    parent.disconnect()
     hub.close()
 
 
