@@ -80,6 +80,9 @@ class Tally:
     ``get_sample_value`` sees every event. In multiprocess mode another process reads the
     counters' files, so the process's flusher thread (:mod:`.flusher`) also adds them every
     ``FLUSH_INTERVAL_SECONDS``.
+
+    The registry holds a tally weakly (a closed tier's goes with it): its owner keeps the tally
+    itself, not only ``tick``, or the events ticked after the tally is gone are never added.
     """
 
     def __init__(self, counters: tuple[Any, ...], increments: tuple[Callable[[int], None], ...]) -> None:

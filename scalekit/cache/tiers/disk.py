@@ -129,8 +129,10 @@ class DiskTier:
         self.wal_bytes = min(max(max_bytes // _WAL_SHARE, _MIN_WAL_BYTES), _MAX_WAL_BYTES)
         self.database_bytes = max(max_bytes - 2 * self.wal_bytes - _SHM_BYTES, MIN_DATABASE_BYTES)
         self._metrics = TierMetrics(self.name)
-        # Most lookups are misses: counted with one C call, added before any read.
-        self._count_miss = Tally((CACHE_LOOKUPS,), (counter_handle(self._metrics.miss).inc,)).tick
+        # Most lookups are misses: counted with one C call, added before any read. The tally is
+        # kept (the registry holds it weakly): its tick alone would outlive it, counting nothing.
+        self._miss_tally = Tally((CACHE_LOOKUPS,), (counter_handle(self._metrics.miss).inc,))
+        self._count_miss = self._miss_tally.tick
         self._local = threading.local()  # one connection per thread: sqlite3 objects are not shared
         self._generation = 0  # bumped when the file is recreated, to drop stale connections
         self._pid = pid()

@@ -71,6 +71,22 @@ def test_corrupt_disk_entry_is_counted(tmp_path: Path, clock: FakeClock) -> None
     assert sample("scalekit_cache_entries", tier="disk") >= 1  # published on the first write
 
 
+def test_disk_counts_its_misses_and_hits(tmp_path: Path, clock: FakeClock) -> None:
+    # Its misses are queued (one C call each) and added at scrape time: the queue must live as
+    # long as the tier, or every miss after construction is lost.
+    tier = DiskTier(tmp_path, codec=Codec(), clock=clock)
+    gc.collect()
+    misses = sample("scalekit_cache_lookups_total", tier="disk", outcome="miss")
+    hits = sample("scalekit_cache_lookups_total", tier="disk", outcome="hit")
+    tier.set("k", make_entry(clock))
+    assert tier.flush()
+    for key in ("a", "b", "c"):
+        assert tier.get(key) is None
+    assert tier.get("k") is not None
+    assert sample("scalekit_cache_lookups_total", tier="disk", outcome="miss") == misses + 3
+    assert sample("scalekit_cache_lookups_total", tier="disk", outcome="hit") == hits + 1
+
+
 def test_memory_gauges_are_read_at_scrape_time_without_keeping_the_tier(clock: FakeClock) -> None:
     tier = MemoryTier(max_bytes=100_000, clock=clock)
     tier.set("a", make_entry(clock, b"a" * 1000))
