@@ -135,7 +135,12 @@ class ASGICache(CacheShell, asgi.EarlyFirst):
             await self.app(scope, receive, send if header is None else with_header(send, header))
             return
         now = self.clock()
-        decision, index, entry_key = await adrive(request_steps(core, view, key, now=now), self.store.aget, first)
+        aget: Callable[[str], Any] = self.store.aget
+        if self.amemory_lookups is not None and not view.special and key in core.pass_marks:
+            # Hit-for-miss: L1 alone is asked (see the WSGI shell).
+            aget, missed = self.amemory_lookups
+            first = None if first is None else missed
+        decision, index, entry_key = await adrive(request_steps(core, view, key, now=now), aget, first)
         match decision:
             case Serve():
                 core.served(decision, scope)

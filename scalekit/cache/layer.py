@@ -34,6 +34,7 @@ from .rules import ResponseRule, rule_of
 from .storable import StorePlan
 from .store import Generations, Store
 from .tiers import build_generations, build_invalidator, build_leases, build_store
+from .tiers.tiered import TieredStore
 
 __all__ = ["CacheCore", "CacheShell", "core_for", "restore_route", "route_of", "wrap_asgi", "wrap_wsgi"]
 
@@ -306,6 +307,14 @@ class CacheShell:
         # L1 has them, and only then does the early path hand a key over).
         self.get_past_memory: Callable[[str], Any] = getattr(self.store, "get_past_memory", self.store.get)
         self.aget_past_memory: Callable[[str], Any] = getattr(self.store, "aget_past_memory", self.store.aget)
+        # A key marked hit-for-miss is looked up in L1 alone: the lookups of a store with tiers
+        # after L1 (each face's: a key's lookup, and one after the early path's L1 miss).
+        store = self.store
+        self.memory_lookups: tuple[Callable[[str], Any], Callable[[str], Any]] | None = None
+        self.amemory_lookups: tuple[Callable[[str], Any], Callable[[str], Any]] | None = None
+        if isinstance(store, TieredStore) and store.has_tiers_past_memory:
+            self.memory_lookups = store.get_memory, store.memory_missed
+            self.amemory_lookups = store.aget_memory, store.amemory_missed
 
 
 # Room kept in a tier's entry bound for what an entry holds besides its body (key, headers).

@@ -116,7 +116,13 @@ class WSGICache(CacheShell, wsgi.EarlyFirst):
         if key is None:
             return self.app(environ, start_response if header is None else with_header(start_response, header))
         now = self.clock()
-        decision, index, entry_key = drive(request_steps(core, view, key, now=now), self.store.get, first)
+        get: Callable[[str], Any] = self.store.get
+        if self.memory_lookups is not None and not view.special and key in core.pass_marks:
+            # Hit-for-miss: the last answer could not be stored, so L1 alone is asked, not Redis
+            # or the disk on every request to an endpoint that is never cached.
+            get, missed = self.memory_lookups
+            first = None if first is None else missed
+        decision, index, entry_key = drive(request_steps(core, view, key, now=now), get, first)
         match decision:
             case Serve():
                 core.served(decision, environ)

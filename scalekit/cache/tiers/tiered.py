@@ -106,6 +106,8 @@ class TieredStore:
         first = self.tiers[0] if self.tiers else None
         self.memory = first if first is not None and hasattr(first, "peek") else None
         self.memory_mask = self._masks[0] if self.memory is not None else None
+        # Tiers after L1 to skip for a key marked hit-for-miss (see get_memory).
+        self.has_tiers_past_memory = len(self.tiers) > self._after_memory
         # The largest entry some tier keeps: a larger response is stored nowhere, so the cache
         # must neither claim nor attempt it (None: a tier without a bound, or no tier at all).
         bounds: list[int | None] = [getattr(tier, "max_entry_bytes", None) for tier in self.tiers]
@@ -131,6 +133,25 @@ class TieredStore:
     async def aget(self, key: str) -> tuple[CachedEntry, str] | None:
         found = self._memory_get(key)
         return await arun(self._get(key, self._after_memory)) if found is _FURTHER else found
+
+    def get_memory(self, key: str) -> tuple[CachedEntry, str] | None:
+        """L1's entry for ``key`` (counted), never the tiers after it: for a key marked
+        hit-for-miss, whose last answer could not be stored, a Redis round trip or a disk lookup
+        on every request would almost surely find nothing."""
+        found = self._memory_get(key)
+        return None if found is _FURTHER else found
+
+    async def aget_memory(self, key: str) -> tuple[CachedEntry, str] | None:
+        return self.get_memory(key)
+
+    def memory_missed(self, key: str) -> None:
+        """:meth:`get_memory` for a key :meth:`memory_peek` just found nothing under: L1's
+        miss is counted, nothing else asked."""
+        if self._after_memory:
+            self.tiers[0].count_miss()
+
+    async def amemory_missed(self, key: str) -> None:
+        self.memory_missed(key)
 
     def get_past_memory(self, key: str) -> tuple[CachedEntry, str] | None:
         """:meth:`get` for a key :meth:`memory_peek` just found nothing under: L1's miss is
