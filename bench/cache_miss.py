@@ -6,7 +6,10 @@ app: the request is counted, keyed, looked up, forwarded, and the response stamp
 buffered and stored (``stored miss``), or passed through (``uncacheable miss``). The cache layer
 alone is measured in the same rounds, for reference (no target); so, in rounds of its own
 after them, is a miss (WSGI and ASGI) with the disk tier on, as a user's default config has it:
-in the request's thread (what the response waits for) and in all threads (L3's writer included).
+in the request's thread (what the response waits for) and in all threads (L3's writer included),
+and a miss with Redis as L2 (the disk tier off), wall time and the request thread's CPU time, when
+a Redis answers at ``SCALEKIT_BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``; the rounds
+are skipped, saying so, when none does).
 
 "stored miss": every request has its own URL, so each is a real miss that is then stored.
 "uncacheable": one endpoint answering ``Cache-Control: no-store``, so every request misses.
@@ -38,6 +41,7 @@ import argparse
 import asyncio
 import gc
 import itertools
+import os
 import re
 import shutil
 import statistics
@@ -52,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TARGET_OVERHEAD = 0.05
+REDIS_URL = os.environ.get("SCALEKIT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 WORK_SECONDS = 0.001
 clock = time.process_time
 
@@ -136,6 +141,47 @@ def defaults_with_disk(app: Any, folder: str) -> Any:
     import scalekit
 
     return scalekit.wrap(app, cache={"disk": {"path": folder}}, allowed_hosts=["bench.test"])
+
+
+def defaults_with_redis(app: Any, prefix: str) -> Any:
+    """``app`` behind the default layers with Redis as L2 (keys under ``prefix``), the disk
+    tier off."""
+    import scalekit
+
+    return scalekit.wrap(app, cache={"disk": {"enabled": False}}, allowed_hosts=["bench.test"],
+                         redis={"url": REDIS_URL, "key_prefix": prefix})
+
+
+def redis_reference(n: int) -> None:
+    """What Redis as L2 adds to a miss, WSGI and ASGI, in rounds of their own, no target: a
+    stored miss asks Redis (a GET) and writes it (a SET), each a round trip the response waits
+    for; an uncacheable miss asks it once, then its URL is marked hit-for-miss and only L1 is
+    asked. Wall time and the request thread's CPU time, bare and both stacks interleaved."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=1.0).ping()
+    except (redis.RedisError, OSError) as error:
+        print(f"defaults+L2 rounds skipped: no Redis at {REDIS_URL} ({error})")
+        return
+    prefix = f"bench-miss-{time.time_ns()}:"  # no entry of an earlier run is found
+    for kind, bare, run in (("WSGI", wsgi_app, run_wsgi), ("ASGI", asgi_app, run_asgi)):
+        with_redis, without = defaults_with_redis(bare, f"{prefix}{kind}:"), defaults(bare)
+        for label, variant in VARIANTS:
+            run([bare, with_redis, without], 50, variant)
+            gc.collect()
+            figures = []
+            for timer in (time.perf_counter, time.thread_time):
+                bare_times, redis_times, plain_times = run([bare, with_redis, without], n, variant, timer=timer)
+                bare_us = statistics.median(bare_times)
+                redis_us = statistics.median([t - b for t, b in zip(redis_times, bare_times)])
+                plain_us = statistics.median([t - b for t, b in zip(plain_times, bare_times)])
+                figures.append((bare_us, redis_us, plain_us))
+            (wall_bare, wall_redis, wall_plain), (cpu_bare, cpu_redis, cpu_plain) = figures
+            print(f"{kind} {label:12s} defaults+L2: {wall_redis / wall_bare:+7.2%} over bare {wall_bare:7.1f} us "
+                  f"wall ({wall_redis:6.1f} us; L2 off {wall_plain:5.1f} us, so L2 "
+                  f"{wall_redis - wall_plain:+6.1f} us); request thread's CPU {cpu_redis / cpu_bare:+7.2%} "
+                  f"({cpu_redis:6.1f} us; L2 off {cpu_plain:5.1f} us)   (reference)")
 
 
 def disk_reference(n: int) -> None:
@@ -382,6 +428,7 @@ def main() -> int:
                     print(f"{'':29s}{added / base:+7.2%} instructions over bare's {base / 1e6:.2f} M "
                           f"({added / 1e3:.0f} k per request, callgrind; not judged)")
     disk_reference(n // 2)
+    redis_reference(n // 3)
     for kind in ("WSGI", "ASGI") if counts else ():
         for label, variant in VARIANTS:
             plain, with_disk = counts[f"{kind}|{variant}|defaults"], f"{kind}|{variant}|defaults+L3"
