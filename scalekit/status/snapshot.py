@@ -49,9 +49,9 @@ class TierStatus:
 
     tier: str
     lookups: Mapping[str, float]
-    bytes: float
+    bytes: float | None  # None: the tier does not report it here (Redis keeps its own count)
     max_bytes: float | None
-    entries: float
+    entries: float | None
     circuit_open: bool
 
     @property
@@ -247,7 +247,7 @@ def _tiers(samples: Samples) -> tuple[TierStatus, ...]:
     return tuple(
         TierStatus(tier=tier,
                    lookups={outcome: value for (name, outcome), value in lookups.items() if name == tier},
-                   bytes=held.get(tier, 0.0), max_bytes=bounds.get(tier), entries=entries.get(tier, 0.0),
+                   bytes=held.get(tier), max_bytes=bounds.get(tier), entries=entries.get(tier),
                    circuit_open=circuits.get(tier, 0.0) > 0)
         for tier in ordered)
 

@@ -141,7 +141,8 @@ def _tiers(snapshot: Snapshot) -> Table:
             _count(f"tier-{name}-errors", lookups.get("error", 0.0) + lookups.get("corrupt", 0.0)),
             Cell(format_bytes(tier.bytes), tier.bytes, f"tier-{name}-bytes"),
             Cell(format_bytes(tier.max_bytes), tier.max_bytes, f"tier-{name}-max-bytes"),
-            _count(f"tier-{name}-entries", tier.entries),
+            Cell(DASH if tier.entries is None else format_count(tier.entries), tier.entries,
+                 f"tier-{name}-entries"),
             Cell("open" if tier.circuit_open else "closed", float(tier.circuit_open), f"tier-{name}-circuit"),
         ))
     return Table(id="tiers", title="Cache tiers",

@@ -23,7 +23,7 @@ from ...metrics import instruments
 from ..entry import CachedEntry
 from ..store import Store
 
-__all__ = ["MAX_MASKED_KEYS", "KeyMask", "Tier", "TierMetrics", "kept_until"]
+__all__ = ["MAX_MASKED_KEYS", "KeyMask", "SizedTierMetrics", "Tier", "TierMetrics", "kept_until"]
 
 MAX_MASKED_KEYS = 10_000
 
@@ -78,12 +78,9 @@ class TierMetrics:
 
     __slots__ = (
         "bypass",
-        "bytes",
         "circuit",
         "corrupt",
-        "entries",
         "error",
-        "evicted",
         "hit",
         "miss",
         "store_error",
@@ -102,7 +99,18 @@ class TierMetrics:
         self.stored = instruments.CACHE_STORES.labels(tier, "ok")
         self.store_error = instruments.CACHE_STORES.labels(tier, "error")
         self.too_large = instruments.CACHE_STORES.labels(tier, "too_large")
+        self.circuit = instruments.CACHE_CIRCUIT_OPEN.labels(tier)
+
+
+class SizedTierMetrics(TierMetrics):
+    """:class:`TierMetrics` of a tier that knows what it holds (L1, L3): its bytes, entries and
+    evictions too. Redis keeps those itself (``INFO``): an L2 series here would read 0 on every
+    instance, and a dashboard or the status page would show a full L2 as empty."""
+
+    __slots__ = ("bytes", "entries", "evicted")
+
+    def __init__(self, tier: str) -> None:
+        super().__init__(tier)
         self.evicted = instruments.CACHE_EVICTIONS.labels(tier)
         self.bytes = instruments.tier_gauge(instruments.CACHE_BYTES, tier)
         self.entries = instruments.tier_gauge(instruments.CACHE_ENTRIES, tier)
-        self.circuit = instruments.CACHE_CIRCUIT_OPEN.labels(tier)

@@ -52,7 +52,7 @@ from ...forks import pid
 from ...metrics.instruments import CACHE_LOOKUPS, Tally, counter_handle
 from ..codec import Codec
 from ..entry import CachedEntry
-from .base import KeyMask, TierMetrics, kept_until
+from .base import KeyMask, SizedTierMetrics, kept_until
 from .breaker import CircuitBreaker
 from .presence import REFRESH_SECONDS, TRUSTED_SECONDS, Presence
 from .sqlite_file import (
@@ -128,7 +128,7 @@ class DiskTier:
         # The log's share of the bound (twice: a full log and one write), the database's the rest.
         self.wal_bytes = min(max(max_bytes // _WAL_SHARE, _MIN_WAL_BYTES), _MAX_WAL_BYTES)
         self.database_bytes = max(max_bytes - 2 * self.wal_bytes - _SHM_BYTES, MIN_DATABASE_BYTES)
-        self._metrics = TierMetrics(self.name)
+        self._metrics = SizedTierMetrics(self.name)
         # Most lookups are misses: counted with one C call, added before any read. The tally is
         # kept (the registry holds it weakly): its tick alone would outlive it, counting nothing.
         self._miss_tally = Tally((CACHE_LOOKUPS,), (counter_handle(self._metrics.miss).inc,))

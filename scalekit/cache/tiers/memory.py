@@ -32,7 +32,7 @@ from itertools import chain
 
 from ...metrics.instruments import CACHE_LOOKUPS, CACHE_STORES, Tally, counter_handle, gauge_handle
 from ..entry import CachedEntry
-from .base import TierMetrics, kept_until
+from .base import SizedTierMetrics, kept_until
 
 __all__ = ["MemoryTier", "memory_footprint"]
 
@@ -120,7 +120,7 @@ class _ByteBoundedLRU:
     changes the LRU.
     """
 
-    def __init__(self, max_bytes: int, metrics: TierMetrics) -> None:
+    def __init__(self, max_bytes: int, metrics: SizedTierMetrics) -> None:
         self.items: OrderedDict[str, tuple[CachedEntry, float, int]] = OrderedDict()
         self.maxsize = max_bytes
         self.currsize = 0
@@ -178,7 +178,7 @@ class MemoryTier:
         self.max_bytes = max_bytes
         self.max_entry_bytes = min(max_entry_bytes, max_bytes)
         self.retain_stale_seconds = retain_stale_seconds
-        self._metrics = TierMetrics(self.name)
+        self._metrics = SizedTierMetrics(self.name)
         self._hits = counter_handle(self._metrics.hit)
         # A miss and a store are counted with one C call each, added before any read.
         self._miss_tally = Tally((CACHE_LOOKUPS,), (counter_handle(self._metrics.miss).inc,))

@@ -14,8 +14,11 @@ from scalekit.cache.tiers.disk import DB_NAME, DiskTier
 from scalekit.cache.tiers.memory import MemoryTier
 from scalekit.cache.tiers.redis import RedisConnections, RedisTier
 from scalekit.config import RedisConfig
+from scalekit.status.snapshot import read_snapshot
+from scalekit.status.tables import DASH, build_tables
 
 from .conftest import FakeClock
+from .servers import RedisServer
 
 
 def sample(name: str, **labels: str) -> float:
@@ -98,3 +101,26 @@ def test_memory_gauges_are_read_at_scrape_time_without_keeping_the_tier(clock: F
     gc.collect()
     assert lru() is None  # the registry's reading function does not keep the entries alive
     assert sample("scalekit_cache_entries", tier="memory") == 0
+
+
+def test_redis_reports_no_bytes_entries_or_evictions_of_its_own(redis_server: RedisServer, clock: FakeClock,
+                                                                  tmp_path: Path) -> None:
+    # Redis keeps those (INFO): a series here would read 0 on every instance, and the status
+    # page and the dashboards would show a full L2 as empty. L1 and L3 report theirs.
+    tier = RedisTier(RedisConnections(RedisConfig(url=redis_server.url)), clock=clock)
+    disk = DiskTier(tmp_path, codec=Codec(), clock=clock)
+    memory = MemoryTier(max_bytes=10_000, clock=clock)
+    for each in (tier, disk, memory):
+        each.set("k", make_entry(clock, b"x" * 100))
+        assert each.get("k") is not None
+    assert disk.flush()
+    for name in ("scalekit_cache_bytes", "scalekit_cache_entries", "scalekit_cache_evictions_total"):
+        assert REGISTRY.get_sample_value(name, {"tier": "redis"}) is None, name
+        assert REGISTRY.get_sample_value(name, {"tier": "memory"}) is not None, name
+    snapshot = read_snapshot(REGISTRY.collect(), taken_at=0.0)
+    redis_row = next(row for row in snapshot.tiers if row.tier == "redis")
+    assert redis_row.hits >= 1 and redis_row.bytes is None and redis_row.entries is None
+    tiers = next(table for table in build_tables(snapshot, None) if table.id == "tiers")
+    cells = next(row for row in tiers.rows if row[0].text == "redis")
+    assert [cells[index].text for index in (5, 7)] == [DASH, DASH]  # bytes, entries: not "0"
+    tier.connections.close()
