@@ -32,7 +32,12 @@ times: a figure neither load nor a noisy neighbour changes, for telling a real c
 (times on a shared virtual machine moved between +5 % and +20 % for the same commit). It is not
 judged: what a miss costs is time, and code that runs cold costs more time per instruction.
 
-Run: ``python bench/cache_miss.py`` (``--quick`` for fewer repeats, ``--instructions``).
+With ``--layers`` the judged rounds are followed by the defaults with one outer layer off at a
+time (metrics, CDN, pool), WSGI and ASGI, for telling which layer's code a miss pays for. On the
+project's VM the three did not add up: with any one of them off, most of their combined cost
+went (``bench/RESULTS.md``), as if the path's code and data had outgrown a CPU cache.
+
+Run: ``python bench/cache_miss.py`` (``--quick`` for fewer repeats, ``--instructions``, ``--layers``).
 """
 
 from __future__ import annotations
@@ -141,6 +146,30 @@ def defaults_with_disk(app: Any, folder: str) -> Any:
     import scalekit
 
     return scalekit.wrap(app, cache={"disk": {"path": folder}}, allowed_hosts=["bench.test"])
+
+
+OUTER_LAYERS = ("metrics", "cdn", "pool")
+
+
+def layers_reference(n: int) -> None:
+    """The defaults beside the defaults with each outer layer off, interleaved with the bare app
+    and the cache alone in the same rounds, no target: where a miss's overhead comes from."""
+    import scalekit
+
+    for kind, bare, run in (("WSGI", wsgi_app, run_wsgi), ("ASGI", asgi_app, run_asgi)):
+        stacks = [("cache alone", cache_only(bare)), ("defaults", defaults(bare))]
+        stacks += [(f"no {layer}", scalekit.wrap(bare, cache={"disk": {"enabled": False}},
+                                                 allowed_hosts=["bench.test"], **{layer: False}))
+                   for layer in OUTER_LAYERS]
+        for label, variant in VARIANTS:
+            apps = [bare] + [app for _, app in stacks]
+            run(apps, 50, variant)
+            gc.collect()
+            bare_times, *stack_times = run(apps, n, variant)
+            figures = ", ".join(
+                f"{name} {statistics.median([t - b for t, b in zip(times, bare_times)]):+6.1f} us"
+                for (name, _), times in zip(stacks, stack_times))
+            print(f"{kind} {label:12s} layers: bare {statistics.median(bare_times):7.1f} us; {figures}   (reference)")
 
 
 def defaults_with_redis(app: Any, prefix: str) -> Any:
@@ -389,6 +418,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--instructions", action="store_true", help="also count instructions (callgrind)")
+    parser.add_argument("--layers", action="store_true", help="also the defaults with each outer layer off")
     parser.add_argument("--counted-segments", metavar="MARKERS", help=argparse.SUPPRESS)
     parser.add_argument("--renders", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--disk-only", action="store_true", help=argparse.SUPPRESS)
@@ -427,6 +457,8 @@ def main() -> int:
                     added = counts[f"{kind}|{variant}|{name}"] - base
                     print(f"{'':29s}{added / base:+7.2%} instructions over bare's {base / 1e6:.2f} M "
                           f"({added / 1e3:.0f} k per request, callgrind; not judged)")
+    if args.layers:
+        layers_reference(n)
     disk_reference(n // 2)
     redis_reference(n // 3)
     for kind in ("WSGI", "ASGI") if counts else ():
