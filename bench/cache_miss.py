@@ -148,6 +148,11 @@ def defaults_with_disk(app: Any, folder: str) -> Any:
     return scalekit.wrap(app, cache={"disk": {"path": folder}}, allowed_hosts=["bench.test"])
 
 
+def added_us(times: list[float], bare_times: list[float]) -> float:
+    """The median of a variant's requests' differences from the bare request timed beside each."""
+    return statistics.median([t - b for t, b in zip(times, bare_times)])
+
+
 OUTER_LAYERS = ("metrics", "cdn", "pool")
 
 
@@ -167,7 +172,7 @@ def layers_reference(n: int) -> None:
             gc.collect()
             bare_times, *stack_times = run(apps, n, variant)
             figures = ", ".join(
-                f"{name} {statistics.median([t - b for t, b in zip(times, bare_times)]):+6.1f} us"
+                f"{name} {added_us(times, bare_times):+6.1f} us"
                 for (name, _), times in zip(stacks, stack_times))
             print(f"{kind} {label:12s} layers: bare {statistics.median(bare_times):7.1f} us; {figures}   (reference)")
 
@@ -189,7 +194,8 @@ def redis_reference(n: int) -> None:
     import redis
 
     try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=1.0).ping()
+        with redis.Redis.from_url(REDIS_URL, socket_timeout=1.0) as probe:
+            probe.ping()
     except (redis.RedisError, OSError) as error:
         print(f"defaults+L2 rounds skipped: no Redis at {REDIS_URL} ({error})")
         return
@@ -203,8 +209,8 @@ def redis_reference(n: int) -> None:
             for timer in (time.perf_counter, time.thread_time):
                 bare_times, redis_times, plain_times = run([bare, with_redis, without], n, variant, timer=timer)
                 bare_us = statistics.median(bare_times)
-                redis_us = statistics.median([t - b for t, b in zip(redis_times, bare_times)])
-                plain_us = statistics.median([t - b for t, b in zip(plain_times, bare_times)])
+                redis_us = added_us(redis_times, bare_times)
+                plain_us = added_us(plain_times, bare_times)
                 figures.append((bare_us, redis_us, plain_us))
             (wall_bare, wall_redis, wall_plain), (cpu_bare, cpu_redis, cpu_plain) = figures
             print(f"{kind} {label:12s} defaults+L2: {wall_redis / wall_bare:+7.2%} over bare {wall_bare:7.1f} us "
@@ -228,8 +234,8 @@ def disk_reference(n: int) -> None:
                 bare_times, disk_times, plain_times = run([bare, with_disk, without], n, variant,
                                                           timer=time.thread_time)
                 bare_us = statistics.median(bare_times)
-                disk_us = statistics.median([t - b for t, b in zip(disk_times, bare_times)])
-                plain_us = statistics.median([t - b for t, b in zip(plain_times, bare_times)])
+                disk_us = added_us(disk_times, bare_times)
+                plain_us = added_us(plain_times, bare_times)
                 process_us = process_cpu_added(run, bare, with_disk, n, variant)
                 print(f"{kind} {label:12s} defaults+L3: {disk_us / bare_us:+7.2%} over bare {bare_us:7.1f} us "
                       f"in the request's thread ({disk_us:5.1f} us; L3 off {plain_us:5.1f} us, so L3 "
@@ -443,14 +449,14 @@ def main() -> int:
             bare_us = statistics.median(bare_times)
             bare_calls = calls_per_request(run, bare, variant)
             for (name, app), times in zip(stacks, stack_times):
-                added_us = statistics.median([t - b for t, b in zip(times, bare_times)])
-                overhead = added_us / bare_us
+                added = added_us(times, bare_times)
+                overhead = added / bare_us
                 calls = calls_per_request(run, app, variant) - bare_calls
                 judged = name == "defaults"
                 verdict = ("OK" if overhead <= TARGET_OVERHEAD else "MISSED") if judged else "(reference)"
                 ok = ok and (overhead <= TARGET_OVERHEAD or not judged)
                 print(f"{kind} {label:12s} {name:11s}: {overhead:+7.2%} over bare {bare_us:7.1f} us "
-                      f"(CPU, median of {n} interleaved pairs; {added_us:5.1f} us, "
+                      f"(CPU, median of {n} interleaved pairs; {added:5.1f} us, "
                       f"{calls:4.0f} calls)   target <= +{TARGET_OVERHEAD:.0%}   {verdict}")
                 if counts:
                     base = counts[f"{kind}|{variant}|bare"]
