@@ -108,13 +108,12 @@ def test_a_tally_counts_each_event_once_whatever_the_interleaving(producers: lis
 PRELUDE = """
 import json, os, sys, time
 from prometheus_client import CollectorRegistry
-from prometheus_client.multiprocess import MultiProcessCollector
 from scalekit.config import load_config
 from scalekit.metrics import instruments
 from scalekit.metrics.flusher import FLUSHER
 from scalekit.metrics.handles import counter_handle
 from scalekit.metrics.hits import HitLedger
-from scalekit.metrics.layer import MetricsPolicy
+from scalekit.metrics.layer import MetricsPolicy, WorkerFiles
 
 SERIES = {
     "saved": ("scalekit_cache_origin_seconds_saved_total", {"route": "/mp"}),
@@ -124,9 +123,10 @@ SERIES = {
 }
 
 def in_files():
-    '''What another process reads: every process's files, merged.'''
+    '''What another process reads: every process's files, merged (as /metrics reads them: a
+    file a forked child is creating may still be empty).'''
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
+    registry.register(WorkerFiles(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
     return {key: registry.get_sample_value(name, labels) or 0.0 for key, (name, labels) in SERIES.items()}
 
 def poll(expected, seconds=30.0):

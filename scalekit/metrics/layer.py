@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import glob
 import hmac
 import ipaddress
 import logging
@@ -43,6 +44,7 @@ __all__ = [
     "ASGIMetrics",
     "MetricsPolicy",
     "WSGIMetrics",
+    "WorkerFiles",
     "current_registry",
     "render_exposition",
     "wrap_asgi",
@@ -72,9 +74,33 @@ def current_registry() -> CollectorRegistry:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         FLUSHER.flush()
         registry = CollectorRegistry()
-        registry.register(_TwinsMerged(MultiProcessCollector(None)))  # type: ignore[no-untyped-call]
+        registry.register(_TwinsMerged(WorkerFiles(os.environ["PROMETHEUS_MULTIPROC_DIR"])))
         return registry
     return REGISTRY
+
+
+class WorkerFiles(Collector):
+    """Every worker's metric files in ``directory``, merged as prometheus_client's
+    ``MultiProcessCollector`` merges them, less the files still at 0 bytes.
+
+    prometheus_client creates a file before it sizes it: a scrape can find one empty while a
+    worker starts, and a worker killed in that moment leaves it for good. Read, an empty file
+    raises and fails the whole scrape, every scrape after it too (an open prometheus_client bug); it
+    holds nothing yet, so it is skipped.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for path in glob.glob(os.path.join(self.directory, "*.db")):
+            try:
+                if os.path.getsize(path) > 0:
+                    files.append(path)
+            except OSError:  # gone meanwhile: a dead worker's live gauges, removed at its exit
+                continue
+        return MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call, no-any-return]
 
 
 class _TwinsMerged(Collector):
