@@ -90,6 +90,11 @@ class LocalGenerations:
         self._lock = threading.Lock()
         self._fleet_epoch: str | None = None
 
+    def renew_locks_after_fork(self) -> None:
+        """In a forked child: a lock another thread of the parent held at the fork would stay
+        held here, where that thread does not exist."""
+        self._lock = threading.Lock()
+
     # ----------------------------------------------------------------- reads (hit path)
     def sequence(self) -> int:
         """The sequence number of the latest invalidation this instance knows of."""

@@ -264,7 +264,11 @@ class HostGenerations(LocalGenerations):
                                [(self._peers.address, pid())])
 
     def _forked(self) -> None:
-        """In a forked child: follow the file again if the parent did."""
+        """In a forked child: follow the file again if the parent did, with new locks (one
+        another thread of the parent held at the fork, a write waiting for SQLite say, would
+        never be released here)."""
+        self.renew_locks_after_fork()
+        self._persist_lock = threading.Lock()
         if self._watcher_pid not in (0, pid()):
             self.start()
 

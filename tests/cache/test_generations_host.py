@@ -146,3 +146,41 @@ def test_a_follower_that_exited_is_forgotten(tmp_path: Path) -> None:
         assert writer.invalidate(["price:2"]).acknowledged
     finally:
         writer.close()
+
+
+FORK_WHILE_WRITING = """
+import os, sqlite3, sys, threading, time
+from scalekit.cache.hostgenerations import HostGenerations
+
+path = sys.argv[1]
+generations = HostGenerations(path)
+generations.start()
+blocker = sqlite3.connect(path, isolation_level=None)
+blocker.execute("BEGIN IMMEDIATE")  # another process's write: the invalidation waits for it
+writer = threading.Thread(target=generations.invalidate, args=(["price:1"],))
+writer.start()
+time.sleep(0.3)  # the writer now waits for SQLite's lock, holding the file's in-process lock
+child = os.fork()
+if child == 0:  # the fork hooks (restarting the watcher here) must not wait for the parent's writer
+    os.write(1, b"child done\\n")
+    os._exit(0)
+deadline = time.monotonic() + 10
+while os.waitpid(child, os.WNOHANG) == (0, 0):
+    if time.monotonic() > deadline:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        print("child hung")
+        break
+    time.sleep(0.01)
+blocker.execute("ROLLBACK")
+writer.join()
+"""
+
+
+def test_a_process_forked_while_another_thread_writes_the_file_does_not_hang(tmp_path: Path) -> None:
+    # A lock another thread of the parent held at the fork is held forever in the child, where
+    # that thread does not exist: the child's fork hook must not wait for it.
+    done = subprocess.run([sys.executable, "-c", FORK_WHILE_WRITING, str(tmp_path / "generations.sqlite")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "child done" in done.stdout and "child hung" not in done.stdout, done.stdout

@@ -321,7 +321,10 @@ class FleetGenerations:
     def _forked(self) -> None:
         """In a forked child: the parent's trust and threads are not this process's. Trust
         nothing until this process's own listener has joined."""
-        # A call the parent had in flight never returns here: its batch would wait forever.
+        # A call the parent had in flight never returns here: its batch would wait forever. Nor
+        # is a lock another thread held at the fork ever released here.
+        self.local.renew_locks_after_fork()
+        self._pending_lock = threading.Lock()
         self._thread_batches = ThreadBatches()
         self._loop_batches = weakref.WeakKeyDictionary()
         if self._listener_pid not in (0, pid()):
