@@ -16,6 +16,7 @@ import asyncio
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, overload
 
@@ -32,6 +33,30 @@ __all__ = ["RequestDatabase", "RequestDatabases", "db", "release_at_response_sta
 STATE_KEY = "pool"  # ctx.state["pool"]: this request's RequestDatabases
 
 
+class _RequestShared:
+    """What one request's handles share with its :class:`RequestDatabases`.
+
+    Held by both, holding neither, and the request context only weakly (the context holds the
+    RequestDatabases): a request leaves no reference cycle, so its objects are freed when its
+    last reference goes, not by the cyclic collector, which per-request garbage would run every
+    few dozen requests, each run walking the whole heap (L1's entries with it).
+    """
+
+    __slots__ = ("all_released", "context", "invalidate", "monotonic", "touched", "track_tables")
+
+    def __init__(self, ctx: RequestContext, invalidate: Callable[[tuple[str, ...]], None],
+                 track_tables: bool, monotonic: Callable[[], float]) -> None:
+        self.context = weakref.ref(ctx)
+        self.invalidate = invalidate
+        self.track_tables = track_tables
+        self.monotonic = monotonic
+        # Most requests never use a database: until one tries to, a request has nothing to
+        # confirm, fail or give back, and its end is one flag (all_released) instead of a
+        # locked release per handle.
+        self.touched = False
+        self.all_released = False
+
+
 class RequestDatabase:
     """One database, for one request: a connection checked out on first use, given back at the end.
 
@@ -45,7 +70,7 @@ class RequestDatabase:
         "_database",
         "_lock",
         "_released",
-        "_requests",
+        "_shared",
         "_watch",
         "checked_out_at",
         "failure",
@@ -54,10 +79,10 @@ class RequestDatabase:
         "site",
     )
 
-    def __init__(self, database: Database, requests: RequestDatabases) -> None:
+    def __init__(self, database: Database, shared: _RequestShared) -> None:
         self.name = database.name
         self._database = database
-        self._requests = requests
+        self._shared = shared
         self._connection: Connection | None = None
         self._watch: ConnectionWatch | None = None
         self._lock = threading.Lock()
@@ -79,7 +104,8 @@ class RequestDatabase:
 
     @property
     def route(self) -> str:
-        return self._requests.ctx.route
+        ctx = self._shared.context()
+        return ctx.route if ctx is not None else "(request over)"
 
     def connection(self) -> Connection:
         """The request's SQLAlchemy Connection, checked out now if this is the first use.
@@ -128,11 +154,12 @@ class RequestDatabase:
 
     def _checkout(self, site: CheckoutSite | None, may_wait: bool, *,
                   only_if_free: bool = False) -> Connection | None:
-        requests = self._requests
+        shared = self._shared
         # Written before the released flags are read, and release_all() writes its flag before
         # it reads this one: whichever runs second sees the other (see release_all).
-        requests.touched = True
-        if self._released or requests.all_released:
+        shared.touched = True
+        ctx = shared.context()
+        if self._released or shared.all_released or ctx is None:  # no context: the request is over
             raise self._released_error()
         database = self._database
         try:
@@ -147,13 +174,13 @@ class RequestDatabase:
             if getattr(exc, "status_hint", None) == 503:
                 self.failure = exc
             raise
-        watch = ConnectionWatch(requests.ctx, requests.invalidate, track_tables=requests.track_tables)
+        watch = ConnectionWatch(ctx, shared.invalidate, track_tables=shared.track_tables)
         with self._lock:
             lost_race = self._released or self._connection is not None
             if not lost_race:
                 self._connection = connection
                 self._watch = watch
-                self.checked_out_at = requests.monotonic()
+                self.checked_out_at = shared.monotonic()
                 self.site = site
                 attach(connection, watch)  # under the lock: release() detaches after this
                 self._database.hold(self)
@@ -181,7 +208,7 @@ class RequestDatabase:
                 return False
             self._released = True
             self._connection = self._watch = None
-            held_seconds = self._requests.monotonic() - self.checked_out_at
+            held_seconds = self._shared.monotonic() - self.checked_out_at
         if watch is not None:
             watch.commit_confirmed()  # the request is past its last COMMIT
         # Still observed (and refusing statements: the watch says released) until the database
@@ -214,38 +241,33 @@ class RequestDatabase:
 class RequestDatabases(Mapping[str, RequestDatabase]):
     """Every database's handle for one request (``environ/scope["scalekit.databases"]``)."""
 
-    __slots__ = (
-        "_handles",
-        "all_released",
-        "ctx",
-        "default",
-        "finished",
-        "invalidate",
-        "monotonic",
-        "release_at_start",
-        "touched",
-        "track_tables",
-    )
+    __slots__ = ("_handles", "_shared", "default", "finished", "release_at_start")
 
     def __init__(self, databases: Mapping[str, Database], ctx: RequestContext, *,
                  invalidate: Callable[[tuple[str, ...]], None], track_tables: bool,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.ctx = ctx
-        self.invalidate = invalidate
-        self.track_tables = track_tables
-        self.monotonic = monotonic
+        self._shared = shared = _RequestShared(ctx, invalidate, track_tables, monotonic)
         self.release_at_start = False
         self.finished = False  # the response is over: db() no longer answers with these
-        # Most requests never use a database: until one tries to, a request has nothing to
-        # confirm, fail or give back, and its end is one flag (all_released) instead of a
-        # locked release per handle.
-        self.touched = False
-        self.all_released = False
         handles: dict[str, RequestDatabase] = {}
         self._handles = handles
         for name, database in databases.items():  # a loop, not a comprehension: one frame less
-            handles[name] = RequestDatabase(database, self)
-        self.default = self._handles["default"]
+            handles[name] = RequestDatabase(database, shared)
+        self.default = handles["default"]
+
+    @property
+    def touched(self) -> bool:
+        """True once a handle of the request began a checkout (see :class:`_RequestShared`)."""
+        return self._shared.touched
+
+    @property
+    def all_released(self) -> bool:
+        """True once no handle of the request may check out again."""
+        return self._shared.all_released
+
+    @all_released.setter
+    def all_released(self, value: bool) -> None:
+        self._shared.all_released = value
 
     def __getitem__(self, name: str) -> RequestDatabase:
         return self._handles[name]  # KeyError, as a Mapping should (db() explains it)
@@ -266,11 +288,11 @@ class RequestDatabases(Mapping[str, RequestDatabase]):
         return len(self._handles)
 
     def any_checked_out(self) -> bool:
-        return self.touched and any(handle.checked_out for handle in self._handles.values())
+        return self._shared.touched and any(handle.checked_out for handle in self._handles.values())
 
     def failure(self) -> BaseException | None:
         """The first pool failure (timeout, shed, unavailable) a handle met, if any."""
-        if not self.touched:
+        if not self._shared.touched:
             return None
         for handle in self._handles.values():
             if handle.failure is not None:
@@ -280,7 +302,7 @@ class RequestDatabases(Mapping[str, RequestDatabase]):
     def confirm_commits(self) -> None:
         """The response starts: every COMMIT the request sent has succeeded by now, so the
         tables they wrote are invalidated before the client sees the answer."""
-        if not self.touched:
+        if not self._shared.touched:
             return
         for handle in self._handles.values():
             handle.confirm_commit()
@@ -293,8 +315,9 @@ class RequestDatabases(Mapping[str, RequestDatabase]):
     def release_all(self, *, only_if_idle: bool = False) -> bool:
         """Give every connection back; False if one stayed because a statement was running.
         Either way no handle checks out another connection after this."""
-        self.all_released = True
-        if not self.touched:  # no checkout began, and none can now (see _checkout)
+        shared = self._shared
+        shared.all_released = True
+        if not shared.touched:  # no checkout began, and none can now (see _checkout)
             return True
         released = True
         for handle in self._handles.values():

@@ -8,6 +8,7 @@ import contextvars
 import gc
 import logging
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -429,3 +430,57 @@ def test_several_databases_each_lazy_each_given_back(fast_dir: Path) -> None:
     with pytest.raises(RequestDatabaseError, match="no database named 'nope'"):
         wsgi_get(scalekit.wrap(lambda e, s: [db("nope")], cache=False, cdn=False,
                                pool={"databases": {"default": {"url": urls["default"]}}}), "/")
+
+
+# --------------------------------------------------------------------------- no garbage cycles
+
+
+@pytest.mark.parametrize("uses_database", [False, True], ids=["untouched", "used"])
+@pytest.mark.parametrize("interface", ["wsgi", "asgi"])
+def test_a_request_leaves_no_reference_cycle(sqlite_table: tuple[str, str], interface: str,
+                                             uses_database: bool) -> None:
+    """A request's context, handles and RequestDatabases are freed when its last reference goes,
+    with the cyclic garbage collector off: per-request cycles would make the collector run
+    every few dozen requests, each run walking the whole heap (L1's entries included)."""
+    url, table = sqlite_table
+    seen: list[weakref.ref[Any]] = []
+
+    def remember() -> None:
+        ctx = scalekit.current()
+        assert ctx is not None
+        seen.append(weakref.ref(ctx))
+        if uses_database:
+            db().connection().exec_driver_sql(f"select count(*) from {table}").scalar_one()
+
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if not seen:
+            remember()
+        start_response("200 OK", [("content-type", "text/plain")])
+        return [b"ok"]
+
+    async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if not seen:
+            remember()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    app = wrap(wsgi_app if interface == "wsgi" else asgi_app, url)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds is kept in gc.garbage, for a look
+    try:
+        for _ in range(2):  # the second request replaces the first's context in this thread
+            if interface == "wsgi":
+                assert wsgi_get(app, "/").code == 200
+            else:
+                assert asyncio.run(_run_asgi(app, "/")).status == 200
+        assert len(seen) == 1
+        assert seen[0]() is None  # freed by reference counting alone
+        gc.collect()
+        kinds = {type(thing).__name__ for thing in gc.garbage}
+        assert not kinds & {"RequestContext", "RequestDatabases", "RequestDatabase"}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert service(app).checked_out() == 0
