@@ -37,9 +37,9 @@ class _RequestShared:
     """What one request's handles share with its :class:`RequestDatabases`.
 
     Held by both, holding neither, and the request context only weakly (the context holds the
-    RequestDatabases): a request leaves no reference cycle, so its objects are freed when its
-    last reference goes, not by the cyclic collector, which per-request garbage would run every
-    few dozen requests, each run walking the whole heap (L1's entries with it).
+    RequestDatabases): a request leaves no reference cycle, so its objects (and a connection a
+    dropped body still holds) are freed when its last reference goes, not whenever the cyclic
+    collector next runs.
     """
 
     __slots__ = ("all_released", "context", "invalidate", "monotonic", "touched", "track_tables")

@@ -440,8 +440,7 @@ def test_several_databases_each_lazy_each_given_back(fast_dir: Path) -> None:
 def test_a_request_leaves_no_reference_cycle(sqlite_table: tuple[str, str], interface: str,
                                              uses_database: bool) -> None:
     """A request's context, handles and RequestDatabases are freed when its last reference goes,
-    with the cyclic garbage collector off: per-request cycles would make the collector run
-    every few dozen requests, each run walking the whole heap (L1's entries included)."""
+    with the cyclic garbage collector off: nothing of it waits for the collector's next run."""
     url, table = sqlite_table
     seen: list[weakref.ref[Any]] = []
 
