@@ -37,9 +37,8 @@ class _RequestShared:
     """What one request's handles share with its :class:`RequestDatabases`.
 
     Held by both, holding neither, and the request context only weakly (the context holds the
-    RequestDatabases): a request leaves no reference cycle, so its objects (and a connection a
-    dropped body still holds) are freed when its last reference goes, not whenever the cyclic
-    collector next runs.
+    RequestDatabases): a request leaves no reference cycle, so its objects are freed when its
+    last reference goes, not whenever the cyclic collector next runs.
     """
 
     __slots__ = ("all_released", "context", "invalidate", "monotonic", "touched", "track_tables")
