@@ -34,7 +34,6 @@ from .rules import ResponseRule, rule_of
 from .storable import StorePlan
 from .store import Generations, Store
 from .tiers import build_generations, build_invalidator, build_leases, build_store
-from .tiers.tiered import TieredStore
 
 __all__ = ["CacheCore", "CacheShell", "core_for", "restore_route", "route_of", "wrap_asgi", "wrap_wsgi"]
 
@@ -312,9 +311,10 @@ class CacheShell:
         store = self.store
         self.memory_lookups: tuple[Callable[[str], Any], Callable[[str], Any]] | None = None
         self.amemory_lookups: tuple[Callable[[str], Any], Callable[[str], Any]] | None = None
-        if isinstance(store, TieredStore) and store.has_tiers_past_memory:
-            self.memory_lookups = store.get_memory, store.memory_missed
-            self.amemory_lookups = store.aget_memory, store.amemory_missed
+        if getattr(store, "has_tiers_past_memory", False):  # a TieredStore, traced or not
+            tiered: Any = store
+            self.memory_lookups = tiered.get_memory, tiered.memory_missed
+            self.amemory_lookups = tiered.aget_memory, tiered.amemory_missed
 
 
 # Room kept in a tier's entry bound for what an entry holds besides its body (key, headers).

@@ -18,7 +18,7 @@ cache and the pool hold their own objects and pay nothing):
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -57,16 +57,39 @@ class TracedStore:
 
     def __init__(self, store: Any) -> None:
         self.store = store
+        # A tiered store's L1-alone lookups, which the cache uses for URLs marked hit-for-miss
+        # (no Redis round trip, no disk lookup): traced the same, so tracing keeps them.
+        self.has_tiers_past_memory: bool = getattr(store, "has_tiers_past_memory", False)
 
     def get(self, key: str) -> Any:
+        return self._traced_lookup(self.store.get, key)
+
+    async def aget(self, key: str) -> Any:
+        return await self._atraced_lookup(self.store.aget, key)
+
+    def get_memory(self, key: str) -> Any:
+        return self._traced_lookup(self.store.get_memory, key)
+
+    async def aget_memory(self, key: str) -> Any:
+        return await self._atraced_lookup(self.store.aget_memory, key)
+
+    def memory_missed(self, key: str) -> None:
+        self.store.memory_missed(key)
+
+    async def amemory_missed(self, key: str) -> None:
+        await self.store.amemory_missed(key)
+
+    @staticmethod
+    def _traced_lookup(lookup: Callable[[str], Any], key: str) -> Any:
         with _tracer().start_as_current_span("cache lookup", kind=INTERNAL) as span:
-            found = self.store.get(key)
+            found = lookup(key)
             _lookup_attributes(span, found)
             return found
 
-    async def aget(self, key: str) -> Any:
+    @staticmethod
+    async def _atraced_lookup(lookup: Callable[[str], Awaitable[Any]], key: str) -> Any:
         with _tracer().start_as_current_span("cache lookup", kind=INTERNAL) as span:
-            found = await self.store.aget(key)
+            found = await lookup(key)
             _lookup_attributes(span, found)
             return found
 

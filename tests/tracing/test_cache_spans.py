@@ -56,6 +56,29 @@ def test_a_miss_then_a_hit(kind: str, spans: InMemorySpanExporter) -> None:
     assert store.attributes["http.response.body.size"] == 4
 
 
+
+def test_a_url_marked_hit_for_miss_still_gets_its_lookup_span(kind: str, tmp_path: Any,
+                                                              spans: InMemorySpanExporter) -> None:
+    """Its lookups ask L1 alone (no disk lookup for an endpoint never cached), traced as any."""
+    def wsgi_private(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Cache-Control", "no-store")])
+        return [b"live"]
+
+    async def asgi_private(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"cache-control", b"no-store")]})
+        await send({"type": "http.response.body", "body": b"live"})
+
+    app = scalekit.wrap(wsgi_private if kind == "wsgi" else asgi_private, cdn=False, pool=False,
+                        tracing=True, cache={"disk": {"enabled": True, "path": str(tmp_path / "l3")}})
+    for _ in range(3):
+        body = call_wsgi(app, "GET", "/live").body if kind == "wsgi" else call_asgi(
+            app, asgi_scope("GET", "/live")).body
+        assert body == b"live"
+    lookups = by_name(spans)["cache lookup"]
+    assert [span.attributes["scalekit.cache.outcome"] for span in lookups] == ["miss"] * 3
+    app.runtime.close()
+
 def test_an_invalidation_joins_the_current_span(spans: InMemorySpanExporter) -> None:
     scalekit.wrap(wsgi_app, cdn=False, pool=False, tracing=True, cache={"disk": {"enabled": False}})
     with trace.get_tracer("test").start_as_current_span("a job") as job:

@@ -96,13 +96,14 @@ def asgi_client(origin: Origin, **config: Any) -> tuple[Any, Any]:
     return wrapped, get
 
 
-@pytest.fixture(params=["wsgi", "asgi"])
+@pytest.fixture(params=["wsgi", "asgi", "wsgi, tracing on", "asgi, tracing on"])
 def stack(request: pytest.FixtureRequest, redis_server: RedisServer,
           tmp_path: Path) -> Iterator[tuple[Origin, Any, Any]]:
-    """The default layers with L2 (the tier tests' Redis, a prefix of this test's own) and L3."""
+    """The default layers with L2 (the tier tests' Redis, a prefix of this test's own) and L3;
+    with tracing on, the store's lookups are spans (the store is wrapped)."""
     origin = Origin()
-    make = wsgi_client if request.param == "wsgi" else asgi_client
-    wrapped, get = make(origin, allowed_hosts=["test"],
+    make = wsgi_client if request.param.startswith("wsgi") else asgi_client
+    wrapped, get = make(origin, allowed_hosts=["test"], tracing=request.param.endswith("tracing on"),
                         redis={"url": redis_server.url, "key_prefix": f"hfm{next(PREFIXES)}:"},
                         cache={"disk": {"enabled": True, "path": str(tmp_path / "l3")}})
     loop = getattr(wrapped, "loop", None)
