@@ -356,10 +356,12 @@ class DiskTier:
         """Show the filter the rows added to the file since its last look (by any process), or
         build it anew from the file when it has none or is worn."""
         presence = self._presence
+        total = None
         try:
             connection = self._connection()
             if presence is None or presence.pid != pid() or presence.worn:
                 rows = connection.execute("SELECT id, hash FROM entries").fetchall()
+                total = self._total(connection)
                 # Rows of at least 1 KiB fill the bound: sized for that many, or twice today's.
                 presence = Presence(max(self.max_bytes // 1024, 2 * len(rows), 1024))
             else:
@@ -368,6 +370,9 @@ class DiskTier:
         except Exception:  # noqa: BLE001 - a disk fault never fails a request
             self._presence = None  # lookups ask the file, which counts the fault
             return
+        if total is not None:  # the whole file was read: what it holds, before any write of ours
+            self._metrics.bytes.set(total)
+            self._metrics.entries.set(len(rows))
         for row_id, row_hash in rows:
             presence.add(row_hash)
             presence.last_id = max(presence.last_id, row_id)

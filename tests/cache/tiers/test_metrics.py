@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
+import textwrap
 import weakref
 from pathlib import Path
 
@@ -89,6 +93,39 @@ def test_disk_counts_its_misses_and_hits(tmp_path: Path, clock: FakeClock) -> No
     assert sample("scalekit_cache_lookups_total", tier="disk", outcome="miss") == misses + 3
     assert sample("scalekit_cache_lookups_total", tier="disk", outcome="hit") == hits + 1
 
+
+
+def test_a_restarted_disk_tier_reports_what_its_file_already_holds(tmp_path: Path, clock: FakeClock) -> None:
+    """L3 outlives the process: after a restart its bytes and entries are the file's from its
+    first look at the file, not 0 (a dash on the status page) until this process writes."""
+    before = DiskTier(tmp_path, codec=Codec(), clock=clock)
+    for key in ("a", "b", "c"):
+        before.set(key, make_entry(clock, b"x" * 500))
+    assert before.flush()
+    held = before.current_bytes
+    before.close()
+    script = textwrap.dedent(f"""
+        import time
+        from prometheus_client import REGISTRY
+        from scalekit.cache.codec import Codec
+        from scalekit.cache.tiers.disk import DiskTier
+        tier = DiskTier({str(tmp_path)!r}, codec=Codec())
+        assert tier.get("nothing") is None  # the first lookup starts the writer's first look
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            entries = REGISTRY.get_sample_value("scalekit_cache_entries", {{"tier": "disk"}})
+            if entries:
+                break
+            time.sleep(0.01)
+        print(entries, REGISTRY.get_sample_value("scalekit_cache_bytes", {{"tier": "disk"}}))
+        tier.close()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"})
+    assert done.returncode == 0, done.stderr
+    entries, size = done.stdout.split()
+    assert float(entries) == 3
+    assert float(size) == held > 1500
 
 def test_memory_gauges_are_read_at_scrape_time_without_keeping_the_tier(clock: FakeClock) -> None:
     tier = MemoryTier(max_bytes=100_000, clock=clock)
