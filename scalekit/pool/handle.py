@@ -259,15 +259,6 @@ class RequestDatabases(Mapping[str, RequestDatabase]):
         """True once a handle of the request began a checkout (see :class:`_RequestShared`)."""
         return self._shared.touched
 
-    @property
-    def all_released(self) -> bool:
-        """True once no handle of the request may check out again."""
-        return self._shared.all_released
-
-    @all_released.setter
-    def all_released(self, value: bool) -> None:
-        self._shared.all_released = value
-
     def __getitem__(self, name: str) -> RequestDatabase:
         return self._handles[name]  # KeyError, as a Mapping should (db() explains it)
 
@@ -305,6 +296,19 @@ class RequestDatabases(Mapping[str, RequestDatabase]):
             return
         for handle in self._handles.values():
             handle.confirm_commit()
+
+    def finish_if_untouched(self) -> bool:
+        """:meth:`finish` for the usual request, that never tried a database: two flags, no
+        release (True); False if a checkout began (:meth:`release_all` must run, and
+        ``all_released`` is already set, so no further checkout starts)."""
+        shared = self._shared
+        if shared.touched:
+            return False
+        shared.all_released = True  # set before touched is read again, as release_all() does
+        if shared.touched:
+            return False
+        self.finished = True
+        return True
 
     def finish(self) -> None:
         """The response is over: give everything back for good."""

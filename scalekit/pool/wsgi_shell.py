@@ -186,11 +186,8 @@ class WSGIPool:
             # A body that cannot run app code, and nothing left to give back: hand it over as
             # is (a list keeps its length, a file wrapper its sendfile path). A statement still
             # running in another thread of the request keeps its connection until close().
-            if not requests.touched:  # the usual request, that never tried a database
-                requests.all_released = True  # set before touched is read again, as release_all() does
-                if not requests.touched:
-                    requests.finished = True  # what finish() comes to for such a request
-                    return iterable
+            if requests.finish_if_untouched():  # the usual request, that never tried a database
+                return iterable
             if requests.release_all(only_if_idle=True):
                 requests.finish()
                 return iterable
