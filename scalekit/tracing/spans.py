@@ -53,7 +53,8 @@ def _failed(span: trace.Span, error: BaseException) -> None:
 
 
 class TracedStore:
-    """A cache store whose lookups and writes are spans (the Store protocol, nothing more)."""
+    """A cache store whose lookups and writes are spans: the Store protocol, and a tiered
+    store's L1-alone lookups when it wraps one."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
