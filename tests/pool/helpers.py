@@ -51,6 +51,24 @@ def sample(name: str, labels: dict[str, str]) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+def assert_connection_gauges(update: Callable[[], None], **expected: float) -> None:
+    """``scalekit_pool_connections`` of database "default", by state (``used=2, idle=1``),
+    right after ``update`` (a service's or a database's ``update_gauges``).
+
+    The gauges are the process's, by database name, and a pool left running by an earlier test
+    in this process sets them too (its worker ticks every second), maybe between the update and
+    the read: so a few tries, each updating again. A wrong reading fails every try.
+    """
+    seen: dict[str, float] = {}
+    for _attempt in range(5):
+        update()
+        seen = {state: sample("scalekit_pool_connections", {"database": "default", "state": state})
+                for state in expected}
+        if seen == expected:
+            return
+    assert seen == expected
+
+
 # --------------------------------------------------------------------------- WSGI
 
 

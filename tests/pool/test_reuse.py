@@ -24,7 +24,7 @@ from scalekit.pool.service import PoolService
 from scalekit.pool.tracking import TrackedConnection
 
 from .apps import wrap
-from .helpers import in_forked_child, pg_execute, pg_sessions, pg_url, sample, unique, wsgi_get
+from .helpers import assert_connection_gauges, in_forked_child, pg_execute, pg_sessions, pg_url, unique, wsgi_get
 
 ONE_CONNECTION = {"pool_size": 1, "max_overflow": 0, "pool_timeout_seconds": 5}
 
@@ -257,10 +257,7 @@ def test_gauges_and_counts_see_kept_connections_as_idle(make_app: Any) -> None:
     app = make_app({}, pool_size=2)
     get(app, "/pid")
     database = database_of(app)
-    database.update_gauges()
-    labels = {"database": "default"}
-    assert sample("scalekit_pool_connections", {**labels, "state": "used"}) == 0
-    assert sample("scalekit_pool_connections", {**labels, "state": "idle"}) == 1
+    assert_connection_gauges(database.update_gauges, used=0, idle=1)
     assert database.checked_out() == 0 and database.idle_count() == 1
     assert database.has_idle_connection()
 

@@ -16,7 +16,7 @@ from scalekit.errors import PoolTimeoutError
 from scalekit.pool import db
 
 from .apps import make_asgi_app, make_wsgi_app, wrap
-from .helpers import ASGICall, WSGICall, sample, wsgi_get
+from .helpers import ASGICall, WSGICall, assert_connection_gauges, sample, wsgi_get
 
 TIMEOUT_SECONDS = 0.5
 TINY_POOL = {"pool_size": 1, "max_overflow": 0, "pool_timeout_seconds": TIMEOUT_SECONDS,
@@ -258,16 +258,12 @@ def test_pool_gauges_and_histograms(sqlite_table: tuple[str, str]) -> None:
     service = app.runtime.services["pool"]
     first = WSGICall(app, "/stream").read(1)
     second = WSGICall(app, "/stream").read(1)
-    service.update_gauges()  # what the pool's worker does every tick
-    assert sample("scalekit_pool_connections", {"database": "default", "state": "used"}) == 2
+    assert_connection_gauges(service.update_gauges, used=2)  # what the pool's worker does every tick
     assert sample("scalekit_pool_max_connections", DEFAULT) == 3
     first.read().close()
-    service.update_gauges()
-    assert sample("scalekit_pool_connections", {"database": "default", "state": "used"}) == 1
-    assert sample("scalekit_pool_connections", {"database": "default", "state": "idle"}) == 1
+    assert_connection_gauges(service.update_gauges, used=1, idle=1)
     second.read().close()
-    service.update_gauges()
-    assert sample("scalekit_pool_connections", {"database": "default", "state": "idle"}) == 2
+    assert_connection_gauges(service.update_gauges, idle=2)
     assert sample("scalekit_pool_wait_seconds_count", DEFAULT) == waits + 2
     assert sample("scalekit_pool_use_seconds_count", DEFAULT) == uses + 2
 
