@@ -21,7 +21,7 @@ import pytest
 
 import scalekit
 
-from .servers import RedisServer
+from .servers import RedisServer, wait_until
 
 REQUESTS = 200
 PREFIXES = itertools.count()
@@ -108,6 +108,8 @@ def client(request: pytest.FixtureRequest, redis_server: RedisServer, tmp_path: 
         made.loop.run_until_complete(app.runtime.astartup())
     else:
         app.runtime.startup()
+    generations = app.runtime.services["cache.generations"]  # hits are served once the log is heard
+    wait_until(lambda: generations.is_current(()), "the fleet's invalidation log to be heard")
     yield made
     made.close()
 
