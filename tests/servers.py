@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = ["REPO_ROOT", "free_port", "run_server", "wait_for_port"]
 
@@ -48,6 +48,17 @@ def wait_for_port(port: int, *, process: subprocess.Popen[bytes] | None = None,
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout_seconds} s:\n{_tail(log_path)}")
+
+
+def wait_for_fleet_log(app: Any, timeout_seconds: float = 20.0) -> None:
+    """Wait until a started app with Redis has heard its fleet's invalidation log: no entry is
+    served before (about 20 ms after start-up, longer on a loaded machine), so a test expecting
+    a hit on its first requests waits here, as a server's readiness would."""
+    generations = app.runtime.services["cache.generations"]
+    deadline = time.monotonic() + timeout_seconds
+    while not generations.is_current(()):
+        assert time.monotonic() < deadline, "the fleet's invalidation log was never heard"
+        time.sleep(0.005)
 
 
 def _tail(log_path: Path | None, lines: int = 40) -> str:

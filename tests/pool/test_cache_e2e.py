@@ -22,6 +22,7 @@ import scalekit
 from scalekit.cache.rules import cache_response
 from scalekit.pool import db
 from scalekit.pool.commands import db_group
+from tests.servers import wait_for_fleet_log
 
 from .helpers import WSGICall, pg_url, unique
 
@@ -68,6 +69,9 @@ class Instance:
             redis={"url": REDIS_URL, "key_prefix": prefix},
             pool={"databases": {"default": {"url": pg_url(unique("sk_e2e"))}},
                   "change_feed": {"enabled": True, "channel": channel}})
+        # As a server's first request would; then until the fleet's log is heard.
+        self.app.runtime.startup()
+        wait_for_fleet_log(self.app)
 
     def request(self, method: str, path: str) -> tuple[str, list[list[Any]] | bytes]:
         call = WSGICall(self.app, path, method).read().close()

@@ -23,8 +23,9 @@ from prometheus_client import REGISTRY
 
 import scalekit
 from scalekit.cache.tiers.redis import NO_CLIENT_INFO
+from tests.servers import wait_for_fleet_log
 
-from .servers import RedisServer, wait_until
+from .servers import RedisServer
 
 PREFIXES = itertools.count()
 
@@ -107,18 +108,14 @@ def stack(request: pytest.FixtureRequest, redis_server: RedisServer,
                         redis={"url": redis_server.url, "key_prefix": f"hfm{next(PREFIXES)}:"},
                         cache={"disk": {"enabled": True, "path": str(tmp_path / "l3")}})
     loop = getattr(wrapped, "loop", None)
-    generations = wrapped.runtime.services["cache.generations"]
-    # Entries are served once the fleet's invalidation log has been heard (before, and while it
-    # is not, every lookup misses); a loaded CI machine may take a moment after start-up.
-    trusted = "the fleet's invalidation log to be heard"
     if loop is None:
         wrapped.runtime.startup()
-        wait_until(lambda: generations.is_current(()), trusted)
+        wait_for_fleet_log(wrapped)
         yield origin, wrapped, get
         wrapped.runtime.close()
     else:  # as an ASGI server's lifespan would: start and shut down on the requests' loop
         loop.run_until_complete(wrapped.runtime.astartup())
-        wait_until(lambda: generations.is_current(()), trusted)
+        wait_for_fleet_log(wrapped)
         yield origin, wrapped, get
         loop.run_until_complete(wrapped.runtime.ashutdown())
         loop.close()

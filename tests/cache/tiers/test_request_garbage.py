@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 import scalekit
+from tests.servers import wait_for_fleet_log
 
-from .servers import RedisServer, wait_until
+from .servers import RedisServer
 
 REQUESTS = 200
 PREFIXES = itertools.count()
@@ -108,8 +109,7 @@ def client(request: pytest.FixtureRequest, redis_server: RedisServer, tmp_path: 
         made.loop.run_until_complete(app.runtime.astartup())
     else:
         app.runtime.startup()
-    generations = app.runtime.services["cache.generations"]  # hits are served once the log is heard
-    wait_until(lambda: generations.is_current(()), "the fleet's invalidation log to be heard")
+    wait_for_fleet_log(app)  # hits are served once the fleet's log is heard
     yield made
     made.close()
 
