@@ -19,6 +19,7 @@ import importlib
 import importlib.util
 import os
 import pkgutil
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -202,6 +203,21 @@ def demo(framework: str, port: int, host: str, state_dir: Path | None) -> None:
     # and one framework's demo never serves another's cached pages; nothing lands in the checkout.
     folder = str(state_dir) if state_dir else tempfile.mkdtemp(prefix=f"scalekit-demo-{framework}-")
     os.environ["SCALEKIT_STATE_DIR"] = folder  # read by the import below and by the server
+    try:
+        plan = _demo_plan(framework, host, port)
+    except BaseException:
+        if state_dir is None:  # nothing will serve from this run's folder: leave no trace
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if state_dir is None:  # a folder of this run only: removed once the server has exited
+        plan = dataclasses.replace(plan, cleanup_dirs=(*plan.cleanup_dirs, folder))
+    click.echo(f"scalekit demo ({framework}): {plan.url}  (metrics at {plan.url}metrics; state in "
+               f"{folder}{'' if state_dir else ', removed at exit'}; Ctrl-C stops)")
+    exec_server(plan)
+
+
+def _demo_plan(framework: str, host: str, port: int) -> ServePlan:
+    """How ``scalekit demo`` serves ``framework``'s shop, its configuration checked first."""
     _validated_config()
     if framework == "builtin":
         target = "scalekit.demo:app"
@@ -217,12 +233,7 @@ def demo(framework: str, port: int, host: str, state_dir: Path | None) -> None:
         attribute = "app" if hasattr(importlib.import_module(module), "app") else "application"
         target = f"{module}:{attribute}"
     app_kind = kind_of(import_target(target), None)
-    plan = plan_serve(target, kind=app_kind, bind=f"{host}:{port}", threads=4)
-    if state_dir is None:  # a folder of this run only: removed once the server has exited
-        plan = dataclasses.replace(plan, cleanup_dirs=(*plan.cleanup_dirs, folder))
-    click.echo(f"scalekit demo ({framework}): {plan.url}  (metrics at {plan.url}metrics; state in "
-               f"{folder}{'' if state_dir else ', removed at exit'}; Ctrl-C stops)")
-    exec_server(plan)
+    return plan_serve(target, kind=app_kind, bind=f"{host}:{port}", threads=4)
 
 
 # --------------------------------------------------------------------------- plugins

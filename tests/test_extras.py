@@ -6,6 +6,8 @@ real virtualenvs without those packages."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,13 +83,16 @@ def test_installed_extras_pass() -> None:
 
 @pytest.mark.parametrize("command", [["check"], ["serve", "tests.apps.plain:wsgi_app"], ["demo"]])
 def test_commands_print_one_line_and_exit_2(command: list[str], absent: Callable[..., None],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+                                            monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     absent("redis")
     monkeypatch.setenv("SCALEKIT_REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("SCALEKIT_STATE_DIR", os.environ["SCALEKIT_STATE_DIR"])  # the demo sets its own
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the demo makes its state folder
     monkeypatch.setattr(cli, "exec_server", lambda plan: pytest.fail("nothing may start"))
     result = CliRunner().invoke(cli.main, command)
     assert result.exit_code == 2
     assert result.output == 'scalekit: redis.url is set, but redis is not installed: pip install "scalekit[redis]"\n'
+    assert list(tmp_path.iterdir()) == []  # a demo that cannot start leaves no state folder behind
 
 
 @pytest.mark.parametrize(("framework", "modules", "expected"), [
