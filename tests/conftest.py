@@ -47,3 +47,25 @@ def no_scalekit_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in [n for n in os.environ if n.startswith("SCALEKIT_")]:
         monkeypatch.delenv(name)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _process_state_kept() -> Iterator[None]:
+    """Fail the test that leaves a ``SCALEKIT_*`` variable or the working directory changed
+    for the tests after it in this process (use ``monkeypatch``), and undo what it left."""
+    environment, folder = _scalekit_environment(), os.getcwd()
+    yield
+    left, now_in = _scalekit_environment(), os.getcwd()
+    if left == environment and now_in == folder:
+        return
+    for name in left.keys() - environment.keys():
+        del os.environ[name]
+    os.environ.update(environment)
+    os.chdir(folder)
+    changed = sorted(name for name in left.keys() | environment.keys() if left.get(name) != environment.get(name))
+    pytest.fail(f"the test left SCALEKIT_* variables {changed} or the working directory "
+                f"({folder} -> {now_in}) changed for later tests; set them with monkeypatch")
+
+
+def _scalekit_environment() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name.startswith("SCALEKIT_")}

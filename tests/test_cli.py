@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -27,11 +28,20 @@ def runner() -> CliRunner:
 
 
 @pytest.fixture
-def planned(monkeypatch: pytest.MonkeyPatch) -> list[cli.ServePlan]:
-    """Capture the server command instead of replacing the test process with it."""
+def planned(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[cli.ServePlan]]:
+    """Capture the server command instead of replacing the test process with it. What a command
+    sets up for the server in this process (``SCALEKIT_STATE_DIR``, the working directory,
+    ``sys.path``) is restored afterwards, and the folders the server would have removed at its
+    exit are removed: no later test inherits them."""
     plans: list[cli.ServePlan] = []
     monkeypatch.setattr(cli, "exec_server", plans.append)
-    return plans
+    monkeypatch.delenv("SCALEKIT_STATE_DIR", raising=False)  # restored (or unset) after the test
+    monkeypatch.chdir(Path.cwd())
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    yield plans
+    for plan in plans:
+        for folder in plan.cleanup_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_help_lists_core_and_plugin_commands(runner: CliRunner) -> None:
