@@ -1,9 +1,16 @@
 """The code checks `make check` runs, held by the suite so CI enforces them: ruff (its rules and
 the configured line length) over the package, the adapters and the tests, and mypy (strict)
-over the package and the adapters. scripts/test installs both (the ``dev`` extra)."""
+over the package and the adapters. scripts/test installs both (the ``dev`` extra).
+
+mypy keeps its incremental cache between runs (``~/.cache/scalekit/mypy/``, one per checkout), as
+``make check`` does in ``.mypy_cache``: every file is still checked, strict, but what has not
+changed since the last run is read back from the cache instead of analysed again (a cold run is
+35 to 60 s on two loaded cores, the longest single test of the suite)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +38,13 @@ def test_ruff_finds_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_strict_finds_nothing(tmp_path: Path) -> None:
+def mypy_cache_dir() -> Path:
+    """Outside the checkout, and one per checkout (two checkouts' files differ)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "scalekit" / "mypy" / hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:16]
+
+
+def test_mypy_strict_finds_nothing() -> None:
     require("mypy")
-    result = run_tool("mypy", "--cache-dir", str(tmp_path / "mypy"), "scalekit", "adapters")
+    result = run_tool("mypy", "--cache-dir", str(mypy_cache_dir()), "scalekit", "adapters")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,5 +1,6 @@
 """Session-wide pieces of the fresh-environment checks: the wheelhouse, one copy of the
-checkout and its wheel, and one virtualenv per set of extras.
+checkout, and, once for the whole run (shared by the xdist workers), the checkout's wheel and
+one virtualenv per set of extras.
 
 A test names its venv with ``@pytest.mark.fresh_venv(*extras)`` and takes the ``venv``
 fixture; every venv the selected tests name starts building when the first is asked for. Under
@@ -17,7 +18,7 @@ import pytest
 
 from tests.servers import REPO_ROOT
 
-from .environments import Checkout, FreshVenv, Venvs, Wheelhouse, build_wheel, copy_checkout
+from .environments import Checkout, FreshVenv, Venvs, Wheelhouse, build_once, build_wheel, copy_checkout
 
 _WHEELHOUSE = pytest.StashKey[Wheelhouse]()
 
@@ -42,10 +43,21 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Checkout:
 
 
 @pytest.fixture(scope="session")
-def venvs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, wheelhouse: Wheelhouse,
+def run_folder(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder shared by every process of this run: an xdist worker's base temporary folder
+    is ``popen-gw<n>`` in the run's own one."""
+    if hasattr(request.config, "workerinput"):
+        return tmp_path_factory.getbasetemp().parent / "fresh-shared"
+    return tmp_path_factory.mktemp("fresh-shared")
+
+
+@pytest.fixture(scope="session")
+def venvs(request: pytest.FixtureRequest, run_folder: Path, wheelhouse: Wheelhouse,
           checkout: Checkout) -> Iterator[Venvs]:
-    wheel = build_wheel(checkout, wheelhouse, tmp_path_factory.mktemp("wheel"))
-    pool = Venvs(tmp_path_factory.mktemp("venvs"), wheel=wheel, wheelhouse=wheelhouse)
+    # The wheel is built once per run, not once per worker (each build is 5 to 15 s of CPU).
+    built = build_once(run_folder / "wheel", lambda folder: build_wheel(checkout, wheelhouse, folder))
+    (wheel,) = built.glob("scalekit-*.whl")
+    pool = Venvs(run_folder / "venvs", wheel=wheel, wheelhouse=wheelhouse)
     if not hasattr(request.config, "workerinput"):  # not an xdist worker: this process runs them all
         prepare_venvs(pool, request.session.items)
     yield pool

@@ -11,6 +11,7 @@ seconds. Nothing of the test process leaks in: no system site-packages, no PYTHO
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -18,14 +19,14 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.servers import REPO_ROOT, free_port, stop_process_group, wait_for_port
 
-__all__ = ["Checkout", "FreshVenv", "Venvs", "Wheelhouse", "build_wheel", "copy_checkout", "serving"]
+__all__ = ["Checkout", "FreshVenv", "Venvs", "Wheelhouse", "build_once", "build_wheel", "copy_checkout", "serving"]
 
 # hatchling builds the editable install (pip's isolated build environment needs it and its
 # `editables` from the wheelhouse too, since installs are --no-index).
@@ -109,12 +110,13 @@ def copy_checkout(destination: Path) -> Checkout:
 class FreshVenv:
     """A virtualenv of the base interpreter (no system site-packages), pip-less unless asked."""
 
-    def __init__(self, path: Path, *, wheelhouse: Wheelhouse, with_pip: bool = False) -> None:
+    def __init__(self, path: Path, *, wheelhouse: Wheelhouse, with_pip: bool = False, create: bool = True) -> None:
         self.path = path
         self.wheelhouse = wheelhouse
         self.bin = path / "bin"
-        run([sys.executable, "-m", "venv", *([] if with_pip else ["--without-pip"]), str(path)],
-            cwd=path.parent, env=clean_environ())
+        if create:  # else: one that build_once made earlier in this run
+            run([sys.executable, "-m", "venv", *([] if with_pip else ["--without-pip"]), str(path)],
+                cwd=path.parent, env=clean_environ())
 
     @property
     def python(self) -> str:
@@ -153,9 +155,28 @@ def build_wheel(checkout: Checkout, wheelhouse: Wheelhouse, destination: Path) -
     return wheel
 
 
+def build_once(folder: Path, build: Callable[[Path], object]) -> Path:
+    """``folder``, made by ``build(folder)`` unless a process of this run (another xdist worker)
+    has made it already; if one is making it now, wait for it (a file lock beside the folder)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    done = folder.with_name(folder.name + ".done")
+    with folder.with_name(folder.name + ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed half way
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 class Venvs:
     """One venv per set of extras, built in the background (two at a time, for two cores)
-    as soon as the session knows which its tests need, and handed out when ready."""
+    as soon as the session knows which its tests need, and handed out when ready.
+
+    ``folder`` may be shared by every worker of the run: each venv is then built once, by the
+    first worker that needs it, and the others use it (tests run in a venv, never install
+    into it)."""
 
     def __init__(self, folder: Path, *, wheel: Path, wheelhouse: Wheelhouse) -> None:
         self.folder = folder
@@ -168,9 +189,12 @@ class Venvs:
         key = tuple(sorted(extras))
         if key not in self._builds:
             path = self.folder / ("-".join(key) or "bare")
-            self._builds[key] = self._executor.submit(
-                lambda: FreshVenv(path, wheelhouse=self.wheelhouse).install(self.wheel, key))
+            self._builds[key] = self._executor.submit(lambda: self._build(path, key))
         return self._builds[key]
+
+    def _build(self, path: Path, extras: tuple[str, ...]) -> FreshVenv:
+        build_once(path, lambda folder: FreshVenv(folder, wheelhouse=self.wheelhouse).install(self.wheel, extras))
+        return FreshVenv(path, wheelhouse=self.wheelhouse, create=False)
 
     def get(self, extras: Sequence[str]) -> FreshVenv:
         return self.prepare(extras).result(timeout=COMMAND_TIMEOUT_SECONDS)

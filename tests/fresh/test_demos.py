@@ -39,6 +39,9 @@ def make_demo_extras(framework: str) -> list[str]:
     return match.group(1).split(",")
 
 
+# Two `make demo`s, each a pip install into the venv and a server start: 64 to 119 s on two
+# loaded cores, against the suite's 120 s per test (which cut it off once, waiting for a start).
+@pytest.mark.timeout(300)
 def test_make_demo_twice_in_a_new_virtualenv(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Wheelhouse,
                                              checkout: Checkout) -> None:
     venv = FreshVenv(tmp_path_factory.mktemp("make-demo") / "venv", wheelhouse=wheelhouse, with_pip=True)
