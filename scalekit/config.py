@@ -48,6 +48,13 @@ ENV_PREFIX = "SCALEKIT_"
 # tell `scalekit serve`'s server processes what to import; see scalekit.serving).
 LOADER_ENV = frozenset({"SCALEKIT_CONFIG", "SCALEKIT_SERVE_APP", "SCALEKIT_SERVE_KIND",
                         "SCALEKIT_SERVE_FACTORY"})
+# Variables of scalekit's own test scripts, benchmarks and image build: they name no setting
+# and are never read as one, so a contributor who exported one can still start an app (any
+# other SCALEKIT_* name that is no setting fails at start-up, catching typos).
+TOOLING_ENV = frozenset({"SCALEKIT_BENCH_REDIS_URL", "SCALEKIT_EXTRAS", "SCALEKIT_PROTOCOL_EXAMPLES",
+                         "SCALEKIT_REINSTALL", "SCALEKIT_TEST_NGINX_PREFIX", "SCALEKIT_TEST_WORKERS",
+                         "SCALEKIT_WHEELHOUSE"})
+NOT_SETTINGS_ENV = LOADER_ENV | TOOLING_ENV
 
 DEFAULT_BUCKETS_SECONDS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -254,7 +261,7 @@ def load_config_origins(
     file_path = _find_config_file(base, explicit)
     if file_path is not None:
         layers.append((loader.read_toml(file_path), _file_label(file_path)))
-    layers.extend(loader.read_environ(Config, environ, ENV_PREFIX, LOADER_ENV))
+    layers.extend(loader.read_environ(Config, environ, ENV_PREFIX, NOT_SETTINGS_ENV))
     if framework is not None and framework[1]:
         layers.append((dict(framework[1]), framework[0]))
     if kwargs:

@@ -2,7 +2,8 @@
 
 - Every test process gets its own scalekit state directory (``SCALEKIT_STATE_DIR``), so the
   disk tier and friends never write into the checkout, and stray ``SCALEKIT_*`` variables of
-  the developer's shell cannot change what tests see. Servers started by tests inherit both.
+  the developer's shell cannot change what tests see (but for the tools' own knobs,
+  ``scalekit.config.TOOLING_ENV``). Servers started by tests inherit both.
 - ``promtool`` locates Prometheus' checker, or skips the test that needs it.
 - Under xdist, the slowest files are handed out first (``HEAVIEST_FIRST``), so that the last
   files of a run are short ones and the workers finish together.
@@ -16,6 +17,8 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+
+from scalekit.config import TOOLING_ENV
 
 _STATE_DIR: str | None = None
 
@@ -65,8 +68,8 @@ HEAVIEST_FIRST = (
 def pytest_configure(config: pytest.Config) -> None:
     # At configure time, before test modules (and the apps they wrap at import) are imported.
     global _STATE_DIR
-    for name in [n for n in os.environ if n.startswith("SCALEKIT_")]:
-        del os.environ[name]
+    for name in [n for n in os.environ if n.startswith("SCALEKIT_") and n not in TOOLING_ENV]:
+        del os.environ[name]  # the tools' own knobs stay: SCALEKIT_WHEELHOUSE, ..._PROTOCOL_EXAMPLES
     _STATE_DIR = tempfile.mkdtemp(prefix="scalekit-tests-")
     os.environ["SCALEKIT_STATE_DIR"] = _STATE_DIR
 

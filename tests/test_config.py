@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +17,8 @@ from hypothesis import strategies as st
 from scalekit import loader, provenance
 from scalekit.cache.config import CacheConfig
 from scalekit.config import (
+    NOT_SETTINGS_ENV,
+    TOOLING_ENV,
     Config,
     MetricsConfig,
     env_name,
@@ -25,6 +29,7 @@ from scalekit.config import (
 )
 from scalekit.errors import ConfigError, UnknownKeyError
 from scalekit.pipeline import LAYER_ORDER
+from tests.servers import REPO_ROOT
 
 
 def load(tmp_path: Path, kwargs: dict[str, Any] | None = None, env: dict[str, str] | None = None,
@@ -402,3 +407,57 @@ def test_a_framework_layer_may_hold_a_whole_config_beside_its_keys() -> None:
                                     framework=("settings.SCALEKIT", {"config": base, "state_dir": "/tmp/framework"}))
     assert (config.cache.status_name, config.state_dir, config.metrics.enabled) == (
         "from-config", "/tmp/framework", False)
+
+
+# --------------------------------------------------------------------------- variables of our own tools
+
+# Where the repository reads a SCALEKIT_* variable from the environment: Python's os.environ and
+# os.getenv, and ${NAME} / $NAME / ARG NAME in shell scripts, the Makefile, compose and Dockerfiles.
+_PYTHON_READ = re.compile(r"""(?:environ\.get\(|environ\[|getenv\()\s*["'](SCALEKIT_[A-Z0-9_]+)["']""")
+_SHELL_READ = re.compile(r"""\$\{?(SCALEKIT_[A-Z0-9_]+)|^ARG (SCALEKIT_[A-Z0-9_]+)""", re.MULTILINE)
+
+
+def _variables_the_repository_reads() -> dict[str, str]:
+    files = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    found: dict[str, str] = {}
+    for name in files:
+        path = REPO_ROOT / name
+        if path.suffix == ".py":
+            pattern = _PYTHON_READ
+        elif path.suffix in (".sh", ".yml", ".yaml") or path.name in ("Makefile", "Dockerfile") \
+                or (path.parent.name in ("scripts", ".ci") and path.suffix == ""):
+            pattern = _SHELL_READ
+        else:
+            continue
+        for match in pattern.finditer(path.read_text(errors="replace")):
+            found.setdefault(next(group for group in match.groups() if group), name)
+    return found
+
+
+def test_every_scalekit_variable_the_repository_reads_is_a_setting_or_reserved(tmp_path: Path) -> None:
+    """A script, benchmark or deploy file that reads a SCALEKIT_* name that is no setting would
+    make every app started from that shell fail with "unknown environment variable" (the
+    benchmarks' SCALEKIT_BENCH_REDIS_URL did): such a name goes in TOOLING_ENV."""
+    read = _variables_the_repository_reads()
+    assert "SCALEKIT_BENCH_REDIS_URL" in read and "SCALEKIT_TEST_WORKERS" in read  # the scan sees both kinds
+    unknown = {name: where for name, where in read.items()
+               if name not in NOT_SETTINGS_ENV and _unknown_to_the_loader(name, tmp_path)}
+    assert unknown == {}
+
+
+def _unknown_to_the_loader(name: str, folder: Path) -> bool:
+    try:
+        load_config(environ={name: "1"}, cwd=folder)
+    except UnknownKeyError:
+        return True
+    except ConfigError:  # a setting, given a value it does not take
+        return False
+    return False
+
+
+def test_the_tools_variables_never_stop_an_app_and_a_near_miss_still_does() -> None:
+    config = load_config(environ={name: "anything" for name in TOOLING_ENV})
+    assert config == load_config(environ={})
+    with pytest.raises(UnknownKeyError, match="SCALEKIT_TEST_WORKER"):
+        load_config(environ={"SCALEKIT_TEST_WORKER": "4"})
