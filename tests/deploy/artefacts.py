@@ -26,8 +26,8 @@ SAMPLE_SECRETS = {
     "SCALEKIT_ALLOWED_HOSTS": "shop.example.com",
     "POSTGRES_PASSWORD": "s3cret-password",
     "REDIS_PASSWORD": 'redis:p@ss "word"',
-    "SCALEKIT_PURGE_TOKEN": "purge-token-0123456789abcdef",
-    "SCALEKIT_CACHE_SIGNING_SECRET": "signing-secret-0123456789abcdef",
+    "SCALEKIT_CACHE_INVALIDATION_PURGE_TOKEN": "purge-token-0123456789abcdef",
+    "SCALEKIT_CACHE_L2_SIGNING_SECRET": "signing-secret-0123456789abcdef",
     "GRAFANA_ADMIN_PASSWORD": "admin-password",
 }
 

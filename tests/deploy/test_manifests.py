@@ -79,11 +79,11 @@ def test_compose_app_environment_is_accepted_by_scalekit(tmp_path: Path) -> None
     assert database.resolved_password() == SAMPLE_SECRETS["POSTGRES_PASSWORD"]
     assert (database.pool_size, database.max_overflow) == (4, 3)
     assert config.redis.url == "redis://redis:6379/0"
-    assert config.cache.invalidation.purge_token == SAMPLE_SECRETS["SCALEKIT_PURGE_TOKEN"]
+    assert config.cache.invalidation.purge_token == SAMPLE_SECRETS["SCALEKIT_CACHE_INVALIDATION_PURGE_TOKEN"]
 
 
-@pytest.mark.parametrize("variable", ["POSTGRES_PASSWORD", "SCALEKIT_ALLOWED_HOSTS", "SCALEKIT_PURGE_TOKEN",
-                                      "SCALEKIT_CACHE_SIGNING_SECRET"])
+@pytest.mark.parametrize("variable", ["POSTGRES_PASSWORD", "SCALEKIT_ALLOWED_HOSTS",
+                                      "SCALEKIT_CACHE_INVALIDATION_PURGE_TOKEN", "SCALEKIT_CACHE_L2_SIGNING_SECRET"])
 def test_compose_requires_its_secrets_and_the_sites_hosts(variable: str) -> None:
     with pytest.raises(KeyError, match=variable):
         compose_app_environment({k: v for k, v in SAMPLE_SECRETS.items() if k != variable})
