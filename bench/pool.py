@@ -80,8 +80,8 @@ def pooled_per_request(database: Database, statement: str | None = None) -> Call
     databases = {"default": database}
 
     def run() -> None:
-        requests = RequestDatabases(databases, RequestContext("GET", "/"),
-                                    invalidate=_ignore, track_tables=True)
+        ctx = RequestContext("GET", "/")  # held for the request, as the environ holds it: handles see it weakly
+        requests = RequestDatabases(databases, ctx, invalidate=_ignore, track_tables=True)
         connection = requests.default.connection()  # checkout (with pre-ping when on)
         if statement is not None:
             connection.exec_driver_sql(statement).all()
@@ -98,8 +98,8 @@ def used_request(database: Database, statement: str) -> tuple[Callable[[], None]
 
     def run() -> None:
         started = clock()
-        requests = RequestDatabases(databases, RequestContext("GET", "/"),
-                                    invalidate=_ignore, track_tables=True)
+        ctx = RequestContext("GET", "/")
+        requests = RequestDatabases(databases, ctx, invalidate=_ignore, track_tables=True)
         connection = requests.default.connection()
         checked_out = clock()
         connection.exec_driver_sql(statement).all()

@@ -159,7 +159,7 @@ class RequestDatabase:
         shared.touched = True
         ctx = shared.context()
         if self._released or shared.all_released or ctx is None:  # no context: the request is over
-            raise self._released_error()
+            raise self._released_error(context_gone=ctx is None and not shared.all_released)
         database = self._database
         try:
             # Not under self._lock: the wait may be long and release() must never block on it.
@@ -224,12 +224,16 @@ class RequestDatabase:
         if watch is not None:
             watch.commit_confirmed()
 
-    def _released_error(self) -> RequestDatabaseError:
+    def _released_error(self, *, context_gone: bool = False) -> RequestDatabaseError:
+        why = ("its request is over: nothing refers to its RequestContext any more (code that "
+               "builds RequestDatabases itself must hold the context while it uses them)"
+               if context_gone else
+               "the response ended or started with release_at_response_start(), or the client "
+               "disconnected")
         return RequestDatabaseError(
-            f"the request's connection to database {self.name!r} was already given back (the "
-            "response ended or started with release_at_response_start(), or the client "
-            "disconnected); use the database during the request, or open your own with "
-            "db().engine.connect() for work that outlives it.")
+            f"the request's connection to database {self.name!r} was already given back ({why}); "
+            "use the database during the request, or open your own with db().engine.connect() "
+            "for work that outlives it.")
 
     def __repr__(self) -> str:
         state = "checked out" if self._connection is not None else (

@@ -126,6 +126,27 @@ def test_a_handle_the_request_never_used_cannot_check_out_after_the_response(
     assert not kept[0].checked_out
 
 
+def test_handles_whose_context_nobody_holds_say_so(tmp_path: Path) -> None:
+    """Handles see their request's context weakly (no reference cycle): code that builds them
+    itself around a context it does not keep is told why they refuse, and a held context works."""
+    from scalekit.context import RequestContext
+    from scalekit.pool.config import DatabaseConfig
+    from scalekit.pool.database import Database
+    from scalekit.pool.handle import RequestDatabases
+
+    databases = {"default": Database("default", DatabaseConfig(url=f"sqlite:///{tmp_path}/h.db"),
+                                     state_dir=str(tmp_path))}
+    orphaned = RequestDatabases(databases, RequestContext("GET", "/"), invalidate=lambda tags: None,
+                                track_tables=False)
+    with pytest.raises(RequestDatabaseError, match="nothing refers to its RequestContext"):
+        orphaned.default.connection()
+    ctx = RequestContext("GET", "/")
+    held = RequestDatabases(databases, ctx, invalidate=lambda tags: None, track_tables=False)
+    assert held.default.connection().exec_driver_sql("select 1").scalar() == 1
+    held.finish()
+    databases["default"].dispose()
+
+
 # --------------------------------------------------------------------------- WSGI: given back
 
 
