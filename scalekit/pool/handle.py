@@ -159,7 +159,7 @@ class RequestDatabase:
         shared.touched = True
         ctx = shared.context()
         if self._released or shared.all_released or ctx is None:  # no context: the request is over
-            raise self._released_error(context_gone=ctx is None and not shared.all_released)
+            raise self._released_error(context_gone=not (self._released or shared.all_released))
         database = self._database
         try:
             # Not under self._lock: the wait may be long and release() must never block on it.
