@@ -24,9 +24,10 @@ _STATE_DIR: str | None = None
 
 # The files that take longest, slowest first (seconds summed over their tests on a loaded
 # two-core machine, three workers). scripts/test runs `-n 3 --dist loadfile
-# --no-loadscope-reorder`: each file stays on one worker, and files are handed out in collection
-# order, which this puts these first. xdist's own default order (files with the most tests
-# first) left these few-test, long files for the end, where one of them ran alone for minutes.
+# --no-loadscope-reorder` (the option needs pytest-xdist 3.8): each file stays on one worker, and
+# files are handed out in collection order, which this puts these first. xdist's own default
+# order (files with the most tests first) left these few-test, long files for the end, where
+# one of them ran alone for minutes.
 # Every other file follows in its usual order; a file missing here is only scheduled later.
 HEAVIEST_FIRST = (
     "tests/fresh/test_demos.py",  # 259 s
