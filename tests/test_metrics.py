@@ -147,6 +147,23 @@ def test_in_flight_gauge_covers_the_streamed_body() -> None:
     assert value(driver.scrape(), "scalekit_http_requests_in_flight") == baseline
 
 
+def test_a_whole_list_body_is_counted_when_the_app_returns_close_or_not() -> None:
+    """WSGI: a list body is the whole response, so the request is counted (and out of flight)
+    when the app returns, as a plain hit is; a server that never calls close() on a list (granian
+    sends one without it) still has it counted."""
+    driver = Driver("wsgi")
+    before = driver.scrape()
+    app = scalekit.wrap(hello_wsgi, cdn=False, cache=False, pool=False)
+    from tests.direct import wsgi_environ
+    body = app(wsgi_environ(path="/items/7"), lambda status, headers, exc_info=None: None)
+    assert body == [b"hello"]  # handed on as the app's own list: no close() to wait for
+    after = driver.scrape()
+    counted = dict(method="GET", route="/items/{id}", status="2xx")
+    assert value(after, "scalekit_http_requests_total", **counted) == value(
+        before, "scalekit_http_requests_total", **counted) + 1
+    assert value(after, "scalekit_http_requests_in_flight") == value(before, "scalekit_http_requests_in_flight")
+
+
 def test_in_flight_gauge_during_an_asgi_request() -> None:
     driver = Driver("wsgi")  # scrapes the same process-wide registry, without an event loop
     seen: list[float] = []

@@ -298,6 +298,11 @@ class WSGIMetrics(wsgi.EarlyFirst):
         except BaseException:
             exchange.finish(True)
             raise
+        if type(body) is list:
+            # Whole and without close(): the request is done, as a plain hit is when it returns.
+            # Anything else is in flight until the server closes it (a stream may still fail).
+            exchange.finish(False)
+            return body
         return wsgi.ClosingBody(body, exchange.finish)
 
 
