@@ -42,4 +42,4 @@ if os.environ.get("SK_POOL_WARM") == "1":
                      "SERVER_PORT": "80", "wsgi.url_scheme": "http", "HTTP_HOST": "warm"},
                     _start_response)
     WARM_BACKEND = b"".join(body).decode().split()[0]
-    body.close()  # type: ignore[attr-defined]
+    getattr(body, "close", lambda: None)()  # PEP 3333: close() if the body has one
