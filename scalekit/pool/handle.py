@@ -31,6 +31,7 @@ from .tracking import ConnectionWatch, attach, mark_touched
 __all__ = ["RequestDatabase", "RequestDatabases", "db", "release_at_response_start"]
 
 STATE_KEY = "pool"  # ctx.state["pool"]: this request's RequestDatabases
+_GUARD_MAKING = threading.Lock()  # held only while a handle makes its lock
 
 
 class _RequestShared:
@@ -64,32 +65,33 @@ class RequestDatabase:
     for metadata and ORM sessions (``Session(bind=db().connection())``).
     """
 
-    __slots__ = (
-        "_connection",
-        "_database",
-        "_lock",
-        "_released",
-        "_shared",
-        "_watch",
-        "checked_out_at",
-        "failure",
-        "leak_warned",
-        "name",
-        "site",
-    )
+    # Most requests never use a database, and each gets a handle per database: what only a
+    # checkout changes is read from these class attributes until it does (three stores per
+    # handle, no lock made; the lock is made by the first checkout, see _guard).
+    _connection: Connection | None = None
+    _watch: ConnectionWatch | None = None
+    _lock: threading.Lock | None = None
+    _released = False
+    checked_out_at = 0.0
+    site: CheckoutSite | None = None
+    leak_warned = False
+    failure: BaseException | None = None  # the 503-worthy PoolError, if any
 
     def __init__(self, database: Database, shared: _RequestShared) -> None:
         self.name = database.name
         self._database = database
         self._shared = shared
-        self._connection: Connection | None = None
-        self._watch: ConnectionWatch | None = None
-        self._lock = threading.Lock()
-        self._released = False
-        self.checked_out_at = 0.0
-        self.site: CheckoutSite | None = None
-        self.leak_warned = False
-        self.failure: BaseException | None = None  # the 503-worthy PoolError, if any
+
+    def _guard(self) -> threading.Lock:
+        """The lock between this handle's checkout and its release (threads of one request,
+        the pool's worker), made once, by whichever gets here first."""
+        lock = self._lock
+        if lock is None:
+            with _GUARD_MAKING:
+                lock = self._lock
+                if lock is None:
+                    lock = self._lock = threading.Lock()
+        return lock
 
     @property
     def engine(self) -> Engine:
@@ -174,7 +176,7 @@ class RequestDatabase:
                 self.failure = exc
             raise
         watch = ConnectionWatch(ctx, shared.invalidate, track_tables=shared.track_tables)
-        with self._lock:
+        with self._guard():
             lost_race = self._released or self._connection is not None
             if not lost_race:
                 self._connection = connection
@@ -198,7 +200,7 @@ class RequestDatabase:
         ``only_if_idle``: leave it (to be released when the app returns) while a statement is
         running on it in another thread.
         """
-        with self._lock:
+        with self._guard():
             connection, watch = self._connection, self._watch
             if connection is None:
                 self._released = True
