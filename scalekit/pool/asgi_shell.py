@@ -39,15 +39,24 @@ _LAST_BODY_MESSAGES = frozenset({"http.response.body", "http.response.pathsend"}
 class _Exchange:
     """Wraps ``send``: swaps a 5xx caused by the pool for the 503, releases at response start."""
 
-    __slots__ = ("_body_sent", "_send", "replacement", "requests", "retry_after_seconds", "started")
+    __slots__ = ("_body_sent", "_receive", "_send", "replacement", "requests", "retry_after_seconds", "started")
 
-    def __init__(self, requests: RequestDatabases, send: asgi.Send, retry_after_seconds: int) -> None:
+    def __init__(self, requests: RequestDatabases, receive: asgi.Receive, send: asgi.Send,
+                 retry_after_seconds: int) -> None:
         self.requests = requests
+        self._receive = receive
         self._send = send
         self.retry_after_seconds = retry_after_seconds
         self.started = False
         self.replacement: Response | None = None
         self._body_sent = False
+
+    async def receive(self) -> asgi.Message:
+        """The app's ``receive``: a disconnected client's connections go back at once."""
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self.requests.release_all(only_if_idle=True)
+        return message
 
     def send(self, message: asgi.Message) -> Awaitable[None]:
         """The app's ``send``: a plain function handing on the next ``send``'s awaitable."""
@@ -107,16 +116,9 @@ class ASGIPool:
         requests = self.service.begin_request(asgi.context_of(scope))
         scope[DB_KEY] = requests.default
         scope[DATABASES_KEY] = requests
-        exchange = _Exchange(requests, send, self.retry_after_seconds)
-
-        async def receive_watching_disconnect() -> asgi.Message:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                requests.release_all(only_if_idle=True)
-            return message
-
+        exchange = _Exchange(requests, receive, send, self.retry_after_seconds)
         try:
-            await self.app(scope, receive_watching_disconnect, exchange.send)
+            await self.app(scope, exchange.receive, exchange.send)
         except Exception:
             requests.finish()
             if exchange.replacement is None and (exchange.started or requests.failure() is None):
