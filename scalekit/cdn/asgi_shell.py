@@ -150,7 +150,9 @@ class _ASGIExchange:
         await self._send_start()
         await self.downstream(message)
 
-    async def _on_start(self, message: asgi.Message) -> None:
+    def _on_start(self, message: asgi.Message) -> Awaitable[None]:
+        """Stamp the start message; the usual one (headers unchanged, no body to hash, no
+        precondition) is handed on as the next ``send``'s own awaitable, no coroutine of its own."""
         self.status = message["status"]
         names = _FIELD_NAMES
         headers = [(names[name], value.decode("latin-1")) for name, value in message.get("headers", ())]
@@ -164,11 +166,16 @@ class _ASGIExchange:
             limit = buffer_limit(outcome.content_length, self.layer.max_body_bytes)
             if limit is not None:
                 self.mode, self.limit = _BUFFER, limit
-                return
+                return asgi.DONE  # held until the body is known
+        if self.unchanged and self.preconditions is None:
+            return self.downstream(message)  # the app's own message object, untouched
+        return self._start_stamped(message)
+
+    async def _start_stamped(self, message: asgi.Message) -> None:
         if self.preconditions is not None and await self._answered(None):
             return
         if self.unchanged:
-            await self.downstream(message)  # the app's own message object, untouched
+            await self.downstream(message)
             return
         await self._send_start()
 
