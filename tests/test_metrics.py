@@ -158,7 +158,7 @@ def test_a_whole_list_body_is_counted_when_the_app_returns_close_or_not() -> Non
     body = app(wsgi_environ(path="/items/7"), lambda status, headers, exc_info=None: None)
     assert body == [b"hello"]  # handed on as the app's own list: no close() to wait for
     after = driver.scrape()
-    counted = dict(method="GET", route="/items/{id}", status="2xx")
+    counted = {"method": "GET", "route": "/items/{id}", "status": "2xx"}
     assert value(after, "scalekit_http_requests_total", **counted) == value(
         before, "scalekit_http_requests_total", **counted) + 1
     assert value(after, "scalekit_http_requests_in_flight") == value(before, "scalekit_http_requests_in_flight")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from ..records import keyword_record, record
+from ..records import record
 from .entry import CachedEntry
 from .keys import BODY_HEADERS, FORWARDED_HEADERS
 from .storable import StorePlan
@@ -101,7 +101,7 @@ class Serve:
     tags: tuple[tuple[str, int], ...] = ()
 
 
-@keyword_record
+@record
 class Forward:
     """Go to the origin. ``stored`` is the selected entry (validators, stale-if-error)."""
 

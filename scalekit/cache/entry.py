@@ -6,12 +6,12 @@ Redis and disk field by field, so a field added here with a default needs no cod
 
 from __future__ import annotations
 
-from ..records import keyword_record
+from ..records import record
 
 __all__ = ["CachedEntry"]
 
 
-@keyword_record
+@record
 class CachedEntry:
     """A response as the cache stored it, with what freshness and invalidation need.
 

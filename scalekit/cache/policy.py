@@ -280,9 +280,9 @@ class CachePolicy(OriginAnswers):
         # and other credentials mostly get other answers (a long poll would hold the rest).
         coalesce = (self.coalesce and may_store and fwd != "request"
                     and request.header("authorization") is None)
-        return Forward(fwd=fwd, stored=stored, tier=tier, may_store=may_store, coalesce=coalesce,
-                       request_headers=changes,
-                       validating=stored is not None and has_validators(stored), partial=partial)
+        validating = stored is not None and has_validators(stored)
+        # By position, in the fields' order (see scalekit/records.py): one is built per miss.
+        return Forward(fwd, stored, tier, may_store, coalesce, changes, validating, partial)
 
     def _revalidation_headers(self, entry: CachedEntry,
                               request: RequestView) -> tuple[tuple[str, str | None], ...]:

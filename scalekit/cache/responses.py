@@ -269,16 +269,13 @@ class ResponseBuilder:
             headers.append(("content-length", str(len(body))))
         end = plan.response_time if finished_at is None else finished_at
         origin_seconds = min(max(end - plan.request_time, 0.0), MAX_SECONDS)  # a clock step back: 0
+        # By position, in the fields' order (see scalekit/records.py): one is built per stored miss.
         return CachedEntry(
-            status=status, headers=tuple(headers), body=body, request_time=plan.request_time,
-            response_time=plan.response_time,
-            corrected_initial_age_seconds=plan.corrected_initial_age_seconds,
-            freshness_lifetime_seconds=plan.freshness_lifetime_seconds,
-            stale_while_revalidate_seconds=plan.stale_while_revalidate_seconds,
-            stale_if_error_seconds=plan.stale_if_error_seconds,
-            requires_revalidation=plan.requires_revalidation, must_revalidate=plan.must_revalidate,
-            tags=tags, vary=plan.vary, secondary_key=plan.secondary_key, route=route,
-            origin_seconds=origin_seconds, db_seconds=min(max(db_seconds, 0.0), MAX_SECONDS))
+            status, tuple(headers), body, plan.request_time, plan.response_time,
+            plan.corrected_initial_age_seconds, plan.freshness_lifetime_seconds,
+            plan.stale_while_revalidate_seconds, plan.stale_if_error_seconds,
+            plan.requires_revalidation, plan.must_revalidate, tags, plan.vary, plan.secondary_key,
+            False, "", route, origin_seconds, min(max(db_seconds, 0.0), MAX_SECONDS))
 
     @staticmethod
     def kept_past(index: CachedEntry, entry: CachedEntry) -> bool:

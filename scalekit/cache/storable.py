@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..headers import CacheControl, parse_age, parse_http_date
-from ..records import keyword_record
+from ..records import record
 from .entry import CachedEntry
 from .keys import secondary_key
 from .rules import ResponseRule
@@ -53,7 +53,7 @@ __all__ = [  # the shape's names too: the analysis is one API, in two modules
 HeaderGetter = Callable[[str], "str | None"]
 
 
-@keyword_record
+@record
 class StorePlan:
     """A storable response's metadata; the entry is built once its body has been read."""
 
@@ -158,18 +158,15 @@ def plan_storing(shape: ResponseShape, request_header: HeaderGetter, *, now: flo
         # Stale on arrival (Age or Date at or past its lifetime and stale windows) with nothing
         # to revalidate with: it could never be used, like max-age=0.
         return NotStorable("no-freshness")
+    # §5.2.2.10: s-maxage "incorporates the semantics of the proxy-revalidate response directive
+    # for a shared cache": no client max-stale. Explicit stale-while-revalidate / stale-if-error
+    # beside s-maxage still apply (they are in-protocol permissions).
+    must_revalidate = directives.must_revalidate or directives.proxy_revalidate or directives.s_maxage is not None
+    # By position, in the fields' order (see scalekit/records.py): one is built per stored miss.
     return StorePlan(
-        status=shape.status, headers=shape.stored_headers, request_time=request_time, response_time=now,
-        corrected_initial_age_seconds=initial_age, freshness_lifetime_seconds=float(lifetime),
-        stale_while_revalidate_seconds=float(swr), stale_if_error_seconds=float(sie),
-        requires_revalidation=directives.no_cache,
-        # §5.2.2.10: s-maxage "incorporates the semantics of the proxy-revalidate response
-        # directive for a shared cache": no client max-stale. Explicit stale-while-revalidate /
-        # stale-if-error beside s-maxage still apply (they are in-protocol permissions).
-        must_revalidate=(directives.must_revalidate or directives.proxy_revalidate
-                         or directives.s_maxage is not None),
-        vary=shape.vary, secondary_key=secondary, header_tags=shape.header_tags,
-        content_length=shape.content_length, stored_etag=shape.stored_etag, unsent=shape.unsent)
+        shape.status, shape.stored_headers, request_time, now, initial_age, float(lifetime),
+        float(swr), float(sie), directives.no_cache, must_revalidate, shape.vary, secondary,
+        shape.header_tags, shape.content_length, shape.stored_etag, shape.unsent)
 
 
 def _freshness_lifetime(

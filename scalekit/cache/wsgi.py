@@ -152,8 +152,9 @@ class WSGICache(CacheShell, wsgi.EarlyFirst):
                 # The exchange returns once the response is decided, and stores before it
                 # returns what it stores whole: waiters are woken right after, at the headers.
                 if core.leases is None:  # no fleet lease to take first: this process's call is the one
+                    # By position: a class called with keywords costs a dict (scalekit/records.py).
                     return Exchange(self, start_response, view, key, forward, index, entry_key,
-                                    flight=flight).run(environ)
+                                    flight).run(environ)
                 return self._lead(environ, start_response, view, key, forward, index, entry_key,
                                   arrived, lead)
             finally:
@@ -228,8 +229,8 @@ class WSGICache(CacheShell, wsgi.EarlyFirst):
                key: str, forward: Forward, index: CachedEntry | None, entry_key: str,
                *, background: bool = False, flight: Flight | None = None) -> Iterable[bytes]:
         """Call the origin and answer by the policy (see :mod:`.wsgi_exchange`)."""
-        return Exchange(self, start_response, view, key, forward, index, entry_key,
-                        background=background, flight=flight).run(environ)
+        return Exchange(self, start_response, view, key, forward, index, entry_key, flight,
+                        background).run(environ)
 
     # ----------------------------------------------------------------- unsafe methods (§4.4)
     def _unsafe(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:

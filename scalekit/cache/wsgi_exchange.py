@@ -54,8 +54,8 @@ class Exchange:
                  "index", "key", "shell", "since", "start_response", "uri_mark", "view")
 
     def __init__(self, shell: WSGICache, start_response: wsgi.StartResponse, view: RequestView,
-                 key: str, forward: Forward, index: CachedEntry | None, entry_key: str, *,
-                 background: bool = False, flight: Flight | None = None) -> None:
+                 key: str, forward: Forward, index: CachedEntry | None, entry_key: str,
+                 flight: Flight | None = None, background: bool = False) -> None:
         self.shell = shell
         self.start_response = start_response
         self.view = view

@@ -248,7 +248,7 @@ class RequestDatabases(Mapping[str, RequestDatabase]):
 
     __slots__ = ("_handles", "_shared", "default", "finished", "release_at_start")
 
-    def __init__(self, databases: Mapping[str, Database], ctx: RequestContext, *,
+    def __init__(self, databases: Mapping[str, Database], ctx: RequestContext,
                  invalidate: Callable[[tuple[str, ...]], None], track_tables: bool,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._shared = shared = _RequestShared(ctx, invalidate, track_tables, monotonic)

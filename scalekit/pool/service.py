@@ -89,9 +89,9 @@ class PoolService:
         """Create the request's lazy handles and put them in its context."""
         if not self._running_here:
             self._start_background()
-        requests = RequestDatabases(self.databases, ctx, invalidate=self._invalidate_tables,
-                                    track_tables=self.config.track_tables,
-                                    monotonic=self.runtime.monotonic)
+        # By position: a class called with keywords costs a dict (scalekit/records.py).
+        requests = RequestDatabases(self.databases, ctx, self._invalidate_tables, self.config.track_tables,
+                                    self.runtime.monotonic)
         ctx.state[STATE_KEY] = requests
         return requests
 
