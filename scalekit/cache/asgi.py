@@ -34,7 +34,7 @@ from .asgi_io import (
 )
 from .coalesce import Lead
 from .entry import CachedEntry
-from .flow import admit, adrive, request_steps
+from .flow import admit, adrive
 from .hot import EARLY_MISS_KEY
 from .layer import CacheCore, CacheShell, restore_route
 from .policy import (
@@ -140,7 +140,7 @@ class ASGICache(CacheShell, asgi.EarlyFirst):
             # Hit-for-miss: L1 alone is asked (see the WSGI shell).
             aget, missed = self.amemory_lookups
             first = None if first is None else missed
-        decision, index, entry_key = await adrive(request_steps(core, view, key, now=now), aget, first)
+        decision, index, entry_key = await adrive(core, view, key, now, aget, first)
         match decision:
             case Serve():
                 core.served(decision, scope)
@@ -228,8 +228,8 @@ class ASGICache(CacheShell, asgi.EarlyFirst):
     async def _after_wait(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send,
                           view: RequestView, key: str, arrived: float) -> None:
         """A coalesced waiter, woken: the leader's stored answer, or its own origin call."""
-        decision, index, entry_key = await adrive(request_steps(
-            self.core, view, key, now=self.clock(), collapsed_since=arrived), self.store.aget)
+        decision, index, entry_key = await adrive(self.core, view, key, self.clock(), self.store.aget,
+                                                  collapsed_since=arrived)
         decision = self.core.woken(decision)
         if isinstance(decision, Forward):
             await self._fetch(scope, receive, send, view, key, decision, index, entry_key)

@@ -1,35 +1,34 @@
 """The cache layer's request flow without I/O, driven by the WSGI and the ASGI shell alike.
 
-A request is admitted (its primary key, or the app alone answers), then looked up and decided
-by :func:`request_steps`, a generator in the style of httpx's ``auth_flow``: it yields each
-store key it needs and receives what the store holds there, so one body of logic serves the
-blocking store (:func:`drive`) and its async face (:func:`adrive`). Everything that counts or
+A request is admitted (its primary key, or the app alone answers), then looked up and decided:
+:func:`decide_found` decides from what the store held under the primary key, or names the one
+more key a Vary'd URL's index points at, which :func:`decide_variant` decides from. The drivers
+do the reads, blocking (:func:`drive`) or async (:func:`adrive`), so one body of logic serves
+both faces of the store. (It was a generator yielding the keys it needed, in the style of
+httpx's ``auth_flow``; its ending StopIteration and the generator itself cost a miss about
+4,000 instructions, for a second read only a Vary'd URL needs.) Everything that counts or
 chooses lives here or in :mod:`.policy`; the shells only read requests and send bytes.
-
->>> def steps():
-...     found = yield "k"
-...     return found
->>> drive(steps(), {"k": "stored"}.get)
-'stored'
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 from .decisions import Decision, Fwd, RequestView
 from .entry import CachedEntry
 
-__all__ = ["Found", "Looked", "admit", "adrive", "drive", "request_steps"]
+__all__ = ["Found", "Looked", "admit", "adrive", "decide_found", "decide_variant", "drive"]
 
 Found = tuple[CachedEntry, str] | None
-Steps = Generator[str, Found, "Looked"]
+_new_tuple = tuple.__new__  # see Looked
 
 
 class Looked(NamedTuple):
     """What the store held for a request and what to do with it: ``vary_index`` is the variant
-    index of a Vary'd URL, ``entry_key`` the key its entry is (or would be) stored under."""
+    index of a Vary'd URL, ``entry_key`` the key its entry is (or would be) stored under. Built
+    by ``tuple.__new__``: the NamedTuple's own ``__new__`` is a Python function, 1,300
+    instructions more a request."""
 
     decision: Decision
     vary_index: CachedEntry | None
@@ -50,52 +49,53 @@ def admit(core: Any, view: RequestView) -> tuple[str | None, tuple[str, str] | N
     return key, None
 
 
-def request_steps(core: Any, view: RequestView, key: str, *, now: float,
-                  collapsed_since: float | None = None) -> Steps:
-    """Look ``key`` up (and the variant a Vary'd URL's index points at) and decide: yields the
-    store keys to read, returns the decision with where its entry lives."""
-    found = yield key
-    index, entry_key = None, key
-    miss: Fwd = "uri-miss"
-    if found is not None:
-        miss = "miss"
-        if found[0].is_vary_index:
-            index = found[0]
-            variant = core.policy.variant_lookup(key, index, view)
-            if variant is None:
-                found, miss = None, "vary-miss"
-            else:
-                entry_key = variant
-                found = yield variant
-                if found is None:
-                    miss = "vary-miss"
-        if found is not None and not core.generations.is_current(found[0].tags):
-            found = None  # a tag was invalidated after it was stored
-    decision = core.policy.decide_request(view, found, now=now, miss=miss,
-                                          collapsed_since=collapsed_since)
-    return Looked(decision, index, entry_key)
+def decide_found(core: Any, view: RequestView, key: str, found: Found, now: float,
+                 collapsed_since: float | None = None) -> Looked | tuple[str, CachedEntry]:
+    """The decision for what the store held under the primary ``key``; for a Vary'd URL's
+    index, the variant's key to read next and the index (see :func:`decide_variant`)."""
+    if found is None:
+        return _decided(core, view, None, "uri-miss", None, key, now, collapsed_since)
+    stored = found[0]
+    if stored.is_vary_index:
+        variant = core.policy.variant_lookup(key, stored, view)
+        if variant is not None:
+            return variant, stored
+        return _decided(core, view, None, "vary-miss", stored, key, now, collapsed_since)
+    return _decided(core, view, found, "miss", None, key, now, collapsed_since)
 
 
-def drive(steps: Steps, get: Callable[[str], Found], first: Callable[[str], Found] | None = None) -> Looked:
-    """Run ``steps`` against a blocking store lookup (``first``, if given, for the first key)."""
-    try:
-        key = next(steps)
-        if first is not None:
-            key = steps.send(first(key))
-        while True:
-            key = steps.send(get(key))
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+def decide_variant(core: Any, view: RequestView, index: CachedEntry, variant: str, found: Found,
+                   now: float, collapsed_since: float | None = None) -> Looked:
+    """The decision for what the store held under ``variant``, the key ``index`` names."""
+    return _decided(core, view, found, "miss" if found is not None else "vary-miss", index, variant,
+                    now, collapsed_since)
 
 
-async def adrive(steps: Steps, aget: Callable[[str], Awaitable[Found]],
-                 first: Callable[[str], Awaitable[Found]] | None = None) -> Looked:
-    """Run ``steps`` against an async store lookup (``first``, if given, for the first key)."""
-    try:
-        key = next(steps)
-        if first is not None:
-            key = steps.send(await first(key))
-        while True:
-            key = steps.send(await aget(key))
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+def _decided(core: Any, view: RequestView, found: Found, miss: Fwd, index: CachedEntry | None,
+             entry_key: str, now: float, collapsed_since: float | None) -> Looked:
+    if found is not None and not core.generations.is_current(found[0].tags):
+        found = None  # a tag was invalidated after it was stored
+    decision = core.policy.decide_request(view, found, now=now, miss=miss, collapsed_since=collapsed_since)
+    return _new_tuple(Looked, (decision, index, entry_key))
+
+
+def drive(core: Any, view: RequestView, key: str, now: float, get: Callable[[str], Found],
+          first: Callable[[str], Found] | None = None, collapsed_since: float | None = None) -> Looked:
+    """Look ``key`` up with a blocking store read (``first``, if given, for the primary key) and
+    decide."""
+    looked = decide_found(core, view, key, (first or get)(key), now, collapsed_since)
+    if isinstance(looked, Looked):
+        return looked
+    variant, index = looked
+    return decide_variant(core, view, index, variant, get(variant), now, collapsed_since)
+
+
+async def adrive(core: Any, view: RequestView, key: str, now: float, aget: Callable[[str], Awaitable[Found]],
+                 first: Callable[[str], Awaitable[Found]] | None = None,
+                 collapsed_since: float | None = None) -> Looked:
+    """:func:`drive` with an async store read."""
+    looked = decide_found(core, view, key, await (first or aget)(key), now, collapsed_since)
+    if isinstance(looked, Looked):
+        return looked
+    variant, index = looked
+    return decide_variant(core, view, index, variant, await aget(variant), now, collapsed_since)

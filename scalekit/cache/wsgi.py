@@ -20,7 +20,7 @@ from ..context import CONTEXT_KEY, RequestContext, activate
 from ..messages import status_line
 from .coalesce import Flight, Lead
 from .entry import CachedEntry
-from .flow import admit, drive, request_steps
+from .flow import admit, drive
 from .hot import EARLY_MISS_KEY
 from .layer import CacheCore, CacheShell, restore_route
 from .policy import (
@@ -122,7 +122,7 @@ class WSGICache(CacheShell, wsgi.EarlyFirst):
             # or the disk on every request to an endpoint that is never cached.
             get, missed = self.memory_lookups
             first = None if first is None else missed
-        decision, index, entry_key = drive(request_steps(core, view, key, now=now), get, first)
+        decision, index, entry_key = drive(core, view, key, now, get, first)
         match decision:
             case Serve():
                 core.served(decision, environ)
@@ -207,8 +207,8 @@ class WSGICache(CacheShell, wsgi.EarlyFirst):
     def _after_wait(self, environ: wsgi.Environ, start_response: wsgi.StartResponse,
                     view: RequestView, key: str, arrived: float) -> Iterable[bytes]:
         """A coalesced waiter, woken: the leader's stored answer, or its own origin call."""
-        decision, index, entry_key = drive(request_steps(
-            self.core, view, key, now=self.clock(), collapsed_since=arrived), self.store.get)
+        decision, index, entry_key = drive(self.core, view, key, self.clock(), self.store.get,
+                                           collapsed_since=arrived)
         decision = self.core.woken(decision)
         if isinstance(decision, Forward):
             return self._fetch(environ, start_response, view, key, decision, index, entry_key)
