@@ -80,14 +80,16 @@ _header_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)),
 
 @given(headers=st.lists(st.tuples(_header_text, _header_text), max_size=8),
        body=st.binary(max_size=3000), key=st.text(max_size=60),
-       tags=st.lists(st.tuples(st.text(max_size=20), st.integers(0, 2**40)), max_size=4))
+       tags=st.lists(st.tuples(st.text(max_size=20), st.integers(0, 2**40)), max_size=4),
+       route=st.text(max_size=30), secondary=st.text(max_size=30))
 def test_footprint_is_what_each_object_reports(headers: list[tuple[str, str]], body: bytes, key: str,
-                                                tags: list[tuple[str, int]]) -> None:
+                                                tags: list[tuple[str, int]], route: str, secondary: str) -> None:
     """The computed footprint equals sys.getsizeof over every object the entry holds (ASCII,
-    latin-1 and wider header text alike), so the byte bound counts real memory."""
+    latin-1 and wider text alike, ints of every size), so the byte bound counts real memory."""
     entry = CachedEntry(status=200, headers=tuple(headers), body=body, request_time=1000.0,
                         response_time=1000.0, corrected_initial_age_seconds=0.0,
-                        freshness_lifetime_seconds=60.0, tags=tuple(tags))
+                        freshness_lifetime_seconds=60.0, tags=tuple(tags), route=route,
+                        secondary_key=secondary)
     texts = [text for pair in headers for text in pair]
     walked = (sys.getsizeof(key) + sys.getsizeof(entry) + ITEM_OVERHEAD_BYTES + sys.getsizeof(body)
               + 8 * sys.getsizeof(0.0))  # its eight float fields
@@ -97,4 +99,6 @@ def test_footprint_is_what_each_object_reports(headers: list[tuple[str, str]], b
     if tags:
         walked += (sys.getsizeof(entry.tags) + sum(sys.getsizeof(pair) for pair in entry.tags)
                    + sum(sys.getsizeof(part) for pair in entry.tags for part in pair))
+    # The empty string and one-character strings are counted as shared singletons.
+    walked += sum(sys.getsizeof(text) for text in (route, secondary) if len(text) > 1)
     assert memory_footprint(key, entry) == walked
