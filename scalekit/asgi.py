@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any
 
+from .calls import direct
 from .context import CONTEXT_KEY, RequestContext, activate, deactivate
 from .messages import Response
 
@@ -85,7 +86,7 @@ class ASGIRoot:
         # An outermost layer that can answer without a request context (the cache's plain
         # hits) is asked first; what it leaves goes to the rest of it, then inward.
         self.serve_early: EarlyPath | None = getattr(chain, "serve_early", None)
-        self.chain: ASGIApp = getattr(chain, "handle", chain) if self.serve_early is not None else chain
+        self.chain: ASGIApp = getattr(chain, "handle", chain) if self.serve_early is not None else direct(chain)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Protocol
 
+from .calls import direct
 from .context import CONTEXT_KEY, RequestContext, activate
 from .messages import Response, status_line
 
@@ -73,7 +74,7 @@ class WSGIRoot:
         # An outermost layer that can answer without a request context (the cache's plain
         # hits) is asked first; what it leaves goes to the rest of it, then inward.
         self.serve_early: EarlyPath | None = getattr(chain, "serve_early", None)
-        self.chain: WSGIApp = getattr(chain, "handle", chain) if self.serve_early is not None else chain
+        self.chain: WSGIApp = getattr(chain, "handle", chain) if self.serve_early is not None else direct(chain)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self._started:

@@ -266,7 +266,7 @@ class ASGICache(CacheShell, asgi.EarlyFirst):
             inner = dict(scope)
             inner["headers"] = headers
         try:
-            await self.app(inner, receive, exchange.send)
+            await self.call_app(inner, receive, exchange.send)
         except Exception:
             if exchange.started:
                 raise

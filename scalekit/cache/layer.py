@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import Any, cast
 
 from .. import asgi, wsgi
+from ..calls import direct
 from ..context import CONTEXT_KEY, UNMATCHED_ROUTE
 from ..metrics import instruments
 from .coalesce import AsyncFlights, PassMarks, RecentInvalidations, RefreshRegistry, ThreadFlights
@@ -295,6 +296,7 @@ class CacheShell:
     def __init__(self, app: Any, core: CacheCore,
                  encode: Callable[[tuple[tuple[str, str], ...]], list[Any]]) -> None:
         self.app = app
+        self.call_app = direct(app)  # the origin call of every miss
         self.core = core
         self.policy = core.policy
         self.store = core.store

@@ -87,7 +87,7 @@ class Exchange:
         request_time = clock()
         body: Iterable[bytes] = ()
         try:
-            body = shell.app(inner, capture)
+            body = shell.call_app(inner, capture.start_response)
             iterator = capture.prime(body)
         except Exception:
             close_body(body)

@@ -85,22 +85,22 @@ def request_view(environ: wsgi.Environ) -> RequestView:
 class Capture:
     """The app's ``start_response``, recorded; nothing reaches the server until we decide."""
 
-    __slots__ = ("exc_info", "headers", "status", "written")
+    __slots__ = ("code", "exc_info", "headers", "status", "written")
 
     def __init__(self) -> None:
         self.status: str | None = None
+        self.code = 500  # the status line's code, 500 for a line without one
         self.headers: list[tuple[str, str]] = []
         self.exc_info: Any = None
         self.written: list[bytes] = []
 
-    def __call__(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        """The ``start_response`` the app is given (a bound method: cheaper to call than an
+        object)."""
         self.status, self.headers, self.exc_info = status, headers, exc_info
+        code = status[:3]
+        self.code = int(code) if code.isdigit() else 500
         return self.written.append  # PEP 3333 write(): kept in order before the iterable's chunks
-
-    @property
-    def code(self) -> int:
-        status = self.status or ""
-        return int(status[:3]) if status[:3].isdigit() else 500
 
     def prime(self, body: Iterable[bytes]) -> Iterator[bytes]:
         """Pull chunks until the app has called start_response (generators call it lazily)."""

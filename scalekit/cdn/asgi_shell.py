@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 
 from .. import asgi
+from ..calls import direct
 from ..context import CONTEXT_KEY, RequestContext
 from .exchange import STATE_KEY, record_answer
 from .hits import early_path
@@ -63,7 +64,7 @@ class ASGICDN(asgi.EarlyFirst):
         self.conditional = stamper.config.conditional_requests
         self.serve_early: asgi.EarlyPath | None = early_path(
             self, app, stamper, ("special_names", "unplain_names"), b"authorization", b"cookie")
-        self.inner: asgi.ASGIApp = getattr(app, "handle", app) if self.serve_early else app
+        self.inner: asgi.ASGIApp = getattr(app, "handle", app) if self.serve_early else direct(app)
 
     async def handle(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         """The whole layer but the early path."""

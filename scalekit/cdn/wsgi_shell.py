@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import wsgi
+from ..calls import direct
 from ..context import CONTEXT_KEY, RequestContext
 from ..memo import TextMemo
 from ..messages import status_line
@@ -52,7 +53,7 @@ class WSGICDN(wsgi.EarlyFirst):
         # of its requests go to its full path (they have been offered to the early one).
         self.serve_early: wsgi.EarlyPath | None = early_path(
             self, app, stamper, ("special_keys", "unplain_keys"), "HTTP_AUTHORIZATION", "HTTP_COOKIE")
-        self.inner: wsgi.WSGIApp = getattr(app, "handle", app) if self.serve_early else app
+        self.inner: wsgi.WSGIApp = getattr(app, "handle", app) if self.serve_early else direct(app)
 
     def handle(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
         """The whole layer but the early path."""

@@ -25,6 +25,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from .. import asgi, wsgi
+from ..calls import direct
 from ..config import MetricsConfig
 from ..context import CONTEXT_KEY, UNMATCHED_ROUTE
 from ..messages import Response, simple_response
@@ -279,7 +280,7 @@ class WSGIMetrics(wsgi.EarlyFirst):
         self._endpoints = policy.endpoints
         # Around the cache (through the CDN layer): plain hits are counted from its early path.
         self.serve_early: wsgi.EarlyPath | None = early_path(self, app, policy)
-        self.inner: wsgi.WSGIApp = getattr(app, "handle", app) if self.serve_early else app
+        self.inner: wsgi.WSGIApp = getattr(app, "handle", app) if self.serve_early else direct(app)
 
     def handle(self, environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
         """The whole layer but the early path."""
@@ -342,7 +343,7 @@ class ASGIMetrics(asgi.EarlyFirst):
         self._exclude = policy.exclude_paths
         self._endpoints = policy.endpoints
         self.serve_early: asgi.EarlyPath | None = early_path(self, app, policy)
-        self.inner: asgi.ASGIApp = getattr(app, "handle", app) if self.serve_early else app
+        self.inner: asgi.ASGIApp = getattr(app, "handle", app) if self.serve_early else direct(app)
 
     async def handle(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         """The whole layer but the early path."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 
 from .. import asgi
+from ..calls import direct
 from ..messages import Response
 from .handle import RequestDatabases
 from .policy import shed_response, should_replace_response
@@ -106,6 +107,7 @@ class ASGIPool:
 
     def __init__(self, app: asgi.ASGIApp, service: PoolService) -> None:
         self.app = app
+        self.call_app = direct(app)
         self.service = service
         self.retry_after_seconds = service.databases["default"].config.retry_after_seconds
 
@@ -118,7 +120,7 @@ class ASGIPool:
         scope[DATABASES_KEY] = requests
         exchange = _Exchange(requests, receive, send, self.retry_after_seconds)
         try:
-            await self.app(scope, exchange.receive, exchange.send)
+            await self.call_app(scope, exchange.receive, exchange.send)
         except Exception:
             requests.finish()
             if exchange.replacement is None and (exchange.started or requests.failure() is None):

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .. import wsgi
+from ..calls import direct
 from ..context import CONTEXT_KEY
 from ..messages import Response, status_line
 from .handle import RequestDatabases
@@ -152,6 +153,7 @@ class WSGIPool:
 
     def __init__(self, app: wsgi.WSGIApp, service: PoolService) -> None:
         self.app = app
+        self.call_app = direct(app)
         self.service = service
         self.retry_after_seconds = service.databases["default"].config.retry_after_seconds
 
@@ -161,7 +163,7 @@ class WSGIPool:
         environ[DATABASES_KEY] = requests
         exchange = _Exchange(requests, start_response, self.retry_after_seconds)
         try:
-            iterable = self.app(environ, exchange.start_response)
+            iterable = self.call_app(environ, exchange.start_response)
         except Exception:
             requests.finish()
             if exchange.replacement is None:
