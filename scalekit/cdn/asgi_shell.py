@@ -28,6 +28,9 @@ from .respond import (
 __all__ = ["ASGICDN"]
 
 _ASGI_PRECONDITIONS = {name.encode("latin-1"): name for name in PRECONDITION_FIELDS}
+# Every request header the layer reads: a browser sends a dozen or more, most of them none of
+# these, and each costs one set lookup.
+_READ_NAMES = frozenset({b"authorization", b"cookie", *_ASGI_PRECONDITIONS})
 
 
 class _FieldNames(dict[bytes, str]):
@@ -74,11 +77,13 @@ class ASGICDN(asgi.EarlyFirst):
         has_authorization = has_cookie = False
         fields: dict[str, str] = {}
         for name, value in scope.get("headers", ()):
+            if name not in _READ_NAMES:
+                continue
             if name == b"authorization":
                 has_authorization = True
             elif name == b"cookie":
                 has_cookie = has_cookie or bool(value.strip())
-            elif name in _ASGI_PRECONDITIONS:
+            else:
                 key = _ASGI_PRECONDITIONS[name]
                 text = value.decode("latin-1")
                 fields[key] = f"{fields[key]}, {text}" if key in fields else text
