@@ -13,6 +13,7 @@ and reset. App code never closes it.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 import time
@@ -32,6 +33,14 @@ __all__ = ["RequestDatabase", "RequestDatabases", "db", "release_at_response_sta
 
 STATE_KEY = "pool"  # ctx.state["pool"]: this request's RequestDatabases
 _GUARD_MAKING = threading.Lock()  # held only while a handle makes its lock
+
+
+def _new_guard_making() -> None:
+    global _GUARD_MAKING
+    _GUARD_MAKING = threading.Lock()  # another thread may have held it when the process forked
+
+
+os.register_at_fork(after_in_child=_new_guard_making)
 
 
 class _RequestShared:

@@ -147,6 +147,36 @@ def test_handles_whose_context_nobody_holds_say_so(tmp_path: Path) -> None:
     databases["default"].dispose()
 
 
+def test_a_child_forked_while_a_handle_made_its_lock_checks_out(tmp_path: Path) -> None:
+    """A handle makes its lock on first checkout under one process-wide lock; a child forked
+    while another thread held that lock gets its own, and checks out instead of hanging."""
+    import os
+    import signal
+
+    from scalekit.context import RequestContext
+    from scalekit.pool import handle as handles
+    from scalekit.pool.config import DatabaseConfig
+    from scalekit.pool.database import Database
+
+    with handles._GUARD_MAKING:  # as another thread would hold it, the instant the process forks
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child reports by its exit status alone
+            status = 1
+            try:
+                signal.alarm(10)  # a hang is a failure, not a stuck suite
+                databases = {"default": Database("default", DatabaseConfig(url=f"sqlite:///{tmp_path}/f.db"),
+                                                 state_dir=str(tmp_path))}
+                ctx = RequestContext("GET", "/")
+                requests = handles.RequestDatabases(databases, ctx, lambda tags: None, False)
+                if requests.default.connection().exec_driver_sql("select 1").scalar() == 1:
+                    status = 0
+                requests.finish()
+            finally:
+                os._exit(status)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 # --------------------------------------------------------------------------- WSGI: given back
 
 
