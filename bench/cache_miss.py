@@ -28,7 +28,9 @@ a count that load does not change, for telling a real cut from noise.
 
 With ``--instructions`` (needs Debian's valgrind and gcc) the same requests are also run under
 callgrind, and the instructions a request executes beyond the bare app's are printed beside the
-times: a figure neither load nor a noisy neighbour changes, for telling a real cut from noise
+times (the cyclic garbage collector paused while they are counted, so that one of its runs
+landing in a window by chance does not move the figure): one neither load nor a noisy neighbour
+changes, for telling a real cut from noise
 (times on a shared virtual machine moved between +5 % and +20 % for the same commit). It is not
 judged: what a miss costs is time, and code that runs cold costs more time per instruction.
 
@@ -376,9 +378,13 @@ def counted_segments(markers: str, disk_only: bool) -> None:
         for name, app in (("bare", bare), ("cache alone", cache_only(bare)), ("defaults", defaults(bare))):
             for _label, variant in VARIANTS:
                 run([app], 20, variant)
+                # The cyclic collector paused: whether one of its older-generation runs lands in
+                # a 50-request window is chance, and one adds ~40 k instructions a request.
+                gc.disable()
                 lib.markers_start()
                 run([app], COUNTED_REQUESTS, variant)
                 lib.markers_stop(f"{kind}|{variant}|{name}".encode())
+                gc.enable()
     for kind, bare, run in (("WSGI", wsgi_app, run_wsgi), ("ASGI", asgi_app, run_asgi)):
         with tempfile.TemporaryDirectory(prefix="scalekit-bench-l3-") as folder:
             app = defaults_with_disk(bare, folder)
