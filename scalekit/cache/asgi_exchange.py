@@ -134,10 +134,14 @@ class Exchange:
 
     async def _end_lead(self, *, alone: bool) -> None:
         """Wake the waiters now (``alone``: to go to the origin), not when the app returns."""
-        lead, self.lead = self.lead, None
-        lease = lead.finish(alone=alone) if lead is not None else None
+        lease = self._finish_lead(alone)
         if lease is not None:
             await self.shell.release_lease(lease)
+
+    def _finish_lead(self, alone: bool) -> Any:
+        """:meth:`_end_lead` but the fleet lease's release: the lease to release, if any."""
+        lead, self.lead = self.lead, None
+        return lead.finish(alone=alone) if lead is not None else None
 
     def _first_body(self, message: asgi.Message) -> Awaitable[None]:
         chunk = message.get("body", b"")
@@ -164,10 +168,8 @@ class Exchange:
         self.mode = "done"
         entry = await core.astore_response(self.key, self.view, self.decision.plan, body, self.index,
                                            since=self.since, uri_mark=self.uri_mark, ctx=self.ctx)
-        lead = self.lead
-        if lead is not None:  # after the store: waiters find the entry
-            self.lead = None
-            lease = lead.finish(alone=False)
+        if self.lead is not None:  # after the store: waiters find the entry (no coroutine: hot)
+            lease = self._finish_lead(False)
             if lease is not None:
                 await self.shell.release_lease(lease)
         self.count("miss")
