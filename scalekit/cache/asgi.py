@@ -60,6 +60,7 @@ class ASGICache(CacheShell, asgi.EarlyFirst):
     """ASGI 3 middleware: serve hits, forward misses, store by policy."""
 
     app: asgi.ASGIApp
+    call_app: asgi.ASGIApp
 
     def __init__(self, app: asgi.ASGIApp, core: CacheCore) -> None:
         super().__init__(app, core, encode_headers)
@@ -110,7 +111,7 @@ class ASGICache(CacheShell, asgi.EarlyFirst):
     async def handle(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         """The whole layer but :meth:`serve_early`: every request it did not answer."""
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await self.call_app(scope, receive, send)
             return
         core = self.core
         if core.purge.enabled:
@@ -121,7 +122,7 @@ class ASGICache(CacheShell, asgi.EarlyFirst):
         method = scope["method"]
         if method != "GET" and method != "HEAD":
             if method in SAFE_METHODS:
-                await self.app(scope, receive, send)
+                await self.call_app(scope, receive, send)
             else:
                 await self._unsafe(scope, receive, send)
             return
@@ -132,7 +133,7 @@ class ASGICache(CacheShell, asgi.EarlyFirst):
         else:
             (key, header), first = admit(core, view), None
         if key is None:
-            await self.app(scope, receive, send if header is None else with_header(send, header))
+            await self.call_app(scope, receive, send if header is None else with_header(send, header))
             return
         now = self.clock()
         aget: Callable[[str], Any] = self.store.aget
@@ -294,7 +295,7 @@ class ASGICache(CacheShell, asgi.EarlyFirst):
                 message = {**message, "headers": encode_headers(out)}
             await send(message)
 
-        await self.app(scope, receive, send_invalidating)
+        await self.call_app(scope, receive, send_invalidating)
 
     # ----------------------------------------------------------------- stale-while-revalidate
     def _refresh_later(self, scope: asgi.Scope, key: str, refresh: Forward,

@@ -296,7 +296,7 @@ class CacheShell:
     def __init__(self, app: Any, core: CacheCore,
                  encode: Callable[[tuple[tuple[str, str], ...]], list[Any]]) -> None:
         self.app = app
-        self.call_app = direct(app)  # the origin call of every miss
+        self.call_app = direct(app)  # how every call of the app is made (see scalekit/calls.py)
         self.core = core
         self.policy = core.policy
         self.store = core.store

@@ -51,6 +51,7 @@ class WSGICache(CacheShell, wsgi.EarlyFirst):
     """PEP 3333 middleware: serve hits, forward misses, store by policy."""
 
     app: wsgi.WSGIApp
+    call_app: wsgi.WSGIApp
 
     def __init__(self, app: wsgi.WSGIApp, core: CacheCore) -> None:
         super().__init__(app, core, list)
@@ -105,7 +106,7 @@ class WSGICache(CacheShell, wsgi.EarlyFirst):
         method = environ.get("REQUEST_METHOD", "GET")
         if method != "GET" and method != "HEAD":
             if method in SAFE_METHODS:
-                return self.app(environ, start_response)
+                return self.call_app(environ, start_response)
             return self._unsafe(environ, start_response)
         view = request_view(environ)
         early = environ.pop(EARLY_MISS_KEY, None)
@@ -114,7 +115,7 @@ class WSGICache(CacheShell, wsgi.EarlyFirst):
         else:
             (key, header), first = admit(core, view), None
         if key is None:
-            return self.app(environ, start_response if header is None else with_header(start_response, header))
+            return self.call_app(environ, start_response if header is None else with_header(start_response, header))
         now = self.clock()
         get: Callable[[str], Any] = self.store.get
         if self.memory_lookups is not None and not view.special and key in core.pass_marks:
@@ -246,7 +247,7 @@ class WSGICache(CacheShell, wsgi.EarlyFirst):
                 core.invalidate_keys(keys)
             return start_response(status, list(out), exc_info) if exc_info else start_response(status, list(out))
 
-        return self.app(environ, start)
+        return self.call_app(environ, start)
 
     # ----------------------------------------------------------------- stale-while-revalidate
     def _refresh_later(self, environ: wsgi.Environ, key: str, refresh: Forward,

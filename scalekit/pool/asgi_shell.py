@@ -113,7 +113,7 @@ class ASGIPool:
 
     async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await self.call_app(scope, receive, send)
             return
         requests = self.service.begin_request(asgi.context_of(scope))
         scope[DB_KEY] = requests.default
