@@ -44,7 +44,7 @@ from ..store import TagStamp
 from .fleetbatch import LoopBatches, ThreadBatches
 from .fleetlisten import FleetListener
 from .fleetlog import Follower
-from .fleetredis import AckReport, FleetKeys, FleetScripts, InThread, Plan, arun, run
+from .fleetredis import AckReport, FleetKeys, FleetScripts, InThread, Plan, Recorded, arun, run
 from .redis import REDIS_ERRORS, RedisConnections, was_loop_late
 
 __all__ = ["FleetGenerations"]
@@ -149,23 +149,22 @@ class FleetGenerations:
         self._take_part()
         recorded = yield from self._recorded(tag_list, on_loop=on_loop)
         if recorded is not None:
-            sequence, epoch = recorded
-            self.local.apply(fleet_generation(sequence), tag_list)
+            self.local.apply(fleet_generation(recorded.sequence), tag_list)
             scripts = self._scripts_for(self.connections.async_client() if on_loop
                                         else self.connections.sync())
-            report = yield from self._acknowledgements(scripts, sequence, epoch)
-            return self._fleet_result(tag_list, sequence, report)
+            report = yield from self._acknowledgements(scripts, recorded)
+            return self._fleet_result(tag_list, recorded.sequence, report)
         offline: InvalidationResult = yield InThread(self._invalidate_offline, tag_list)
         return offline
 
-    def _recorded(self, tags: list[str], *, on_loop: bool) -> Plan[tuple[int, str] | None]:
-        """Redis's (sequence, epoch) for ``tags``, or None if it was not asked (see
+    def _recorded(self, tags: list[str], *, on_loop: bool) -> Plan[Recorded | None]:
+        """What Redis recorded for ``tags``, or None if it was not asked (see
         :meth:`_may_call_redis`) or could not record them (the breaker heard why from the call
         that failed: :meth:`_send`)."""
         if not self._may_call_redis():
             return None
         try:
-            recorded: tuple[int, str] = yield self._batched(tags, on_loop=on_loop)
+            recorded: Recorded = yield self._batched(tags, on_loop=on_loop)
         except Exception:  # noqa: BLE001 - see REDIS_ERRORS; _send logs the unexpected ones
             return None
         return recorded
@@ -184,14 +183,14 @@ class FleetGenerations:
         return functools.partial(batches.submit, tags,
                                  lambda batch: arun(self._send(batch, on_loop=True)))
 
-    def _send(self, tags: list[str], *, on_loop: bool) -> Plan[tuple[int, str]]:
-        """One INVALIDATE of ``tags`` (a batch): (sequence, epoch); a failure is told to the
-        breaker here, once per call, however many callers the batch carried."""
+    def _send(self, tags: list[str], *, on_loop: bool) -> Plan[Recorded]:
+        """One INVALIDATE of ``tags`` (a batch); a failure is told to the breaker here, once per
+        call, however many callers the batch carried."""
         started = time.monotonic()
         try:
             scripts = self._scripts_for(self.connections.async_client() if on_loop
                                         else self.connections.sync())
-            sequence, epoch = yield from scripts.invalidate(
+            recorded = yield from scripts.invalidate(
                 tags, origin=self.name, sent_at=self.wall_clock(),
                 floor=fleet_sequence(self.local.sequence()), epoch_candidate=uuid.uuid4().hex)
         except Exception as error:
@@ -199,7 +198,7 @@ class FleetGenerations:
             self._failed(error, time.monotonic() - started if on_loop else None)
             raise
         self.connections.breaker.success()
-        return sequence, epoch
+        return recorded
 
     def _take_part(self) -> None:
         """A runtime that invalidates follows the log from then on, even one that has not
@@ -221,10 +220,11 @@ class FleetGenerations:
             return  # the event loop was busy; Redis may be fine
         self.connections.breaker.failure(error)
 
-    def _acknowledgements(self, scripts: FleetScripts, sequence: int, epoch: str) -> Plan[AckReport]:
+    def _acknowledgements(self, scripts: FleetScripts, recorded: Recorded) -> Plan[AckReport]:
         try:
-            return (yield from scripts.wait_acked(sequence, instance=self.name, epoch=epoch,
-                                                  timeout_seconds=self.ack_timeout_seconds))
+            return (yield from scripts.wait_acked(recorded.sequence, instance=self.name, epoch=recorded.epoch,
+                                                  timeout_seconds=self.ack_timeout_seconds,
+                                                  counted=recorded.unacked))
         except Exception as error:  # noqa: BLE001 - see REDIS_ERRORS
             self._failed(error)
             return AckReport(missing=("(Redis did not answer)",))

@@ -76,10 +76,10 @@ class FleetListener:
                 fleet.trust_if_followed()
             case Replay():
                 counts = fleet.follower.outbox_counts(step.tags)
-                sequence, _ = run(scripts.invalidate(
+                recorded = run(scripts.invalidate(
                     list(step.tags), origin=fleet.name, sent_at=fleet.wall_clock(),
                     floor=step.floor, epoch_candidate=uuid.uuid4().hex))
-                fleet.follower.published(step.tags, sequence, counts=counts)
+                fleet.follower.published(step.tags, recorded.sequence, counts=counts)
                 fleet.report_pending()
             case Poll():
                 sent = fleet.monotonic()

@@ -38,8 +38,8 @@ import redis.cluster
 from .fleetlog import LogEntry, parse_entry
 from .plans import InThread, Pause, Plan, arun, run
 
-__all__ = ["AckReport", "FleetKeys", "FleetScripts", "InThread", "Pause", "Plan", "Polled", "arun",
-           "log_client", "member", "run"]
+__all__ = ["AckReport", "FleetKeys", "FleetScripts", "InThread", "Pause", "Plan", "Polled", "Recorded",
+           "arun", "log_client", "member", "run"]
 
 LOG_LENGTH = 10_000  # entries kept (approximately); a follower further behind resyncs
 LOG_BATCH = 1_000  # entries read per poll
@@ -71,6 +71,18 @@ local function ensure_state(now, candidate, recovering)
              'm:recovered', recovering)
   return candidate
 end
+local function recovered_age(now)
+  -- ms since the state was recreated after Redis lost it, or -1 if it never was
+  if redis.call('HGET', KEYS[1], 'm:recovered') ~= '1' then return -1 end
+  return now - tonumber(redis.call('HGET', KEYS[1], 'm:born') or '0')
+end
+local function unacked_count(sequence, asking)
+  -- live instances but asking that have not applied sequence (O(log N)); prune() first
+  local missing = redis.call('ZCOUNT', KEYS[3], '-inf', '(' .. sequence)
+  local own = redis.call('ZSCORE', KEYS[3], asking)
+  if own and tonumber(own) < tonumber(sequence) then missing = missing - 1 end
+  return missing
+end
 """
 
 # ARGV: origin, sent wall clock, floor, epoch candidate, log length, tags...
@@ -89,7 +101,10 @@ local encoded = '[]'
 if #tags > 0 then encoded = cjson.encode(tags) end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], sequence .. '-0', 'p', previous,
            'g', encoded, 't', ARGV[2], 'o', ARGV[1])
-return {sequence, epoch}
+-- The writer's first acknowledgement count, in the same round trip: nobody has applied the new
+-- sequence yet, so this says how many others it must wait for (none: it is alone).
+prune(now)
+return {sequence, epoch, recovered_age(now), unacked_count(sequence, member(ARGV[1], epoch))}
 """
 
 # ARGV: floor, epoch candidate, recovering (0/1), instance, lease ms, log length
@@ -130,17 +145,10 @@ _ACKED = _PRELUDE + """
 if redis.call('HGET', KEYS[1], 'm:epoch') ~= ARGV[3] then return {-2} end
 local now = now_ms()
 prune(now)
-local age = -1
-if redis.call('HGET', KEYS[1], 'm:recovered') == '1' then
-  age = now - tonumber(redis.call('HGET', KEYS[1], 'm:born') or '0')
-end
-local out = {age}
+local out = {recovered_age(now)}
 local asking = member(ARGV[2], ARGV[3])
 if ARGV[4] == '0' then
-  local missing = redis.call('ZCOUNT', KEYS[3], '-inf', '(' .. ARGV[1])
-  local own = redis.call('ZSCORE', KEYS[3], asking)
-  if own and tonumber(own) < tonumber(ARGV[1]) then missing = missing - 1 end
-  out[2] = missing
+  out[2] = unacked_count(ARGV[1], asking)
   return out
 end
 for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1])) do
@@ -202,6 +210,17 @@ class AckReport:
     missing: tuple[str, ...]
     lost: bool = False
     recovered_age_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """An invalidation in the log: its ``sequence``, the state's ``epoch``, and the writer's
+    first acknowledgement count, taken in the same script (``unacked``: how many other live
+    instances had not applied it, with the report :meth:`FleetScripts.unacked_count` gives)."""
+
+    sequence: int
+    epoch: str
+    unacked: tuple[int, AckReport]
 
 
 def _text(value: Any) -> str:
@@ -280,11 +299,13 @@ class FleetScripts:
         return functools.partial(script, keys=self.keys.all, args=list(args), **options)
 
     def invalidate(self, tags: list[str], *, origin: str, sent_at: float, floor: int,
-                   epoch_candidate: str) -> Plan[tuple[int, str]]:
-        """Record an invalidation of ``tags``: (its sequence, the state's epoch)."""
-        sequence, epoch = yield self._script(self._invalidate, origin, repr(sent_at), floor,
-                                             epoch_candidate, LOG_LENGTH, *tags)
-        return int(sequence), _text(epoch)
+                   epoch_candidate: str) -> Plan[Recorded]:
+        """Record an invalidation of ``tags`` by instance ``origin``: its sequence, the state's
+        epoch, and how many others must still apply it (the first count :meth:`wait_acked`
+        needs, without a round trip of its own)."""
+        sequence, epoch, age, missing = yield self._script(self._invalidate, origin, repr(sent_at), floor,
+                                                           epoch_candidate, LOG_LENGTH, *tags)
+        return Recorded(int(sequence), _text(epoch), (int(missing), _ack_report([age])))
 
     def resync(self, *, floor: int, epoch_candidate: str, recovering: bool, instance: str,
                lease_seconds: float) -> Plan[tuple[str, int, dict[str, int]]]:
@@ -370,16 +391,19 @@ class FleetScripts:
         report = _ack_report(reply[:1])
         return (0 if report.lost else int(reply[1])), report
 
-    def wait_acked(self, sequence: int, *, instance: str, epoch: str,
-                   timeout_seconds: float) -> Plan[AckReport]:
+    def wait_acked(self, sequence: int, *, instance: str, epoch: str, timeout_seconds: float,
+                   counted: tuple[int, AckReport] | None = None) -> Plan[AckReport]:
         """Count the instances missing at 0.5, 1, 2, 4, 8, 8... ms until none is or
         ``timeout_seconds`` passed (one O(log N) query each time, whatever the fleet's size),
-        then, unless none was missing, ask :meth:`acked` who."""
+        then, unless none was missing, ask :meth:`acked` who. ``counted``: the first count, when
+        the caller has it (:attr:`Recorded.unacked`): a round trip fewer."""
         deadline = time.monotonic() + timeout_seconds
         pause = FIRST_ACK_POLL_SECONDS
         while True:
-            missing, report = yield from self.unacked_count(sequence, instance=instance,
-                                                            epoch=epoch)
+            if counted is None:
+                missing, report = yield from self.unacked_count(sequence, instance=instance, epoch=epoch)
+            else:
+                (missing, report), counted = counted, None
             if not missing:
                 return report
             if time.monotonic() + pause > deadline:

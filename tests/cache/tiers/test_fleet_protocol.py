@@ -191,9 +191,9 @@ class FleetProtocolMachine(RuleBasedStateMachine):
                                                remote=remote)
             case Replay():
                 counts = instance.follower.outbox_counts(step.tags)
-                sequence, _ = run(self.scripts.invalidate(
+                sequence = run(self.scripts.invalidate(
                     list(step.tags), origin=instance.name, sent_at=self.now, floor=step.floor,
-                    epoch_candidate="replayed"))
+                    epoch_candidate="replayed")).sequence
                 self._committed(instance.slot, step.tags)
                 if not drop_reply:
                     instance.follower.published(step.tags, sequence, counts=counts)
@@ -269,15 +269,21 @@ class FleetProtocolMachine(RuleBasedStateMachine):
             self._offline(instance, write)
             return
         generations = instance.generations
-        sequence, epoch = run(self.scripts.invalidate(
+        recorded = run(self.scripts.invalidate(
             [tag], origin=instance.name, sent_at=self.now,
             floor=generations.sequence() >> 32, epoch_candidate="by-a-writer"))
+        sequence, epoch = recorded.sequence, recorded.epoch
         write.committed_at = self.now
         if outcome == "reply lost":
             self._offline(instance, write)  # it cannot tell: applied here, queued, replayed
             return
         generations.apply(fleet_generation(sequence), [tag])
         report = run(self.scripts.acked(sequence, instance=instance.name, epoch=epoch))
+        if not report.lost:
+            # The count the write's own script took never says fewer than are missing after it
+            # (acknowledgements only grow, expired members only leave): a writer told "none"
+            # would stop waiting for an instance that has not applied its write.
+            assert len(report.missing) <= recorded.unacked[0]
         if not report.lost and report.recovered_age_seconds is None:
             waiting = set(report.missing)
             write.acknowledged_by = {other.slot for other in self.instances

@@ -77,8 +77,9 @@ def test_a_poll_between_renewals_acknowledges_without_a_script(own_server: Redis
     client = redis.Redis.from_url(own_server.url, **NO_CLIENT_INFO)
     scripts = FleetScripts(client, FleetKeys.of("scaling:", "invalidations"))
     follower = joined(scripts, "reader")
-    sequence, epoch = run(scripts.invalidate(["a"], origin="writer", sent_at=1.0, floor=0,
-                                             epoch_candidate="unused"))
+    recorded = run(scripts.invalidate(["a"], origin="writer", sent_at=1.0, floor=0, epoch_candidate="unused"))
+    sequence, epoch = recorded.sequence, recorded.epoch
+    assert recorded.unacked[0] == 1  # the writer's first count came with the write
     assert run(scripts.acked(sequence, instance="writer", epoch=epoch)).missing == ("reader",)
     step = follower.next_step(0.1)  # within renew_seconds of the join: no renewal due
     assert step == Poll(epoch=epoch, after=follower.position, renew=False)
@@ -109,8 +110,8 @@ def test_an_acknowledgement_for_a_lost_state_never_counts_in_the_new_one(
     client.delete(*keys.all)  # Redis loses the state; the reader rejoins the new one
     rejoined = joined(scripts, "reader")
     assert rejoined.epoch != old_epoch
-    sequence, epoch = run(scripts.invalidate(["a"], origin="writer", sent_at=1.0, floor=40,
-                                             epoch_candidate="unused"))
+    recorded = run(scripts.invalidate(["a"], origin="writer", sent_at=1.0, floor=40, epoch_candidate="unused"))
+    sequence, epoch = recorded.sequence, recorded.epoch
     # A poll sent before the reader noticed (delayed on an old connection): it acknowledges
     # a position of the old state, higher than anything the new one numbered.
     polled = run(scripts.poll(epoch=old_epoch, instance="reader", after=100,
@@ -191,8 +192,9 @@ def test_a_writer_counts_who_is_missing_and_names_them_once(own_server: RedisSer
     scripts = FleetScripts(client, FleetKeys.of("scaling:", "count"))
     joined(scripts, "silent")
     answering = joined(scripts, "answering")
-    sequence, epoch = run(scripts.invalidate(["a"], origin="writer", sent_at=1.0, floor=0,
-                                             epoch_candidate="unused"))
+    recorded = run(scripts.invalidate(["a"], origin="writer", sent_at=1.0, floor=0, epoch_candidate="unused"))
+    sequence, epoch = recorded.sequence, recorded.epoch
+    assert recorded.unacked[0] == 2  # counted in the write: nobody has applied it yet
     run(scripts.poll(epoch=epoch, instance="answering", after=sequence,
                      lease_seconds=LEASE_SECONDS, block_seconds=None, renew=False))
     assert answering.epoch == epoch
@@ -204,4 +206,33 @@ def test_a_writer_counts_who_is_missing_and_names_them_once(own_server: RedisSer
     assert counts >= 2  # waited, counting (O(log N) each)
     # each query prunes expired leases (one ZRANGEBYSCORE); only the last one lists names
     assert calls_between(before, after, "zrangebyscore") == (counts + 1) + 1
+    client.close()
+
+
+def test_a_writer_alone_waits_for_nobody_and_asks_redis_once(own_server: RedisServer) -> None:
+    """The write's script counts who must still apply it: a writer whose fleet is itself (a
+    single instance, or every other one gone) gets its answer in that round trip, no count of
+    its own, no pause; a writer with others still counts them before it stops waiting."""
+    client = redis.Redis.from_url(own_server.url, **NO_CLIENT_INFO)
+    scripts = FleetScripts(client, FleetKeys.of("scaling:", "alone"))
+    joined(scripts, "writer")
+    run(scripts.invalidate(["warm"], origin="writer", sent_at=0.5, floor=0, epoch_candidate="unused"))
+    before = command_calls([own_server.port])  # the script loaded (its first EVALSHA fails)
+    recorded = run(scripts.invalidate(["a"], origin="writer", sent_at=1.0, floor=0, epoch_candidate="unused"))
+    report = run(scripts.wait_acked(recorded.sequence, instance="writer", epoch=recorded.epoch,
+                                    timeout_seconds=1.0, counted=recorded.unacked))
+    after = command_calls([own_server.port])
+    assert recorded.unacked[0] == 0 and report.missing == () and not report.lost
+    assert calls_between(before, after, "evalsha") + calls_between(before, after, "eval") == 1
+    assert calls_between(before, after, "zcount") == 1  # counted inside the write's script
+
+    joined(scripts, "reader")  # never acknowledges: the writer counts until its timeout
+    recorded = run(scripts.invalidate(["b"], origin="writer", sent_at=2.0, floor=0, epoch_candidate="unused"))
+    assert recorded.unacked[0] == 1
+    before = command_calls([own_server.port])
+    report = run(scripts.wait_acked(recorded.sequence, instance="writer", epoch=recorded.epoch,
+                                    timeout_seconds=0.02, counted=recorded.unacked))
+    after = command_calls([own_server.port])
+    assert report.missing == ("reader",)
+    assert calls_between(before, after, "zcount") >= 1  # its first count was the write's; then it asked
     client.close()
