@@ -162,9 +162,10 @@ def _unpack(key: str, payload: bytes | memoryview) -> tuple[CachedEntry | None, 
         values = _ALL_VALUES(fields)
         if (tuple(map(type, _SCALAR_VALUES(values))) == _SCALAR_TYPES
                 and all(map(operator.call, _CONTAINER_CHECKS, _CONTAINER_VALUES(values)))):
-            del fields["__key__"]
             try:
-                entry = CachedEntry(**fields)
+                # By position, in the fields' order (see scalekit/records.py): a keyword call
+                # would pack the 19 fields into a dict for __init__ to unpack again.
+                entry = CachedEntry(*values)
             except Exception:  # noqa: BLE001 - a future __post_init__ check: still a miss
                 return None, "garbage"
             return (entry, "ok") if is_in_range(entry) else (None, "out_of_range")
