@@ -29,6 +29,7 @@ from ..forks import pid
 from .generations import LocalGenerations, restart_in_forked_children
 from .hostpeers import HostPeers
 from .invalidation import InvalidationResult
+from .sqlite_connections import OwnedConnections
 
 __all__ = ["HostGenerations"]
 
@@ -60,6 +61,7 @@ class HostGenerations(LocalGenerations):
         self._persist_lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
         self._connection_pid = 0
+        self._owned = OwnedConnections()  # this one and the watcher's, closed by close()
         self._seen = 0  # the file's write counter as of the last read
         self._watcher: threading.Thread | None = None
         self._watcher_pid = 0
@@ -83,7 +85,7 @@ class HostGenerations(LocalGenerations):
             # without an fsync per invalidation.
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(_GENERATIONS_SCHEMA)
-            self._connection = connection
+            self._connection = self._owned.add(connection)
         return self._connection
 
     def _load(self, connection: sqlite3.Connection) -> int:
@@ -279,7 +281,7 @@ class HostGenerations(LocalGenerations):
         def applied(written: int) -> int:
             nonlocal connection
             if connection is None:
-                connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None)
+                connection = self._owned.add(sqlite3.connect(self.path, timeout=1.0, isolation_level=None))
             return self._load(connection)
 
         while not stop.is_set():
@@ -294,16 +296,18 @@ class HostGenerations(LocalGenerations):
                 if readable and peers is not None:
                     peers.receive(applied)
                 if connection is None:
-                    connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None)
+                    connection = self._owned.add(sqlite3.connect(self.path, timeout=1.0, isolation_level=None))
                 # data_version changes when another connection commits to the file.
                 current = connection.execute("PRAGMA data_version").fetchone()[0]
                 if current != version:
                     version = current
                     self._load(connection)
             except (sqlite3.Error, OSError):
+                if connection is not None:
+                    self._owned.discard(connection)
                 connection = None  # retried on the next tick
         if connection is not None:
-            connection.close()
+            self._owned.discard(connection)
 
     def close(self) -> None:
         self._stop.set()
@@ -317,9 +321,8 @@ class HostGenerations(LocalGenerations):
             self._peers.close()
             self._peers = None
         self._watcher_pid = 0
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        self._connection = None
+        self._owned.close_all()
 
 
 def _use_wal(connection: sqlite3.Connection) -> None:

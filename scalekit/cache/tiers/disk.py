@@ -52,6 +52,7 @@ from ...forks import pid
 from ...metrics.instruments import CACHE_LOOKUPS, Tally, counter_handle
 from ..codec import Codec
 from ..entry import CachedEntry
+from ..sqlite_connections import OwnedConnections
 from .base import KeyMask, SizedTierMetrics, kept_until
 from .breaker import CircuitBreaker
 from .presence import REFRESH_SECONDS, TRUSTED_SECONDS, Presence
@@ -134,6 +135,7 @@ class DiskTier:
         self._miss_tally = Tally((CACHE_LOOKUPS,), (counter_handle(self._metrics.miss).inc,))
         self._count_miss = self._miss_tally.tick
         self._local = threading.local()  # one connection per thread: sqlite3 objects are not shared
+        self._owned = OwnedConnections()  # every thread's, closed by close()
         self._generation = 0  # bumped when the file is recreated, to drop stale connections
         self._pid = pid()
         self._writes_since_sweep = SWEEP_EVERY_WRITES  # the first write sweeps
@@ -154,12 +156,14 @@ class DiskTier:
         if (connection is not None and self._local.generation == self._generation
                 and self._pid == pid()):
             return connection
-        if self._pid != pid():  # forked: never reuse the parent's connections
+        if self._pid != pid():  # forked: never reuse the parent's connections (nor close them)
             self._pid = pid()
             self._generation += 1
+        elif connection is not None:  # of a file since recreated
+            self._owned.discard(connection)
         connection, self._local.page_size = open_database(
             self.path, wal_bytes=self.wal_bytes, busy_timeout_seconds=self.busy_timeout_seconds)
-        self._local.connection = connection
+        self._local.connection = self._owned.add(connection)
         self._local.generation = self._generation
         return connection
 
@@ -168,13 +172,14 @@ class DiskTier:
         if getattr(error, "sqlite_errorcode", None) in BUSY_CODES:
             return  # another process holds the write lock: skip this write, the disk is fine
         self.breaker.failure(error)
-        if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError):
+        if isinstance(error, sqlite3.DatabaseError) and not isinstance(
+                error, (sqlite3.OperationalError, sqlite3.ProgrammingError)):  # closed is not corrupt
             self._recreate()  # "file is not a database", "malformed": start over
 
     def _recreate(self) -> None:
         connection = getattr(self._local, "connection", None)
         if connection is not None:
-            connection.close()
+            self._owned.discard(connection)
             self._local.connection = None
         for suffix in ("", "-wal", "-shm"):
             try:
@@ -621,7 +626,8 @@ class DiskTier:
     def close(self) -> None:
         if self._behind is not None:
             self._behind.close()
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+        # Every thread's connection (the writer's, request threads'); a thread that asks the
+        # tier again opens a new one, closed when the tier is collected.
+        self._generation += 1
+        self._local.connection = None
+        self._owned.close_all()

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ...cache.sqlite_connections import OwnedConnections
 from .jobs import Job, TargetStatus
 
 __all__ = ["LOCAL_QUEUE_FILE", "LocalJobSource", "LocalPurgeQueue"]
@@ -51,6 +52,7 @@ class LocalPurgeQueue:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
+        self._owned = OwnedConnections()  # closed by close(); a forked child's parent's set aside
         self._pid = 0
 
     def exists(self) -> bool:
@@ -65,7 +67,7 @@ class LocalPurgeQueue:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(_SCHEMA)
-            self._connection = connection
+            self._connection = self._owned.add(connection)
         return self._connection
 
     def enqueue(self, items_by_target: Mapping[str, Sequence[str]], *, source: str, now: float,
@@ -133,9 +135,8 @@ class LocalPurgeQueue:
 
     def close(self) -> None:
         with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+            self._connection = None
+            self._owned.close_all()
 
 
 class LocalJobSource:

@@ -1,0 +1,101 @@
+"""Every SQLite connection the disk tier and the host's generations file open, in any thread, is
+closed when they close: none is left for the garbage collector (Python 3.13 reports each such
+one as ``ResourceWarning: unclosed database``, an error in a suite run with warnings as errors).
+
+Observed from outside: SQLite deletes a write-ahead-log file's ``-wal`` and ``-shm`` companions
+when the last connection to it closes, so they are gone only if every connection was closed.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from scalekit.cache.codec import Codec
+from scalekit.cache.entry import CachedEntry
+from scalekit.cache.hostgenerations import HostGenerations
+from scalekit.cache.sqlite_connections import OwnedConnections
+from scalekit.cache.tiers.disk import DiskTier
+
+
+def entry(body: bytes) -> CachedEntry:
+    now = time.time()
+    return CachedEntry(status=200, headers=(("content-type", "text/plain"),), body=body,
+                       request_time=now, response_time=now, corrected_initial_age_seconds=0.0,
+                       freshness_lifetime_seconds=300.0)
+
+
+def log_files(path: Path) -> list[str]:
+    return [suffix for suffix in ("-wal", "-shm") if os.path.exists(f"{path}{suffix}")]
+
+
+def test_closing_the_disk_tier_closes_every_threads_connection(tmp_path: Path) -> None:
+    tier = DiskTier(tmp_path, codec=Codec(compress_min_bytes=0), background_writes=False)
+    with ThreadPoolExecutor(max_workers=3) as pool:  # its threads outlive their work
+        barrier = threading.Barrier(3)
+
+        def use(index: int) -> bool:
+            barrier.wait()  # one call per thread: three threads, three connections
+            tier.set(f"k{index}", entry(b"x" * 100))
+            return tier.get(f"k{index}") is not None
+
+        assert all(pool.map(use, range(3)))
+        assert log_files(tier.path)  # the log is open while the connections are
+        tier.close()  # from this thread, while the pool's threads still live
+        assert log_files(tier.path) == []
+    with sqlite3.connect(tier.path) as check:  # the file itself is intact
+        assert check.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 3
+    check.close()
+
+
+def test_a_closed_connection_is_a_fault_not_a_corrupt_file(tmp_path: Path) -> None:
+    """A thread asking the tier after close() gets a new connection or a miss; the file is
+    never taken for corrupt (and moved aside) because a connection was closed under it."""
+    tier = DiskTier(tmp_path, codec=Codec(compress_min_bytes=0), background_writes=False)
+    tier.set("k", entry(b"kept"))
+    tier.close()
+    found = tier.get("k")
+    assert found is not None and found[0].body == b"kept"
+    assert not list(tmp_path.glob("*.corrupt"))
+    tier.close()
+
+
+def test_the_generations_file_closes_its_and_its_watchers_connections(tmp_path: Path) -> None:
+    path = tmp_path / "generations.sqlite3"
+    generations = HostGenerations(path, poll_interval_seconds=0.01)
+    generations.start()
+    generations.invalidate(["a"])
+    time.sleep(0.05)  # the watcher has read the file
+    assert log_files(path)
+    generations.close()
+    assert log_files(path) == []
+
+
+def test_connections_of_ended_threads_are_closed_at_the_next_opening(tmp_path: Path) -> None:
+    owned = OwnedConnections()
+    opened: list[sqlite3.Connection] = []
+
+    def open_one() -> None:
+        opened.append(owned.add(sqlite3.connect(tmp_path / "f.db", check_same_thread=False)))
+
+    thread = threading.Thread(target=open_one)
+    thread.start()
+    thread.join()
+    owned.add(sqlite3.connect(tmp_path / "f.db"))
+    with pytest.raises(sqlite3.ProgrammingError):
+        opened[0].execute("SELECT 1")
+    owned.close_all()
+
+
+def test_a_collected_owner_still_closes_its_connections(tmp_path: Path) -> None:
+    owned = OwnedConnections()
+    connection = owned.add(sqlite3.connect(tmp_path / "f.db"))
+    del owned
+    with pytest.raises(sqlite3.ProgrammingError):
+        connection.execute("SELECT 1")
