@@ -281,7 +281,8 @@ class HostGenerations(LocalGenerations):
         def applied(written: int) -> int:
             nonlocal connection
             if connection is None:
-                connection = self._owned.add(sqlite3.connect(self.path, timeout=1.0, isolation_level=None))
+                connection = self._owned.add(sqlite3.connect(self.path, timeout=1.0, isolation_level=None),
+                                              this_thread_only=True)
             return self._load(connection)
 
         while not stop.is_set():
@@ -296,7 +297,8 @@ class HostGenerations(LocalGenerations):
                 if readable and peers is not None:
                     peers.receive(applied)
                 if connection is None:
-                    connection = self._owned.add(sqlite3.connect(self.path, timeout=1.0, isolation_level=None))
+                    connection = self._owned.add(sqlite3.connect(self.path, timeout=1.0, isolation_level=None),
+                                              this_thread_only=True)
                 # data_version changes when another connection commits to the file.
                 current = connection.execute("PRAGMA data_version").fetchone()[0]
                 if current != version:

@@ -4,7 +4,8 @@ The disk tier opens a connection per thread and the host's generations file one 
 both must close every one of them when they close (or are collected), not leave them to the
 garbage collector: a connection closed by the collector is a leak Python 3.13 reports
 (``ResourceWarning: unclosed database``), and a test suite run with warnings as errors fails on
-it. A connection opened by a thread that has ended is closed at the next opening.
+it. A connection only its opening thread uses is closed, once that thread has ended, at the
+next opening; one threads share stays open until its owner closes.
 
 After a fork the parent's connections are set aside and kept open, never used nor closed by the
 child: SQLite forbids carrying a connection across ``fork()``, and closing one may checkpoint
@@ -30,14 +31,15 @@ from ..forks import pid
 
 __all__ = ["OwnedConnections"]
 
-Owned = tuple["weakref.ref[threading.Thread]", sqlite3.Connection]  # a connection, its opener
+# A connection, and the thread it belongs to (None: any thread may use it).
+Owned = tuple["weakref.ref[threading.Thread] | None", sqlite3.Connection]
 
 # The connections a forked child inherited: referenced so the collector never closes them there.
 _INHERITED: list[sqlite3.Connection] = []
 
 
 class OwnedConnections:
-    """The connections an object opened, each with the thread that opened it (see the module)."""
+    """The connections an object opened, each with the thread it belongs to, if one (see the module)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -46,17 +48,21 @@ class OwnedConnections:
         # Collected without close_all(): still closed, explicitly (set aside in a forked child).
         weakref.finalize(self, _close_owned, self._open, self._pid)
 
-    def add(self, connection: sqlite3.Connection) -> sqlite3.Connection:
-        """Own ``connection``, opened by the current thread; close those of ended threads."""
+    def add(self, connection: sqlite3.Connection, *, this_thread_only: bool = False) -> sqlite3.Connection:
+        """Own ``connection`` until :meth:`close_all`. ``this_thread_only``: only the current
+        thread uses it, so it is closed once that thread has ended (at a later call here).
+        Closes the connections of ended threads."""
         ended: list[Owned] = []
         with self._lock:
             self._set_aside_after_fork()
             kept: list[Owned] = []
             for thread, owned in self._open:
-                alive = thread()
-                (kept if alive is not None and alive.is_alive() else ended).append((thread, owned))
+                alive = thread() if thread is not None else None
+                (ended if thread is not None and (alive is None or not alive.is_alive())
+                 else kept).append((thread, owned))
             self._open[:] = kept
-            self._open.append((weakref.ref(threading.current_thread()), connection))
+            opener = weakref.ref(threading.current_thread()) if this_thread_only else None
+            self._open.append((opener, connection))
         _close(ended)
         return connection
 

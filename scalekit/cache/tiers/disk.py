@@ -163,7 +163,7 @@ class DiskTier:
             self._owned.discard(connection)
         connection, self._local.page_size = open_database(
             self.path, wal_bytes=self.wal_bytes, busy_timeout_seconds=self.busy_timeout_seconds)
-        self._local.connection = self._owned.add(connection)
+        self._local.connection = self._owned.add(connection, this_thread_only=True)
         self._local.generation = self._generation
         return connection
 

@@ -77,11 +77,13 @@ def test_the_generations_file_closes_its_and_its_watchers_connections(tmp_path: 
     assert log_files(path) == []
 
 
-def test_connections_of_ended_threads_are_closed_at_the_next_opening(tmp_path: Path) -> None:
+def test_connections_of_ended_threads_are_closed_at_the_next_opening_shared_ones_kept(tmp_path: Path) -> None:
     owned = OwnedConnections()
     opened: list[sqlite3.Connection] = []
 
     def open_one() -> None:
+        opened.append(owned.add(sqlite3.connect(tmp_path / "f.db", check_same_thread=False),
+                                this_thread_only=True))
         opened.append(owned.add(sqlite3.connect(tmp_path / "f.db", check_same_thread=False)))
 
     thread = threading.Thread(target=open_one)
@@ -89,7 +91,8 @@ def test_connections_of_ended_threads_are_closed_at_the_next_opening(tmp_path: P
     thread.join()
     owned.add(sqlite3.connect(tmp_path / "f.db"))
     with pytest.raises(sqlite3.ProgrammingError):
-        opened[0].execute("SELECT 1")
+        opened[0].execute("SELECT 1")  # its thread ended: closed
+    assert opened[1].execute("SELECT 1").fetchone() == (1,)  # shared: still open
     owned.close_all()
 
 
@@ -99,3 +102,24 @@ def test_a_collected_owner_still_closes_its_connections(tmp_path: Path) -> None:
     del owned
     with pytest.raises(sqlite3.ProgrammingError):
         connection.execute("SELECT 1")
+
+
+def test_the_generations_files_shared_connection_outlives_the_thread_that_opened_it(tmp_path: Path) -> None:
+    """Opened by a thread that then ends (a request thread, a worker of asyncio.to_thread), it is
+    the process's connection to the file: the watcher opening its own later must not close it."""
+    made: list[HostGenerations] = []
+
+    def serve() -> None:
+        generations = HostGenerations(tmp_path / "g.sqlite3", poll_interval_seconds=0.2)
+        generations.start()  # the watcher opens its connection at its first tick, 0.2 s on
+        generations.invalidate(["a"])
+        made.append(generations)
+
+    opener = threading.Thread(target=serve)
+    opener.start()
+    opener.join()
+    generations = made[0]
+    time.sleep(0.5)  # the watcher has ticked (and opened its connection)
+    result = generations.invalidate(["b"])
+    assert result.reach == "host", result.detail
+    generations.close()
