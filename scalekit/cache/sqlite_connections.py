@@ -84,16 +84,14 @@ class OwnedConnections:
         _set_aside(self._open, self._pid)
 
 
-def _set_aside(owned: list[Owned],
-               owner_pid: list[int]) -> None:
+def _set_aside(owned: list[Owned], owner_pid: list[int]) -> None:
     if owner_pid[0] != pid():
         owner_pid[0] = pid()
         _INHERITED.extend(connection for _, connection in owned)
         owned.clear()
 
 
-def _close_owned(owned: list[Owned],
-                 owner_pid: list[int]) -> None:
+def _close_owned(owned: list[Owned], owner_pid: list[int]) -> None:
     _set_aside(owned, owner_pid)
     _close(owned)
     owned.clear()
