@@ -54,6 +54,8 @@ def decide_found(core: Any, view: RequestView, key: str, found: Found, now: floa
     """The decision for what the store held under the primary ``key``; for a Vary'd URL's
     index, the variant's key to read next and the index (see :func:`decide_variant`)."""
     if found is None:
+        if not view.special:  # the usual miss: nothing stored, nothing in the request to weigh
+            return _new_tuple(Looked, (core.policy.decide_plain_miss(view), None, key))
         return _decided(core, view, None, "uri-miss", None, key, now, collapsed_since)
     stored = found[0]
     if stored.is_vary_index:

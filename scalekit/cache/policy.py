@@ -110,6 +110,9 @@ class CachePolicy(OriginAnswers):
         self.coalesce = config.coalesce
         # Request Cache-Control values are client-controlled: only short ones are remembered.
         self._request_directives: TextMemo[CacheControl] = TextMemo(max_entries=1024, max_text_chars=256)
+        # decide_request's answer to a plain request when nothing is stored, by method and
+        # whether it carries credentials: GET and HEAD, so at most four, each built once.
+        self._plain_misses: dict[tuple[str, bool], Decision] = {}
 
     # ----------------------------------------------------------------- keys
     def primary_key(self, request: RequestView) -> str | None:
@@ -149,6 +152,18 @@ class CachePolicy(OriginAnswers):
         return found
 
     # ----------------------------------------------------------------- the request
+    def decide_plain_miss(self, request: RequestView) -> Decision:
+        """:meth:`decide_request` for a GET or HEAD with none of the special headers
+        (``request.special`` False) when the store held nothing under its key: a function of its
+        method and credentials alone, so each answer is built once (every new URL comes here)."""
+        memo_key = (request.method, request.header("authorization") is not None)
+        decision = self._plain_misses.get(memo_key)
+        if decision is None:
+            decision = self._forward(request, _NO_DIRECTIVES, "uri-miss", None, "")
+            if len(self._plain_misses) < 8:  # only GET and HEAD reach here; bounded all the same
+                self._plain_misses[memo_key] = decision
+        return decision
+
     def decide_request(
         self,
         request: RequestView,

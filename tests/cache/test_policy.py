@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from scalekit.cache.config import CacheConfig
 from scalekit.cache.entry import CachedEntry
@@ -260,6 +262,22 @@ def test_forward_carries_validators_and_request_no_store() -> None:
     assert isinstance(miss, Forward) and not miss.may_store  # §5.2.1.5
     swr = POLICY.decide_request(view(), (entry(swr=60), "memory"), now=NOW + 90)
     assert isinstance(swr, Serve) and swr.refresh is not None and swr.refresh.validating
+
+
+@given(method=st.sampled_from(["GET", "HEAD"]), authorization=st.sampled_from([None, "Basic eA=="]),
+       coalesce=st.booleans(), repeat=st.integers(1, 3))
+def test_a_plain_miss_is_decided_as_decide_request_decides_it(method: str, authorization: str | None,
+                                                            coalesce: bool, repeat: int) -> None:
+    """The memoised answer for a request with no special header and nothing stored is the one
+    decide_request gives it, for every method, credentials and config, however often asked."""
+    policy = CachePolicy(CacheConfig(coalesce=coalesce), allowed_hosts=("*",))
+    headers = {} if authorization is None else {"authorization": authorization}
+    plain = RequestView(method, "http", "shop.test", "/p", "", headers.get, special=False)
+    expected = policy.decide_request(plain, None, now=NOW)
+    for _ in range(repeat):
+        assert policy.decide_plain_miss(plain) == expected
+    assert isinstance(expected, Forward) and expected.may_store == (method == "GET")
+    assert expected.coalesce == (coalesce and method == "GET" and authorization is None)
 
 
 def test_collapsed_waiter_takes_the_leaders_fresh_answer() -> None:
