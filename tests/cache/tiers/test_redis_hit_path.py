@@ -146,7 +146,9 @@ async def slow_server(delay_seconds: float) -> AsyncIterator[int]:
         try:
             while command := await read_command(reader):
                 if command[0] == b"HELLO":
-                    writer.write(b"%0\r\n")  # RESP3 handshake: an empty map will do
+                    # RESP3 handshake, answered as Redis does (redis-py >= 8.2 checks "proto").
+                    writer.write(b"%3\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n"
+                                 b"7.2.4\r\n$5\r\nproto\r\n:3\r\n")
                     continue
                 key = command[1]
                 if key.startswith(b"slow"):
