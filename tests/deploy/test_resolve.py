@@ -119,7 +119,9 @@ def test_nginx_follows_the_fleets_addresses_without_a_reload(tmp_path: Path) -> 
                                          fleet_port=balancer)
             with run_nginx(binary, config, listen):
                 url = f"http://127.0.0.1:{balancer}"
-                assert set(answered(url)) == {(200, "old")}
+                # The upstream has no server until nginx's first lookup of "app" is answered
+                # (at start-up, in the background): a request before it gets a 502.
+                wait_for(lambda: set(answered(url)) == {(200, "old")}, "the first lookup")
                 # docker compose up --scale app=2: DNS answers both; nginx spreads over both.
                 fleet_dns.set(["127.0.0.5", "127.0.0.6"])
                 wait_for(lambda: {name for _, name in answered(url)} == {"old", "new"}, "a replica added")
