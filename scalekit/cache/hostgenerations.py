@@ -29,7 +29,7 @@ from ..forks import pid
 from .generations import LocalGenerations, restart_in_forked_children
 from .hostpeers import HostPeers
 from .invalidation import InvalidationResult
-from .sqlite_connections import OwnedConnections
+from .sqlite_connections import OwnedConnections, closed_on_failure
 
 __all__ = ["HostGenerations"]
 
@@ -80,11 +80,12 @@ class HostGenerations(LocalGenerations):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
                                          check_same_thread=False)
-            _use_wal(connection)
-            # WAL + NORMAL: a commit survives the process crashing (what a restart needs)
-            # without an fsync per invalidation.
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(_GENERATIONS_SCHEMA)
+            with closed_on_failure(connection):
+                _use_wal(connection)
+                # WAL + NORMAL: a commit survives the process crashing (what a restart needs)
+                # without an fsync per invalidation.
+                connection.execute("PRAGMA synchronous=NORMAL")
+                connection.executescript(_GENERATIONS_SCHEMA)
             self._connection = self._owned.add(connection)
         return self._connection
 

@@ -7,6 +7,10 @@ garbage collector: a connection closed by the collector is a leak Python 3.13 re
 it. A connection only its opening thread uses is closed, once that thread has ended, at the
 next opening; one threads share stays open until its owner closes.
 
+A connection whose set-up statements fail (a file that is not a database, a lock held past the
+timeout) is closed there and then (:func:`closed_on_failure`): left to the collector, it would stay
+open, file descriptor and all, as long as the error's traceback lives.
+
 After a fork the parent's connections are set aside and kept open, never used nor closed by the
 child: SQLite forbids carrying a connection across ``fork()``, and closing one may checkpoint
 the parent's write-ahead log.
@@ -23,19 +27,31 @@ sqlite3.ProgrammingError: Cannot operate on a closed database.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import weakref
+from collections.abc import Iterator
 
 from ..forks import pid
 
-__all__ = ["OwnedConnections"]
+__all__ = ["OwnedConnections", "closed_on_failure"]
 
 # A connection, and the thread it belongs to (None: any thread may use it).
 Owned = tuple["weakref.ref[threading.Thread] | None", sqlite3.Connection]
 
 # The connections a forked child inherited: referenced so the collector never closes them there.
 _INHERITED: list[sqlite3.Connection] = []
+
+
+@contextlib.contextmanager
+def closed_on_failure(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``connection`` while its set-up statements run: closed at once if one of them fails."""
+    try:
+        yield connection
+    except BaseException:
+        connection.close()
+        raise
 
 
 class OwnedConnections:

@@ -12,6 +12,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from ..sqlite_connections import closed_on_failure
+
 __all__ = ["BUSY_CODES", "DB_NAME", "MIN_DATABASE_BYTES", "PAGE_SIZE", "SCHEMA_VERSION",
            "SETUP_TIMEOUT_SECONDS", "key_hash", "open_database", "page_counts"]
 
@@ -49,21 +51,23 @@ def open_database(path: Path, *, wal_bytes: int, busy_timeout_seconds: float) ->
     # Workers of one host start together: set-up may wait longer than a request would.
     connection = sqlite3.connect(path, timeout=SETUP_TIMEOUT_SECONDS, isolation_level=None,
                                  check_same_thread=False)
-    # Both only take effect on a new file. 8 KiB pages hold three 2 KiB rows where 4 KiB pages
-    # hold one, without 16 KiB pages' slack under 9 KiB rows (measured on both shapes).
-    connection.execute(f"PRAGMA page_size={PAGE_SIZE}")
-    # Setting it on a file that has it already still waits for the write lock (up to the set-up
-    # timeout while another worker writes): a new connection, in a new thread, would stall.
-    if int(connection.execute("PRAGMA auto_vacuum").fetchone()[0]) != _INCREMENTAL:
-        connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
-    _switch_to_wal(connection)
-    connection.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: atomic, durable enough
-    page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
-    connection.execute(f"PRAGMA wal_autocheckpoint={max(wal_bytes // page_size, 1)}")
-    connection.execute(f"PRAGMA journal_size_limit={wal_bytes}")
-    connection.execute(f"PRAGMA busy_timeout={int(SETUP_TIMEOUT_SECONDS * 1000)}")
-    _create_schema(connection)
-    connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
+    with closed_on_failure(connection):
+        # Both only take effect on a new file. 8 KiB pages hold three 2 KiB rows where 4 KiB
+        # pages hold one, without 16 KiB pages' slack under 9 KiB rows (measured on both shapes).
+        connection.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        # Setting it on a file that has it already still waits for the write lock (up to the
+        # set-up timeout while another worker writes): a new connection, in a new thread, would
+        # stall.
+        if int(connection.execute("PRAGMA auto_vacuum").fetchone()[0]) != _INCREMENTAL:
+            connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        _switch_to_wal(connection)
+        connection.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: atomic, durable enough
+        page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
+        connection.execute(f"PRAGMA wal_autocheckpoint={max(wal_bytes // page_size, 1)}")
+        connection.execute(f"PRAGMA journal_size_limit={wal_bytes}")
+        connection.execute(f"PRAGMA busy_timeout={int(SETUP_TIMEOUT_SECONDS * 1000)}")
+        _create_schema(connection)
+        connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
     return connection, page_size
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...cache.sqlite_connections import OwnedConnections
+from ...cache.sqlite_connections import OwnedConnections, closed_on_failure
 from .jobs import Job, TargetStatus
 
 __all__ = ["LOCAL_QUEUE_FILE", "LocalJobSource", "LocalPurgeQueue"]
@@ -64,9 +64,10 @@ class LocalPurgeQueue:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=5.0, isolation_level=None,
                                          check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(_SCHEMA)
+            with closed_on_failure(connection):
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=NORMAL")
+                connection.executescript(_SCHEMA)
             self._connection = self._owned.add(connection)
         return self._connection
 

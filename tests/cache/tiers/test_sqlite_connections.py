@@ -8,6 +8,7 @@ when the last connection to it closes, so they are gone only if every connection
 
 from __future__ import annotations
 
+import gc
 import os
 import sqlite3
 import threading
@@ -22,6 +23,8 @@ from scalekit.cache.entry import CachedEntry
 from scalekit.cache.hostgenerations import HostGenerations
 from scalekit.cache.sqlite_connections import OwnedConnections
 from scalekit.cache.tiers.disk import DiskTier
+from scalekit.cache.tiers.sqlite_file import open_database
+from scalekit.cdn.purge.localqueue import LocalPurgeQueue
 
 
 def entry(body: bytes) -> CachedEntry:
@@ -123,3 +126,48 @@ def test_the_generations_files_shared_connection_outlives_the_thread_that_opened
     result = generations.invalidate(["b"])
     assert result.reach == "host", result.detail
     generations.close()
+
+
+def open_descriptors(path: Path) -> int:
+    """This process's file descriptors open on ``path``."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+        except OSError:
+            pass  # closed since it was listed (the listing's own descriptor)
+    return count
+
+
+def open_the_disk_tiers_file(path: Path) -> None:
+    open_database(path, wal_bytes=1 << 20, busy_timeout_seconds=1.0)
+
+
+def queue_a_purge(path: Path) -> None:
+    LocalPurgeQueue(path).enqueue({"edge": ["a"]}, source="test", now=0.0, due=0.0)
+
+
+def persist_an_invalidation(path: Path) -> None:
+    generations = HostGenerations(path)  # logs that the file is unreadable, and goes on
+    generations.invalidate(["a"])  # logs that it could not persist it, applied in this process
+    assert open_descriptors(path) == 0  # checked while the object lives
+    generations.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+@pytest.mark.parametrize("opener", [open_the_disk_tiers_file, queue_a_purge, persist_an_invalidation])
+def test_a_connection_whose_set_up_fails_is_closed_at_once(tmp_path: Path, opener: object) -> None:
+    """A file that is not a database fails the set-up statements after the connection opened:
+    that connection is closed then, not left, with its file descriptor, to the collector (the
+    error's traceback, kept by a caller, a breaker or a log record, would hold it open)."""
+    path = tmp_path / "cache.sqlite3"
+    path.write_bytes(b"this is not an SQLite database " * 200)
+    gc.disable()  # a collection by chance would close a leaked connection and hide it
+    try:
+        try:
+            opener(path)  # type: ignore[operator]
+        except sqlite3.DatabaseError:
+            assert open_descriptors(path) == 0  # the error, and its frames, still alive here
+        assert open_descriptors(path) == 0
+    finally:
+        gc.enable()
