@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import threading
+from contextlib import closing
 from typing import Any
 
 import scalekit
@@ -33,7 +34,7 @@ def _database() -> sqlite3.Connection:
 
 
 def create_database(path: str, items: int) -> None:
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection, connection:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)")
         connection.executemany("INSERT INTO items VALUES (?, 0)", [(n,) for n in range(items)])

@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,8 @@ def test_byte_bound_evicts_least_recently_used(tmp_path: Path, clock: FakeClock)
     assert tier.get("k29") is not None
     assert tier.get("k20") is not None
     assert tier.get("k0") is None
-    rows = sqlite3.connect(tmp_path / DB_NAME).execute("SELECT SUM(size) FROM entries").fetchone()[0]
+    with closing(sqlite3.connect(tmp_path / DB_NAME)) as connection:
+        rows = connection.execute("SELECT SUM(size) FROM entries").fetchone()[0]
     assert rows == tier.current_bytes
 
 
@@ -64,7 +66,7 @@ def test_corrupt_row_is_a_miss_and_is_removed(tmp_path: Path, clock: FakeClock) 
     tier = make_tier(tmp_path, clock)
     tier.set("k", make_entry(clock))
     assert tier.flush()
-    with sqlite3.connect(tmp_path / DB_NAME) as connection:
+    with closing(sqlite3.connect(tmp_path / DB_NAME)) as connection, connection:
         connection.execute("UPDATE entries SET value = substr(value, 1, 20) WHERE hash = ?", (key_hash("k"),))
     assert tier.get("k") is None
     assert len(tier) == 0 and tier.current_bytes == 0
@@ -113,9 +115,9 @@ def test_processes_sharing_the_file_keep_the_bound(tmp_path: Path) -> None:
     for worker in workers:
         worker.join(60)
         assert worker.exitcode == 0
-    connection = sqlite3.connect(tmp_path / DB_NAME)
-    total = connection.execute("SELECT SUM(size) FROM entries").fetchone()[0]
-    accounted = connection.execute("SELECT value FROM meta WHERE name='total_bytes'").fetchone()[0]
+    with closing(sqlite3.connect(tmp_path / DB_NAME)) as connection:
+        total = connection.execute("SELECT SUM(size) FROM entries").fetchone()[0]
+        accounted = connection.execute("SELECT value FROM meta WHERE name='total_bytes'").fetchone()[0]
     assert total == accounted <= 20_000
     assert total > 15_000
 
@@ -169,7 +171,7 @@ def test_the_files_stay_within_the_bound(quick_directory: Path, clock: FakeClock
 
 
 def test_a_file_of_the_old_layout_is_laid_out_anew(tmp_path: Path, clock: FakeClock) -> None:
-    with sqlite3.connect(tmp_path / DB_NAME) as connection:
+    with closing(sqlite3.connect(tmp_path / DB_NAME)) as connection, connection:
         connection.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, value BLOB NOT NULL, "
                            "size INTEGER NOT NULL, expires REAL NOT NULL, used REAL NOT NULL)")
         connection.execute("INSERT INTO entries VALUES ('k', x'00', 1, 1e12, 0)")

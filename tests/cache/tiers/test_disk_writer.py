@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Self
 
@@ -69,6 +70,9 @@ class WriteLock:
     def __exit__(self, *exc: object) -> None:
         self.connection.execute("ROLLBACK")
 
+    def close(self) -> None:
+        self.connection.close()
+
 
 @pytest.fixture()
 def tier(tmp_path: Path, clock: FakeClock) -> Iterator[DiskTier]:
@@ -82,7 +86,7 @@ def tier(tmp_path: Path, clock: FakeClock) -> Iterator[DiskTier]:
 def test_a_write_is_queued_read_back_at_once_and_on_disk_after_a_flush(
         tier: DiskTier, tmp_path: Path, clock: FakeClock) -> None:
     entry = make_entry(clock)
-    with WriteLock(tmp_path):  # the writer cannot write yet
+    with closing(WriteLock(tmp_path)) as lock, lock:  # the writer cannot write yet
         assert tier.try_set("k", entry) is True
         found = tier.get("k")
         assert found is not None and found[0] is entry
@@ -123,7 +127,7 @@ def test_a_failed_batch_hides_the_older_entry_until_the_writer_deletes_it(tier: 
     old = make_entry(clock)
     tier.set("k", old)
     assert tier.flush()
-    with WriteLock(tmp_path):
+    with closing(WriteLock(tmp_path)) as lock, lock:
         tier.set("k", make_entry(clock))
         assert tier.flush()  # the batch failed (busy), and so did its delete
         statements = queries_of(tier)
@@ -172,7 +176,8 @@ def test_a_hit_refreshes_recency_in_the_next_batch(tier: DiskTier, tmp_path: Pat
     clock.advance(5.0)
     assert tier.get("k") is not None
     assert tier.flush()
-    used = sqlite3.connect(tmp_path / DB_NAME).execute("SELECT used FROM entries").fetchone()[0]
+    with closing(sqlite3.connect(tmp_path / DB_NAME)) as connection:
+        used = connection.execute("SELECT used FROM entries").fetchone()[0]
     assert used == clock.now
 
 
@@ -291,7 +296,7 @@ class WriterMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         if self.locked:
             self.lock.__exit__()
-        self.lock.connection.close()
+        self.lock.close()
         self.tier.close()
         for other in self.readers:
             other.close()
@@ -455,7 +460,7 @@ def test_rows_deleted_elsewhere_wear_the_filter_out_and_it_is_rebuilt(tier: Disk
     assert tier.get("absent") is None
     assert wait_until(lambda: tier._presence is not None)
     worn = tier._presence
-    with sqlite3.connect(tmp_path / DB_NAME) as connection:  # another process clears the file
+    with closing(sqlite3.connect(tmp_path / DB_NAME)) as connection, connection:  # another process clears the file
         connection.execute("DELETE FROM entries")
     assert all(tier.get(key) is None for key in keys)  # every "maybe" wrong now
     assert wait_until(lambda: tier._presence is not worn)
@@ -518,7 +523,8 @@ def test_a_batch_past_the_bound_evicts_least_recently_used_rows_and_keeps_the_bo
             assert all(other.get(key) for key in written)
     # One eviction query a batch, not one a row.
     assert sum(statement.startswith("SELECT id, size FROM entries ORDER BY used") for statement in statements) <= 4
-    rows = sqlite3.connect(tmp_path / DB_NAME).execute("SELECT SUM(size) FROM entries").fetchone()[0]
+    with closing(sqlite3.connect(tmp_path / DB_NAME)) as connection:
+        rows = connection.execute("SELECT SUM(size) FROM entries").fetchone()[0]
     assert rows == tier.current_bytes
     other.close()
     tier.close()

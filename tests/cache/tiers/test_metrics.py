@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import weakref
+from contextlib import closing
 from pathlib import Path
 
 from prometheus_client import REGISTRY
@@ -70,7 +71,7 @@ def test_corrupt_disk_entry_is_counted(tmp_path: Path, clock: FakeClock) -> None
     tier = DiskTier(tmp_path, codec=Codec(), clock=clock)
     tier.set("k", make_entry(clock))
     assert tier.flush()
-    with sqlite3.connect(tmp_path / DB_NAME) as connection:
+    with closing(sqlite3.connect(tmp_path / DB_NAME)) as connection, connection:
         connection.execute("UPDATE entries SET value = x'00'")
     corrupt = sample("scalekit_cache_lookups_total", tier="disk", outcome="corrupt")
     assert tier.get("k") is None

@@ -20,6 +20,7 @@ import itertools
 import shutil
 import sqlite3
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -203,7 +204,7 @@ class TieredCacheMachine(RuleBasedStateMachine):
 
     @rule(key=st.sampled_from(KEYS), cut=st.integers(0, 40))
     def corrupt_disk_entry(self, key: str, cut: int) -> None:
-        with sqlite3.connect(self.directory / DB_NAME, timeout=5) as connection:
+        with closing(sqlite3.connect(self.directory / DB_NAME, timeout=5)) as connection, connection:
             row = connection.execute("SELECT value FROM entries WHERE hash = ?", (key_hash(key),)).fetchone()
             changed = row is not None and connection.execute(
                 "UPDATE entries SET value = ? WHERE hash = ?",
@@ -218,7 +219,7 @@ class TieredCacheMachine(RuleBasedStateMachine):
 
     @invariant()
     def disk_within_its_bound(self) -> None:
-        with sqlite3.connect(self.directory / DB_NAME, timeout=5) as connection:
+        with closing(sqlite3.connect(self.directory / DB_NAME, timeout=5)) as connection, connection:
             total = connection.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
         assert total <= DISK_MAX
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from datetime import datetime
 
 import click
@@ -45,5 +46,5 @@ def create_tables(database: str) -> None:
     """For the tests: what ``flask --app flaskr init-db`` does, without the CLI."""
     from importlib.resources import files
 
-    with sqlite3.connect(database) as connection:
+    with closing(sqlite3.connect(database)) as connection, connection:
         connection.executescript(files(__package__).joinpath("schema.sql").read_text())
