@@ -106,12 +106,19 @@ def memory_footprint(key: str, entry: CachedEntry) -> int:
     return size
 
 
-def _reading(cache: weakref.ref[_ByteBoundedLRU], name: str) -> float:
-    """``currsize`` or ``len()`` of a tier's LRU for a gauge, 0 once the tier is gone."""
-    lru = cache()
-    if lru is None:
-        return 0.0
-    return float(lru.currsize if name == "currsize" else len(lru))
+# Every L1 of this process (their LRUs, held weakly): the gauges are the process's, so two apps
+# wrapped in one process, an L1 each, show the sum of both, not whichever set the gauge last.
+_LIVE_LRUS: weakref.WeakSet[_ByteBoundedLRU] = weakref.WeakSet()
+
+
+def _held_bytes() -> float:
+    """Bytes held by every live L1 of this process."""
+    return float(sum(lru.currsize for lru in list(_LIVE_LRUS)))
+
+
+def _held_entries() -> float:
+    """Entries held by every live L1 of this process."""
+    return float(sum(len(lru) for lru in list(_LIVE_LRUS)))
 
 
 class _ByteBoundedLRU:
@@ -201,11 +208,10 @@ class MemoryTier:
         # The LRU's item dict, read without the lock by the cache's hot path, which only asks
         # whether a key still holds an entry it served a moment ago.
         self.items = self._cache.items
+        _LIVE_LRUS.add(self._cache)  # held weakly: the registry must not keep the entries
         if not self._publish_on_write:
-            # A weak reference: the registry outlives the tier, and must not keep its entries.
-            cache = weakref.ref(self._cache)
-            self._metrics.bytes.set_function(lambda: _reading(cache, "currsize"))
-            self._metrics.entries.set_function(lambda: _reading(cache, "__len__"))
+            self._metrics.bytes.set_function(_held_bytes)
+            self._metrics.entries.set_function(_held_entries)
 
     # ----------------------------------------------------------------- sync face
     def get(self, key: str) -> tuple[CachedEntry, str] | None:
@@ -298,5 +304,5 @@ class MemoryTier:
     def _publish_gauges(self) -> None:
         if not self._publish_on_write:
             return
-        self._bytes.set(self._cache.currsize)
-        self._entries.set(len(self._cache))
+        self._bytes.set(_held_bytes())
+        self._entries.set(_held_entries())

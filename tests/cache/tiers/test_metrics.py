@@ -129,16 +129,35 @@ def test_a_restarted_disk_tier_reports_what_its_file_already_holds(tmp_path: Pat
     assert float(size) == held > 1500
 
 def test_memory_gauges_are_read_at_scrape_time_without_keeping_the_tier(clock: FakeClock) -> None:
+    # The gauges are the process's: an L1 an earlier test left alive counts in them too.
+    gc.collect()
+    entries, held = sample("scalekit_cache_entries", tier="memory"), sample("scalekit_cache_bytes", tier="memory")
     tier = MemoryTier(max_bytes=100_000, clock=clock)
     tier.set("a", make_entry(clock, b"a" * 1000))
     tier.set("b", make_entry(clock, b"b" * 1000))
-    assert sample("scalekit_cache_entries", tier="memory") == 2
-    assert sample("scalekit_cache_bytes", tier="memory") == tier.current_bytes
+    assert sample("scalekit_cache_entries", tier="memory") == entries + 2
+    assert sample("scalekit_cache_bytes", tier="memory") == held + tier.current_bytes
     lru = weakref.ref(tier._cache)
     del tier
     gc.collect()
     assert lru() is None  # the registry's reading function does not keep the entries alive
-    assert sample("scalekit_cache_entries", tier="memory") == 0
+    assert sample("scalekit_cache_entries", tier="memory") == entries
+
+
+def test_two_l1s_in_one_process_both_count_in_its_gauges(clock: FakeClock) -> None:
+    """Two apps wrapped in one process have an L1 each; the process's gauges hold both (each
+    tier setting the gauge to its own size, the last one made would hide the other)."""
+    gc.collect()
+    entries, held = sample("scalekit_cache_entries", tier="memory"), sample("scalekit_cache_bytes", tier="memory")
+    first, second = MemoryTier(max_bytes=100_000, clock=clock), MemoryTier(max_bytes=100_000, clock=clock)
+    first.set("a", make_entry(clock, b"a" * 1000))
+    second.set("b", make_entry(clock, b"b" * 500))
+    second.set("c", make_entry(clock, b"c" * 500))
+    assert sample("scalekit_cache_entries", tier="memory") == entries + 3
+    assert sample("scalekit_cache_bytes", tier="memory") == held + first.current_bytes + second.current_bytes
+    second.close()
+    assert sample("scalekit_cache_entries", tier="memory") == entries + 1
+    assert sample("scalekit_cache_bytes", tier="memory") == held + first.current_bytes
 
 
 def test_redis_reports_no_bytes_entries_or_evictions_of_its_own(redis_server: RedisServer, clock: FakeClock,
