@@ -398,9 +398,8 @@ def wrap_asgi(app: asgi.ASGIApp, runtime: Any) -> asgi.ASGIApp:
 
 
 def record_bounds(config: Any) -> None:
-    """Publish the byte bound of each local cache tier the config turns on, beside its bytes."""
+    """Publish the byte bound of the disk tier the config turns on, beside its bytes (the
+    memory tiers publish theirs, summed over the process's, as they do their bytes)."""
     cache = config.cache
-    for tier in ("memory", "disk"):
-        tier_config = getattr(cache, tier)
-        if cache.enabled and tier_config.enabled:
-            tier_gauge(CACHE_MAX_BYTES, tier).set(tier_config.max_bytes)
+    if cache.enabled and cache.disk.enabled:
+        tier_gauge(CACHE_MAX_BYTES, "disk").set(cache.disk.max_bytes)

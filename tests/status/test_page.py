@@ -4,6 +4,7 @@ with and without JavaScript, its assets immutable, its own requests unmeasured."
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
 import json
 import re
@@ -32,6 +33,7 @@ def _traffic(driver: StatusDriver) -> None:
 
 
 def test_every_figure_of_the_page_equals_metrics(kind: str) -> None:
+    gc.collect()  # an L1 of an earlier test, collected between the two readings, would leave one
     driver = StatusDriver(kind)
     _traffic(driver)
     # In process, no request runs between the scrape and the page: the figures are equal.
@@ -41,11 +43,14 @@ def test_every_figure_of_the_page_equals_metrics(kind: str) -> None:
     values = page_values(html)
     for cell, (name, labels) in MATCHES_METRICS.items():
         assert values[cell] == metric_sum(samples, name, **labels), cell
-    assert values["tier-memory-max-bytes"] == 64 * 1024 * 1024
+    # The process's L1s: this app's 64 MiB, and those of apps other tests left alive here.
+    assert values["tier-memory-max-bytes"] >= 64 * 1024 * 1024
+    assert values["tier-memory-max-bytes"] % (64 * 1024 * 1024) == 0
     assert values["tier-memory-hits"] >= 3 and values["cache-uncacheable"] >= 1
 
 
 def test_the_json_carries_the_same_tables_and_figures(kind: str) -> None:
+    gc.collect()  # as above
     driver = StatusDriver(kind)
     _traffic(driver)
     samples = samples_of(driver.get("/metrics")[2])

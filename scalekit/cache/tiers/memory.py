@@ -30,7 +30,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from itertools import chain
 
-from ...metrics.instruments import CACHE_LOOKUPS, CACHE_STORES, Tally, counter_handle, gauge_handle
+from ...metrics.instruments import (
+    CACHE_LOOKUPS,
+    CACHE_MAX_BYTES,
+    CACHE_STORES,
+    Tally,
+    counter_handle,
+    gauge_handle,
+    tier_gauge,
+)
 from ..entry import CachedEntry
 from .base import SizedTierMetrics, kept_until
 
@@ -121,6 +129,11 @@ def _held_entries() -> float:
     return float(sum(len(lru) for lru in list(_LIVE_LRUS)))
 
 
+def _bound_bytes() -> float:
+    """The byte bounds of every live L1 of this process, summed like their bytes."""
+    return float(sum(lru.maxsize for lru in list(_LIVE_LRUS)))
+
+
 class _ByteBoundedLRU:
     """``key -> (entry, kept_until, size)`` in least recently used order, bounded by the sum of
     the sizes: storing past the bound evicts from the least recently used end.
@@ -209,9 +222,13 @@ class MemoryTier:
         # whether a key still holds an entry it served a moment ago.
         self.items = self._cache.items
         _LIVE_LRUS.add(self._cache)  # held weakly: the registry must not keep the entries
-        if not self._publish_on_write:
+        self._bound = tier_gauge(CACHE_MAX_BYTES, self.name)
+        if self._publish_on_write:
+            self._bound.set(_bound_bytes())
+        else:
             self._metrics.bytes.set_function(_held_bytes)
             self._metrics.entries.set_function(_held_entries)
+            self._bound.set_function(_bound_bytes)
 
     # ----------------------------------------------------------------- sync face
     def get(self, key: str) -> tuple[CachedEntry, str] | None:
@@ -271,7 +288,12 @@ class MemoryTier:
             self._publish_gauges()
 
     def close(self) -> None:
-        self.clear()
+        with self._lock:
+            self._cache.clear()
+            _LIVE_LRUS.discard(self._cache)  # its bound no longer counts either
+            if self._publish_on_write:
+                self._publish_gauges()
+                self._bound.set(_bound_bytes())
 
     # ----------------------------------------------------------------- async face
     async def aget(self, key: str) -> tuple[CachedEntry, str] | None:
