@@ -116,22 +116,29 @@ def memory_footprint(key: str, entry: CachedEntry) -> int:
 
 # Every L1 of this process (their LRUs, held weakly): the gauges are the process's, so two apps
 # wrapped in one process, an L1 each, show the sum of both, not whichever set the gauge last.
+# Added to and read under the lock: a set that grows while another thread iterates it raises.
 _LIVE_LRUS: weakref.WeakSet[_ByteBoundedLRU] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()
+
+
+def _live_lrus() -> list[_ByteBoundedLRU]:
+    with _LIVE_LOCK:
+        return list(_LIVE_LRUS)
 
 
 def _held_bytes() -> float:
     """Bytes held by every live L1 of this process."""
-    return float(sum(lru.currsize for lru in list(_LIVE_LRUS)))
+    return float(sum(lru.currsize for lru in _live_lrus()))
 
 
 def _held_entries() -> float:
     """Entries held by every live L1 of this process."""
-    return float(sum(len(lru) for lru in list(_LIVE_LRUS)))
+    return float(sum(len(lru) for lru in _live_lrus()))
 
 
 def _bound_bytes() -> float:
     """The byte bounds of every live L1 of this process, summed like their bytes."""
-    return float(sum(lru.maxsize for lru in list(_LIVE_LRUS)))
+    return float(sum(lru.maxsize for lru in _live_lrus()))
 
 
 class _ByteBoundedLRU:
@@ -221,7 +228,8 @@ class MemoryTier:
         # The LRU's item dict, read without the lock by the cache's hot path, which only asks
         # whether a key still holds an entry it served a moment ago.
         self.items = self._cache.items
-        _LIVE_LRUS.add(self._cache)  # held weakly: the registry must not keep the entries
+        with _LIVE_LOCK:
+            _LIVE_LRUS.add(self._cache)  # held weakly: the registry must not keep the entries
         self._bound = tier_gauge(CACHE_MAX_BYTES, self.name)
         if self._publish_on_write:
             self._bound.set(_bound_bytes())
@@ -290,7 +298,8 @@ class MemoryTier:
     def close(self) -> None:
         with self._lock:
             self._cache.clear()
-            _LIVE_LRUS.discard(self._cache)  # its bound no longer counts either
+            with _LIVE_LOCK:
+                _LIVE_LRUS.discard(self._cache)  # its bound no longer counts either
             if self._publish_on_write:
                 self._publish_gauges()
                 self._bound.set(_bound_bytes())
