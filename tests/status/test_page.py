@@ -45,7 +45,6 @@ def test_every_figure_of_the_page_equals_metrics(kind: str) -> None:
         assert values[cell] == metric_sum(samples, name, **labels), cell
     # The process's L1s: this app's 64 MiB, and those of apps other tests left alive here.
     assert values["tier-memory-max-bytes"] >= 64 * 1024 * 1024
-    assert values["tier-memory-max-bytes"] % (64 * 1024 * 1024) == 0
     assert values["tier-memory-hits"] >= 3 and values["cache-uncacheable"] >= 1
 
 
