@@ -21,6 +21,8 @@ not just body bytes: a flood of small distinct keys cannot grow the process past
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 import os
 import sys
 import threading
@@ -121,24 +123,16 @@ _LIVE_LRUS: weakref.WeakSet[_ByteBoundedLRU] = weakref.WeakSet()
 _LIVE_LOCK = threading.Lock()
 
 
-def _live_lrus() -> list[_ByteBoundedLRU]:
+def _summed(read: Callable[[_ByteBoundedLRU], int]) -> float:
+    """``read`` (bytes held, entries, byte bound) summed over every live L1 of this process."""
     with _LIVE_LOCK:
-        return list(_LIVE_LRUS)
+        lrus = list(_LIVE_LRUS)
+    return float(sum(map(read, lrus)))
 
 
-def _held_bytes() -> float:
-    """Bytes held by every live L1 of this process."""
-    return float(sum(lru.currsize for lru in _live_lrus()))
-
-
-def _held_entries() -> float:
-    """Entries held by every live L1 of this process."""
-    return float(sum(len(lru) for lru in _live_lrus()))
-
-
-def _bound_bytes() -> float:
-    """The byte bounds of every live L1 of this process, summed like their bytes."""
-    return float(sum(lru.maxsize for lru in _live_lrus()))
+_held_bytes = functools.partial(_summed, operator.attrgetter("currsize"))
+_held_entries = functools.partial(_summed, len)
+_bound_bytes = functools.partial(_summed, operator.attrgetter("maxsize"))
 
 
 class _ByteBoundedLRU:
@@ -296,13 +290,11 @@ class MemoryTier:
             self._publish_gauges()
 
     def close(self) -> None:
-        with self._lock:
-            self._cache.clear()
-            with _LIVE_LOCK:
-                _LIVE_LRUS.discard(self._cache)  # its bound no longer counts either
-            if self._publish_on_write:
-                self._publish_gauges()
-                self._bound.set(_bound_bytes())
+        with _LIVE_LOCK:
+            _LIVE_LRUS.discard(self._cache)  # its bound no longer counts either
+        self.clear()
+        if self._publish_on_write:
+            self._bound.set(_bound_bytes())
 
     # ----------------------------------------------------------------- async face
     async def aget(self, key: str) -> tuple[CachedEntry, str] | None:
