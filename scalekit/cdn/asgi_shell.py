@@ -24,6 +24,7 @@ from .respond import (
     collect_preconditions,
     with_etag,
 )
+from .unchanged import UnchangedStamps
 
 __all__ = ["ASGICDN"]
 
@@ -65,6 +66,7 @@ class ASGICDN(asgi.EarlyFirst):
         self.stamper = stamper
         self.max_body_bytes = stamper.config.etag_max_body_bytes
         self.conditional = stamper.config.conditional_requests
+        self.unchanged_stamps = UnchangedStamps(stamper, encoded=True)
         self.serve_early: asgi.EarlyPath | None = early_path(
             self, app, stamper, ("special_names", "unplain_names"), b"authorization", b"cookie")
         self.inner: asgi.ASGIApp = getattr(app, "handle", app) if self.serve_early else direct(app)
@@ -159,15 +161,30 @@ class _ASGIExchange:
     def _on_start(self, message: asgi.Message) -> Awaitable[None]:
         """Stamp the start message; the usual one (headers unchanged, no body to hash, no
         precondition) is handed on as the next ``send``'s own awaitable, no coroutine of its own."""
-        self.status = message["status"]
+        self.status = status = message["status"]
+        layer, ctx = self.layer, self.ctx
+        tags = ctx.tags if ctx is not None else ()
+        lines = message.get("headers", ())
+        if not isinstance(lines, (list, tuple)):  # an iterator is read once, here: keep its lines
+            lines = list(lines)
+            message = {**message, "headers": lines}
+        key = None
+        if self.preconditions is None:  # an answer to preconditions reads the stamped lines
+            key = layer.unchanged_stamps.key(self.method, status, self.has_authorization,
+                                             self.has_cookie, tags, lines)
+            if key is not None and layer.unchanged_stamps.holds(key):
+                self.unchanged = True
+                self.start = message
+                return self.downstream(message)  # the app's own message object, untouched
         names = _FIELD_NAMES
-        headers = [(names[name], value.decode("latin-1")) for name, value in message.get("headers", ())]
-        outcome = self.layer.stamper.stamp(
-            self.method, self.scope.get("path", ""), self.has_authorization, self.status, headers,
-            self.ctx.tags if self.ctx is not None else (), has_cookie=self.has_cookie)
+        headers = [(names[name], value.decode("latin-1")) for name, value in lines]
+        outcome = layer.stamper.stamp(self.method, self.scope.get("path", ""), self.has_authorization,
+                                      status, headers, tags, has_cookie=self.has_cookie)
         self.headers = outcome.headers
         self.unchanged = outcome.headers == headers
         self.start = message
+        if key is not None and self.unchanged and not outcome.generate_etag:
+            layer.unchanged_stamps.add(key)
         if outcome.generate_etag:
             limit = buffer_limit(outcome.content_length, self.layer.max_body_bytes)
             if limit is not None:

@@ -235,6 +235,8 @@ class Stamper:
             for method in rule.methods:
                 by_method.setdefault(method, []).append(rule)  # keeps the rules' order
         self._by_method = {method: tuple(rules) for method, rules in by_method.items()}
+        # The methods some rule matches: for them the path can change a stamp.
+        self.rule_methods = frozenset(self._by_method)
         self.etag = config.etag
         self.compression = config.compression
         # Whether a response's media type can change anything: read by rules with content types,

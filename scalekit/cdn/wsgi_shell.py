@@ -22,6 +22,7 @@ from .exchange import STATE_KEY, record_answer
 from .hits import early_path
 from .policy import Outcome, Stamper
 from .respond import PRECONDITION_FIELDS, Preconditions, answer_conditional, collect_preconditions
+from .unchanged import UnchangedStamps
 
 __all__ = ["WSGICDN"]
 
@@ -49,6 +50,7 @@ class WSGICDN(wsgi.EarlyFirst):
         config = stamper.config
         self.max_body_bytes = config.etag_max_body_bytes
         self.conditional = config.conditional_requests
+        self.unchanged_stamps = UnchangedStamps(stamper, encoded=False)
         # Around the cache: its plain hits leave stamped from its early path, and the rest
         # of its requests go to its full path (they have been offered to the early one).
         self.serve_early: wsgi.EarlyPath | None = early_path(
@@ -164,16 +166,27 @@ class _WSGIExchange:
         already pulled from ``iterable``, ``rest`` its remainder); the caller closes
         ``iterable`` if this raises."""
         # The hot path of every response: kept to few calls and lookups on purpose (bench/cdn.py).
-        app_headers = [(name.lower(), value) for name, value in self.headers]
         ctx, environ, layer = self.ctx, self.environ, self.layer
         status_text: str = self.status  # type: ignore[assignment]  # run() checked it is set
+        tags = ctx.tags if ctx is not None else ()
+        has_authorization = "HTTP_AUTHORIZATION" in environ
+        has_cookie = "HTTP_COOKIE" in environ and bool(environ["HTTP_COOKIE"].strip())
+        key = None
+        if self.preconditions is None:  # an answer to preconditions reads the stamped lines
+            key = layer.unchanged_stamps.key(self.method, status_text, has_authorization, has_cookie,
+                                             tags, self.headers)
+            if key is not None and layer.unchanged_stamps.holds(key):
+                self.sent = True
+                self.real_write = self.start_response(status_text, self.headers)
+                return wsgi.PassBody(prefix, rest, iterable) if prefix else iterable
+        app_headers = [(name.lower(), value) for name, value in self.headers]
         status = _STATUS_CODES.get(status_text) or _status_code(status_text)
-        outcome = layer.stamper.stamp(
-            self.method, environ.get("PATH_INFO", ""), "HTTP_AUTHORIZATION" in environ,
-            status, app_headers, ctx.tags if ctx is not None else (),
-            has_cookie="HTTP_COOKIE" in environ and bool(environ["HTTP_COOKIE"].strip()))
+        outcome = layer.stamper.stamp(self.method, environ.get("PATH_INFO", ""), has_authorization,
+                                      status, app_headers, tags, has_cookie=has_cookie)
         headers = outcome.headers
         unchanged = headers == app_headers
+        if key is not None and unchanged and not outcome.generate_etag:
+            layer.unchanged_stamps.add(key)
         body: bytes | None = None
         length = outcome.content_length
         if outcome.generate_etag and (length is not None and length <= layer.max_body_bytes
