@@ -13,9 +13,10 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import scalekit
 from scalekit.cdn.config import CDNConfig
 from scalekit.cdn.etag import body_etag
 from scalekit.cdn.policy import Stamper
@@ -193,13 +194,98 @@ def _serving(kind: str, reply_now: Any) -> Any:
     if kind == "wsgi":
         def app(environ: dict[str, Any], start_response: Any) -> Any:
             reply = reply_now()
-            start_response("200 OK", reply.all_headers())
+            scalekit.tag(*reply.tags)
+            start_response(f"{reply.status} X", reply.all_headers())
             return list(reply.chunks)
         return app
 
     async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         reply = reply_now()
-        await send({"type": "http.response.start", "status": 200,
+        scalekit.tag(*reply.tags)
+        await send({"type": "http.response.start", "status": reply.status,
                     "headers": [(n.lower().encode(), v.encode()) for n, v in reply.all_headers()]})
         await send({"type": "http.response.body", "body": reply.body})
     return asgi_app
+
+
+class _Forgetful:
+    """A memo that knows nothing: the layer stamps every response, as before the memo."""
+
+    def key(self, *args: Any) -> None:
+        return None
+
+
+def _cdn_layer(wrapped: Any) -> Any:
+    from scalekit.cdn.asgi_shell import ASGICDN
+    from scalekit.cdn.wsgi_shell import WSGICDN
+
+    node = wrapped.chain
+    for _ in range(6):
+        target = getattr(node, "__self__", node)
+        if isinstance(target, (WSGICDN, ASGICDN)):
+            return target
+        node = getattr(target, "inner", None) or getattr(target, "app", None)
+    raise AssertionError("no CDN layer in the chain")
+
+
+exchanges = st.lists(st.tuples(
+    st.sampled_from(["GET", "GET", "HEAD", "POST"]),
+    st.sampled_from(["/page", "/blog/1", "/page"]),
+    st.sampled_from([(), (("Authorization", "Bearer a"),), (("Cookie", "s=1"),), (("If-None-Match", '"v1"'),)]),
+    st.sampled_from([200, 200, 404, 500]),
+    st.integers(0, 2),  # which of the example's few responses (a route sends the same lines)
+    st.integers(0, 3),  # this response's values of the fields whose values the stamp never reads
+    st.sampled_from([(), (), ("product:1",)]),
+), min_size=1, max_size=10)
+# A route's lines (the memo's use): the same fields, and the same fields whose values the
+# stamp never reads, with other values each time.
+route_lines = optional_fields.filter(lambda f: "surrogate-key" not in f and "cache-tag" not in f)
+layer_configs = st.fixed_dictionaries({}, optional={
+    "default_policy": st.sampled_from(["page", "api", "immutable-asset"]),
+    "rules": st.just([{"path": "/blog/**", "policy": "no-store", "override": True}]),
+    "surrogate_keys": st.sampled_from(["fastly", "none"]),
+    "compression": st.booleans(),
+})
+
+
+_SHARED = ({"cache-control": "public, max-age=60", "etag": '"v1"'}, {"age": "1", "date": "d"})
+_ALIKE = (_SHARED, _SHARED, _SHARED)
+
+
+def _asked(*requests: tuple[str, str, tuple[tuple[str, str], ...], tuple[str, ...]]) -> list[Any]:
+    """Exchanges of the one shared route, 200 each: (method, path, request headers, tags)."""
+    return [(method, path, headers, 200, 0, index, tags)
+            for index, (method, path, headers, tags) in enumerate(requests)]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(["wsgi", "asgi"]), config=layer_configs, sequence=exchanges,
+       responses=st.tuples(*[st.tuples(route_lines, unread_values)] * 3))
+@example(kind="wsgi", config={}, responses=_ALIKE,  # Authorization makes the same lines private
+         sequence=_asked(("GET", "/page", (), ()), ("GET", "/page", (("Authorization", "Bearer a"),), ())))
+@example(kind="asgi", config={"rules": [{"path": "/blog/**", "policy": "no-store", "override": True}]},
+         responses=_ALIKE, sequence=_asked(("GET", "/page", (), ()), ("GET", "/blog/1", (), ())))
+@example(kind="wsgi", config={"surrogate_keys": "fastly"}, responses=_ALIKE,
+         sequence=_asked(("GET", "/page", (), ()), ("GET", "/page", (), ("product:1",))))
+@example(kind="asgi", config={}, responses=_ALIKE,  # a matching If-None-Match is answered 304
+         sequence=_asked(("GET", "/page", (), ()), ("GET", "/page", (("If-None-Match", '"v1"'),), ())))
+def test_the_layer_answers_alike_with_and_without_the_memo(
+        kind: str, config: dict[str, Any], sequence: list[Any],
+        responses: tuple[tuple[dict[str, str], dict[str, str]], ...]) -> None:
+    """The same requests, answered by the same app responses, through the layer with its memo
+    and through one that stamps every response: the same status, lines and body each time."""
+    driver = Driver(kind)
+    current: list[Reply] = []
+    remembering = driver.wrap(lambda calls: _serving(kind, lambda: current[0]), **config)
+    stamping = driver.wrap(lambda calls: _serving(kind, lambda: current[0]), **config)
+    _cdn_layer(stamping).unchanged_stamps = _Forgetful()
+    for method, path, request_headers, status, which, values, tags in sequence:
+        body = b"<p>page</p>"
+        fields, unread = responses[which]
+        lines = [("Content-Type", "text/html"), *fields.items(),
+                 *[(name, f"{value}{values}") for name, value in unread.items()]]
+        current[:] = [Reply(status=status, headers=lines, chunks=[body], content_length=False, tags=tags)]
+        answers = [driver.request(app, method, path, list(request_headers)) for app in (remembering, stamping)]
+        assert answers[0].status == answers[1].status
+        assert answers[0].raw_headers == answers[1].raw_headers
+        assert answers[0].body == answers[1].body
