@@ -466,10 +466,8 @@ def judged_rounds(n: int) -> list[dict[str, Any]]:
 
 
 def judged_in_processes(processes: int, n: int) -> list[list[dict[str, Any]]]:
-    """:func:`judged_rounds` in ``processes`` fresh processes, one after the other: where a
-    process's code and data land in memory (address layout, hash seeds) moved the defaults'
-    ASGI stored miss between +4.45 % and +5.14 % in five processes of one commit, so one process
-    is one draw (pyperf spawns its worker processes for the same reason)."""
+    """:func:`judged_rounds` in ``processes`` fresh processes, one after the other (each one
+    draw of the memory layout and hash seeds; see the module's docstring)."""
     runs = []
     for _ in range(processes):
         done = subprocess.run([sys.executable, __file__, "--judged-rounds", str(n), "--renders", str(RENDERS)],
