@@ -2,9 +2,10 @@
 
 The memo's key leaves out the values of Age, ETag, Content-Length, Cache-Status, Date and
 Last-Modified, and the request's path and tags where no rule or surrogate key reads them:
-hypothesis holds the stamp to that (two responses with one key are stamped alike), and the
-layer tests show a remembered response still leaves with its own values, and that everything
-the key holds (the Authorization of the request, a rule's path, the tags) still changes a stamp.
+hypothesis holds the stamp to that (two responses with one key are stamped alike); the layer
+tests show a remembered response still leaves with its own values, and that everything the key
+holds (the Authorization of the request, a rule's path, the tags) still changes a stamp; and
+request sequences through the layer with its memo and without it are answered byte for byte alike.
 """
 
 from __future__ import annotations
