@@ -168,14 +168,14 @@ class _ASGIExchange:
         if not isinstance(lines, (list, tuple)):  # an iterator is read once, here: keep its lines
             lines = list(lines)
             message = {**message, "headers": lines}
-        key = None
-        if self.preconditions is None:  # an answer to preconditions reads the stamped lines
-            key = layer.unchanged_stamps.key(self.method, status, self.has_authorization,
-                                             self.has_cookie, tags, lines)
-            if key is not None and layer.unchanged_stamps.holds(key):
-                self.unchanged = True
-                self.start = message
-                return self.downstream(message)  # the app's own message object, untouched
+        memo = layer.unchanged_stamps
+        # An answer to preconditions reads the stamped lines: such a request is always stamped.
+        key = None if self.preconditions is not None else memo.key(
+            self.method, status, self.has_authorization, self.has_cookie, tags, lines)
+        if memo.holds(key):
+            self.unchanged = True
+            self.start = message
+            return self.downstream(message)  # the app's own message object, untouched
         names = _FIELD_NAMES
         headers = [(names[name], value.decode("latin-1")) for name, value in lines]
         outcome = layer.stamper.stamp(self.method, self.scope.get("path", ""), self.has_authorization,
@@ -183,8 +183,7 @@ class _ASGIExchange:
         self.headers = outcome.headers
         self.unchanged = outcome.headers == headers
         self.start = message
-        if key is not None and self.unchanged and not outcome.generate_etag:
-            layer.unchanged_stamps.add(key)
+        memo.learn(key, self.unchanged, outcome.generate_etag)
         if outcome.generate_etag:
             limit = buffer_limit(outcome.content_length, self.layer.max_body_bytes)
             if limit is not None:

@@ -66,12 +66,20 @@ class UnchangedStamps:
             return None
         return method, status, has_authorization, has_cookie, kept
 
-    def holds(self, key: Key) -> bool:
-        """Whether a response with this key was stamped unchanged, with no ETag to add."""
+    def holds(self, key: Key | None) -> bool:
+        """Whether a response with this key (None: none) was stamped unchanged, with no ETag to add."""
+        if key is None:
+            return False
         try:
             return self._memo.get(key) is not None
         except TypeError:  # a value that cannot be hashed: never remembered either
             return False
+
+    def learn(self, key: Key | None, unchanged: bool, generate_etag: bool) -> None:
+        """Remember the response's stamp if it left the response as it was with no ETag to
+        compute (anything else may depend on the values the key leaves out)."""
+        if key is not None and unchanged and not generate_etag:
+            self.add(key)
 
     def add(self, key: Key) -> None:
         """Remember that the response with this key left the stamp unchanged, with no ETag."""

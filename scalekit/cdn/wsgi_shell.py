@@ -171,22 +171,21 @@ class _WSGIExchange:
         tags = ctx.tags if ctx is not None else ()
         has_authorization = "HTTP_AUTHORIZATION" in environ
         has_cookie = "HTTP_COOKIE" in environ and bool(environ["HTTP_COOKIE"].strip())
-        key = None
-        if self.preconditions is None:  # an answer to preconditions reads the stamped lines
-            key = layer.unchanged_stamps.key(self.method, status_text, has_authorization, has_cookie,
-                                             tags, self.headers)
-            if key is not None and layer.unchanged_stamps.holds(key):
-                self.sent = True
-                self.real_write = self.start_response(status_text, self.headers)
-                return wsgi.PassBody(prefix, rest, iterable) if prefix else iterable
+        memo = layer.unchanged_stamps
+        # An answer to preconditions reads the stamped lines: such a request is always stamped.
+        key = None if self.preconditions is not None else memo.key(
+            self.method, status_text, has_authorization, has_cookie, tags, self.headers)
+        if memo.holds(key):
+            self.sent = True
+            self.real_write = self.start_response(status_text, self.headers)
+            return wsgi.PassBody(prefix, rest, iterable) if prefix else iterable
         app_headers = [(name.lower(), value) for name, value in self.headers]
         status = _STATUS_CODES.get(status_text) or _status_code(status_text)
         outcome = layer.stamper.stamp(self.method, environ.get("PATH_INFO", ""), has_authorization,
                                       status, app_headers, tags, has_cookie=has_cookie)
         headers = outcome.headers
         unchanged = headers == app_headers
-        if key is not None and unchanged and not outcome.generate_etag:
-            layer.unchanged_stamps.add(key)
+        memo.learn(key, unchanged, outcome.generate_etag)
         body: bytes | None = None
         length = outcome.content_length
         if outcome.generate_etag and (length is not None and length <= layer.max_body_bytes

@@ -215,6 +215,12 @@ class _Forgetful:
     def key(self, *args: Any) -> None:
         return None
 
+    def holds(self, key: None) -> bool:
+        return False
+
+    def learn(self, *args: Any) -> None:
+        pass
+
 
 def _cdn_layer(wrapped: Any) -> Any:
     from scalekit.cdn.asgi_shell import ASGICDN
